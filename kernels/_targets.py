@@ -1,0 +1,158 @@
+"""Compile one piece of kernel math for both targets.
+
+The math of every kernel is written once, as scalar *element functions* decorated with
+:func:`element`. They are ``numba.njit(inline="always")`` functions, which numba-cuda
+also compiles for the GPU when a CUDA kernel calls them, so the CPU and the GPU run the
+same source. Under the CUDA simulator they run as their CPU build, called from the
+simulated threads (which is why they take and return scalars only: the simulator's
+arrays cannot be passed into compiled code).
+
+Around the element functions, each kernel has two thin loops: a CPU loop decorated with
+:func:`cpu_kernel` and a CUDA grid-stride loop decorated with :func:`cuda_kernel`. The CUDA
+one is compiled on first launch, so importing a kernels module never imports numba-cuda.
+
+Compiled kernels are cached on disk. Numba keys a cache entry on the kernel's own source
+file only, so an edit to an element function in another file would load stale machine
+code; the cache folder is therefore named after a hash of every source file in this
+package (and the numba versions), and any edit starts a fresh folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pathlib
+import threading
+
+import numba
+
+_HERE = pathlib.Path(__file__).resolve().parent
+_cache_lock = threading.Lock()
+
+
+def element(fn):
+    """Declare ``fn`` a scalar element function usable from CPU and CUDA kernels."""
+    return numba.njit(inline="always")(fn)
+
+
+def _source_hash() -> str:
+    h = hashlib.sha256()
+    for path in sorted(_HERE.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    h.update(numba.__version__.encode())
+    try:
+        from importlib.metadata import version
+
+        h.update(version("numba-cuda").encode())
+    except Exception:  # numba-cuda is optional
+        pass
+    return h.hexdigest()[:16]
+
+
+def cache_dir() -> str | None:
+    """The folder compiled kernels are cached in, or None when no writable one exists.
+
+    Base folder: ``NUMBA_CACHE_DIR`` when set, else ``VARSTORE_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/varstore`` (``~/.cache/varstore``). ``VARSTORE_CACHE_DIR=off``
+    disables the cache.
+    """
+    base = os.environ.get("NUMBA_CACHE_DIR") or os.environ.get("VARSTORE_CACHE_DIR")
+    if base and base.lower() == "off":
+        return None
+    if not base:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        base = os.path.join(xdg, "varstore")
+    path = os.path.join(base, "kernels-" + _source_hash())
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    return path if os.access(path, os.W_OK) else None
+
+
+@contextlib.contextmanager
+def _numba_cache_dir(configs):
+    """Point numba's cache locator at our folder while one of our kernels is declared.
+
+    Numba reads ``config.CACHE_DIR`` once, when a cached dispatcher is created; the
+    previous value is restored right after, so user code keeps its own setting.
+    """
+    path = cache_dir()
+    with _cache_lock:
+        saved = [c.CACHE_DIR for c in configs]
+        try:
+            for c in configs:
+                c.CACHE_DIR = path or ""
+            yield path is not None
+        finally:
+            for c, value in zip(configs, saved):
+                c.CACHE_DIR = value
+
+
+def cpu_kernel(fn):
+    """Compile a CPU loop (lazily, at first call), cached on disk."""
+    with _numba_cache_dir([numba.config]) as cache:
+        return numba.njit(cache=cache, nogil=True)(fn)
+
+
+def simulator_enabled() -> bool:
+    """True when numba runs CUDA kernels in its simulator (set before numba's import)."""
+    return bool(numba.config.ENABLE_CUDASIM)
+
+
+class CudaKernel:
+    """A CUDA grid-stride loop, compiled at first launch.
+
+    The loop's module refers to ``cuda`` (for ``cuda.grid``) as a global; it is bound to
+    ``numba.cuda`` here, on first use, so that nothing imports numba-cuda before a CUDA
+    launch is asked for.
+    """
+
+    def __init__(self, fn):
+        self.py_func = fn
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+        self._dispatcher = None
+        self._lock = threading.Lock()
+
+    @property
+    def dispatcher(self):
+        if self._dispatcher is None:
+            with self._lock:
+                if self._dispatcher is None:
+                    from numba import cuda
+
+                    self.py_func.__globals__["cuda"] = cuda
+                    if simulator_enabled():
+                        self._dispatcher = cuda.jit(self.py_func)
+                    else:
+                        from numba.cuda.core import config as cuda_config
+
+                        with _numba_cache_dir([cuda_config]) as cache:
+                            self._dispatcher = cuda.jit(cache=cache)(self.py_func)
+        return self._dispatcher
+
+    def __getitem__(self, launch_config):
+        return self.dispatcher[launch_config]
+
+    def __repr__(self):
+        return f"<CudaKernel {self.__name__}>"
+
+
+def cuda_kernel(fn):
+    """Declare a CUDA grid-stride loop; nothing is imported or compiled until launch."""
+    return CudaKernel(fn)
+
+
+class Kernel:
+    """The CPU loop and the CUDA loop of one kernel; backends launch the one they run."""
+
+    def __init__(self, name: str, cpu, cuda: CudaKernel):
+        self.name = name
+        self.cpu = cpu
+        self.cuda = cuda
+
+    def __repr__(self):
+        return f"<Kernel {self.name}>"

@@ -1,0 +1,312 @@
+"""Cast kernels: bit-exact conversions to and from float16, bfloat16 and float8.
+
+The element functions below are the whole math, written once; the loops at the end run
+them on the CPU and on the GPU. Small floats travel as raw integer words (uint16 for
+float16/bfloat16, uint8 for float8), so one kernel serves every format: a format is a
+tuple of integers (see :data:`FORMATS`) passed at run time.
+
+Rounding is to nearest, ties to even. Results match ``ml_dtypes`` bit for bit for a
+float32 source (NaN, inf, overflow, subnormals), and NumPy's ``astype(float16)`` for
+float16. A float64 source is rounded once, directly (``ml_dtypes`` goes through float32
+and can round twice): :func:`f64_to_f32_round_to_odd` keeps the bits needed for that.
+
+Integer arithmetic is wrapped in ``uint32(...)`` at every step: numba otherwise widens
+it to 64 bits, which costs twice the instructions on a GPU.
+
+Float to integer (ours, for every backend alike): truncation toward zero, NaN gives 0,
+and values past the integer's range saturate to its minimum or maximum. NumPy leaves
+that case undefined (on x86 it wraps int8 and gives INT_MIN for int32/int64).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import float32, float64, int64, uint32, uint64
+
+from ._targets import Kernel, cpu_kernel, cuda_kernel, element
+
+U32 = uint32
+U64 = uint64
+
+# Format descriptor, one tuple of ints per small float format:
+#   (mantissa bits, exponent bits, exponent bias,
+#    largest finite magnitude word, word for a result too large (inf, or NaN without inf),
+#    NaN word, keep NaN payload when encoding (0/1), keep NaN payload when decoding (0/1))
+FLOAT16 = (10, 5, 15, 0x7BFF, 0x7C00, 0x7C00, 1, 1)
+BFLOAT16 = (7, 8, 127, 0x7F7F, 0x7F80, 0x7FC0, 0, 1)
+FLOAT8_E4M3FN = (3, 4, 7, 0x7E, 0x7F, 0x7F, 0, 0)
+FLOAT8_E5M2 = (2, 5, 15, 0x7B, 0x7C, 0x7E, 0, 0)
+
+FORMATS = {
+    "float16": FLOAT16,
+    "bfloat16": BFLOAT16,
+    "float8_e4m3fn": FLOAT8_E4M3FN,
+    "float8_e5m2": FLOAT8_E5M2,
+}
+
+
+# --------------------------------------------------------------------------- elements
+
+
+@element
+def rne_shift32(x, s):
+    """``x >> s`` rounded to nearest, ties to even. Needs s >= 1 and x < 2**24."""
+    s = U32(min(U32(s), U32(31)))  # any larger shift of such an x rounds to 0 as well
+    half_minus_one = U32(U32(U32(1) << U32(s - U32(1))) - U32(1))
+    odd = U32(U32(U32(x) >> s) & U32(1))
+    return U32(U32(U32(x) + U32(half_minus_one + odd)) >> s)
+
+
+@element
+def encode_from_f32(x, fmt):
+    """float32 value -> word of the small format ``fmt``, round to nearest even."""
+    u = np.float32(x).view(np.uint32)
+    mbits = U32(fmt[0])
+    ebits = U32(fmt[1])
+    bias = U32(fmt[2])
+    max_finite = U32(fmt[3])
+    overflow = U32(fmt[4])
+    shift = U32(U32(23) - mbits)
+    sign = U32(U32(u >> U32(31)) << U32(mbits + ebits))
+    a = U32(u & U32(0x7FFFFFFF))
+    if a > U32(0x7F800000):  # NaN
+        payload = U32(U32(a & U32(0x7FFFFF)) >> shift)
+        payload = U32(U32(max(payload, U32(1))) * U32(fmt[6]))
+        return U32(sign | U32(U32(fmt[5]) | payload))
+    exp = U32(a >> U32(23))
+    min_normal = U32(U32(128) - bias)  # float32 exponent field of the format's least normal
+    if exp >= min_normal:
+        rebiased = U32(a - U32(U32(min_normal - U32(1)) << U32(23)))
+        r = rne_shift32(rebiased, shift)  # a carry into the exponent is the right answer
+    else:  # subnormal or zero in the format: round at the fixed point of its least step
+        hidden = U32(0x800000) if exp != U32(0) else U32(0)
+        m = U32(U32(a & U32(0x7FFFFF)) | hidden)
+        r = rne_shift32(m, U32(U32(min_normal - max(exp, U32(1))) + shift))
+    if r > max_finite:  # overflow and inf
+        r = overflow
+    return U32(sign | r)
+
+
+@element
+def f64_to_f32_round_to_odd(x):
+    """float64 -> float32 rounded to odd.
+
+    Exact values are kept; inexact ones are truncated toward zero and get their last bit
+    set. Rounding that float32 again, to nearest even, into a format with at least two
+    fewer significand bits gives the correctly rounded value of ``x``: one rounding.
+    """
+    if x != x:  # NaN: keep the payload's top bits (as NumPy's float64 -> float16 does)
+        b = np.float64(x).view(np.uint64)
+        payload = U32(U64(b & U64(0xFFFFFFFFFFFFF)) >> U64(29))
+        high = U32(U32(U64(b >> U64(32))) & U32(0x80000000))
+        bits = U32(high | U32(U32(0x7F800000) | U32(max(payload, U32(1)))))
+        return np.uint32(bits).view(np.float32)
+    t = float32(x)  # hardware rounding, nearest even
+    if float64(t) == x:
+        return t
+    bits = np.float32(t).view(np.uint32)
+    if abs(float64(t)) > abs(x):  # rounded away from zero: step one ulp back
+        bits = U32(bits - U32(1))
+    return np.uint32(U32(bits | U32(1))).view(np.float32)
+
+
+@element
+def encode_from_f64(x, fmt):
+    """float64 value -> word of the small format ``fmt``, rounded once."""
+    return encode_from_f32(f64_to_f32_round_to_odd(float64(x)), fmt)
+
+
+@element
+def decode_to_f32(w, fmt):
+    """Word of the small format ``fmt`` -> float32 value (exact)."""
+    mbits = U32(fmt[0])
+    ebits = U32(fmt[1])
+    bias = U32(fmt[2])
+    w = U32(w)
+    if ebits == U32(8):  # bfloat16 is the upper half of a float32, NaN payload included
+        return np.uint32(U32(w << U32(16))).view(np.float32)
+    nbits = U32(mbits + ebits)
+    sign = U32(U32(U32(w >> nbits) & U32(1)) << U32(31))
+    a = U32(w & U32(U32(U32(1) << nbits) - U32(1)))
+    mant = U32(a & U32(U32(U32(1) << mbits) - U32(1)))
+    shift = U32(U32(23) - mbits)
+    if a > U32(fmt[3]):
+        if a == U32(fmt[4]) and U32(fmt[4]) != U32(fmt[5]):
+            bits = U32(0x7F800000)  # inf
+        elif U32(fmt[7]) != U32(0):
+            bits = U32(U32(0x7F800000) | U32(mant << shift))  # NaN, payload kept
+        else:
+            bits = U32(0x7FC00000)  # NaN, canonical
+        return np.uint32(U32(sign | bits)).view(np.float32)
+    exp = U32(a >> mbits)
+    if exp == U32(0):  # subnormal: mant * 2**(1 - bias - mbits), a normal float32
+        scale_bits = U32(U32(U32(U32(128) - bias) - mbits) << U32(23))
+        v = float32(mant) * np.uint32(scale_bits).view(np.float32)
+        return -v if sign != U32(0) else v
+    bits = U32(U32(U32(exp + U32(127)) - bias) << U32(23))
+    return np.uint32(U32(sign | U32(bits | U32(mant << shift)))).view(np.float32)
+
+
+@element
+def decode_to_f64(w, fmt):
+    """Word of the small format ``fmt`` -> float64 value (exact)."""
+    f = decode_to_f32(w, fmt)
+    if f != f:  # widen NaN by bits: GPU conversions would drop the payload
+        b = U64(np.float32(f).view(np.uint32))
+        wide = U64(U64(U64(b & U64(0x80000000)) << U64(32)) | U64(0x7FF0000000000000))
+        wide = U64(wide | U64(U64(b & U64(0x7FFFFF)) << U64(29)))
+        return np.uint64(wide).view(np.float64)
+    return float64(f)
+
+
+@element
+def float_to_int64_saturating(x, lo, hi):
+    """Truncate toward zero; NaN -> 0; past [lo, hi] -> lo or hi. Result as int64."""
+    x = float64(x)
+    if x != x:
+        return int64(0)
+    if x <= float64(lo):
+        return int64(lo)
+    if x >= float64(hi):  # float64(2**63 - 1) is 2**63, so int64's top is caught too
+        return int64(hi)
+    return int64(x)
+
+
+@element
+def float_to_uint64_saturating(x):
+    """As :func:`float_to_int64_saturating` for a uint64 target."""
+    x = float64(x)
+    if x != x or x <= 0.0:
+        return U64(0)
+    if x >= 18446744073709551616.0:
+        return U64(0xFFFFFFFFFFFFFFFF)
+    return U64(x)
+
+
+@element
+def add_in_format(a, b, sign, fmt):
+    """``a + sign * b`` for two words of ``fmt``: computed in float32, rounded once."""
+    return encode_from_f32(decode_to_f32(a, fmt) + float32(sign) * decode_to_f32(b, fmt), fmt)
+
+
+# ------------------------------------------------------------------------------ loops
+# Each kernel: a CPU loop and a CUDA grid-stride loop around one element function.
+# Arrays are 1-D and contiguous; ``n`` is the element count of ``dst``.
+
+
+@cpu_kernel
+def _encode_f32_cpu(src, dst, fmt):
+    for i in range(dst.size):
+        dst[i] = encode_from_f32(src[i], fmt)
+
+
+@cuda_kernel
+def _encode_f32_cuda(src, dst, fmt):
+    for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821 (bound at launch)
+        dst[i] = encode_from_f32(src[i], fmt)
+
+
+@cpu_kernel
+def _encode_f64_cpu(src, dst, fmt):
+    for i in range(dst.size):
+        dst[i] = encode_from_f64(float64(src[i]), fmt)
+
+
+@cuda_kernel
+def _encode_f64_cuda(src, dst, fmt):
+    for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821
+        dst[i] = encode_from_f64(float64(src[i]), fmt)
+
+
+@cpu_kernel
+def _decode_cpu(src, dst, fmt):
+    for i in range(dst.size):
+        dst[i] = decode_to_f32(src[i], fmt)
+
+
+@cuda_kernel
+def _decode_cuda(src, dst, fmt):
+    for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821
+        dst[i] = decode_to_f32(src[i], fmt)
+
+
+@cpu_kernel
+def _decode_f64_cpu(src, dst, fmt):
+    for i in range(dst.size):
+        dst[i] = decode_to_f64(src[i], fmt)
+
+
+@cuda_kernel
+def _decode_f64_cuda(src, dst, fmt):
+    for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821
+        dst[i] = decode_to_f64(src[i], fmt)
+
+
+@cpu_kernel
+def _transcode_cpu(src, dst, src_fmt, dst_fmt):
+    for i in range(dst.size):
+        dst[i] = encode_from_f32(decode_to_f32(src[i], src_fmt), dst_fmt)
+
+
+@cuda_kernel
+def _transcode_cuda(src, dst, src_fmt, dst_fmt):
+    for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821
+        dst[i] = encode_from_f32(decode_to_f32(src[i], src_fmt), dst_fmt)
+
+
+@cpu_kernel
+def _float_to_int_cpu(src, dst, lo, hi):
+    for i in range(dst.size):
+        dst[i] = float_to_int64_saturating(src[i], lo, hi)
+
+
+@cuda_kernel
+def _float_to_int_cuda(src, dst, lo, hi):
+    for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821
+        dst[i] = float_to_int64_saturating(src[i], lo, hi)
+
+
+@cpu_kernel
+def _float_to_uint64_cpu(src, dst):
+    for i in range(dst.size):
+        dst[i] = float_to_uint64_saturating(src[i])
+
+
+@cuda_kernel
+def _float_to_uint64_cuda(src, dst):
+    for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821
+        dst[i] = float_to_uint64_saturating(src[i])
+
+
+@cpu_kernel
+def _accumulate_cpu(dst, src, sign, fmt):
+    step = 1 if src.size > 1 else 0  # a one-element src is a scalar operand
+    for i in range(dst.size):
+        dst[i] = add_in_format(dst[i], src[i * step], sign, fmt)
+
+
+@cuda_kernel
+def _accumulate_cuda(dst, src, sign, fmt):
+    step = 1 if src.size > 1 else 0
+    for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821
+        dst[i] = add_in_format(dst[i], src[i * step], sign, fmt)
+
+
+encode_f32 = Kernel("encode_f32", _encode_f32_cpu, _encode_f32_cuda)
+"""float32 -> small-format words: ``(src float32, dst words, fmt)``."""
+encode_f64 = Kernel("encode_f64", _encode_f64_cpu, _encode_f64_cuda)
+"""float64, integer or bool -> small-format words: ``(src, dst words, fmt)``."""
+decode = Kernel("decode", _decode_cpu, _decode_cuda)
+"""small-format words -> float32: ``(src words, dst float32, fmt)``."""
+decode_f64 = Kernel("decode_f64", _decode_f64_cpu, _decode_f64_cuda)
+"""small-format words -> float64: ``(src words, dst float64, fmt)``."""
+transcode = Kernel("transcode", _transcode_cpu, _transcode_cuda)
+"""words of one small format -> another: ``(src, dst, src_fmt, dst_fmt)``."""
+float_to_int = Kernel("float_to_int", _float_to_int_cpu, _float_to_int_cuda)
+"""float32/float64 -> any integer but uint64, saturating: ``(src, dst, lo, hi)``."""
+float_to_uint64 = Kernel("float_to_uint64", _float_to_uint64_cpu, _float_to_uint64_cuda)
+"""float32/float64 -> uint64, saturating: ``(src, dst)``."""
+accumulate = Kernel("accumulate", _accumulate_cpu, _accumulate_cuda)
+"""``dst += sign * src`` in a small format (src: same size, or 1 element): ``(dst, src, sign, fmt)``."""
+
+KERNELS = (encode_f32, encode_f64, decode, decode_f64, transcode, float_to_int, float_to_uint64, accumulate)

@@ -1,0 +1,34 @@
+"""varstore: Keras-style variables whose storage lives in GPU memory.
+
+Importing varstore compiles nothing, touches no GPU and imports neither CuPy nor numba:
+those load on first use.
+
+>>> import varstore as vs
+>>> v = vs.Variable([[1.0, 2.0]], name="w", store=vs.VariableStore(device="cpu"))
+>>> v.assign_add(1.0).numpy()
+array([[2., 3.]], dtype=float32)
+"""
+
+from . import initializers
+from .backends import backend, devices
+from .dtypes import DTYPES, floatx, set_floatx, standardize_dtype
+from .errors import BackendUnavailableError, OutOfMemoryError
+from .store import VariableStore, default_store
+from .variable import Variable
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DTYPES",
+    "BackendUnavailableError",
+    "OutOfMemoryError",
+    "Variable",
+    "VariableStore",
+    "backend",
+    "default_store",
+    "devices",
+    "floatx",
+    "initializers",
+    "set_floatx",
+    "standardize_dtype",
+]

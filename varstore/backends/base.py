@@ -1,0 +1,80 @@
+"""The backend interface: the one place where NumPy and CuPy storage differ.
+
+Public code validates and raises; backend methods act and trust their inputs. Arrays a
+backend makes and takes are *storage* arrays: C-contiguous, of the storage dtype
+(raw words for bfloat16/float8).
+"""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+
+class Backend(abc.ABC):
+    #: "numpy" or "cuda".
+    name: str
+    #: The array module (numpy or cupy) used for native operations.
+    xp: object
+    #: Keyword arguments ``Variable(...)`` accepts for this backend.
+    variable_kwargs: frozenset = frozenset()
+
+    @abc.abstractmethod
+    def devices(self) -> list[str]:
+        """Names of this backend's devices."""
+
+    @abc.abstractmethod
+    def empty(self, shape: tuple, dtype: np.dtype, device: str):
+        """An uninitialized storage array on ``device``."""
+
+    @abc.abstractmethod
+    def owns(self, array) -> bool:
+        """True when ``array`` is this backend's array type (else it is a host array)."""
+
+    @abc.abstractmethod
+    def asarray(self, obj, device: str):
+        """``obj`` as this backend's array on ``device``, without a copy where possible.
+
+        ``obj`` is anything array-like: NumPy/CuPy arrays, ``__array__``,
+        ``__cuda_array_interface__`` or ``__dlpack__`` objects, lists, scalars.
+        """
+
+    @abc.abstractmethod
+    def to_host(self, array) -> np.ndarray:
+        """A host NumPy copy of ``array``."""
+
+    @abc.abstractmethod
+    def host_view(self, array) -> np.ndarray:
+        """``array`` as a NumPy array: itself on the host, else a host copy."""
+
+    @abc.abstractmethod
+    def from_host(self, host: np.ndarray, device: str):
+        """A host array as this backend's array on ``device`` (a copy on GPUs)."""
+
+    @abc.abstractmethod
+    def copy_from_host(self, dst, host: np.ndarray) -> None:
+        """Copy a host array of ``dst``'s shape and dtype straight into ``dst``."""
+
+    @abc.abstractmethod
+    def launch(self, kernel, n: int, *args) -> None:
+        """Run ``kernel`` (a ``varstore.kernels`` Kernel) over ``n`` elements."""
+
+    @abc.abstractmethod
+    def present(self, storage, dtype: str):
+        """The storage array as users see it through ``Variable.value``."""
+
+    @abc.abstractmethod
+    def readable(self, storage, dtype: str):
+        """The storage as real numbers to compute with: the array itself where the array
+        module has ``dtype``, else a float32 copy (bfloat16/float8 on GPUs)."""
+
+    @abc.abstractmethod
+    def device_of(self, array) -> str:
+        """The device name ``array`` lives on."""
+
+    def cuda_array_interface(self, storage) -> dict:
+        raise AttributeError(f"{self.name} arrays live on the host and have no __cuda_array_interface__")
+
+    def synchronize(self) -> None:
+        """Wait for the work queued on this backend."""

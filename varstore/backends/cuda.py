@@ -1,0 +1,119 @@
+"""The cuda backend: CuPy storage from a memory pool this backend owns; our kernels are
+launched with numba-cuda on CuPy's current stream.
+
+Imported only when the cuda backend is chosen: CuPy and numba-cuda load here, never at
+``import varstore``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..dtypes import WORD_DTYPES
+from .base import Backend
+
+
+def device_index(device: str) -> int:
+    return int(device.split(":", 1)[1])
+
+
+class CudaBackend(Backend):
+    name = "cuda"
+
+    def __init__(self):
+        import cupy
+
+        self.xp = cupy
+        self._cupy = cupy
+        # Variables are allocated from this pool, never from CuPy's global one, so the
+        # bytes varstore holds can be told apart from the rest of the program's.
+        self.pool = cupy.cuda.MemoryPool()
+        self._sm_count: dict[int, int] = {}
+        self._numba_cuda = None
+
+    def devices(self) -> list[str]:
+        return [f"cuda:{i}" for i in range(self._cupy.cuda.runtime.getDeviceCount())]
+
+    def empty(self, shape, dtype, device):
+        cupy = self._cupy
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        with cupy.cuda.Device(device_index(device)):
+            memptr = self.pool.malloc(nbytes)
+            return cupy.ndarray(shape, dtype, memptr=memptr)
+
+    def owns(self, array) -> bool:
+        return isinstance(array, self._cupy.ndarray)
+
+    def asarray(self, obj, device):
+        cupy = self._cupy
+        with cupy.cuda.Device(device_index(device)):
+            if isinstance(obj, np.ndarray) or not (
+                hasattr(obj, "__cuda_array_interface__") or hasattr(obj, "__dlpack__")
+            ):
+                # Host data stays on the host: callers cast there and copy once.
+                return np.asarray(obj)
+            return cupy.asarray(obj)
+
+    def to_host(self, array):
+        return self._cupy.asnumpy(array)
+
+    def host_view(self, array):
+        return self._cupy.asnumpy(array)
+
+    def from_host(self, host, device):
+        with self._cupy.cuda.Device(device_index(device)):
+            return self._cupy.asarray(host)
+
+    def copy_from_host(self, dst, host):
+        # One synchronous host -> device copy into the existing buffer; no device temporary.
+        dst.set(np.asarray(host, order="C"))
+
+    def _sm_count_of(self, device_id: int) -> int:
+        if device_id not in self._sm_count:
+            attrs = self._cupy.cuda.Device(device_id).attributes
+            self._sm_count[device_id] = int(attrs["MultiProcessorCount"])
+        return self._sm_count[device_id]
+
+    def launch(self, kernel, n, *args):
+        if not n:
+            return
+        from varstore.kernels.launch import grid_for
+
+        if self._numba_cuda is None:
+            from numba import cuda
+
+            self._numba_cuda = cuda
+        cuda = self._numba_cuda
+        cupy = self._cupy
+        device_id = next(a.device.id for a in args if isinstance(a, cupy.ndarray))
+        with cupy.cuda.Device(device_id):
+            # Wrap without numba's stream synchronization: the kernel runs on CuPy's
+            # current stream, after the work CuPy already queued there.
+            launch_args = [
+                cuda.from_cuda_array_interface(a.__cuda_array_interface__, owner=a, sync=False)
+                if isinstance(a, cupy.ndarray)
+                else a
+                for a in args
+            ]
+            stream = cuda.external_stream(cupy.cuda.get_current_stream().ptr)
+            blocks, threads = grid_for(n, self._sm_count_of(device_id))
+            kernel.cuda[blocks, threads, stream](*launch_args)
+
+    def present(self, storage, dtype):
+        return storage  # bfloat16/float8 stay raw words: CuPy has no such dtypes
+
+    def readable(self, storage, dtype):
+        if dtype in WORD_DTYPES:
+            from ..casting import cast
+
+            return cast(self, storage, dtype, "float32", self.device_of(storage))
+        return storage
+
+    def device_of(self, array) -> str:
+        return f"cuda:{array.device.id}"
+
+    def cuda_array_interface(self, storage) -> dict:
+        return storage.__cuda_array_interface__
+
+    def synchronize(self) -> None:
+        self._cupy.cuda.get_current_stream().synchronize()

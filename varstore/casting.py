@@ -1,0 +1,126 @@
+"""Converting storage arrays between dtypes, on any backend.
+
+Which kernel does a conversion (written once here, run by every backend):
+
+=======================  ==================================================
+source -> destination    how
+=======================  ==================================================
+same dtype               copy
+int/bool/float -> int    float sources: ``float_to_int`` (saturating, NaN -> 0);
+                         others: the array module's own cast (as NumPy)
+int/bool/float -> float  the array module's own cast (float32/float64/bool)
+float32 -> small float   ``encode_f32``
+other -> small float     ``encode_f64`` (float64, ints, bool: rounded once)
+small -> small float     ``transcode`` (exactly through float32)
+small -> float32/64      ``decode`` / ``decode_f64`` (exact)
+small -> int             ``decode`` to a float32 temporary, then ``float_to_int``
+small -> bool            ``word & magnitude_mask != 0`` (NaN is True, -0 False)
+=======================  ==================================================
+
+"small float" is float16, bfloat16 or a float8 format.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .dtypes import SMALL_FLOAT_DTYPES, is_float, is_integer, storage_dtype
+
+_INT_BOUNDS = {
+    name: (int(np.iinfo(name).min), int(np.iinfo(name).max))
+    for name in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32")
+}
+
+
+def _words(array, dtype: str):
+    """The 1-D raw-word view the kernels take for a small-float storage array."""
+    flat = array.reshape(-1)
+    return flat.view(np.uint16) if dtype == "float16" else flat
+
+
+def cast_into(backend, src, src_dtype: str, dst, dst_dtype: str) -> None:
+    """Write ``src`` converted to ``dst_dtype`` into ``dst``, in place.
+
+    Both are C-contiguous storage arrays of ``backend`` with the same number of elements.
+    """
+    xp = backend.xp
+    n = dst.size
+    if src_dtype == dst_dtype:
+        xp.copyto(dst, src.reshape(dst.shape))
+        return
+    src_small = src_dtype in SMALL_FLOAT_DTYPES
+    dst_small = dst_dtype in SMALL_FLOAT_DTYPES
+    if not src_small and not dst_small:
+        if is_float(src_dtype) and is_integer(dst_dtype):
+            _float_to_int(backend, src.reshape(-1), dst.reshape(-1), dst_dtype)
+        else:
+            xp.copyto(dst, src.reshape(dst.shape), casting="unsafe")
+        return
+
+    from .kernels import cast as K
+
+    if dst_small:
+        fmt = K.FORMATS[dst_dtype]
+        out = _words(dst, dst_dtype)
+        if src_small:
+            backend.launch(K.transcode, n, _words(src, src_dtype), out, K.FORMATS[src_dtype], fmt)
+        elif src_dtype == "float32":
+            backend.launch(K.encode_f32, n, src.reshape(-1), out, fmt)
+        else:
+            backend.launch(K.encode_f64, n, src.reshape(-1), out, fmt)
+        return
+
+    fmt = K.FORMATS[src_dtype]
+    words = _words(src, src_dtype)
+    if dst_dtype == "float32":
+        backend.launch(K.decode, n, words, dst.reshape(-1), fmt)
+    elif dst_dtype == "float64":
+        backend.launch(K.decode_f64, n, words, dst.reshape(-1), fmt)
+    elif dst_dtype == "bool":
+        magnitude_mask = (1 << (fmt[0] + fmt[1])) - 1
+        xp.not_equal(words & words.dtype.type(magnitude_mask), 0, out=dst.reshape(-1))
+    else:
+        staging = backend.empty((n,), np.dtype(np.float32), backend.device_of(dst))
+        backend.launch(K.decode, n, words, staging, fmt)
+        _float_to_int(backend, staging, dst.reshape(-1), dst_dtype)
+
+
+def _float_to_int(backend, src, dst, dst_dtype: str) -> None:
+    from .kernels import cast as K
+
+    if dst_dtype == "uint64":
+        backend.launch(K.float_to_uint64, dst.size, src, dst)
+    else:
+        lo, hi = _INT_BOUNDS[dst_dtype]
+        backend.launch(K.float_to_int, dst.size, src, dst, lo, hi)
+
+
+def cast(backend, src, src_dtype: str, dst_dtype: str, device: str):
+    """A new storage array holding ``src`` converted to ``dst_dtype``."""
+    out = backend.empty(src.shape, storage_dtype(dst_dtype), device)
+    cast_into(backend, src, src_dtype, out, dst_dtype)
+    return out
+
+
+def cast_on_host(host, src_dtype: str, dst_dtype: str) -> np.ndarray:
+    """A host array (storage form) holding the host array ``host`` converted, computed
+    with the CPU kernels whatever the default backend is."""
+    from . import backends
+
+    return cast(backends.get("numpy"), np.asarray(host, order="C"), src_dtype, dst_dtype, "cpu")
+
+
+def accumulate_into(backend, dst, src, dtype: str, sign: int) -> None:
+    """``dst += sign * src`` in place; ``src`` has ``dst``'s dtype and its shape or one element.
+
+    Small floats are computed in float32 and rounded once, by our kernel; other dtypes
+    use the array module's in-place add/subtract (integers wrap, as NumPy's).
+    """
+    if dtype in SMALL_FLOAT_DTYPES:
+        from .kernels import cast as K
+
+        backend.launch(K.accumulate, dst.size, _words(dst, dtype), _words(src, dtype), sign, K.FORMATS[dtype])
+        return
+    xp = backend.xp
+    operand = src.reshape(()) if src.size == 1 and dst.size != 1 else src.reshape(dst.shape)
+    (xp.add if sign > 0 else xp.subtract)(dst, operand, out=dst)

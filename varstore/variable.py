@@ -1,0 +1,459 @@
+"""The Variable: a named container of tensor state, as ``keras.Variable``, whose
+storage lives on the store's device."""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+from . import initializers as _initializers
+from .casting import accumulate_into, cast
+from .dtypes import WORD_DTYPES, host_dtype, standardize_dtype, storage_dtype
+from .initializers import standardize_shape
+from .values import as_operand, as_storage_array, default_dtype, write
+
+AGGREGATIONS = ("none", "mean", "sum", "only_first_replica")
+SYNCHRONIZATIONS = ("none", "on_read", "on_write", "auto")
+
+
+def _check_choice(argument: str, value, allowed: tuple) -> str:
+    if value is None:
+        return "none"
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected one of "
+            f"{[None, *allowed]}. Received: {argument}={value!r}"
+        )
+    return value
+
+
+def _check_bool(argument: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"Invalid value for argument `{argument}`. Expected a bool. Received: {argument}={value!r}")
+    return bool(value)
+
+
+def _check_name(name):
+    if name is None:
+        return None
+    if not isinstance(name, str) or name == "" or "/" in name:
+        raise ValueError(
+            f"Invalid value for argument `name`. Expected a non-empty string without '/' "
+            f"(or None for an automatic name). Received: name={name!r}"
+        )
+    return name
+
+
+def _is_initializer(obj) -> bool:
+    """Names, initializer objects and callables; array-likes are values."""
+    if isinstance(obj, str) or isinstance(obj, _initializers.Initializer):
+        return True
+    return callable(obj) and not hasattr(obj, "__array__") and not hasattr(obj, "__cuda_array_interface__")
+
+
+class Variable:
+    """A named container of tensor state, stored on a device.
+
+    Args:
+        initializer: an array-like (NumPy/CuPy array, nested lists, scalar, anything with
+            ``__array__``, ``__cuda_array_interface__`` or ``__dlpack__``), an initializer
+            name (``"zeros"``), an initializer object, or a callable ``f(shape, dtype)``.
+        shape: required with a callable or name initializer; must match an array's shape.
+        dtype: default: the array's own dtype; ``floatx()`` for Python floats and
+            callables, ``int32`` for Python ints, ``bool`` for bools.
+        trainable, autocast: bools.
+        aggregation: one of None, "none", "mean", "sum", "only_first_replica".
+        synchronization: one of None, "none", "on_read", "on_write", "auto".
+        name: None for an automatic unique name; a string without "/".
+        device: None (the store's device) or a device name.
+        store: the VariableStore to join (default: ``vs.default_store()``).
+
+    >>> import numpy as np
+    >>> v = Variable(np.ones((3, 3)), name="v", store=VariableStore(device="cpu"))
+    >>> value = v.value.copy(); value[0, :] = 99
+    >>> v.assign(value).numpy()[0]
+    array([99., 99., 99.])
+    """
+
+    __slots__ = (
+        "_storage",
+        "_dtype",
+        "_shape",
+        "_backend",
+        "_device",
+        "_store",
+        "_path",
+        "_name",
+        "_trainable",
+        "_autocast",
+        "_aggregation",
+        "_synchronization",
+        "_fast_dtype",
+        "__weakref__",
+    )
+    __hash__ = object.__hash__  # __eq__ is elementwise, as in Keras; identity hashes
+
+    def __init__(
+        self,
+        initializer,
+        shape=None,
+        dtype=None,
+        trainable=True,
+        autocast=True,
+        aggregation="none",
+        synchronization="auto",
+        name=None,
+        *,
+        device=None,
+        store=None,
+        **kwargs,
+    ):
+        from .store import default_store
+
+        name = _check_name(name)
+        trainable = _check_bool("trainable", trainable)
+        autocast = _check_bool("autocast", autocast)
+        aggregation = _check_choice("aggregation", aggregation, AGGREGATIONS)
+        synchronization = _check_choice("synchronization", synchronization, SYNCHRONIZATIONS)
+        store = default_store() if store is None else store
+        backend, device = store._resolve_device(device)
+        unknown = sorted(set(kwargs) - backend.variable_kwargs)
+        if unknown:
+            raise TypeError(
+                f"Variable() got unexpected keyword arguments {unknown} for the {backend.name} "
+                f"backend (it accepts {sorted(backend.variable_kwargs) or 'none'})."
+            )
+
+        if _is_initializer(initializer):
+            init = _initializers.get(initializer)
+            if shape is None:
+                raise ValueError(
+                    f"When `initializer` is a name or a callable, `shape` is required. "
+                    f"Received: initializer={initializer!r}, shape=None"
+                )
+            shape = standardize_shape(shape)
+            dtype = standardize_dtype(dtype)
+            storage = backend.empty(shape, storage_dtype(dtype), device)
+            _fill(init, backend, device, storage, shape, dtype)
+        else:
+            array, array_dtype = as_storage_array(initializer, backend, device)
+            if shape is not None and standardize_shape(shape) != array.shape:
+                raise ValueError(
+                    f"Initial value shape {array.shape} does not match the `shape` argument "
+                    f"{standardize_shape(shape)}."
+                )
+            if dtype is None:
+                dtype = default_dtype(initializer, array_dtype, array)
+            else:
+                dtype = standardize_dtype(dtype)
+            storage = backend.empty(array.shape, storage_dtype(dtype), device)
+            write(backend, storage, dtype, array, array_dtype)
+
+        self._storage = storage
+        self._dtype = dtype
+        self._shape = tuple(storage.shape)
+        self._backend = backend
+        self._device = device
+        self._store = store
+        self._name = name
+        self._trainable = trainable
+        self._autocast = autocast
+        self._aggregation = aggregation
+        self._synchronization = synchronization
+        self._fast_dtype = None if dtype in WORD_DTYPES else storage.dtype
+        self._path = store._register(self, name)
+        if name is None:
+            self._name = self._path
+
+    # ------------------------------------------------------------------ attributes
+    @property
+    def shape(self) -> tuple:
+        return self._shape
+
+    @property
+    def ndim(self) -> int:
+        return len(self._shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self._shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * storage_dtype(self._dtype).itemsize
+
+    @property
+    def dtype(self) -> str:
+        return self._dtype
+
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        self._trainable = _check_bool("trainable", value)
+
+    @property
+    def autocast(self) -> bool:
+        return self._autocast
+
+    @property
+    def aggregation(self) -> str:
+        return self._aggregation
+
+    @property
+    def synchronization(self) -> str:
+        return self._synchronization
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @property
+    def store(self):
+        return self._store
+
+    @property
+    def value(self):
+        """The backing array: NumPy on "numpy" (bfloat16/float8 as ``ml_dtypes`` views),
+        CuPy on "cuda" (bfloat16/float8 as their raw uint16/uint8 words)."""
+        return self._backend.present(self._live_storage(), self._dtype)
+
+    # ------------------------------------------------------------------- reading
+    def numpy(self) -> np.ndarray:
+        """A host NumPy copy (bfloat16/float8 as ``ml_dtypes`` arrays)."""
+        host = self._backend.to_host(self._live_storage())
+        return host.view(host_dtype(self._dtype)) if self._dtype in WORD_DTYPES else host
+
+    def astype(self, dtype):
+        """A copy converted to ``dtype`` by our cast kernels, on the variable's device."""
+        dtype = standardize_dtype(dtype)
+        out = cast(self._backend, self._live_storage(), self._dtype, dtype, self._device)
+        return self._backend.present(out, dtype)
+
+    def _numbers(self):
+        """The value as real numbers to compute with (float32 for bfloat16/float8 on cuda)."""
+        return self._backend.readable(self._live_storage(), self._dtype)
+
+    def __getitem__(self, key):
+        """A copy of the selected elements, as real numbers."""
+        xp = self._backend.xp
+        return self._backend.readable(xp.array(self._live_storage()[key], copy=True), self._dtype)
+
+    # ------------------------------------------------------------------- writing
+    def assign(self, value):
+        """Write ``value`` (same shape, or a scalar / 0-d array that fills) in place.
+
+        The value is cast to the variable's dtype; the old value is kept on any error.
+        Returns the variable.
+        """
+        storage = self._storage
+        if storage is None:
+            self._raise_released()
+        fast = self._fast_dtype
+        if fast is not None and self._backend.owns(value) and value.dtype == fast and value.shape == self._shape:
+            self._backend.xp.copyto(storage, value)
+            return self
+        array, array_dtype = as_storage_array(value, self._backend, self._device)
+        if array.ndim != 0 and array.shape != self._shape:
+            raise ValueError(self._shape_error(array.shape, "assign"))
+        write(self._backend, storage, self._dtype, array, array_dtype)
+        return self
+
+    def assign_add(self, value):
+        """``self += value`` in place (value cast to the variable's dtype first)."""
+        return self._accumulate(value, 1, "assign_add")
+
+    def assign_sub(self, value):
+        """``self -= value`` in place (value cast to the variable's dtype first)."""
+        return self._accumulate(value, -1, "assign_sub")
+
+    def _accumulate(self, value, sign: int, method: str):
+        storage = self._live_storage()
+        if self._dtype == "bool":
+            raise TypeError(f"{method} is not defined for the bool variable {self._path!r}; use assign.")
+        array, array_dtype = as_storage_array(value, self._backend, self._device)
+        if array.ndim != 0 and array.shape != self._shape:
+            raise ValueError(self._shape_error(array.shape, method))
+        operand = as_operand(self._backend, array, array_dtype, self._dtype, self._device)
+        accumulate_into(self._backend, storage, operand, self._dtype, sign)
+        return self
+
+    def __setitem__(self, key, value):
+        storage = self._live_storage()
+        region_shape = np.shape(storage[key]) if not isinstance(storage, np.ndarray) else storage[key].shape
+        array, array_dtype = as_storage_array(value, self._backend, self._device)
+        try:
+            broadcast = np.broadcast_shapes(array.shape, region_shape)
+        except ValueError:
+            broadcast = None
+        if broadcast != tuple(region_shape):
+            raise ValueError(
+                f"Cannot write a value of shape {array.shape} into the region {key!r} of "
+                f"variable {self._path!r}, which has shape {tuple(region_shape)}."
+            )
+        operand = as_operand(self._backend, array, array_dtype, self._dtype, self._device)
+        storage[key] = operand
+
+    # ------------------------------------------------------------------ lifetime
+    def release(self) -> None:
+        """Return the memory to the store's pool and remove the path from the store.
+        Using the variable afterwards raises RuntimeError. Releasing twice is a no-op."""
+        if self._storage is None:
+            return
+        self._store._unregister(self._path)
+        self._storage = None
+
+    def _live_storage(self):
+        storage = self._storage
+        if storage is None:
+            self._raise_released()
+        return storage
+
+    def _raise_released(self):
+        raise RuntimeError(
+            f"Variable {self._path!r} was released: its memory went back to the pool. "
+            f"Create a new variable instead."
+        )
+
+    def _shape_error(self, shape, method: str) -> str:
+        return (
+            f"{method}: the value's shape {tuple(shape)} does not match the shape {self._shape} of "
+            f"variable {self._path!r}. Expected the same shape, or a scalar."
+        )
+
+    # ------------------------------------------------------------------- interop
+    def __array__(self, dtype=None, copy=None):
+        storage = self._live_storage()
+        host = self._backend.host_view(storage)
+        if copy is False and host is not storage:
+            raise ValueError(f"Variable {self._path!r} lives on {self._device}: a NumPy array of it needs a copy.")
+        if self._dtype in WORD_DTYPES:
+            host = host.view(host_dtype(self._dtype))
+        if dtype is not None and np.dtype(dtype) != host.dtype:
+            return host.astype(dtype)
+        return host.copy() if copy and host is storage else host
+
+    @property
+    def __cuda_array_interface__(self):
+        storage = self._live_storage()
+        if self._dtype in WORD_DTYPES:
+            raise AttributeError(
+                f"{self._dtype} has no __cuda_array_interface__ type; use var.value (raw words) "
+                f"or var.astype('float32')"
+            )
+        return self._backend.cuda_array_interface(storage)
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        storage = self._live_storage()
+        if self._dtype in WORD_DTYPES:
+            raise BufferError(
+                f"DLPack export of {self._dtype} is not supported by NumPy/CuPy storage; use "
+                f"var.astype('float32'), or var.value for the raw {storage.dtype} words."
+            )
+        options = {"stream": stream, "max_version": max_version, "dl_device": dl_device, "copy": copy}
+        return storage.__dlpack__(**{k: v for k, v in options.items() if v is not None})
+
+    def __dlpack_device__(self):
+        return self._live_storage().__dlpack_device__()
+
+    # ----------------------------------------------------------------- operators
+    def _operand_of(self, other):
+        if isinstance(other, Variable):
+            return other._numbers()
+        if isinstance(other, (bool, int, float, complex)):
+            return other
+        return self._backend.xp.asarray(other)
+
+    def __bool__(self):
+        raise TypeError(f"A Variable cannot be used as a boolean (variable {self._path!r}).")
+
+    def __len__(self):
+        if not self._shape:
+            raise TypeError(f"len() of a 0-d variable ({self._path!r})")
+        return self._shape[0]
+
+    def __float__(self):
+        return float(self.numpy())
+
+    def __int__(self):
+        return int(self.numpy())
+
+    def __neg__(self):
+        return -self._numbers()
+
+    def __pos__(self):
+        return +self._numbers()
+
+    def __abs__(self):
+        return abs(self._numbers())
+
+    def __invert__(self):
+        return ~self._numbers()
+
+    def __repr__(self) -> str:
+        value = f", value={self.numpy()}" if self._storage is not None else ""
+        return f"<Variable path={self._path}, shape={self._shape}, dtype={self._dtype}{value}>"
+
+
+def _binary(op):
+    def forward(self, other):
+        return op(self._numbers(), self._operand_of(other))
+
+    def reflected(self, other):
+        return op(self._operand_of(other), self._numbers())
+
+    return forward, reflected
+
+
+for _name, _op in {
+    "add": operator.add,
+    "sub": operator.sub,
+    "mul": operator.mul,
+    "truediv": operator.truediv,
+    "floordiv": operator.floordiv,
+    "mod": operator.mod,
+    "pow": operator.pow,
+    "matmul": operator.matmul,
+    "and": operator.and_,
+    "or": operator.or_,
+    "xor": operator.xor,
+}.items():
+    _forward, _reflected = _binary(_op)
+    setattr(Variable, f"__{_name}__", _forward)
+    setattr(Variable, f"__r{_name}__", _reflected)
+
+for _name, _op in {
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "eq": operator.eq,
+    "ne": operator.ne,
+}.items():
+    setattr(Variable, f"__{_name}__", _binary(_op)[0])
+
+
+def _fill(init, backend, device, storage, shape, dtype) -> None:
+    """Initialize ``storage`` from an initializer object or any callable ``f(shape, dtype)``."""
+    if isinstance(init, _initializers.Initializer):
+        init.fill(backend, storage, dtype)
+        return
+    result = init(shape, dtype)
+    array, array_dtype = as_storage_array(result, backend, device)
+    if array.ndim != 0 and array.shape != shape:
+        raise ValueError(
+            f"The initializer {init!r} returned an array of shape {array.shape}; expected the "
+            f"requested shape {shape} (or a scalar)."
+        )
+    write(backend, storage, dtype, array, array_dtype)
