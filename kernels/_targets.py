@@ -117,14 +117,24 @@ class CudaKernel:
         self._dispatcher = None
         self._lock = threading.Lock()
 
+    def _bind_cuda(self):
+        from numba import cuda
+
+        self.py_func.__globals__["cuda"] = cuda
+        return cuda
+
+    def ptx(self, argtypes: tuple, cc: tuple = (9, 0)) -> str:
+        """The PTX for ``argtypes`` (numba types). Needs NVVM, not a GPU."""
+        cuda = self._bind_cuda()
+        ptx, _ = cuda.compile_ptx(self.py_func, argtypes, cc=cc)
+        return ptx
+
     @property
     def dispatcher(self):
         if self._dispatcher is None:
             with self._lock:
                 if self._dispatcher is None:
-                    from numba import cuda
-
-                    self.py_func.__globals__["cuda"] = cuda
+                    cuda = self._bind_cuda()
                     if simulator_enabled():
                         self._dispatcher = cuda.jit(self.py_func)
                     else:

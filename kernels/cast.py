@@ -3,15 +3,18 @@
 The element functions below are the whole math, written once; the loops at the end run
 them on the CPU and on the GPU. Small floats travel as raw integer words (uint16 for
 float16/bfloat16, uint8 for float8), so one kernel serves every format: a format is a
-tuple of integers (see :data:`FORMATS`) passed at run time.
+tuple of integers (see :data:`FORMATS`) passed at run time. float32 travels as its uint32
+bits too: a float32 scalar that crosses into Python (as in the CUDA simulator) is widened
+to a double, which quiets signalling NaNs; bits keep every payload exact.
 
 Rounding is to nearest, ties to even. Results match ``ml_dtypes`` bit for bit for a
 float32 source (NaN, inf, overflow, subnormals), and NumPy's ``astype(float16)`` for
 float16. A float64 source is rounded once, directly (``ml_dtypes`` goes through float32
 and can round twice): :func:`f64_to_f32_round_to_odd` keeps the bits needed for that.
 
-Integer arithmetic is wrapped in ``uint32(...)`` at every step: numba otherwise widens
-it to 64 bits, which costs twice the instructions on a GPU.
+Integer arithmetic is wrapped in ``uint32(...)`` at every step and variable shifts use
+:mod:`.bits`: numba otherwise widens them to 64 bits, which costs twice the instructions
+on a GPU (tests/test_kernels_ptx.py checks the PTX).
 
 Float to integer (ours, for every backend alike): truncation toward zero, NaN gives 0,
 and values past the integer's range saturate to its minimum or maximum. NumPy leaves
@@ -24,6 +27,7 @@ import numpy as np
 from numba import float32, float64, int64, uint32, uint64
 
 from ._targets import Kernel, cpu_kernel, cuda_kernel, element
+from .bits import shl32, shr32
 
 U32 = uint32
 U64 = uint64
@@ -32,10 +36,17 @@ U64 = uint64
 #   (mantissa bits, exponent bits, exponent bias,
 #    largest finite magnitude word, word for a result too large (inf, or NaN without inf),
 #    NaN word, keep NaN payload when encoding (0/1), keep NaN payload when decoding (0/1))
-FLOAT16 = (10, 5, 15, 0x7BFF, 0x7C00, 0x7C00, 1, 1)
-BFLOAT16 = (7, 8, 127, 0x7F7F, 0x7F80, 0x7FC0, 0, 1)
-FLOAT8_E4M3FN = (3, 4, 7, 0x7E, 0x7F, 0x7F, 0, 0)
-FLOAT8_E5M2 = (2, 5, 15, 0x7B, 0x7C, 0x7E, 0, 0)
+# The fields are uint32 so that the arithmetic on them stays 32-bit in the kernels.
+
+
+def _format(*fields):
+    return tuple(np.uint32(f) for f in fields)
+
+
+FLOAT16 = _format(10, 5, 15, 0x7BFF, 0x7C00, 0x7C00, 1, 1)
+BFLOAT16 = _format(7, 8, 127, 0x7F7F, 0x7F80, 0x7FC0, 0, 1)
+FLOAT8_E4M3FN = _format(3, 4, 7, 0x7E, 0x7F, 0x7F, 0, 0)
+FLOAT8_E5M2 = _format(2, 5, 15, 0x7B, 0x7C, 0x7E, 0, 0)
 
 FORMATS = {
     "float16": FLOAT16,
@@ -52,25 +63,22 @@ FORMATS = {
 def rne_shift32(x, s):
     """``x >> s`` rounded to nearest, ties to even. Needs s >= 1 and x < 2**24."""
     s = U32(min(U32(s), U32(31)))  # any larger shift of such an x rounds to 0 as well
-    half_minus_one = U32(U32(U32(1) << U32(s - U32(1))) - U32(1))
-    odd = U32(U32(U32(x) >> s) & U32(1))
-    return U32(U32(U32(x) + U32(half_minus_one + odd)) >> s)
+    half_minus_one = U32(shl32(U32(1), U32(s - U32(1))) - U32(1))
+    odd = U32(shr32(x, s) & U32(1))
+    return shr32(U32(U32(x) + U32(half_minus_one + odd)), s)
 
 
 @element
-def encode_from_f32(x, fmt):
-    """float32 value -> word of the small format ``fmt``, round to nearest even."""
-    u = np.float32(x).view(np.uint32)
+def encode_from_f32_bits(u, fmt):
+    """float32 bits -> word of the small format ``fmt``, round to nearest even."""
+    u = U32(u)
     mbits = U32(fmt[0])
-    ebits = U32(fmt[1])
     bias = U32(fmt[2])
-    max_finite = U32(fmt[3])
-    overflow = U32(fmt[4])
     shift = U32(U32(23) - mbits)
-    sign = U32(U32(u >> U32(31)) << U32(mbits + ebits))
+    sign = shl32(U32(u >> U32(31)), U32(mbits + U32(fmt[1])))
     a = U32(u & U32(0x7FFFFFFF))
     if a > U32(0x7F800000):  # NaN
-        payload = U32(U32(a & U32(0x7FFFFF)) >> shift)
+        payload = shr32(U32(a & U32(0x7FFFFF)), shift)
         payload = U32(U32(max(payload, U32(1))) * U32(fmt[6]))
         return U32(sign | U32(U32(fmt[5]) | payload))
     exp = U32(a >> U32(23))
@@ -82,14 +90,14 @@ def encode_from_f32(x, fmt):
         hidden = U32(0x800000) if exp != U32(0) else U32(0)
         m = U32(U32(a & U32(0x7FFFFF)) | hidden)
         r = rne_shift32(m, U32(U32(min_normal - max(exp, U32(1))) + shift))
-    if r > max_finite:  # overflow and inf
-        r = overflow
+    if r > U32(fmt[3]):  # overflow and inf
+        r = U32(fmt[4])
     return U32(sign | r)
 
 
 @element
-def f64_to_f32_round_to_odd(x):
-    """float64 -> float32 rounded to odd.
+def f64_to_f32_bits_round_to_odd(x):
+    """float64 -> float32 bits, rounded to odd.
 
     Exact values are kept; inexact ones are truncated toward zero and get their last bit
     set. Rounding that float32 again, to nearest even, into a format with at least two
@@ -99,64 +107,61 @@ def f64_to_f32_round_to_odd(x):
         b = np.float64(x).view(np.uint64)
         payload = U32(U64(b & U64(0xFFFFFFFFFFFFF)) >> U64(29))
         high = U32(U32(U64(b >> U64(32))) & U32(0x80000000))
-        bits = U32(high | U32(U32(0x7F800000) | U32(max(payload, U32(1)))))
-        return np.uint32(bits).view(np.float32)
+        return U32(high | U32(U32(0x7F800000) | U32(max(payload, U32(1)))))
     t = float32(x)  # hardware rounding, nearest even
-    if float64(t) == x:
-        return t
     bits = np.float32(t).view(np.uint32)
+    if float64(t) == x:
+        return U32(bits)
     if abs(float64(t)) > abs(x):  # rounded away from zero: step one ulp back
         bits = U32(bits - U32(1))
-    return np.uint32(U32(bits | U32(1))).view(np.float32)
+    return U32(bits | U32(1))
 
 
 @element
 def encode_from_f64(x, fmt):
     """float64 value -> word of the small format ``fmt``, rounded once."""
-    return encode_from_f32(f64_to_f32_round_to_odd(float64(x)), fmt)
+    return encode_from_f32_bits(f64_to_f32_bits_round_to_odd(float64(x)), fmt)
 
 
 @element
-def decode_to_f32(w, fmt):
-    """Word of the small format ``fmt`` -> float32 value (exact)."""
+def decode_to_f32_bits(w, fmt):
+    """Word of the small format ``fmt`` -> float32 bits (exact)."""
     mbits = U32(fmt[0])
-    ebits = U32(fmt[1])
-    bias = U32(fmt[2])
     w = U32(w)
-    if ebits == U32(8):  # bfloat16 is the upper half of a float32, NaN payload included
-        return np.uint32(U32(w << U32(16))).view(np.float32)
-    nbits = U32(mbits + ebits)
-    sign = U32(U32(U32(w >> nbits) & U32(1)) << U32(31))
-    a = U32(w & U32(U32(U32(1) << nbits) - U32(1)))
-    mant = U32(a & U32(U32(U32(1) << mbits) - U32(1)))
+    if U32(fmt[1]) == U32(8):  # bfloat16 is the upper half of a float32, NaN payload included
+        return U32(w << U32(16))
+    nbits = U32(mbits + U32(fmt[1]))
+    sign = U32(shl32(shr32(w, nbits), U32(31)))  # words have no bits above the sign
+    a = U32(w & U32(shl32(U32(1), nbits) - U32(1)))
+    mant = U32(a & U32(shl32(U32(1), mbits) - U32(1)))
     shift = U32(U32(23) - mbits)
     if a > U32(fmt[3]):
         if a == U32(fmt[4]) and U32(fmt[4]) != U32(fmt[5]):
             bits = U32(0x7F800000)  # inf
         elif U32(fmt[7]) != U32(0):
-            bits = U32(U32(0x7F800000) | U32(mant << shift))  # NaN, payload kept
+            bits = U32(U32(0x7F800000) | shl32(mant, shift))  # NaN, payload kept
         else:
             bits = U32(0x7FC00000)  # NaN, canonical
-        return np.uint32(U32(sign | bits)).view(np.float32)
-    exp = U32(a >> mbits)
+        return U32(sign | bits)
+    exp = shr32(a, mbits)
     if exp == U32(0):  # subnormal: mant * 2**(1 - bias - mbits), a normal float32
-        scale_bits = U32(U32(U32(U32(128) - bias) - mbits) << U32(23))
-        v = float32(mant) * np.uint32(scale_bits).view(np.float32)
-        return -v if sign != U32(0) else v
-    bits = U32(U32(U32(exp + U32(127)) - bias) << U32(23))
-    return np.uint32(U32(sign | U32(bits | U32(mant << shift)))).view(np.float32)
+        scale_bits = U32(U32(U32(U32(128) - U32(fmt[2])) - mbits) << U32(23))
+        v = float32(mant) * np.uint32(scale_bits).view(np.float32)  # exact
+        return U32(sign | U32(np.float32(v).view(np.uint32)))
+    bits = U32(U32(U32(exp + U32(127)) - U32(fmt[2])) << U32(23))
+    return U32(sign | U32(bits | shl32(mant, shift)))
 
 
 @element
 def decode_to_f64(w, fmt):
     """Word of the small format ``fmt`` -> float64 value (exact)."""
-    f = decode_to_f32(w, fmt)
-    if f != f:  # widen NaN by bits: GPU conversions would drop the payload
-        b = U64(np.float32(f).view(np.uint32))
+    b32 = decode_to_f32_bits(w, fmt)
+    if U32(b32 & U32(0x7FFFFFFF)) > U32(0x7F800000):  # NaN: widen by bits (GPUs drop payloads)
+        b = U64(b32)
         wide = U64(U64(U64(b & U64(0x80000000)) << U64(32)) | U64(0x7FF0000000000000))
         wide = U64(wide | U64(U64(b & U64(0x7FFFFF)) << U64(29)))
         return np.uint64(wide).view(np.float64)
-    return float64(f)
+    return float64(np.uint32(b32).view(np.float32))
 
 
 @element
@@ -186,7 +191,9 @@ def float_to_uint64_saturating(x):
 @element
 def add_in_format(a, b, sign, fmt):
     """``a + sign * b`` for two words of ``fmt``: computed in float32, rounded once."""
-    return encode_from_f32(decode_to_f32(a, fmt) + float32(sign) * decode_to_f32(b, fmt), fmt)
+    x = np.uint32(decode_to_f32_bits(a, fmt)).view(np.float32)
+    y = np.uint32(decode_to_f32_bits(b, fmt)).view(np.float32)
+    return encode_from_f32_bits(np.float32(x + float32(sign) * y).view(np.uint32), fmt)
 
 
 # ------------------------------------------------------------------------------ loops
@@ -197,13 +204,13 @@ def add_in_format(a, b, sign, fmt):
 @cpu_kernel
 def _encode_f32_cpu(src, dst, fmt):
     for i in range(dst.size):
-        dst[i] = encode_from_f32(src[i], fmt)
+        dst[i] = encode_from_f32_bits(src[i], fmt)
 
 
 @cuda_kernel
 def _encode_f32_cuda(src, dst, fmt):
     for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821 (bound at launch)
-        dst[i] = encode_from_f32(src[i], fmt)
+        dst[i] = encode_from_f32_bits(src[i], fmt)
 
 
 @cpu_kernel
@@ -221,13 +228,13 @@ def _encode_f64_cuda(src, dst, fmt):
 @cpu_kernel
 def _decode_cpu(src, dst, fmt):
     for i in range(dst.size):
-        dst[i] = decode_to_f32(src[i], fmt)
+        dst[i] = decode_to_f32_bits(src[i], fmt)
 
 
 @cuda_kernel
 def _decode_cuda(src, dst, fmt):
     for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821
-        dst[i] = decode_to_f32(src[i], fmt)
+        dst[i] = decode_to_f32_bits(src[i], fmt)
 
 
 @cpu_kernel
@@ -245,13 +252,13 @@ def _decode_f64_cuda(src, dst, fmt):
 @cpu_kernel
 def _transcode_cpu(src, dst, src_fmt, dst_fmt):
     for i in range(dst.size):
-        dst[i] = encode_from_f32(decode_to_f32(src[i], src_fmt), dst_fmt)
+        dst[i] = encode_from_f32_bits(decode_to_f32_bits(src[i], src_fmt), dst_fmt)
 
 
 @cuda_kernel
 def _transcode_cuda(src, dst, src_fmt, dst_fmt):
     for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821
-        dst[i] = encode_from_f32(decode_to_f32(src[i], src_fmt), dst_fmt)
+        dst[i] = encode_from_f32_bits(decode_to_f32_bits(src[i], src_fmt), dst_fmt)
 
 
 @cpu_kernel
@@ -293,11 +300,11 @@ def _accumulate_cuda(dst, src, sign, fmt):
 
 
 encode_f32 = Kernel("encode_f32", _encode_f32_cpu, _encode_f32_cuda)
-"""float32 -> small-format words: ``(src float32, dst words, fmt)``."""
+"""float32 (as uint32 bits) -> small-format words: ``(src uint32, dst words, fmt)``."""
 encode_f64 = Kernel("encode_f64", _encode_f64_cpu, _encode_f64_cuda)
 """float64, integer or bool -> small-format words: ``(src, dst words, fmt)``."""
 decode = Kernel("decode", _decode_cpu, _decode_cuda)
-"""small-format words -> float32: ``(src words, dst float32, fmt)``."""
+"""small-format words -> float32 (as uint32 bits): ``(src words, dst uint32, fmt)``."""
 decode_f64 = Kernel("decode_f64", _decode_f64_cpu, _decode_f64_cuda)
 """small-format words -> float64: ``(src words, dst float64, fmt)``."""
 transcode = Kernel("transcode", _transcode_cpu, _transcode_cuda)

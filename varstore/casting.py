@@ -65,7 +65,7 @@ def cast_into(backend, src, src_dtype: str, dst, dst_dtype: str) -> None:
         if src_small:
             backend.launch(K.transcode, n, _words(src, src_dtype), out, K.FORMATS[src_dtype], fmt)
         elif src_dtype == "float32":
-            backend.launch(K.encode_f32, n, src.reshape(-1), out, fmt)
+            backend.launch(K.encode_f32, n, src.reshape(-1).view(np.uint32), out, fmt)
         else:
             backend.launch(K.encode_f64, n, src.reshape(-1), out, fmt)
         return
@@ -73,15 +73,15 @@ def cast_into(backend, src, src_dtype: str, dst, dst_dtype: str) -> None:
     fmt = K.FORMATS[src_dtype]
     words = _words(src, src_dtype)
     if dst_dtype == "float32":
-        backend.launch(K.decode, n, words, dst.reshape(-1), fmt)
+        backend.launch(K.decode, n, words, dst.reshape(-1).view(np.uint32), fmt)
     elif dst_dtype == "float64":
         backend.launch(K.decode_f64, n, words, dst.reshape(-1), fmt)
     elif dst_dtype == "bool":
-        magnitude_mask = (1 << (fmt[0] + fmt[1])) - 1
+        magnitude_mask = (1 << int(fmt[0] + fmt[1])) - 1
         xp.not_equal(words & words.dtype.type(magnitude_mask), 0, out=dst.reshape(-1))
     else:
         staging = backend.empty((n,), np.dtype(np.float32), backend.device_of(dst))
-        backend.launch(K.decode, n, words, staging, fmt)
+        backend.launch(K.decode, n, words, staging.view(np.uint32), fmt)
         _float_to_int(backend, staging, dst.reshape(-1), dst_dtype)
 
 

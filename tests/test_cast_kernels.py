@@ -1,0 +1,296 @@
+"""Tier c: the cast kernels against exact references, on the CPU loop and the CUDA loop
+(simulator in CI, GPU when present).
+
+References: ``ml_dtypes`` (bfloat16, float8) and NumPy (float16) for float32 sources and
+for decoding; for float64 sources, where ``ml_dtypes`` rounds twice (through float32),
+an exact round-to-nearest-even reference built from the table of every value of the
+format (:func:`reference_encode`).
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from helpers import run_kernel, sample_size
+from varstore.kernels import cast as K
+
+pytestmark = pytest.mark.kernels
+
+FORMAT_NAMES = ["float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"]
+NUMPY_TYPES = {
+    "float16": np.float16,
+    "bfloat16": ml_dtypes.bfloat16,
+    "float8_e4m3fn": ml_dtypes.float8_e4m3fn,
+    "float8_e5m2": ml_dtypes.float8_e5m2,
+}
+WORD = {"float16": np.uint16, "bfloat16": np.uint16, "float8_e4m3fn": np.uint8, "float8_e5m2": np.uint8}
+
+
+def all_words(name):
+    w = WORD[name]
+    return np.arange(np.iinfo(w).max + 1, dtype=np.int64).astype(w)
+
+
+def decode_reference(words, name, to=np.float32):
+    return words.view(NUMPY_TYPES[name]).astype(to)
+
+
+def positive_table(name):
+    """(words, float64 values) of every finite non-negative value, plus one virtual step
+    past the largest (the value that rounds to overflow)."""
+    fmt = K.FORMATS[name]
+    words = np.arange(fmt[3] + 1, dtype=np.int64)
+    values = decode_reference(words.astype(WORD[name]), name, np.float64)
+    virtual = values[-1] + (values[-1] - values[-2])
+    return np.append(words, fmt[3] + 1), np.append(values, virtual)
+
+
+def reference_encode(x: np.ndarray, name: str) -> np.ndarray:
+    """Exact round-to-nearest-even of float64 ``x`` into ``name`` (words)."""
+    x = np.asarray(x, np.float64)
+    fmt = K.FORMATS[name]
+    sign_bit = 1 << int(fmt[0] + fmt[1])
+    words, values = positive_table(name)
+    a = np.abs(x)
+    hi = np.clip(np.searchsorted(values, a, side="left"), 0, len(values) - 1)
+    lo = np.clip(hi - 1, 0, len(values) - 1)
+    mid = (values[lo] + values[hi]) / 2  # exact: neighbours differ by one step
+    pick_hi = (a > mid) | ((a == mid) & (words[hi] % 2 == 0))
+    chosen = np.where(a == values[hi], words[hi], np.where(pick_hi, words[hi], words[lo]))
+    chosen = np.where((chosen > fmt[3]) | (a > values[-1]), fmt[4], chosen)
+    out = chosen | np.where(np.signbit(x), sign_bit, 0)
+    nan = np.isnan(x)
+    if nan.any():
+        if name == "float16":  # NumPy keeps the payload's top bits
+            out[nan] = x[nan].astype(np.float16).view(np.uint16)
+        else:
+            out[nan] = fmt[5] | np.where(np.signbit(x[nan]), sign_bit, 0)
+    return out.astype(WORD[name])
+
+
+def interesting_values(name, rng, dtype):
+    """Every value of the format, every midpoint between neighbours and the values one
+    ulp (of ``dtype``) either side of it, the overflow boundary, subnormals of both
+    formats, zeros, infinities, NaNs with payloads, and random bit patterns."""
+    _, values = positive_table(name)
+    mids = (values[:-1] + values[1:]) / 2
+    with np.errstate(over="ignore"):  # the virtual step past float32's range is inf
+        base = np.concatenate([values, mids]).astype(dtype)
+    near = np.concatenate([np.nextafter(base, dtype(np.inf)), np.nextafter(base, dtype(0))])
+    specials = np.array([0.0, np.inf, np.finfo(dtype).max, np.finfo(dtype).tiny, np.finfo(dtype).smallest_subnormal,
+                         1e-30, 1e30, 0.1, 1 / 3], dtype)
+    if dtype == np.float32:
+        random = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+        nans = np.array([0x7FC00000, 0x7F800001, 0x7FBFFFFF, 0x7FC02000, 0x7FFFFFFF], np.uint32).view(np.float32)
+    else:
+        random = rng.integers(0, 2**63, 200_000, dtype=np.uint64).view(np.float64)
+        nans = np.array([0x7FF8000000000000, 0x7FF0000000000001, 0x7FF4000000000000, 0x7FFFFFFFFFFFFFFF],
+                        np.uint64).view(np.float64)
+    magnitudes = np.concatenate([specials, base, near, np.abs(random[np.isfinite(random)])])
+    out = np.concatenate([nans, -nans, magnitudes, -magnitudes]).astype(dtype)
+    return np.ascontiguousarray(out)
+
+
+def subsample(x: np.ndarray) -> np.ndarray:
+    """All of ``x`` on CPU/GPU; under the simulator its first 256 (the specials) and an
+    evenly spaced selection of the rest."""
+    n = sample_size(x.size)
+    if n == x.size:
+        return x
+    head = x[:256]
+    rest = x[256:][np.linspace(0, x.size - 257, n - 256).astype(np.int64)]
+    return np.ascontiguousarray(np.concatenate([head, rest]))
+
+
+def assert_words_equal(actual, expected, inputs, what):
+    bad = np.flatnonzero(actual != expected)
+    if bad.size:
+        i = bad[:5]
+        raise AssertionError(
+            f"{what}: {bad.size} of {actual.size} differ; first inputs {inputs[i]!r} "
+            f"(bits {[hex(int(b)) for b in inputs.view(np.uint64 if inputs.itemsize == 8 else np.uint32)[i]]}) "
+            f"gave {[hex(int(v)) for v in actual[i]]}, expected {[hex(int(v)) for v in expected[i]]}"
+        )
+
+
+# --------------------------------------------------------------- float32 sources
+@pytest.mark.parametrize("name", FORMAT_NAMES)
+def test_encode_f32_matches_ml_dtypes_and_numpy(target, name):
+    x = subsample(interesting_values(name, np.random.default_rng(0), np.float32))
+    out = np.empty(x.size, WORD[name])
+    run_kernel(target, K.encode_f32, x.view(np.uint32), out, K.FORMATS[name])
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = x.astype(NUMPY_TYPES[name]).view(WORD[name])
+    assert_words_equal(out, expected, x, f"float32 -> {name}")
+
+
+@pytest.mark.parametrize("name", FORMAT_NAMES)
+def test_reference_encode_agrees_with_ml_dtypes_on_float32(name):
+    """The float64 oracle is checked against ml_dtypes where both must agree. (NaNs are
+    left out: widening a float32 signalling NaN to float64 quiets it in hardware.)"""
+    x = interesting_values(name, np.random.default_rng(1), np.float32)
+    x = x[~np.isnan(x)]
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = x.astype(NUMPY_TYPES[name]).view(WORD[name])
+    assert_words_equal(reference_encode(x.astype(np.float64), name), expected, x, f"oracle {name}")
+
+
+# --------------------------------------------------------------- float64 sources
+@pytest.mark.parametrize("name", FORMAT_NAMES)
+def test_encode_f64_rounds_once(target, name):
+    x = subsample(interesting_values(name, np.random.default_rng(2), np.float64))
+    out = np.empty(x.size, WORD[name])
+    run_kernel(target, K.encode_f64, x, out, K.FORMATS[name])
+    assert_words_equal(out, reference_encode(x, name), x, f"float64 -> {name}")
+
+
+def test_encode_f64_avoids_double_rounding(target):
+    """1 + 2**-8 + 2**-30 lies just above a bfloat16 midpoint: rounded once it goes up;
+    through float32 (as ml_dtypes does) it lands exactly on the midpoint and goes down."""
+    x = np.array([1 + 2**-8 + 2**-30, -(1 + 2**-8 + 2**-30), 1 + 2**-8], np.float64)
+    out = np.empty(3, np.uint16)
+    run_kernel(target, K.encode_f64, x, out, K.BFLOAT16)
+    assert out.tolist() == [0x3F81, 0xBF81, 0x3F80]
+    assert x[:1].astype(ml_dtypes.bfloat16).view(np.uint16)[0] == 0x3F80  # ml_dtypes' double rounding
+
+
+@pytest.mark.parametrize("name", FORMAT_NAMES)
+@pytest.mark.parametrize("src_dtype", [np.int8, np.int32, np.int64, np.uint64, np.bool_])
+def test_encode_integers_and_bool(target, name, src_dtype):
+    info = np.iinfo(src_dtype) if src_dtype is not np.bool_ else None
+    if info is None:
+        x = np.array([True, False, True])
+    else:
+        x = np.array([0, 1, -1, 3, 17, 1000, 65504, 65520, info.min, info.max, info.max - 1], np.float64)
+        x = np.clip(x, info.min, info.max).astype(src_dtype)
+    out = np.empty(x.size, WORD[name])
+    run_kernel(target, K.encode_f64, x, out, K.FORMATS[name])
+    assert_words_equal(out, reference_encode(x.astype(np.float64), name), x.astype(np.float64), name)
+
+
+# -------------------------------------------------------------------- decoding
+@pytest.mark.parametrize("name", FORMAT_NAMES)
+def test_decode_every_word_to_float32(target, name):
+    words = subsample(all_words(name))
+    out = np.empty(words.size, np.float32)
+    run_kernel(target, K.decode, words, out.view(np.uint32), K.FORMATS[name])
+    expected = decode_reference(words, name, np.float32)
+    assert_words_equal(out.view(np.uint32), expected.view(np.uint32), words.astype(np.float64), f"{name} -> float32")
+
+
+@pytest.mark.parametrize("name", FORMAT_NAMES)
+def test_decode_every_word_to_float64(target, name):
+    words = subsample(all_words(name))
+    out = np.empty(words.size, np.float64)
+    run_kernel(target, K.decode_f64, words, out, K.FORMATS[name])
+    f32 = decode_reference(words, name, np.float32)
+    nan = np.isnan(f32)
+    np.testing.assert_array_equal(out[~nan], f32[~nan].astype(np.float64))
+    # NaNs: sign and payload widened by bits, no quieting (as NumPy's float16 -> float64).
+    b = f32[nan].view(np.uint32).astype(np.uint64)
+    expected = ((b & 0x80000000) << np.uint64(32)) | np.uint64(0x7FF0000000000000) | ((b & 0x7FFFFF) << np.uint64(29))
+    np.testing.assert_array_equal(out[nan].view(np.uint64), expected)
+    if name == "float16":
+        np.testing.assert_array_equal(out.view(np.uint64), words.view(np.float16).astype(np.float64).view(np.uint64))
+
+
+@pytest.mark.parametrize("src", FORMAT_NAMES)
+@pytest.mark.parametrize("dst", FORMAT_NAMES)
+def test_transcode_every_word(target, src, dst):
+    if src == dst:
+        pytest.skip("same format: a copy, not a kernel")
+    words = subsample(all_words(src))
+    out = np.empty(words.size, WORD[dst])
+    run_kernel(target, K.transcode, words, out, K.FORMATS[src], K.FORMATS[dst])
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = decode_reference(words, src).astype(NUMPY_TYPES[dst]).view(WORD[dst])
+    assert_words_equal(out, expected, words.astype(np.float64), f"{src} -> {dst}")
+
+
+# ----------------------------------------------------------------- float -> int
+INT_TYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
+
+
+def saturating_reference(x: np.ndarray, int_type) -> np.ndarray:
+    info = np.iinfo(int_type)
+    out = []
+    for v in x.tolist():
+        if v != v:
+            out.append(0)
+        elif v == float("inf") or v >= info.max:
+            out.append(info.max)
+        elif v == float("-inf") or v <= info.min:
+            out.append(info.min)
+        else:
+            out.append(int(v))  # truncation toward zero
+    return np.array(out, dtype=int_type)
+
+
+@pytest.mark.parametrize("int_type", INT_TYPES)
+@pytest.mark.parametrize("float_type", [np.float32, np.float64])
+def test_float_to_int_saturates(target, int_type, float_type):
+    info = np.iinfo(int_type)
+    x = np.array(
+        [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 0.5, -0.5, 1.9, -1.9, 2.5, -2.5, 100.7, -100.7,
+         info.max, info.max + 1.0, info.max + 0.5, info.min, info.min - 1.0, info.min - 0.5,
+         2.0**63, 2.0**63 - 1024, 2.0**64, 2.0**64 - 2048, -(2.0**63), 1e30, -1e30, 3e9, -3e9],
+        np.float64,
+    ).astype(float_type)
+    out = np.zeros(x.size, int_type)
+    if int_type is np.uint64:
+        run_kernel(target, K.float_to_uint64, x, out)
+    else:
+        run_kernel(target, K.float_to_int, x, out, int(info.min), int(info.max))
+    np.testing.assert_array_equal(out, saturating_reference(x, int_type))
+
+
+# -------------------------------------------------------------- accumulation
+@pytest.mark.parametrize("name", FORMAT_NAMES)
+@pytest.mark.parametrize("sign", [1, -1])
+def test_accumulate_rounds_float32_sum_once(target, name, sign):
+    rng = np.random.default_rng(3)
+    words = all_words(name)
+    finite = words[np.isfinite(decode_reference(words, name))]
+    a = subsample(rng.choice(finite, 20_000))
+    b = rng.choice(finite, a.size)
+    expected = (decode_reference(a, name) + np.float32(sign) * decode_reference(b, name))
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = expected.astype(NUMPY_TYPES[name]).view(WORD[name])
+    dst = a.copy()
+    run_kernel(target, K.accumulate, dst, b, sign, K.FORMATS[name])
+    assert_words_equal(dst, expected, a.astype(np.float64), f"{name} accumulate")
+    # A one-element operand is a scalar added to every element.
+    dst = a.copy()
+    run_kernel(target, K.accumulate, dst, b[:1].copy(), sign, K.FORMATS[name])
+    scalar = (decode_reference(a, name) + np.float32(sign) * decode_reference(b[:1], name)[0])
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert_words_equal(dst, scalar.astype(NUMPY_TYPES[name]).view(WORD[name]), a.astype(np.float64), "scalar")
+
+
+# ------------------------------------------------------------ sizes and views
+@pytest.mark.parametrize("n", [0, 8, 100, 1025])
+def test_sizes(target, n):
+    x = np.linspace(-70000, 70000, n, dtype=np.float32)
+    out = np.full(n, 0xAAAA, np.uint16)
+    run_kernel(target, K.encode_f32, x.view(np.uint32), out, K.BFLOAT16)
+    np.testing.assert_array_equal(out, x.astype(ml_dtypes.bfloat16).view(np.uint16))
+
+
+def test_strided_view(target):
+    """The loops index their arrays, so a strided 1-D view works on both targets."""
+    x = np.linspace(-3, 3, 300, dtype=np.float32)
+    out = np.zeros(300, np.uint16)
+    if target == "cpu":
+        K.encode_f32.cpu(x.view(np.uint32)[::3], out[1::3], K.BFLOAT16)
+    else:
+        from numba import cuda
+
+        from varstore.kernels.launch import SIMULATOR_GEOMETRY
+
+        d_x, d_out = cuda.to_device(x.view(np.uint32)), cuda.to_device(out)
+        K.encode_f32.cuda[SIMULATOR_GEOMETRY](d_x[::3], d_out[1::3], K.BFLOAT16)
+        out = d_out.copy_to_host()
+    np.testing.assert_array_equal(out[1::3], x[::3].astype(ml_dtypes.bfloat16).view(np.uint16))
+    assert not out[0::3].any() and not out[2::3].any()

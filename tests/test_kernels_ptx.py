@@ -1,0 +1,101 @@
+"""Tier c: every CUDA kernel compiles for a real GPU target (sm_90 PTX), and the 32-bit
+element math stays 32-bit.
+
+This needs NVVM (installed with ``numba-cuda[cu13]``, the test extra), not a GPU: it is
+the check of the real CUDA compiler on hosts that have none. The simulator does not
+type-check kernels the way the CUDA target does.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from helpers import SIMULATOR
+
+pytestmark = [
+    pytest.mark.kernels,
+    pytest.mark.skipif(SIMULATOR, reason="the simulator replaces numba.cuda's compiler"),
+]
+
+numba = pytest.importorskip("numba")
+from numba import types  # noqa: E402
+
+from varstore.kernels import cast as K  # noqa: E402
+
+FMT = types.UniTuple(types.uint32, 8)
+A = {name: getattr(types, name)[::1] for name in
+     ("uint8", "uint16", "uint32", "uint64", "int8", "int32", "int64", "float32", "float64", "boolean")}
+
+SIGNATURES = {
+    K.encode_f32: [(A["uint32"], A["uint16"], FMT), (A["uint32"], A["uint8"], FMT)],
+    K.encode_f64: [(A["float64"], A["uint16"], FMT), (A["int64"], A["uint8"], FMT), (A["boolean"], A["uint16"], FMT)],
+    K.decode: [(A["uint16"], A["uint32"], FMT), (A["uint8"], A["uint32"], FMT)],
+    K.decode_f64: [(A["uint16"], A["float64"], FMT), (A["uint8"], A["float64"], FMT)],
+    K.transcode: [(A["uint16"], A["uint8"], FMT, FMT), (A["uint8"], A["uint16"], FMT, FMT)],
+    K.float_to_int: [(A["float32"], A["int8"], types.int64, types.int64), (A["float64"], A["int64"], types.int64, types.int64)],
+    K.float_to_uint64: [(A["float64"], A["uint64"])],
+    K.accumulate: [(A["uint16"], A["uint16"], types.int64, FMT), (A["uint8"], A["uint8"], types.int64, FMT)],
+}
+
+# Integer ALU instructions on 64-bit operands (address arithmetic uses add.s64 too, so the
+# check is made on the element functions alone, compiled as device functions).
+WIDE_INTEGER_OPS = re.compile(r"\b(?:add|sub|mul\.lo|mul\.wide|and|or|xor|not|shl|shr|selp|min|max)\.[subt]64\b")
+
+
+def _nvvm_available() -> bool:
+    try:
+        from numba import cuda
+
+        cuda.compile_ptx(lambda x: None, (types.int32,), device=True, cc=(9, 0))
+        return True
+    except Exception:
+        return False
+
+
+needs_nvvm = pytest.mark.skipif(not _nvvm_available(), reason="NVVM is not installed (pip install numba-cuda[cu13])")
+
+
+@pytest.fixture(autouse=True)
+def sm90_without_a_gpu(monkeypatch):
+    """numba-cuda compiles overloads (e.g. scalar ``.view``) for the *current* device's
+    compute capability; with no GPU there is none, so stand in an sm_90 one."""
+    import numba.cuda.dispatcher as dispatcher
+
+    class _Sm90:
+        compute_capability = (9, 0)
+
+    monkeypatch.setattr(dispatcher, "get_current_device", lambda: _Sm90())
+
+
+def test_every_kernel_has_signatures_here():
+    assert set(SIGNATURES) == set(K.KERNELS)
+
+
+@needs_nvvm
+@pytest.mark.parametrize("kernel", K.KERNELS, ids=lambda k: k.name)
+def test_kernel_compiles_for_sm90(kernel):
+    for argtypes in SIGNATURES[kernel]:
+        ptx = kernel.cuda.ptx(argtypes, cc=(9, 0))
+        assert ".target sm_90" in ptx and ".entry" in ptx
+
+
+@needs_nvvm
+@pytest.mark.parametrize(
+    "element, argtypes",
+    [
+        (K.encode_from_f32_bits, (types.uint32, FMT)),
+        (K.decode_to_f32_bits, (types.uint16, FMT)),
+        (K.decode_to_f32_bits, (types.uint8, FMT)),
+        (K.add_in_format, (types.uint16, types.uint16, types.int64, FMT)),
+    ],
+    ids=["encode_from_f32_bits", "decode_to_f32_bits-u16", "decode_to_f32_bits-u8", "add_in_format"],
+)
+def test_32bit_element_math_stays_32bit(element, argtypes):
+    from numba import cuda
+
+    ptx, _ = cuda.compile_ptx(element.py_func, argtypes, device=True, cc=(9, 0))
+    body = ptx[ptx.index("{"):]
+    wide = sorted(set(WIDE_INTEGER_OPS.findall(body)))
+    assert wide == [], f"64-bit integer ops in {element.py_func.__name__}: {wide}"
