@@ -16,7 +16,7 @@ from helpers import SIMULATOR, cuda_reason as _cuda_reason
 def pytest_collection_modifyitems(config, items):
     gpu_reason = None if SIMULATOR else _cuda_reason()
     for item in items:
-        if "gpu" in item.keywords and (gpu_reason is not None or SIMULATOR):
+        if item.get_closest_marker("gpu") is not None and (gpu_reason is not None or SIMULATOR):
             item.add_marker(pytest.mark.skip(reason=f"needs a real CUDA device: {gpu_reason or 'simulator process'}"))
 
 

@@ -47,8 +47,8 @@ def as_storage_array(value, backend, device):
 def default_dtype(value, array_dtype: str, array) -> str:
     """The dtype a variable made from ``value`` gets when none is given: the array's own,
     or for Python scalars and lists, as Keras: floatx() / int32 / bool."""
-    if not isinstance(value, (_PY_SCALARS, list, tuple)):
-        return array_dtype
+    if isinstance(value, np.generic) or not isinstance(value, (_PY_SCALARS, list, tuple)):
+        return array_dtype  # (np.float64 subclasses float but has its own dtype)
     name = infer_python_dtype(array.dtype.kind)
     if name == "int32" and array.size and (array.min() < -(2**31) or array.max() >= 2**31):
         raise ValueError(

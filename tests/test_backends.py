@@ -1,0 +1,78 @@
+"""Tier a: backend selection, VARSTORE_BACKEND, devices, and what `import varstore` does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import varstore as vs
+from varstore import backends
+
+
+def _run(code: str, **env) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **env}
+    full_env.pop("NUMBA_ENABLE_CUDASIM", None)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=120)
+
+
+def test_import_loads_no_gpu_stack_and_prints_nothing():
+    out = _run(
+        "import sys, varstore\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('cupy', 'numba', 'numba_cuda', 'ml_dtypes')]\n"
+        "print(heavy)"
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]" and out.stderr == ""
+
+
+def test_import_never_fails_even_when_cuda_is_forced():
+    out = _run("import varstore", VARSTORE_BACKEND="cuda")
+    assert out.returncode == 0 and out.stdout == "" and out.stderr == ""
+
+
+def test_bad_backend_value_is_named(monkeypatch):
+    monkeypatch.setenv("VARSTORE_BACKEND", "tpu")
+    with pytest.raises(ValueError, match="VARSTORE_BACKEND='tpu'"):
+        vs.backend()
+
+
+def test_forced_numpy(monkeypatch):
+    monkeypatch.setenv("VARSTORE_BACKEND", "numpy")
+    assert vs.backend() == "numpy"
+    assert vs.devices() == ["cpu"]
+
+
+@pytest.mark.skipif(backends.cuda_unavailable_reason() is None, reason="this host runs CUDA")
+def test_forcing_cuda_without_gpu_says_why(monkeypatch):
+    monkeypatch.setenv("VARSTORE_BACKEND", "cuda")
+    with pytest.raises(vs.BackendUnavailableError) as info:
+        vs.backend()
+    assert backends.cuda_unavailable_reason() in str(info.value)
+    assert isinstance(info.value, RuntimeError)
+
+
+@pytest.mark.skipif(backends.cuda_unavailable_reason() is None, reason="this host runs CUDA")
+def test_cpu_host_defaults(monkeypatch):
+    monkeypatch.delenv("VARSTORE_BACKEND", raising=False)
+    assert vs.backend() == "numpy"
+    assert vs.devices() == ["cpu"]
+    with pytest.raises(ValueError, match="cuda:0.*CUDA cannot run here"):
+        backends.for_device("cuda:0")
+
+
+@pytest.mark.parametrize("bad", ["gpu", "cuda:x", "CPU", 0, None.__class__])
+def test_unknown_device_names_it(bad):
+    with pytest.raises(ValueError, match="Invalid device"):
+        backends.for_device(bad)
+
+
+def test_info_command_runs_anywhere():
+    out = _run("from varstore.cli import main; main(['info'])")
+    assert out.returncode == 0, out.stderr
+    assert "backend:" in out.stdout and "numba:" in out.stdout and "cpu" in out.stdout
+    out = _run("import runpy, sys; sys.argv=['varstore', 'info']; runpy.run_module('varstore', run_name='__main__')",
+               VARSTORE_BACKEND="cuda")
+    assert "backend:" in out.stdout  # a forced but unusable backend is reported, not a crash
