@@ -20,6 +20,7 @@ package (and the numba versions), and any edit starts a fresh folder.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import pathlib
@@ -36,6 +37,7 @@ def element(fn):
     return numba.njit(inline="always")(fn)
 
 
+@functools.lru_cache(maxsize=1)
 def _source_hash() -> str:
     h = hashlib.sha256()
     for path in sorted(_HERE.glob("*.py")):

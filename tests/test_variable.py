@@ -228,6 +228,26 @@ def test_bool_arguments_are_checked(store):
     assert not v.trainable
 
 
+@pytest.mark.parametrize("bad", [(-1, 2), (2.0,), "ab", (True,), 5, (None, 2)])
+def test_bad_shapes(store, bad):
+    with pytest.raises(ValueError, match="Invalid shape"):
+        vs.Variable("zeros", shape=bad, store=store)
+    assert len(store) == 0
+
+
+def test_bad_device_is_named(store):
+    with pytest.raises(ValueError, match="Invalid device: 'tpu:0'"):
+        vs.Variable(1.0, device="tpu:0", store=store)
+    assert vs.Variable(1.0, device="cpu", store=store).device == "cpu"
+
+
+def test_unknown_initializer_name_lists_known(store):
+    with pytest.raises(ValueError, match=r"Unknown initializer: 'zeroes'.*'ones'.*'zeros'"):
+        vs.Variable("zeroes", shape=(2,), store=store)
+    with pytest.raises(ValueError, match="Could not interpret initializer"):
+        vs.initializers.get(3)
+
+
 def test_unknown_kwargs(store):
     with pytest.raises(TypeError, match="unexpected keyword arguments.*'colour'"):
         vs.Variable(1.0, colour="red", store=store)

@@ -291,7 +291,7 @@ class Variable:
 
     def __setitem__(self, key, value):
         storage = self._live_storage()
-        region_shape = np.shape(storage[key]) if not isinstance(storage, np.ndarray) else storage[key].shape
+        region_shape = storage[key].shape  # raises IndexError before anything is written
         array, array_dtype = as_storage_array(value, self._backend, self._device)
         try:
             broadcast = np.broadcast_shapes(array.shape, region_shape)

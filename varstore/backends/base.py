@@ -78,3 +78,22 @@ class Backend(abc.ABC):
 
     def synchronize(self) -> None:
         """Wait for the work queued on this backend."""
+
+
+_DLPACK_CUDA_DEVICES = (2, 13)  # kDLCUDA, kDLCUDAManaged
+
+
+def is_device_array(obj) -> bool:
+    """True for GPU arrays: CuPy, torch.cuda, Numba, JAX on GPU... (not NumPy, lists)."""
+    if isinstance(obj, np.ndarray):
+        return False
+    if hasattr(obj, "__cuda_array_interface__"):
+        return True
+    device = getattr(obj, "__dlpack_device__", None)
+    if device is None:
+        return False
+    try:
+        return device()[0] in _DLPACK_CUDA_DEVICES
+    except Exception:
+        return False
+

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..dtypes import WORD_DTYPES
-from .base import Backend
+from .base import Backend, is_device_array
 
 
 def device_index(device: str) -> int:
@@ -47,9 +47,7 @@ class CudaBackend(Backend):
     def asarray(self, obj, device):
         cupy = self._cupy
         with cupy.cuda.Device(device_index(device)):
-            if isinstance(obj, np.ndarray) or not (
-                hasattr(obj, "__cuda_array_interface__") or hasattr(obj, "__dlpack__")
-            ):
+            if not is_device_array(obj):
                 # Host data stays on the host: callers cast there and copy once.
                 return np.asarray(obj)
             return cupy.asarray(obj)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..dtypes import WORD_DTYPES, host_dtype
-from .base import Backend
+from .base import Backend, is_device_array
 
 
 class NumpyBackend(Backend):
@@ -22,7 +22,7 @@ class NumpyBackend(Backend):
         return isinstance(array, np.ndarray)
 
     def asarray(self, obj, device):
-        if hasattr(obj, "__cuda_array_interface__") and not isinstance(obj, np.ndarray):
+        if is_device_array(obj):
             return _device_to_host(obj)
         try:
             return np.asarray(obj)
