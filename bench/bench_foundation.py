@@ -623,6 +623,7 @@ def main(argv=None) -> int:
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "backend": "numpy (CPU)",
+        "loadavg_at_start": list(os.getloadavg()),
         "versions": {
             "python": platform.python_version(),
             "numpy": np.__version__,
@@ -645,6 +646,7 @@ def main(argv=None) -> int:
     print(f"varstore foundation benchmark  {meta['date']}")
     print(f"  {meta['cpu_model']}, {meta['cpu_count']} cores; " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
     print(f"  {meta['command']}")
+    print(f"  load average at start: {meta['loadavg_at_start'][0]:.2f} (other work on the machine skews every figure)")
 
     res: dict = {"meta": meta}
     print("casts ...", flush=True)
@@ -658,6 +660,7 @@ def main(argv=None) -> int:
     print("compile time ...", flush=True)
     res["compile"] = bench_compile(compile_rounds)
 
+    res["meta"]["loadavg_at_end"] = list(os.getloadavg())
     rows, met = build_table(res)
     res["targets"] = {k: {"target": TARGETS[k][0], "met": v} for k, v in met.items()}
     res["failures"] = failures

@@ -54,7 +54,9 @@ def _nvvm_available() -> bool:
         return False
 
 
-needs_nvvm = pytest.mark.skipif(not _nvvm_available(), reason="NVVM is not installed (pip install numba-cuda[cu13])")
+needs_nvvm = pytest.mark.skipif(
+    not SIMULATOR and not _nvvm_available(), reason="NVVM is not installed (pip install numba-cuda[cu13])"
+)
 
 
 @pytest.fixture(autouse=True)

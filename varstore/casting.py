@@ -38,6 +38,15 @@ def _words(array, dtype: str):
     return flat.view(np.uint16) if dtype == "float16" else flat
 
 
+def needs_kernel(src_dtype: str, dst_dtype: str) -> bool:
+    """False where the array module's own cast is ours too (see the table above)."""
+    if src_dtype == dst_dtype:
+        return False
+    if src_dtype in SMALL_FLOAT_DTYPES or dst_dtype in SMALL_FLOAT_DTYPES:
+        return True
+    return is_float(src_dtype) and is_integer(dst_dtype)
+
+
 def cast_into(backend, src, src_dtype: str, dst, dst_dtype: str) -> None:
     """Write ``src`` converted to ``dst_dtype`` into ``dst``, in place.
 
@@ -50,11 +59,11 @@ def cast_into(backend, src, src_dtype: str, dst, dst_dtype: str) -> None:
         return
     src_small = src_dtype in SMALL_FLOAT_DTYPES
     dst_small = dst_dtype in SMALL_FLOAT_DTYPES
+    if not needs_kernel(src_dtype, dst_dtype):
+        xp.copyto(dst, src.reshape(dst.shape), casting="unsafe")
+        return
     if not src_small and not dst_small:
-        if is_float(src_dtype) and is_integer(dst_dtype):
-            _float_to_int(backend, src.reshape(-1), dst.reshape(-1), dst_dtype)
-        else:
-            xp.copyto(dst, src.reshape(dst.shape), casting="unsafe")
+        _float_to_int(backend, src.reshape(-1), dst.reshape(-1), dst_dtype)
         return
 
     from .kernels import cast as K

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .casting import cast, cast_into, cast_on_host
+from .casting import cast, cast_into, cast_on_host, needs_kernel
 from .dtypes import DTYPES, WORD_DTYPES, infer_python_dtype, storage_dtype
 
 _PY_SCALARS = (bool, int, float)
+_SUPPORTED = frozenset(DTYPES)
 
 
 def as_storage_array(value, backend, device):
@@ -21,27 +22,41 @@ def as_storage_array(value, backend, device):
         ValueError: a value of a dtype varstore does not support (complex, strings,
             ragged lists...).
     """
-    from .variable import Variable
-
-    if isinstance(value, Variable):
-        array = value._live_storage()
-        if value._backend is not backend:
-            array = value._backend.host_view(array)
-        return array, value._dtype
-    if isinstance(value, (_PY_SCALARS, list, tuple)):
+    if type(value) is np.ndarray:  # the common case first: this is on every assign's path
+        array = value
+    elif isinstance(value, (_PY_SCALARS, list, tuple)):
         array = np.asarray(value)
     else:
+        live_storage = getattr(value, "_live_storage", None)  # a Variable
+        if live_storage is not None:
+            array = live_storage()
+            if value._backend is not backend:
+                array = value._backend.host_view(array)
+            return array, value._dtype
         array = backend.asarray(value, device)
-    name = array.dtype.name
+    name = dtype_name(array.dtype)
     if name in WORD_DTYPES:  # ml_dtypes (or CuPy's bfloat16) arrays: their raw words
         array = array.view(storage_dtype(name))
-    elif name not in DTYPES:
+    elif name not in _SUPPORTED:
         raise ValueError(
             f"Unsupported value of type {type(value).__name__} with dtype {name}. "
             f"Expected real numbers of one of the dtypes {list(DTYPES)}."
         )
-    xp = backend.xp if backend.owns(array) else np
-    return xp.asarray(array, order="C"), name  # (ascontiguousarray would make 0-d 1-d)
+    if not array.flags.c_contiguous:
+        xp = backend.xp if backend.owns(array) else np
+        array = xp.asarray(array, order="C")  # (ascontiguousarray would make 0-d 1-d)
+    return array, name
+
+
+_names: dict = {}
+
+
+def dtype_name(dtype: np.dtype) -> str:
+    """``dtype.name``, cached: NumPy computes it in Python, in microseconds."""
+    name = _names.get(dtype)
+    if name is None:
+        name = _names[dtype] = dtype.name
+    return name
 
 
 def default_dtype(value, array_dtype: str, array) -> str:
@@ -62,11 +77,11 @@ def write(backend, storage, dtype: str, array, array_dtype: str) -> None:
     """Write ``array`` (storage form, from :func:`as_storage_array`) into ``storage``,
     cast to ``dtype``. Its shape equals the storage's, or it has one element (0-d),
     which fills every element. Host arrays are cast on the host and copied once."""
-    if array.ndim == 0 and storage.ndim != 0:
-        if backend.owns(array):
-            backend.xp.copyto(storage, cast(backend, array, array_dtype, dtype, backend.device_of(array)))
-        else:
-            storage.fill(cast_on_host(array, array_dtype, dtype)[()])
+    if array.ndim == 0 and storage.ndim != 0:  # a scalar fills: convert it on the host
+        scalar = backend.host_view(array) if backend.owns(array) else array
+        if needs_kernel(array_dtype, dtype):
+            scalar = cast_on_host(scalar, array_dtype, dtype)
+        storage.fill(scalar[()])  # other conversions: the array module's own, as NumPy
         return
     if backend.owns(array):
         cast_into(backend, array, array_dtype, storage, dtype)

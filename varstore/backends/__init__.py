@@ -68,6 +68,9 @@ def backend() -> str:
 
 def get(name: str) -> Backend:
     """The backend instance called ``name`` (one per process)."""
+    instance = _instances.get(name)
+    if instance is not None:
+        return instance
     with _lock:
         if name not in _instances:
             if name == "cuda":
