@@ -159,12 +159,19 @@ def cuda_kernel(fn):
 
 
 class Kernel:
-    """The CPU loop and the CUDA loop of one kernel; backends launch the one they run."""
+    """The CPU loop and the CUDA loop of one kernel; backends launch the one they run.
 
-    def __init__(self, name: str, cpu, cuda: CudaKernel):
+    Launch contract: the loops run over ``n`` elements; every 1-D array argument of size
+    ``n`` is indexed by element, so a CPU launch may split it into chunks and run them on
+    several threads. A kernel whose math depends on the element's global index takes it
+    as ``offset_arg`` (the index of its first element), which each chunk advances.
+    """
+
+    def __init__(self, name: str, cpu, cuda: CudaKernel, offset_arg: int | None = None):
         self.name = name
         self.cpu = cpu
         self.cuda = cuda
+        self.offset_arg = offset_arg
 
     def __repr__(self):
         return f"<Kernel {self.name}>"

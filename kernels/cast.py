@@ -70,29 +70,30 @@ def rne_shift32(x, s):
 
 @element
 def encode_from_f32_bits(u, fmt):
-    """float32 bits -> word of the small format ``fmt``, round to nearest even."""
+    """float32 bits -> word of the small format ``fmt``, round to nearest even.
+
+    Branch-free (both cases computed, one selected), so CPU loops vectorize and GPU warps
+    do not diverge.
+    """
     u = U32(u)
     mbits = U32(fmt[0])
-    bias = U32(fmt[2])
     shift = U32(U32(23) - mbits)
     sign = shl32(U32(u >> U32(31)), U32(mbits + U32(fmt[1])))
     a = U32(u & U32(0x7FFFFFFF))
-    if a > U32(0x7F800000):  # NaN
-        payload = shr32(U32(a & U32(0x7FFFFF)), shift)
-        payload = U32(U32(max(payload, U32(1))) * U32(fmt[6]))
-        return U32(sign | U32(U32(fmt[5]) | payload))
     exp = U32(a >> U32(23))
-    min_normal = U32(U32(128) - bias)  # float32 exponent field of the format's least normal
-    if exp >= min_normal:
-        rebiased = U32(a - U32(U32(min_normal - U32(1)) << U32(23)))
-        r = rne_shift32(rebiased, shift)  # a carry into the exponent is the right answer
-    else:  # subnormal or zero in the format: round at the fixed point of its least step
-        hidden = U32(0x800000) if exp != U32(0) else U32(0)
-        m = U32(U32(a & U32(0x7FFFFF)) | hidden)
-        r = rne_shift32(m, U32(U32(min_normal - max(exp, U32(1))) + shift))
-    if r > U32(fmt[3]):  # overflow and inf
-        r = U32(fmt[4])
-    return U32(sign | r)
+    min_normal = U32(U32(128) - U32(fmt[2]))  # float32 exponent field of the format's least normal
+    mant = U32(a & U32(0x7FFFFF))
+    # A normal result: rebias and round off `shift` bits (a carry into the exponent is
+    # the right answer). A subnormal one: round at the fixed point of the least step.
+    is_normal = exp >= min_normal
+    rebiased = U32(a - U32(U32(min_normal - U32(1)) << U32(23)))
+    significand = U32(mant | (U32(0x800000) if exp != U32(0) else U32(0)))
+    subnormal_shift = U32(U32(min_normal - max(exp, U32(1))) + shift)
+    r = rne_shift32(rebiased if is_normal else significand, shift if is_normal else subnormal_shift)
+    r = U32(fmt[4]) if r > U32(fmt[3]) else r  # overflow and inf
+    payload = U32(U32(max(shr32(mant, shift), U32(1))) * U32(fmt[6]))
+    nan = U32(U32(fmt[5]) | payload)
+    return U32(sign | (nan if a > U32(0x7F800000) else r))
 
 
 @element

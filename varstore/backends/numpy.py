@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from ..dtypes import WORD_DTYPES, host_dtype
@@ -11,6 +14,11 @@ from .base import Backend, is_device_array
 class NumpyBackend(Backend):
     name = "numpy"
     xp = np
+
+    def __init__(self):
+        self._workers = None  # the CPU loops release the GIL: large launches use threads
+        self._pool = None
+        self._pool_lock = threading.Lock()
 
     def devices(self) -> list[str]:
         return ["cpu"]
@@ -44,8 +52,24 @@ class NumpyBackend(Backend):
         np.copyto(dst, host)
 
     def launch(self, kernel, n, *args):
-        if n:
+        if not n:
+            return
+        from varstore.kernels.launch import cpu_chunks, cpu_workers
+
+        if self._workers is None:
+            self._workers = cpu_workers()
+        chunks = cpu_chunks(n, self._workers)
+        if len(chunks) == 1:
             kernel.cpu(*args)
+            return
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self._workers - 1, thread_name_prefix="varstore")
+        tasks = [self._pool.submit(kernel.cpu, *_chunk_args(kernel, n, args, start, stop)) for start, stop in chunks[1:]]
+        kernel.cpu(*_chunk_args(kernel, n, args, *chunks[0]))
+        for task in tasks:
+            task.result()
 
     def present(self, storage, dtype):
         if dtype in WORD_DTYPES:
@@ -68,3 +92,12 @@ def _device_to_host(obj) -> np.ndarray:
             f"CuPy installed: copy it to the host first."
         ) from exc
     return cupy.asnumpy(cupy.asarray(obj))
+
+
+def _chunk_args(kernel, n, args, start, stop):
+    """The arguments for elements ``start:stop`` (see ``varstore.kernels`` Kernel)."""
+    out = [a[start:stop] if isinstance(a, np.ndarray) and a.ndim == 1 and a.size == n else a for a in args]
+    if kernel.offset_arg is not None:
+        out[kernel.offset_arg] = args[kernel.offset_arg] + start
+    return out
+
