@@ -13,7 +13,7 @@ float16. A float64 source is rounded once, directly (``ml_dtypes`` goes through 
 and can round twice): :func:`f64_to_f32_round_to_odd` keeps the bits needed for that.
 
 Integer arithmetic is wrapped in ``uint32(...)`` at every step and variable shifts use
-:mod:`.bits`: numba otherwise widens them to 64 bits, which costs twice the instructions
+:mod:`.intrinsics`: numba otherwise widens them to 64 bits, which costs twice the instructions
 on a GPU (tests/test_kernels_ptx.py checks the PTX).
 
 Float to integer (ours, for every backend alike): truncation toward zero, NaN gives 0,
@@ -27,7 +27,7 @@ import numpy as np
 from numba import float32, float64, int64, uint32, uint64
 
 from ._targets import Kernel, cpu_kernel, cuda_kernel, element
-from .bits import shl32, shr32
+from .intrinsics import shl32, shr32
 
 U32 = uint32
 U64 = uint64

@@ -23,6 +23,8 @@ numba = pytest.importorskip("numba")
 from numba import types  # noqa: E402
 
 from varstore.kernels import cast as K  # noqa: E402
+from varstore.kernels import random_fill as R  # noqa: E402
+from varstore.kernels.philox import philox4x32_10  # noqa: E402
 
 FMT = types.UniTuple(types.uint32, 8)
 A = {name: getattr(types, name)[::1] for name in
@@ -38,6 +40,13 @@ SIGNATURES = {
     K.float_to_uint64: [(A["float64"], A["uint64"])],
     K.accumulate: [(A["uint16"], A["uint16"], types.int64, FMT), (A["uint8"], A["uint8"], types.int64, FMT)],
 }
+_WORDS = (types.int64, types.uint32, types.uint32, types.float32, types.float32, types.boolean, FMT)
+_F64 = (types.int64, types.uint32, types.uint32, types.float64, types.float64)
+for _kernel in (R.uniform_words, R.normal_words, R.truncated_words):
+    SIGNATURES[_kernel] = [(A["uint32"], *_WORDS), (A["uint16"], *_WORDS), (A["uint8"], *_WORDS)]
+for _kernel in (R.uniform_f64, R.normal_f64, R.truncated_f64_kernel):
+    SIGNATURES[_kernel] = [(A["float64"], *_F64)]
+ALL_KERNELS = K.KERNELS + R.KERNELS
 
 # Integer ALU instructions on 64-bit operands (address arithmetic uses add.s64 too, so the
 # check is made on the element functions alone, compiled as device functions).
@@ -72,11 +81,11 @@ def sm90_without_a_gpu(monkeypatch):
 
 
 def test_every_kernel_has_signatures_here():
-    assert set(SIGNATURES) == set(K.KERNELS)
+    assert set(SIGNATURES) == set(ALL_KERNELS)
 
 
 @needs_nvvm
-@pytest.mark.parametrize("kernel", K.KERNELS, ids=lambda k: k.name)
+@pytest.mark.parametrize("kernel", ALL_KERNELS, ids=lambda k: k.name)
 def test_kernel_compiles_for_sm90(kernel):
     for argtypes in SIGNATURES[kernel]:
         ptx = kernel.cuda.ptx(argtypes, cc=(9, 0))
@@ -101,3 +110,16 @@ def test_32bit_element_math_stays_32bit(element, argtypes):
     body = ptx[ptx.index("{"):]
     wide = sorted(set(WIDE_INTEGER_OPS.findall(body)))
     assert wide == [], f"64-bit integer ops in {element.py_func.__name__}: {wide}"
+
+
+@needs_nvvm
+def test_philox_multiplies_are_single_32x32_to_64_instructions():
+    """Philox's 20 multiplies are mul.wide.u32 (its shr.u64 by 32 takes the high half,
+    which ptxas folds into the same IMAD.WIDE), never a 64x64 multiply."""
+    from numba import cuda
+
+    ptx, _ = cuda.compile_ptx(philox4x32_10.py_func, (types.uint32,) * 6, device=True, cc=(9, 0))
+    wide = len(re.findall(r"\bmul\.(?:wide|hi)\.u32\b", ptx))
+    assert wide >= 20, f"expected 20 32x32->64 multiplies (2 per round), found {wide}"
+    assert not re.search(r"\bmul\.lo\.[su]64\b", ptx)
+

@@ -12,6 +12,7 @@ array([[2., 3.]], dtype=float32)
 from . import initializers
 from .backends import backend, devices
 from .dtypes import DTYPES, floatx, set_floatx, standardize_dtype
+from .random import set_seed
 from .errors import BackendUnavailableError, OutOfMemoryError
 from .store import VariableStore, default_store
 from .variable import Variable
@@ -30,5 +31,6 @@ __all__ = [
     "floatx",
     "initializers",
     "set_floatx",
+    "set_seed",
     "standardize_dtype",
 ]

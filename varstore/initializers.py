@@ -7,9 +7,11 @@ default device, and also fills a variable's storage in place with :meth:`Initial
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .dtypes import standardize_dtype, storage_dtype
+from .dtypes import is_float, standardize_dtype, storage_dtype
 
 
 def standardize_shape(shape) -> tuple:
@@ -100,14 +102,265 @@ class Ones(Constant):
         return {}
 
 
+def compute_fans(shape) -> tuple[int, int]:
+    """(fan_in, fan_out) of a kernel shape, as Keras computes them.
+
+    1-D: both are the length; 2-D: (rows, columns); 3-D and up (convolution kernels,
+    ``(*receptive_field, in_channels, out_channels)``): the channels times the receptive
+    field size. A scalar gives (1, 1).
+    """
+    shape = tuple(shape)
+    if len(shape) < 1:
+        return 1, 1
+    if len(shape) == 1:
+        return int(shape[0]), int(shape[0])
+    if len(shape) == 2:
+        return int(shape[0]), int(shape[1])
+    receptive_field = 1
+    for dim in shape[:-2]:
+        receptive_field *= dim
+    return int(shape[-2] * receptive_field), int(shape[-1] * receptive_field)
+
+
+class RandomInitializer(Initializer):
+    """Base of the random initializers.
+
+    ``seed``: an int makes the instance draw the same values on every call and every
+    backend; None draws a seed now, from the source ``vs.set_seed`` re-seeds.
+    """
+
+    def __init__(self, seed=None):
+        from .random import check_seed, draw_seed
+
+        self._init_seed = seed
+        self.seed = draw_seed() if seed is None else check_seed(seed)
+
+    def get_config(self) -> dict:
+        return {"seed": self._init_seed}
+
+    def _check_dtype(self, dtype: str) -> None:
+        if not is_float(dtype):
+            raise ValueError(
+                f"{type(self).__name__} draws floating-point values; it cannot initialize "
+                f"a {dtype} variable. Expected a float dtype. Received: dtype={dtype!r}"
+            )
+
+    def _fill(self, backend, storage, dtype, distribution, a, b) -> None:
+        from .random import fill_random
+
+        self._check_dtype(dtype)
+        fill_random(backend, storage, dtype, self.seed, distribution, a, b)
+
+
+class RandomUniform(RandomInitializer):
+    """Uniform values in [minval, maxval) (maxval itself can appear after rounding).
+
+    Drawn as ``minval + (maxval - minval) * u``, u from 24 (float64: 53) random bits.
+    """
+
+    def __init__(self, minval=-0.05, maxval=0.05, seed=None):
+        self.minval = minval
+        self.maxval = maxval
+        super().__init__(seed)
+
+    def fill(self, backend, storage, dtype):
+        self._fill(backend, storage, dtype, "uniform", self.minval, self.maxval - self.minval)
+
+    def get_config(self):
+        return {"minval": self.minval, "maxval": self.maxval, **super().get_config()}
+
+
+class RandomNormal(RandomInitializer):
+    """Normal values: ``mean + stddev * z``, z standard normal (Box-Muller)."""
+
+    def __init__(self, mean=0.0, stddev=0.05, seed=None):
+        self.mean = mean
+        self.stddev = stddev
+        super().__init__(seed)
+
+    def fill(self, backend, storage, dtype):
+        self._fill(backend, storage, dtype, "normal", self.mean, self.stddev)
+
+    def get_config(self):
+        return {"mean": self.mean, "stddev": self.stddev, **super().get_config()}
+
+
+class TruncatedNormal(RandomNormal):
+    """Normal values within two standard deviations of the mean (inverse CDF of the
+    truncated distribution: every element costs the same, no redraws).
+
+    The values' own standard deviation is about 0.88 ``stddev``.
+    """
+
+    def fill(self, backend, storage, dtype):
+        self._fill(backend, storage, dtype, "truncated_normal", self.mean, self.stddev)
+
+
+_MODES = ("fan_in", "fan_out", "fan_avg")
+_SCALING_DISTRIBUTIONS = ("uniform", "truncated_normal", "untruncated_normal")
+# The standard deviation of a standard normal truncated to [-2, 2]: dividing by it makes
+# the truncated draw's variance equal `scale / fan` (Keras's constant).
+TRUNCATION_CORRECTION = 0.87962566103423978
+
+
+class VarianceScaling(RandomInitializer):
+    """Values whose variance is ``scale / n``, n the fan chosen by ``mode``.
+
+    - truncated_normal (or "normal"): stddev = sqrt(scale / n) / 0.87962566, within 2 stddev;
+    - untruncated_normal: stddev = sqrt(scale / n);
+    - uniform: within [-limit, limit], limit = sqrt(3 scale / n).
+
+    n is fan_in, fan_out or (fan_in + fan_out) / 2 (:func:`compute_fans`), at least 1.
+    """
+
+    def __init__(self, scale=1.0, mode="fan_in", distribution="truncated_normal", seed=None):
+        if not isinstance(scale, (int, float, np.integer, np.floating)) or isinstance(scale, bool) or not scale > 0:
+            raise ValueError(f"Invalid value for argument `scale`. Expected a positive float. Received: scale={scale!r}")
+        if mode not in _MODES:
+            raise ValueError(f"Invalid value for argument `mode`. Expected one of {list(_MODES)}. Received: mode={mode!r}")
+        name = distribution.lower() if isinstance(distribution, str) else distribution
+        name = "truncated_normal" if name == "normal" else name
+        if name not in _SCALING_DISTRIBUTIONS:
+            raise ValueError(
+                f"Invalid value for argument `distribution`. Expected one of "
+                f"{['normal', *_SCALING_DISTRIBUTIONS]}. Received: distribution={distribution!r}"
+            )
+        self.scale = scale
+        self.mode = mode
+        self.distribution = name
+        super().__init__(seed)
+
+    def fill(self, backend, storage, dtype):
+        fan_in, fan_out = compute_fans(storage.shape)
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
+        scale = self.scale / max(1.0, fan)
+        if self.distribution == "truncated_normal":
+            self._fill(backend, storage, dtype, "truncated_normal", 0.0, math.sqrt(scale) / TRUNCATION_CORRECTION)
+        elif self.distribution == "untruncated_normal":
+            self._fill(backend, storage, dtype, "normal", 0.0, math.sqrt(scale))
+        else:
+            limit = math.sqrt(3.0 * scale)
+            self._fill(backend, storage, dtype, "uniform", -limit, 2.0 * limit)
+
+    def get_config(self):
+        return {"scale": self.scale, "mode": self.mode, "distribution": self.distribution, **super().get_config()}
+
+
+def _scaling(name: str, scale: float, mode: str, distribution: str, formula: str):
+    def __init__(self, seed=None):
+        VarianceScaling.__init__(self, scale=scale, mode=mode, distribution=distribution, seed=seed)
+
+    def get_config(self):
+        return {"seed": self._init_seed}
+
+    doc = f"{formula} (VarianceScaling(scale={scale}, mode={mode!r}, distribution={distribution!r}))."
+    return type(name, (VarianceScaling,), {"__init__": __init__, "get_config": get_config, "__doc__": doc})
+
+
+GlorotUniform = _scaling("GlorotUniform", 1.0, "fan_avg", "uniform", "Uniform within sqrt(6 / (fan_in + fan_out))")
+GlorotNormal = _scaling("GlorotNormal", 1.0, "fan_avg", "truncated_normal", "Truncated normal, stddev sqrt(2 / (fan_in + fan_out))")
+HeUniform = _scaling("HeUniform", 2.0, "fan_in", "uniform", "Uniform within sqrt(6 / fan_in)")
+HeNormal = _scaling("HeNormal", 2.0, "fan_in", "truncated_normal", "Truncated normal, stddev sqrt(2 / fan_in)")
+LecunUniform = _scaling("LecunUniform", 1.0, "fan_in", "uniform", "Uniform within sqrt(3 / fan_in)")
+LecunNormal = _scaling("LecunNormal", 1.0, "fan_in", "truncated_normal", "Truncated normal, stddev sqrt(1 / fan_in)")
+for _cls in (GlorotUniform, GlorotNormal, HeUniform, HeNormal, LecunUniform, LecunNormal):
+    _cls.__module__ = __name__
+
+
+class Orthogonal(RandomInitializer):
+    """An orthogonal matrix (times ``gain``), reshaped to the variable's shape.
+
+    As Keras: the QR decomposition of a seeded normal matrix of shape
+    (max(rows, cols), min(rows, cols)), rows being the product of all dimensions but the
+    last, with Q's columns multiplied by the signs of R's diagonal; transposed when
+    rows < cols. QR runs on the variable's device (NumPy or CuPy ``linalg.qr``) in float32
+    (float64 for float64 variables), on temporaries the size of the matrix.
+    """
+
+    def __init__(self, gain=1.0, seed=None):
+        self.gain = gain
+        super().__init__(seed)
+
+    def fill(self, backend, storage, dtype):
+        from .casting import cast_into
+        from .random import normal_matrix
+
+        self._check_dtype(dtype)
+        shape = storage.shape
+        if len(shape) < 2:
+            raise ValueError(
+                f"Orthogonal can only initialize variables of at least two dimensions. "
+                f"Received: shape={shape} of rank {len(shape)}."
+            )
+        rows = int(np.prod(shape[:-1]))
+        cols = shape[-1]
+        xp = backend.xp
+        a, work = normal_matrix(backend, (max(rows, cols), min(rows, cols)), dtype, self.seed, backend.device_of(storage))
+        q, r = xp.linalg.qr(a)
+        q = q * xp.sign(xp.diagonal(r))
+        if rows < cols:
+            q = q.T
+        q = xp.asarray(q * q.dtype.type(self.gain), order="C").reshape(shape)
+        cast_into(backend, q, work, storage, dtype)
+
+    def get_config(self):
+        return {"gain": self.gain, **super().get_config()}
+
+
+class Identity(Initializer):
+    """``gain`` on the main diagonal, 0 elsewhere; 2-D variables only (any dtype)."""
+
+    def __init__(self, gain=1.0):
+        self.gain = gain
+
+    def fill(self, backend, storage, dtype):
+        from .casting import cast_on_host
+
+        shape = storage.shape
+        if len(shape) != 2:
+            raise ValueError(
+                f"Identity can only initialize 2-D variables (matrices). Received: shape={shape} of rank {len(shape)}."
+            )
+        storage.fill(0)
+        rows, cols = shape
+        gain = np.asarray(self.gain)
+        word = cast_on_host(gain, gain.dtype.name, dtype)
+        storage.reshape(-1)[:: cols + 1][: min(rows, cols)].fill(word[()])  # the diagonal, in place
+
+    def get_config(self):
+        return {"gain": self.gain}
+
+
 zeros = Zeros
 ones = Ones
 constant = Constant
+random_uniform = RandomUniform
+random_normal = RandomNormal
+truncated_normal = TruncatedNormal
+variance_scaling = VarianceScaling
+glorot_uniform = GlorotUniform
+glorot_normal = GlorotNormal
+he_uniform = HeUniform
+he_normal = HeNormal
+lecun_uniform = LecunUniform
+lecun_normal = LecunNormal
+orthogonal = Orthogonal
+identity = Identity
 
-_REGISTRY = {
-    cls.__name__: cls for cls in (Constant, Zeros, Ones)
-}
-_REGISTRY.update({"constant": Constant, "zeros": Zeros, "ones": Ones})
+_CLASSES = (
+    Constant, Zeros, Ones, RandomUniform, RandomNormal, TruncatedNormal, VarianceScaling,
+    GlorotUniform, GlorotNormal, HeUniform, HeNormal, LecunUniform, LecunNormal, Orthogonal, Identity,
+)
+_REGISTRY = {cls.__name__: cls for cls in _CLASSES}
+_REGISTRY.update({
+    "constant": Constant, "zeros": Zeros, "ones": Ones, "random_uniform": RandomUniform,
+    "random_normal": RandomNormal, "truncated_normal": TruncatedNormal, "variance_scaling": VarianceScaling,
+    "glorot_uniform": GlorotUniform, "glorot_normal": GlorotNormal, "he_uniform": HeUniform,
+    "he_normal": HeNormal, "lecun_uniform": LecunUniform, "lecun_normal": LecunNormal,
+    "orthogonal": Orthogonal, "identity": Identity,
+    # Keras's short aliases
+    "uniform": RandomUniform, "normal": RandomNormal, "zero": Zeros, "one": Ones,
+})
 
 
 def get(identifier):

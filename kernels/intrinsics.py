@@ -1,0 +1,57 @@
+"""Intrinsics for element functions: one LLVM instruction each, on every target (CPU,
+CUDA, and the simulator, which runs the CPU build).
+
+- ``shr32``/``shl32``: numba types every shift result as (at least) 64-bit, and because a
+  64-bit shift by 32..63 means something else than a 32-bit one, LLVM cannot narrow it
+  back: each variable shift would cost two instructions on a GPU. The count is taken
+  modulo 32: callers keep it below 32.
+- ``fma``: NVVM fuses ``a * b + c`` into one fused multiply-add by default and the CPU does
+  not, so the same source would round differently on the two targets. Element functions
+  write every multiply-add as ``fma(a, b, c)`` (one rounding, on both), and a product
+  that feeds an addition otherwise must be exact.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+
+@intrinsic
+def shr32(typingctx, x, s):
+    """``x >> (s % 32)`` on uint32 values, as one 32-bit logical shift."""
+
+    def codegen(context, builder, signature, args):
+        value = context.cast(builder, args[0], signature.args[0], types.uint32)
+        count = context.cast(builder, args[1], signature.args[1], types.uint32)
+        return builder.lshr(value, builder.and_(count, count.type(31)))
+
+    return types.uint32(x, s), codegen
+
+
+@intrinsic
+def shl32(typingctx, x, s):
+    """``(x << (s % 32)) mod 2**32`` on uint32 values, as one 32-bit shift."""
+
+    def codegen(context, builder, signature, args):
+        value = context.cast(builder, args[0], signature.args[0], types.uint32)
+        count = context.cast(builder, args[1], signature.args[1], types.uint32)
+        return builder.shl(value, builder.and_(count, count.type(31)))
+
+    return types.uint32(x, s), codegen
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """``a * b + c`` rounded once (``llvm.fma``), for float32 or float64 operands."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        t = args[0].type
+        fn = builder.module.declare_intrinsic("llvm.fma", [t], ir.FunctionType(t, [t, t, t]))
+        return builder.call(fn, args)
+
+    return a(a, b, c), codegen
+

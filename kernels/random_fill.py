@@ -1,0 +1,314 @@
+"""Random fills: uniform, normal and truncated normal values written straight into a
+variable's storage (no temporary), from Philox4x32-10 keyed by the seed.
+
+Element ``i`` of the output is a pure function of (seed, distribution, i):
+
+- float32 and smaller floats are drawn in float32, four per Philox call (group
+  ``g = i // 4``); float16, bfloat16 and float8 are then rounded by the cast kernels'
+  encoder in the same loop.
+- float64 is drawn with 53-bit uniforms, two per Philox call (group ``g = i // 2``).
+- The counter is (g low word, g high word, distribution, 0); the key is the seed.
+
+Distributions, all with a fixed amount of work per element:
+
+- uniform: ``low + scale * u`` with u from the top 24 (53) bits, as one fused multiply-add.
+  Bit-identical on every target: the only rounding is the fma's, which both targets do
+  the same way (kernels/intrinsics.py).
+- normal: Box-Muller on every Philox word: (u1, u2) -> (r cos t, r sin t), with
+  r = sqrt(-2 log u1), u1 in (0, 1]. Within 2 ulp across targets: ``log``, ``sin`` and
+  ``cos`` come from the platform's math library (glibc's on the CPU, libdevice on CUDA),
+  each correct to about 1 ulp, and the product of two such results to about 2. The
+  largest |z| is sqrt(2 * 24 ln 2) = 5.77 in float32 (sqrt(2 * 53 ln 2) = 8.57 in float64).
+- truncated normal within [-2, 2] standard deviations: the inverse CDF,
+  ``z = sqrt(2) erfinv(erf(sqrt(2)) (2u - 1))``. erfinv is Giles' single-precision
+  polynomial (one branch covers |x| <= erf(sqrt(2))), refined by two Newton steps on
+  ``erf`` in float64. Within 2 ulp across targets, for the same reason as the normal.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import float32, float64, int64, uint32, uint64
+
+from ._targets import Kernel, cpu_kernel, cuda_kernel, element
+from .cast import encode_from_f32_bits
+from .intrinsics import fma
+from .philox import philox4x32_10
+
+U32 = uint32
+U64 = uint64
+
+UNIFORM = 0
+NORMAL = 1
+TRUNCATED_NORMAL = 2
+
+TWO_NEG24 = 2.0**-24
+TWO_NEG53 = 2.0**-53
+TWO_PI = 2.0 * math.pi
+SQRT2 = math.sqrt(2.0)
+ERF_SQRT2 = math.erf(math.sqrt(2.0))  # P(|z| < 2) for a standard normal z
+SQRT_PI_OVER_2 = math.sqrt(math.pi) / 2.0
+
+
+# ------------------------------------------------------------------ uniforms
+@element
+def unit_f32(w):
+    """[0, 1) from the top 24 bits of ``w``: an exact float32."""
+    return float32(U32(w >> U32(8))) * float32(TWO_NEG24)
+
+
+@element
+def unit_open_f32(w):
+    """(0, 1] from the top 24 bits of ``w`` (safe for log)."""
+    return float32(U32(U32(w >> U32(8)) + U32(1))) * float32(TWO_NEG24)
+
+
+@element
+def bits53(hi, lo):
+    """53 random bits from two words, as an exact float64 integer."""
+    return float64(U64(U64(U64(U32(hi) >> U32(5)) << U64(26)) | U64(U32(lo) >> U32(6))))
+
+
+@element
+def unit_f64(hi, lo):
+    """[0, 1) from 53 bits of two words: an exact float64."""
+    return bits53(hi, lo) * TWO_NEG53
+
+
+@element
+def unit_open_f64(hi, lo):
+    """(0, 1] from 53 bits of two words."""
+    return (bits53(hi, lo) + 1.0) * TWO_NEG53
+
+
+# ------------------------------------------------------------ normal variates
+@element
+def box_muller_f32(wa, wb):
+    """Two independent standard normals (float32) from two words."""
+    r = math.sqrt(float32(-2.0) * math.log(unit_open_f32(wa)))
+    t = float32(TWO_PI) * unit_f32(wb)
+    return r * math.cos(t), r * math.sin(t)
+
+
+@element
+def box_muller_f64(w0, w1, w2, w3):
+    """Two independent standard normals (float64) from four words."""
+    r = math.sqrt(-2.0 * math.log(unit_open_f64(w0, w1)))
+    t = TWO_PI * unit_f64(w2, w3)
+    return r * math.cos(t), r * math.sin(t)
+
+
+@element
+def erfinv_f32(x):
+    """Inverse error function for |x| <= erf(sqrt(2)) ~ 0.9545 (Giles 2010, the w < 5
+    branch of his single-precision approximation; every |x| here stays in it)."""
+    x = float32(x)
+    w = float32(-math.log(fma(-x, x, float32(1.0)))) - float32(2.5)
+    p = float32(2.81022636e-08)
+    p = fma(p, w, float32(3.43273939e-07))
+    p = fma(p, w, float32(-3.5233877e-06))
+    p = fma(p, w, float32(-4.39150654e-06))
+    p = fma(p, w, float32(0.00021858087))
+    p = fma(p, w, float32(-0.00125372503))
+    p = fma(p, w, float32(-0.00417768164))
+    p = fma(p, w, float32(0.246640727))
+    p = fma(p, w, float32(1.50140941))
+    return p * x
+
+
+@element
+def erfinv_f64(x):
+    """Inverse error function in float64 for |x| <= erf(sqrt(2)): the float32 estimate
+    and two Newton steps on erf (each squares the relative error, about 1e-7 first)."""
+    z = float64(erfinv_f32(float32(x)))
+    for _ in range(2):
+        z = fma(-(math.erf(z) - x), SQRT_PI_OVER_2 * math.exp(z * z), z)
+    return z
+
+
+@element
+def truncated_f32(w):
+    """A standard normal truncated to [-2, 2] (float32) from one word."""
+    t = float32(int64(U32(w >> U32(8))) * int64(2) - int64(1 << 24)) * float32(TWO_NEG24)  # 2u - 1, exact
+    z = float32(SQRT2) * erfinv_f32(float32(ERF_SQRT2) * t)
+    return min(max(z, float32(-2.0)), float32(2.0))
+
+
+@element
+def truncated_f64(hi, lo):
+    """A standard normal truncated to [-2, 2] (float64) from two words."""
+    t = fma(bits53(hi, lo), 2.0 * TWO_NEG53, -1.0)  # 2u - 1, exact
+    z = SQRT2 * erfinv_f64(ERF_SQRT2 * t)
+    return min(max(z, -2.0), 2.0)
+
+
+# ------------------------------------------------------------------- groups
+# Each kernel draws one distribution: a branch on the distribution inside the loop would
+# be flattened by LLVM (log/sin/cos are speculatable), making uniform pay for all three.
+
+
+@element
+def philox_group(g, dist, k0, k1):
+    """The four Philox words of group ``g`` of distribution ``dist``."""
+    return philox4x32_10(U32(U64(g)), U32(U64(g) >> U64(32)), U32(dist), U32(0), k0, k1)
+
+
+@element
+def f32_word(v, encode, fmt):
+    """The storage word of the float32 ``v``: its bits, or encoded into ``fmt``."""
+    bits = np.float32(v).view(np.uint32)
+    return encode_from_f32_bits(bits, fmt) if encode else U32(bits)
+
+
+@element
+def words4(x0, x1, x2, x3, a, b, encode, fmt):
+    """Storage words of ``a + b * x`` for four float32 variates (one fma each)."""
+    return (
+        f32_word(fma(b, x0, a), encode, fmt),
+        f32_word(fma(b, x1, a), encode, fmt),
+        f32_word(fma(b, x2, a), encode, fmt),
+        f32_word(fma(b, x3, a), encode, fmt),
+    )
+
+
+@element
+def uniform4_words(g, k0, k1, a, b, encode, fmt):
+    w0, w1, w2, w3 = philox_group(g, UNIFORM, k0, k1)
+    return words4(unit_f32(w0), unit_f32(w1), unit_f32(w2), unit_f32(w3), a, b, encode, fmt)
+
+
+@element
+def normal4_words(g, k0, k1, a, b, encode, fmt):
+    w0, w1, w2, w3 = philox_group(g, NORMAL, k0, k1)
+    x0, x1 = box_muller_f32(w0, w1)
+    x2, x3 = box_muller_f32(w2, w3)
+    return words4(x0, x1, x2, x3, a, b, encode, fmt)
+
+
+@element
+def truncated4_words(g, k0, k1, a, b, encode, fmt):
+    w0, w1, w2, w3 = philox_group(g, TRUNCATED_NORMAL, k0, k1)
+    return words4(truncated_f32(w0), truncated_f32(w1), truncated_f32(w2), truncated_f32(w3), a, b, encode, fmt)
+
+
+@element
+def uniform2_f64(g, k0, k1, a, b):
+    w0, w1, w2, w3 = philox_group(g, UNIFORM, k0, k1)
+    return fma(b, unit_f64(w0, w1), a), fma(b, unit_f64(w2, w3), a)
+
+
+@element
+def normal2_f64(g, k0, k1, a, b):
+    w0, w1, w2, w3 = philox_group(g, NORMAL, k0, k1)
+    x0, x1 = box_muller_f64(w0, w1, w2, w3)
+    return fma(b, x0, a), fma(b, x1, a)
+
+
+@element
+def truncated2_f64(g, k0, k1, a, b):
+    w0, w1, w2, w3 = philox_group(g, TRUNCATED_NORMAL, k0, k1)
+    return fma(b, truncated_f64(w0, w1), a), fma(b, truncated_f64(w2, w3), a)
+
+
+# -------------------------------------------------------------------- loops
+# Whole groups only: dst holds elements offset .. offset + dst.size - 1 of the output,
+# offset and dst.size are multiples of the group size (4 words, or 2 float64); the
+# launcher draws a ragged tail into a one-group scratch array.
+# Words kernels: (dst words, offset, k0, k1, a float32, b float32, encode, fmt).
+# float64 kernels: (dst float64, offset, k0, k1, a float64, b float64).
+
+
+@cpu_kernel
+def _uniform_words_cpu(dst, offset, k0, k1, a, b, encode, fmt):
+    for g in range(dst.size >> 2):
+        dst[4 * g], dst[4 * g + 1], dst[4 * g + 2], dst[4 * g + 3] = uniform4_words((offset >> 2) + g, k0, k1, a, b, encode, fmt)
+
+
+@cuda_kernel
+def _uniform_words_cuda(dst, offset, k0, k1, a, b, encode, fmt):
+    for g in range(cuda.grid(1), dst.size >> 2, cuda.gridsize(1)):  # noqa: F821
+        dst[4 * g], dst[4 * g + 1], dst[4 * g + 2], dst[4 * g + 3] = uniform4_words((offset >> 2) + g, k0, k1, a, b, encode, fmt)
+
+
+@cpu_kernel
+def _normal_words_cpu(dst, offset, k0, k1, a, b, encode, fmt):
+    for g in range(dst.size >> 2):
+        dst[4 * g], dst[4 * g + 1], dst[4 * g + 2], dst[4 * g + 3] = normal4_words((offset >> 2) + g, k0, k1, a, b, encode, fmt)
+
+
+@cuda_kernel
+def _normal_words_cuda(dst, offset, k0, k1, a, b, encode, fmt):
+    for g in range(cuda.grid(1), dst.size >> 2, cuda.gridsize(1)):  # noqa: F821
+        dst[4 * g], dst[4 * g + 1], dst[4 * g + 2], dst[4 * g + 3] = normal4_words((offset >> 2) + g, k0, k1, a, b, encode, fmt)
+
+
+@cpu_kernel
+def _truncated_words_cpu(dst, offset, k0, k1, a, b, encode, fmt):
+    for g in range(dst.size >> 2):
+        dst[4 * g], dst[4 * g + 1], dst[4 * g + 2], dst[4 * g + 3] = truncated4_words((offset >> 2) + g, k0, k1, a, b, encode, fmt)
+
+
+@cuda_kernel
+def _truncated_words_cuda(dst, offset, k0, k1, a, b, encode, fmt):
+    for g in range(cuda.grid(1), dst.size >> 2, cuda.gridsize(1)):  # noqa: F821
+        dst[4 * g], dst[4 * g + 1], dst[4 * g + 2], dst[4 * g + 3] = truncated4_words((offset >> 2) + g, k0, k1, a, b, encode, fmt)
+
+
+@cpu_kernel
+def _uniform_f64_cpu(dst, offset, k0, k1, a, b):
+    for g in range(dst.size >> 1):
+        dst[2 * g], dst[2 * g + 1] = uniform2_f64((offset >> 1) + g, k0, k1, a, b)
+
+
+@cuda_kernel
+def _uniform_f64_cuda(dst, offset, k0, k1, a, b):
+    for g in range(cuda.grid(1), dst.size >> 1, cuda.gridsize(1)):  # noqa: F821
+        dst[2 * g], dst[2 * g + 1] = uniform2_f64((offset >> 1) + g, k0, k1, a, b)
+
+
+@cpu_kernel
+def _normal_f64_cpu(dst, offset, k0, k1, a, b):
+    for g in range(dst.size >> 1):
+        dst[2 * g], dst[2 * g + 1] = normal2_f64((offset >> 1) + g, k0, k1, a, b)
+
+
+@cuda_kernel
+def _normal_f64_cuda(dst, offset, k0, k1, a, b):
+    for g in range(cuda.grid(1), dst.size >> 1, cuda.gridsize(1)):  # noqa: F821
+        dst[2 * g], dst[2 * g + 1] = normal2_f64((offset >> 1) + g, k0, k1, a, b)
+
+
+@cpu_kernel
+def _truncated_f64_cpu(dst, offset, k0, k1, a, b):
+    for g in range(dst.size >> 1):
+        dst[2 * g], dst[2 * g + 1] = truncated2_f64((offset >> 1) + g, k0, k1, a, b)
+
+
+@cuda_kernel
+def _truncated_f64_cuda(dst, offset, k0, k1, a, b):
+    for g in range(cuda.grid(1), dst.size >> 1, cuda.gridsize(1)):  # noqa: F821
+        dst[2 * g], dst[2 * g + 1] = truncated2_f64((offset >> 1) + g, k0, k1, a, b)
+
+
+WORDS_PER_GROUP = 4
+F64_PER_GROUP = 2
+
+uniform_words = Kernel("uniform_words", _uniform_words_cpu, _uniform_words_cuda, offset_arg=1)
+normal_words = Kernel("normal_words", _normal_words_cpu, _normal_words_cuda, offset_arg=1)
+truncated_words = Kernel("truncated_words", _truncated_words_cpu, _truncated_words_cuda, offset_arg=1)
+uniform_f64 = Kernel("uniform_f64", _uniform_f64_cpu, _uniform_f64_cuda, offset_arg=1)
+normal_f64 = Kernel("normal_f64", _normal_f64_cpu, _normal_f64_cuda, offset_arg=1)
+truncated_f64_kernel = Kernel("truncated_f64", _truncated_f64_cpu, _truncated_f64_cuda, offset_arg=1)
+
+#: The kernel of each (distribution, float64?) pair.
+FILL_KERNELS = {
+    (UNIFORM, False): uniform_words,
+    (NORMAL, False): normal_words,
+    (TRUNCATED_NORMAL, False): truncated_words,
+    (UNIFORM, True): uniform_f64,
+    (NORMAL, True): normal_f64,
+    (TRUNCATED_NORMAL, True): truncated_f64_kernel,
+}
+KERNELS = tuple(FILL_KERNELS.values())

@@ -1,0 +1,136 @@
+"""Tier c: Philox4x32-10 and the random fill kernels, on the CPU loop and the CUDA loop
+(simulator in CI, GPU when present)."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+from numba import cuda
+
+from helpers import SIMULATOR, run_kernel, sample_size
+from varstore.kernels import cast as C
+from varstore.kernels import random_fill as R
+from varstore.kernels.philox import philox4x32_10, seed_to_key
+
+pytestmark = pytest.mark.kernels
+
+# Random123's kat_vectors for philox4x32 with 10 rounds: counter, key, expected output.
+KNOWN_ANSWERS = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0), (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+
+
+def _philox_rows(c, k, out):
+    """Philox on the CUDA target, one thread per row (compiled in the test that needs it;
+    a module-level function, because the simulator binds ``cuda`` through globals)."""
+    i = cuda.grid(1)
+    if i < c.shape[0]:
+        out[i, 0], out[i, 1], out[i, 2], out[i, 3] = philox4x32_10(c[i, 0], c[i, 1], c[i, 2], c[i, 3], k[i, 0], k[i, 1])
+
+
+def _philox_cuda(counters: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    out = np.zeros((counters.shape[0], 4), np.uint32)
+    d_out = cuda.to_device(out)
+    cuda.jit(_philox_rows)[1, 32](cuda.to_device(counters), cuda.to_device(keys), d_out)
+    return d_out.copy_to_host()
+
+
+def test_known_answer_vectors(target):
+    counters = np.array([c for c, _, _ in KNOWN_ANSWERS], np.uint32)
+    keys = np.array([k for _, k, _ in KNOWN_ANSWERS], np.uint32)
+    expected = np.array([e for _, _, e in KNOWN_ANSWERS], np.uint32)
+    if target == "cpu":
+        got = np.array([philox4x32_10(*c, *k) for c, k in zip(counters, keys)], np.uint32)
+    else:
+        got = _philox_cuda(counters, keys)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_seed_to_key():
+    assert seed_to_key(0) == (0, 0)
+    assert seed_to_key(0x1234567890ABCDEF) == (0x90ABCDEF, 0x12345678)
+    assert seed_to_key(-1) == (0xFFFFFFFF, 0xFFFFFFFF)
+
+
+# ------------------------------------------------------------------ fills
+KEY = (np.uint32(0x2545F491), np.uint32(0x4F6CDD1D))
+DISTS = {"uniform": R.UNIFORM, "normal": R.NORMAL, "truncated_normal": R.TRUNCATED_NORMAL}
+
+
+def fill(target, dist, dtype, n, offset=0, a=0.0, b=1.0):
+    """Run the fill kernel for ``dtype`` over elements offset .. offset + n."""
+    if dtype == "float64":
+        out = np.zeros(n, np.float64)
+        run_kernel(target, R.FILL_KERNELS[(dist, True)], out, offset, *KEY, float(a), float(b))
+        return out
+    if dtype == "float32":
+        out = np.zeros(n, np.uint32)
+        run_kernel(target, R.FILL_KERNELS[(dist, False)], out, offset, *KEY, np.float32(a), np.float32(b), False, C.BFLOAT16)
+        return out.view(np.float32)
+    word = np.uint8 if "float8" in dtype else np.uint16
+    out = np.zeros(n, word)
+    run_kernel(target, R.FILL_KERNELS[(dist, False)], out, offset, *KEY, np.float32(a), np.float32(b), True, C.FORMATS[dtype])
+    return out
+
+
+@pytest.mark.parametrize("dist", list(DISTS))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_targets_agree(target, dist, dtype):
+    """CPU bits == CUDA-loop bits: exactly for uniform; within 2 ulp for the normals
+    (libm vs libdevice; under the simulator both run the CPU build, so exactly)."""
+    n = sample_size(4096)
+    cpu = fill("cpu", DISTS[dist], dtype, n, a=-1.0, b=3.0)
+    other = fill(target, DISTS[dist], dtype, n, a=-1.0, b=3.0)
+    if dist == "uniform" or SIMULATOR or target == "cpu":
+        np.testing.assert_array_equal(other.view(np.uint8), cpu.view(np.uint8))
+    else:
+        ulps = np.abs(other.view(np.int64 if dtype == "float64" else np.int32).astype(np.int64)
+                      - cpu.view(np.int64 if dtype == "float64" else np.int32).astype(np.int64))
+        assert ulps.max() <= 2, f"{dist} {dtype}: {ulps.max()} ulp apart"
+
+
+@pytest.mark.parametrize("dist", list(DISTS))
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+def test_element_is_a_function_of_its_index(target, dist, dtype):
+    """Any whole-group range drawn on its own equals the same slice of one big draw:
+    results cannot depend on chunking or on the launch geometry."""
+    group = 2 if dtype == "float64" else 4
+    n = 64 * group
+    whole = fill(target, DISTS[dist], dtype, n)
+    for start, stop in [(0, group), (group * 3, group * 10), (n - group, n)]:
+        part = fill(target, DISTS[dist], dtype, stop - start, offset=start)
+        np.testing.assert_array_equal(part.view(np.uint8), whole[start:stop].view(np.uint8))
+
+
+def test_cuda_geometry_does_not_matter(target):
+    if target == "cpu":
+        pytest.skip("a CUDA launch-geometry check")
+    n = 4 * 200
+    results = []
+    for blocks, threads in [(1, 32), (3, 64), (7, 32)]:
+        out = cuda.to_device(np.zeros(n, np.uint32))
+        R.uniform_words.cuda[blocks, threads](out, 0, *KEY, np.float32(0), np.float32(1), False, C.BFLOAT16)
+        results.append(out.copy_to_host())
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0], results[2])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"])
+@pytest.mark.parametrize("dist", list(DISTS))
+def test_small_floats_are_the_float32_draw_rounded(target, dist, dtype):
+    n = 4 * 64
+    f32 = fill(target, DISTS[dist], "float32", n, a=0.5, b=2.0)
+    small = fill(target, DISTS[dist], dtype, n, a=0.5, b=2.0)
+    expected = f32.astype(np.float16 if dtype == "float16" else getattr(ml_dtypes, dtype)).view(small.dtype)
+    np.testing.assert_array_equal(small, expected)
+
+
+def test_uniform_construction():
+    """uniform = a + b * u, u = top 24 bits / 2**24: check a few elements by hand."""
+    out = fill("cpu", R.UNIFORM, "float32", 4, a=-1.0, b=2.0)
+    words = philox4x32_10(np.uint32(0), np.uint32(0), np.uint32(R.UNIFORM), np.uint32(0), *KEY)
+    expected = [np.float32(-1.0 + 2.0 * (int(w) >> 8) * 2.0**-24) for w in words]
+    np.testing.assert_array_equal(out, np.array(expected, np.float32))

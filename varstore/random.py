@@ -1,0 +1,90 @@
+"""Seeds, and filling storage with random values, on any backend.
+
+Element ``i`` of a fill is a pure function of (seed, distribution, i): see
+``varstore.kernels.random_fill``. Unseeded initializers draw their seed at construction
+from a source that :func:`set_seed` re-seeds.
+"""
+
+from __future__ import annotations
+
+import random as _random
+import threading
+
+import numpy as np
+
+from .dtypes import WORD_DTYPES, storage_dtype
+
+_source = _random.Random()
+_source_lock = threading.Lock()
+
+DISTRIBUTIONS = ("uniform", "normal", "truncated_normal")
+_SEED_RANGE = (-(2**63), 2**64)
+
+
+def set_seed(seed: int) -> None:
+    """Re-seed the source that unseeded initializers draw their seeds from.
+
+    >>> import varstore as vs
+    >>> vs.set_seed(7); a = vs.initializers.RandomNormal()((3,))
+    >>> vs.set_seed(7); b = vs.initializers.RandomNormal()((3,))   # the same values as a
+    """
+    check_seed(seed)
+    with _source_lock:
+        _source.seed(int(seed))
+
+
+def draw_seed() -> int:
+    """A fresh seed from the source :func:`set_seed` controls."""
+    with _source_lock:
+        return _source.randrange(1, 2**63)
+
+
+def check_seed(seed) -> int:
+    """``seed`` as an int, or a ValueError naming it (ints from -2**63 to 2**64 - 1)."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"Invalid value for argument `seed`. Expected an int or None. Received: seed={seed!r}")
+    if not _SEED_RANGE[0] <= int(seed) < _SEED_RANGE[1]:
+        raise ValueError(
+            f"Invalid value for argument `seed`. Expected an int in [-2**63, 2**64). Received: seed={seed!r}"
+        )
+    return int(seed)
+
+
+def fill_random(backend, storage, dtype: str, seed: int, distribution: str, a: float, b: float) -> None:
+    """Fill ``storage`` (a float storage array of ``backend``) in place with ``a + b * X``.
+
+    X is uniform on [0, 1), standard normal, or standard normal truncated to [-2, 2]
+    (``distribution``). No temporary the size of ``storage`` is made.
+    """
+    from .kernels import cast as C
+    from .kernels import random_fill as R
+    from .kernels.philox import seed_to_key
+
+    dist = {"uniform": R.UNIFORM, "normal": R.NORMAL, "truncated_normal": R.TRUNCATED_NORMAL}[distribution]
+    k0, k1 = (np.uint32(k) for k in seed_to_key(seed))
+    flat = storage.reshape(-1)
+    if dtype == "float64":
+        kernel, group, out = R.FILL_KERNELS[(dist, True)], R.F64_PER_GROUP, flat
+        params = (float(a), float(b))
+    else:
+        kernel, group = R.FILL_KERNELS[(dist, False)], R.WORDS_PER_GROUP
+        if dtype == "float32":
+            out, params = flat.view(np.uint32), (np.float32(a), np.float32(b), False, C.BFLOAT16)
+        else:  # drawn in float32, rounded into the format in the same kernel
+            out = flat.view(np.uint16) if dtype not in WORD_DTYPES else flat
+            params = (np.float32(a), np.float32(b), True, C.FORMATS[dtype])
+    n = out.size
+    whole = n - n % group
+    backend.launch(kernel, whole, out[:whole], 0, k0, k1, *params)
+    if whole < n:  # a ragged tail: draw its whole group into a scratch group
+        scratch = backend.empty((group,), out.dtype, backend.device_of(storage))
+        backend.launch(kernel, group, scratch, whole, k0, k1, *params)
+        out[whole:] = scratch[: n - whole]
+
+
+def normal_matrix(backend, shape: tuple, dtype: str, seed: int, device: str):
+    """A new ``shape`` array of standard normals (float32, or float64 for float64)."""
+    work = "float64" if dtype == "float64" else "float32"
+    out = backend.empty(shape, storage_dtype(work), device)
+    fill_random(backend, out, work, seed, "normal", 0.0, 1.0)
+    return out, work
