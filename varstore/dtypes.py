@@ -64,7 +64,10 @@ def _name_of(dtype) -> str | None:
     if isinstance(dtype, np.dtype):
         return dtype.name
     if isinstance(dtype, type) and issubclass(dtype, np.generic):  # np.float32, ml_dtypes types
-        return np.dtype(dtype).name
+        try:
+            return np.dtype(dtype).name
+        except TypeError:  # abstract types: np.floating, np.number...
+            return None
     if isinstance(dtype, type) and isinstance(getattr(dtype, "dtype", None), np.dtype):
         return dtype.dtype.name  # jax.numpy scalar types
     text = str(dtype)

@@ -90,6 +90,13 @@ class VariableStore(collections.abc.Mapping):
             return self._backend, self._device
         return backends.for_device(device)
 
+    def _check_free(self, path: str | None) -> None:
+        if path is not None and path in self._variables:
+            raise ValueError(
+                f"A variable with path {path!r} already exists in this store. "
+                f"Choose another name, or delete the existing variable first."
+            )
+
     def _register(self, variable, name: str | None) -> str:
         """Give ``variable`` a path (a unique automatic name when ``name`` is None)."""
         with self._lock:
@@ -103,11 +110,7 @@ class VariableStore(collections.abc.Mapping):
                 self._auto_counts[base] = count + 1
             else:
                 path = name
-                if path in self._variables:
-                    raise ValueError(
-                        f"A variable with path {path!r} already exists in this store. "
-                        f"Choose another name, or delete the existing variable first."
-                    )
+                self._check_free(path)
             self._variables[path] = variable
             return path
 

@@ -32,8 +32,12 @@ def as_storage_array(value, backend, device):
             array = live_storage()
             if value._backend is not backend:
                 array = value._backend.host_view(array)
+            elif value.device != device:
+                array = backend.asarray(array, device)  # another GPU's: copied here
             return array, value._dtype
         array = backend.asarray(value, device)
+    if not array.dtype.isnative:  # big-endian data: the kernels read native words
+        array = array.astype(array.dtype.newbyteorder("="))
     name = dtype_name(array.dtype)
     if name in WORD_DTYPES:  # ml_dtypes (or CuPy's bfloat16) arrays: their raw words
         array = array.view(storage_dtype(name))
@@ -81,7 +85,9 @@ def write(backend, storage, dtype: str, array, array_dtype: str) -> None:
         scalar = backend.host_view(array) if backend.owns(array) else array
         if needs_kernel(array_dtype, dtype):
             scalar = cast_on_host(scalar, array_dtype, dtype)
-        storage.fill(scalar[()])  # other conversions: the array module's own, as NumPy
+        else:  # the array module's own conversion, as for arrays (integers wrap)
+            scalar = scalar.astype(storage.dtype, casting="unsafe")
+        storage.fill(scalar[()])
         return
     if backend.owns(array):
         cast_into(backend, array, array_dtype, storage, dtype)

@@ -117,6 +117,7 @@ class Variable:
         aggregation = _check_choice("aggregation", aggregation, AGGREGATIONS)
         synchronization = _check_choice("synchronization", synchronization, SYNCHRONIZATIONS)
         store = default_store() if store is None else store
+        store._check_free(name)  # before anything is allocated or initialized
         backend, device = store._resolve_device(device)
         unknown = sorted(set(kwargs) - backend.variable_kwargs)
         if unknown:
@@ -247,8 +248,17 @@ class Variable:
 
     def __getitem__(self, key):
         """A copy of the selected elements, as real numbers."""
-        xp = self._backend.xp
-        return self._backend.readable(xp.array(self._live_storage()[key], copy=True), self._dtype)
+        storage = self._live_storage()
+        self._region_shape(key)  # IndexError for keys NumPy would refuse (CuPy wraps some)
+        return self._backend.readable(self._backend.xp.array(storage[key], copy=True), self._dtype)
+
+    def _region_shape(self, key) -> tuple:
+        """The shape ``var[key]`` selects, checked on the host without touching storage."""
+        if isinstance(key, tuple):
+            host_key = tuple(self._backend.host_view(k) if self._backend.owns(k) else k for k in key)
+        else:
+            host_key = self._backend.host_view(key) if self._backend.owns(key) else key
+        return np.broadcast_to(np.empty((), np.bool_), self._shape)[host_key].shape
 
     # ------------------------------------------------------------------- writing
     def assign(self, value):
@@ -291,7 +301,7 @@ class Variable:
 
     def __setitem__(self, key, value):
         storage = self._live_storage()
-        region_shape = storage[key].shape  # raises IndexError before anything is written
+        region_shape = self._region_shape(key)  # IndexError before anything is written
         array, array_dtype = as_storage_array(value, self._backend, self._device)
         try:
             broadcast = np.broadcast_shapes(array.shape, region_shape)
@@ -336,13 +346,18 @@ class Variable:
     def __array__(self, dtype=None, copy=None):
         storage = self._live_storage()
         host = self._backend.host_view(storage)
-        if copy is False and host is not storage:
-            raise ValueError(f"Variable {self._path!r} lives on {self._device}: a NumPy array of it needs a copy.")
+        fresh = host is not storage  # already a copy (from a GPU)
         if self._dtype in WORD_DTYPES:
             host = host.view(host_dtype(self._dtype))
-        if dtype is not None and np.dtype(dtype) != host.dtype:
+        converts = dtype is not None and np.dtype(dtype) != host.dtype
+        if copy is False and (fresh or converts):
+            raise ValueError(
+                f"A NumPy array of variable {self._path!r} ({self._dtype} on {self._device}) "
+                f"needs a copy{' to convert it to ' + str(np.dtype(dtype)) if converts else ''}; copy=False was given."
+            )
+        if converts:
             return host.astype(dtype)
-        return host.copy() if copy and host is storage else host
+        return host.copy() if copy and not fresh else host
 
     @property
     def __cuda_array_interface__(self):

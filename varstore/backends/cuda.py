@@ -49,8 +49,17 @@ class CudaBackend(Backend):
         with cupy.cuda.Device(device_index(device)):
             if not is_device_array(obj):
                 # Host data stays on the host: callers cast there and copy once.
+                if hasattr(obj, "__dlpack__") and not hasattr(obj, "__array__"):
+                    return np.from_dlpack(obj)
                 return np.asarray(obj)
-            return cupy.asarray(obj)
+            if isinstance(obj, cupy.ndarray):
+                # On another GPU: a copy here (kernels read one device's memory).
+                return obj if obj.device.id == device_index(device) else cupy.array(obj, copy=True)
+            if hasattr(obj, "__cuda_array_interface__"):
+                array = cupy.asarray(obj)
+            else:
+                array = cupy.from_dlpack(obj)
+            return array if array.device.id == device_index(device) else cupy.array(array, copy=True)
 
     def to_host(self, array):
         return self._cupy.asnumpy(array)
@@ -83,7 +92,10 @@ class CudaBackend(Backend):
             self._numba_cuda = cuda
         cuda = self._numba_cuda
         cupy = self._cupy
-        device_id = next(a.device.id for a in args if isinstance(a, cupy.ndarray))
+        devices = {a.device.id for a in args if isinstance(a, cupy.ndarray)}
+        if len(devices) != 1:
+            raise ValueError(f"A kernel reads and writes one device's memory; its arrays are on devices {sorted(devices)}.")
+        device_id = devices.pop()
         with cupy.cuda.Device(device_id):
             # Wrap without numba's stream synchronization: the kernel runs on CuPy's
             # current stream, after the work CuPy already queued there.

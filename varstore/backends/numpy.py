@@ -32,12 +32,9 @@ class NumpyBackend(Backend):
     def asarray(self, obj, device):
         if is_device_array(obj):
             return _device_to_host(obj)
-        try:
-            return np.asarray(obj)
-        except (TypeError, RuntimeError, BufferError):
-            if hasattr(obj, "__dlpack__"):
-                return np.from_dlpack(obj)
-            raise
+        if hasattr(obj, "__dlpack__") and not hasattr(obj, "__array__"):
+            return np.from_dlpack(obj)  # (np.asarray would make an object array of it)
+        return np.asarray(obj)
 
     def to_host(self, array):
         return np.array(array, copy=True)
@@ -91,7 +88,8 @@ def _device_to_host(obj) -> np.ndarray:
             f"Cannot read a device array ({type(obj).__name__}) on the numpy backend without "
             f"CuPy installed: copy it to the host first."
         ) from exc
-    return cupy.asnumpy(cupy.asarray(obj))
+    device_array = cupy.asarray(obj) if hasattr(obj, "__cuda_array_interface__") else cupy.from_dlpack(obj)
+    return cupy.asnumpy(device_array)
 
 
 def _chunk_args(kernel, n, args, start, stop):
