@@ -15,14 +15,19 @@ Distributions, all with a fixed amount of work per element:
   Bit-identical on every target: the only rounding is the fma's, which both targets do
   the same way (kernels/intrinsics.py).
 - normal: Box-Muller on every Philox word: (u1, u2) -> (r cos t, r sin t), with
-  r = sqrt(-2 log u1), u1 in (0, 1]. Within 2 ulp across targets: ``log``, ``sin`` and
-  ``cos`` come from the platform's math library (glibc's on the CPU, libdevice on CUDA),
-  each correct to about 1 ulp, and the product of two such results to about 2. The
-  largest |z| is sqrt(2 * 24 ln 2) = 5.77 in float32 (sqrt(2 * 53 ln 2) = 8.57 in float64).
+  r = sqrt(-2 log u1), u1 in (0, 1]. ``log``, ``sin`` and ``cos`` come from the platform's
+  math library (glibc on the CPU, libdevice on CUDA). float32 variates are computed in
+  float64 and rounded once, so targets agree to 1 ulp, nearly always exactly. float64
+  variates agree to a few ulp: libdevice documents log at 1 ulp and sin/cos at 2, glibc
+  is nearly correctly rounded. The largest |z| is sqrt(2 * 24 ln 2) = 5.77 in float32
+  (sqrt(2 * 53 ln 2) = 8.57 in float64).
 - truncated normal within [-2, 2] standard deviations: the inverse CDF,
   ``z = sqrt(2) erfinv(erf(sqrt(2)) (2u - 1))``. erfinv is Giles' single-precision
-  polynomial (one branch covers |x| <= erf(sqrt(2))), refined by two Newton steps on
-  ``erf`` in float64. Within 2 ulp across targets, for the same reason as the normal.
+  polynomial (one branch covers |x| <= erf(sqrt(2))) evaluated with fma after a float64
+  log, refined for float64 by two Newton steps on ``erf``. Targets agree to 1-2 ulp.
+
+These bounds are for the standard variate; ``a + b * z`` rounds once more, and where it
+cancels (values near 0) a 1-ulp difference in z can be many ulps of the result.
 """
 
 from __future__ import annotations
@@ -86,10 +91,16 @@ def unit_open_f64(hi, lo):
 # ------------------------------------------------------------ normal variates
 @element
 def box_muller_f32(wa, wb):
-    """Two independent standard normals (float32) from two words."""
-    r = math.sqrt(float32(-2.0) * math.log(unit_open_f32(wa)))
-    t = float32(TWO_PI) * unit_f32(wb)
-    return r * math.cos(t), r * math.sin(t)
+    """Two independent standard normals (float32) from two words (24-bit uniforms).
+
+    The transcendental functions run in float64 and each result is rounded to float32
+    once: platforms' float64 log/sin/cos differ by a few float64 ulp, which changes the
+    float32 result only when it straddles a rounding boundary (about 1 in 10**7), and then
+    by 1 ulp. In float32 the platforms' sinf/cosf alone differ by up to 2 ulp.
+    """
+    r = math.sqrt(-2.0 * math.log(float64(unit_open_f32(wa))))
+    t = TWO_PI * float64(unit_f32(wb))
+    return float32(r * math.cos(t)), float32(r * math.sin(t))
 
 
 @element
@@ -105,7 +116,8 @@ def erfinv_f32(x):
     """Inverse error function for |x| <= erf(sqrt(2)) ~ 0.9545 (Giles 2010, the w < 5
     branch of his single-precision approximation; every |x| here stays in it)."""
     x = float32(x)
-    w = float32(-math.log(fma(-x, x, float32(1.0)))) - float32(2.5)
+    # log in float64, rounded once: the same float32 on every platform but in rare ties.
+    w = float32(-math.log(float64(fma(-x, x, float32(1.0))))) - float32(2.5)
     p = float32(2.81022636e-08)
     p = fma(p, w, float32(3.43273939e-07))
     p = fma(p, w, float32(-3.5233877e-06))
@@ -140,7 +152,7 @@ def truncated_f32(w):
 def truncated_f64(hi, lo):
     """A standard normal truncated to [-2, 2] (float64) from two words."""
     t = fma(bits53(hi, lo), 2.0 * TWO_NEG53, -1.0)  # 2u - 1, exact
-    z = SQRT2 * erfinv_f64(ERF_SQRT2 * t)
+    z = SQRT2 * erfinv_f64(fma(ERF_SQRT2, t, 0.0))  # (a plain product feeding erf(z) - x could be fused)
     return min(max(z, -2.0), 2.0)
 
 

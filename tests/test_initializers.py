@@ -91,6 +91,34 @@ def test_same_values_on_every_backend_and_shape(store):
     np.testing.assert_array_equal(flat, host.astype(np.float64))
 
 
+def test_an_unseeded_instance_repeats_itself(store):
+    init = I.RandomUniform()
+    np.testing.assert_array_equal(values(store, init, shape=(32,)), values(store, init, shape=(32,)))
+
+
+def test_set_seed_distinguishes_signs(store):
+    vs.set_seed(7)
+    a = I.RandomNormal().seed
+    vs.set_seed(-7)
+    assert I.RandomNormal().seed != a
+
+
+def test_calling_with_an_integer_dtype_raises():
+    with pytest.raises(ValueError, match="float dtype.*int32"):
+        I.RandomNormal(seed=1)((3,), "int32")
+
+
+def test_get_as_keras():
+    assert I.get(None) is None
+    clone = I.get({"class_name": "RandomUniform", "config": {"minval": -1.0, "maxval": 2.0, "seed": 3}})
+    assert type(clone) is I.RandomUniform and (clone.minval, clone.maxval, clone.seed) == (-1.0, 2.0, 3)
+    assert type(I.get("OrthogonalInitializer")) is I.Orthogonal
+    assert I.VarianceScaling(scale=np.array(2.0)).scale == 2.0
+    assert not isinstance(I.TruncatedNormal(), I.RandomNormal) and not isinstance(I.Zeros(), I.Constant)
+    with pytest.raises(ValueError, match="Unknown initializer: 'Glorot'"):
+        I.get({"class_name": "Glorot"})
+
+
 def test_unseeded_instances_differ_and_set_seed_reproduces(store):
     a, b = I.RandomNormal(), I.RandomNormal()
     assert a.seed != b.seed
@@ -103,7 +131,7 @@ def test_unseeded_instances_differ_and_set_seed_reproduces(store):
     assert I.RandomNormal().get_config()["seed"] is None  # the config keeps what was given
 
 
-@pytest.mark.parametrize("bad", ["1", 1.5, True, 2**64, -(2**63) - 1, [1]])
+@pytest.mark.parametrize("bad", ["1", 1.5, True, 2**63, 2**64 - 1, -(2**63) - 1, [1]])
 def test_bad_seeds(bad):
     with pytest.raises(ValueError, match="`seed`"):
         I.RandomUniform(seed=bad)
@@ -146,7 +174,7 @@ def test_compute_fans_as_keras(shape, fans):
         (I.LecunNormal(seed=1), (400, 100), 1.0 / 400),
         (I.VarianceScaling(2.5, "fan_out", "untruncated_normal", seed=1), (200, 300), 2.5 / 300),
         (I.VarianceScaling(0.5, "fan_avg", "uniform", seed=1), (5, 100, 60), 0.5 / 400),
-        (I.VarianceScaling(1.0, "fan_in", "normal", seed=1), (1000,), 1.0 / 1000),
+        (I.VarianceScaling(1.0, "fan_in", "normal", seed=1), (100_000,), 1.0 / 100_000),
     ],
 )
 def test_variance_scaling_variance(store, init, shape, expected_var):
@@ -179,6 +207,22 @@ def test_orthogonal(store, shape):
     np.testing.assert_allclose(gram, 4.0 * np.eye(min(rows, cols)), atol=1e-4)
     again = values(store, I.Orthogonal(gain=2.0, seed=3), shape=shape).reshape(-1, shape[-1])
     np.testing.assert_array_equal(x, again)
+
+
+@pytest.mark.parametrize("shape", [(64, 32), (32, 64), (3, 3, 8, 16)])
+def test_orthogonal_sign_correction(store, shape):
+    """Q's columns are multiplied by the signs of R's diagonal (Keras): so R = Q^T A, with A
+    the seeded normal matrix, has a positive diagonal."""
+    from varstore.random import normal_matrix
+
+    init = I.Orthogonal(seed=4)
+    rows, cols = int(np.prod(shape[:-1])), shape[-1]
+    q = values(store, init, shape=shape).reshape(rows, cols)
+    if rows < cols:
+        q = q.T
+    backend = vs.VariableStore(device=store.device)._backend
+    a, _ = normal_matrix(backend, q.shape, "float32", init.seed, store.device)
+    assert (np.diag(q.T @ to_host(a).astype(np.float64)) > 0).all()
 
 
 def test_orthogonal_needs_two_dimensions(store):

@@ -76,20 +76,27 @@ def fill(target, dist, dtype, n, offset=0, a=0.0, b=1.0):
     return out
 
 
+# Largest difference between the CPU and a GPU, in ulp of the standard variate (see the
+# kernels' docstring): float32 is computed in float64 and rounded once; float64 inherits
+# libdevice's documented error (log 1 ulp, sin/cos 2 ulp) through a product.
+GPU_ULP_BOUND = {("uniform", "float32"): 0, ("uniform", "float64"): 0, ("normal", "float32"): 1,
+                 ("normal", "float64"): 4, ("truncated_normal", "float32"): 2, ("truncated_normal", "float64"): 4}
+
+
 @pytest.mark.parametrize("dist", list(DISTS))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_targets_agree(target, dist, dtype):
-    """CPU bits == CUDA-loop bits: exactly for uniform; within 2 ulp for the normals
-    (libm vs libdevice; under the simulator both run the CPU build, so exactly)."""
+    """CPU bits == CUDA-loop bits for the standard variate: uniform exactly, the normals
+    within GPU_ULP_BOUND. (In the simulator both targets run the CPU build of the math, so
+    this checks the loops, exactly; the bounds are checked on a GPU.)"""
     n = sample_size(4096)
-    cpu = fill("cpu", DISTS[dist], dtype, n, a=-1.0, b=3.0)
-    other = fill(target, DISTS[dist], dtype, n, a=-1.0, b=3.0)
-    if dist == "uniform" or SIMULATOR or target == "cpu":
-        np.testing.assert_array_equal(other.view(np.uint8), cpu.view(np.uint8))
-    else:
-        ulps = np.abs(other.view(np.int64 if dtype == "float64" else np.int32).astype(np.int64)
-                      - cpu.view(np.int64 if dtype == "float64" else np.int32).astype(np.int64))
-        assert ulps.max() <= 2, f"{dist} {dtype}: {ulps.max()} ulp apart"
+    a, b = (-1.0, 3.0) if dist == "uniform" else (0.0, 1.0)
+    cpu = fill("cpu", DISTS[dist], dtype, n, a=a, b=b)
+    other = fill(target, DISTS[dist], dtype, n, a=a, b=b)
+    bound = 0 if (SIMULATOR or target == "cpu") else GPU_ULP_BOUND[(dist, dtype)]
+    as_int = np.int64 if dtype == "float64" else np.int32
+    ulps = np.abs(other.view(as_int).astype(np.int64) - cpu.view(as_int).astype(np.int64))
+    assert ulps.max() <= bound, f"{dist} {dtype}: {ulps.max()} ulp apart ({np.count_nonzero(ulps)} of {n} differ)"
 
 
 @pytest.mark.parametrize("dist", list(DISTS))

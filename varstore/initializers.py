@@ -82,24 +82,18 @@ class Constant(Initializer):
         return {"value": self.value}
 
 
-class Zeros(Constant):
+class Zeros(Initializer):
     """Fills with 0."""
 
-    def __init__(self):
-        super().__init__(0)
-
-    def get_config(self):
-        return {}
+    def fill(self, backend, storage, dtype):
+        storage.fill(0)  # 0 is the all-zero word in every dtype
 
 
-class Ones(Constant):
+class Ones(Initializer):
     """Fills with 1."""
 
-    def __init__(self):
-        super().__init__(1)
-
-    def get_config(self):
-        return {}
+    def fill(self, backend, storage, dtype):
+        Constant(1).fill(backend, storage, dtype)
 
 
 def compute_fans(shape) -> tuple[int, int]:
@@ -185,15 +179,23 @@ class RandomNormal(RandomInitializer):
         return {"mean": self.mean, "stddev": self.stddev, **super().get_config()}
 
 
-class TruncatedNormal(RandomNormal):
+class TruncatedNormal(RandomInitializer):
     """Normal values within two standard deviations of the mean (inverse CDF of the
     truncated distribution: every element costs the same, no redraws).
 
     The values' own standard deviation is about 0.88 ``stddev``.
     """
 
+    def __init__(self, mean=0.0, stddev=0.05, seed=None):
+        self.mean = mean
+        self.stddev = stddev
+        super().__init__(seed)
+
     def fill(self, backend, storage, dtype):
         self._fill(backend, storage, dtype, "truncated_normal", self.mean, self.stddev)
+
+    def get_config(self):
+        return {"mean": self.mean, "stddev": self.stddev, **super().get_config()}
 
 
 _MODES = ("fan_in", "fan_out", "fan_avg")
@@ -214,8 +216,9 @@ class VarianceScaling(RandomInitializer):
     """
 
     def __init__(self, scale=1.0, mode="fan_in", distribution="truncated_normal", seed=None):
-        if not isinstance(scale, (int, float, np.integer, np.floating)) or isinstance(scale, bool) or not scale > 0:
+        if isinstance(scale, (bool, np.bool_)) or np.ndim(scale) != 0 or np.asarray(scale).dtype.kind not in "iuf" or not scale > 0:
             raise ValueError(f"Invalid value for argument `scale`. Expected a positive float. Received: scale={scale!r}")
+        scale = float(scale)
         if mode not in _MODES:
             raise ValueError(f"Invalid value for argument `mode`. Expected one of {list(_MODES)}. Received: mode={mode!r}")
         name = distribution.lower() if isinstance(distribution, str) else distribution
@@ -358,31 +361,40 @@ _REGISTRY.update({
     "glorot_uniform": GlorotUniform, "glorot_normal": GlorotNormal, "he_uniform": HeUniform,
     "he_normal": HeNormal, "lecun_uniform": LecunUniform, "lecun_normal": LecunNormal,
     "orthogonal": Orthogonal, "identity": Identity,
-    # Keras's short aliases
+    # Keras's short and legacy names
     "uniform": RandomUniform, "normal": RandomNormal, "zero": Zeros, "one": Ones,
+    "OrthogonalInitializer": Orthogonal, "IdentityInitializer": Identity,
 })
 
 
 def get(identifier):
-    """An initializer from a name, an instance, a class or a callable ``f(shape, dtype)``.
+    """An initializer, as Keras's ``initializers.get``.
+
+    Takes None (returns None), a name, a config dict ``{"class_name": ..., "config": {...}}``,
+    an instance, a class (instantiated with no arguments), or a callable ``f(shape, dtype)``.
 
     Raises:
-        ValueError: an unknown name (the message lists the known ones) or an object that
-            is none of the above.
+        ValueError: an unknown name or class name (the message lists the known ones), or an
+            object that is none of the above.
     """
-    if isinstance(identifier, Initializer):
+    if identifier is None or isinstance(identifier, Initializer):
         return identifier
-    if isinstance(identifier, type) and issubclass(identifier, Initializer):
+    if isinstance(identifier, dict):
+        name, config = identifier.get("class_name"), identifier.get("config", {})
+        return _lookup(name).from_config(dict(config))
+    if isinstance(identifier, type):
         return identifier()
     if isinstance(identifier, str):
-        if identifier not in _REGISTRY:
-            raise ValueError(
-                f"Unknown initializer: {identifier!r}. Expected one of {sorted(_REGISTRY)}."
-            )
-        return _REGISTRY[identifier]()
+        return _lookup(identifier)()
     if callable(identifier):
         return identifier
     raise ValueError(
-        f"Could not interpret initializer: {identifier!r}. Expected a name, an Initializer, "
-        f"or a callable f(shape, dtype)."
+        f"Could not interpret initializer: {identifier!r}. Expected a name, a config dict, an "
+        f"Initializer, or a callable f(shape, dtype)."
     )
+
+
+def _lookup(name) -> type:
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown initializer: {name!r}. Expected one of {sorted(_REGISTRY)}.")
+    return _REGISTRY[name]

@@ -18,7 +18,8 @@ _source = _random.Random()
 _source_lock = threading.Lock()
 
 DISTRIBUTIONS = ("uniform", "normal", "truncated_normal")
-_SEED_RANGE = (-(2**63), 2**64)
+# Signed 64-bit: each seed is a distinct Philox key (its two's-complement bits).
+_SEED_RANGE = (-(2**63), 2**63)
 
 
 def set_seed(seed: int) -> None:
@@ -28,9 +29,9 @@ def set_seed(seed: int) -> None:
     >>> vs.set_seed(7); a = vs.initializers.RandomNormal()((3,))
     >>> vs.set_seed(7); b = vs.initializers.RandomNormal()((3,))   # the same values as a
     """
-    check_seed(seed)
+    seed = check_seed(seed)
     with _source_lock:
-        _source.seed(int(seed))
+        _source.seed(seed & 0xFFFFFFFFFFFFFFFF)  # (Random.seed would map -n and n together)
 
 
 def draw_seed() -> int:
@@ -40,12 +41,12 @@ def draw_seed() -> int:
 
 
 def check_seed(seed) -> int:
-    """``seed`` as an int, or a ValueError naming it (ints from -2**63 to 2**64 - 1)."""
+    """``seed`` as an int, or a ValueError naming it (ints from -2**63 to 2**63 - 1)."""
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"Invalid value for argument `seed`. Expected an int or None. Received: seed={seed!r}")
     if not _SEED_RANGE[0] <= int(seed) < _SEED_RANGE[1]:
         raise ValueError(
-            f"Invalid value for argument `seed`. Expected an int in [-2**63, 2**64). Received: seed={seed!r}"
+            f"Invalid value for argument `seed`. Expected an int in [-2**63, 2**63). Received: seed={seed!r}"
         )
     return int(seed)
 
