@@ -15,19 +15,17 @@ Distributions, all with a fixed amount of work per element:
   Bit-identical on every target: the only rounding is the fma's, which both targets do
   the same way (kernels/intrinsics.py).
 - normal: Box-Muller on every Philox word: (u1, u2) -> (r cos t, r sin t), with
-  r = sqrt(-2 log u1), u1 in (0, 1]. ``log``, ``sin`` and ``cos`` come from the platform's
-  math library (glibc on the CPU, libdevice on CUDA). float32 variates are computed in
-  float64 and rounded once, so targets agree to 1 ulp, nearly always exactly. float64
-  variates agree to a few ulp: libdevice documents log at 1 ulp and sin/cos at 2, glibc
-  is nearly correctly rounded. The largest |z| is sqrt(2 * 24 ln 2) = 5.77 in float32
-  (sqrt(2 * 53 ln 2) = 8.57 in float64).
+  r = sqrt(-2 log u1), u1 in (0, 1], t = 2 pi u2, computed in float64 (rounded once to
+  float32 for float32 and smaller). ``log`` and ``sincos`` are our own element functions
+  built from IEEE-exact operations and fma (no platform math library), so normals are
+  bit-identical on every target too. The largest |z| is sqrt(2 * 24 ln 2) = 5.77 for
+  float32 (sqrt(2 * 53 ln 2) = 8.57 for float64).
 - truncated normal within [-2, 2] standard deviations: the inverse CDF,
   ``z = sqrt(2) erfinv(erf(sqrt(2)) (2u - 1))``. erfinv is Giles' single-precision
-  polynomial (one branch covers |x| <= erf(sqrt(2))) evaluated with fma after a float64
-  log, refined for float64 by two Newton steps on ``erf``. Targets agree to 1-2 ulp.
-
-These bounds are for the standard variate; ``a + b * z`` rounds once more, and where it
-cancels (values near 0) a 1-ulp difference in z can be many ulps of the result.
+  polynomial (one branch covers |x| <= erf(sqrt(2))) evaluated with fma after our log:
+  bit-identical on every target for float32. float64 refines it with two Newton steps on
+  the platform's ``erf``/``exp`` (libdevice documents them at 2 and 1 ulp; glibc is nearly
+  correctly rounded), so float64 truncated normals agree to a few ulp.
 """
 
 from __future__ import annotations
@@ -88,27 +86,105 @@ def unit_open_f64(hi, lo):
     return (bits53(hi, lo) + 1.0) * TWO_NEG53
 
 
+# -------------------------------------------------- log and sincos, our own
+# Written with IEEE-exact operations (+, -, *, /, sqrt, conversions) and explicit fma
+# only, these give the same bits on every target: no platform math library is involved.
+# Range reductions are exact; the polynomials are truncated Taylor series accurate to
+# about 1e-15 on the reduced ranges.
+
+LN2 = math.log(2.0)
+HALF_PI = math.pi / 2.0
+
+
+@element
+def log_f64(x):
+    """Natural log of a positive, normal float64, to about 2 ulp.
+
+    x = 2**e * f with f in [sqrt(2)/2, sqrt(2)] (exact, by bits), then
+    log f = 2 atanh(s), s = (f - 1) / (f + 1), |s| <= 0.172, as an odd series in s.
+    """
+    bits = np.float64(x).view(np.uint64)
+    e = int64(U64(bits >> U64(52)) & U64(0x7FF)) - int64(1023)
+    f = np.uint64(U64(U64(bits & U64(0xFFFFFFFFFFFFF)) | U64(0x3FF0000000000000))).view(np.float64)
+    big = f > SQRT2
+    f = f * 0.5 if big else f
+    e = e + 1 if big else e
+    s = (f - 1.0) / (f + 1.0)
+    z = s * s
+    p = 1.0 / 19.0
+    p = fma(p, z, 1.0 / 17.0)
+    p = fma(p, z, 1.0 / 15.0)
+    p = fma(p, z, 1.0 / 13.0)
+    p = fma(p, z, 1.0 / 11.0)
+    p = fma(p, z, 1.0 / 9.0)
+    p = fma(p, z, 1.0 / 7.0)
+    p = fma(p, z, 1.0 / 5.0)
+    p = fma(p, z, 1.0 / 3.0)
+    p = fma(p, z, 1.0)
+    return fma(float64(e), LN2, (s + s) * p)
+
+
+@element
+def sincos_quarter_f64(x):
+    """(sin x, cos x) for x in [0, pi/4], Taylor series to x**15 and x**16."""
+    z = x * x
+    s = -1.0 / 1307674368000.0
+    s = fma(s, z, 1.0 / 6227020800.0)
+    s = fma(s, z, -1.0 / 39916800.0)
+    s = fma(s, z, 1.0 / 362880.0)
+    s = fma(s, z, -1.0 / 5040.0)
+    s = fma(s, z, 1.0 / 120.0)
+    s = fma(s, z, -1.0 / 6.0)
+    s = fma(s, z, 1.0)
+    c = 1.0 / 20922789888000.0
+    c = fma(c, z, -1.0 / 87178291200.0)
+    c = fma(c, z, 1.0 / 479001600.0)
+    c = fma(c, z, -1.0 / 3628800.0)
+    c = fma(c, z, 1.0 / 40320.0)
+    c = fma(c, z, -1.0 / 720.0)
+    c = fma(c, z, 1.0 / 24.0)
+    c = fma(c, z, -0.5)
+    c = fma(c, z, 1.0)
+    return x * s, c
+
+
+@element
+def sincos_2pi_f64(u):
+    """(sin 2 pi u, cos 2 pi u) for u in [0, 1).
+
+    4u splits exactly into a quadrant q and a fraction f; an f above 1/2 is taken as its
+    complement (1 - f is exact), so the series only ever sees angles up to pi/4.
+    """
+    v = 4.0 * u
+    q = int64(v)
+    f = v - float64(q)
+    swap = f > 0.5
+    s, c = sincos_quarter_f64((1.0 - f if swap else f) * HALF_PI)
+    # Rotate by q quarter turns; selects and exact sign flips, no branches (vectorizes).
+    odd = (q & 1) != 0
+    a = s if swap == odd else c  # the |sin| of the full angle
+    b = c if swap == odd else s
+    sin_sign = -1.0 if q >= 2 else 1.0
+    cos_sign = -1.0 if (q == 1 or q == 2) else 1.0
+    return sin_sign * a, cos_sign * b
+
+
 # ------------------------------------------------------------ normal variates
 @element
 def box_muller_f32(wa, wb):
-    """Two independent standard normals (float32) from two words (24-bit uniforms).
-
-    The transcendental functions run in float64 and each result is rounded to float32
-    once: platforms' float64 log/sin/cos differ by a few float64 ulp, which changes the
-    float32 result only when it straddles a rounding boundary (about 1 in 10**7), and then
-    by 1 ulp. In float32 the platforms' sinf/cosf alone differ by up to 2 ulp.
-    """
-    r = math.sqrt(-2.0 * math.log(float64(unit_open_f32(wa))))
-    t = TWO_PI * float64(unit_f32(wb))
-    return float32(r * math.cos(t)), float32(r * math.sin(t))
+    """Two independent standard normals (float32) from two words (24-bit uniforms),
+    computed in float64 and rounded once."""
+    r = math.sqrt(-2.0 * log_f64(float64(unit_open_f32(wa))))
+    s, c = sincos_2pi_f64(float64(unit_f32(wb)))
+    return float32(r * c), float32(r * s)
 
 
 @element
 def box_muller_f64(w0, w1, w2, w3):
-    """Two independent standard normals (float64) from four words."""
-    r = math.sqrt(-2.0 * math.log(unit_open_f64(w0, w1)))
-    t = TWO_PI * unit_f64(w2, w3)
-    return r * math.cos(t), r * math.sin(t)
+    """Two independent standard normals (float64) from four words (53-bit uniforms)."""
+    r = math.sqrt(-2.0 * log_f64(unit_open_f64(w0, w1)))
+    s, c = sincos_2pi_f64(unit_f64(w2, w3))
+    return r * c, r * s
 
 
 @element
@@ -116,8 +192,7 @@ def erfinv_f32(x):
     """Inverse error function for |x| <= erf(sqrt(2)) ~ 0.9545 (Giles 2010, the w < 5
     branch of his single-precision approximation; every |x| here stays in it)."""
     x = float32(x)
-    # log in float64, rounded once: the same float32 on every platform but in rare ties.
-    w = float32(-math.log(float64(fma(-x, x, float32(1.0))))) - float32(2.5)
+    w = float32(-log_f64(float64(fma(-x, x, float32(1.0))))) - float32(2.5)
     p = float32(2.81022636e-08)
     p = fma(p, w, float32(3.43273939e-07))
     p = fma(p, w, float32(-3.5233877e-06))
