@@ -123,3 +123,14 @@ def test_philox_multiplies_are_single_32x32_to_64_instructions():
     assert wide >= 20, f"expected 20 32x32->64 multiplies (2 per round), found {wide}"
     assert not re.search(r"\bmul\.lo\.[su]64\b", ptx)
 
+
+
+@needs_nvvm
+@pytest.mark.parametrize("kernel", [R.normal_words, R.truncated_words, R.normal_f64, R.uniform_words], ids=lambda k: k.name)
+def test_random_kernels_use_only_correctly_rounded_operations(kernel):
+    """Why CPU and GPU draw the same bits: the device code has no approximate instructions
+    and calls no math library; division, sqrt and conversions round to nearest."""
+    ptx = kernel.cuda.ptx(SIGNATURES[kernel][0], cc=(9, 0))
+    assert not re.search(r"\.approx\b|\bex2\.|\blg2\.|\bsin\.|\bcos\.|\brcp\.|\bcall\b", ptx)
+    float_ops = re.findall(r"\b(?:div|sqrt)\.(\w+)\.f(?:32|64)\b", ptx)
+    assert all(mode == "rn" for mode in float_ops), float_ops
