@@ -167,11 +167,12 @@ class Kernel:
     as ``offset_arg`` (the index of its first element), which each chunk advances.
     """
 
-    def __init__(self, name: str, cpu, cuda: CudaKernel, offset_arg: int | None = None):
+    def __init__(self, name: str, cpu, cuda: CudaKernel, offset_arg: int | None = None, chunked: bool = True):
         self.name = name
         self.cpu = cpu
         self.cuda = cuda
         self.offset_arg = offset_arg
+        self.chunked = chunked  # False: arrays are not indexed by element (strided kernels)
 
     def __repr__(self):
         return f"<Kernel {self.name}>"

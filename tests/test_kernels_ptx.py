@@ -24,6 +24,7 @@ from numba import types  # noqa: E402
 
 from varstore.kernels import cast as K  # noqa: E402
 from varstore.kernels import random_fill as R  # noqa: E402
+from varstore.kernels import strided as S  # noqa: E402
 from varstore.kernels.philox import philox4x32_10  # noqa: E402
 
 FMT = types.UniTuple(types.uint32, 8)
@@ -46,7 +47,13 @@ for _kernel in (R.uniform_words, R.normal_words, R.truncated_words):
     SIGNATURES[_kernel] = [(A["uint32"], *_WORDS), (A["uint16"], *_WORDS), (A["uint8"], *_WORDS)]
 for _kernel in (R.uniform_f64, R.normal_f64, R.truncated_f64_kernel):
     SIGNATURES[_kernel] = [(A["float64"], *_F64)]
-ALL_KERNELS = K.KERNELS + R.KERNELS
+_AXES = types.UniTuple(types.int64, 2)
+SIGNATURES[S.copy_region] = [
+    (A["uint32"], types.int64, _AXES, A["uint32"], types.int64, _AXES, _AXES),
+    (A["uint16"], types.int64, types.UniTuple(types.int64, 4), A["uint16"], types.int64,
+     types.UniTuple(types.int64, 4), types.UniTuple(types.int64, 4)),
+]
+ALL_KERNELS = K.KERNELS + R.KERNELS + S.KERNELS
 
 # Integer ALU instructions on 64-bit operands (address arithmetic uses add.s64 too, so the
 # check is made on the element functions alone, compiled as device functions).

@@ -10,7 +10,9 @@ import numpy as np
 from . import initializers as _initializers
 from .casting import accumulate_into, cast
 from .dtypes import WORD_DTYPES, host_dtype, standardize_dtype, storage_dtype
+from .indexing import basic_region, broadcast_strides, selection_shape
 from .initializers import standardize_shape
+from .regions import read_region, write_region
 from .values import as_operand, as_storage_array, default_dtype, write
 
 AGGREGATIONS = ("none", "mean", "sum", "only_first_replica")
@@ -247,8 +249,15 @@ class Variable:
         return self._backend.readable(self._live_storage(), self._dtype)
 
     def __getitem__(self, key):
-        """A copy of the selected elements, as real numbers."""
+        """A copy of the selected elements, as real numbers.
+
+        Basic keys (ints, slices, ``...``, ``None``) are gathered by our strided kernel;
+        integer-array and boolean keys by the array module, after NumPy's checks.
+        """
         storage = self._live_storage()
+        region = basic_region(self._shape, key)
+        if region is not None:
+            return self._backend.readable(read_region(self._backend, storage, region), self._dtype)
         self._region_shape(key)  # IndexError for keys NumPy would refuse (CuPy wraps some)
         return self._backend.readable(self._backend.xp.array(storage[key], copy=True), self._dtype)
 
@@ -258,7 +267,7 @@ class Variable:
             host_key = tuple(self._backend.host_view(k) if self._backend.owns(k) else k for k in key)
         else:
             host_key = self._backend.host_view(key) if self._backend.owns(key) else key
-        return np.broadcast_to(np.empty((), np.bool_), self._shape)[host_key].shape
+        return selection_shape(self._shape, host_key)
 
     # ------------------------------------------------------------------- writing
     def assign(self, value):
@@ -300,9 +309,20 @@ class Variable:
         return self
 
     def __setitem__(self, key, value):
+        """``var[key] = value`` in place. Basic keys (ints, slices with any step, ``...``,
+        ``None``) write just the selected region with our strided kernel; the value is a
+        scalar or broadcasts to the region, and only its own bytes travel to the device.
+        Integer-array and boolean keys scatter through the array module (NumPy's rules).
+        Every check runs before anything is written."""
         storage = self._live_storage()
-        region_shape = self._region_shape(key)  # IndexError before anything is written
+        region = basic_region(self._shape, key)  # IndexError before anything is written
         array, array_dtype = as_storage_array(value, self._backend, self._device)
+        if region is not None:
+            broadcast_strides(array.shape, region.shape)  # ValueError naming both shapes
+            operand = as_operand(self._backend, array, array_dtype, self._dtype, self._device)
+            write_region(self._backend, storage, region, operand)
+            return
+        region_shape = self._region_shape(key)
         try:
             broadcast = np.broadcast_shapes(array.shape, region_shape)
         except ValueError:

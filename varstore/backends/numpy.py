@@ -55,7 +55,7 @@ class NumpyBackend(Backend):
 
         if self._workers is None:
             self._workers = cpu_workers()
-        chunks = cpu_chunks(n, self._workers)
+        chunks = cpu_chunks(n, self._workers) if kernel.chunked else [(0, n)]
         if len(chunks) == 1:
             kernel.cpu(*args)
             return

@@ -1,0 +1,67 @@
+"""The strided region copy: one kernel for slice-assign (scatter) and slicing (gather).
+
+Both sides are flat 1-D arrays of raw words with a region description: an element offset
+and per-axis strides over a shared region shape (C order). A stride of 0 broadcasts (a
+scalar or a row written to many rows); negative strides walk backwards. Element ``j`` of
+the region is ``dst[dst_offset + <unravel(j), dst_strides>] = src[src_offset + <unravel(j),
+src_strides>]``: the unravel is the element function, written once.
+"""
+
+from __future__ import annotations
+
+from numba import int64, uint64
+
+from ._targets import Kernel, cpu_kernel, cuda_kernel, element
+
+
+@element
+def region_offsets(j, shape, a_strides, b_strides, axes):
+    """Offsets of element ``j`` (C order over the first ``axes`` axes of ``shape``) under
+    two sets of strides."""
+    j = int64(j)
+    a = int64(0)
+    b = int64(0)
+    for d in range(axes - 1, -1, -1):
+        n = int64(shape[d])
+        i = j % n
+        j = j // n
+        a += i * int64(a_strides[d])
+        b += i * int64(b_strides[d])
+    return a, b
+
+
+@cpu_kernel
+def _copy_region_cpu(dst, dst_offset, dst_strides, src, src_offset, src_strides, shape):
+    # Rows of the last axis: one unravel per row, then a plain stride loop.
+    last = len(shape) - 1
+    inner = shape[last]
+    dst_step = dst_strides[last]
+    src_step = src_strides[last]
+    rows = 1
+    for d in range(last):
+        rows *= shape[d]
+    for r in range(rows):
+        a, b = region_offsets(r, shape, dst_strides, src_strides, last)
+        a += dst_offset
+        b += src_offset
+        for i in range(inner):
+            # Offsets inside a region are never negative: unsigned indices spare numba's
+            # negative-index wraparound check on every access.
+            dst[uint64(a + i * dst_step)] = src[uint64(b + i * src_step)]
+
+
+@cuda_kernel
+def _copy_region_cuda(dst, dst_offset, dst_strides, src, src_offset, src_strides, shape):
+    n = 1
+    for d in range(len(shape)):
+        n *= shape[d]
+    for j in range(cuda.grid(1), n, cuda.gridsize(1)):  # noqa: F821
+        a, b = region_offsets(j, shape, dst_strides, src_strides, len(shape))
+        dst[uint64(dst_offset + a)] = src[uint64(src_offset + b)]
+
+
+copy_region = Kernel("copy_region", _copy_region_cpu, _copy_region_cuda, chunked=False)
+"""``(dst words, dst_offset, dst_strides, src words, src_offset, src_strides, shape)``, tuples
+of ints with one entry per axis of the region (at least one axis)."""
+
+KERNELS = (copy_region,)

@@ -1,0 +1,117 @@
+"""Slice-assign and slicing: the strided kernel (tier c) and ``v[key]``/``v[key] = value``
+against NumPy's own indexing (tier b, hypothesis)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import varstore as vs
+from helpers import data_pointer, run_kernel, to_host
+from varstore.dtypes import host_dtype
+from varstore.indexing import basic_region, broadcast_strides, c_strides
+from varstore.kernels.strided import copy_region
+
+# ------------------------------------------------------------------ tier c
+CASES = [
+    ((8,), (slice(None),), ()),
+    ((100,), (slice(None, None, -3),), (34,)),
+    ((1025,), (slice(5, 1000, 7),), ()),
+    ((40, 30), (slice(1, None, 2), slice(None, None, -4)), (8,)),
+    ((6, 5, 4), (Ellipsis, 2), (5,)),
+    ((3, 4), (1, slice(None), None), ()),
+]
+
+
+@pytest.mark.kernels
+@pytest.mark.parametrize("shape, key, value_shape", CASES)
+def test_copy_region_scatter_and_gather(target, shape, key, value_shape):
+    ref = np.arange(int(np.prod(shape)), dtype=np.uint32).reshape(shape)
+    region = basic_region(shape, key)
+    value = (np.arange(int(np.prod(value_shape)), dtype=np.uint32) + 10_000).reshape(value_shape)
+    dst = ref.copy()
+    axes = region.shape or (1,)
+    run_kernel(target, copy_region, dst.reshape(-1), region.offset, region.strides or (1,), value.reshape(-1), 0,
+               broadcast_strides(value.shape, region.shape) or (0,), axes)
+    expected = ref.copy()
+    expected[key] = value
+    np.testing.assert_array_equal(dst, expected)
+    out = np.zeros(region.shape, np.uint32)
+    run_kernel(target, copy_region, out.reshape(-1), 0, c_strides(region.shape) or (1,), ref.reshape(-1),
+               region.offset, region.strides or (0,), axes)
+    np.testing.assert_array_equal(out, ref[key])
+
+
+# ------------------------------------------------------------------ tier b
+DTYPES = ["float32", "bfloat16", "int16", "float8_e4m3fn", "float64", "bool"]
+
+
+@st.composite
+def slice_assignments(draw):
+    shape = draw(hnp.array_shapes(min_dims=0, max_dims=5, min_side=0, max_side=5))
+    key = draw(hnp.basic_indices(shape, min_dims=0, allow_newaxis=True, allow_ellipsis=True))
+    region_shape = np.zeros(shape)[key].shape
+    # A shape that broadcasts *to* the region: a suffix of it with some axes set to 1.
+    suffix = region_shape[draw(st.integers(0, len(region_shape))):]
+    value_shape = tuple(1 if draw(st.booleans()) else n for n in suffix)
+    dtype = draw(st.sampled_from(DTYPES))
+    value_dtype = draw(st.sampled_from([np.float32, np.float64, np.int32]))
+    value = draw(hnp.arrays(value_dtype, value_shape, elements=st.integers(-100, 100)))
+    return shape, key, value, dtype
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(case=slice_assignments())
+def test_setitem_and_getitem_match_numpy(backend, case):
+    shape, key, value, dtype = case
+    store = vs.VariableStore(device="cpu" if backend == "numpy" else "cuda:0")
+    start = np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape) % 7 - 3
+    v = vs.Variable(start, dtype=dtype, store=store)
+    expected = v.numpy().copy()
+    expected[key] = value.astype(host_dtype(dtype))  # values are small ints: exact in every dtype
+    v[key] = value
+    np.testing.assert_array_equal(v.numpy().reshape(-1).view(np.uint8), expected.reshape(-1).view(np.uint8))
+    got = to_host(v[key])
+    np.testing.assert_array_equal(np.asarray(got, dtype=np.float64), expected[key].astype(np.float64))
+
+
+def test_row_write_writes_only_the_row(store):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    v = vs.Variable(x, store=store)
+    before = data_pointer(v.value)
+    v[0, :] = 99
+    v[2, ::-1] = np.array([1, 2, 3, 4])
+    assert v.numpy().tolist() == [[99] * 4, [4, 5, 6, 7], [4, 3, 2, 1]]
+    assert data_pointer(v.value) == before
+
+
+def test_scalar_region_and_scalar_variable(store):
+    v = vs.Variable(np.zeros((2, 3)), store=store)
+    v[1, 2] = 5.0
+    assert float(to_host(v[1, 2])) == 5.0 and v.numpy()[1, 2] == 5.0
+    s = vs.Variable(1.0, store=store)
+    s[...] = 4.0
+    s[()] = s[()] + 1
+    assert float(s.numpy()) == 5.0
+
+
+def test_errors_keep_the_value(store):
+    v = vs.Variable(np.arange(6, dtype=np.float32).reshape(2, 3), store=store)
+    with pytest.raises(ValueError, match=r"\(2,\).*\(2, 3\)"):
+        v[:, :] = np.ones(2)
+    with pytest.raises(IndexError):
+        v[2, 0] = 1.0
+    with pytest.raises(IndexError):
+        v[0, 0, 0] = 1.0
+    with pytest.raises(ValueError, match="Unsupported value"):
+        v[0] = np.array(["a", "b", "c"])
+    assert v.numpy().tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_slicing_small_floats_gives_numbers(store):
+    v = vs.Variable(np.array([[1.5, -2.0], [3.0, 0.25]], np.float32), dtype="bfloat16", store=store)
+    v[:, 1] = 8.0
+    assert np.asarray(to_host(v[:, ::-1]), dtype=np.float32).tolist() == [[8.0, 1.5], [8.0, 3.0]]

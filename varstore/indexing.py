@@ -1,0 +1,118 @@
+"""Turning an index key into the region of storage it selects, on the host, without
+touching storage.
+
+A *basic* key (ints, slices with any start/stop/step, ``...``, ``None``) selects a strided
+region of a C-contiguous array: an element offset, a shape and per-axis strides (in
+elements, negative for reversed slices, 0 for the size-1 axes ``None`` adds). Strided
+kernels write or read exactly that region. Anything else (integer arrays, boolean masks,
+lists) is *advanced*: NumPy's rules, validated here, applied by the array module.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Region:
+    """``storage.reshape(-1)[offset + sum(i[d] * strides[d])]`` for ``i`` in ``ndindex(shape)``."""
+
+    offset: int
+    shape: tuple
+    strides: tuple
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+def c_strides(shape: tuple) -> tuple:
+    """Element strides of a C-contiguous array of ``shape``."""
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= n
+    return tuple(reversed(strides))
+
+
+def _is_basic_item(item) -> bool:
+    if item is None or item is Ellipsis or isinstance(item, slice):
+        return True
+    if isinstance(item, (bool, np.bool_)):
+        return False  # a boolean scalar is a mask, as in NumPy
+    try:
+        operator.index(item)
+        return True
+    except TypeError:
+        return False
+
+
+def basic_region(shape: tuple, key) -> Region | None:
+    """The region a basic ``key`` selects in a C-contiguous array of ``shape``, or None when
+    the key is advanced. Raises IndexError as NumPy does (out of range, too many indices)."""
+    items = key if isinstance(key, tuple) else (key,)
+    if not all(_is_basic_item(item) for item in items):
+        return None
+    if sum(item is Ellipsis for item in items) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    consumed = sum(item is not None and item is not Ellipsis for item in items)
+    if consumed > len(shape):
+        raise IndexError(
+            f"too many indices for array: array is {len(shape)}-dimensional, but {consumed} were indexed"
+        )
+    if Ellipsis not in items:
+        items = items + (Ellipsis,)
+    expanded = []
+    for item in items:
+        if item is Ellipsis:
+            expanded.extend([slice(None)] * (len(shape) - consumed))
+        else:
+            expanded.append(item)
+    base = c_strides(shape)
+    offset, out_shape, out_strides, axis = 0, [], [], 0
+    for item in expanded:
+        if item is None:
+            out_shape.append(1)
+            out_strides.append(0)
+            continue
+        n, stride = shape[axis], base[axis]
+        if isinstance(item, slice):
+            start, stop, step = item.indices(n)
+            length = len(range(start, stop, step))
+            offset += start * stride if length else 0
+            out_shape.append(length)
+            out_strides.append(step * stride)
+        else:
+            index = operator.index(item)
+            if not -n <= index < n:
+                raise IndexError(f"index {index} is out of bounds for axis {axis} with size {n}")
+            offset += (index + n if index < 0 else index) * stride
+        axis += 1
+    return Region(offset, tuple(out_shape), tuple(out_strides))
+
+
+def selection_shape(shape: tuple, key) -> tuple:
+    """The shape ``array[key]`` has, for any key, checked as NumPy checks it (IndexError),
+    on a zero-size stand-in: nothing the size of the array is allocated."""
+    return np.broadcast_to(np.empty((), np.bool_), shape)[key].shape
+
+
+def broadcast_strides(value_shape: tuple, region_shape: tuple) -> tuple:
+    """Element strides that read a C-contiguous value of ``value_shape`` broadcast to
+    ``region_shape`` (0 on broadcast axes). Raises ValueError naming both shapes."""
+    try:
+        if np.broadcast_shapes(value_shape, region_shape) != tuple(region_shape):
+            raise ValueError
+    except ValueError:
+        raise ValueError(
+            f"A value of shape {tuple(value_shape)} cannot be broadcast to the selected region "
+            f"of shape {tuple(region_shape)}."
+        ) from None
+    own = c_strides(value_shape)
+    lead = len(region_shape) - len(value_shape)
+    return tuple(
+        0 if d < lead or value_shape[d - lead] == 1 else own[d - lead] for d in range(len(region_shape))
+    )
