@@ -7,12 +7,13 @@ import pathlib
 import re
 import subprocess
 import sys
+import textwrap
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_readme_examples_run_and_print_the_documented_repr():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    blocks = [textwrap.dedent(b) for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S)]
     assert blocks, "the README has Python examples"
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     out = subprocess.run([sys.executable, "-c", "\n".join(blocks)], capture_output=True, text=True, env=env, timeout=300)
