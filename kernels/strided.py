@@ -31,16 +31,14 @@ def region_offsets(j, shape, a_strides, b_strides, axes):
 
 
 @cpu_kernel
-def _copy_region_cpu(dst, dst_offset, dst_strides, src, src_offset, src_strides, shape):
-    # Rows of the last axis: one unravel per row, then a plain stride loop.
+def _copy_region_cpu(dst, dst_offset, dst_strides, src, src_offset, src_strides, shape, start, count):
+    # Rows of the last axis: one unravel per row, then a plain stride loop. start and
+    # count are whole rows here (the launcher's contract).
     last = len(shape) - 1
     inner = shape[last]
     dst_step = dst_strides[last]
     src_step = src_strides[last]
-    rows = 1
-    for d in range(last):
-        rows *= shape[d]
-    for r in range(rows):
+    for r in range(start // inner, (start + count) // inner):
         a, b = region_offsets(r, shape, dst_strides, src_strides, last)
         a += dst_offset
         b += src_offset
@@ -51,17 +49,16 @@ def _copy_region_cpu(dst, dst_offset, dst_strides, src, src_offset, src_strides,
 
 
 @cuda_kernel
-def _copy_region_cuda(dst, dst_offset, dst_strides, src, src_offset, src_strides, shape):
-    n = 1
-    for d in range(len(shape)):
-        n *= shape[d]
-    for j in range(cuda.grid(1), n, cuda.gridsize(1)):  # noqa: F821
+def _copy_region_cuda(dst, dst_offset, dst_strides, src, src_offset, src_strides, shape, start, count):
+    for j in range(start + cuda.grid(1), start + count, cuda.gridsize(1)):  # noqa: F821
         a, b = region_offsets(j, shape, dst_strides, src_strides, len(shape))
         dst[uint64(dst_offset + a)] = src[uint64(src_offset + b)]
 
 
 copy_region = Kernel("copy_region", _copy_region_cpu, _copy_region_cuda, chunked=False)
-"""``(dst words, dst_offset, dst_strides, src words, src_offset, src_strides, shape)``, tuples
-of ints with one entry per axis of the region (at least one axis)."""
+"""``(dst words, dst_offset, dst_strides, src words, src_offset, src_strides, shape, start,
+count)``: elements ``start .. start + count`` (C order) of a region of ``shape``; strides
+and shape are tuples of ints with one entry per axis (at least one); on the CPU, start
+and count are multiples of the last axis' extent."""
 
 KERNELS = (copy_region,)

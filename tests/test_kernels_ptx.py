@@ -49,9 +49,9 @@ for _kernel in (R.uniform_f64, R.normal_f64, R.truncated_f64_kernel):
     SIGNATURES[_kernel] = [(A["float64"], *_F64)]
 _AXES = types.UniTuple(types.int64, 2)
 SIGNATURES[S.copy_region] = [
-    (A["uint32"], types.int64, _AXES, A["uint32"], types.int64, _AXES, _AXES),
+    (A["uint32"], types.int64, _AXES, A["uint32"], types.int64, _AXES, _AXES, types.int64, types.int64),
     (A["uint16"], types.int64, types.UniTuple(types.int64, 4), A["uint16"], types.int64,
-     types.UniTuple(types.int64, 4), types.UniTuple(types.int64, 4)),
+     types.UniTuple(types.int64, 4), types.UniTuple(types.int64, 4), types.int64, types.int64),
 ]
 ALL_KERNELS = K.KERNELS + R.KERNELS + S.KERNELS
 

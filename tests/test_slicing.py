@@ -35,13 +35,13 @@ def test_copy_region_scatter_and_gather(target, shape, key, value_shape):
     dst = ref.copy()
     axes = region.shape or (1,)
     run_kernel(target, copy_region, dst.reshape(-1), region.offset, region.strides or (1,), value.reshape(-1), 0,
-               broadcast_strides(value.shape, region.shape) or (0,), axes)
+               broadcast_strides(value.shape, region.shape) or (0,), axes, 0, region.size)
     expected = ref.copy()
     expected[key] = value
     np.testing.assert_array_equal(dst, expected)
     out = np.zeros(region.shape, np.uint32)
     run_kernel(target, copy_region, out.reshape(-1), 0, c_strides(region.shape) or (1,), ref.reshape(-1),
-               region.offset, region.strides or (0,), axes)
+               region.offset, region.strides or (0,), axes, 0, region.size)
     np.testing.assert_array_equal(out, ref[key])
 
 
@@ -115,3 +115,34 @@ def test_slicing_small_floats_gives_numbers(store):
     v = vs.Variable(np.array([[1.5, -2.0], [3.0, 0.25]], np.float32), dtype="bfloat16", store=store)
     v[:, 1] = 8.0
     assert np.asarray(to_host(v[:, ::-1]), dtype=np.float32).tolist() == [[8.0, 1.5], [8.0, 3.0]]
+
+
+@pytest.mark.parametrize("staging", [1, 7, 10**6])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8", "float8_e5m2"])
+def test_converting_writes_in_pieces(store, monkeypatch, staging, dtype):
+    """A full-size source of another dtype is converted in pieces (whole rows)."""
+    from varstore import regions
+
+    monkeypatch.setattr(regions, "STAGING_ELEMENTS", staging)
+    v = vs.Variable(np.zeros((6, 9, 5)), dtype=dtype, store=store)
+    value = (np.arange(3 * 9 * 5).reshape(3, 9, 5) % 11 - 5).astype(np.float64)
+    v[::2, ::-1] = value
+    expected = np.zeros((6, 9, 5), host_dtype(dtype))
+    expected[::2, ::-1] = value.astype(host_dtype(dtype))
+    np.testing.assert_array_equal(v.numpy().view(np.uint8), expected.view(np.uint8))
+
+
+def test_converting_write_makes_no_region_sized_temporary():
+    import tracemalloc
+
+    store = vs.VariableStore(device="cpu")
+    v = vs.Variable("zeros", shape=(4096, 2048), dtype="float32", store=store)
+    value = np.ones((2048, 2048), np.float64)  # half the rows, another dtype
+    v[::2] = value  # compile first
+    tracemalloc.start()
+    v[1::2] = value
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    region_bytes = 2048 * 2048 * 4
+    assert peak < region_bytes // 2, f"{peak} bytes traced for a {region_bytes}-byte region"
+    assert (v.numpy() == 1).all()

@@ -12,7 +12,7 @@ from .casting import accumulate_into, cast
 from .dtypes import WORD_DTYPES, host_dtype, standardize_dtype, storage_dtype
 from .indexing import basic_region, broadcast_strides, selection_shape
 from .initializers import standardize_shape
-from .regions import read_region, write_region
+from .regions import read_region, write_region, write_region_converting
 from .values import as_operand, as_storage_array, default_dtype, write
 
 AGGREGATIONS = ("none", "mean", "sum", "only_first_replica")
@@ -319,6 +319,10 @@ class Variable:
         array, array_dtype = as_storage_array(value, self._backend, self._device)
         if region is not None:
             broadcast_strides(array.shape, region.shape)  # ValueError naming both shapes
+            if array_dtype != self._dtype and array.size == region.size and region.size > 1:
+                # Converted piece by piece: no temporary the size of the region.
+                write_region_converting(self._backend, storage, self._dtype, region, array, array_dtype, self._device)
+                return
             operand = as_operand(self._backend, array, array_dtype, self._dtype, self._device)
             write_region(self._backend, storage, region, operand)
             return
