@@ -5,6 +5,9 @@ CUDA, and the simulator, which runs the CPU build).
   64-bit shift by 32..63 means something else than a 32-bit one, LLVM cannot narrow it
   back: each variable shift would cost two instructions on a GPU. The count is taken
   modulo 32: callers keep it below 32.
+- ``udivmod32``: numba divides integers in 64 bits; a 64-bit division costs a GPU
+  several times a 32-bit one, which index math (unravelling an element number over a
+  shape) pays for every element. The operands must fit 32 bits.
 - ``fma``: NVVM fuses ``a * b + c`` into one fused multiply-add by default and the CPU does
   not, so the same source would round differently on the two targets. Element functions
   write every multiply-add as ``fma(a, b, c)`` (one rounding, on both), and a product
@@ -54,4 +57,16 @@ def fma(typingctx, a, b, c):
         return builder.call(fn, args)
 
     return a(a, b, c), codegen
+
+
+@intrinsic
+def udivmod32(typingctx, a, b):
+    """``(a // b, a % b)`` of two unsigned values below 2**32, as 32-bit division."""
+
+    def codegen(context, builder, signature, args):
+        x = context.cast(builder, args[0], signature.args[0], types.uint32)
+        y = context.cast(builder, args[1], signature.args[1], types.uint32)
+        return context.make_tuple(builder, signature.return_type, (builder.udiv(x, y), builder.urem(x, y)))
+
+    return types.UniTuple(types.uint32, 2)(a, b), codegen
 

@@ -9,9 +9,10 @@ src_strides>]``: the unravel is the element function, written once.
 
 from __future__ import annotations
 
-from numba import int64, uint64
+from numba import int32, int64, uint32, uint64
 
 from ._targets import Kernel, cpu_kernel, cuda_kernel, element
+from .intrinsics import udivmod32
 
 
 @element
@@ -28,6 +29,20 @@ def region_offsets(j, shape, a_strides, b_strides, axes):
         a += i * int64(a_strides[d])
         b += i * int64(b_strides[d])
     return a, b
+
+
+@element
+def region_offsets32(j, shape, a_strides, b_strides, axes):
+    """As :func:`region_offsets` in 32-bit arithmetic, for arrays of fewer than 2**31
+    elements (every offset then fits an int32)."""
+    j = uint32(j)
+    a = int32(0)
+    b = int32(0)
+    for d in range(axes - 1, -1, -1):
+        j, i = udivmod32(j, uint32(shape[d]))
+        a = int32(a + int32(int32(i) * int32(a_strides[d])))
+        b = int32(b + int32(int32(i) * int32(b_strides[d])))
+    return int64(a), int64(b)
 
 
 @cpu_kernel
@@ -50,8 +65,12 @@ def _copy_region_cpu(dst, dst_offset, dst_strides, src, src_offset, src_strides,
 
 @cuda_kernel
 def _copy_region_cuda(dst, dst_offset, dst_strides, src, src_offset, src_strides, shape, start, count):
+    narrow = dst.size < 2**31 and src.size < 2**31  # 32-bit unravel: several times cheaper
     for j in range(start + cuda.grid(1), start + count, cuda.gridsize(1)):  # noqa: F821
-        a, b = region_offsets(j, shape, dst_strides, src_strides, len(shape))
+        if narrow:
+            a, b = region_offsets32(j, shape, dst_strides, src_strides, len(shape))
+        else:
+            a, b = region_offsets(j, shape, dst_strides, src_strides, len(shape))
         dst[uint64(dst_offset + a)] = src[uint64(src_offset + b)]
 
 

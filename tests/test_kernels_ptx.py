@@ -141,3 +141,10 @@ def test_random_kernels_use_only_correctly_rounded_operations(kernel):
     assert not re.search(r"\.approx\b|\bex2\.|\blg2\.|\bsin\.|\bcos\.|\brcp\.|\bcall\b", ptx)
     float_ops = re.findall(r"\b(?:div|sqrt)\.(\w+)\.f(?:32|64)\b", ptx)
     assert all(mode == "rn" for mode in float_ops), float_ops
+
+
+@needs_nvvm
+def test_region_copy_has_a_32bit_unravel():
+    """Arrays under 2**31 elements unravel element numbers with 32-bit division."""
+    ptx = S.copy_region.cuda.ptx(SIGNATURES[S.copy_region][0], cc=(9, 0))
+    assert re.search(r"\bdiv\.u32\b", ptx) and re.search(r"\brem\.u32\b", ptx)
