@@ -74,10 +74,44 @@ def _copy_region_cuda(dst, dst_offset, dst_strides, src, src_offset, src_strides
         dst[uint64(dst_offset + a)] = src[uint64(src_offset + b)]
 
 
+@cpu_kernel
+def _scatter_indexed_cpu(dst, index, src, src_strides, shape):
+    # In order: where an index repeats, the last write wins, as in NumPy.
+    for j in range(index.size):
+        _, b = region_offsets(j, shape, src_strides, src_strides, len(shape))
+        dst[uint64(index[j])] = src[uint64(b)]
+
+
+@cuda_kernel
+def _scatter_indexed_cuda(dst, index, src, src_strides, shape):
+    # Where an index repeats, the writes race: one of them wins, which one is unspecified.
+    for j in range(cuda.grid(1), index.size, cuda.gridsize(1)):  # noqa: F821
+        _, b = region_offsets(j, shape, src_strides, src_strides, len(shape))
+        dst[uint64(index[j])] = src[uint64(b)]
+
+
+@cpu_kernel
+def _gather_indexed_cpu(dst, index, src):
+    for j in range(index.size):
+        dst[j] = src[uint64(index[j])]
+
+
+@cuda_kernel
+def _gather_indexed_cuda(dst, index, src):
+    for j in range(cuda.grid(1), index.size, cuda.gridsize(1)):  # noqa: F821
+        dst[j] = src[uint64(index[j])]
+
+
+scatter_indexed = Kernel("scatter_indexed", _scatter_indexed_cpu, _scatter_indexed_cuda, chunked=False)
+"""``dst[index[j]] = src[<unravel(j over shape), src_strides>]``: ``(dst words, index int64,
+src words, src_strides, shape)``, shape the selection's (at least one axis)."""
+gather_indexed = Kernel("gather_indexed", _gather_indexed_cpu, _gather_indexed_cuda)
+"""``dst[j] = src[index[j]]``: ``(dst words, index int64, src words)``."""
+
 copy_region = Kernel("copy_region", _copy_region_cpu, _copy_region_cuda, chunked=False)
 """``(dst words, dst_offset, dst_strides, src words, src_offset, src_strides, shape, start,
 count)``: elements ``start .. start + count`` (C order) of a region of ``shape``; strides
 and shape are tuples of ints with one entry per axis (at least one); on the CPU, start
 and count are multiples of the last axis' extent."""
 
-KERNELS = (copy_region,)
+KERNELS = (copy_region, scatter_indexed, gather_indexed)

@@ -52,3 +52,26 @@ def test_broadcast_strides():
     assert broadcast_strides((2, 1), (2, 3)) == (1, 0)
     with pytest.raises(ValueError, match=r"\(2,\).*\(2, 3\)"):
         broadcast_strides((2,), (2, 3))
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5))
+def test_flat_indices_match_numpy(data, shape):
+    from varstore.indexing import flat_indices
+
+    key = data.draw(hnp.basic_indices(shape, min_dims=0, allow_newaxis=True, allow_ellipsis=True)
+                    | hnp.integer_array_indices(shape) if shape and 0 not in shape else
+                    hnp.basic_indices(shape, min_dims=0, allow_newaxis=True, allow_ellipsis=True))
+    base = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+    np.testing.assert_array_equal(flat_indices(shape, key), base[key])
+
+
+def test_flat_indices_masks_and_mixes():
+    from varstore.indexing import flat_indices
+
+    base = np.arange(24).reshape(2, 3, 4)
+    for key in [base % 3 == 0, (slice(None), [2, 0, 2]), ([1, 0], slice(None), [3, -1]), (..., np.array([[0], [3]])),
+                (np.array([True, False]), 1), ()]:
+        np.testing.assert_array_equal(flat_indices(base.shape, key), base[key])
+    with pytest.raises(IndexError):
+        flat_indices((2, 3), ([0, 2], 0))

@@ -53,6 +53,8 @@ SIGNATURES[S.copy_region] = [
     (A["uint16"], types.int64, types.UniTuple(types.int64, 4), A["uint16"], types.int64,
      types.UniTuple(types.int64, 4), types.UniTuple(types.int64, 4), types.int64, types.int64),
 ]
+SIGNATURES[S.scatter_indexed] = [(A["uint16"], A["int64"], A["uint16"], _AXES, _AXES)]
+SIGNATURES[S.gather_indexed] = [(A["uint32"], A["int64"], A["uint32"])]
 ALL_KERNELS = K.KERNELS + R.KERNELS + S.KERNELS
 
 # Integer ALU instructions on 64-bit operands (address arithmetic uses add.s64 too, so the

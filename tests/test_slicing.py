@@ -13,7 +13,7 @@ import varstore as vs
 from helpers import data_pointer, run_kernel, to_host
 from varstore.dtypes import host_dtype
 from varstore.indexing import basic_region, broadcast_strides, c_strides
-from varstore.kernels.strided import copy_region
+from varstore.kernels.strided import copy_region, gather_indexed, scatter_indexed
 
 # ------------------------------------------------------------------ tier c
 CASES = [
@@ -146,3 +146,61 @@ def test_converting_write_makes_no_region_sized_temporary():
     region_bytes = 2048 * 2048 * 4
     assert peak < region_bytes // 2, f"{peak} bytes traced for a {region_bytes}-byte region"
     assert (v.numpy() == 1).all()
+
+
+@pytest.mark.kernels
+@pytest.mark.parametrize("n", [1, 8, 100, 1025])
+def test_indexed_kernels(target, n):
+    rng = np.random.default_rng(n)
+    src = np.arange(2000, dtype=np.uint16)
+    index = rng.integers(0, src.size, n).astype(np.int64)
+    out = np.zeros(n, np.uint16)
+    run_kernel(target, gather_indexed, out, index, src)
+    np.testing.assert_array_equal(out, src[index])
+    unique = rng.permutation(src.size)[:n].astype(np.int64)
+    dst = np.zeros(2000, np.uint16)
+    value = (np.arange(n, dtype=np.uint16) + 7)
+    run_kernel(target, scatter_indexed, dst, unique, value, (1,), (n,))
+    expected = np.zeros(2000, np.uint16)
+    expected[unique] = value
+    np.testing.assert_array_equal(dst, expected)
+    dst[:] = 0
+    run_kernel(target, scatter_indexed, dst, unique, np.array([9], np.uint16), (0,), (n,))  # a broadcast scalar
+    assert (dst[unique] == 9).all() and dst.sum() == 9 * n
+
+
+@st.composite
+def advanced_assignments(draw):
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=5))
+    if draw(st.booleans()):
+        key = draw(hnp.integer_array_indices(shape, result_shape=hnp.array_shapes(min_dims=1, max_dims=2, max_side=4)))
+    else:
+        key = draw(hnp.arrays(np.bool_, shape[: draw(st.integers(1, len(shape)))]))
+    selected = np.zeros(shape)[key].shape
+    suffix = selected[draw(st.integers(0, len(selected))):]
+    value_shape = tuple(1 if draw(st.booleans()) else n for n in suffix)
+    value = draw(hnp.arrays(np.float64, value_shape, elements=st.integers(-100, 100)))
+    return shape, key, value, draw(st.sampled_from(DTYPES))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(case=advanced_assignments())
+def test_advanced_keys_match_numpy(backend, case):
+    """Integer arrays (negative and repeated indices too: the last write wins on the CPU)
+    and boolean masks, as NumPy's own __setitem__ and __getitem__."""
+    shape, key, value, dtype = case
+    store = vs.VariableStore(device="cpu" if backend == "numpy" else "cuda:0")
+    v = vs.Variable(np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape) % 9 - 4, dtype=dtype, store=store)
+    expected = v.numpy().copy()
+    expected[key] = value.astype(host_dtype(dtype))
+    v[key] = value
+    if backend == "numpy":  # (on a GPU, repeated indices race: compared as sets below)
+        np.testing.assert_array_equal(v.numpy().reshape(-1).view(np.uint8), expected.reshape(-1).view(np.uint8))
+    np.testing.assert_array_equal(np.asarray(to_host(v[key]), np.float64), v.numpy()[key].astype(np.float64))
+
+
+def test_repeated_indices_last_write_wins_on_the_cpu():
+    v = vs.Variable(np.zeros(4), store=vs.VariableStore(device="cpu"))
+    v[[1, 3, 1, 1]] = np.array([5.0, 6.0, 7.0, 8.0])
+    assert v.numpy().tolist() == [0.0, 8.0, 0.0, 6.0]
+

@@ -116,3 +116,22 @@ def broadcast_strides(value_shape: tuple, region_shape: tuple) -> tuple:
     return tuple(
         0 if d < lead or value_shape[d - lead] == 1 else own[d - lead] for d in range(len(region_shape))
     )
+
+
+def flat_indices(shape: tuple, key) -> np.ndarray:
+    """The flat (C-order) storage index of every element ``array[key]`` selects, in the
+    selection's order and shape, for any key (integer arrays, boolean masks, mixes).
+
+    Built from one broadcast ``arange`` view per axis, indexed with the key: NumPy applies
+    its own rules (and raises its IndexError), and nothing the size of the array is made,
+    only arrays the size of the selection.
+    """
+    out = None
+    for axis, stride in enumerate(c_strides(shape)):
+        along = np.arange(shape[axis], dtype=np.int64).reshape([-1 if d == axis else 1 for d in range(len(shape))])
+        part = np.broadcast_to(along, shape)[key] * stride
+        out = part if out is None else out + part
+    if out is None:  # a 0-d array: the only element, once per selected copy
+        return np.zeros(np.broadcast_to(np.empty((), np.bool_), shape)[key].shape, np.int64)
+    return np.ascontiguousarray(out)
+

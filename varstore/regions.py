@@ -67,3 +67,29 @@ def read_region(backend, storage, region: Region):
     backend.launch(copy_region, region.size, out.reshape(-1), 0, dst_strides, storage.reshape(-1),
                    region.offset, src_strides, shape, 0, region.size)
     return out
+
+
+def write_indexed(backend, storage, index, value) -> None:
+    """``storage.flat[index] = value`` (``index`` from :func:`indexing.flat_indices`, on the
+    host; ``value`` an array of ``backend`` in the storage dtype, broadcasting to
+    ``index.shape``). Where an index repeats, the last write wins on the CPU; on a GPU one
+    of the writes wins, unspecified which."""
+    if index.size == 0:
+        return
+    from .kernels.strided import scatter_indexed
+
+    shape, src_strides = _axes(index.shape, broadcast_strides(value.shape, index.shape))
+    device_index = backend.from_host(index.reshape(-1), backend.device_of(storage))
+    backend.launch(scatter_indexed, index.size, storage.reshape(-1), device_index, value.reshape(-1), src_strides, shape)
+
+
+def read_indexed(backend, storage, index):
+    """A new array of ``index.shape`` holding ``storage.flat[index]``."""
+    out = backend.empty(index.shape, storage.dtype, backend.device_of(storage))
+    if index.size:
+        from .kernels.strided import gather_indexed
+
+        device_index = backend.from_host(index.reshape(-1), backend.device_of(storage))
+        backend.launch(gather_indexed, index.size, out.reshape(-1), device_index, storage.reshape(-1))
+    return out
+

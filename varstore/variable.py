@@ -10,9 +10,9 @@ import numpy as np
 from . import initializers as _initializers
 from .casting import accumulate_into, cast
 from .dtypes import WORD_DTYPES, host_dtype, standardize_dtype, storage_dtype
-from .indexing import basic_region, broadcast_strides, selection_shape
+from .indexing import basic_region, broadcast_strides, flat_indices
 from .initializers import standardize_shape
-from .regions import read_region, write_region, write_region_converting
+from .regions import read_indexed, read_region, write_indexed, write_region, write_region_converting
 from .values import as_operand, as_storage_array, default_dtype, write
 
 AGGREGATIONS = ("none", "mean", "sum", "only_first_replica")
@@ -251,23 +251,21 @@ class Variable:
     def __getitem__(self, key):
         """A copy of the selected elements, as real numbers.
 
-        Basic keys (ints, slices, ``...``, ``None``) are gathered by our strided kernel;
-        integer-array and boolean keys by the array module, after NumPy's checks.
+        Basic keys (ints, slices, ``...``, ``None``) are gathered by our strided kernel,
+        integer-array and boolean keys (NumPy's rules) by our indexed one.
         """
         storage = self._live_storage()
         region = basic_region(self._shape, key)
         if region is not None:
             return self._backend.readable(read_region(self._backend, storage, region), self._dtype)
-        self._region_shape(key)  # IndexError for keys NumPy would refuse (CuPy wraps some)
-        return self._backend.readable(self._backend.xp.array(storage[key], copy=True), self._dtype)
+        index = flat_indices(self._shape, self._host_key(key))  # NumPy's rules and IndexError
+        return self._backend.readable(read_indexed(self._backend, storage, index), self._dtype)
 
-    def _region_shape(self, key) -> tuple:
-        """The shape ``var[key]`` selects, checked on the host without touching storage."""
+    def _host_key(self, key):
+        """``key`` with any device arrays in it copied to the host (keys are parsed there)."""
         if isinstance(key, tuple):
-            host_key = tuple(self._backend.host_view(k) if self._backend.owns(k) else k for k in key)
-        else:
-            host_key = self._backend.host_view(key) if self._backend.owns(key) else key
-        return selection_shape(self._shape, host_key)
+            return tuple(self._backend.host_view(k) if self._backend.owns(k) else k for k in key)
+        return self._backend.host_view(key) if self._backend.owns(key) else key
 
     # ------------------------------------------------------------------- writing
     def assign(self, value):
@@ -312,8 +310,9 @@ class Variable:
         """``var[key] = value`` in place. Basic keys (ints, slices with any step, ``...``,
         ``None``) write just the selected region with our strided kernel; the value is a
         scalar or broadcasts to the region, and only its own bytes travel to the device.
-        Integer-array and boolean keys scatter through the array module (NumPy's rules).
-        Every check runs before anything is written."""
+        Integer-array and boolean keys (NumPy's rules) scatter through our indexed kernel:
+        where an index repeats, the last write wins on the CPU, one unspecified write on a
+        GPU. Every check runs before anything is written."""
         storage = self._live_storage()
         region = basic_region(self._shape, key)  # IndexError before anything is written
         array, array_dtype = as_storage_array(value, self._backend, self._device)
@@ -326,18 +325,10 @@ class Variable:
             operand = as_operand(self._backend, array, array_dtype, self._dtype, self._device)
             write_region(self._backend, storage, region, operand)
             return
-        region_shape = self._region_shape(key)
-        try:
-            broadcast = np.broadcast_shapes(array.shape, region_shape)
-        except ValueError:
-            broadcast = None
-        if broadcast != tuple(region_shape):
-            raise ValueError(
-                f"Cannot write a value of shape {array.shape} into the region {key!r} of "
-                f"variable {self._path!r}, which has shape {tuple(region_shape)}."
-            )
+        index = flat_indices(self._shape, self._host_key(key))  # NumPy's rules and IndexError
+        broadcast_strides(array.shape, index.shape)  # ValueError naming both shapes
         operand = as_operand(self._backend, array, array_dtype, self._dtype, self._device)
-        storage[key] = operand
+        write_indexed(self._backend, storage, index, operand)
 
     # ------------------------------------------------------------------ lifetime
     def release(self) -> None:
