@@ -10,6 +10,7 @@ lists) is *advanced*: NumPy's rules, validated here, applied by the array module
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ class Region:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
 
 def c_strides(shape: tuple) -> tuple:
@@ -103,6 +104,8 @@ def selection_shape(shape: tuple, key) -> tuple:
 def broadcast_strides(value_shape: tuple, region_shape: tuple) -> tuple:
     """Element strides that read a C-contiguous value of ``value_shape`` broadcast to
     ``region_shape`` (0 on broadcast axes). Raises ValueError naming both shapes."""
+    if not value_shape:  # a scalar: the common case, without NumPy's shape machinery
+        return (0,) * len(region_shape)
     try:
         if np.broadcast_shapes(value_shape, region_shape) != tuple(region_shape):
             raise ValueError
