@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 
 from .casting import cast_into, cast_on_host
 from .dtypes import storage_dtype
