@@ -38,6 +38,7 @@ import time
 import timeit
 
 import numpy as np
+from timing import times_of
 
 TARGETS = {
     "bfloat16": ("speed >= 1.0x ml_dtypes", lambda speed: speed >= 1.0),
@@ -121,17 +122,6 @@ def _pair_times(ours, base, warmup: int, repeats: int):
     return t_ours, t_base
 
 
-def _times(fn, warmup: int, repeats: int):
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def _bits(array) -> np.ndarray:
     """The raw words of an array (uint8/16/32 view), for bit-exact comparison."""
     a = np.ascontiguousarray(array)
@@ -190,13 +180,13 @@ def bench_casts(n: int, warmup: int, repeats: int, failures: list) -> dict:
 
     # Ceiling: a copy of float32 into a preallocated float32 array (2 * N * 4 bytes).
     dst = np.empty_like(x)
-    t_copy = _times(lambda: np.copyto(dst, x), warmup, repeats)
+    t_copy = times_of(lambda: np.copyto(dst, x), repeats, warmup)
     ceiling_s = statistics.median(t_copy)
     ceiling_bytes = 2 * n * 4
     ceiling_gbs = ceiling_bytes / ceiling_s / 1e9
     # For information: an allocating copy (x.copy()), which pays the page faults of a new
     # output as astype does.
-    t_alloc = _times(lambda: x.copy(), warmup, repeats)
+    t_alloc = times_of(lambda: x.copy(), repeats, warmup)
     results = {
         "n": n,
         "data": "float32 standard normal, seed 0",
@@ -281,7 +271,7 @@ def bench_casts(n: int, warmup: int, repeats: int, failures: list) -> dict:
     # For information: our kernel into a preallocated output (no allocation, no page
     # faults), the form comparable to the copy ceiling.
     out = np.empty(n, np.uint16)
-    t_into = _times(lambda: cast_into(v._backend, v._storage, "float32", out, "bfloat16"), warmup, repeats)
+    t_into = times_of(lambda: cast_into(v._backend, v._storage, "float32", out, "bfloat16"), repeats, warmup)
     into_s = statistics.median(t_into)
     if not np.array_equal(out, xb.view(np.uint16)):
         failures.append("cast_into float32->bfloat16 (preallocated): bits differ from ml_dtypes")

@@ -13,25 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 
 import numpy as np
 
 import varstore as vs
+from timing import median_time
 from varstore import initializers as I
-
-
-def median_time(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def check(values: np.ndarray, mean: float, std: float, lo=-np.inf, hi=np.inf, what="") -> None:

@@ -15,17 +15,7 @@ import time
 import numpy as np
 
 import varstore as vs
-
-
-def times_of(fn, repeats=15, warmup=3) -> list:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+from timing import times_of
 
 
 def interleaved(fn_a, fn_b, repeats):
@@ -81,7 +71,7 @@ def main() -> int:
     row_write()
     if not (big.numpy()[0] == 99).all():
         sys.exit("FAILED: the row write")
-    row_times, cma_times = times_of(row_write, 51), times_of(copy_modify_assign, 7)
+    row_times, cma_times = times_of(row_write, 51, 3), times_of(copy_modify_assign, 7, 3)
     t_row, t_cma = statistics.median(row_times), statistics.median(cma_times)
     rows.append({"op": "v[0, :] = 99, (4096, 4096) float32", "ours_s": t_row, "ours_min_s": min(row_times),
                  "baseline": "value = v.numpy(); value[0, :] = 99; v.assign(value)", "baseline_s": t_cma,
