@@ -21,28 +21,27 @@ from numba import types
 from numba.extending import intrinsic
 
 
-@intrinsic
-def shr32(typingctx, x, s):
-    """``x >> (s % 32)`` on uint32 values, as one 32-bit logical shift."""
+def _shift32(builder_method: str):
+    """Codegen of a 32-bit shift of ``x`` by ``s % 32`` (``lshr`` or ``shl``)."""
 
     def codegen(context, builder, signature, args):
         value = context.cast(builder, args[0], signature.args[0], types.uint32)
         count = context.cast(builder, args[1], signature.args[1], types.uint32)
-        return builder.lshr(value, builder.and_(count, count.type(31)))
+        return getattr(builder, builder_method)(value, builder.and_(count, count.type(31)))
 
-    return types.uint32(x, s), codegen
+    return codegen
+
+
+@intrinsic
+def shr32(typingctx, x, s):
+    """``x >> (s % 32)`` on uint32 values, as one 32-bit logical shift."""
+    return types.uint32(x, s), _shift32("lshr")
 
 
 @intrinsic
 def shl32(typingctx, x, s):
     """``(x << (s % 32)) mod 2**32`` on uint32 values, as one 32-bit shift."""
-
-    def codegen(context, builder, signature, args):
-        value = context.cast(builder, args[0], signature.args[0], types.uint32)
-        count = context.cast(builder, args[1], signature.args[1], types.uint32)
-        return builder.shl(value, builder.and_(count, count.type(31)))
-
-    return types.uint32(x, s), codegen
+    return types.uint32(x, s), _shift32("shl")
 
 
 @intrinsic
