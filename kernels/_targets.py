@@ -37,6 +37,19 @@ def element(fn):
     return numba.njit(inline="always")(fn)
 
 
+def called(element_fn):
+    """A twin of an element function that numba compiles once per signature and *calls*,
+    where :func:`element` copies its IR into every call site.
+
+    For element functions that call many others (the conversion switch of the strided
+    kernels): IR inlining re-types every copy, and such a kernel took 7 s to compile
+    instead of 1. The inlined form stays the default: LLVM does not inline calls
+    between numba functions reliably on the CPU, and the random fills ran 5x slower
+    through calls. (On the GPU, NVVM inlines them either way.)
+    """
+    return numba.njit(getattr(element_fn, "py_func", element_fn))
+
+
 @functools.lru_cache(maxsize=1)
 def _source_hash() -> str:
     h = hashlib.sha256()

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numba import float32, float64, int64, uint32, uint64
 
-from ._targets import Kernel, cpu_kernel, cuda_kernel, element
+from ._targets import Kernel, called, cpu_kernel, cuda_kernel, element
 from .intrinsics import shl32, shr32
 
 U32 = uint32
@@ -195,6 +195,121 @@ def add_in_format(a, b, sign, fmt):
     x = np.uint32(decode_to_f32_bits(a, fmt)).view(np.float32)
     y = np.uint32(decode_to_f32_bits(b, fmt)).view(np.float32)
     return encode_from_f32_bits(np.float32(x + float32(sign) * y).view(np.uint32), fmt)
+
+
+@element
+def f32_bits_to_f64(b32):
+    """float32 bits -> float64 value, exact; a NaN is widened by its bits and quieted
+    (as the CPU's conversion, which NumPy uses; GPUs drop NaN payloads)."""
+    b32 = U32(b32)
+    if U32(b32 & U32(0x7FFFFFFF)) > U32(0x7F800000):
+        b = U64(b32)
+        wide = U64(U64(U64(b & U64(0x80000000)) << U64(32)) | U64(0x7FF8000000000000))
+        wide = U64(wide | U64(U64(b & U64(0x7FFFFF)) << U64(29)))
+        return np.uint64(wide).view(np.float64)
+    return float64(np.uint32(b32).view(np.float32))
+
+
+@element
+def f64_to_f32_bits(x):
+    """float64 -> float32 bits, rounded to nearest even; a NaN keeps its sign and the top
+    of its payload and is quieted (as the CPU's conversion, which NumPy uses)."""
+    x = float64(x)
+    if x != x:
+        b = np.float64(x).view(np.uint64)
+        high = U32(U32(U64(b >> U64(32))) & U32(0x80000000))
+        payload = U32(U32(U64(U64(b & U64(0xFFFFFFFFFFFFF)) >> U64(29))) | U32(0x400000))
+        return U32(high | U32(U32(0x7F800000) | payload))
+    return U32(np.float32(float32(x)).view(np.uint32))
+
+
+# Conversion routes of :func:`convert_word`. Sources arrive as float32 bits (F32), words
+# of a small format (SMALL), or plain values (float64 as F64; ints and bool as NUM);
+# destinations leave as the unsigned word of the storage's width.
+SAME = 0  # the source is the destination's word already
+F32_TO_SMALL = 1
+NUM_TO_SMALL = 2  # float64, ints, bool: rounded once
+SMALL_TO_SMALL = 3
+SMALL_TO_F32 = 4
+SMALL_TO_F64 = 5
+SMALL_TO_INT = 6  # saturating to [lo, hi], as every float -> int
+SMALL_TO_UINT64 = 7
+SMALL_TO_BOOL = 8
+F32_TO_F64 = 9
+F32_TO_INT = 10
+F32_TO_UINT64 = 11
+F32_TO_BOOL = 12
+NUM_TO_F32 = 13  # ints, bool
+NUM_TO_F64 = 14  # ints, bool
+F64_TO_INT = 15
+F64_TO_UINT64 = 16
+NUM_TO_INT = 17  # ints, bool: two's complement wraparound, as NumPy
+NUM_TO_BOOL = 18  # float64, ints: x != 0 (NaN is True)
+F64_TO_F32 = 19
+
+
+@element
+def convert_word(x, route, src_fmt, dst_fmt, lo, hi, mask):
+    """One source element -> the destination's word (in a uint64, cut to ``mask``, the
+    word's width) by ``route``: the same results as :func:`varstore.casting.cast_into`, for one
+    element at a time inside a strided or indexed kernel. ``src_fmt``/``dst_fmt`` are the
+    small formats where a side is one (any format otherwise); ``lo``/``hi`` bound an
+    integer destination."""
+    return U64(_convert(x, route, src_fmt, dst_fmt, lo, hi) & U64(mask))
+
+
+# The conversion switch calls its element functions, and is called (see _targets.called).
+_c_encode_from_f32_bits = called(encode_from_f32_bits)
+_c_encode_from_f64 = called(encode_from_f64)
+_c_decode_to_f32_bits = called(decode_to_f32_bits)
+_c_decode_to_f64 = called(decode_to_f64)
+_c_f32_bits_to_f64 = called(f32_bits_to_f64)
+_c_f64_to_f32_bits = called(f64_to_f32_bits)
+_c_float_to_int64_saturating = called(float_to_int64_saturating)
+_c_float_to_uint64_saturating = called(float_to_uint64_saturating)
+
+
+@element
+def _convert(x, route, src_fmt, dst_fmt, lo, hi):
+    if route == SAME:
+        return U64(x)
+    if route == F32_TO_SMALL:
+        return U64(_c_encode_from_f32_bits(x, dst_fmt))
+    if route == NUM_TO_SMALL:
+        return U64(_c_encode_from_f64(float64(x), dst_fmt))
+    if route == SMALL_TO_SMALL:
+        return U64(_c_encode_from_f32_bits(_c_decode_to_f32_bits(x, src_fmt), dst_fmt))
+    if route == SMALL_TO_F32:
+        return U64(_c_decode_to_f32_bits(x, src_fmt))
+    if route == SMALL_TO_F64:
+        return np.float64(_c_decode_to_f64(x, src_fmt)).view(np.uint64)
+    if route == SMALL_TO_BOOL:
+        magnitude = U32(U32(x) & U32(shl32(U32(1), U32(U32(src_fmt[0]) + U32(src_fmt[1]))) - U32(1)))
+        return U64(1) if magnitude != U32(0) else U64(0)
+    if route == F32_TO_F64:
+        return np.float64(_c_f32_bits_to_f64(x)).view(np.uint64)
+    if route == F64_TO_F32:
+        return U64(_c_f64_to_f32_bits(x))
+    if route == NUM_TO_F32:
+        return U64(np.float32(float32(x)).view(np.uint32))
+    if route == NUM_TO_F64:
+        return np.float64(float64(x)).view(np.uint64)
+    if route == NUM_TO_INT:
+        return U64(x)
+    if route == NUM_TO_BOOL:
+        return U64(1) if x != 0 else U64(0)
+    # The rest start from a float: a small word or float32 bits as float32, or float64.
+    if route == SMALL_TO_INT or route == SMALL_TO_UINT64:
+        f = float64(np.uint32(_c_decode_to_f32_bits(x, src_fmt)).view(np.float32))
+    elif route == F32_TO_INT or route == F32_TO_UINT64 or route == F32_TO_BOOL:
+        f = float64(np.uint32(x).view(np.float32))
+    else:
+        f = float64(x)
+    if route == F32_TO_BOOL:
+        return U64(1) if f != 0.0 else U64(0)
+    if route == SMALL_TO_UINT64 or route == F32_TO_UINT64 or route == F64_TO_UINT64:
+        return _c_float_to_uint64_saturating(f)
+    return U64(_c_float_to_int64_saturating(f, lo, hi))  # SMALL_TO_INT, F32_TO_INT, F64_TO_INT
 
 
 # ------------------------------------------------------------------------------ loops

@@ -12,6 +12,7 @@ from __future__ import annotations
 from numba import int32, int64, uint32, uint64
 
 from ._targets import Kernel, cpu_kernel, cuda_kernel, element
+from .cast import convert_word
 from .intrinsics import udivmod32
 
 
@@ -75,19 +76,48 @@ def _copy_region_cuda(dst, dst_offset, dst_strides, src, src_offset, src_strides
 
 
 @cpu_kernel
-def _scatter_indexed_cpu(dst, index, src, src_strides, shape):
-    # In order: where an index repeats, the last write wins, as in NumPy.
-    for j in range(index.size):
-        _, b = region_offsets(j, shape, src_strides, src_strides, len(shape))
-        dst[uint64(index[j])] = src[uint64(b)]
+def _copy_region_converting_cpu(dst, dst_offset, dst_strides, src, src_offset, src_strides, shape, start, count,
+                                route, src_fmt, dst_fmt, lo, hi, mask):
+    last = len(shape) - 1
+    inner = shape[last]
+    dst_step = dst_strides[last]
+    src_step = src_strides[last]
+    for r in range(start // inner, (start + count) // inner):
+        a, b = region_offsets(r, shape, dst_strides, src_strides, last)
+        a += dst_offset
+        b += src_offset
+        for i in range(inner):
+            x = src[uint64(b + i * src_step)]
+            dst[uint64(a + i * dst_step)] = convert_word(x, route, src_fmt, dst_fmt, lo, hi, mask)
 
 
 @cuda_kernel
-def _scatter_indexed_cuda(dst, index, src, src_strides, shape):
+def _copy_region_converting_cuda(dst, dst_offset, dst_strides, src, src_offset, src_strides, shape, start, count,
+                                 route, src_fmt, dst_fmt, lo, hi, mask):
+    narrow = dst.size < 2**31 and src.size < 2**31
+    for j in range(start + cuda.grid(1), start + count, cuda.gridsize(1)):  # noqa: F821
+        if narrow:
+            a, b = region_offsets32(j, shape, dst_strides, src_strides, len(shape))
+        else:
+            a, b = region_offsets(j, shape, dst_strides, src_strides, len(shape))
+        x = src[uint64(src_offset + b)]
+        dst[uint64(dst_offset + a)] = convert_word(x, route, src_fmt, dst_fmt, lo, hi, mask)
+
+
+@cpu_kernel
+def _scatter_indexed_cpu(dst, index, src, src_strides, shape, route, src_fmt, dst_fmt, lo, hi, mask):
+    # In order: where an index repeats, the last write wins, as in NumPy.
+    for j in range(index.size):
+        _, b = region_offsets(j, shape, src_strides, src_strides, len(shape))
+        dst[uint64(index[j])] = convert_word(src[uint64(b)], route, src_fmt, dst_fmt, lo, hi, mask)
+
+
+@cuda_kernel
+def _scatter_indexed_cuda(dst, index, src, src_strides, shape, route, src_fmt, dst_fmt, lo, hi, mask):
     # Where an index repeats, the writes race: one of them wins, which one is unspecified.
     for j in range(cuda.grid(1), index.size, cuda.gridsize(1)):  # noqa: F821
         _, b = region_offsets(j, shape, src_strides, src_strides, len(shape))
-        dst[uint64(index[j])] = src[uint64(b)]
+        dst[uint64(index[j])] = convert_word(src[uint64(b)], route, src_fmt, dst_fmt, lo, hi, mask)
 
 
 @cpu_kernel
@@ -103,8 +133,9 @@ def _gather_indexed_cuda(dst, index, src):
 
 
 scatter_indexed = Kernel("scatter_indexed", _scatter_indexed_cpu, _scatter_indexed_cuda, chunked=False)
-"""``dst[index[j]] = src[<unravel(j over shape), src_strides>]``: ``(dst words, index int64,
-src words, src_strides, shape)``, shape the selection's (at least one axis)."""
+"""``dst[index[j]] = convert(src[<unravel(j over shape), src_strides>])``: ``(dst words, index
+int64, src, src_strides, shape, route, src_fmt, dst_fmt, lo, hi, mask)``, shape the selection's
+(at least one axis); the conversion is :func:`.cast.convert_word`'s."""
 gather_indexed = Kernel("gather_indexed", _gather_indexed_cpu, _gather_indexed_cuda)
 """``dst[j] = src[index[j]]``: ``(dst words, index int64, src words)``."""
 
@@ -114,4 +145,10 @@ count)``: elements ``start .. start + count`` (C order) of a region of ``shape``
 and shape are tuples of ints with one entry per axis (at least one); on the CPU, start
 and count are multiples of the last axis' extent."""
 
-KERNELS = (copy_region, scatter_indexed, gather_indexed)
+copy_region_converting = Kernel("copy_region_converting", _copy_region_converting_cpu, _copy_region_converting_cuda,
+                                chunked=False)
+"""As :data:`copy_region`, each element converted on the way by :func:`.cast.convert_word`:
+``(dst words, dst_offset, dst_strides, src, src_offset, src_strides, shape, start, count,
+route, src_fmt, dst_fmt, lo, hi, mask)``."""
+
+KERNELS = (copy_region, copy_region_converting, scatter_indexed, gather_indexed)

@@ -53,7 +53,14 @@ SIGNATURES[S.copy_region] = [
     (A["uint16"], types.int64, types.UniTuple(types.int64, 4), A["uint16"], types.int64,
      types.UniTuple(types.int64, 4), types.UniTuple(types.int64, 4), types.int64, types.int64),
 ]
-SIGNATURES[S.scatter_indexed] = [(A["uint16"], A["int64"], A["uint16"], _AXES, _AXES)]
+_CONVERSION = (types.int64, FMT, FMT, types.int64, types.int64, types.uint64)  # route, formats, lo, hi, mask
+SIGNATURES[S.copy_region_converting] = [
+    (A["uint16"], types.int64, _AXES, A["uint32"], types.int64, _AXES, _AXES, types.int64, types.int64, *_CONVERSION),
+    (A["uint8"], types.int64, _AXES, A["float64"], types.int64, _AXES, _AXES, types.int64, types.int64, *_CONVERSION),
+    (A["uint32"], types.int64, _AXES, A["int8"], types.int64, _AXES, _AXES, types.int64, types.int64, *_CONVERSION),
+]
+SIGNATURES[S.scatter_indexed] = [(A["uint16"], A["int64"], A["uint16"], _AXES, _AXES, *_CONVERSION),
+                                 (A["uint64"], A["int64"], A["boolean"], _AXES, _AXES, *_CONVERSION)]
 SIGNATURES[S.gather_indexed] = [(A["uint32"], A["int64"], A["uint32"])]
 ALL_KERNELS = K.KERNELS + R.KERNELS + S.KERNELS
 

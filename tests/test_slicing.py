@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import varstore as vs
-from helpers import data_pointer, run_kernel, to_host
+from helpers import SIMULATOR, data_pointer, run_kernel, to_host
+from varstore.casting import element_conversion
 from varstore.dtypes import host_dtype
 from varstore.indexing import basic_region, broadcast_strides, c_strides
 from varstore.kernels.strided import copy_region, gather_indexed, scatter_indexed
@@ -43,6 +44,77 @@ def test_copy_region_scatter_and_gather(target, shape, key, value_shape):
     run_kernel(target, copy_region, out.reshape(-1), 0, c_strides(region.shape) or (1,), ref.reshape(-1),
                region.offset, region.strides or (0,), axes, 0, region.size)
     np.testing.assert_array_equal(out, ref[key])
+
+
+# Values every conversion route must get right: zeros, signs, halves (ties), integer and
+# float extremes, infinities, NaN, tiny (subnormal in small formats) and huge magnitudes.
+SPECIAL_VALUES = np.array(
+    [0.0, -0.0, 0.5, -1.5, 2.5, 3.0, -7.0, 100.25, 127.5, 128.0, -129.0, 255.5, 256.0, 40000.0, -70000.0,
+     2.0**31, -(2.0**31) - 1, 2.0**63, 1e20, -1e300, np.inf, -np.inf, np.nan, 1e-40, 2.0**-24, 3e-5, 448.0, 57344.0]
+)
+
+
+def _storage_values(dtype):
+    """SPECIAL_VALUES in ``dtype``'s storage form, made by our (tested) cast kernels."""
+    from varstore.casting import cast_on_host
+
+    return cast_on_host(SPECIAL_VALUES, "float64", dtype)
+
+
+def _check_converting_kernels(target, src_dtype, dst_dtype):
+    from varstore.casting import cast_on_host, destination_words, element_conversion, source_words
+    from varstore.dtypes import storage_dtype
+    from varstore.kernels.strided import copy_region_converting
+
+    src = _storage_values(src_dtype)
+    n = src.size
+    expected = destination_words(cast_on_host(src, src_dtype, dst_dtype))
+    # Written backwards into every other element, through the strided kernel...
+    dst = np.zeros(2 * n, storage_dtype(dst_dtype))
+    words = destination_words(dst)
+    run_kernel(target, copy_region_converting, words, 2 * n - 2, (-2,), source_words(src, src_dtype, dst_dtype), 0,
+               (1,), (n,), 0, n, *element_conversion(src_dtype, dst_dtype))
+    np.testing.assert_array_equal(words[-2::-2], expected, err_msg=f"{src_dtype} -> {dst_dtype}")
+    assert not words[1::2].any()
+    # ... and through the indexed one.
+    words[:] = 0
+    index = np.arange(n, dtype=np.int64) * 2 + 1
+    run_kernel(target, scatter_indexed, words, index, source_words(src, src_dtype, dst_dtype), (1,), (n,),
+               *element_conversion(src_dtype, dst_dtype))
+    np.testing.assert_array_equal(words[1::2], expected, err_msg=f"{src_dtype} -> {dst_dtype} (indexed)")
+
+
+@pytest.mark.kernels
+@pytest.mark.parametrize("dst_dtype", vs.DTYPES)
+@pytest.mark.parametrize("src_dtype", vs.DTYPES)
+def test_converting_kernels_match_the_cast_kernels(src_dtype, dst_dtype):
+    """Every dtype pair on the CPU: the element-wise conversion inside the strided and
+    indexed kernels gives the bits of our whole-array casts (tests/test_cast_kernels.py)."""
+    if SIMULATOR:
+        pytest.skip("the CPU loops run in the main process; the simulator runs a subset below")
+    _check_converting_kernels("cpu", src_dtype, dst_dtype)
+
+
+# One pair per route of kernels.cast.convert_word (plus SAME), for the CUDA loops.
+ROUTE_PAIRS = [("float32", "bfloat16"), ("float64", "float8_e4m3fn"), ("int32", "float16"), ("bool", "bfloat16"),
+               ("bfloat16", "float8_e5m2"), ("float8_e4m3fn", "float32"), ("float16", "float64"),
+               ("bfloat16", "int8"), ("float16", "uint64"), ("float8_e5m2", "bool"), ("float32", "float64"),
+               ("float32", "int16"), ("float32", "uint64"), ("float32", "bool"), ("int64", "float32"),
+               ("uint64", "float64"), ("float64", "int32"), ("float64", "uint64"), ("int8", "uint32"),
+               ("float64", "bool"), ("float64", "float32"), ("int16", "int16")]
+
+
+def test_route_pairs_cover_every_route():
+    from varstore.casting import element_conversion
+
+    routes = {element_conversion(a, b)[0] for a, b in ROUTE_PAIRS}
+    assert routes == set(range(20))
+
+
+@pytest.mark.kernels
+@pytest.mark.parametrize("src_dtype, dst_dtype", ROUTE_PAIRS)
+def test_converting_kernels_on_every_target(target, src_dtype, dst_dtype):
+    _check_converting_kernels(target, src_dtype, dst_dtype)
 
 
 # ------------------------------------------------------------------ tier b
@@ -117,19 +189,19 @@ def test_slicing_small_floats_gives_numbers(store):
     assert np.asarray(to_host(v[:, ::-1]), dtype=np.float32).tolist() == [[8.0, 1.5], [8.0, 3.0]]
 
 
-@pytest.mark.parametrize("staging", [1, 7, 10**6])
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8", "float8_e5m2"])
-def test_converting_writes_in_pieces(store, monkeypatch, staging, dtype):
-    """A full-size source of another dtype is converted in pieces (whole rows)."""
-    from varstore import regions
-
-    monkeypatch.setattr(regions, "STAGING_ELEMENTS", staging)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8", "float8_e5m2", "bool"])
+@pytest.mark.parametrize("value_shape", [(3, 9, 5), (9, 1), (5,), ()])
+def test_writes_of_another_dtype_convert_in_the_kernel(store, dtype, value_shape):
+    """Full-size and broadcast sources of another dtype, from the host and the device."""
     v = vs.Variable(np.zeros((6, 9, 5)), dtype=dtype, store=store)
-    value = (np.arange(3 * 9 * 5).reshape(3, 9, 5) % 11 - 5).astype(np.float64)
-    v[::2, ::-1] = value
+    value = (np.arange(int(np.prod(value_shape))).reshape(value_shape) % 11 - 5).astype(np.float64)
     expected = np.zeros((6, 9, 5), host_dtype(dtype))
     expected[::2, ::-1] = value.astype(host_dtype(dtype))
+    v[::2, ::-1] = value
     np.testing.assert_array_equal(v.numpy().view(np.uint8), expected.view(np.uint8))
+    w = vs.Variable(np.zeros((6, 9, 5)), dtype=dtype, store=store)
+    w[::2, ::-1] = vs.Variable(value, dtype="float64", store=store).value  # a device source
+    np.testing.assert_array_equal(w.numpy().view(np.uint8), expected.view(np.uint8))
 
 
 def test_converting_write_makes_no_region_sized_temporary():
@@ -146,6 +218,15 @@ def test_converting_write_makes_no_region_sized_temporary():
     region_bytes = 2048 * 2048 * 4
     assert peak < region_bytes // 2, f"{peak} bytes traced for a {region_bytes}-byte region"
     assert (v.numpy() == 1).all()
+    row = np.full(2048, 3, np.int64)  # broadcast to every row: no temporary of any size
+    v[::-1] = row  # compile first
+    v[:] = 1
+    tracemalloc.start()
+    v[:, ::-1] = row
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < row.nbytes, f"{peak} bytes traced for a {row.nbytes}-byte source"
+    assert (v.numpy() == 3).all()
 
 
 @pytest.mark.kernels
@@ -160,12 +241,13 @@ def test_indexed_kernels(target, n):
     unique = rng.permutation(src.size)[:n].astype(np.int64)
     dst = np.zeros(2000, np.uint16)
     value = (np.arange(n, dtype=np.uint16) + 7)
-    run_kernel(target, scatter_indexed, dst, unique, value, (1,), (n,))
+    same = element_conversion("uint16", "uint16")
+    run_kernel(target, scatter_indexed, dst, unique, value, (1,), (n,), *same)
     expected = np.zeros(2000, np.uint16)
     expected[unique] = value
     np.testing.assert_array_equal(dst, expected)
     dst[:] = 0
-    run_kernel(target, scatter_indexed, dst, unique, np.array([9], np.uint16), (0,), (n,))  # a broadcast scalar
+    run_kernel(target, scatter_indexed, dst, unique, np.array([9], np.uint16), (0,), (n,), *same)  # a broadcast scalar
     assert (dst[unique] == 9).all() and dst.sum() == 9 * n
 
 

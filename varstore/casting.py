@@ -18,9 +18,14 @@ small -> bool            ``word & magnitude_mask != 0`` (NaN is True, -0 False)
 =======================  ==================================================
 
 "small float" is float16, bfloat16 or a float8 format.
+
+The strided and indexed kernels convert one element at a time, with the same results
+(:func:`element_conversion` picks the route of ``kernels.cast.convert_word``).
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -36,6 +41,59 @@ def _words(array, dtype: str):
     """The 1-D raw-word view the kernels take for a small-float storage array."""
     flat = array.reshape(-1)
     return flat.view(np.uint16) if dtype == "float16" else flat
+
+
+_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def source_words(array, dtype: str, dst_dtype: str):
+    """``array`` flat, as :func:`element_conversion`'s route to ``dst_dtype`` reads it:
+    the destination's words for the same dtype, else float32 as its uint32 bits, float16
+    as uint16 words and anything else as it is."""
+    if dtype == dst_dtype:
+        return destination_words(array)
+    flat = array.reshape(-1)
+    if dtype == "float32":
+        return flat.view(np.uint32)
+    return flat.view(np.uint16) if dtype == "float16" else flat
+
+
+def destination_words(array):
+    """``array`` flat, as the unsigned words of its width that converting kernels store."""
+    return array.reshape(-1).view(_UNSIGNED[array.dtype.itemsize])
+
+
+def _kind(dtype: str) -> str:
+    if dtype in SMALL_FLOAT_DTYPES:
+        return "SMALL"
+    return {"float32": "F32", "float64": "F64"}.get(dtype, "NUM")
+
+
+@functools.cache
+def element_conversion(src_dtype: str, dst_dtype: str) -> tuple:
+    """``(route, src_fmt, dst_fmt, lo, hi, mask)``: the trailing arguments of a converting kernel
+    (``kernels.cast.convert_word``) that converts ``src_dtype`` elements, read through
+    :func:`source_words`, into ``dst_dtype`` words (:func:`destination_words`)."""
+    from .kernels import cast as K
+
+    src, dst = _kind(src_dtype), _kind(dst_dtype)
+    if src_dtype == dst_dtype:
+        route = "SAME"
+    elif dst == "SMALL":
+        route = "SMALL_TO_SMALL" if src == "SMALL" else ("F32_TO_SMALL" if src == "F32" else "NUM_TO_SMALL")
+    elif dst_dtype in ("float32", "float64"):
+        name = "F32" if dst_dtype == "float32" else "F64"
+        route = f"{'NUM' if src == 'NUM' else src}_TO_{name}"
+    elif dst_dtype == "bool":
+        route = {"SMALL": "SMALL_TO_BOOL", "F32": "F32_TO_BOOL"}.get(src, "NUM_TO_BOOL")
+    elif src == "NUM":
+        route = "NUM_TO_INT"
+    else:
+        route = f"{src}_TO_{'UINT64' if dst_dtype == 'uint64' else 'INT'}"
+    lo, hi = _INT_BOUNDS.get(dst_dtype, (0, 0))
+    any_format = K.FORMATS["bfloat16"]
+    mask = np.uint64((1 << (8 * np.dtype(storage_dtype(dst_dtype)).itemsize)) - 1)
+    return (getattr(K, route), K.FORMATS.get(src_dtype, any_format), K.FORMATS.get(dst_dtype, any_format), lo, hi, mask)
 
 
 def needs_kernel(src_dtype: str, dst_dtype: str) -> bool:

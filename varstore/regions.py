@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-
-from .casting import cast_into, cast_on_host
-from .dtypes import storage_dtype
+from .casting import destination_words, element_conversion, source_words
 from .indexing import Region, broadcast_strides, c_strides
-
-# A source of another dtype that fills the whole region is converted in pieces of at most
-# this many elements, so no temporary the size of the region is made.
-STAGING_ELEMENTS = 1 << 20
 
 
 def _axes(region_shape: tuple, *strides: tuple):
@@ -19,40 +13,23 @@ def _axes(region_shape: tuple, *strides: tuple):
     return ((1,), *[(0,) for _ in strides])
 
 
-def write_region(backend, storage, region: Region, value) -> None:
-    """``storage[region] = value`` in place: ``value`` is an array of ``backend`` with the
-    storage's dtype and a shape that broadcasts to the region (checked by the caller)."""
+def write_region(backend, storage, dtype: str, region: Region, value, value_dtype: str) -> None:
+    """``storage[region] = value`` in place: ``value`` is an array of ``backend`` in storage
+    form with a shape that broadcasts to the region (checked by the caller). A value of
+    another dtype is converted element by element inside the strided kernel: no
+    temporary is made."""
     if region.size == 0:
         return
-    from .kernels.strided import copy_region
+    from .kernels import strided as S
 
     shape, dst_strides, src_strides = _axes(region.shape, region.strides, broadcast_strides(value.shape, region.shape))
-    backend.launch(copy_region, region.size, storage.reshape(-1), region.offset, dst_strides,
-                   value.reshape(-1), 0, src_strides, shape, 0, region.size)
-
-
-def write_region_converting(backend, storage, dtype: str, region: Region, array, array_dtype: str, device: str) -> None:
-    """``storage[region] = array`` for an ``array`` (storage form, on the host or the
-    device) of another dtype and the region's full shape: converted STAGING_ELEMENTS at a
-    time (whole rows) into a staging buffer that the strided kernel scatters from."""
-    from .kernels.strided import copy_region
-
-    shape, dst_strides = _axes(region.shape, region.strides)
-    inner = shape[-1]
-    step = max(inner, STAGING_ELEMENTS // inner * inner)
-    staging = backend.empty((min(step, region.size),), storage_dtype(dtype), device)
-    flat = array.reshape(-1)
-    for start in range(0, region.size, step):
-        count = min(step, region.size - start)
-        piece, out = flat[start : start + count], staging[:count]
-        if backend.owns(piece):
-            cast_into(backend, piece, array_dtype, out, dtype)
-        else:
-            backend.copy_from_host(out, cast_on_host(piece, array_dtype, dtype))
-        # Staging element k holds region element start + k: strides are the region's own
-        # C strides, read from offset -start.
-        backend.launch(copy_region, count, storage.reshape(-1), region.offset, dst_strides, staging, -start,
-                       c_strides(shape), shape, start, count)
+    if value_dtype == dtype:
+        backend.launch(S.copy_region, region.size, storage.reshape(-1), region.offset, dst_strides,
+                       value.reshape(-1), 0, src_strides, shape, 0, region.size)
+    else:
+        backend.launch(S.copy_region_converting, region.size, destination_words(storage), region.offset, dst_strides,
+                       source_words(value, value_dtype, dtype), 0, src_strides, shape, 0, region.size,
+                       *element_conversion(value_dtype, dtype))
 
 
 def read_region(backend, storage, region: Region):
@@ -68,18 +45,19 @@ def read_region(backend, storage, region: Region):
     return out
 
 
-def write_indexed(backend, storage, index, value) -> None:
+def write_indexed(backend, storage, dtype: str, index, value, value_dtype: str) -> None:
     """``storage.flat[index] = value`` (``index`` from :func:`indexing.flat_indices`, on the
-    host; ``value`` an array of ``backend`` in the storage dtype, broadcasting to
-    ``index.shape``). Where an index repeats, the last write wins on the CPU; on a GPU one
-    of the writes wins, unspecified which."""
+    host; ``value`` an array of ``backend`` in storage form, of any dtype (converted in
+    the kernel), broadcasting to ``index.shape``). Where an index repeats, the last write
+    wins on the CPU; on a GPU one of the writes wins, unspecified which."""
     if index.size == 0:
         return
     from .kernels.strided import scatter_indexed
 
     shape, src_strides = _axes(index.shape, broadcast_strides(value.shape, index.shape))
     device_index = backend.from_host(index.reshape(-1), backend.device_of(storage))
-    backend.launch(scatter_indexed, index.size, storage.reshape(-1), device_index, value.reshape(-1), src_strides, shape)
+    backend.launch(scatter_indexed, index.size, destination_words(storage), device_index,
+                   source_words(value, value_dtype, dtype), src_strides, shape, *element_conversion(value_dtype, dtype))
 
 
 def read_indexed(backend, storage, index):

@@ -104,3 +104,15 @@ def as_operand(backend, array, array_dtype: str, dtype: str, device: str):
     if array_dtype == dtype:
         return array
     return cast(backend, array, array_dtype, dtype, device)
+
+
+def as_region_source(backend, array, array_dtype: str, dtype: str, device: str):
+    """``(operand, operand_dtype)``: ``array`` as an array of ``backend`` for the strided
+    and indexed kernels, which convert as they write. Host arrays travel as they are (one
+    transfer of their own bytes); a one-element value is converted on the host first, so
+    the kernel copies a value of the variable's dtype."""
+    if array.size == 1 and array_dtype != dtype:
+        return as_operand(backend, array, array_dtype, dtype, device), dtype
+    if backend.owns(array):
+        return array, array_dtype
+    return backend.from_host(array, device), array_dtype

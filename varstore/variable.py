@@ -12,8 +12,8 @@ from .casting import accumulate_into, cast
 from .dtypes import WORD_DTYPES, host_dtype, standardize_dtype, storage_dtype
 from .indexing import basic_region, broadcast_strides, flat_indices
 from .initializers import standardize_shape
-from .regions import read_indexed, read_region, write_indexed, write_region, write_region_converting
-from .values import as_operand, as_storage_array, default_dtype, write
+from .regions import read_indexed, read_region, write_indexed, write_region
+from .values import as_operand, as_region_source, as_storage_array, default_dtype, write
 
 AGGREGATIONS = ("none", "mean", "sum", "only_first_replica")
 SYNCHRONIZATIONS = ("none", "on_read", "on_write", "auto")
@@ -309,7 +309,8 @@ class Variable:
     def __setitem__(self, key, value):
         """``var[key] = value`` in place. Basic keys (ints, slices with any step, ``...``,
         ``None``) write just the selected region with our strided kernel; the value is a
-        scalar or broadcasts to the region, and only its own bytes travel to the device.
+        scalar or broadcasts to the region, and only its own bytes travel to the device
+        (in its own dtype: the kernel converts each element as it writes it).
         Integer-array and boolean keys (NumPy's rules) scatter through our indexed kernel:
         where an index repeats, the last write wins on the CPU, one unspecified write on a
         GPU. Every check runs before anything is written."""
@@ -318,17 +319,13 @@ class Variable:
         array, array_dtype = as_storage_array(value, self._backend, self._device)
         if region is not None:
             broadcast_strides(array.shape, region.shape)  # ValueError naming both shapes
-            if array_dtype != self._dtype and array.size == region.size and region.size > 1:
-                # Converted piece by piece: no temporary the size of the region.
-                write_region_converting(self._backend, storage, self._dtype, region, array, array_dtype, self._device)
-                return
-            operand = as_operand(self._backend, array, array_dtype, self._dtype, self._device)
-            write_region(self._backend, storage, region, operand)
+            operand, operand_dtype = as_region_source(self._backend, array, array_dtype, self._dtype, self._device)
+            write_region(self._backend, storage, self._dtype, region, operand, operand_dtype)
             return
         index = flat_indices(self._shape, self._host_key(key))  # NumPy's rules and IndexError
         broadcast_strides(array.shape, index.shape)  # ValueError naming both shapes
-        operand = as_operand(self._backend, array, array_dtype, self._dtype, self._device)
-        write_indexed(self._backend, storage, index, operand)
+        operand, operand_dtype = as_region_source(self._backend, array, array_dtype, self._dtype, self._device)
+        write_indexed(self._backend, storage, self._dtype, index, operand, operand_dtype)
 
     # ------------------------------------------------------------------ lifetime
     def release(self) -> None:
