@@ -12,8 +12,9 @@ array([[2., 3.]], dtype=float32)
 from . import initializers
 from .backends import backend, devices
 from .dtypes import DTYPES, floatx, set_floatx, standardize_dtype
-from .random import set_seed
 from .errors import BackendUnavailableError, OutOfMemoryError
+from .random import set_seed
+from .scopes import AutocastScope, StatelessScope, name_scope
 from .store import VariableStore, default_store
 from .variable import Variable
 
@@ -21,6 +22,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DTYPES",
+    "AutocastScope",
+    "StatelessScope",
     "BackendUnavailableError",
     "OutOfMemoryError",
     "Variable",
@@ -30,6 +33,7 @@ __all__ = [
     "devices",
     "floatx",
     "initializers",
+    "name_scope",
     "set_floatx",
     "set_seed",
     "standardize_dtype",

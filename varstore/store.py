@@ -1,8 +1,8 @@
-"""VariableStore: named variables on one device.
+"""VariableStore: named variables on one device, with their own memory pool.
 
-This is the registry the Variable needs (unique names, paths, a default store, a
-``Mapping[str, Variable]`` in creation order). Memory limits, name scopes, state and
-checkpoints build on it.
+A ``Mapping[str, Variable]`` in creation order; unique paths (name scopes applied);
+memory from the store's pool, capped by ``memory_limit`` (:mod:`varstore.memory`);
+``state``/``load_state``/``stateless_call`` for functional code.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import collections.abc
 import threading
 
-from . import backends
+from . import backends, scopes
+from .memory import StoreMemory, parse_memory_limit
 
 
 class VariableStore(collections.abc.Mapping):
@@ -18,6 +19,9 @@ class VariableStore(collections.abc.Mapping):
 
     Args:
         device: a name from ``vs.devices()`` (or ``"cpu"``); None: the default device.
+        memory_limit: None, bytes (int), or a string such as ``"512MiB"``/``"8GiB"``/
+            ``"1.5GB"``: the most the store's variables may hold. An allocation past it (or
+            past the device's free memory) raises ``vs.OutOfMemoryError``.
 
     >>> store = VariableStore(device="cpu")
     >>> w = store.variable([1.0, 2.0], name="w")
@@ -28,9 +32,12 @@ class VariableStore(collections.abc.Mapping):
     __hash__ = object.__hash__  # identity, not Mapping's value equality
     __eq__ = object.__eq__
 
-    def __init__(self, device=None):
+    def __init__(self, device=None, memory_limit=None):
+        limit = parse_memory_limit(memory_limit)
         self._backend, self._device = backends.for_device(device)
+        self._memory = StoreMemory(self._backend, limit)
         self._variables: dict = {}
+        self._claimed: dict = {}  # paths of variables being created -> (base, next count) or None
         self._auto_counts: dict[str, int] = {}
         self._lock = threading.RLock()
 
@@ -48,9 +55,105 @@ class VariableStore(collections.abc.Mapping):
 
         return Variable(initializer, shape=shape, dtype=dtype, name=name, store=self, **kwargs)
 
+    def get_or_create(self, path: str, initializer, shape, dtype=None, **kwargs):
+        """The variable at ``path`` when its shape and dtype are those asked for, else a
+        new one there (the path taken as given: ``"a/b"`` is allowed, no name scope).
+
+        Raises:
+            ValueError: a variable exists at ``path`` with another shape or dtype.
+        """
+        from .dtypes import standardize_dtype
+        from .initializers import standardize_shape
+        from .variable import Variable
+
+        if not isinstance(path, str) or not path or path.startswith("/") or path.endswith("/") or "//" in path:
+            raise ValueError(f"Invalid path {path!r}: expected a non-empty string of '/'-separated names.")
+        with self._lock:
+            existing = self._variables.get(path)
+            if existing is None:
+                return Variable(initializer, shape=shape, dtype=dtype, store=self, _verbatim_path=path, **kwargs)
+        want_shape = standardize_shape(shape) if shape is not None else existing.shape
+        want_dtype = standardize_dtype(dtype) if dtype is not None else _default_dtype_of(initializer, existing)
+        if existing.shape != want_shape or existing._dtype != want_dtype:
+            raise ValueError(
+                f"A variable exists at path {path!r} with shape {existing.shape} and dtype {existing._dtype}; "
+                f"get_or_create asked for shape {want_shape} and dtype {want_dtype}."
+            )
+        return existing
+
     def delete(self, path: str) -> None:
-        """Release the variable at ``path``: its memory goes back to the pool."""
+        """Release the variable at ``path``: its memory goes back to the store's pool."""
         self[path].release()
+
+    def name_scope(self, name: str):
+        """``with store.name_scope("dense"):`` nests the paths of new variables (the same
+        thread-local stack as ``vs.name_scope``)."""
+        return scopes.name_scope(name)
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict:
+        """``{path: array}``: a copy of every variable's stored value, in creation order
+        (arrays as ``Variable.value`` gives them)."""
+        out = {}
+        for variable in self.variables:
+            storage = variable._live_storage()
+            out[variable.path] = variable._backend.present(storage.copy(), variable._dtype)
+        return out
+
+    def load_state(self, mapping) -> None:
+        """Write ``{path: value}`` into the variables it names (others keep their value).
+
+        Every entry is checked (a known path, the variable's exact shape, a supported
+        dtype) and converted before any is written: a bad mapping changes nothing.
+        """
+        arrays = self._state_arrays(mapping, "load_state")
+        for variable, array in arrays:
+            variable._backend.xp.copyto(variable._live_storage(), array)
+
+    def stateless_call(self, fn, state, *args, **kwargs):
+        """``(result, new_state)``: ``fn(*args, **kwargs)`` run inside a StatelessScope
+        holding ``state`` (``{path: value}``, checked as in :meth:`load_state`). The
+        variables' storage is untouched; ``new_state`` has every path of ``state`` and of
+        the store's variables that ``fn`` wrote, with their values at the end."""
+        arrays = self._state_arrays(state, "stateless_call")
+        with scopes.StatelessScope() as scope:
+            for variable, array in arrays:
+                scope._record(variable, array)
+            result = fn(*args, **kwargs)
+        new_state = {}
+        for variable, array in scope._written():
+            if variable._store is self:
+                new_state[variable.path] = variable._backend.present(array, variable._dtype)
+        return result, new_state
+
+    def _state_arrays(self, mapping, what: str) -> list:
+        if not isinstance(mapping, collections.abc.Mapping):
+            raise TypeError(f"{what} expects a mapping {{path: value}}; received {type(mapping).__name__}.")
+        unknown = [path for path in mapping if path not in self._variables]
+        if unknown:
+            raise ValueError(
+                f"{what}: no variable at paths {unknown} in this store (it has {len(self)} variables"
+                f"{', e.g. ' + repr(next(iter(self._variables))) if self._variables else ''})."
+            )
+        return [(self._variables[path], self._variables[path]._state_array(value, what)) for path, value in mapping.items()]
+
+    # ------------------------------------------------------------------ memory
+    @property
+    def memory_limit(self) -> int | None:
+        return self._memory.limit_bytes
+
+    def memory_info(self) -> dict:
+        """Bytes held and available: ``backend, device, variables, variable_bytes,
+        pool_used_bytes, pool_total_bytes, limit_bytes, device_total_bytes,
+        device_free_bytes`` (the device's from NVML on cuda, from the OS on numpy; None
+        where unknown)."""
+        with self._lock:
+            count = len(self._variables)
+        return self._memory.info(self._device, count)
+
+    def free_cached(self) -> None:
+        """Hand the pool's unused cached blocks back to the device (cuda; a no-op on numpy)."""
+        self._memory.free_cached()
 
     @property
     def variables(self) -> list:
@@ -82,7 +185,8 @@ class VariableStore(collections.abc.Mapping):
         return path in self._variables
 
     def __repr__(self) -> str:
-        return f"<VariableStore device={self._device}, variables={len(self)}>"
+        limit = "" if self._memory.limit_bytes is None else f", memory_limit={self._memory.limit_bytes}"
+        return f"<VariableStore device={self._device}, variables={len(self)}{limit}>"
 
     # Used by Variable
     def _resolve_device(self, device):
@@ -90,33 +194,64 @@ class VariableStore(collections.abc.Mapping):
             return self._backend, self._device
         return backends.for_device(device)
 
-    def _check_free(self, path: str | None) -> None:
-        if path is not None and path in self._variables:
-            raise ValueError(
-                f"A variable with path {path!r} already exists in this store. "
-                f"Choose another name, or delete the existing variable first."
-            )
+    def _taken(self, path: str) -> bool:
+        return path in self._variables or path in self._claimed
 
-    def _register(self, variable, name: str | None) -> str:
-        """Give ``variable`` a path (a unique automatic name when ``name`` is None)."""
+    def _claim(self, name: str | None, verbatim_path: str | None = None) -> str:
+        """Reserve the path of a variable being created: the name scopes' prefix + name,
+        or a unique automatic one ("variable", "variable_1", ...) when ``name`` is None."""
         with self._lock:
-            if name is None:
-                base = "variable"
+            if verbatim_path is not None:
+                path = verbatim_path
+            elif name is None:
+                base = scopes.path_prefix() + "variable"
                 count = self._auto_counts.get(base, 0)
                 path = base if count == 0 else f"{base}_{count}"
-                while path in self._variables:
+                while self._taken(path):
                     count += 1
                     path = f"{base}_{count}"
-                self._auto_counts[base] = count + 1
+                self._claimed[path] = (base, count + 1)  # the count moves on at _register
+                return path
             else:
-                path = name
-                self._check_free(path)
-            self._variables[path] = variable
+                path = scopes.path_prefix() + name
+            if self._taken(path):
+                raise ValueError(
+                    f"A variable with path {path!r} already exists in this store. "
+                    f"Choose another name, or delete the existing variable first."
+                )
+            self._claimed[path] = None
             return path
 
-    def _unregister(self, path: str) -> None:
+    def _unclaim(self, path: str) -> None:
+        """A creation failed: the path is free again (an automatic one is reused)."""
         with self._lock:
-            self._variables.pop(path, None)
+            self._claimed.pop(path, None)
+
+    def _register(self, path: str, variable) -> None:
+        with self._lock:
+            auto = self._claimed.pop(path, None)
+            if auto is not None:
+                base, next_count = auto
+                self._auto_counts[base] = max(self._auto_counts.get(base, 0), next_count)
+            self._variables[path] = variable
+
+    def _release(self, variable) -> None:
+        with self._lock:
+            if self._variables.get(variable.path) is variable:
+                del self._variables[variable.path]
+        self._memory.release(variable._storage.nbytes)
+
+
+def _default_dtype_of(initializer, existing) -> str:
+    """The dtype ``Variable(initializer, ...)`` would get with ``dtype=None``."""
+    from .dtypes import floatx
+    from .values import as_storage_array, default_dtype
+    from .variable import _is_initializer
+
+    if _is_initializer(initializer):
+        return floatx()
+    array, array_dtype = as_storage_array(initializer, existing._backend, existing.device)
+    return default_dtype(initializer, array_dtype, array)
 
 
 _default_store: VariableStore | None = None

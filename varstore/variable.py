@@ -8,8 +8,9 @@ import operator
 import numpy as np
 
 from . import initializers as _initializers
+from . import scopes
 from .casting import accumulate_into, cast
-from .dtypes import WORD_DTYPES, host_dtype, standardize_dtype, storage_dtype
+from .dtypes import WORD_DTYPES, host_dtype, is_float, standardize_dtype, storage_dtype
 from .indexing import basic_region, broadcast_strides, flat_indices
 from .initializers import standardize_shape
 from .regions import read_indexed, read_region, write_indexed, write_region
@@ -119,7 +120,7 @@ class Variable:
         aggregation = _check_choice("aggregation", aggregation, AGGREGATIONS)
         synchronization = _check_choice("synchronization", synchronization, SYNCHRONIZATIONS)
         store = default_store() if store is None else store
-        store._check_free(name)  # before anything is allocated or initialized
+        verbatim_path = kwargs.pop("_verbatim_path", None)  # store.get_or_create's path, as given
         backend, device = store._resolve_device(device)
         unknown = sorted(set(kwargs) - backend.variable_kwargs)
         if unknown:
@@ -128,30 +129,40 @@ class Variable:
                 f"backend (it accepts {sorted(backend.variable_kwargs) or 'none'})."
             )
 
-        if _is_initializer(initializer):
-            init = _initializers.get(initializer)
-            if shape is None:
-                raise ValueError(
-                    f"When `initializer` is a name or a callable, `shape` is required. "
-                    f"Received: initializer={initializer!r}, shape=None"
-                )
-            shape = standardize_shape(shape)
-            dtype = standardize_dtype(dtype)
-            storage = backend.empty(shape, storage_dtype(dtype), device)
-            _fill(init, backend, device, storage, shape, dtype)
-        else:
-            array, array_dtype = as_storage_array(initializer, backend, device)
-            if shape is not None and standardize_shape(shape) != array.shape:
-                raise ValueError(
-                    f"Initial value shape {array.shape} does not match the `shape` argument "
-                    f"{standardize_shape(shape)}."
-                )
-            if dtype is None:
-                dtype = default_dtype(initializer, array_dtype, array)
-            else:
+        # The path is claimed before anything is allocated; on any error below it is
+        # given back with the memory, and the store is as it was.
+        path = store._claim(name, verbatim_path)
+        storage = None
+        try:
+            if _is_initializer(initializer):
+                init = _initializers.get(initializer)
+                if shape is None:
+                    raise ValueError(
+                        f"When `initializer` is a name or a callable, `shape` is required. "
+                        f"Received: initializer={initializer!r}, shape=None"
+                    )
+                shape = standardize_shape(shape)
                 dtype = standardize_dtype(dtype)
-            storage = backend.empty(array.shape, storage_dtype(dtype), device)
-            write(backend, storage, dtype, array, array_dtype)
+                storage = store._memory.allocate(backend, shape, storage_dtype(dtype), device, path)
+                _fill(init, backend, device, storage, shape, dtype)
+            else:
+                array, array_dtype = as_storage_array(initializer, backend, device)
+                if shape is not None and standardize_shape(shape) != array.shape:
+                    raise ValueError(
+                        f"Initial value shape {array.shape} does not match the `shape` argument "
+                        f"{standardize_shape(shape)}."
+                    )
+                if dtype is None:
+                    dtype = default_dtype(initializer, array_dtype, array)
+                else:
+                    dtype = standardize_dtype(dtype)
+                storage = store._memory.allocate(backend, array.shape, storage_dtype(dtype), device, path)
+                write(backend, storage, dtype, array, array_dtype)
+        except BaseException:
+            if storage is not None:
+                store._memory.release(storage.nbytes)
+            store._unclaim(path)
+            raise
 
         self._storage = storage
         self._dtype = dtype
@@ -159,15 +170,14 @@ class Variable:
         self._backend = backend
         self._device = device
         self._store = store
-        self._name = name
+        self._path = path
+        self._name = path.rsplit("/", 1)[-1]
         self._trainable = trainable
         self._autocast = autocast
         self._aggregation = aggregation
         self._synchronization = synchronization
         self._fast_dtype = None if dtype in WORD_DTYPES else storage.dtype
-        self._path = store._register(self, name)
-        if name is None:
-            self._name = self._path
+        store._register(path, self)
 
     # ------------------------------------------------------------------ attributes
     @property
@@ -188,6 +198,12 @@ class Variable:
 
     @property
     def dtype(self) -> str:
+        """The variable's dtype; inside an AutocastScope, the scope's dtype for a float
+        variable with ``autocast=True`` (as Keras)."""
+        if scopes.ACTIVE and self._autocast:
+            target = scopes.autocast_dtype()
+            if target is not None and is_float(self._dtype):
+                return target
         return self._dtype
 
     @property
@@ -229,24 +245,47 @@ class Variable:
     @property
     def value(self):
         """The backing array: NumPy on "numpy" (bfloat16/float8 as ``ml_dtypes`` views),
-        CuPy on "cuda" (bfloat16/float8 as their raw uint16/uint8 words)."""
-        return self._backend.present(self._live_storage(), self._dtype)
+        CuPy on "cuda" (bfloat16/float8 as their raw uint16/uint8 words). Inside a
+        StatelessScope that maps or wrote this variable, the scope's value; inside an
+        AutocastScope, a copy cast to the scope's dtype (float variables, autocast=True)."""
+        return self._backend.present(*self._read())
 
     # ------------------------------------------------------------------- reading
+    def _read(self):
+        """``(storage-form array, dtype)`` of what reads see: the storage, or a
+        StatelessScope's value, cast by an AutocastScope where one applies."""
+        storage = self._storage
+        if storage is None:
+            self._raise_released()
+        if not scopes.ACTIVE:
+            return storage, self._dtype
+        scope = scopes.stateless_scope()
+        if scope is not None:
+            mapped = scope._lookup(self)
+            if mapped is not None:
+                storage = mapped
+        target = scopes.autocast_dtype() if self._autocast else None
+        if target is not None and target != self._dtype and is_float(self._dtype):
+            return cast(self._backend, storage, self._dtype, target, self._device), target
+        return storage, self._dtype
+
     def numpy(self) -> np.ndarray:
-        """A host NumPy copy (bfloat16/float8 as ``ml_dtypes`` arrays)."""
-        host = self._backend.to_host(self._live_storage())
-        return host.view(host_dtype(self._dtype)) if self._dtype in WORD_DTYPES else host
+        """A host NumPy copy (bfloat16/float8 as ``ml_dtypes`` arrays) of what ``value``
+        reads."""
+        array, dtype = self._read()
+        host = self._backend.to_host(array)
+        return host.view(host_dtype(dtype)) if dtype in WORD_DTYPES else host
 
     def astype(self, dtype):
         """A copy converted to ``dtype`` by our cast kernels, on the variable's device."""
         dtype = standardize_dtype(dtype)
-        out = cast(self._backend, self._live_storage(), self._dtype, dtype, self._device)
+        array, array_dtype = self._read()
+        out = cast(self._backend, array, array_dtype, dtype, self._device)
         return self._backend.present(out, dtype)
 
     def _numbers(self):
         """The value as real numbers to compute with (float32 for bfloat16/float8 on cuda)."""
-        return self._backend.readable(self._live_storage(), self._dtype)
+        return self._backend.readable(*self._read())
 
     def __getitem__(self, key):
         """A copy of the selected elements, as real numbers.
@@ -254,12 +293,12 @@ class Variable:
         Basic keys (ints, slices, ``...``, ``None``) are gathered by our strided kernel,
         integer-array and boolean keys (NumPy's rules) by our indexed one.
         """
-        storage = self._live_storage()
+        array, dtype = self._read()
         region = basic_region(self._shape, key)
         if region is not None:
-            return self._backend.readable(read_region(self._backend, storage, region), self._dtype)
+            return self._backend.readable(read_region(self._backend, array, region), dtype)
         index = flat_indices(self._shape, self._host_key(key))  # NumPy's rules and IndexError
-        return self._backend.readable(read_indexed(self._backend, storage, index), self._dtype)
+        return self._backend.readable(read_indexed(self._backend, array, index), dtype)
 
     def _host_key(self, key):
         """``key`` with any device arrays in it copied to the host (keys are parsed there)."""
@@ -278,13 +317,22 @@ class Variable:
         if storage is None:
             self._raise_released()
         fast = self._fast_dtype
-        if fast is not None and self._backend.owns(value) and value.dtype == fast and value.shape == self._shape:
+        if (
+            not scopes.ACTIVE
+            and fast is not None
+            and self._backend.owns(value)
+            and value.dtype == fast
+            and value.shape == self._shape
+        ):
             self._backend.xp.copyto(storage, value)
             return self
         array, array_dtype = as_storage_array(value, self._backend, self._device)
         if array.ndim != 0 and array.shape != self._shape:
             raise ValueError(self._shape_error(array.shape, "assign"))
-        write(self._backend, storage, self._dtype, array, array_dtype)
+        target, scope = self._write_target(overwrite=True)
+        write(self._backend, target, self._dtype, array, array_dtype)
+        if scope is not None:
+            scope._record(self, target)
         return self
 
     def assign_add(self, value):
@@ -296,14 +344,17 @@ class Variable:
         return self._accumulate(value, -1, "assign_sub")
 
     def _accumulate(self, value, sign: int, method: str):
-        storage = self._live_storage()
+        self._live_storage()
         if self._dtype == "bool":
             raise TypeError(f"{method} is not defined for the bool variable {self._path!r}; use assign.")
         array, array_dtype = as_storage_array(value, self._backend, self._device)
         if array.ndim != 0 and array.shape != self._shape:
             raise ValueError(self._shape_error(array.shape, method))
         operand = as_operand(self._backend, array, array_dtype, self._dtype, self._device)
-        accumulate_into(self._backend, storage, operand, self._dtype, sign)
+        target, scope = self._write_target()
+        accumulate_into(self._backend, target, operand, self._dtype, sign)
+        if scope is not None:
+            scope._record(self, target)
         return self
 
     def __setitem__(self, key, value):
@@ -314,18 +365,49 @@ class Variable:
         Integer-array and boolean keys (NumPy's rules) scatter through our indexed kernel:
         where an index repeats, the last write wins on the CPU, one unspecified write on a
         GPU. Every check runs before anything is written."""
-        storage = self._live_storage()
+        self._live_storage()
         region = basic_region(self._shape, key)  # IndexError before anything is written
         array, array_dtype = as_storage_array(value, self._backend, self._device)
         if region is not None:
             broadcast_strides(array.shape, region.shape)  # ValueError naming both shapes
-            operand, operand_dtype = as_region_source(self._backend, array, array_dtype, self._dtype, self._device)
-            write_region(self._backend, storage, self._dtype, region, operand, operand_dtype)
-            return
-        index = flat_indices(self._shape, self._host_key(key))  # NumPy's rules and IndexError
-        broadcast_strides(array.shape, index.shape)  # ValueError naming both shapes
+        else:
+            index = flat_indices(self._shape, self._host_key(key))  # NumPy's rules and IndexError
+            broadcast_strides(array.shape, index.shape)  # ValueError naming both shapes
         operand, operand_dtype = as_region_source(self._backend, array, array_dtype, self._dtype, self._device)
-        write_indexed(self._backend, storage, self._dtype, index, operand, operand_dtype)
+        target, scope = self._write_target()
+        if region is not None:
+            write_region(self._backend, target, self._dtype, region, operand, operand_dtype)
+        else:
+            write_indexed(self._backend, target, self._dtype, index, operand, operand_dtype)
+        if scope is not None:
+            scope._record(self, target)
+
+    def _write_target(self, overwrite: bool = False):
+        """``(array, scope)``: where a write goes. The storage itself (scope None), or
+        inside a StatelessScope a new array holding the current value (uninitialized when
+        the write ``overwrite``s all of it) that the caller records in the scope."""
+        storage = self._live_storage()
+        scope = scopes.stateless_scope() if scopes.ACTIVE else None
+        if scope is None:
+            return storage, None
+        target = self._backend.empty(self._shape, storage.dtype, self._device)
+        if not overwrite:
+            current = scope._lookup(self)
+            self._backend.xp.copyto(target, storage if current is None else current)
+        return target, scope
+
+    def _state_array(self, value, what: str):
+        """``value`` as a new storage array of this variable's dtype and exact shape (for
+        load_state and StatelessScope); ValueError naming both shapes otherwise."""
+        array, array_dtype = as_storage_array(value, self._backend, self._device)
+        if array.shape != self._shape:
+            raise ValueError(
+                f"{what}: the value for variable {self._path!r} has shape {array.shape}; expected "
+                f"the variable's shape {self._shape}."
+            )
+        out = self._backend.empty(self._shape, storage_dtype(self._dtype), self._device)
+        write(self._backend, out, self._dtype, array, array_dtype)
+        return out
 
     # ------------------------------------------------------------------ lifetime
     def release(self) -> None:
@@ -333,7 +415,7 @@ class Variable:
         Using the variable afterwards raises RuntimeError. Releasing twice is a no-op."""
         if self._storage is None:
             return
-        self._store._unregister(self._path)
+        self._store._release(self)
         self._storage = None
 
     def _live_storage(self):
@@ -356,11 +438,11 @@ class Variable:
 
     # ------------------------------------------------------------------- interop
     def __array__(self, dtype=None, copy=None):
-        storage = self._live_storage()
+        storage, read_dtype = self._read()
         host = self._backend.host_view(storage)
         fresh = host is not storage  # already a copy (from a GPU)
-        if self._dtype in WORD_DTYPES:
-            host = host.view(host_dtype(self._dtype))
+        if read_dtype in WORD_DTYPES:
+            host = host.view(host_dtype(read_dtype))
         converts = dtype is not None and np.dtype(dtype) != host.dtype
         if copy is False and (fresh or converts):
             raise ValueError(
@@ -429,7 +511,11 @@ class Variable:
         return ~self._numbers()
 
     def __repr__(self) -> str:
-        value = f", value={self.numpy()}" if self._storage is not None else ""
+        """Keras's repr, of the stored value (inside scopes too)."""
+        value = ""
+        if self._storage is not None:
+            host = self._backend.to_host(self._storage)
+            value = f", value={host.view(host_dtype(self._dtype)) if self._dtype in WORD_DTYPES else host}"
         return f"<Variable path={self._path}, shape={self._shape}, dtype={self._dtype}{value}>"
 
 

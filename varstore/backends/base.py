@@ -25,8 +25,33 @@ class Backend(abc.ABC):
         """Names of this backend's devices."""
 
     @abc.abstractmethod
-    def empty(self, shape: tuple, dtype: np.dtype, device: str):
-        """An uninitialized storage array on ``device``."""
+    def empty(self, shape: tuple, dtype: np.dtype, device: str, pool=None):
+        """An uninitialized storage array on ``device``, from ``pool`` (one of
+        :meth:`new_pool`'s) or, for temporaries, from the backend's own."""
+
+    # Memory (see varstore.memory): a store's pool and what the device has.
+    #: Exceptions an allocation raises when the device has no memory for it.
+    out_of_memory_errors: tuple = (MemoryError,)
+
+    def new_pool(self):
+        """A memory pool for one store's variables (None: the host heap)."""
+        return None
+
+    def charged_bytes(self, nbytes: int) -> int:
+        """What an allocation of ``nbytes`` adds to its pool's used bytes."""
+        return nbytes
+
+    def pool_bytes(self, pool) -> tuple:
+        """``(used, total)`` bytes of ``pool``; ``(None, None)`` when the backend has no
+        pools (the store counts its variables' bytes instead)."""
+        return None, None
+
+    def free_cached(self, pool) -> None:
+        """Hand ``pool``'s unused cached blocks (and those of our temporaries) back."""
+
+    @abc.abstractmethod
+    def device_memory(self, device: str) -> tuple:
+        """``(total, free)`` bytes of ``device``; None for what cannot be known."""
 
     @abc.abstractmethod
     def owns(self, array) -> bool:

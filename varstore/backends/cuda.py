@@ -13,6 +13,9 @@ from ..dtypes import WORD_DTYPES
 from .base import Backend, is_device_array
 
 
+_POOL_UNIT = 512  # cupy.cuda.MemoryPool rounds every allocation up to a multiple of this
+
+
 def device_index(device: str) -> int:
     return int(device.split(":", 1)[1])
 
@@ -25,21 +28,61 @@ class CudaBackend(Backend):
 
         self.xp = cupy
         self._cupy = cupy
-        # Variables are allocated from this pool, never from CuPy's global one, so the
-        # bytes varstore holds can be told apart from the rest of the program's.
+        # Temporaries (casts, staging) come from this pool; each store's variables from
+        # the store's own (new_pool). Neither is CuPy's global pool, so the bytes
+        # varstore holds can be told apart from the rest of the program's.
         self.pool = cupy.cuda.MemoryPool()
+        self.out_of_memory_errors = (cupy.cuda.memory.OutOfMemoryError, MemoryError)
         self._sm_count: dict[int, int] = {}
         self._numba_cuda = None
 
     def devices(self) -> list[str]:
         return [f"cuda:{i}" for i in range(self._cupy.cuda.runtime.getDeviceCount())]
 
-    def empty(self, shape, dtype, device):
+    def empty(self, shape, dtype, device, pool=None):
         cupy = self._cupy
         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
         with cupy.cuda.Device(device_index(device)):
-            memptr = self.pool.malloc(nbytes)
+            memptr = (pool or self.pool).malloc(nbytes)
             return cupy.ndarray(shape, dtype, memptr=memptr)
+
+    # ------------------------------------------------------------------ memory
+    def new_pool(self):
+        return self._cupy.cuda.MemoryPool()
+
+    def charged_bytes(self, nbytes):
+        return -(-nbytes // _POOL_UNIT) * _POOL_UNIT  # the pool hands out 512-byte multiples
+
+    def pool_bytes(self, pool):
+        return pool.used_bytes(), pool.total_bytes()
+
+    def free_cached(self, pool):
+        if pool is not None:
+            pool.free_all_blocks()
+        self.pool.free_all_blocks()
+
+    def device_memory(self, device):
+        """From NVML (nvidia-ml-py) when it is installed, else from the CUDA runtime."""
+        cupy = self._cupy
+        index = device_index(device)
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            try:  # by PCI bus id: CUDA and NVML may number devices differently
+                handle = pynvml.nvmlDeviceGetHandleByPciBusId(cupy.cuda.Device(index).pci_bus_id)
+                info = pynvml.nvmlDeviceGetMemoryInfo(handle)
+                return int(info.total), int(info.free)
+            finally:
+                pynvml.nvmlShutdown()
+        except Exception:  # no nvidia-ml-py, no NVML library, or an NVML error
+            pass
+        try:
+            with cupy.cuda.Device(index):
+                free, total = cupy.cuda.runtime.memGetInfo()
+            return int(total), int(free)
+        except Exception:
+            return None, None
 
     def owns(self, array) -> bool:
         return isinstance(array, self._cupy.ndarray)

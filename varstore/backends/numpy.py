@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,8 +24,11 @@ class NumpyBackend(Backend):
     def devices(self) -> list[str]:
         return ["cpu"]
 
-    def empty(self, shape, dtype, device):
+    def empty(self, shape, dtype, device, pool=None):
         return np.empty(shape, dtype)
+
+    def device_memory(self, device):
+        return _host_memory()
 
     def owns(self, array) -> bool:
         return isinstance(array, np.ndarray)
@@ -77,6 +81,29 @@ class NumpyBackend(Backend):
 
     def device_of(self, array) -> str:
         return "cpu"
+
+
+def _host_memory() -> tuple:
+    """``(total, available)`` bytes of host memory, from the OS (None where unknown)."""
+    total = available = None
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        except (AttributeError, ValueError, OSError):
+            pass
+    return total, available
 
 
 def _device_to_host(obj) -> np.ndarray:

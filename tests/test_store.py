@@ -1,0 +1,288 @@
+"""Tier b: VariableStore (mapping, names, name scopes, memory, state) on every backend."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import varstore as vs
+from helpers import to_host
+from varstore.memory import parse_memory_limit
+
+MEMORY_KEYS = {
+    "backend", "device", "variables", "variable_bytes", "pool_used_bytes", "pool_total_bytes",
+    "limit_bytes", "device_total_bytes", "device_free_bytes",
+}  # fmt: skip
+
+
+def make_store(backend, **kwargs):
+    return vs.VariableStore(device="cpu" if backend == "numpy" else "cuda:0", **kwargs)
+
+
+# ------------------------------------------------------------------ mapping and names
+def test_mapping_in_creation_order(store):
+    a = store.variable([1.0], name="a")
+    b = store.variable(np.zeros(2, np.int32), name="b", trainable=False)
+    c = store.variable("ones", shape=(2, 2))
+    assert list(store) == ["a", "b", "variable"] and len(store) == 3
+    assert store["b"] is b and "a" in store and "zz" not in store
+    assert store.variables == [a, b, c]
+    assert store.trainable_variables == [a, c] and store.non_trainable_variables == [b]
+    with pytest.raises(KeyError, match="'zz'"):
+        store["zz"]
+    with pytest.raises(ValueError, match="already exists"):
+        store.variable([2.0], name="a")
+    assert store["a"] is a
+
+
+def test_automatic_names_are_unique_per_store(backend):
+    s1, s2 = make_store(backend), make_store(backend)
+    assert [s1.variable(0.0).path for _ in range(3)] == ["variable", "variable_1", "variable_2"]
+    assert s2.variable(0.0).path == "variable"
+    s1.variable(0.0, name="variable_4")
+    assert s1.variable(0.0).path == "variable_3" and s1.variable(0.0).path == "variable_5"
+
+
+def test_name_scopes_nest_paths(store):
+    with vs.name_scope("block"):
+        with store.name_scope("dense"):
+            k = store.variable("zeros", shape=(2,), name="kernel")
+            auto = store.variable(1.0)
+        b = store.variable("zeros", shape=(2,), name="bias")
+    top = store.variable(1.0, name="kernel")
+    assert k.path == "block/dense/kernel" and k.name == "kernel"
+    assert auto.path == "block/dense/variable" and auto.name == "variable"
+    assert b.path == "block/bias" and top.path == "kernel"
+    assert list(store) == ["block/dense/kernel", "block/dense/variable", "block/bias", "kernel"]
+    for bad in ["", "a/b", 3, None]:
+        with pytest.raises(ValueError, match="name_scope"):
+            vs.name_scope(bad)
+
+
+def test_name_scopes_are_per_thread(store):
+    seen = {}
+    inside, done = threading.Event(), threading.Event()
+
+    def other():
+        inside.wait()
+        seen["path"] = store.variable(1.0, name="t").path
+        done.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    with vs.name_scope("mine"):
+        inside.set()
+        done.wait()
+    thread.join()
+    assert seen["path"] == "t"
+
+
+def test_get_or_create(store):
+    v = store.get_or_create("enc/w", "ones", (2, 3))
+    assert v.path == "enc/w" and v.name == "w" and v.dtype == vs.floatx()
+    assert store.get_or_create("enc/w", "zeros", (2, 3)) is v
+    assert store.get_or_create("enc/w", "zeros", (2, 3), dtype="float32") is v
+    with pytest.raises(ValueError, match=r"shape \(2, 3\) and dtype float32.*shape \(3, 2\)"):
+        store.get_or_create("enc/w", "zeros", (3, 2))
+    with pytest.raises(ValueError, match="dtype float16"):
+        store.get_or_create("enc/w", "zeros", (2, 3), dtype="float16")
+    i = store.get_or_create("i", np.arange(3), None)
+    assert store.get_or_create("i", np.arange(3), None) is i  # dtype None: the array's int64
+    with pytest.raises(ValueError, match="Invalid path"):
+        store.get_or_create("a//b", "zeros", (1,))
+    assert to_host(v.value).tolist() == [[1.0] * 3] * 2
+
+
+def test_delete_frees_the_path_and_the_bytes(store):
+    v = store.variable("zeros", shape=(1000,), name="w")
+    assert store.memory_info()["variable_bytes"] == 4000
+    store.delete("w")
+    assert "w" not in store and store.memory_info()["variable_bytes"] == 0
+    with pytest.raises(RuntimeError, match="released"):
+        v.numpy()
+    assert store.variable("zeros", shape=(3,), name="w").shape == (3,)
+    with pytest.raises(KeyError):
+        store.delete("nope")
+
+
+# ------------------------------------------------------------------ memory
+@pytest.mark.parametrize(
+    "text, expected",
+    [(1024, 1024), ("512MiB", 512 * 2**20), ("8GiB", 8 * 2**30), ("1.5GB", 1_500_000_000), ("2kb", 2000),
+     ("3 mib", 3 * 2**20), ("100", 100), (" 1TiB ", 2**40), (None, None), (np.int64(7), 7)],
+)
+def test_memory_limit_strings(text, expected):
+    assert parse_memory_limit(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["12 parsecs", "GB", "-1GB", 0, -5, True, 1.5, "1e9", "0.1"])
+def test_bad_memory_limit_is_named(backend, bad):
+    with pytest.raises(ValueError, match=r"memory_limit.*" + repr(bad).replace(".", r"\.")[:6]):
+        make_store(backend, memory_limit=bad)
+
+
+def test_memory_info_keys_and_numbers(store):
+    store.variable("zeros", shape=(10, 10), name="a")
+    store.variable("zeros", shape=(3,), dtype="bfloat16", name="b")
+    info = store.memory_info()
+    assert set(info) == MEMORY_KEYS
+    assert info["variables"] == 2 and info["variable_bytes"] == 406 and info["limit_bytes"] is None
+    assert info["backend"] == store.backend and info["device"] == store.device
+    assert info["pool_used_bytes"] >= 406 and info["pool_total_bytes"] >= info["pool_used_bytes"]
+    for key in ("device_total_bytes", "device_free_bytes"):
+        assert info[key] is None or (isinstance(info[key], int) and info[key] > 0)
+    if store.backend == "numpy":
+        assert info["pool_used_bytes"] == info["pool_total_bytes"] == 406
+        assert info["device_total_bytes"] >= info["device_free_bytes"]
+
+
+def test_out_of_memory_at_the_limit_leaves_the_store_usable(backend):
+    store = make_store(backend, memory_limit="4KiB")
+    store.variable("zeros", shape=(512,), name="a")  # 2 KiB
+    before = store.memory_info()
+    for name in ("big", None):
+        with pytest.raises(vs.OutOfMemoryError) as info:
+            store.variable("ones", shape=(1024,), name=name)  # 4 KiB more
+        message = str(info.value)
+        assert "4096 bytes asked" in message and "2048 bytes in use" in message and "4096 bytes" in message
+        assert ("'big'" if name else "'variable'") in message
+        assert isinstance(info.value, MemoryError) and info.value.requested_bytes == 4096
+        assert info.value.in_use_bytes == 2048 and info.value.limit_bytes == 4096
+    assert list(store) == ["a"] and store.memory_info()["variable_bytes"] == before["variable_bytes"]
+    big = store.variable("ones", shape=(256,), name="big")  # the name was not taken
+    assert store.variable(0.0).path == "variable"
+    store.delete("a")
+    store.variable("ones", shape=(700,), name="c")  # the freed bytes count again
+    assert to_host(big.value).sum() == 256
+
+
+def test_out_of_memory_past_what_the_host_has():
+    store = vs.VariableStore(device="cpu")
+    with pytest.raises(vs.OutOfMemoryError, match="'huge'.*not enough free memory"):
+        store.variable("zeros", shape=(2**50,), dtype="float64", name="huge")
+    assert len(store) == 0 and store.memory_info()["variable_bytes"] == 0
+    assert store.variable("zeros", shape=(2,), name="huge").shape == (2,)
+
+
+def test_a_failing_initializer_gives_back_the_path_and_bytes(store):
+    def broken(shape, dtype):
+        raise RuntimeError("initializer failed")
+
+    with pytest.raises(RuntimeError, match="initializer failed"):
+        store.variable(broken, shape=(100,), name="w")
+    assert "w" not in store and store.memory_info()["variable_bytes"] == 0
+    assert store.variable("zeros", shape=(1,), name="w").path == "w"
+
+
+def test_free_cached(store):
+    v = store.variable("zeros", shape=(1 << 16,))
+    v.release()
+    store.free_cached()
+    info = store.memory_info()
+    assert info["variable_bytes"] == 0 and info["pool_used_bytes"] == 0
+    if store.backend == "cuda":
+        assert info["pool_total_bytes"] == 0
+
+
+# ------------------------------------------------------------------ threads
+def test_threads_create_8000_variables_with_unique_names(backend):
+    store = make_store(backend)
+    errors = []
+
+    def work(t):
+        try:
+            for i in range(500):
+                store.variable(0.0)  # automatic names race for the same base
+                store.variable(float(i), name=f"t{t}_{i}")
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(store) == 8000 and len(set(store)) == 8000
+    assert {f"variable_{i}" if i else "variable" for i in range(4000)} <= set(store)
+    assert store.memory_info()["variable_bytes"] == 8000 * 4
+
+
+def test_threads_assign_different_variables(store):
+    variables = [store.variable("zeros", shape=(64,)) for _ in range(8)]
+
+    def work(k):
+        for i in range(300):
+            variables[k].assign(np.full(64, i + k, np.float32))
+            variables[k][k] = -1.0
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for k, v in enumerate(variables):
+        expected = np.full(64, 299 + k, np.float32)
+        expected[k] = -1
+        np.testing.assert_array_equal(v.numpy(), expected)
+
+
+# ------------------------------------------------------------------ state
+def test_state_and_load_state(store):
+    a = store.variable(np.arange(4, dtype=np.float32), name="a")
+    b = store.variable(np.ones((2, 2)), dtype="bfloat16", name="b")
+    s = store.variable(3, name="s")
+    snapshot = store.state()
+    assert list(snapshot) == ["a", "b", "s"]
+    a.assign(np.zeros(4))
+    assert to_host(snapshot["a"]).tolist() == [0, 1, 2, 3]  # a copy, not a view
+    store.load_state(snapshot)
+    assert a.numpy().tolist() == [0, 1, 2, 3]
+    store.load_state({"b": np.full((2, 2), 2.5), "s": 7})  # partial; a 0-d variable takes a scalar
+    assert b.numpy().astype(np.float32).tolist() == [[2.5, 2.5]] * 2 and int(s.numpy()) == 7
+    assert a.numpy().tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [({"a": np.zeros(4), "zz": 1.0}, r"no variable at paths \['zz'\]"),
+     ({"a": np.zeros(4), "b": np.zeros(3)}, r"'b' has shape \(3,\); expected .* \(2, 2\)"),
+     ({"a": np.zeros(4), "b": 1.0}, r"'b' has shape \(\)"),
+     ({"a": np.zeros(4), "b": np.array(["x"] * 4).reshape(2, 2)}, "Unsupported value")],
+)
+def test_a_bad_state_changes_nothing(store, bad, message):
+    a = store.variable(np.arange(4, dtype=np.float32), name="a")
+    store.variable(np.ones((2, 2)), name="b")
+    before = {k: to_host(v).copy() for k, v in store.state().items()}
+    with pytest.raises(ValueError, match=message):
+        store.load_state(bad)
+    with pytest.raises(ValueError, match=message):
+        store.stateless_call(lambda: None, bad)
+    after = store.state()
+    for k in before:
+        np.testing.assert_array_equal(to_host(after[k]), before[k])
+    assert a.numpy().tolist() == [0, 1, 2, 3]
+    with pytest.raises(TypeError, match="mapping"):
+        store.load_state([("a", np.zeros(4))])
+
+
+def test_stateless_call(store):
+    w = store.variable(np.ones(3, np.float32), name="w")
+    step = store.variable(0, name="step")
+    other = store.variable(np.zeros(2, np.float32), name="other")
+
+    def sgd(grad):
+        w.assign_sub(0.5 * grad)
+        step.assign_add(1)
+        return float(to_host(w.value).sum())
+
+    result, new_state = store.stateless_call(sgd, {"w": np.full(3, 2.0)}, np.ones(3, np.float32))
+    assert result == 4.5
+    assert set(new_state) == {"w", "step"}  # step: written, not given
+    assert to_host(new_state["w"]).tolist() == [1.5] * 3 and int(to_host(new_state["step"])) == 1
+    assert w.numpy().tolist() == [1.0] * 3 and int(step.numpy()) == 0  # storage untouched
+    assert other.numpy().tolist() == [0.0, 0.0]
+    _, again = store.stateless_call(lambda: None, new_state)
+    assert to_host(again["w"]).tolist() == [1.5] * 3
