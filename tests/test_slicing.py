@@ -118,7 +118,7 @@ def test_converting_kernels_on_every_target(target, src_dtype, dst_dtype):
 
 
 # ------------------------------------------------------------------ tier b
-DTYPES = ["float32", "bfloat16", "int16", "float8_e4m3fn", "float64", "bool"]
+DTYPES = ["float32", "bfloat16", "float16", "int16", "float8_e4m3fn", "float64", "bool"]
 
 
 @st.composite

@@ -59,7 +59,8 @@ def source_words(array, dtype: str, dst_dtype: str):
 
 
 def destination_words(array):
-    """``array`` flat, as the unsigned words of its width that converting kernels store."""
+    """``array`` flat, as the unsigned words of its width: what converting kernels store,
+    and what copies move (numba has no float16 arrays)."""
     return array.reshape(-1).view(_UNSIGNED[array.dtype.itemsize])
 
 

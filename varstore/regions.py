@@ -24,8 +24,8 @@ def write_region(backend, storage, dtype: str, region: Region, value, value_dtyp
 
     shape, dst_strides, src_strides = _axes(region.shape, region.strides, broadcast_strides(value.shape, region.shape))
     if value_dtype == dtype:
-        backend.launch(S.copy_region, region.size, storage.reshape(-1), region.offset, dst_strides,
-                       value.reshape(-1), 0, src_strides, shape, 0, region.size)
+        backend.launch(S.copy_region, region.size, destination_words(storage), region.offset, dst_strides,
+                       destination_words(value), 0, src_strides, shape, 0, region.size)
     else:
         backend.launch(S.copy_region_converting, region.size, destination_words(storage), region.offset, dst_strides,
                        source_words(value, value_dtype, dtype), 0, src_strides, shape, 0, region.size,
@@ -40,7 +40,7 @@ def read_region(backend, storage, region: Region):
     from .kernels.strided import copy_region
 
     shape, dst_strides, src_strides = _axes(region.shape, c_strides(region.shape), region.strides)
-    backend.launch(copy_region, region.size, out.reshape(-1), 0, dst_strides, storage.reshape(-1),
+    backend.launch(copy_region, region.size, destination_words(out), 0, dst_strides, destination_words(storage),
                    region.offset, src_strides, shape, 0, region.size)
     return out
 
@@ -67,6 +67,6 @@ def read_indexed(backend, storage, index):
         from .kernels.strided import gather_indexed
 
         device_index = backend.from_host(index.reshape(-1), backend.device_of(storage))
-        backend.launch(gather_indexed, index.size, out.reshape(-1), device_index, storage.reshape(-1))
+        backend.launch(gather_indexed, index.size, destination_words(out), device_index, destination_words(storage))
     return out
 
