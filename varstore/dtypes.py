@@ -99,7 +99,13 @@ def standardize_dtype(dtype) -> str:
 
 def storage_dtype(name: str) -> np.dtype:
     """The NumPy dtype of the array that stores a ``name`` variable."""
-    return np.dtype(WORD_DTYPES.get(name, name))
+    dtype = _STORAGE.get(name)
+    if dtype is None:
+        dtype = _STORAGE[name] = np.dtype(WORD_DTYPES.get(name, name))
+    return dtype
+
+
+_STORAGE: dict = {}
 
 
 def host_dtype(name: str) -> np.dtype:

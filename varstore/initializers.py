@@ -16,6 +16,8 @@ from .dtypes import is_float, standardize_dtype, storage_dtype
 
 def standardize_shape(shape) -> tuple:
     """``shape`` as a tuple of non-negative ints; a clear ValueError otherwise."""
+    if type(shape) is tuple and all(type(d) is int and d >= 0 for d in shape):
+        return shape  # the common case, on every variable's creation
     if shape is None or isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
         raise ValueError(f"Invalid shape: {shape!r}. Expected a tuple or list of non-negative ints.")
     dims = tuple(shape)

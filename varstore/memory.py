@@ -12,6 +12,7 @@ raises :class:`~varstore.errors.OutOfMemoryError` and leaves nothing behind.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 
@@ -79,13 +80,13 @@ class StoreMemory:
 
         ``backend`` is the store's, except for a variable placed on another backend's
         device (``device="cpu"`` in a cuda store): its bytes count, from no pool."""
-        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         pool = self.pool if backend is self.backend else None
         with self._lock:
-            in_use = self._in_use()
-            charged = backend.charged_bytes(nbytes)
-            if self.limit_bytes is not None and in_use + charged > self.limit_bytes:
-                raise self._error(path, nbytes, in_use, "it would pass the store's memory_limit")
+            if self.limit_bytes is not None:
+                in_use = self._in_use()
+                if in_use + backend.charged_bytes(nbytes) > self.limit_bytes:
+                    raise self._error(path, nbytes, in_use, "it would pass the store's memory_limit")
             try:
                 array = backend.empty(shape, dtype, device, pool=pool)
             except backend.out_of_memory_errors:
@@ -94,6 +95,7 @@ class StoreMemory:
                 try:
                     array = backend.empty(shape, dtype, device, pool=pool)
                 except backend.out_of_memory_errors as exc:
+                    in_use = self._in_use()
                     raise self._error(path, nbytes, in_use, f"the device has not enough free memory ({exc})") from None
             self._variable_bytes += nbytes
         return array
@@ -108,8 +110,10 @@ class StoreMemory:
         self.backend.free_cached(self.pool)
 
     def _in_use(self) -> int:
+        if self.pool is None:
+            return self._variable_bytes
         used, _ = self.backend.pool_bytes(self.pool)
-        return self._variable_bytes if used is None else used
+        return used
 
     def _error(self, path: str, nbytes: int, in_use: int, why: str) -> OutOfMemoryError:
         return OutOfMemoryError(

@@ -51,9 +51,7 @@ class VariableStore(collections.abc.Mapping):
 
     def variable(self, initializer, shape=None, dtype=None, name=None, **kwargs):
         """Create a variable in this store (``vs.Variable(..., store=self)``)."""
-        from .variable import Variable
-
-        return Variable(initializer, shape=shape, dtype=dtype, name=name, store=self, **kwargs)
+        return (_Variable or _variable_class())(initializer, shape, dtype, name=name, store=self, **kwargs)
 
     def get_or_create(self, path: str, initializer, shape, dtype=None, **kwargs):
         """The variable at ``path`` when its shape and dtype are those asked for, else a
@@ -240,6 +238,17 @@ class VariableStore(collections.abc.Mapping):
             if self._variables.get(variable.path) is variable:
                 del self._variables[variable.path]
         self._memory.release(variable._storage.nbytes)
+
+
+_Variable = None  # varstore.variable.Variable, bound on first use (that module imports this one)
+
+
+def _variable_class():
+    global _Variable
+    from .variable import Variable
+
+    _Variable = Variable
+    return Variable
 
 
 def _default_dtype_of(initializer, existing) -> str:

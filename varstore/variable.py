@@ -14,6 +14,7 @@ from .dtypes import WORD_DTYPES, host_dtype, is_float, standardize_dtype, storag
 from .indexing import basic_region, broadcast_strides, flat_indices
 from .initializers import standardize_shape
 from .regions import read_indexed, read_region, write_indexed, write_region
+from . import store as _store
 from .values import as_operand, as_region_source, as_storage_array, default_dtype, write
 
 AGGREGATIONS = ("none", "mean", "sum", "only_first_replica")
@@ -112,17 +113,15 @@ class Variable:
         store=None,
         **kwargs,
     ):
-        from .store import default_store
-
         name = _check_name(name)
         trainable = _check_bool("trainable", trainable)
         autocast = _check_bool("autocast", autocast)
         aggregation = _check_choice("aggregation", aggregation, AGGREGATIONS)
         synchronization = _check_choice("synchronization", synchronization, SYNCHRONIZATIONS)
-        store = default_store() if store is None else store
-        verbatim_path = kwargs.pop("_verbatim_path", None)  # store.get_or_create's path, as given
+        store = _store.default_store() if store is None else store
+        verbatim_path = kwargs.pop("_verbatim_path", None) if kwargs else None  # get_or_create's path
         backend, device = store._resolve_device(device)
-        unknown = sorted(set(kwargs) - backend.variable_kwargs)
+        unknown = sorted(set(kwargs) - backend.variable_kwargs) if kwargs else None
         if unknown:
             raise TypeError(
                 f"Variable() got unexpected keyword arguments {unknown} for the {backend.name} "
