@@ -286,3 +286,39 @@ def test_stateless_call(store):
     assert other.numpy().tolist() == [0.0, 0.0]
     _, again = store.stateless_call(lambda: None, new_state)
     assert to_host(again["w"]).tolist() == [1.5] * 3
+
+
+# ------------------------------------------------------------------ GPU only
+@pytest.mark.gpu
+def test_pool_accounting_against_the_device():
+    """The store's pool, NVML's view of the device, and CuPy's global pool: variable
+    bytes come from the store's pool only; free_cached() gives them back to the device."""
+    import cupy
+
+    store = vs.VariableStore(device="cuda:0")
+    global_used = cupy.get_default_memory_pool().used_bytes()
+    free_before = store.memory_info()["device_free_bytes"]
+    big = [store.variable("zeros", shape=(64 << 20,), dtype="float32") for _ in range(4)]  # 1 GiB
+    info = store.memory_info()
+    assert info["variable_bytes"] == 4 * (256 << 20) and info["pool_used_bytes"] == 4 * (256 << 20)
+    assert cupy.get_default_memory_pool().used_bytes() == global_used
+    assert free_before - info["device_free_bytes"] >= 4 * (256 << 20) * 0.95
+    for v in big:
+        v.release()
+    del big
+    assert store.memory_info()["pool_used_bytes"] == 0
+    assert store.memory_info()["pool_total_bytes"] >= 4 * (256 << 20)  # cached, not yet returned
+    store.free_cached()
+    after = store.memory_info()
+    assert after["pool_total_bytes"] == 0
+    assert after["device_free_bytes"] >= free_before - (64 << 20)
+
+
+@pytest.mark.gpu
+def test_out_of_memory_past_the_device_free_memory():
+    store = vs.VariableStore(device="cuda:0")
+    free = store.memory_info()["device_free_bytes"]
+    with pytest.raises(vs.OutOfMemoryError, match="'too_big'.*not enough free memory"):
+        store.variable("zeros", shape=(free // 4 + (1 << 30),), dtype="float32", name="too_big")
+    assert len(store) == 0 and store.memory_info()["variable_bytes"] == 0
+    assert store.variable("ones", shape=(4,), name="too_big").numpy().tolist() == [1.0] * 4
