@@ -20,3 +20,9 @@ def test_readme_examples_run_and_print_the_documented_repr():
     assert out.returncode == 0, out.stderr
     documented = re.search(r"# (<Variable path=variable,.*?\]\]>)", README.read_text(), re.S).group(1)
     assert documented.replace("\n# ", "\n") in out.stdout
+    # Every `print(...)  # output` comment in the examples is what the line prints.
+    printed = [c.split(":")[0].strip() for b in blocks for c in re.findall(r"^\s*print\(.*\)\s+# (.+)$", b, re.M)]
+    assert len(printed) >= 4
+    lines = out.stdout.splitlines()
+    for expected in printed:
+        assert any(line.strip() == expected for line in lines), f"README says {expected!r}; printed {lines}"
