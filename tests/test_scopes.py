@@ -71,6 +71,13 @@ def test_stateless_reads_and_writes_stay_in_the_scope(store):
         assert "value=[0. 1. 2. 3.]" in repr(w)  # repr shows the stored value
     assert w.numpy().tolist() == [0, 1, 2, 3] and b.numpy().tolist() == [0, 0]
     assert to_host(scope.get_current_value(b)).tolist() == [5.0, 7.0]
+    with vs.StatelessScope({w: np.full(4, 3.0)}) as scope:
+        b.assign(w[:2])  # a slice of a mapped variable
+        b.assign_add(b)  # a variable as the operand: its scope value
+        w.assign(w * 2)
+        assert to_host(b.value).tolist() == [6.0, 6.0] and to_host(w.value).tolist() == [6.0] * 4
+        c = store.variable(w, name="c")  # a new variable from a mapped one: the scope's value
+    assert c.numpy().tolist() == [6.0] * 4
 
 
 def test_nested_stateless_scopes_see_outer_values(store):

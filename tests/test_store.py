@@ -90,6 +90,8 @@ def test_get_or_create(store):
         store.get_or_create("enc/w", "zeros", (2, 3), dtype="float16")
     i = store.get_or_create("i", np.arange(3), None)
     assert store.get_or_create("i", np.arange(3), None) is i  # dtype None: the array's int64
+    with pytest.raises(ValueError, match=r"shape \(3,\) and dtype int64.*shape \(5,\)"):
+        store.get_or_create("i", np.arange(5), None)
     with pytest.raises(ValueError, match="Invalid path"):
         store.get_or_create("a//b", "zeros", (1,))
     assert to_host(v.value).tolist() == [[1.0] * 3] * 2
@@ -158,12 +160,26 @@ def test_out_of_memory_at_the_limit_leaves_the_store_usable(backend):
     assert to_host(big.value).sum() == 256
 
 
-def test_out_of_memory_past_what_the_host_has():
+@pytest.mark.parametrize("elements", [2**50, 2**62, "twice what the OS has available"])
+def test_out_of_memory_past_what_the_host_has(elements):
     store = vs.VariableStore(device="cpu")
+    if isinstance(elements, str):
+        elements = 2 * store.memory_info()["device_free_bytes"]  # (Linux would overcommit it)
     with pytest.raises(vs.OutOfMemoryError, match="'huge'.*not enough free memory"):
-        store.variable("zeros", shape=(2**50,), dtype="float64", name="huge")
+        store.variable("zeros", shape=(elements,), dtype="uint8", name="huge")
     assert len(store) == 0 and store.memory_info()["variable_bytes"] == 0
     assert store.variable("zeros", shape=(2,), name="huge").shape == (2,)
+
+
+def test_releasing_from_many_threads_counts_the_bytes_back_once(store):
+    for _ in range(20):
+        v = store.variable("zeros", shape=(1000,))
+        threads = [threading.Thread(target=v.release) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert store.memory_info()["variable_bytes"] == 0 and len(store) == 0
 
 
 def test_a_failing_initializer_gives_back_the_path_and_bytes(store):
@@ -286,6 +302,12 @@ def test_stateless_call(store):
     assert other.numpy().tolist() == [0.0, 0.0]
     _, again = store.stateless_call(lambda: None, new_state)
     assert to_host(again["w"]).tolist() == [1.5] * 3
+    # A variable used as a value reads what its `value` reads: the scope's.
+    def copy_w():
+        other.assign(w[:2])
+
+    _, copied = store.stateless_call(copy_w, {"w": np.full(3, 7.0)})
+    assert to_host(copied["other"]).tolist() == [7.0, 7.0]
 
 
 # ------------------------------------------------------------------ GPU only

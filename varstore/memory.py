@@ -68,6 +68,7 @@ class StoreMemory:
         self.pool = backend.new_pool()
         self._lock = threading.Lock()
         self._variable_bytes = 0  # bytes of the live variables (reserved before allocation)
+        self._foreign_bytes = 0  # of those, bytes on another backend's device (not in the pool)
 
     @property
     def variable_bytes(self) -> int:
@@ -98,13 +99,17 @@ class StoreMemory:
                     in_use = self._in_use()
                     raise self._error(path, nbytes, in_use, f"the device has not enough free memory ({exc})") from None
             self._variable_bytes += nbytes
+            if backend is not self.backend:
+                self._foreign_bytes += nbytes
         return array
 
-    def release(self, nbytes: int) -> None:
-        """The variable holding ``nbytes`` is gone (its array goes back to the pool when
-        the last reference to it does)."""
+    def release(self, nbytes: int, backend) -> None:
+        """The variable holding ``nbytes`` (on ``backend``) is gone; its array goes back
+        to the pool when the last reference to it does."""
         with self._lock:
             self._variable_bytes -= nbytes
+            if backend is not self.backend:
+                self._foreign_bytes -= nbytes
 
     def free_cached(self) -> None:
         self.backend.free_cached(self.pool)
@@ -113,7 +118,7 @@ class StoreMemory:
         if self.pool is None:
             return self._variable_bytes
         used, _ = self.backend.pool_bytes(self.pool)
-        return used
+        return used + self._foreign_bytes
 
     def _error(self, path: str, nbytes: int, in_use: int, why: str) -> OutOfMemoryError:
         return OutOfMemoryError(

@@ -66,12 +66,17 @@ class VariableStore(collections.abc.Mapping):
 
         if not isinstance(path, str) or not path or path.startswith("/") or path.endswith("/") or "//" in path:
             raise ValueError(f"Invalid path {path!r}: expected a non-empty string of '/'-separated names.")
-        with self._lock:
-            existing = self._variables.get(path)
-            if existing is None:
+        existing = self._variables.get(path)
+        if existing is None:
+            try:
                 return Variable(initializer, shape=shape, dtype=dtype, store=self, _verbatim_path=path, **kwargs)
-        want_shape = standardize_shape(shape) if shape is not None else existing.shape
-        want_dtype = standardize_dtype(dtype) if dtype is not None else _default_dtype_of(initializer, existing)
+            except ValueError:
+                existing = self._variables.get(path)  # another thread made it first: compare
+                if existing is None:
+                    raise
+        array_shape, default = _default_shape_and_dtype(initializer, existing)
+        want_shape = standardize_shape(shape) if shape is not None else array_shape
+        want_dtype = standardize_dtype(dtype) if dtype is not None else default
         if existing.shape != want_shape or existing._dtype != want_dtype:
             raise ValueError(
                 f"A variable exists at path {path!r} with shape {existing.shape} and dtype {existing._dtype}; "
@@ -234,10 +239,15 @@ class VariableStore(collections.abc.Mapping):
             self._variables[path] = variable
 
     def _release(self, variable) -> None:
+        """Drop ``variable`` and count its bytes back, once, whichever threads release it."""
         with self._lock:
+            storage = variable._storage
+            if storage is None:
+                return
+            variable._storage = None
             if self._variables.get(variable.path) is variable:
                 del self._variables[variable.path]
-        self._memory.release(variable._storage.nbytes)
+        self._memory.release(storage.nbytes, variable._backend)
 
 
 _Variable = None  # varstore.variable.Variable, bound on first use (that module imports this one)
@@ -251,16 +261,17 @@ def _variable_class():
     return Variable
 
 
-def _default_dtype_of(initializer, existing) -> str:
-    """The dtype ``Variable(initializer, ...)`` would get with ``dtype=None``."""
+def _default_shape_and_dtype(initializer, existing) -> tuple:
+    """``(shape, dtype)`` that ``Variable(initializer, ...)`` would get with ``shape=None``
+    and ``dtype=None``: an array's own (shape None for a name or callable: any fits)."""
     from .dtypes import floatx
     from .values import as_storage_array, default_dtype
     from .variable import _is_initializer
 
     if _is_initializer(initializer):
-        return floatx()
+        return existing.shape, floatx()
     array, array_dtype = as_storage_array(initializer, existing._backend, existing.device)
-    return default_dtype(initializer, array_dtype, array)
+    return array.shape, default_dtype(initializer, array_dtype, array)
 
 
 _default_store: VariableStore | None = None

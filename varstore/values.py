@@ -27,14 +27,14 @@ def as_storage_array(value, backend, device):
     elif isinstance(value, (_PY_SCALARS, list, tuple)):
         array = np.asarray(value)
     else:
-        live_storage = getattr(value, "_live_storage", None)  # a Variable
-        if live_storage is not None:
-            array = live_storage()
+        read = getattr(value, "_read", None)  # a Variable: what its `value` reads (scopes too)
+        if read is not None:
+            array, dtype = read()
             if value._backend is not backend:
                 array = value._backend.host_view(array)
             elif value.device != device:
                 array = backend.asarray(array, device)  # another GPU's: copied here
-            return array, value._dtype
+            return array, dtype
         array = backend.asarray(value, device)
     if not array.dtype.isnative:  # big-endian data: the kernels read native words
         array = array.astype(array.dtype.newbyteorder("="))

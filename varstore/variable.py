@@ -159,7 +159,8 @@ class Variable:
                 write(backend, storage, dtype, array, array_dtype)
         except BaseException:
             if storage is not None:
-                store._memory.release(storage.nbytes)
+                store._memory.release(storage.nbytes, backend)
+                storage = None  # (the traceback keeps this frame: let the pool have it back)
             store._unclaim(path)
             raise
 
@@ -412,10 +413,7 @@ class Variable:
     def release(self) -> None:
         """Return the memory to the store's pool and remove the path from the store.
         Using the variable afterwards raises RuntimeError. Releasing twice is a no-op."""
-        if self._storage is None:
-            return
         self._store._release(self)
-        self._storage = None
 
     def _live_storage(self):
         storage = self._storage
@@ -463,6 +461,8 @@ class Variable:
         return self._backend.cuda_array_interface(storage)
 
     def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """Zero-copy export of the *stored* array (as ``__cuda_array_interface__``): a
+        scope's value is a separate array, read through ``value``/``np.asarray``."""
         storage = self._live_storage()
         if self._dtype in WORD_DTYPES:
             raise BufferError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -10,6 +11,9 @@ import numpy as np
 
 from ..dtypes import WORD_DTYPES, host_dtype
 from .base import Backend, is_device_array
+
+
+_CHECKED_BYTES = 64 << 20  # allocations this large are checked against available memory
 
 
 class NumpyBackend(Backend):
@@ -24,7 +28,17 @@ class NumpyBackend(Backend):
     def devices(self) -> list[str]:
         return ["cpu"]
 
+    # np.empty of more than the address space allows raises ValueError, not MemoryError.
+    out_of_memory_errors = (MemoryError, ValueError)
+
     def empty(self, shape, dtype, device, pool=None):
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes >= _CHECKED_BYTES:
+            # Linux overcommits: np.empty would succeed and filling it get the process
+            # killed. Large requests are checked against what the OS has available.
+            _, available = _host_memory()
+            if available is not None and nbytes > available:
+                raise MemoryError(f"{nbytes} bytes asked, {available} bytes of host memory available")
         return np.empty(shape, dtype)
 
     def device_memory(self, device):
