@@ -17,7 +17,7 @@ import numpy as np
 
 os.environ.setdefault("KERAS_BACKEND", "numpy")
 
-import varstore as vs  # noqa: E402
+import varstore as vs
 
 
 def create_500_ours() -> float:

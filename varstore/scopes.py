@@ -46,7 +46,7 @@ class _Scope:
 
 
 # ------------------------------------------------------------------ name scopes
-class name_scope(_Scope):  # noqa: N801 (a function-like context manager, as keras.name_scope)
+class name_scope(_Scope):
     """``with vs.name_scope("dense"):`` variables created inside get paths ``"dense/<name>"``.
 
     Scopes nest (``"block/dense/kernel"``). ``vs.name_scope`` and ``store.name_scope``

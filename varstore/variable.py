@@ -9,12 +9,12 @@ import numpy as np
 
 from . import initializers as _initializers
 from . import scopes
+from . import store as _store
 from .casting import accumulate_into, cast
 from .dtypes import WORD_DTYPES, host_dtype, is_float, standardize_dtype, storage_dtype
 from .indexing import basic_region, broadcast_strides, flat_indices
 from .initializers import standardize_shape
 from .regions import read_indexed, read_region, write_indexed, write_region
-from . import store as _store
 from .values import as_operand, as_region_source, as_storage_array, default_dtype, write
 
 AGGREGATIONS = ("none", "mean", "sum", "only_first_replica")

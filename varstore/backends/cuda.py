@@ -12,7 +12,6 @@ import numpy as np
 from ..dtypes import WORD_DTYPES
 from .base import Backend, is_device_array
 
-
 _POOL_UNIT = 512  # cupy.cuda.MemoryPool rounds every allocation up to a multiple of this
 
 

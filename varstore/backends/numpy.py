@@ -12,7 +12,6 @@ import numpy as np
 from ..dtypes import WORD_DTYPES, host_dtype
 from .base import Backend, is_device_array
 
-
 _CHECKED_BYTES = 64 << 20  # allocations this large are checked against available memory
 
 
