@@ -156,10 +156,17 @@ def decode_to_f32_bits(w, fmt):
 @element
 def decode_to_f64(w, fmt):
     """Word of the small format ``fmt`` -> float64 value (exact)."""
-    b32 = decode_to_f32_bits(w, fmt)
-    if U32(b32 & U32(0x7FFFFFFF)) > U32(0x7F800000):  # NaN: widen by bits (GPUs drop payloads)
+    return widen_f32_bits(decode_to_f32_bits(w, fmt), 0)  # a NaN keeps its payload as it is
+
+
+@element
+def widen_f32_bits(b32, quiet):
+    """float32 bits -> float64 value, exact. A NaN is widened by its bits (GPUs drop
+    payloads), with ``quiet`` (0 or the float64 quiet bit) or-ed in."""
+    b32 = U32(b32)
+    if U32(b32 & U32(0x7FFFFFFF)) > U32(0x7F800000):
         b = U64(b32)
-        wide = U64(U64(U64(b & U64(0x80000000)) << U64(32)) | U64(0x7FF0000000000000))
+        wide = U64(U64(U64(b & U64(0x80000000)) << U64(32)) | U64(U64(0x7FF0000000000000) | U64(quiet)))
         wide = U64(wide | U64(U64(b & U64(0x7FFFFF)) << U64(29)))
         return np.uint64(wide).view(np.float64)
     return float64(np.uint32(b32).view(np.float32))
@@ -201,13 +208,7 @@ def add_in_format(a, b, sign, fmt):
 def f32_bits_to_f64(b32):
     """float32 bits -> float64 value, exact; a NaN is widened by its bits and quieted
     (as the CPU's conversion, which NumPy uses; GPUs drop NaN payloads)."""
-    b32 = U32(b32)
-    if U32(b32 & U32(0x7FFFFFFF)) > U32(0x7F800000):
-        b = U64(b32)
-        wide = U64(U64(U64(b & U64(0x80000000)) << U64(32)) | U64(0x7FF8000000000000))
-        wide = U64(wide | U64(U64(b & U64(0x7FFFFF)) << U64(29)))
-        return np.uint64(wide).view(np.float64)
-    return float64(np.uint32(b32).view(np.float32))
+    return widen_f32_bits(b32, 0x0008000000000000)
 
 
 @element
