@@ -379,6 +379,30 @@ def _transcode_cuda(src, dst, src_fmt, dst_fmt):
 
 
 @cpu_kernel
+def _widen_f32_cpu(src, dst):
+    for i in range(dst.size):
+        dst[i] = f32_bits_to_f64(src[i])
+
+
+@cuda_kernel
+def _widen_f32_cuda(src, dst):
+    for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821
+        dst[i] = f32_bits_to_f64(src[i])
+
+
+@cpu_kernel
+def _narrow_f64_cpu(src, dst):
+    for i in range(dst.size):
+        dst[i] = f64_to_f32_bits(src[i])
+
+
+@cuda_kernel
+def _narrow_f64_cuda(src, dst):
+    for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821
+        dst[i] = f64_to_f32_bits(src[i])
+
+
+@cpu_kernel
 def _float_to_int_cpu(src, dst, lo, hi):
     for i in range(dst.size):
         dst[i] = float_to_int64_saturating(src[i], lo, hi)
@@ -426,6 +450,10 @@ decode_f64 = Kernel("decode_f64", _decode_f64_cpu, _decode_f64_cuda)
 """small-format words -> float64: ``(src words, dst float64, fmt)``."""
 transcode = Kernel("transcode", _transcode_cpu, _transcode_cuda)
 """words of one small format -> another: ``(src, dst, src_fmt, dst_fmt)``."""
+widen_f32 = Kernel("widen_f32", _widen_f32_cpu, _widen_f32_cuda)
+"""float32 (as uint32 bits) -> float64, NaNs widened by their bits: ``(src uint32, dst float64)``."""
+narrow_f64 = Kernel("narrow_f64", _narrow_f64_cpu, _narrow_f64_cuda)
+"""float64 -> float32 (as uint32 bits), NaNs keep sign and payload top: ``(src float64, dst uint32)``."""
 float_to_int = Kernel("float_to_int", _float_to_int_cpu, _float_to_int_cuda)
 """float32/float64 -> any integer but uint64, saturating: ``(src, dst, lo, hi)``."""
 float_to_uint64 = Kernel("float_to_uint64", _float_to_uint64_cpu, _float_to_uint64_cuda)

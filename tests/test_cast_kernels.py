@@ -246,6 +246,32 @@ def test_float_to_int_saturates(target, int_type, float_type):
     np.testing.assert_array_equal(out, saturating_reference(x, int_type))
 
 
+# ------------------------------------------------------ float32 <-> float64
+def test_widen_and_narrow_match_the_cpu_conversion(target):
+    """float32 <-> float64 as NumPy does it on the CPU, NaN payloads and signs included
+    (a GPU's own cvt instruction returns one canonical NaN)."""
+    rng = np.random.default_rng(11)
+    special = np.array([0x7FC00000, 0xFFC00000, 0x7F800001, 0xFF812345, 0x7FFFFFFF, 0x00000001,
+                        0x807FFFFF, 0x7F7FFFFF, 0x7F800000, 0xFF800000, 0x80000000], np.uint32)
+    bits = np.concatenate([special, subsample(rng.integers(0, 2**32, 50_000, dtype=np.uint64).astype(np.uint32))])
+    wide = np.zeros(bits.size, np.float64)
+    run_kernel(target, K.widen_f32, bits, wide)
+    with np.errstate(invalid="ignore"):
+        expected = bits.view(np.float32).astype(np.float64)
+    np.testing.assert_array_equal(wide.view(np.uint64), expected.view(np.uint64))
+
+    f64_special = np.array([0x7FF8000000000000, 0xFFF8000000000000, 0x7FF0000000000001, 0xFFF4000000000123,
+                            0x3FF0000010000000, 0x3FF0000030000000, 0x3FF0000010000001,  # ties to even, just over
+                            0x47EFFFFFF0000000, 0x36A0000000000000, 0x3690000000000001, 0x0000000000000001,
+                            0x7FEFFFFFFFFFFFFF, 0x8000000000000000], np.uint64)
+    doubles = np.concatenate([f64_special.view(np.float64), subsample(rng.standard_normal(50_000) * 10.0 ** rng.integers(-45, 40, 50_000))])
+    narrow = np.zeros(doubles.size, np.uint32)
+    run_kernel(target, K.narrow_f64, doubles, narrow)
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = doubles.astype(np.float32)
+    np.testing.assert_array_equal(narrow, expected.view(np.uint32))
+
+
 # -------------------------------------------------------------- accumulation
 @pytest.mark.parametrize("name", FORMAT_NAMES)
 @pytest.mark.parametrize("sign", [1, -1])

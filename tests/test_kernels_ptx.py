@@ -39,6 +39,8 @@ SIGNATURES = {
     K.transcode: [(A["uint16"], A["uint8"], FMT, FMT), (A["uint8"], A["uint16"], FMT, FMT)],
     K.float_to_int: [(A["float32"], A["int8"], types.int64, types.int64), (A["float64"], A["int64"], types.int64, types.int64)],
     K.float_to_uint64: [(A["float64"], A["uint64"])],
+    K.widen_f32: [(A["uint32"], A["float64"])],
+    K.narrow_f64: [(A["float64"], A["uint32"])],
     K.accumulate: [(A["uint16"], A["uint16"], types.int64, FMT), (A["uint8"], A["uint8"], types.int64, FMT)],
 }
 _WORDS = (types.int64, types.uint32, types.uint32, types.float32, types.float32, types.boolean, FMT)

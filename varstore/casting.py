@@ -8,7 +8,9 @@ source -> destination    how
 same dtype               copy
 int/bool/float -> int    float sources: ``float_to_int`` (saturating, NaN -> 0);
                          others: the array module's own cast (as NumPy)
-int/bool/float -> float  the array module's own cast (float32/float64/bool)
+float32 <-> float64      ``widen_f32`` / ``narrow_f64`` (NaNs keep sign and payload
+                         as on a CPU; a GPU's own conversion drops them)
+int/bool -> float        the array module's own cast
 float32 -> small float   ``encode_f32``
 other -> small float     ``encode_f64`` (float64, ints, bool: rounded once)
 small -> small float     ``transcode`` (exactly through float32)
@@ -103,6 +105,8 @@ def needs_kernel(src_dtype: str, dst_dtype: str) -> bool:
         return False
     if src_dtype in SMALL_FLOAT_DTYPES or dst_dtype in SMALL_FLOAT_DTYPES:
         return True
+    if {src_dtype, dst_dtype} == {"float32", "float64"}:
+        return True
     return is_float(src_dtype) and is_integer(dst_dtype)
 
 
@@ -121,11 +125,17 @@ def cast_into(backend, src, src_dtype: str, dst, dst_dtype: str) -> None:
     if not needs_kernel(src_dtype, dst_dtype):
         xp.copyto(dst, src.reshape(dst.shape), casting="unsafe")
         return
+    from .kernels import cast as K
+
+    if src_dtype == "float32" and dst_dtype == "float64":
+        backend.launch(K.widen_f32, n, src.reshape(-1).view(np.uint32), dst.reshape(-1))
+        return
+    if src_dtype == "float64" and dst_dtype == "float32":
+        backend.launch(K.narrow_f64, n, src.reshape(-1), dst.reshape(-1).view(np.uint32))
+        return
     if not src_small and not dst_small:
         _float_to_int(backend, src.reshape(-1), dst.reshape(-1), dst_dtype)
         return
-
-    from .kernels import cast as K
 
     if dst_small:
         fmt = K.FORMATS[dst_dtype]
