@@ -461,4 +461,5 @@ float_to_uint64 = Kernel("float_to_uint64", _float_to_uint64_cpu, _float_to_uint
 accumulate = Kernel("accumulate", _accumulate_cpu, _accumulate_cuda)
 """``dst += sign * src`` in a small format (src: same size, or 1 element): ``(dst, src, sign, fmt)``."""
 
-KERNELS = (encode_f32, encode_f64, decode, decode_f64, transcode, float_to_int, float_to_uint64, accumulate)
+KERNELS = (encode_f32, encode_f64, decode, decode_f64, transcode, widen_f32, narrow_f64, float_to_int, float_to_uint64,
+           accumulate)

@@ -215,13 +215,18 @@ EXP_SERIES = tuple(1.0 / math.factorial(n) for n in range(28))
 
 
 @element
-def erf_small_f64(z):
-    """erf(z) for |z| <= 1.45, to a few ulp: z times a Horner sum in z * z."""
-    t = z * z
+def erf_over_z_f64(t):
+    """erf(z) / z as a Horner sum in t = z * z, for t <= 2.1."""
     p = ERF_SERIES[27]
     for i in range(26, -1, -1):
         p = fma(p, t, ERF_SERIES[i])
-    return z * p
+    return p
+
+
+@element
+def erf_small_f64(z):
+    """erf(z) for |z| <= 1.45, to a few ulp."""
+    return z * erf_over_z_f64(z * z)
 
 
 @element
@@ -239,7 +244,10 @@ def erfinv_f64(x):
     and two Newton steps on our erf (each squares the relative error, about 1e-7 first)."""
     z = float64(erfinv_f32(float32(x)))
     for _ in range(2):
-        z = fma(-(erf_small_f64(z) - x), SQRT_PI_OVER_2 * exp_small_f64(z * z), z)
+        # The residual erf(z) - x is one explicit fma: written as a product and a
+        # subtraction, the GPU compiler would fuse them and the CPU would not.
+        residual = fma(z, erf_over_z_f64(z * z), -x)
+        z = fma(-residual, SQRT_PI_OVER_2 * exp_small_f64(z * z), z)
     return z
 
 
