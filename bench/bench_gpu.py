@@ -46,11 +46,40 @@ def event_times_once(cp, fn) -> list:
     return [cp.cuda.get_elapsed_time(start, stop) / 1e3]
 
 
+def profile_small_calls(cp, backend) -> int:
+    """Where the time of a one-element write and of a bare kernel launch goes."""
+    import cProfile
+    import pstats
+
+    from varstore.kernels import cast as K
+
+    store = vs.VariableStore(device="cuda:0")
+    small = store.variable("zeros", shape=(4, 4), name="small")
+    src = cp.zeros(16, cp.uint32)
+    dst = cp.zeros(16, cp.float64)
+    for label, fn in (("v[1, 2] = 3.0", lambda: small.__setitem__((1, 2), 3.0)),
+                      ("launch widen_f32 on 16 elements", lambda: backend.launch(K.widen_f32, 16, src, dst))):
+        for _ in range(20):
+            fn()
+        cp.cuda.Device().synchronize()
+        start = time.perf_counter()
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(300):
+            fn()
+        profiler.disable()
+        cp.cuda.Device().synchronize()
+        print(f"== {label}: {(time.perf_counter() - start) / 300 * 1e6:.1f} us per call (profiled)")
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(18)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--json")
     parser.add_argument("--elements", type=int, default=2**28, help="float32 elements of the large arrays (2**28 = 1 GiB)")
     parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--profile", action="store_true", help="cProfile small writes and launches, then exit")
     args = parser.parse_args()
     try:
         import cupy as cp
@@ -67,6 +96,8 @@ def main() -> int:
     except ImportError:
         torch, torch_ok = None, False
 
+    if args.profile:
+        return profile_small_calls(cp, backend)
     n, reps = args.elements, args.repeats
     print(f"{'op':72s} {'ms':>9s} {'GB/s':>7s} {'of copy':>7s} {'baseline ms':>11s} {'base/ours':>9s}")
     props = cp.cuda.runtime.getDeviceProperties(0)

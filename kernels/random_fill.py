@@ -206,6 +206,20 @@ def erfinv_f32(x):
     return p * x
 
 
+def _horner(name: str, coefficients: tuple, doc: str):
+    """An element function ``p(t) = sum(c[i] * t**i)``, one fma per coefficient, written
+    out line by line (a loop over a tuple with a run-time index puts the tuple in GPU
+    local memory: a 1 GiB float64 truncated-normal fill took 38 ms on an H100)."""
+    lines = [f"def {name}(t):", f"    p = {coefficients[-1]!r}"]
+    lines += [f"    p = fma(p, t, {c!r})" for c in reversed(coefficients[:-1])]
+    lines.append("    return p")
+    namespace = {"fma": fma}
+    exec("\n".join(lines), namespace)  # noqa: S102 - our own constants, generated here
+    fn = namespace[name]
+    fn.__doc__ = doc
+    return element(fn)
+
+
 # Taylor coefficients of erf(z) / z and exp(t) as series in t = z * z. On the range the
 # Newton steps see (t <= 2.1), the first dropped term is under 1e-19 of the sum.
 ERF_SERIES = tuple(
@@ -213,29 +227,14 @@ ERF_SERIES = tuple(
 )
 EXP_SERIES = tuple(1.0 / math.factorial(n) for n in range(28))
 
-
-@element
-def erf_over_z_f64(t):
-    """erf(z) / z as a Horner sum in t = z * z, for t <= 2.1."""
-    p = ERF_SERIES[27]
-    for i in range(26, -1, -1):
-        p = fma(p, t, ERF_SERIES[i])
-    return p
+erf_over_z_f64 = _horner("erf_over_z_f64", ERF_SERIES, "erf(z) / z as a sum in t = z * z, for t <= 2.1.")
+exp_small_f64 = _horner("exp_small_f64", EXP_SERIES, "exp(t) for 0 <= t <= 2.1, to a few ulp (all terms positive).")
 
 
 @element
 def erf_small_f64(z):
     """erf(z) for |z| <= 1.45, to a few ulp."""
     return z * erf_over_z_f64(z * z)
-
-
-@element
-def exp_small_f64(t):
-    """exp(t) for 0 <= t <= 2.1, to a few ulp: a Horner sum (all terms positive)."""
-    p = EXP_SERIES[27]
-    for i in range(26, -1, -1):
-        p = fma(p, t, EXP_SERIES[i])
-    return p
 
 
 @element
