@@ -76,3 +76,20 @@ def test_info_command_runs_anywhere():
     out = _run("import runpy, sys; sys.argv=['varstore', 'info']; runpy.run_module('varstore', run_name='__main__')",
                VARSTORE_BACKEND="cuda")
     assert "backend:" in out.stdout  # a forced but unusable backend is reported, not a crash
+
+
+@pytest.mark.gpu
+def test_small_launches_do_not_warn_and_reuse_the_stream():
+    """A one-element write launches a one-block grid on purpose: no NumbaPerformanceWarning
+    (building it cost more than the launch), and the numba wrapper of CuPy's stream is
+    made once."""
+    import warnings
+
+    store = vs.VariableStore(device="cuda:0")
+    v = store.variable("zeros", shape=(4, 4), dtype="float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):
+            v[1, 2] = 3.0
+    assert float(v.numpy()[1, 2]) == 3.0
+    assert len(store._backend._streams) == 1
