@@ -93,3 +93,29 @@ def test_small_launches_do_not_warn_and_reuse_the_stream():
             v[1, 2] = 3.0
     assert float(v.numpy()[1, 2]) == 3.0
     assert len(store._backend._streams) == 1
+
+
+@pytest.mark.gpu
+def test_threads_launching_a_new_kernel_at_once():
+    """numba-cuda loads a kernel's module on its first launch without a lock; eight
+    threads making that first launch together, in a fresh process, all succeed."""
+    script = """
+import threading, numpy as np, varstore as vs
+store = vs.VariableStore(device="cuda:0")
+variables = [store.variable("zeros", shape=(64,)) for _ in range(8)]
+barrier, errors = threading.Barrier(8), []
+def work(k):
+    try:
+        barrier.wait()
+        variables[k][k] = -1.0
+    except Exception as error:
+        errors.append(repr(error))
+threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+[t.start() for t in threads]; [t.join() for t in threads]
+assert not errors, errors
+assert all(v.numpy()[k] == -1.0 for k, v in enumerate(variables))
+print("ok")
+"""
+    for _ in range(3):
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]

@@ -6,9 +6,9 @@ import threading
 
 import numpy as np
 import pytest
+from helpers import to_host
 
 import varstore as vs
-from helpers import to_host
 from varstore.memory import parse_memory_limit
 
 MEMORY_KEYS = {
@@ -229,17 +229,22 @@ def test_threads_create_8000_variables_with_unique_names(backend):
 
 def test_threads_assign_different_variables(store):
     variables = [store.variable("zeros", shape=(64,)) for _ in range(8)]
+    errors = []
 
     def work(k):
-        for i in range(300):
-            variables[k].assign(np.full(64, i + k, np.float32))
-            variables[k][k] = -1.0
+        try:
+            for i in range(300):
+                variables[k].assign(np.full(64, i + k, np.float32))
+                variables[k][k] = -1.0
+        except Exception as error:  # a thread's exception would otherwise be only a warning
+            errors.append(error)
 
     threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert not errors, errors
     for k, v in enumerate(variables):
         expected = np.full(64, 299 + k, np.float32)
         expected[k] = -1

@@ -7,6 +7,8 @@ Imported only when the cuda backend is chosen: CuPy and numba-cuda load here, ne
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ..dtypes import WORD_DTYPES
@@ -49,6 +51,10 @@ class CudaBackend(Backend):
         self.out_of_memory_errors = (cupy.cuda.memory.OutOfMemoryError, MemoryError)
         self._sm_count: dict[int, int] = {}
         self._streams: dict[tuple[int, int], object] = {}  # (device, CuPy stream ptr) -> numba stream
+        # numba-cuda 0.30 loads a kernel's module on its first launch without a lock: two
+        # threads launching the same new kernel at once fail ("key already in dictionary",
+        # seen on an H100). Launches are serialized here; they hold the GIL anyway.
+        self._launch_lock = threading.Lock()
         self._numba_cuda = None
 
     def devices(self) -> list[str]:
@@ -166,7 +172,8 @@ class CudaBackend(Backend):
             if stream is None:
                 stream = self._streams[(device_id, ptr)] = cuda.external_stream(ptr)
             blocks, threads = grid_for(n, self._sm_count_of(device_id))
-            kernel.cuda[blocks, threads, stream](*launch_args)
+            with self._launch_lock:
+                kernel.cuda[blocks, threads, stream](*launch_args)
 
     def present(self, storage, dtype):
         return storage  # bfloat16/float8 stay raw words: CuPy has no such dtypes
