@@ -140,6 +140,30 @@ class VariableStore(collections.abc.Mapping):
             )
         return [(self._variables[path], self._variables[path]._state_array(value, what)) for path, value in mapping.items()]
 
+    # ------------------------------------------------------------- checkpoints
+    def save(self, file) -> None:
+        """Write every variable to the ``.safetensors`` file ``file``, atomically: a crash
+        at any moment leaves the old file or the new one, whole. Attributes go in the
+        header's ``__metadata__``; float8 is stored as uint8 there with its dtype recorded.
+        See :mod:`varstore.checkpoint`."""
+        from . import checkpoint
+
+        checkpoint.save(self, file)
+
+    def load(self, file, strict: bool = True) -> list:
+        """Load the values in the ``.safetensors`` file ``file`` into the variables with
+        the same paths (attributes are not changed).
+
+        The whole header, and the names, shapes and dtypes against the store, are checked
+        before any variable is written: a corrupt or truncated file, or one that does not
+        fit, raises ValueError and changes nothing. ``strict=True``: the file's paths must
+        be the store's. ``strict=False``: the paths both have are loaded and the others
+        returned (sorted); a shape or dtype that differs still raises.
+        """
+        from . import checkpoint
+
+        return checkpoint.load(self, file, strict)
+
     # ------------------------------------------------------------------ memory
     @property
     def memory_limit(self) -> int | None:

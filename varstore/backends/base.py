@@ -98,6 +98,17 @@ class Backend(abc.ABC):
     def device_of(self, array) -> str:
         """The device name ``array`` lives on."""
 
+    # Checkpoints (see varstore.checkpoint): raw bytes in, raw bytes out, in bounded pieces.
+    @abc.abstractmethod
+    def write_bytes(self, storage, write) -> None:
+        """Hand the raw bytes of ``storage`` (C order) to ``write(memoryview)``, in order,
+        without a host copy of the whole array."""
+
+    @abc.abstractmethod
+    def read_bytes(self, storage, readinto) -> None:
+        """Fill the raw bytes of ``storage`` from ``readinto(memoryview)``, which fills the
+        whole view it is given or raises; no host copy of the whole array."""
+
     def cuda_array_interface(self, storage) -> dict:
         raise AttributeError(f"{self.name} arrays live on the host and have no __cuda_array_interface__")
 

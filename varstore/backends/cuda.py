@@ -15,6 +15,7 @@ from ..dtypes import WORD_DTYPES
 from .base import Backend, is_device_array
 
 _POOL_UNIT = 512  # cupy.cuda.MemoryPool rounds every allocation up to a multiple of this
+STAGING_BYTES = 16 << 20  # each of the two pinned host buffers checkpoints stream through
 
 
 def _load_numba_cuda():
@@ -55,6 +56,8 @@ class CudaBackend(Backend):
         # threads launching the same new kernel at once fail ("key already in dictionary",
         # seen on an H100). Launches are serialized here; they hold the GIL anyway.
         self._launch_lock = threading.Lock()
+        self._staging = None  # two pinned host buffers, made on the first checkpoint
+        self._staging_lock = threading.Lock()
         self._numba_cuda = None
 
     def devices(self) -> list[str]:
@@ -174,6 +177,56 @@ class CudaBackend(Backend):
             blocks, threads = grid_for(n, self._sm_count_of(device_id))
             with self._launch_lock:
                 kernel.cuda[blocks, threads, stream](*launch_args)
+
+    def _staging_buffers(self):
+        if self._staging is None:
+            import cupyx
+
+            self._staging = [cupyx.empty_pinned((STAGING_BYTES,), np.uint8) for _ in range(2)]
+        return self._staging
+
+    def write_bytes(self, storage, write):
+        # Device -> pinned buffer (async, on the current stream) -> write, two buffers deep:
+        # piece k+1 is copied while piece k is written.
+        cupy = self._cupy
+        flat = storage.reshape(-1).view(cupy.uint8)
+        pieces = [(start, min(start + STAGING_BYTES, flat.size)) for start in range(0, flat.size, STAGING_BYTES)]
+        with self._staging_lock, cupy.cuda.Device(storage.device.id):
+            buffers = self._staging_buffers()
+            stream = cupy.cuda.get_current_stream()
+            done = [None, None]
+
+            def copy_out(k):
+                start, stop = pieces[k]
+                flat[start:stop].get(stream=stream, out=buffers[k % 2][: stop - start], blocking=False)
+                done[k % 2] = stream.record()
+
+            if pieces:
+                copy_out(0)
+            for k, (start, stop) in enumerate(pieces):
+                if k + 1 < len(pieces):
+                    copy_out(k + 1)  # into the other buffer, written out in step k - 1
+                done[k % 2].synchronize()
+                write(memoryview(buffers[k % 2][: stop - start]))
+
+    def read_bytes(self, storage, readinto):
+        # readinto -> pinned buffer -> device (async), two buffers deep: piece k+1 is read
+        # from the file while piece k is copied to the device.
+        cupy = self._cupy
+        flat = storage.reshape(-1).view(cupy.uint8)
+        with self._staging_lock, cupy.cuda.Device(storage.device.id):
+            buffers = self._staging_buffers()
+            stream = cupy.cuda.get_current_stream()
+            done = [None, None]
+            for k, start in enumerate(range(0, flat.size, STAGING_BYTES)):
+                stop = min(start + STAGING_BYTES, flat.size)
+                if done[k % 2] is not None:
+                    done[k % 2].synchronize()  # the copy out of this buffer two steps ago
+                host = buffers[k % 2][: stop - start]
+                readinto(memoryview(host))
+                flat[start:stop].set(host, stream=stream)
+                done[k % 2] = stream.record()
+            stream.synchronize()
 
     def present(self, storage, dtype):
         return storage  # bfloat16/float8 stay raw words: CuPy has no such dtypes

@@ -95,6 +95,12 @@ class NumpyBackend(Backend):
     def device_of(self, array) -> str:
         return "cpu"
 
+    def write_bytes(self, storage, write):
+        write(memoryview(storage.reshape(-1).view(np.uint8)))  # the array's own memory
+
+    def read_bytes(self, storage, readinto):
+        readinto(memoryview(storage.reshape(-1).view(np.uint8)))
+
 
 def _host_memory() -> tuple:
     """``(total, available)`` bytes of host memory, from the OS (None where unknown)."""
