@@ -27,6 +27,7 @@ loaded before it changed; it is raised.) No pickle is used anywhere.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -94,6 +95,7 @@ def save(store, file) -> None:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         try:
             with os.fdopen(fd, "wb", buffering=0) as f:
+                _reserve(f.fileno(), 8 + len(text) + offset)
                 write = _writer(f)
                 write(memoryview(len(text).to_bytes(8, "little")))
                 write(memoryview(text))
@@ -108,6 +110,18 @@ def save(store, file) -> None:
                 pass
             raise
         _fsync_folder(directory)
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Allocate the file's blocks in one go where the OS can (fewer extents, and a full
+    disk fails here, before any byte is written)."""
+    if size and hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # EOPNOTSUPP/EINVAL: a file system without fallocate; the writes allocate
 
 
 def _writer(f):
