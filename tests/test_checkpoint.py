@@ -264,6 +264,7 @@ CORRUPT = {
     "bad JSON": lambda p: write_raw(p, {}, GOOD_DATA, text=b'{"a": {"dtype": "F32", "shape": [2],'),
     "not UTF-8": lambda p: write_raw(p, {}, GOOD_DATA, text=b'{"\xff\xfe": 1}'),
     "JSON array": lambda p: write_raw(p, {}, GOOD_DATA, text=b"[1, 2, 3]"),
+    "deeply nested JSON": lambda p: write_raw(p, {}, GOOD_DATA, text=b'{"a": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"),
     "duplicate key": lambda p: write_raw(p, {}, GOOD_DATA, text=json.dumps(_good_header())[:-1].encode()
                                          + b', "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}'),
     "offsets past the end": lambda p: write_raw(p, _with(lambda h: h["b"].update(data_offsets=[8, 24])), GOOD_DATA[:16]),

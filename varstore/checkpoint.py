@@ -191,8 +191,8 @@ def read_header(f, size: int, path: str = "<file>") -> tuple:
     raw = _read_exactly(f, length, path, "the header")
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise bad(f"the header is not JSON ({error})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:  # (deep nesting: RecursionError)
+        raise bad(f"the header is not JSON ({type(error).__name__}: {str(error)[:200]})") from None
     if not isinstance(header, dict):
         raise bad(f"the header is a JSON {type(header).__name__}, expected an object")
     metadata = header.pop(METADATA_KEY, {})
