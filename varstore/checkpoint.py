@@ -23,6 +23,9 @@ store. Any problem is a ``ValueError`` and no variable changes. Only then are th
 streamed into the variables' existing storage. (An I/O error *while* streaming, such as
 the file being truncated by another process after the checks, can leave the variables
 loaded before it changed; it is raised.) No pickle is used anywhere.
+
+A save holds the store's lock (no variable is created or deleted meanwhile) but does not
+stop other threads' writes to the variables: save when no other thread writes.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import errno
 import json
 import math
 import os
+import re
+import reprlib
 import secrets
 
 import numpy as np
@@ -68,6 +73,9 @@ def save(store, file) -> None:
         raise IsADirectoryError(f"save: {path!r} is a folder; expected a file path.")
     with store._lock:
         variables = list(store.variables)
+        if METADATA_KEY in store._variables:
+            raise ValueError(f"save: a variable's path is {METADATA_KEY!r}, the name the safetensors format "
+                             "reserves for the header's metadata; rename it to save this store.")
         # Largest items first: with the header padded to 8 bytes, every tensor starts at a
         # multiple of its item size (readers that map the file need no copy).
         order = sorted(variables, key=lambda v: -np.dtype(storage_dtype(v._dtype)).itemsize)
@@ -90,11 +98,16 @@ def save(store, file) -> None:
         header = {METADATA_KEY: metadata, **header}
         text = json.dumps(header, separators=(",", ":")).encode("utf-8")
         text += b" " * (-len(text) % 8)
+        if len(text) > MAX_HEADER_BYTES:
+            raise ValueError(f"save: the header would be {len(text)} bytes, over the {MAX_HEADER_BYTES} that "
+                             "safetensors readers accept (too many variables or too long paths for one file).")
 
-        temp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        base = os.path.basename(path)[:120]  # (the temporary's name must fit the folder's limit too)
+        temp = os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         try:
             with os.fdopen(fd, "wb", buffering=0) as f:
+                _keep_mode(f.fileno(), path)
                 _reserve(f.fileno(), 8 + len(text) + offset)
                 write = _writer(f)
                 write(memoryview(len(text).to_bytes(8, "little")))
@@ -110,6 +123,16 @@ def save(store, file) -> None:
                 pass
             raise
         _fsync_folder(directory)
+
+
+def _keep_mode(fd: int, path: str) -> None:
+    """A file saved over an existing one keeps its permissions."""
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except OSError:
+        return
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, mode)
 
 
 def _reserve(fd: int, size: int) -> None:
@@ -189,10 +212,7 @@ def read_header(f, size: int, path: str = "<file>") -> tuple:
     if length > size - 8:
         raise bad(f"the header length is {length} bytes but only {size - 8} bytes follow it")
     raw = _read_exactly(f, length, path, "the header")
-    try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError, RecursionError) as error:  # (deep nesting: RecursionError)
-        raise bad(f"the header is not JSON ({type(error).__name__}: {str(error)[:200]})") from None
+    header = _parse_json(raw, HEADER_LAYOUT, "the header", bad)
     if not isinstance(header, dict):
         raise bad(f"the header is a JSON {type(header).__name__}, expected an object")
     metadata = header.pop(METADATA_KEY, {})
@@ -216,25 +236,25 @@ def read_header(f, size: int, path: str = "<file>") -> tuple:
 
 def _entry(name, info, metadata, data_size, bad) -> _Entry:
     if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-        raise bad(f"tensor {name!r} must be an object with dtype, shape and data_offsets; got {info!r}"[:300])
+        raise bad(f"tensor {name!r} must be an object with dtype, shape and data_offsets; got {reprlib.repr(info)}")
     code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
     if not isinstance(code, str) or code not in DTYPE_OF:
-        raise bad(f"tensor {name!r} has dtype {code!r}; expected one of {sorted(DTYPE_OF)}")
+        raise bad(f"tensor {name!r} has dtype {reprlib.repr(code)}; expected one of {sorted(DTYPE_OF)}")
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape) or len(shape) > 64:
-        raise bad(f"tensor {name!r} has shape {shape!r}; expected a list of at most 64 non-negative integers")
+        raise bad(f"tensor {name!r} has shape {reprlib.repr(shape)}; expected a list of at most 64 non-negative integers")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)
             and 0 <= offsets[0] <= offsets[1]):
-        raise bad(f"tensor {name!r} has data_offsets {offsets!r}; expected [begin, end] with 0 <= begin <= end")
+        raise bad(f"tensor {name!r} has data_offsets {reprlib.repr(offsets)}; expected [begin, end] with 0 <= begin <= end")
     begin, end = offsets
     if end > data_size:
         raise bad(f"tensor {name!r} ends at byte {end} of the data, past its end ({data_size} bytes)")
     dtype = DTYPE_OF[code]
     recorded = metadata.get(VARIABLE_PREFIX + name)
     if recorded is not None:
-        try:
-            recorded_dtype = json.loads(recorded)["dtype"]
-        except (ValueError, TypeError, KeyError):
-            raise bad(f"the metadata of {name!r} is not a JSON object with a dtype: {recorded!r}"[:300]) from None
+        fields = _parse_json(recorded.encode("utf-8", "surrogatepass"), METADATA_LAYOUT, f"the metadata of {name!r}", bad)
+        recorded_dtype = fields.get("dtype") if isinstance(fields, dict) else None
+        if not isinstance(recorded_dtype, str):
+            raise bad(f"the metadata of {name!r} is not a JSON object with a dtype: {recorded[:200]!r}")
         if recorded_dtype != dtype and not (code == "U8" and recorded_dtype in U8_CARRIES):
             raise bad(f"tensor {name!r} is stored as {code} but its metadata says dtype {recorded_dtype!r}")
         dtype = recorded_dtype
@@ -292,6 +312,45 @@ def _read_exactly(f, n: int, path: str, what: str) -> bytes:
             raise ValueError(f"{path!r} is not a valid safetensors file: it ended inside {what}.")
         filled += got
     return bytes(data)
+
+
+# Where a header may open containers: objects at depth 1 (the header) and 2 (a tensor, the
+# metadata), lists at depth 3 (shape, data_offsets). The metadata's per-variable value is
+# one flat object. Checked on the raw text before json builds anything, so a corrupt
+# header cannot make the parser nest deeply or build millions of lists.
+HEADER_LAYOUT = {ord("{"): 2, ord("["): 3}
+METADATA_LAYOUT = {ord("{"): 1, ord("["): 0}
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _parse_json(raw: bytes, layout: dict, what: str, bad):
+    """``json.loads`` of ``raw`` after a check of where containers open (``layout``: the
+    deepest level each kind may open at, with lists allowed only at that level), with
+    integers of at most 20 digits (a u64) and no NaN/Infinity; ValueError otherwise."""
+    skeleton = np.frombuffer(_STRING.sub(b'""', raw), np.uint8)
+    opens = np.isin(skeleton, (ord("{"), ord("[")))
+    depth = np.cumsum(opens.astype(np.int32) - np.isin(skeleton, (ord("}"), ord("]"))), dtype=np.int32)
+    for bracket, deepest in layout.items():
+        at = depth[skeleton == bracket]
+        allowed = (at == deepest) if bracket == ord("[") else (at <= deepest)
+        if at.size and not allowed.all():
+            raise bad(f"{what} nests JSON {'lists' if bracket == ord('[') else 'objects'} where a "
+                      "safetensors header has none")
+    try:
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates,
+                          parse_int=_small_int, parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise bad(f"{what} is not JSON ({type(error).__name__}: {str(error)[:200]})") from None
+
+
+def _small_int(text: str) -> int:
+    if len(text.lstrip("-")) > 20:
+        raise ValueError(f"an integer of {len(text)} digits")
+    return int(text)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a valid header value")
 
 
 def _no_duplicates(pairs):

@@ -190,9 +190,10 @@ class CudaBackend(Backend):
         # piece k+1 is copied while piece k is written.
         cupy = self._cupy
         flat = storage.reshape(-1).view(cupy.uint8)
-        pieces = [(start, min(start + STAGING_BYTES, flat.size)) for start in range(0, flat.size, STAGING_BYTES)]
         with self._staging_lock, cupy.cuda.Device(storage.device.id):
             buffers = self._staging_buffers()
+            piece = buffers[0].size
+            pieces = [(start, min(start + piece, flat.size)) for start in range(0, flat.size, piece)]
             stream = cupy.cuda.get_current_stream()
             done = [None, None]
 
@@ -201,13 +202,16 @@ class CudaBackend(Backend):
                 flat[start:stop].get(stream=stream, out=buffers[k % 2][: stop - start], blocking=False)
                 done[k % 2] = stream.record()
 
-            if pieces:
-                copy_out(0)
-            for k, (start, stop) in enumerate(pieces):
-                if k + 1 < len(pieces):
-                    copy_out(k + 1)  # into the other buffer, written out in step k - 1
-                done[k % 2].synchronize()
-                write(memoryview(buffers[k % 2][: stop - start]))
+            try:
+                if pieces:
+                    copy_out(0)
+                for k, (start, stop) in enumerate(pieces):
+                    if k + 1 < len(pieces):
+                        copy_out(k + 1)  # into the other buffer, written out in step k - 1
+                    done[k % 2].synchronize()
+                    write(memoryview(buffers[k % 2][: stop - start]))
+            finally:
+                stream.synchronize()  # no copy may still target the buffers once they are free
 
     def read_bytes(self, storage, readinto):
         # readinto -> pinned buffer -> device (async), two buffers deep: piece k+1 is read
@@ -216,17 +220,20 @@ class CudaBackend(Backend):
         flat = storage.reshape(-1).view(cupy.uint8)
         with self._staging_lock, cupy.cuda.Device(storage.device.id):
             buffers = self._staging_buffers()
+            piece = buffers[0].size
             stream = cupy.cuda.get_current_stream()
             done = [None, None]
-            for k, start in enumerate(range(0, flat.size, STAGING_BYTES)):
-                stop = min(start + STAGING_BYTES, flat.size)
-                if done[k % 2] is not None:
-                    done[k % 2].synchronize()  # the copy out of this buffer two steps ago
-                host = buffers[k % 2][: stop - start]
-                readinto(memoryview(host))
-                flat[start:stop].set(host, stream=stream)
-                done[k % 2] = stream.record()
-            stream.synchronize()
+            try:
+                for k, start in enumerate(range(0, flat.size, piece)):
+                    stop = min(start + piece, flat.size)
+                    if done[k % 2] is not None:
+                        done[k % 2].synchronize()  # the copy out of this buffer two steps ago
+                    host = buffers[k % 2][: stop - start]
+                    readinto(memoryview(host))
+                    flat[start:stop].set(host, stream=stream)
+                    done[k % 2] = stream.record()
+            finally:
+                stream.synchronize()
 
     def present(self, storage, dtype):
         return storage  # bfloat16/float8 stay raw words: CuPy has no such dtypes
