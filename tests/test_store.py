@@ -204,24 +204,34 @@ def test_free_cached(store):
 
 
 # ------------------------------------------------------------------ threads
-def test_threads_create_8000_variables_with_unique_names(backend):
-    store = make_store(backend)
+def errors_of_threads(work, count: int = 8) -> list:
+    """Run ``work(k)`` for k in range(count) on as many threads; the exceptions they raised
+    (a thread's exception would otherwise be only a pytest warning)."""
     errors = []
 
-    def work(t):
+    def run(k):
         try:
-            for i in range(500):
-                store.variable(0.0)  # automatic names race for the same base
-                store.variable(float(i), name=f"t{t}_{i}")
-        except BaseException as exc:  # noqa: BLE001 (reported below)
+            work(k)
+        except BaseException as exc:  # noqa: BLE001 (returned to the test)
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert errors == []
+    return errors
+
+
+def test_threads_create_8000_variables_with_unique_names(backend):
+    store = make_store(backend)
+
+    def work(t):
+        for i in range(500):
+            store.variable(0.0)  # automatic names race for the same base
+            store.variable(float(i), name=f"t{t}_{i}")
+
+    assert errors_of_threads(work) == []
     assert len(store) == 8000 and len(set(store)) == 8000
     assert {f"variable_{i}" if i else "variable" for i in range(4000)} <= set(store)
     assert store.memory_info()["variable_bytes"] == 8000 * 4
@@ -229,21 +239,13 @@ def test_threads_create_8000_variables_with_unique_names(backend):
 
 def test_threads_assign_different_variables(store):
     variables = [store.variable("zeros", shape=(64,)) for _ in range(8)]
-    errors = []
 
     def work(k):
-        try:
-            for i in range(300):
-                variables[k].assign(np.full(64, i + k, np.float32))
-                variables[k][k] = -1.0
-        except Exception as error:  # a thread's exception would otherwise be only a warning
-            errors.append(error)
+        for i in range(300):
+            variables[k].assign(np.full(64, i + k, np.float32))
+            variables[k][k] = -1.0
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = errors_of_threads(work)
     assert not errors, errors
     for k, v in enumerate(variables):
         expected = np.full(64, 299 + k, np.float32)
