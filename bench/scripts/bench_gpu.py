@@ -1,7 +1,7 @@
 """GPU benchmark: our kernels on a CUDA device against the device-to-device copy ceiling,
 CuPy and PyTorch (when present), timed with CUDA events on CuPy's current stream.
 
-    python bench/bench_gpu.py [--json FILE] [--elements N]
+    python bench/scripts/bench_gpu.py [--json FILE] [--elements N]
 
 Every row is the median of ``--repeats`` timed calls after two warm-ups; the ours/baseline
 pairs are timed in alternation. Bandwidth counts bytes read plus bytes written once each

@@ -1,6 +1,6 @@
 """Issue 3 benchmark (CPU): random fills against NumPy's Philox generator.
 
-    python bench/bench_initializers.py [--n 10000000] [--json FILE]
+    python bench/scripts/bench_initializers.py [--n 10000000] [--json FILE]
 
 Ours fills an existing variable in place (`Initializer.fill`); NumPy's baseline is
 `Generator(Philox(seed)).random(n, dtype=float32)` / `.standard_normal(...)`, allocating

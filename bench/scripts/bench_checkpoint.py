@@ -1,7 +1,7 @@
 """Issue 6 benchmark: save and load of a 1 GiB store against writing and reading the same
 bytes with ``ndarray.tofile`` / ``np.fromfile``, and the extra host memory each takes.
 
-    python bench/bench_checkpoint.py [--json FILE] [--folder DIR] [--device cpu]
+    python bench/scripts/bench_checkpoint.py [--json FILE] [--folder DIR] [--device cpu]
 
 The store holds 16 float32 variables of 64 MiB. Our save is atomic (temporary file, fsync,
 rename, folder fsync), so the baseline is timed twice: with an fsync before close (the same

@@ -15,7 +15,7 @@ Every cast's bits are checked against the baseline's, on the timed data and on a
 edge-case array (every float32 high half-word with several low halves: NaN, inf,
 subnormals, overflow, ties); a mismatch makes the script exit with status 1.
 
-Usage: python bench/bench_foundation.py [--json FILE] [--quick]
+Usage: python bench/scripts/bench_foundation.py [--json FILE] [--quick]
 
 Keras's numpy backend imports scipy and jax: install them beside keras.
 """

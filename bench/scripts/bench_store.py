@@ -1,7 +1,7 @@
 """Issue 5 benchmark (CPU): variable creation against keras.Variable, and a 1,000-variable
 model build with its time split into Python overhead and fill.
 
-    python bench/bench_store.py [--json FILE]
+    python bench/scripts/bench_store.py [--json FILE]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Issue 4 benchmark (CPU): strided slice-assign against NumPy's own, and the row write
 against the Keras docs' copy-modify-assign.
 
-    python bench/bench_slicing.py [--json FILE]
+    python bench/scripts/bench_slicing.py [--json FILE]
 """
 
 from __future__ import annotations

@@ -1,0 +1,11 @@
+"""varstore's benchmark suite, installed as ``varstore.bench``: run it as ``varstore bench``.
+
+- ``ops``: the operations, their baselines and the checks of ours' results.
+- ``natives``: what NumPy/ml_dtypes (CPU) or CuPy (GPU) offer: clock, ceilings, baselines.
+- ``torch_baselines``: PyTorch's, when it imports.
+- ``measure``: CUDA events or ``perf_counter``, variants timed in alternation.
+- ``suite``: the runner; ``report``: the JSON document and the table; ``plot``: the figure.
+
+``bench/scripts/`` (not installed) holds the per-issue scripts whose figures are in
+bench/RESULTS.md.
+"""

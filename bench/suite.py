@@ -1,0 +1,218 @@
+"""The runner of ``varstore bench``: every op at every size, timed, checked and tabled."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+import varstore as vs
+from varstore.backends import for_device
+
+from . import natives, ops, torch_baselines
+from .measure import FULL, QUICK, time_variants
+
+KIB, MIB, GIB = 2**10, 2**20, 2**30
+FULL_SIZES = (4 * KIB, 64 * KIB, MIB, 16 * MIB, 256 * MIB, GIB)
+QUICK_SIZES = (4 * KIB, 256 * KIB, 4 * MIB, 64 * MIB)
+KERAS_MAX_BYTES = MIB
+GC_BYTES = 16 * MIB  # below this a full collection after each case costs more than it frees  # Keras is a per-call-overhead baseline
+
+
+class Context:
+    """What the ops need: the device, its native library, PyTorch and Keras when present."""
+
+    def __init__(self, device=None, use_torch=True, use_keras=True, plan=FULL):
+        self.backend, self.device = for_device(device)
+        self.max_copies = 1 + plan.warmup + plan.max_repeats
+        self.native = natives.NATIVES[self.backend.name]()
+        self.torch = torch_baselines.load(self.backend.name) if use_torch else None
+        self._use_keras = use_keras
+        self._keras = None
+        self.tmpdir = tempfile.mkdtemp(prefix="varstore-bench-")
+
+    def new_store(self):
+        return vs.VariableStore(device=self.device)
+
+    def keras_for(self, nbytes: int):
+        """Keras (numpy backend) for per-call baselines at small sizes, or None."""
+        if not self._use_keras or nbytes > KERAS_MAX_BYTES:
+            return None
+        if self._keras is None:
+            self._keras = _import_keras_numpy() or False
+        return self._keras or None
+
+    def close(self) -> None:
+        for name in os.listdir(self.tmpdir):
+            os.unlink(os.path.join(self.tmpdir, name))
+        os.rmdir(self.tmpdir)
+
+
+def _import_keras_numpy():
+    if os.environ.setdefault("KERAS_BACKEND", "numpy") != "numpy":
+        return None  # another backend was asked for; its per-call cost is not comparable
+    try:
+        import keras
+    except Exception:  # not installed, or its backend's dependencies are missing
+        return None
+    return keras
+
+
+def ceiling_fns(ctx, kind: str, nbytes: int) -> tuple[dict, int]:
+    """The ceiling of ``kind`` at ``nbytes`` (rotated like the ops) and the bytes it moves."""
+    xp = ctx.native.xp
+    n = nbytes // ops.ELEMENT
+    if kind == "fill":
+        k = ops.rotation(ctx, nbytes)
+        dsts = [xp.ones(n, np.float32) for _ in range(k)]
+        return ops.cycle([ctx.native.fill_fn(d) for d in dsts]), nbytes
+    k = ops.rotation(ctx, 2 * nbytes)
+    dsts = [xp.ones(n, np.float32) for _ in range(k)]
+    if kind == "h2d":
+        host = np.ones(n, np.float32)
+        return ops.cycle([ctx.native.h2d_fn(d, host) for d in dsts]), 2 * nbytes
+    srcs = [xp.ones(n, np.float32) for _ in range(k)]
+    return ops.cycle([ctx.native.copy_fn(d, s) for d, s in zip(dsts, srcs, strict=True)]), 2 * nbytes
+
+
+@dataclasses.dataclass
+class Row:
+    op: str
+    size_bytes: int
+    bytes_moved: int | None = None
+    variants: dict = dataclasses.field(default_factory=dict)  # label -> timing dict (+ GBps)
+    ceiling: dict | None = None
+    check: str = "ok"
+    skipped: str | None = None
+
+    @property
+    def ours(self) -> dict | None:
+        return self.variants.get("ours")
+
+    def fraction_of_ceiling(self) -> float | None:
+        if not (self.ceiling and self.ours and self.ours.get("GBps")):
+            return None
+        return self.ours["GBps"] / self.ceiling["GBps"]
+
+    def baselines(self) -> dict:
+        """label -> baseline time / ours (above 1: ours is faster)."""
+        ours = self.ours
+        return {label: t["median_s"] / ours["median_s"] for label, t in self.variants.items() if label != "ours"}
+
+    def as_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["fraction_of_ceiling"] = self.fraction_of_ceiling()
+        out["speedup_vs"] = self.baselines() if self.ours else {}
+        return out
+
+
+def measure(ctx, op: ops.Op, nbytes: int, plan) -> Row:
+    row = Row(op.name, nbytes)
+    if op.max_bytes is not None and nbytes > op.max_bytes:
+        row.skipped = op.skip_reason
+        return row
+    try:
+        case = op.build(ctx, nbytes)
+        fns = dict(case.fns)
+        ceiling_bytes = None
+        if case.ceiling:
+            fns["ceiling"], ceiling_bytes = ceiling_fns(ctx, case.ceiling, nbytes)
+        timings = time_variants(ctx.native.clock, fns, plan)
+        row.bytes_moved = case.bytes_moved
+        try:
+            case.check()
+        except ops.CheckFailed as failure:
+            row.check = f"FAILED: {failure}"
+        for label, timing in timings.items():
+            entry = timing.as_dict()
+            moved = ceiling_bytes if label == "ceiling" else case.bytes_moved
+            entry["GBps"] = moved / timing.median_s / 1e9 if moved else None
+            if label == "ceiling":
+                row.ceiling = dict(entry, kind=case.ceiling)
+            else:
+                row.variants[label] = entry
+    except MemoryError as error:  # includes vs.OutOfMemoryError: the device is too small
+        row.skipped = f"out of memory: {error}"
+    except Exception as error:  # noqa: BLE001 - a broken op is reported, the others still run
+        row.check = f"FAILED: {type(error).__name__}: {error}"
+    finally:
+        case = fns = None
+        if nbytes >= GC_BYTES:  # stores and variables refer to each other: free them now
+            gc.collect()
+            ctx.native.release_memory()
+    return row
+
+
+class Progress:
+    """A one-line bar on a terminal; a line per op elsewhere (logs, CI)."""
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total, self.done, self.stream = total, 0, stream
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.start = time.perf_counter()
+
+    def step(self, label: str, op_finished: bool) -> None:
+        self.done += 1
+        elapsed = time.perf_counter() - self.start
+        if self.tty:
+            width = 30
+            filled = int(width * self.done / self.total)
+            bar = "#" * filled + "." * (width - filled)
+            self.stream.write(f"\r[{bar}] {self.done}/{self.total} {elapsed:5.0f}s {label[:48]:<48}")
+            if self.done == self.total:
+                self.stream.write("\n")
+        elif op_finished:
+            self.stream.write(f"[{self.done}/{self.total}] {elapsed:.0f}s {label}\n")
+        self.stream.flush()
+
+
+def run(op_list, sizes, quick: bool, device=None, use_torch=True, use_keras=True, stream=sys.stderr) -> dict:
+    """Measure every op at every size; returns the results document (see ``report``)."""
+    from . import report
+
+    plan = QUICK if quick else FULL
+    ctx = Context(device, use_torch=use_torch, use_keras=use_keras, plan=plan)
+    progress = Progress(len(op_list) * len(sizes), stream)
+    rows = []
+    started = time.time()
+    try:
+        with warnings.catch_warnings():
+            # The cast data holds values that overflow the narrow types on purpose.
+            warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning)
+            for op in op_list:
+                for i, nbytes in enumerate(sizes):
+                    rows.append(measure(ctx, op, nbytes, plan))
+                    progress.step(f"{op.name} {report.format_size(nbytes)}", i == len(sizes) - 1)
+    finally:
+        ctx.close()
+    return report.document(ctx, op_list, sizes, quick, plan, rows, time.time() - started)
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """``"4KiB,1MiB"`` -> byte counts: powers of two from 4 KiB, as the ops' shapes need.
+
+    Raises:
+        ValueError: a size that is not such a power of two.
+    """
+    from varstore.memory import parse_memory_limit
+
+    sizes = []
+    for item in text.replace(" ", "").split(","):
+        try:
+            value = parse_memory_limit(item)
+        except (ValueError, TypeError):
+            value = None
+        if value is None or value < 4 * KIB or value & (value - 1) or math.log2(value) > 40:
+            raise ValueError(
+                f"Invalid value for argument `--sizes`. Expected comma-separated powers of two from "
+                f"4KiB to 1TiB, such as '4KiB,1MiB,64MiB'. Received: {item!r}"
+            )
+        sizes.append(value)
+    return tuple(sorted(set(sizes)))
