@@ -85,7 +85,9 @@ def host_normal(n: int, seed: int, scale: float = 1.0, edges: bool = False) -> n
     fresh normals would cost seconds per case, and only the bytes' count matters here."""
     base = np.random.default_rng(seed).standard_normal(min(n, 2**20), dtype=np.float32) * np.float32(scale)
     data = np.empty(n, np.float32)
-    data.reshape(-1, base.size)[...] = base  # n is a power of two: whole tiles
+    whole = n - n % base.size
+    data[:whole].reshape(-1, base.size)[...] = base
+    data[whole:] = base[: n - whole]
     if not edges:
         return data
     edges = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-45, 65504.0, 65520.0,

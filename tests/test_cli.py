@@ -180,7 +180,9 @@ def test_every_op_runs_and_passes_its_check_at_the_smallest_size(backend):
         assert row["check"] == "ok", row
         ours = row["variants"]["ours"]
         assert ours["median_s"] > 0 and ours["repeats"] >= measure.QUICK.min_repeats
-        assert len(row["variants"]) >= 2, f"{row['op']} has no baseline"
+        # Every op has a baseline, but CuPy has no bfloat16/float8 casts (PyTorch is left out here).
+        no_cupy_cast = backend == "cuda" and row["op"].startswith("cast/") and "float16" not in row["op"].replace("bfloat16", "")
+        assert len(row["variants"]) >= 2 or no_cupy_cast, f"{row['op']} has no baseline"
         if row["ceiling"]:
             assert row["ceiling"]["GBps"] > 0 and row["fraction_of_ceiling"] > 0
     assert "fill" in report.table(doc)
