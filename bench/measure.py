@@ -43,6 +43,8 @@ class CudaEventClock:
         self._stop = cupy.cuda.Event()
 
     def time(self, fn) -> tuple[float, float]:
+        # Work queued before the call must not delay the start event.
+        self._cupy.cuda.get_current_stream().synchronize()
         self._start.record()
         start = time.perf_counter()
         fn()

@@ -35,7 +35,7 @@ def _host_dtype(dtype: str):
 class NumpyNative:
     name = "numpy"
 
-    def __init__(self):
+    def __init__(self, device: str = "cpu"):
         self.xp = np
         self.clock = HostClock(lambda: None)
         self.rotation_bytes = CPU_ROTATION_BYTES
@@ -117,14 +117,17 @@ class NumpyNative:
 class CupyNative:
     name = "cupy"
 
-    def __init__(self):
+    def __init__(self, device: str = "cuda:0"):
         import cupy
 
+        # Baselines, ceilings and events on the device ours runs on.
+        cupy.cuda.Device(int(device.split(":")[1])).use()
         self.cp = cupy
         self.xp = cupy
         self.clock = CudaEventClock(cupy)
         l2 = cupy.cuda.Device().attributes.get("L2CacheSize", 50 * 2**20)
         self.rotation_bytes = 2 * l2
+        self._generators = {}
 
     def describe(self) -> dict:
         cp = self.cp
@@ -181,7 +184,9 @@ class CupyNative:
 
     def random(self, kind: str, out, seed: int):
         cp = self.cp
-        generator = cp.random.RandomState(seed)
+        if seed not in self._generators:  # one generator per run: curand's setup is not timed
+            self._generators[seed] = cp.random.RandomState(seed)
+        generator = self._generators[seed]
         if kind == "uniform":
             return "cupy.random.random", lambda: generator.random_sample(out.shape, dtype=cp.float32)
         if kind == "normal":

@@ -60,7 +60,7 @@ def square_shape(n: int) -> tuple[int, int]:
 
 def rotation(ctx, bytes_per_copy: int) -> int:
     """How many copies of the buffers to cycle through so that they outgrow the cache
-    (no more than the calls a measurement makes)."""
+    (no more than half the calls a measurement makes: each copy is used warm)."""
     wanted = -(-ctx.native.rotation_bytes // max(bytes_per_copy, 1))
     return max(1, min(MAX_ROTATION, ctx.max_copies, wanted))
 
@@ -136,7 +136,7 @@ def build_fill(ctx, nbytes):
     store = ctx.new_store()
     variables = [store.variable("zeros", shape=shape, dtype="float32", name=f"v{i}") for i in range(k)]
     fns = {"ours": cycle([lambda v=v: v.assign(1.5) for v in variables])}
-    outs = [ctx.native.xp.zeros(shape, np.float32) for _ in range(k)]
+    outs = [ctx.native.xp.ones(shape, np.float32) for _ in range(k)]
     label, _ = ctx.native.fill_value(outs[0], 1.5)
     fns[label] = cycle([ctx.native.fill_value(o, 1.5)[1] for o in outs])
     if ctx.torch:
@@ -239,13 +239,15 @@ def make_build_initializer(name: str):
         shape = square_shape(n)
         k = rotation(ctx, nbytes)
         store = ctx.new_store()
-        variables = [store.variable("zeros", shape=shape, dtype="float32", name=f"v{i}") for i in range(k)]
+        # Not zeros: a fill that writes nothing, or an identity that leaves the off-diagonal,
+        # must fail the check.
+        variables = [store.variable(I.Constant(7.0), shape=shape, dtype="float32", name=f"v{i}") for i in range(k)]
         initializer = factory()
         backend = ctx.backend
         storages = [storage_of(v) for v in variables]
         fns = {"ours": cycle([lambda s=s: initializer.fill(backend, s, "float32") for s in storages])}
         xp = ctx.native.xp
-        outs = [xp.zeros(shape, np.float32) for _ in range(k)]
+        outs = [xp.ones(shape, np.float32) for _ in range(k)]
         baseline = None
         if kind == "fill":
             baseline = [ctx.native.fill_value(o, value) for o in outs]
@@ -340,7 +342,7 @@ def build_assign_host(ctx, nbytes):
     variables = [store.variable("zeros", shape=shape, dtype="float32", name=f"v{i}") for i in range(k)]
     pairs = [(v, hosts[i % len(hosts)]) for i, v in enumerate(variables)]
     fns = {"ours": cycle([lambda v=v, h=h: v.assign(h) for v, h in pairs])}
-    outs = [ctx.native.xp.zeros(shape, np.float32) for _ in range(k)]
+    outs = [ctx.native.xp.ones(shape, np.float32) for _ in range(k)]
     entries = [ctx.native.copy_from_host(o, hosts[i % len(hosts)]) for i, o in enumerate(outs)]
     fns[entries[0][0]] = cycle([e[1] for e in entries])
     if ctx.torch:
@@ -368,7 +370,7 @@ def build_assign_device(ctx, nbytes):
     store = ctx.new_store()
     variables = [store.variable("zeros", shape=shape, dtype="float32", name=f"v{i}") for i in range(k)]
     fns = {"ours": cycle([lambda v=v, s=s: v.assign(s) for v, s in zip(variables, sources, strict=True)])}
-    outs = [ctx.native.xp.zeros(shape, np.float32) for _ in range(k)]
+    outs = [ctx.native.xp.ones(shape, np.float32) for _ in range(k)]
     entries = [ctx.native.copy(o, s) for o, s in zip(outs, sources, strict=True)]
     fns[entries[0][0]] = cycle([e[1] for e in entries])
     if ctx.torch:
@@ -403,7 +405,7 @@ def build_strided(ctx, nbytes):
         v[STRIDED] = source
 
     fns = {"ours": cycle([lambda v=v: ours(v) for v in variables])}
-    outs = [xp.zeros(shape, np.float32) for _ in range(k)]
+    outs = [xp.ones(shape, np.float32) for _ in range(k)]
     entries = [ctx.native.setitem(o, STRIDED, source) for o in outs]
     fns[entries[0][0]] = cycle([e[1] for e in entries])
     if ctx.torch:

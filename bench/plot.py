@@ -1,12 +1,11 @@
 """``--plot FILE.png``: throughput against size, one panel per op, the ceiling dashed.
 
-Also ``python -m varstore.bench.plot RESULTS.json OUT.png`` redraws a saved run (e.g. one
-measured on a GPU host without matplotlib).
+Also ``python -m varstore.bench.plot OUT.png RESULTS.json [MORE.json ...]`` draws saved
+runs (e.g. measured on a GPU host without matplotlib, one ``--ops`` group at a time).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 
@@ -94,11 +93,12 @@ def plot(doc: dict, path: str) -> None:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        print("usage: python -m varstore.bench.plot RESULTS.json OUT.png", file=sys.stderr)
+    if len(argv) < 2 or not argv[0].endswith(".png"):
+        print("usage: python -m varstore.bench.plot OUT.png RESULTS.json [MORE.json ...]", file=sys.stderr)
         return 2
-    with open(argv[0]) as f:
-        plot(json.load(f), argv[1])
+    from .report import load
+
+    plot(load(argv[1:]), argv[0])
     return 0
 
 

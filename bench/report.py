@@ -76,6 +76,29 @@ def document(ctx, op_list, sizes, quick, plan, rows, seconds) -> dict:
     return {"meta": meta, "rows": out_rows, "failures": failures}
 
 
+def merge(docs: list) -> dict:
+    """One document from runs of parts of the suite (``--ops`` groups run one by one)."""
+    if not docs:
+        raise ValueError("merge() needs at least one results document; received none.")
+    meta = dict(docs[0]["meta"])
+    meta["ops"] = {name: op for doc in docs for name, op in doc["meta"]["ops"].items()}
+    meta["seconds"] = round(sum(doc["meta"]["seconds"] for doc in docs), 1)
+    meta["commands"] = [doc["meta"]["command"] for doc in docs]
+    return {"meta": meta, "rows": [row for doc in docs for row in doc["rows"]],
+            "failures": [failure for doc in docs for failure in doc["failures"]]}
+
+
+def load(paths) -> dict:
+    """The results in the JSON files ``paths`` (``--json`` output), merged."""
+    import json
+
+    docs = []
+    for path in paths:
+        with open(path) as f:
+            docs.append(json.load(f))
+    return merge(docs)
+
+
 def _ratio_text(ratios: dict, variants: dict) -> str:
     parts = [f"{label} {format_time(variants[label]['median_s'])} ({ratio:.2f}x)" for label, ratio in ratios.items()]
     return "; ".join(parts)
@@ -111,3 +134,55 @@ def table(doc: dict) -> str:
     for failure in doc["failures"]:
         text.append(f"FAILED {failure}")
     return "\n".join(text)
+
+
+def _short_label(label: str) -> str:
+    return label.replace("torch torch", "torch")
+
+
+def markdown(doc: dict, sizes) -> str:
+    """A compact Markdown table: per op, at each of ``sizes``, ours' time (µs below 1 MiB,
+    else GB/s and the fraction of the ceiling) and every baseline's time / ours'."""
+    by_key = {(r["op"], r["size_bytes"]): r for r in doc["rows"]}
+    header = "| op | " + " | ".join(f"{format_size(s)}: ours | {format_size(s)}: baseline/ours" for s in sizes) + " |"
+    lines = [header, "|" + "---|" * (1 + 2 * len(sizes))]
+    for name in doc["meta"]["ops"]:
+        cells = [f"`{name}`"]
+        for size in sizes:
+            row = by_key.get((name, size))
+            if row is None or row["skipped"] or not row["variants"].get("ours"):
+                cells += ["skipped" if row and row["skipped"] else "", ""]
+                continue
+            ours = row["variants"]["ours"]
+            if row["check"] != "ok":
+                text = "CHECK FAILED"
+            elif size < 2**20 or not ours.get("GBps") or doc["meta"]["ops"][name]["metric"] == "us":
+                text = format_time(ours["median_s"])
+            else:
+                fraction = row["fraction_of_ceiling"]
+                text = f"{ours['GBps']:.3g} GB/s" + (f" ({fraction:.2f} of {row['ceiling']['kind']})" if fraction else "")
+            ratios = ", ".join(f"{_short_label(label)} {ratio:.2f}x" for label, ratio in row["speedup_vs"].items())
+            cells += [text, ratios]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """``python -m varstore.bench.report [--markdown 4KiB,1GiB] RESULTS.json [MORE.json ...]``:
+    the table again, or a compact Markdown table at the sizes given."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    sizes = None
+    if args[:1] == ["--markdown"] and len(args) >= 2:
+        from .suite import parse_sizes
+
+        sizes, args = parse_sizes(args[1]), args[2:]
+    if not args:
+        print("usage: python -m varstore.bench.report [--markdown SIZES] RESULTS.json [MORE.json ...]", file=sys.stderr)
+        return 2
+    doc = load(args)
+    print(markdown(doc, sizes) if sizes else table(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -31,9 +31,9 @@ class Context:
 
     def __init__(self, device=None, use_torch=True, use_keras=True, plan=FULL):
         self.backend, self.device = for_device(device)
-        self.max_copies = 1 + plan.warmup + plan.max_repeats
-        self.native = natives.NATIVES[self.backend.name]()
-        self.torch = torch_baselines.load(self.backend.name) if use_torch else None
+        self.max_copies = max(1, (1 + plan.warmup + plan.max_repeats) // 2)
+        self.native = natives.NATIVES[self.backend.name](self.device)
+        self.torch = torch_baselines.load(self.backend.name, self.device) if use_torch else None
         self._use_keras = use_keras
         self._keras = None
         self.tmpdir = tempfile.mkdtemp(prefix="varstore-bench-")

@@ -8,15 +8,15 @@ from __future__ import annotations
 import numpy as np
 
 
-def load(backend_name: str):
-    """A ``TorchBaselines`` for this backend's device, or None without PyTorch."""
+def load(backend_name: str, device: str):
+    """A ``TorchBaselines`` for this backend's device, or None without a working PyTorch."""
     try:
         import torch
-    except ImportError:
+    except Exception:  # not installed, or a broken CUDA library (OSError)
         return None
     if backend_name == "cuda" and not torch.cuda.is_available():
         return None
-    return TorchBaselines(torch, "cuda" if backend_name == "cuda" else "cpu")
+    return TorchBaselines(torch, device if backend_name == "cuda" else "cpu")
 
 
 class TorchBaselines:
@@ -29,7 +29,8 @@ class TorchBaselines:
         return self.torch.from_numpy(np.ascontiguousarray(host)).to(self.device)
 
     def empty(self, shape):
-        return self.torch.empty(shape, dtype=self.torch.float32, device=self.device)
+        """Written once, so no baseline pays first-touch page faults."""
+        return self.torch.ones(shape, dtype=self.torch.float32, device=self.device)
 
     def astype(self, host: np.ndarray, src: str, dst: str):
         torch = self.torch
