@@ -160,7 +160,8 @@ def markdown(doc: dict, sizes) -> str:
                 text = format_time(ours["median_s"])
             else:
                 fraction = row["fraction_of_ceiling"]
-                text = f"{ours['GBps']:.3g} GB/s" + (f" ({fraction:.2f} of {row['ceiling']['kind']})" if fraction else "")
+                gbps = ours['GBps']
+                text = (f"{gbps:,.0f}" if gbps >= 100 else f"{gbps:.3g}") + " GB/s" + (f" ({fraction:.2f} of {row['ceiling']['kind']})" if fraction else "")
             ratios = ", ".join(f"{_short_label(label)} {ratio:.2f}x" for label, ratio in row["speedup_vs"].items())
             cells += [text, ratios]
         lines.append("| " + " | ".join(cells) + " |")
