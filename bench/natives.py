@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from varstore.dtypes import host_dtype
+
 from .measure import CudaEventClock, HostClock
 
 # Buffers are rotated until they span this much, so that small sizes are not timed out of
@@ -24,12 +26,6 @@ def _fsync_write(host: np.ndarray, path: str) -> None:
         host.tofile(f)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _host_dtype(dtype: str):
-    import ml_dtypes
-
-    return getattr(ml_dtypes, dtype, None) or np.dtype(dtype)
 
 
 class NumpyNative:
@@ -68,7 +64,7 @@ class NumpyNative:
     def astype(self, x, dst: str):
         """(label, fn) casting the array ``x`` (of its host dtype) to ``dst``."""
         label = "NumPy" if "float16" in (x.dtype.name, dst) else "ml_dtypes"
-        target = _host_dtype(dst)
+        target = host_dtype(dst)
         return label, lambda: x.astype(target)
 
     def random(self, kind: str, out, seed: int):

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from varstore import initializers as I
+from varstore.dtypes import host_dtype
 
 ELEMENT = 4  # every op's size is the bytes of its float32 data
 MAX_ROTATION = 64
@@ -285,17 +286,11 @@ CASTS = [
 ]
 
 
-def host_dtype(dtype: str):
-    import ml_dtypes
-
-    return getattr(ml_dtypes, dtype, None) or np.dtype(dtype)
-
-
 def make_build_cast(src: str, dst: str):
     def build(ctx, nbytes):
         n = nbytes // ELEMENT
         host = host_normal(n, seed=3, scale=4.0, edges=True).astype(host_dtype(src))  # ml_dtypes rounds the f32 data
-        in_size, out_size = np.dtype(host_dtype(src)).itemsize, np.dtype(host_dtype(dst)).itemsize
+        in_size, out_size = host_dtype(src).itemsize, host_dtype(dst).itemsize
         k = rotation(ctx, n * (in_size + out_size))
         store = ctx.new_store()
         variables = [store.variable(host, dtype=src, name=f"v{i}") for i in range(k)]

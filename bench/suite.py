@@ -6,6 +6,7 @@ import dataclasses
 import gc
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -50,9 +51,7 @@ class Context:
         return self._keras or None
 
     def close(self) -> None:
-        for name in os.listdir(self.tmpdir):
-            os.unlink(os.path.join(self.tmpdir, name))
-        os.rmdir(self.tmpdir)
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
 def _import_keras_numpy():

@@ -109,24 +109,16 @@ def run(device=None, steps: int = 300, checkpoint: str | None = None, seed: int 
     out(f"  step {steps:4d}  loss {final:.6f}")
     out(f"loss fell from {first:.6f} to {final:.6f} ({first / final:.1f}x)")
 
-    owned_folder = None
-    if checkpoint is None:
-        owned_folder = tempfile.mkdtemp(prefix="varstore-demo-")
-        checkpoint = os.path.join(owned_folder, "mlp.safetensors")
-    try:
-        store.save(checkpoint)
+    with tempfile.TemporaryDirectory(prefix="varstore-demo-") as folder:
+        path = checkpoint or os.path.join(folder, "mlp.safetensors")
+        store.save(path)
         restored_store = VariableStore(device=device)
         restored = build_model(restored_store, seed + 100)  # other initial values, then loaded
-        restored_store.load(checkpoint)
+        restored_store.load(path)
         reloaded = loss_of(xp, restored, x, y)
-        size = os.path.getsize(checkpoint)
-    finally:
-        if owned_folder is not None:
-            for name in os.listdir(owned_folder):
-                os.unlink(os.path.join(owned_folder, name))
-            os.rmdir(owned_folder)
+        size = os.path.getsize(path)
     same = "the same" if reloaded == final else "DIFFERENT"
-    out(f"checkpoint: {format_bytes(size)} saved{'' if owned_folder else ' to ' + checkpoint}, reloaded into a "
+    out(f"checkpoint: {format_bytes(size)} saved{' to ' + checkpoint if checkpoint else ''}, reloaded into a "
         f"new store: loss {reloaded:.6f} ({same})")
     info = store.memory_info()
     out("store.memory_info():")
