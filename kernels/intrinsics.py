@@ -69,3 +69,44 @@ def udivmod32(typingctx, a, b):
 
     return types.UniTuple(types.uint32, 2)(a, b), codegen
 
+
+
+# Raw memory access for multi-tensor kernels, which reach many arrays through a table of
+# addresses (one kernel argument per array would not scale to thousands of tensors).
+# The address is a byte address in the kernel's own memory space: host memory on the CPU
+# and in the simulator, device memory (a generic pointer) on a GPU. Callers keep every
+# access inside an array they own.
+
+
+def _element_pointer(context, builder, signature, args, element_type):
+    address = context.cast(builder, args[0], signature.args[0], types.uint64)
+    index = context.cast(builder, args[1], signature.args[1], types.int64)
+    base = builder.inttoptr(address, context.get_value_type(element_type).as_pointer())
+    return builder.gep(base, [index])
+
+
+@intrinsic
+def load_at(typingctx, address, index, like):
+    """Element ``index`` of the array of ``like``'s type that starts at byte ``address``."""
+    if not isinstance(like, (types.Integer, types.Float)):  # (bool: pass its bytes as uint8)
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.load(_element_pointer(context, builder, signature, args, signature.return_type))
+
+    return like(address, index, like), codegen
+
+
+@intrinsic
+def store_at(typingctx, address, index, value, like):
+    """Write ``value``, converted to ``like``'s type, as element ``index`` of the array
+    at ``address``."""
+    if not isinstance(like, (types.Integer, types.Float)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        item = context.cast(builder, args[2], signature.args[2], like)
+        builder.store(item, _element_pointer(context, builder, signature, args, like))
+        return context.get_dummy_value()
+
+    return types.none(address, index, value, like), codegen

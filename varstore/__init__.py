@@ -9,8 +9,9 @@ those load on first use.
 array([[2., 3.]], dtype=float32)
 """
 
-from . import initializers
+from . import distributed, initializers
 from .backends import backend, devices
+from .distributed.store import ReplicatedStore, SyncStats
 from .dtypes import DTYPES, floatx, set_floatx, standardize_dtype
 from .errors import BackendUnavailableError, OutOfMemoryError
 from .random import set_seed
@@ -26,10 +27,13 @@ __all__ = [
     "StatelessScope",
     "BackendUnavailableError",
     "OutOfMemoryError",
+    "ReplicatedStore",
+    "SyncStats",
     "Variable",
     "VariableStore",
     "backend",
     "default_store",
+    "distributed",
     "devices",
     "floatx",
     "initializers",

@@ -63,8 +63,11 @@ U8_CARRIES = ("uint8", "float8_e4m3fn", "float8_e5m2")
 
 
 # ------------------------------------------------------------------------ save
-def save(store, file) -> None:
-    """Write every variable of ``store`` to ``file`` (see the module docstring)."""
+def save(store, file, values=None) -> None:
+    """Write every variable of ``store`` to ``file`` (see the module docstring).
+    ``values``: ``{path: storage array}`` written instead of those variables' own
+    storage (a replicated store's aggregated on_read values)."""
+    values = values or {}
     path = _fspath(file, "save")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
@@ -113,7 +116,7 @@ def save(store, file) -> None:
                 write(memoryview(len(text).to_bytes(8, "little")))
                 write(memoryview(text))
                 for variable in order:
-                    variable._backend.write_bytes(variable._live_storage(), write)
+                    variable._backend.write_bytes(values.get(variable.path, variable._live_storage()), write)
                 os.fsync(f.fileno())
             os.replace(temp, path)
         except BaseException:

@@ -221,6 +221,10 @@ class VariableStore(collections.abc.Mapping):
             return self._backend, self._device
         return backends.for_device(device)
 
+    def _admit(self, path: str, dtype: str, aggregation: str, synchronization: str) -> None:
+        """Raise if a variable with these attributes may not join this store (called
+        before its memory is allocated). Every combination may join a plain store."""
+
     def _taken(self, path: str) -> bool:
         return path in self._variables or path in self._claimed
 

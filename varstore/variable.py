@@ -94,6 +94,7 @@ class Variable:
         "_aggregation",
         "_synchronization",
         "_fast_dtype",
+        "_replica",
         "__weakref__",
     )
     __hash__ = object.__hash__  # __eq__ is elementwise, as in Keras; identity hashes
@@ -142,6 +143,7 @@ class Variable:
                     )
                 shape = standardize_shape(shape)
                 dtype = standardize_dtype(dtype)
+                store._admit(path, dtype, aggregation, synchronization)
                 storage = store._memory.allocate(backend, shape, storage_dtype(dtype), device, path)
                 _fill(init, backend, device, storage, shape, dtype)
             else:
@@ -155,6 +157,7 @@ class Variable:
                     dtype = default_dtype(initializer, array_dtype, array)
                 else:
                     dtype = standardize_dtype(dtype)
+                store._admit(path, dtype, aggregation, synchronization)
                 storage = store._memory.allocate(backend, array.shape, storage_dtype(dtype), device, path)
                 write(backend, storage, dtype, array, array_dtype)
         except BaseException:
@@ -177,6 +180,7 @@ class Variable:
         self._aggregation = aggregation
         self._synchronization = synchronization
         self._fast_dtype = None if dtype in WORD_DTYPES else storage.dtype
+        self._replica = None  # a ReplicatedStore that routes this variable's writes (see _register)
         store._register(path, self)
 
     # ------------------------------------------------------------------ attributes
@@ -311,8 +315,14 @@ class Variable:
         """Write ``value`` (same shape, or a scalar / 0-d array that fills) in place.
 
         The value is cast to the variable's dtype; the old value is kept on any error.
-        Returns the variable.
+        Returns the variable. (In a ReplicatedStore, the store's synchronization rules
+        apply: see :class:`varstore.ReplicatedStore`.)
         """
+        if self._replica is not None:
+            return self._replica._assign(self, value)
+        return self._assign_local(value)
+
+    def _assign_local(self, value):
         storage = self._storage
         if storage is None:
             self._raise_released()
@@ -344,13 +354,22 @@ class Variable:
         return self._accumulate(value, -1, "assign_sub")
 
     def _accumulate(self, value, sign: int, method: str):
+        if self._replica is not None:
+            return self._replica._accumulate(self, value, sign, method)
+        return self._accumulate_local(self._operand(value, method), sign)
+
+    def _operand(self, value, method: str):
+        """``value`` checked (this shape, or one element) and cast to this dtype, as an
+        array of the backend (for assign_add/assign_sub)."""
         self._live_storage()
         if self._dtype == "bool":
             raise TypeError(f"{method} is not defined for the bool variable {self._path!r}; use assign.")
         array, array_dtype = as_storage_array(value, self._backend, self._device)
         if array.ndim != 0 and array.shape != self._shape:
             raise ValueError(self._shape_error(array.shape, method))
-        operand = as_operand(self._backend, array, array_dtype, self._dtype, self._device)
+        return as_operand(self._backend, array, array_dtype, self._dtype, self._device)
+
+    def _accumulate_local(self, operand, sign: int):
         target, scope = self._write_target()
         accumulate_into(self._backend, target, operand, self._dtype, sign)
         if scope is not None:
@@ -365,6 +384,12 @@ class Variable:
         Integer-array and boolean keys (NumPy's rules) scatter through our indexed kernel:
         where an index repeats, the last write wins on the CPU, one unspecified write on a
         GPU. Every check runs before anything is written."""
+        if self._replica is not None:
+            self._replica._setitem(self, key, value)
+            return
+        self._setitem_local(key, value)
+
+    def _setitem_local(self, key, value):
         self._live_storage()
         region = basic_region(self._shape, key)  # IndexError before anything is written
         array, array_dtype = as_storage_array(value, self._backend, self._device)

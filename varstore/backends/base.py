@@ -109,6 +109,11 @@ class Backend(abc.ABC):
         """Fill the raw bytes of ``storage`` from ``readinto(memoryview)``, which fills the
         whole view it is given or raises; no host copy of the whole array."""
 
+    @abc.abstractmethod
+    def address(self, array) -> int:
+        """The byte address of ``array``'s first element (what multi-tensor kernels' tables
+        hold)."""
+
     def cuda_array_interface(self, storage) -> dict:
         raise AttributeError(f"{self.name} arrays live on the host and have no __cuda_array_interface__")
 

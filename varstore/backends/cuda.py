@@ -245,6 +245,9 @@ class CudaBackend(Backend):
             return cast(self, storage, dtype, "float32", self.device_of(storage))
         return storage
 
+    def address(self, array) -> int:
+        return array.data.ptr
+
     def device_of(self, array) -> str:
         return f"cuda:{array.device.id}"
 

@@ -95,6 +95,9 @@ class NumpyBackend(Backend):
     def device_of(self, array) -> str:
         return "cpu"
 
+    def address(self, array) -> int:
+        return array.__array_interface__["data"][0]
+
     def write_bytes(self, storage, write):
         write(memoryview(storage.reshape(-1).view(np.uint8)))  # the array's own memory
 

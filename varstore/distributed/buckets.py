@@ -1,0 +1,187 @@
+"""Sync plans: pending updates cut into buckets, and the multi-tensor pack and unpack.
+
+A bucket holds updates of one (aggregation, dtype), in the variables' creation order, up
+to ``bucket_bytes`` of staging (a larger variable gets a bucket of its own; 0 gives every
+variable its own: "unfused"). One pack kernel fills a bucket's flat staging buffer, one
+collective reduces it, one unpack kernel applies it. The plan's digest is what the ranks
+compare before any collective runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import NamedTuple
+
+import numpy as np
+
+from ..casting import destination_words, element_conversion, source_words
+from ..dtypes import storage_dtype
+
+#: Staging dtype of each variable dtype: one that every engine can add.
+STAGING = {
+    "float16": "float32", "bfloat16": "float32", "float8_e4m3fn": "float32", "float8_e5m2": "float32",
+    "float32": "float32", "float64": "float64",
+    "int8": "int32", "int16": "int32", "uint8": "int32", "uint16": "int32",
+    "int32": "int32", "uint32": "uint32", "int64": "int64", "uint64": "uint64",
+    "bool": "uint8",
+}
+
+#: The collective each aggregation needs (None: applied locally, no collective).
+COLLECTIVE = {"sum": "sum", "mean": "sum", "only_first_replica": "broadcast", "none": None}
+
+
+class Update(NamedTuple):
+    """A pending write: ``operand`` (storage dtype; the variable's shape, or one element
+    that fills it) assigned (``mode="assign"``) or added (``"add"``, negated first where
+    ``negate``) when the store syncs. ``order`` is the variable's creation number."""
+
+    variable: object
+    mode: str
+    operand: object
+    negate: bool
+    order: int
+
+
+class Bucket(NamedTuple):
+    aggregation: str
+    dtype: str
+    staging: str  # staging dtype
+    collective: str | None  # "sum", "broadcast" or None
+    updates: tuple
+    elements: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.elements * np.dtype(self.staging).itemsize
+
+    def describe(self) -> dict:
+        return {"aggregation": self.aggregation, "dtype": self.dtype, "collective": self.collective,
+                "updates": [[u.variable.path, u.variable.size, u.mode] for u in self.updates]}
+
+
+def plan(updates, bucket_bytes: float, raw: bool = False) -> list:
+    """Buckets for ``updates``: grouped by (aggregation, dtype) in order of first
+    appearance, each group in creation order, cut at ``bucket_bytes``. ``raw``: stage
+    every dtype as its own storage words (bit-exact broadcasts)."""
+    groups: dict = {}
+    for update in sorted(updates, key=lambda u: u.order):
+        variable = update.variable
+        groups.setdefault((variable.aggregation, variable._dtype), []).append(update)
+    buckets = []
+    for (aggregation, dtype), members in groups.items():
+        staging = storage_dtype(dtype).name if raw else STAGING[dtype]
+        if raw and staging == "bool":
+            staging = "uint8"
+        itemsize = np.dtype(staging).itemsize
+        collective = "broadcast" if raw else COLLECTIVE[aggregation]
+        current, elements = [], 0
+        for update in members:
+            size = update.variable.size
+            if current and (elements + size) * itemsize > bucket_bytes:
+                buckets.append(Bucket(aggregation, dtype, staging, collective, tuple(current), elements))
+                current, elements = [], 0
+            current.append(update)
+            elements += size
+        if current:
+            buckets.append(Bucket(aggregation, dtype, staging, collective, tuple(current), elements))
+    return buckets
+
+
+def digest(buckets) -> bytes:
+    """A hash of the collective part of a plan: equal on every rank, or the ranks would
+    run different collectives."""
+    text = json.dumps([b.describe() for b in buckets if b.collective], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).digest()
+
+
+# ------------------------------------------------------------------ kernels' tables
+def _source_like(dtype: str, staging: str):
+    """The word type pack reads a ``dtype`` element as (``casting.source_words``)."""
+    if dtype == "bool":
+        return np.dtype(np.uint8)
+    return source_words(np.empty(0, storage_dtype(dtype)), dtype, staging).dtype
+
+
+def _conversions(bucket: Bucket) -> tuple:
+    if bucket.staging == storage_dtype(bucket.dtype).name or (bucket.dtype == "bool" and bucket.staging == "uint8"):
+        same = element_conversion(bucket.staging, bucket.staging)
+        return same, same  # raw staging: words move unchanged
+    return element_conversion(bucket.dtype, bucket.staging), element_conversion(bucket.staging, bucket.dtype)
+
+
+class Tables:
+    """Uploads a kernel's int64 tables as one array (one transfer on a GPU), and keeps
+    the one-element prototype arrays that tell the kernels a word type."""
+
+    def __init__(self, backend, device):
+        self.backend = backend
+        self.device = device
+        self._likes: dict = {}
+
+    def like(self, dtype) -> object:
+        dtype = np.dtype(dtype)
+        array = self._likes.get(dtype)
+        if array is None:
+            array = self._likes[dtype] = self.backend.empty((1,), dtype, self.device)
+        return array
+
+    def upload(self, columns: list) -> list:
+        host = np.concatenate([np.asarray(c, np.int64) for c in columns])
+        array = host if self.backend.name == "numpy" else self.backend.from_host(host, self.device)
+        out, start = [], 0
+        for c in columns:
+            out.append(array[start:start + len(c)])
+            start += len(c)
+        return out
+
+
+def _kernels():
+    from ..kernels import multi_tensor  # numba loads on first use, not at import
+
+    return multi_tensor
+
+
+def _kind(K, staging: str) -> int:
+    return {"float32": K.STAGE_F32, "float64": K.STAGE_F64}.get(staging, K.STAGE_INT)
+
+
+def _layout(K, bucket: Bucket) -> tuple:
+    counts = np.fromiter((u.variable.size for u in bucket.updates), np.int64, len(bucket.updates))
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+    return counts, starts, K.chunks(counts)
+
+
+def pack(tables: Tables, bucket: Bucket, staging) -> None:
+    """Fill ``staging`` (flat, the bucket's staging dtype) from the updates' operands."""
+    backend, K = tables.backend, _kernels()
+    counts, starts, (tensor, first, count) = _layout(K, bucket)
+    address = [backend.address(u.operand) for u in bucket.updates]
+    step = [0 if u.operand.size == 1 and u.variable.size != 1 else 1 for u in bucket.updates]
+    negate = [int(u.negate) for u in bucket.updates]
+    t = tables.upload([tensor, first, count, np.array(address, np.uint64).view(np.int64), starts, step, negate])
+    t[3] = t[3].view(np.uint64)
+    to_stage, _ = _conversions(bucket)
+    kind = _kind(K, bucket.staging)
+    like = tables.like(_source_like(bucket.dtype, bucket.staging))
+    backend.launch(K.pack, bucket.elements, destination_words(staging), *t, like, kind, to_stage)
+
+
+def unpack(tables: Tables, bucket: Bucket, staging, divisor: int = 1, targets=None) -> None:
+    """Apply ``staging`` to the updates' variables (or to ``targets``, arrays of the
+    variables' shapes and storage dtypes): assign, or add where the update adds; divided
+    by ``divisor`` first (a mean)."""
+    backend, K = tables.backend, _kernels()
+    counts, starts, (tensor, first, count) = _layout(K, bucket)
+    if targets is None:
+        targets = [u.variable._storage for u in bucket.updates]
+    address = [backend.address(a) for a in targets]
+    add = [int(u.mode == "add") for u in bucket.updates]
+    t = tables.upload([tensor, first, count, np.array(address, np.uint64).view(np.int64), starts, add])
+    t[3] = t[3].view(np.uint64)
+    to_stage, from_stage = _conversions(bucket)
+    kind = _kind(K, bucket.staging)
+    like_src = tables.like(_source_like(bucket.dtype, bucket.staging))
+    like_dst = tables.like(destination_words(np.empty(1, storage_dtype(bucket.dtype))).dtype)
+    backend.launch(K.unpack, bucket.elements, destination_words(staging), *t, like_src, like_dst, int(divisor), kind,
+                   to_stage, from_stage)

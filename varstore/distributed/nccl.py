@@ -1,0 +1,109 @@
+"""The NCCL engine (``cupy.cuda.nccl``): CuPy arrays reduced on the GPUs, all the
+collectives of one call in one NCCL group call, on CuPy's current stream.
+
+The unique id that joins the ranks goes from rank 0 to the others over MPI; with one
+rank no MPI is needed. Each rank uses the GPU ``local_rank % device count``. Host
+(NumPy) arrays are staged through the GPU. The group waits for its collectives with a
+deadline; past it the communicator is aborted (``ncclCommAbort``) and the call raises.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..errors import BackendUnavailableError
+from .group import Group, wait_for
+
+
+def import_nccl():
+    """``cupy.cuda.nccl``, or a BackendUnavailableError saying why it cannot be used."""
+    from .. import backends
+
+    reason = backends.cuda_unavailable_reason()
+    if reason is not None:
+        raise BackendUnavailableError(f"NCCL needs a CUDA device, and none can be used here: {reason}")
+    try:
+        from cupy.cuda import nccl
+
+        nccl.get_version()
+    except Exception as error:  # ImportError, or a CuPy built without NCCL
+        raise BackendUnavailableError(
+            f"NCCL is not available to CuPy here: pip install 'varstore[nccl]' (the NCCL library for "
+            f"your CUDA). Error: {type(error).__name__}: {error}"
+        ) from error
+    return nccl
+
+
+class NcclGroup(Group):
+    """A group over one NCCL communicator. ``host`` (an MpiGroup, needed when ``size > 1``)
+    carries the bootstrap and the small host exchanges."""
+
+    backend = "nccl"
+    runs_alone = True  # one rank still goes through NCCL: the engine a one-GPU host exercises
+
+    def __init__(self, rank: int = 0, size: int = 1, local_rank: int = 0, host=None, timeout: float = 300.0):
+        nccl = import_nccl()
+        import cupy
+
+        if size > 1 and host is None:
+            raise BackendUnavailableError(
+                f"NCCL across {size} ranks needs MPI to hand its unique id from rank 0 to the others: "
+                f"pip install 'varstore[mpi]' and launch with mpiexec -n {size}."
+            )
+        super().__init__(rank, size, local_rank, timeout)
+        self._nccl = nccl
+        self._cupy = cupy
+        self._host = host
+        self.device_id = local_rank % cupy.cuda.runtime.getDeviceCount()
+        cupy.cuda.Device(self.device_id).use()
+        uid = nccl.get_unique_id() if rank == 0 else None
+        if size > 1:
+            uid = host.comm.bcast(uid, root=0)
+        self._comm = nccl.NcclCommunicator(size, uid, rank)
+        self._types = {
+            np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64,
+            np.dtype(np.float16): nccl.NCCL_FLOAT16, np.dtype(np.int8): nccl.NCCL_INT8,
+            np.dtype(np.uint8): nccl.NCCL_UINT8, np.dtype(np.int32): nccl.NCCL_INT32,
+            np.dtype(np.uint32): nccl.NCCL_UINT32, np.dtype(np.int64): nccl.NCCL_INT64,
+            np.dtype(np.uint64): nccl.NCCL_UINT64,
+        }
+
+    @property
+    def device(self) -> str:
+        return f"cuda:{self.device_id}"
+
+    @property
+    def communicator(self):
+        """The ``cupy.cuda.nccl.NcclCommunicator`` (for raw calls, as the benchmark makes)."""
+        return self._comm
+
+    def _allgather_bytes(self, data: bytes) -> list:
+        return self._host._allgather_bytes(data)
+
+    def _run(self, ops: list) -> None:
+        cupy, nccl = self._cupy, self._nccl
+        with cupy.cuda.Device(self.device_id):
+            arrays = [op.array if isinstance(op.array, cupy.ndarray) else cupy.asarray(op.array) for op in ops]
+            stream = cupy.cuda.get_current_stream()
+            nccl.groupStart()
+            try:
+                for op, array in zip(ops, arrays):
+                    if op.kind == "sum":
+                        self._comm.allReduce(array.data.ptr, array.data.ptr, array.size, self._types[array.dtype],
+                                             nccl.NCCL_SUM, stream.ptr)
+                    else:
+                        self._comm.bcast(array.data.ptr, array.nbytes, nccl.NCCL_UINT8, op.root, stream.ptr)
+            finally:
+                nccl.groupEnd()
+            wait_for(lambda: stream.done, time.monotonic() + self.timeout, lambda: self._give_up("a collective"))
+            for op, array in zip(ops, arrays):
+                if array is not op.array:
+                    op.array[...] = array.get()
+
+    def _give_up(self, what: str):
+        try:
+            self._comm.abort()
+        finally:
+            raise self._timeout_error(what)

@@ -1,0 +1,411 @@
+"""ReplicatedStore: a VariableStore with one replica per rank, whose ``aggregation`` and
+``synchronization`` are enforced (tf.distribute's semantics).
+
+Every rank runs the same program (SPMD) and makes the same variables in the same order;
+each rank's store holds its replica. Outside a replica step ("cross-replica context")
+writes apply on every rank as given, which keeps replicas equal when every rank writes
+the same value.
+
+========================  =================================================================
+synchronization           writes and reads
+========================  =================================================================
+``on_write``, ``auto``    Inside ``with store.replica_step():``, ``assign``/``assign_add``/
+                          ``assign_sub`` are queued (reads still see the old value) and
+                          ``store.sync()`` applies them reduced across ranks by
+                          ``aggregation``: ``sum`` adds the replicas' updates, ``mean``
+                          averages them, ``only_first_replica`` applies rank 0's on every
+                          rank, ``none`` applies each rank's own update locally.
+``on_read``               Writes stay local (replicas differ). ``store.read_aggregated(v)``
+                          reduces by ``aggregation`` without changing them; checkpoints hold
+                          the aggregated value. A cross-replica ``assign`` of a ``sum``
+                          variable writes value/n to every replica (integers: value // n,
+                          and the remainder to rank 0), so the aggregate is the value.
+``none``                  Replica-local: never synced, never compared.
+========================  =================================================================
+
+Integer variables cannot have ``aggregation="mean"``, nor bool ones ``sum``/``mean``, when
+they are synced: a clear ValueError at creation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import scopes
+from ..casting import accumulate_into
+from ..dtypes import INT_DTYPES
+from ..store import VariableStore
+from ..values import as_operand, as_storage_array, write
+from . import buckets as B
+from .group import Collective, DistributedError, Group
+from .local import LocalGroup
+
+SYNCED = ("on_write", "auto", "on_read")
+
+
+class SyncStats(NamedTuple):
+    """What one ``sync()`` did: updates applied, buckets, collectives issued (0 for
+    updates applied locally), and bytes reduced (staging)."""
+
+    updates: int
+    buckets: int
+    collectives: int
+    bytes: int
+
+
+class ReplicatedStore(VariableStore):
+    """A VariableStore whose variables have one replica per rank of ``group``.
+
+    Args:
+        group: a group from ``vs.distributed.init()`` or one rank of a
+            ``vs.distributed.LocalGroup`` (default: ``vs.distributed.default_group()``).
+        device: as for VariableStore; default: the group's GPU for NCCL, else the
+            default device.
+        memory_limit: as for VariableStore (staging buffers are temporaries outside it).
+        bucket_mb: the most MiB of staging one collective of ``sync()`` carries
+            (0: one collective per variable).
+    """
+
+    def __init__(self, group=None, device=None, memory_limit=None, bucket_mb: float = 25):
+        from . import default_group
+
+        if isinstance(group, LocalGroup):
+            raise TypeError(
+                f"ReplicatedStore takes one rank's group; received the whole {group!r}. Run the rank's "
+                f"code with LocalGroup.run(fn): it calls fn(group) with each rank's group."
+            )
+        group = default_group() if group is None else group
+        if not isinstance(group, Group):
+            raise TypeError(f"group must come from vs.distributed.init() or a LocalGroup; received {group!r}.")
+        if isinstance(bucket_mb, bool) or not isinstance(bucket_mb, (int, float)) or not bucket_mb >= 0:
+            raise ValueError(f"bucket_mb must be a number of MiB >= 0; received bucket_mb={bucket_mb!r}.")
+        if device is None and group.backend == "nccl":
+            device = group.device
+        super().__init__(device, memory_limit)
+        self._group = group
+        self._bucket_bytes = float(bucket_mb) * 2**20
+        self._pending: dict = {}
+        self._order: dict = {}
+        self._created = 0
+        self._in_step = threading.local()
+        self._tables = None
+
+    @property
+    def group(self) -> Group:
+        return self._group
+
+    @property
+    def bucket_mb(self) -> float:
+        return self._bucket_bytes / 2**20
+
+    def __repr__(self) -> str:
+        return (f"<ReplicatedStore device={self._device}, variables={len(self)}, rank={self._group.rank}/"
+                f"{self._group.size} ({self._group.backend})>")
+
+    # ---------------------------------------------------------------- creation
+    def _admit(self, path, dtype, aggregation, synchronization):
+        if synchronization not in SYNCED:
+            return
+        if dtype in INT_DTYPES and aggregation == "mean":
+            raise ValueError(
+                f"Variable {path!r} is {dtype} with aggregation='mean' and synchronization="
+                f"{synchronization!r}: replicas' integer values cannot be averaged exactly. Use "
+                f"aggregation='sum' or 'only_first_replica', a float dtype, or synchronization='none'."
+            )
+        if dtype == "bool" and aggregation in ("sum", "mean"):
+            raise ValueError(
+                f"Variable {path!r} is bool with aggregation={aggregation!r}: bools cannot be added. Use "
+                f"aggregation='only_first_replica' or 'none'."
+            )
+
+    def _register(self, path, variable):
+        with self._lock:
+            self._order[variable] = self._created
+            self._created += 1
+        if variable.synchronization in SYNCED:
+            variable._replica = self
+        super()._register(path, variable)
+
+    # ------------------------------------------------------------- replica step
+    @contextmanager
+    def replica_step(self):
+        """Inside, writes to this store's on_write/auto variables are queued (this
+        thread's); ``sync()`` applies them. Steps may nest; updates wait for sync()."""
+        depth = getattr(self._in_step, "depth", 0)
+        self._in_step.depth = depth + 1
+        try:
+            yield self
+        finally:
+            self._in_step.depth = depth
+
+    def _stepping(self) -> bool:
+        return getattr(self._in_step, "depth", 0) > 0 and (not scopes.ACTIVE or scopes.stateless_scope() is None)
+
+    @property
+    def pending(self) -> list:
+        """Paths of the variables with updates waiting for ``sync()``, in creation order."""
+        with self._lock:
+            return [u.variable.path for u in sorted(self._pending.values(), key=lambda u: u.order)]
+
+    # Writes of replicated variables come here (Variable._replica is this store).
+    def _assign(self, variable, value):
+        if self._stepping() and variable.synchronization != "on_read":
+            array, array_dtype = as_storage_array(value, variable._backend, variable._device)
+            if array.ndim != 0 and array.shape != variable.shape:
+                raise ValueError(variable._shape_error(array.shape, "assign"))
+            operand = as_operand(variable._backend, array, array_dtype, variable._dtype, variable._device)
+            self._queue(variable, "assign", operand, False)
+            return variable
+        if (variable.synchronization == "on_read" and variable.aggregation == "sum" and not self._stepping()
+                and (not scopes.ACTIVE or scopes.stateless_scope() is None)):
+            return variable._assign_local(self._replica_share(variable, value))
+        return variable._assign_local(value)
+
+    def _accumulate(self, variable, value, sign, method):
+        if self._stepping() and variable.synchronization != "on_read":
+            self._queue(variable, "add", variable._operand(value, method), sign < 0)
+            return variable
+        self._refuse_cross_replica(variable, method)
+        return variable._accumulate_local(variable._operand(value, method), sign)
+
+    def _setitem(self, variable, key, value):
+        if self._stepping() and variable.synchronization != "on_read":
+            raise ValueError(
+                f"var[key] = ... inside replica_step() on the {variable.synchronization} variable "
+                f"{variable.path!r}: sliced writes are not synced. Assign the whole new value "
+                f"(var.assign), or write the slice outside the step on every rank."
+            )
+        self._refuse_cross_replica(variable, "var[key] = ...")
+        variable._setitem_local(key, value)
+
+    def _refuse_cross_replica(self, variable, method):
+        if variable.synchronization == "on_read" and variable.aggregation == "sum" and not self._stepping():
+            raise ValueError(
+                f"{method} on the on_read variable {variable.path!r} with aggregation='sum' outside a "
+                f"replica step would count the value once per replica ({self._group.size}). Write it "
+                f"inside store.replica_step(), or assign() the aggregated total (each replica gets 1/n)."
+            )
+
+    def _replica_share(self, variable, value):
+        """This rank's part of a cross-replica assign of an on_read sum variable."""
+        n = self._group.size
+        array = np.asarray(variable._backend.host_view(value) if variable._backend.owns(value) else value)
+        if variable._dtype in INT_DTYPES or variable._dtype == "bool":
+            whole = array.astype(np.int64)
+            share = whole // n
+            return share + (whole - share * n) if self._group.rank == 0 else share
+        return array.astype(np.float64) / n
+
+    def _queue(self, variable, mode, operand, negate):
+        with self._lock:
+            previous = self._pending.get(variable)
+            if previous is not None and mode == "add":  # fold into one private full array
+                backend, dtype = variable._backend, variable._dtype
+                combined = backend.empty(variable.shape, variable._storage.dtype, variable.device)
+                if previous.negate:
+                    combined.fill(0)
+                    accumulate_into(backend, combined, previous.operand, dtype, -1)
+                else:
+                    write(backend, combined, dtype, previous.operand, dtype)
+                accumulate_into(backend, combined, operand, dtype, -1 if negate else 1)
+                mode, operand, negate = previous.mode, combined, False
+            self._pending[variable] = B.Update(variable, mode, operand, negate, self._order[variable])
+
+    # --------------------------------------------------------------------- sync
+    def sync(self) -> SyncStats:
+        """Apply the queued updates, reduced across the ranks (collective).
+
+        The ranks first compare a hash of their bucket plans and all raise
+        DistributedError, naming the difference, if they differ; the updates then stay
+        queued and no variable changes."""
+        with self._lock:
+            updates = [u for u in self._pending.values() if u.variable._storage is not None]
+            self._pending = {}
+        try:
+            plan = B.plan(updates, self._bucket_bytes)
+            self._agree_on_plan(plan, "sync()")
+        except BaseException:
+            with self._lock:
+                for u in updates:
+                    self._pending.setdefault(u.variable, u)
+            raise
+        before = self._group.calls["sum"] + self._group.calls["broadcast"]
+        self._reduce(plan, divisor=self._group.size)
+        collectives = self._group.calls["sum"] + self._group.calls["broadcast"] - before
+        return SyncStats(len(updates), sum(1 for b in plan if b.collective), collectives,
+                         sum(b.nbytes for b in plan if b.collective))
+
+    def _tables_(self) -> B.Tables:
+        if self._tables is None:
+            self._tables = B.Tables(self._backend, self._device)
+        return self._tables
+
+    def _reduce(self, plan, divisor, targets=None):
+        """Pack every bucket, run their collectives as one batch, unpack every bucket."""
+        tables = self._tables_()
+        staged = []
+        for bucket in plan:
+            staging = self._backend.empty((bucket.elements,), np.dtype(bucket.staging), self._device)
+            B.pack(tables, bucket, staging)
+            staged.append(staging)
+        self._group.run(
+            [Collective(bucket.collective, staging) for bucket, staging in zip(plan, staged) if bucket.collective]
+        )
+        for i, (bucket, staging) in enumerate(zip(plan, staged)):
+            mean = bucket.aggregation == "mean" and bucket.collective == "sum"
+            B.unpack(tables, bucket, staging, divisor if mean else 1, None if targets is None else targets[i])
+
+    def _agree_on_plan(self, plan, what: str) -> None:
+        group = self._group
+        if group.size == 1:
+            return
+        digests = group.allgather_bytes(B.digest(plan))
+        if len(set(digests)) == 1:
+            return
+        described = group.allgather_bytes(
+            json.dumps([b.describe() for b in plan if b.collective], separators=(",", ":")).encode())
+        plans = [json.loads(d) for d in described]
+        differing = [r for r in range(group.size) if digests[r] != digests[0]]
+        raise DistributedError(
+            f"{what}: the ranks' sync plans differ, so their collectives would not match. Rank 0: "
+            f"{_summary(plans[0])}; rank {differing[0]}: {_summary(plans[differing[0]])}. Every rank must "
+            f"update the same variables (same shapes and dtypes, assign vs add) before each sync()."
+        )
+
+    # ------------------------------------------------------------ collectives
+    def read_aggregated(self, variable):
+        """The value of ``variable`` reduced across the replicas by its aggregation
+        (collective for on_read variables; others: this replica's value). The replicas
+        are not changed."""
+        if variable._store is not self:
+            raise ValueError(f"read_aggregated: variable {variable.path!r} is not in this store.")
+        storage = variable._live_storage()
+        out = self._backend.empty(variable.shape, storage.dtype, self._device)
+        if variable.synchronization != "on_read" or variable.aggregation == "none":
+            self._backend.xp.copyto(out, storage)
+        else:
+            update = B.Update(variable, "assign", storage, False, self._order[variable])
+            plan = B.plan([update], float("inf"))
+            self._agree_on_plan(plan, "read_aggregated()")
+            self._reduce(plan, self._group.size, targets=[[out]])
+        return self._backend.present(out, variable._dtype)
+
+    def broadcast(self, root: int = 0, variables=None) -> None:
+        """Make every on_write/auto variable (or those in ``variables``) equal to rank
+        ``root``'s, bit for bit: after initialization with different seeds, or to repair
+        a divergence (collective)."""
+        if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < self._group.size:
+            raise ValueError(f"broadcast: root must be a rank in [0, {self._group.size}); received {root!r}.")
+        chosen = self._chosen(variables, "broadcast")
+        self._broadcast(chosen, root, "broadcast()")
+
+    def _broadcast(self, variables, root, what):
+        updates = [B.Update(v, "assign", v._live_storage(), False, self._order[v]) for v in variables]
+        plan = B.plan(updates, self._bucket_bytes, raw=True)
+        plan = [b._replace(collective="broadcast") for b in plan]
+        self._agree_on_plan(plan, what)
+        tables = self._tables_()
+        staged = []
+        for bucket in plan:
+            staging = self._backend.empty((bucket.elements,), np.dtype(bucket.staging), self._device)
+            B.pack(tables, bucket, staging)
+            staged.append(staging)
+        self._group.run([Collective("broadcast", s, root) for s in staged])
+        for bucket, staging in zip(plan, staged):
+            B.unpack(tables, bucket, staging)
+
+    def _chosen(self, variables, what):
+        if variables is None:
+            return [v for v in self.variables if v.synchronization in ("on_write", "auto")]
+        chosen = list(variables)
+        strangers = [getattr(v, "path", repr(v)) for v in chosen if getattr(v, "_store", None) is not self]
+        if strangers:
+            raise ValueError(f"{what}: {strangers} are not variables of this store.")
+        return chosen
+
+    def check_replicas(self) -> dict:
+        """Compare every on_write/auto variable across the ranks (collective): a
+        checksum of each replica's bytes is gathered. Returns ``{path: [ranks whose
+        replica differs from rank 0's]}`` for the variables that diverged (empty: all
+        equal). Raises DistributedError when the ranks do not hold the same variables."""
+        variables = self._chosen(None, "check_replicas")
+        names = [v.path for v in variables]
+        sums = [hashlib.blake2b(self._backend.to_host(v._live_storage()).tobytes(), digest_size=16).hexdigest()
+                for v in variables]
+        gathered = [json.loads(m) for m in self._group.allgather_bytes(json.dumps([names, sums]).encode())]
+        if any(g[0] != names for g in gathered):
+            other = next(r for r, g in enumerate(gathered) if g[0] != names)
+            raise DistributedError(
+                f"check_replicas(): rank {self._group.rank} holds {len(names)} replicated variables and rank "
+                f"{other} {len(gathered[other][0])}, or their paths differ.")
+        diverged = {}
+        for i, path in enumerate(names):
+            ranks = [r for r, g in enumerate(gathered) if g[1][i] != gathered[0][1][i]]
+            if ranks:
+                diverged[path] = ranks
+        return diverged
+
+    # ------------------------------------------------------------- checkpoints
+    def save(self, file) -> None:
+        """Collective: rank 0 writes the checkpoint (as VariableStore.save), with the
+        aggregated value of each on_read variable; every rank raises if it failed."""
+        from .. import checkpoint
+
+        values = {}
+        for variable in self.variables:
+            if variable.synchronization == "on_read" and variable.aggregation != "none":
+                values[variable.path] = _storage_of(self.read_aggregated(variable), variable)
+        error = None
+        if self._group.rank == 0:
+            try:
+                checkpoint.save(self, file, values=values)
+            except Exception as caught:  # every rank learns of it below
+                error = caught
+        self._group.agree(error, "save()")
+
+    def load(self, file, strict: bool = True) -> list:
+        """Collective: rank 0 reads the checkpoint (as VariableStore.load: checked whole
+        before anything is written) and every rank gets its values; an on_read sum
+        variable's aggregated value is shared out as by a cross-replica assign. Returns
+        the file's paths that were not loaded (``strict=False``)."""
+        from .. import checkpoint
+
+        error, skipped = None, []
+        if self._group.rank == 0:
+            try:
+                skipped = checkpoint.load(self, file, strict)
+            except Exception as caught:
+                error = caught
+        self._group.agree(error, "load()")
+        loaded = json.loads(self._group.allgather_bytes(json.dumps(
+            [p for p in self._variables if p not in set(skipped)] if self._group.rank == 0 else []).encode())[0])
+        skipped = json.loads(self._group.allgather_bytes(json.dumps(skipped).encode())[0])
+        variables = [self[p] for p in loaded]
+        self._broadcast(variables, 0, "load()")
+        for variable in variables:
+            if variable.synchronization == "on_read" and variable.aggregation == "sum" and self._group.size > 1:
+                variable._assign_local(self._replica_share(variable, variable.numpy()))
+        return skipped
+
+
+def _storage_of(presented, variable):
+    """A presented value (``Variable.value`` form) back as the variable's storage words."""
+    return presented.view(variable._storage.dtype) if presented.dtype != variable._storage.dtype else presented
+
+
+def _summary(plan: list) -> str:
+    if not plan:
+        return "no collective updates"
+    parts = []
+    for b in plan[:4]:
+        paths = [u[0] for u in b["updates"]]
+        shown = paths[:6] + (["..."] if len(paths) > 6 else [])
+        parts.append(f"{b['collective']} of {b['aggregation']}/{b['dtype']} {shown}")
+    more = f" and {len(plan) - 4} more buckets" if len(plan) > 4 else ""
+    return f"{len(plan)} buckets: " + "; ".join(parts) + more
