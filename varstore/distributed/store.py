@@ -330,11 +330,12 @@ class ReplicatedStore(VariableStore):
         return chosen
 
     def check_replicas(self) -> dict:
-        """Compare every on_write/auto variable across the ranks (collective): a
+        """Compare every on_write/auto variable whose aggregation is not "none" (those
+        replicas apply their own updates, and may differ) across the ranks (collective): a
         checksum of each replica's bytes is gathered. Returns ``{path: [ranks whose
         replica differs from rank 0's]}`` for the variables that diverged (empty: all
         equal). Raises DistributedError when the ranks do not hold the same variables."""
-        variables = self._chosen(None, "check_replicas")
+        variables = [v for v in self._chosen(None, "check_replicas") if v.aggregation != "none"]
         names = [v.path for v in variables]
         sums = [hashlib.blake2b(self._backend.to_host(v._live_storage()).tobytes(), digest_size=16).hexdigest()
                 for v in variables]
