@@ -82,13 +82,17 @@ def pack_element(address, index, like, negate, kind, route, src_fmt, dst_fmt, lo
 
 
 @element
-def unpack_element(address, index, r, like_src, add, divisor, kind, to_stage, from_stage):
+def unpack_element(address, index, r, like_src, like_dst, add, divisor, kind, to_stage, from_stage):
+    """Write element ``index`` of the tensor at ``address`` from the staging word ``r``.
+    (It stores itself: a 64-bit word handed back to a simulated thread would become a
+    Python int, which numba cannot type as uint64 on the way in again.)"""
     old = uint64(0)
     if add:
         old = convert_word(load_word(address, index, like_src), to_stage[0], to_stage[1], to_stage[2],
                            to_stage[3], to_stage[4], to_stage[5])
     w = apply_staged(old, r, add, divisor, kind)
-    return convert_word(w, from_stage[0], from_stage[1], from_stage[2], from_stage[3], from_stage[4], from_stage[5])
+    w = convert_word(w, from_stage[0], from_stage[1], from_stage[2], from_stage[3], from_stage[4], from_stage[5])
+    store_word(address, index, w, like_dst)
 
 
 # ------------------------------------------------------------------------------ loops
@@ -132,8 +136,8 @@ def _unpack_cpu(staging, chunk_tensor, chunk_first, chunk_count, address, start,
         t = chunk_tensor[c]
         base = start[t]
         for j in range(chunk_first[c], chunk_first[c] + chunk_count[c]):
-            w = unpack_element(address[t], j - base, staging[j], src_proto, add[t], divisor, kind, to_stage, from_stage)
-            store_word(address[t], j - base, w, dst_proto)
+            unpack_element(address[t], j - base, staging[j], src_proto, dst_proto, add[t], divisor, kind, to_stage,
+                           from_stage)
 
 
 @cuda_kernel
@@ -146,8 +150,8 @@ def _unpack_cuda(staging, chunk_tensor, chunk_first, chunk_count, address, start
         base = start[t]
         first = chunk_first[c]
         for j in range(first + cuda.threadIdx.x, first + chunk_count[c], cuda.blockDim.x):  # noqa: F821
-            w = unpack_element(address[t], j - base, staging[j], src_proto, add[t], divisor, kind, to_stage, from_stage)
-            store_word(address[t], j - base, w, dst_proto)
+            unpack_element(address[t], j - base, staging[j], src_proto, dst_proto, add[t], divisor, kind, to_stage,
+                           from_stage)
 
 
 pack = Kernel("pack", _pack_cpu, _pack_cuda, chunked=False)

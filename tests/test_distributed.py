@@ -91,3 +91,372 @@ def test_semantics_matrix(n, synchronization, aggregation, dtype):
         if "cross" in out:
             np.testing.assert_array_equal(out["cross"], 12 * n)
             np.testing.assert_array_equal(out["cross_local"], 12)
+
+
+# ---------------------------------------------------------------------- helpers
+def _store(group, **kwargs):
+    return vs.ReplicatedStore(group=group, device="cpu", **kwargs)
+
+
+def _one_rank():
+    return LocalGroup(1).groups[0]
+
+
+# ------------------------------------------------------------------------ plans
+def test_bucket_cut_points_follow_bucket_mb_creation_order_and_staging_bytes():
+    store = _store(_one_rank(), bucket_mb=10_000 / 2**20)  # 10,000 bytes
+    made = [
+        store.variable(np.zeros(1000, np.float32), name="a", aggregation="sum", synchronization="on_write"),
+        store.variable(np.zeros(1000, np.float32), name="b", aggregation="sum", synchronization="on_write"),
+        store.variable(np.zeros(1000, np.float32), name="c", aggregation="sum", synchronization="on_write"),
+        store.variable(np.zeros(3000, np.float32), name="big", aggregation="sum", synchronization="on_write"),
+        store.variable(np.zeros(1000, np.float32), name="d", aggregation="sum", synchronization="on_write"),
+        store.variable(np.zeros(2000, np.float32), name="m", aggregation="mean", synchronization="on_write"),
+        store.variable(np.zeros(1500, np.float32), name="h1", dtype="bfloat16", aggregation="sum",
+                       synchronization="on_write"),
+        store.variable(np.zeros(1500, np.float32), name="h2", dtype="bfloat16", aggregation="sum",
+                       synchronization="on_write"),
+    ]
+    with store.replica_step():
+        for v in reversed(made):  # queued in another order: the plan is in creation order
+            v.assign_add(1.0)
+    updates = list(store._pending.values())
+    plan = B.plan(updates, store._bucket_bytes)
+    got = [(b.aggregation, b.dtype, [u.variable.path for u in b.updates]) for b in plan]
+    assert got == [
+        ("sum", "float32", ["a", "b"]),  # 8,000 bytes; + c would be 12,000
+        ("sum", "float32", ["c"]),  # + big would pass the cap
+        ("sum", "float32", ["big"]),  # 12,000 bytes: too big for any bucket, alone
+        ("sum", "float32", ["d"]),
+        ("mean", "float32", ["m"]),
+        ("sum", "bfloat16", ["h1"]),  # 1,500 bfloat16 = 6,000 bytes of float32 staging
+        ("sum", "bfloat16", ["h2"]),
+    ]
+    assert [b.nbytes for b in plan] == [8000, 4000, 12000, 4000, 8000, 6000, 6000]
+    unfused = B.plan(updates, 0)
+    assert [len(b.updates) for b in unfused] == [1] * len(made)
+    assert len(B.plan(updates, float("inf"))) == 3  # one per (aggregation, dtype)
+    stats = store.sync()
+    assert stats == vs.SyncStats(updates=8, buckets=7, collectives=7, bytes=48000)
+    assert all(np.all(v.numpy() == 1) for v in made)
+
+
+def test_plan_digest_is_deterministic_and_sees_every_difference():
+    def digest_of(order, shapes=(4, 4), mode="add", bucket_mb=25):
+        store = _store(_one_rank(), bucket_mb=bucket_mb)
+        vs_ = [store.variable(np.zeros(s, np.float32), name=f"v{i}", aggregation="sum",
+                              synchronization="on_write") for i, s in enumerate(shapes)]
+        with store.replica_step():
+            for i in order:
+                vs_[i].assign_add(1.0) if mode == "add" else vs_[i].assign(1.0)
+        return B.digest(B.plan(list(store._pending.values()), store._bucket_bytes))
+
+    reference = digest_of([0, 1])
+    assert digest_of([1, 0]) == reference  # the order updates were written in does not matter
+    assert digest_of([0, 1]) == reference  # nor a new store
+    assert digest_of([0]) != reference
+    assert digest_of([0, 1], shapes=(4, 5)) != reference
+    assert digest_of([0, 1], mode="assign") != reference
+    assert digest_of([0, 1], bucket_mb=0) != reference  # other cut points
+
+
+def test_fused_sync_issues_one_collective_per_bucket_and_unfused_one_per_variable():
+    def run(bucket_mb):
+        def body(group):
+            store = _store(group, bucket_mb=bucket_mb)
+            made = [store.variable(np.zeros(10, np.float32), name=f"v{i}", aggregation="mean",
+                                   synchronization="on_write") for i in range(20)]
+            with store.replica_step():
+                for v in made:
+                    v.assign_add(np.full(10, 2.0 * group.rank))
+            before = group.calls["batches"]
+            stats = store.sync()
+            assert group.calls["batches"] - before == 1  # one engine call however many buckets
+            assert all(np.all(v.numpy() == group.size - 1) for v in made)
+            return stats
+
+        return LocalGroup(2).run(body)[0]
+
+    assert run(25).collectives == 1 and run(25).buckets == 1
+    assert run(0).collectives == 20
+
+
+def test_bfloat16_updates_are_reduced_in_float32_staging():
+    def body(group):
+        store = _store(group)
+        v = store.variable(256.0, dtype="bfloat16", name="v", aggregation="sum", synchronization="on_write")
+        with store.replica_step():
+            v.assign_add(0.75)
+        store.sync()
+        return float(v.numpy())
+
+    # 256 + (0.75 + 0.75) = 257.5 -> 258 in bfloat16 (spacing 2). Reduced in bfloat16, each
+    # 256 + 0.75 would round back to 256.
+    assert LocalGroup(2).run(body) == [258.0, 258.0]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64", "float8_e4m3fn", "float8_e5m2",
+                                   "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"])
+def test_one_rank_sync_equals_the_local_update_bit_for_bit(dtype):
+    rng = np.random.default_rng(7)
+    start = rng.uniform(-50, 50, size=(37, 5))
+    ops = [("assign_add", rng.uniform(-3, 3, size=(37, 5))), ("assign_sub", 1.25), ("assign_add", 0.5)]
+    if dtype.startswith(("int", "uint")):
+        start, ops = np.round(start), [(m, np.round(x) if isinstance(x, np.ndarray) else 2) for m, x in ops]
+    ops.append(("assign", rng.uniform(-9, 9, size=(37, 5)).round()))
+    for method, x in ops:
+        local = vs.VariableStore(device="cpu").variable(start, dtype=dtype, name="v")
+        store = _store(_one_rank())
+        replicated = store.variable(start, dtype=dtype, name="v", aggregation="sum", synchronization="on_write")
+        getattr(local, method)(x)
+        with store.replica_step():
+            getattr(replicated, method)(x)
+        assert store.sync().updates == 1
+        np.testing.assert_array_equal(replicated.value.view(np.uint8), local.value.view(np.uint8), err_msg=method)
+
+
+def test_sync_of_every_dtype_sums_two_replicas():
+    dtypes = [d for d in vs.DTYPES if d != "bool"]
+
+    def body(group):
+        store = _store(group, bucket_mb=0.001)
+        made = {d: store.variable(np.full(300, 3), dtype=d, name=d, aggregation="sum", synchronization="on_write")
+                for d in dtypes}
+        flag = store.variable(False, name="flag", aggregation="only_first_replica", synchronization="on_write")
+        with store.replica_step():
+            for d, v in made.items():
+                v.assign_add(np.full(300, group.rank + 1))
+            flag.assign(group.rank == 0)
+        store.sync()
+        return {d: v.numpy().astype(np.float64) for d, v in made.items()}, bool(flag.numpy())
+
+    for values, flag in LocalGroup(2).run(body):
+        assert flag is True
+        for d, got in values.items():
+            np.testing.assert_array_equal(got, 6, err_msg=d)
+
+
+# --------------------------------------------------------- broadcast and checks
+def test_broadcast_makes_replicas_bit_identical_and_check_replicas_names_a_divergence():
+    special = np.array([0x7FC1, 0xFFFF, 0x8000, 0x3F80], np.uint16)  # NaN payloads, -0, 1.0
+
+    def body(group):
+        rng = np.random.default_rng(group.rank)
+        store = _store(group)
+        made = [store.variable(rng.normal(size=(9, 4)), dtype=d, name=f"v_{d}", synchronization="on_write",
+                               aggregation="only_first_replica" if d == "bool" else "sum")
+                for d in vs.DTYPES]
+        words = store.variable(np.zeros(4), dtype="bfloat16", name="words", aggregation="sum")
+        if group.rank == 2:
+            words.value[...] = special.view(words.value.dtype)
+        local = store.variable(np.full(3, group.rank), name="local", synchronization="none")
+        metric = store.variable(np.full(3, group.rank), name="metric", synchronization="on_read", aggregation="sum")
+        before = store.check_replicas()
+        store.broadcast(root=2)
+        after = store.check_replicas()
+        bits = [v.value.view(np.uint8).tobytes() for v in made] + [words.value.view(np.uint16).tobytes()]
+        if group.rank == 1:
+            made[3].assign_add(1)
+        injected = store.check_replicas()
+        return before, after, injected, bits, local.numpy(), metric.numpy()
+
+    results = LocalGroup(3).run(body)
+    for rank, (before, after, injected, bits, local, metric) in enumerate(results):
+        assert {"v_float32", "v_bfloat16", "v_float64"} <= set(before)  # different seeds: different values
+        assert before["v_float32"] == [1, 2]
+        assert after == {}
+        assert injected == {"v_int32": [1]}
+        assert bits[:-1] == results[2][3][:-1] and bits[-1] == special.tobytes()
+        np.testing.assert_array_equal(local, rank)  # replica-local: not broadcast
+        np.testing.assert_array_equal(metric, rank)  # on_read: not broadcast
+
+
+# ------------------------------------------------------------------ failures
+def test_plan_mismatch_raises_on_every_rank_and_changes_nothing():
+    def body(group):
+        store = _store(group)
+        a = store.variable(np.zeros(4, np.float32), name="a", aggregation="sum", synchronization="on_write")
+        b = store.variable(np.zeros(4, np.float32), name="b", aggregation="sum", synchronization="on_write")
+        with store.replica_step():
+            a.assign_add(1.0)
+            if group.rank == 1:
+                b.assign_add(1.0)
+        with pytest.raises(DistributedError, match=r"plans differ.*Rank 0: 1 buckets.*\['a'\].*rank 1.*\['a', 'b'\]"):
+            store.sync()
+        assert np.all(a.numpy() == 0) and np.all(b.numpy() == 0)
+        return store.pending
+
+    assert LocalGroup(2).run(body) == [["a"], ["a", "b"]]
+
+
+def test_a_rank_that_never_syncs_gives_a_timeout_error_not_a_hang():
+    import time
+
+    def body(group):
+        store = _store(group)
+        a = store.variable(np.zeros(4, np.float32), name="a", aggregation="sum", synchronization="on_write")
+        if group.rank == 0:
+            with store.replica_step():
+                a.assign_add(1.0)
+            store.sync()
+
+    began = time.monotonic()
+    with pytest.raises(DistributedError, match=r"did not complete within 0.5 s"):
+        LocalGroup(2, timeout=0.5).run(body)
+    assert time.monotonic() - began < 10
+
+
+def test_a_rank_that_fails_ends_the_others_wait_at_once():
+    import time
+
+    def body(group):
+        store = _store(group)
+        a = store.variable(np.zeros(4, np.float32), name="a", aggregation="sum", synchronization="on_write")
+        if group.rank == 1:
+            raise RuntimeError("rank 1 broke")
+        with store.replica_step():
+            a.assign_add(1.0)
+        store.sync()
+
+    began = time.monotonic()
+    with pytest.raises(RuntimeError, match="rank 1 broke") as caught:
+        LocalGroup(3, timeout=60).run(body)
+    assert time.monotonic() - began < 10
+    assert "rank 1 of a LocalGroup(3)" in "".join(getattr(caught.value, "__notes__", ["rank 1 of a LocalGroup(3)"]))
+
+
+# ------------------------------------------------------------------ checkpoints
+def test_collective_save_writes_aggregated_on_read_values_and_load_shares_them(tmp_path):
+    path = str(tmp_path / "ckpt.safetensors")
+
+    def body(group):
+        store = _store(group)
+        w = store.variable(np.arange(4.0), name="w", aggregation="mean", synchronization="on_write")
+        metric = store.variable(0.0, name="metric", aggregation="sum", synchronization="on_read")
+        count = store.variable(0, name="count", aggregation="sum", synchronization="on_read")
+        with store.replica_step():
+            metric.assign_add(group.rank + 1.0)
+            count.assign_add(group.rank + 1)
+        store.save(path)
+        fresh = _store(group)
+        fw = fresh.variable(np.zeros(4), name="w", aggregation="mean", synchronization="on_write")
+        fm = fresh.variable(5.0, name="metric", aggregation="sum", synchronization="on_read")
+        fc = fresh.variable(0, name="count", aggregation="sum", synchronization="on_read")
+        assert fresh.load(path) == []
+        return fw.numpy(), float(fm.numpy()), float(fresh.read_aggregated(fm)), int(fc.numpy()), \
+            int(fresh.read_aggregated(fc))
+
+    results = LocalGroup(4).run(body)
+    on_disk = vs.VariableStore(device="cpu")
+    on_disk.variable(0.0, name="metric")
+    on_disk.variable(0, name="count")
+    on_disk.variable(np.zeros(4), name="w")
+    on_disk.load(path)
+    assert float(on_disk["metric"].numpy()) == 10.0 and int(on_disk["count"].numpy()) == 10
+    for rank, (w, metric, metric_total, count, count_total) in enumerate(results):
+        np.testing.assert_array_equal(w, np.arange(4.0))
+        assert metric == 2.5 and metric_total == 10.0
+        assert count == (10 // 4 + 10 % 4 if rank == 0 else 10 // 4) and count_total == 10
+
+
+def test_a_save_that_fails_on_rank_0_raises_on_every_rank(tmp_path):
+    def body(group):
+        store = _store(group)
+        store.variable(1.0, name="w")
+        if group.rank == 0:
+            with pytest.raises(FileNotFoundError):
+                store.save(str(tmp_path / "missing" / "x.safetensors"))
+        else:
+            with pytest.raises(DistributedError, match=r"save\(\) failed on rank 0.*FileNotFoundError"):
+                store.save("ignored")
+        return True
+
+    assert LocalGroup(2).run(body) == [True, True]
+
+
+# ------------------------------------------------------------------ bad input
+def test_bad_input_gets_clear_errors():
+    group = _one_rank()
+    store = _store(group)
+    for dtype, aggregation, match in [("int32", "mean", "cannot be averaged"), ("bool", "sum", "cannot be added"),
+                                      ("uint8", "mean", "cannot be averaged")]:
+        with pytest.raises(ValueError, match=match):
+            store.variable(np.zeros(2), dtype=dtype, aggregation=aggregation, synchronization="on_write")
+    assert len(store) == 0 and store.memory_info()["variable_bytes"] == 0
+    store.variable(np.zeros(2), dtype="int32", aggregation="mean", synchronization="none")  # never synced: allowed
+    w = store.variable(np.zeros((2, 2)), name="w", aggregation="sum", synchronization="on_write")
+    with store.replica_step():
+        with pytest.raises(ValueError, match="sliced writes are not synced"):
+            w[0, :] = 1.0
+        with pytest.raises(ValueError, match=r"shape \(3,\) does not match"):
+            w.assign_add(np.zeros(3))
+    assert store.pending == []
+    m = store.variable(0.0, name="m", aggregation="sum", synchronization="on_read")
+    for write in (lambda: m.assign_add(1.0), lambda: m.assign_sub(1.0), lambda: m.__setitem__((), 1.0)):
+        with pytest.raises(ValueError, match="outside a replica step"):
+            write()
+    with pytest.raises(TypeError, match="whole <LocalGroup size=2>"):
+        vs.ReplicatedStore(group=LocalGroup(2), device="cpu")
+    with pytest.raises(TypeError, match="group must come from"):
+        vs.ReplicatedStore(group="nccl", device="cpu")
+    with pytest.raises(ValueError, match="bucket_mb"):
+        vs.ReplicatedStore(group=group, device="cpu", bucket_mb=-1)
+    with pytest.raises(ValueError, match="root must be a rank"):
+        store.broadcast(root=1)
+    with pytest.raises(ValueError, match="not in this store"):
+        store.read_aggregated(vs.VariableStore(device="cpu").variable(1.0))
+    with pytest.raises(ValueError, match="Expected one of"):
+        vs.distributed.init("gloo")
+    with pytest.raises(ValueError, match="timeout"):
+        vs.distributed.init("local", timeout=0)
+    with pytest.raises(ValueError, match="size >= 1|ranks >= 1"):
+        LocalGroup(0)
+
+
+def test_outside_a_step_on_write_writes_are_local_and_reads_inside_a_step_see_the_old_value():
+    store = _store(_one_rank())
+    w = store.variable(np.zeros(3), name="w", aggregation="sum", synchronization="on_write")
+    w.assign_add(1.0)
+    w[0] = 5.0
+    np.testing.assert_array_equal(w.numpy(), [5, 1, 1])
+    with store.replica_step():
+        w.assign(np.full(3, 7.0))
+        w.assign_add(1.0)  # folded into the assign: 8
+        np.testing.assert_array_equal(w.numpy(), [5, 1, 1])
+        assert store.pending == ["w"]
+    assert store.sync().updates == 1
+    np.testing.assert_array_equal(w.numpy(), 8)
+    assert store.sync() == vs.SyncStats(0, 0, 0, 0)
+
+
+def test_nccl_on_a_host_without_cuda_says_it_needs_a_cuda_device():
+    from varstore.backends import cuda_unavailable_reason
+
+    if cuda_unavailable_reason() is None:
+        pytest.skip("this host has a usable CUDA device")
+    with pytest.raises(vs.BackendUnavailableError, match="NCCL needs a CUDA device"):
+        vs.distributed.init("nccl")
+
+
+def test_environment_world_and_auto(monkeypatch):
+    from varstore import distributed
+
+    for name in ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE",
+                 "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.environment_world() == (0, 1, 0)
+    assert not distributed.launched_by_mpi()
+    group = distributed.init()
+    assert (group.backend, group.rank, group.size) == ("local", 0, 1)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.environment_world() == (3, 8, 1)
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="WORLD_SIZE='two'"):
+        distributed.environment_world()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="RANK=3 and WORLD_SIZE=2"):
+        distributed.environment_world()
+    monkeypatch.setenv("PMI_RANK", "0")
+    assert distributed.launched_by_mpi()

@@ -1,0 +1,123 @@
+"""Tier c: the multi-tensor pack/unpack kernels on both targets (CPU loop; CUDA loop in
+the simulator or on a GPU), against NumPy/ml_dtypes references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import SIMULATOR
+
+from varstore.casting import destination_words
+from varstore.distributed import buckets as B
+from varstore.dtypes import host_dtype, storage_dtype
+from varstore.kernels import multi_tensor as K
+
+pytestmark = pytest.mark.kernels
+
+SIZES = [5, 1, 0, 2 * K.CHUNK + 3, 7] if not SIMULATOR else [5, 1, 0, 40, 7]
+
+
+def test_chunks_cover_every_tensor_in_pieces_of_at_most_chunk():
+    tensor, first, count = K.chunks([3, 0, 2 * K.CHUNK + 1, 1])
+    assert tensor.tolist() == [0, 2, 2, 2, 3]
+    assert first.tolist() == [0, 3, 3 + K.CHUNK, 3 + 2 * K.CHUNK, 4 + 2 * K.CHUNK]
+    assert count.tolist() == [3, K.CHUNK, K.CHUNK, 1, 1]
+    assert [a.tolist() for a in K.chunks([])] == [[], [], []]
+
+
+class _Var:
+    """What the bucket functions read of a variable."""
+
+    def __init__(self, dtype, size, aggregation="sum"):
+        self._dtype = dtype
+        self.size = size
+        self.aggregation = aggregation
+        self.path = f"v{size}"
+
+
+def _run(target, kernel, n, tensors, *args):
+    """Launch ``kernel`` with a table of tensor addresses; NumPy arrays in ``tensors``
+    and in ``args`` are updated in place."""
+    if target == "cpu":
+        addresses = np.array([t.__array_interface__["data"][0] for t in tensors], np.uint64)
+        kernel.cpu(args[0], *args[1:4], addresses, *args[4:])
+        return
+    from numba import cuda
+
+    from varstore.kernels.launch import grid_for
+
+    def address(d):
+        return (d._ary if SIMULATOR else d).__array_interface__["data"][0] if SIMULATOR else \
+            d.__cuda_array_interface__["data"][0]
+
+    device_tensors = [cuda.to_device(t) for t in tensors]
+    addresses = np.array([address(d) for d in device_tensors], np.uint64)
+    host_args = [args[0], *args[1:4], addresses, *args[4:]]
+    device_args = [cuda.to_device(a) if isinstance(a, np.ndarray) else a for a in host_args]
+    blocks, threads = grid_for(n, 1 if SIMULATOR else cuda.get_current_device().MULTIPROCESSOR_COUNT, SIMULATOR)
+    kernel.cuda[blocks, threads](*device_args)
+    cuda.synchronize()
+    for host, dev in zip(host_args, device_args):
+        if isinstance(host, np.ndarray):
+            dev.copy_to_host(host)
+    for host, dev in zip(tensors, device_tensors):
+        dev.copy_to_host(host)
+
+
+def _words(values, dtype):
+    """Storage words of ``values`` converted to ``dtype`` (ml_dtypes/NumPy rounding)."""
+    return np.asarray(values).astype(host_dtype(dtype)).view(storage_dtype(dtype))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16", "float16", "float8_e4m3fn", "int16", "uint8",
+                                   "int32", "int64"])
+def test_pack_then_unpack_add_and_mean(target, dtype):
+    rng = np.random.default_rng(3)
+    staging_dtype = B.STAGING[dtype]
+    bucket = B.Bucket("sum", dtype, staging_dtype, "sum", tuple(), sum(SIZES))
+    integer = dtype.startswith(("int", "uint"))
+    values = [np.round(rng.uniform(-20, 20, size=s)) if integer or "8" in dtype else rng.uniform(-20, 20, size=s)
+              for s in SIZES]
+    if dtype == "uint8":
+        values = [np.abs(v) for v in values]
+    operands = [_words(v, dtype) for v in values]
+    operands[1] = operands[1].reshape(1)  # a one-element operand fills its tensor (step 0)
+    step = np.array([1, 0, 1, 1, 1], np.int64)
+    negate = np.array([0, 0, 0, 1, 0], np.int64)
+    counts = np.array(SIZES, np.int64)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+    tensor, first, count = K.chunks(counts)
+    to_stage, from_stage = B._conversions(bucket)
+    like = np.zeros(1, B._source_like(dtype, staging_dtype))
+    kind = B._kind(K, staging_dtype)
+    staging = np.full(bucket.elements, 0xAB, staging_dtype)
+    _run(target, K.pack, bucket.elements, operands, destination_words(staging), tensor, first, count, starts, step,
+         negate, like, kind, to_stage)
+    expected = np.concatenate([
+        (-1 if n else 1) * np.broadcast_to(o.view(host_dtype(dtype)).astype(np.float64), (s,))
+        for o, s, n in zip(operands, SIZES, negate)
+    ])
+    np.testing.assert_array_equal(staging.astype(np.float64) if not integer else staging, expected.astype(staging.dtype))
+
+    # Unpack into variables: tensor 2 adds (old + staging / 2), the others assign.
+    olds = [_words(np.round(rng.uniform(-5, 5, size=s)) if integer else rng.uniform(-5, 5, size=s), dtype)
+            for s in SIZES]
+    if dtype == "uint8":
+        olds = [_words(np.abs(o.astype(np.float64)), dtype) for o in olds]
+    targets = [o.copy() for o in olds]
+    add = np.array([0, 0, 1, 0, 1], np.int64)
+    divisor = 1 if integer else 2
+    like_dst = np.zeros(1, destination_words(np.empty(1, storage_dtype(dtype))).dtype)
+    _run(target, K.unpack, bucket.elements, targets, destination_words(staging), tensor, first, count, starts, add,
+         like, like_dst, divisor, kind, to_stage, from_stage)
+    for i, (old, got) in enumerate(zip(olds, targets)):
+        part = staging[starts[i]:starts[i] + SIZES[i]]
+        if integer:
+            want = (part.astype(np.int64) + (old.astype(np.int64) if add[i] else 0)).astype(dtype)
+        else:
+            reduced = (part / np.array(divisor, part.dtype)).astype(part.dtype)
+            if add[i]:
+                reduced = (old.view(host_dtype(dtype)).astype(part.dtype) + reduced).astype(part.dtype)
+            want = reduced.astype(host_dtype(dtype))
+        np.testing.assert_array_equal(got.view(host_dtype(dtype)).view(got.dtype), want.view(got.dtype),
+                                      err_msg=f"tensor {i}")
