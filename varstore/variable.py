@@ -3,6 +3,7 @@ storage lives on the store's device."""
 
 from __future__ import annotations
 
+import math
 import operator
 
 import numpy as np
@@ -194,7 +195,7 @@ class Variable:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self._shape, dtype=np.int64))
+        return math.prod(self._shape)
 
     @property
     def nbytes(self) -> int:
