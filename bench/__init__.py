@@ -5,6 +5,8 @@
 - ``torch_baselines``: PyTorch's, when it imports.
 - ``measure``: CUDA events or ``perf_counter``, variants timed in alternation.
 - ``suite``: the runner; ``report``: the JSON document and the table; ``plot``: the figure.
+- ``sync``: ``ReplicatedStore.sync()`` against the raw all-reduce (``python -m
+  varstore.bench.sync``, under mpiexec).
 
 ``bench/scripts/`` (not installed) holds the per-issue scripts whose figures are in
 bench/RESULTS.md.

@@ -6,7 +6,8 @@ the CPU), or one process per GPU for NCCL. For each variable count (1 / 100 / 1,
 ranks started together by a barrier:
 
 - ``raw``: one all-reduce of one flat buffer of the total bytes, called on the engine
-  directly (``NcclCommunicator.allReduce`` + stream sync, or ``MPI.Allreduce``);
+  directly (``group.raw_allreduce``: ``NcclCommunicator.allReduce`` + stream sync, or
+  ``MPI.Allreduce``);
 - ``fused``: ``store.sync()`` after one ``assign_add`` per variable in a replica step,
   buckets of ``--bucket-mb`` (default 25);
 - ``unfused``: the same with ``bucket_mb=0``: one collective per variable.
@@ -26,24 +27,6 @@ import sys
 import time
 
 import numpy as np
-
-
-def _raw_call(group, flat):
-    """One all-reduce of ``flat`` on the engine itself, waited for."""
-    if group.backend == "nccl":
-        import cupy
-        from cupy.cuda import nccl
-
-        stream = cupy.cuda.get_current_stream()
-        group.communicator.allReduce(flat.data.ptr, flat.data.ptr, flat.size, nccl.NCCL_FLOAT32, nccl.NCCL_SUM,
-                                     stream.ptr)
-        stream.synchronize()
-    elif group.backend == "mpi":
-        from mpi4py import MPI
-
-        group.comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
-    else:
-        raise SystemExit("the raw baseline needs an engine: --backend mpi or nccl (launch under mpiexec)")
 
 
 def _median_seconds(fn, repeats, barrier):
@@ -67,7 +50,7 @@ def measure(group, count, total_bytes, repeats, bucket_mb, device):
     flat = backend_store._backend.empty((elements * count,), np.dtype(np.float32), backend_store.device)
     flat.fill(1)
     sync_device = backend_store._backend.synchronize
-    rows["raw"] = {"seconds": _median_seconds(lambda: _raw_call(group, flat), repeats, group.barrier),
+    rows["raw"] = {"seconds": _median_seconds(lambda: group.raw_allreduce(flat), repeats, group.barrier),
                    "collectives": 1}
     for label, mb in (("fused", bucket_mb), ("unfused", 0)):
         store = vs.ReplicatedStore(group=group, device=device, bucket_mb=mb)
@@ -78,30 +61,20 @@ def measure(group, count, total_bytes, repeats, bucket_mb, device):
                                        synchronization="on_write"))
             grads.append(store._backend.empty((elements,), np.dtype(np.float32), store.device))
             grads[-1].fill(1)
-        stats = []
-        queue_times = []
-
-        def queue():
+        stats, queue_times, times = [], [], []
+        for i in range(2 + repeats):  # two untimed rounds, then the timed ones
             began = time.perf_counter()
             with store.replica_step():
                 for v, g in zip(made, grads):
                     v.assign_add(g)
-            queue_times.append(time.perf_counter() - began)
-
-        def step():
-            stats.append(store.sync())
-            sync_device()
-
-        for _ in range(2):
-            queue()
-            step()
-        times = []
-        for _ in range(repeats):
-            queue()
+            queued = time.perf_counter() - began
             group.barrier()
             began = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - began)
+            stats.append(store.sync())
+            sync_device()
+            if i >= 2:
+                times.append(time.perf_counter() - began)
+                queue_times.append(queued)
         rows[label] = {"seconds": statistics.median(times), "collectives": stats[-1].collectives,
                        "buckets": stats[-1].buckets, "queue_seconds": statistics.median(queue_times)}
         expected = float(2 + repeats)  # every sync added mean(1) = 1 to zeros
@@ -126,6 +99,8 @@ def main(argv=None) -> int:
     import varstore as vs
 
     group = vs.distributed.init(args.backend)
+    if group.backend == "local":
+        raise SystemExit("the raw baseline needs an engine: --backend mpi or nccl (launch under mpiexec)")
     device = args.device or (None if group.backend == "nccl" else "cpu")
     total = int(args.total_mb * 2**20)
     rows = []

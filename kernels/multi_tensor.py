@@ -107,11 +107,12 @@ def _pack_cpu(staging, chunk_tensor, chunk_first, chunk_count, address, start, s
     proto = like[0]
     route, src_fmt, dst_fmt, lo, hi, mask = conversion
     for c in range(chunk_tensor.size):
+        # The row in locals: stores through staging may alias the tables for all the
+        # compiler knows, so it would reload them for every element.
         t = chunk_tensor[c]
-        base = start[t]
+        base, at, stride, neg = start[t], address[t], step[t], negate[t]
         for j in range(chunk_first[c], chunk_first[c] + chunk_count[c]):
-            staging[j] = pack_element(address[t], (j - base) * step[t], proto, negate[t], kind,
-                                      route, src_fmt, dst_fmt, lo, hi, mask)
+            staging[j] = pack_element(at, (j - base) * stride, proto, neg, kind, route, src_fmt, dst_fmt, lo, hi, mask)
 
 
 @cuda_kernel
@@ -120,11 +121,10 @@ def _pack_cuda(staging, chunk_tensor, chunk_first, chunk_count, address, start, 
     route, src_fmt, dst_fmt, lo, hi, mask = conversion
     for c in range(cuda.blockIdx.x, chunk_tensor.size, cuda.gridDim.x):  # noqa: F821
         t = chunk_tensor[c]
-        base = start[t]
+        base, at, stride, neg = start[t], address[t], step[t], negate[t]
         first = chunk_first[c]
         for j in range(first + cuda.threadIdx.x, first + chunk_count[c], cuda.blockDim.x):  # noqa: F821
-            staging[j] = pack_element(address[t], (j - base) * step[t], proto, negate[t], kind,
-                                      route, src_fmt, dst_fmt, lo, hi, mask)
+            staging[j] = pack_element(at, (j - base) * stride, proto, neg, kind, route, src_fmt, dst_fmt, lo, hi, mask)
 
 
 @cpu_kernel
@@ -134,10 +134,9 @@ def _unpack_cpu(staging, chunk_tensor, chunk_first, chunk_count, address, start,
     dst_proto = like_dst[0]
     for c in range(chunk_tensor.size):
         t = chunk_tensor[c]
-        base = start[t]
+        base, at, plus = start[t], address[t], add[t]  # (locals: see _pack_cpu)
         for j in range(chunk_first[c], chunk_first[c] + chunk_count[c]):
-            unpack_element(address[t], j - base, staging[j], src_proto, dst_proto, add[t], divisor, kind, to_stage,
-                           from_stage)
+            unpack_element(at, j - base, staging[j], src_proto, dst_proto, plus, divisor, kind, to_stage, from_stage)
 
 
 @cuda_kernel
@@ -147,11 +146,10 @@ def _unpack_cuda(staging, chunk_tensor, chunk_first, chunk_count, address, start
     dst_proto = like_dst[0]
     for c in range(cuda.blockIdx.x, chunk_tensor.size, cuda.gridDim.x):  # noqa: F821
         t = chunk_tensor[c]
-        base = start[t]
+        base, at, plus = start[t], address[t], add[t]
         first = chunk_first[c]
         for j in range(first + cuda.threadIdx.x, first + chunk_count[c], cuda.blockDim.x):  # noqa: F821
-            unpack_element(address[t], j - base, staging[j], src_proto, dst_proto, add[t], divisor, kind, to_stage,
-                           from_stage)
+            unpack_element(at, j - base, staging[j], src_proto, dst_proto, plus, divisor, kind, to_stage, from_stage)
 
 
 pack = Kernel("pack", _pack_cpu, _pack_cuda, chunked=False)

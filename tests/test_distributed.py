@@ -224,7 +224,7 @@ def test_sync_of_every_dtype_sums_two_replicas():
                 for d in dtypes}
         flag = store.variable(False, name="flag", aggregation="only_first_replica", synchronization="on_write")
         with store.replica_step():
-            for d, v in made.items():
+            for v in made.values():
                 v.assign_add(np.full(300, group.rank + 1))
             flag.assign(group.rank == 0)
         store.sync()
@@ -331,7 +331,7 @@ def test_collective_save_writes_aggregated_on_read_values_and_load_shares_them(t
 
     def body(group):
         store = _store(group)
-        w = store.variable(np.arange(4.0), name="w", aggregation="mean", synchronization="on_write")
+        store.variable(np.arange(4.0), name="w", aggregation="mean", synchronization="on_write")
         metric = store.variable(0.0, name="metric", aggregation="sum", synchronization="on_read")
         count = store.variable(0, name="count", aggregation="sum", synchronization="on_read")
         with store.replica_step():

@@ -84,3 +84,18 @@ def test_mpiexec_a_rank_that_dies_ends_the_job(tmp_path):
     assert 1 not in lines  # the dead rank wrote nothing
     assert not lines.get(0, {}).get("ok", False)  # rank 0 never returned from sync() with success
     assert seconds < 120
+
+
+def test_sync_benchmark_under_mpiexec(tmp_path):
+    out = tmp_path / "sync.json"
+    command = [MPIEXEC, "-n", "2", sys.executable, "-m", "varstore.bench.sync", "--backend", "mpi", "--total-mb",
+               "0.25", "--counts", "1,10", "--repeats", "2", "--json", str(out)]
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variables"] for r in rows] == [1, 10]
+    assert [r["fused"]["collectives"] for r in rows] == [1, 1]
+    assert [r["unfused"]["collectives"] for r in rows] == [1, 10]
+    assert all(r[k]["seconds"] > 0 for r in rows for k in ("raw", "fused", "unfused"))
+    assert done.stdout.count("collectives") == 6

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import SIMULATOR
+from varstore.kernels import multi_tensor as K
 
 from varstore.casting import destination_words
 from varstore.distributed import buckets as B
 from varstore.dtypes import host_dtype, storage_dtype
-from varstore.kernels import multi_tensor as K
 
 pytestmark = pytest.mark.kernels
 
@@ -43,12 +43,10 @@ def _run(target, kernel, n, tensors, *args):
         kernel.cpu(args[0], *args[1:4], addresses, *args[4:])
         return
     from numba import cuda
-
     from varstore.kernels.launch import grid_for
 
-    def address(d):
-        return (d._ary if SIMULATOR else d).__array_interface__["data"][0] if SIMULATOR else \
-            d.__cuda_array_interface__["data"][0]
+    def address(d):  # the simulator's device arrays wrap host NumPy arrays
+        return d._ary.__array_interface__["data"][0] if SIMULATOR else d.__cuda_array_interface__["data"][0]
 
     device_tensors = [cuda.to_device(t) for t in tensors]
     addresses = np.array([address(d) for d in device_tensors], np.uint64)

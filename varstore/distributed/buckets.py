@@ -128,7 +128,7 @@ class Tables:
 
     def upload(self, columns: list) -> list:
         host = np.concatenate([np.asarray(c, np.int64) for c in columns])
-        array = host if self.backend.name == "numpy" else self.backend.from_host(host, self.device)
+        array = self.backend.from_host(host, self.device)
         out, start = [], 0
         for c in columns:
             out.append(array[start:start + len(c)])

@@ -87,6 +87,11 @@ class Group(abc.ABC):
             rank, text = failures[0]
             raise DistributedError(f"{what} failed on rank {rank} (of {self.size}): {text}")
 
+    def raw_allreduce(self, array) -> None:
+        """One in-place sum of ``array`` by the engine itself, waited for: no batching,
+        staging, deadline or counting (the benchmark's baseline for ``sync()``)."""
+        raise NotImplementedError(f"the {self.backend} group has no engine call of its own")
+
     def barrier(self) -> None:
         self.allgather_bytes(b"")
 

@@ -49,6 +49,9 @@ class MpiGroup(Group):
     def comm(self):
         return self._comm
 
+    def raw_allreduce(self, array) -> None:
+        self._comm.Allreduce(self._MPI.IN_PLACE, array, op=self._MPI.SUM)
+
     def _wait(self, requests: list, what: str) -> None:
         MPI = self._MPI
         wait_for(lambda: MPI.Request.Testall(requests), time.monotonic() + self.timeout,

@@ -79,6 +79,12 @@ class NcclGroup(Group):
         """The ``cupy.cuda.nccl.NcclCommunicator`` (for raw calls, as the benchmark makes)."""
         return self._comm
 
+    def raw_allreduce(self, array) -> None:
+        stream = self._cupy.cuda.get_current_stream()
+        self._comm.allReduce(array.data.ptr, array.data.ptr, array.size, self._types[array.dtype], self._nccl.NCCL_SUM,
+                             stream.ptr)
+        stream.synchronize()
+
     def _allgather_bytes(self, data: bytes) -> list:
         return self._host._allgather_bytes(data)
 

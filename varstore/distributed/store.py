@@ -95,6 +95,7 @@ class ReplicatedStore(VariableStore):
         self._created = 0
         self._in_step = threading.local()
         self._tables = None
+        self._staging: dict = {}  # (position, dtype, elements) -> buffer kept between syncs
 
     @property
     def group(self) -> Group:
@@ -249,17 +250,33 @@ class ReplicatedStore(VariableStore):
     def _reduce(self, plan, divisor, targets=None):
         """Pack every bucket, run their collectives as one batch, unpack every bucket."""
         tables = self._tables_()
-        staged = []
-        for bucket in plan:
-            staging = self._backend.empty((bucket.elements,), np.dtype(bucket.staging), self._device)
+        staged = self._staging_buffers(plan, keep=targets is None)
+        for bucket, staging in zip(plan, staged):
             B.pack(tables, bucket, staging)
-            staged.append(staging)
         self._group.run(
             [Collective(bucket.collective, staging) for bucket, staging in zip(plan, staged) if bucket.collective]
         )
         for i, (bucket, staging) in enumerate(zip(plan, staged)):
             mean = bucket.aggregation == "mean" and bucket.collective == "sum"
             B.unpack(tables, bucket, staging, divisor if mean else 1, None if targets is None else targets[i])
+
+    def _staging_buffers(self, plan, keep: bool) -> list:
+        """A staging buffer per bucket. ``keep``: those of sync() are kept for the next
+        sync with the same plan (a fresh host buffer costs a page fault per 4 KiB); the
+        buffers of an earlier, different plan are dropped."""
+        new = [((i, b.staging, b.elements), b) for i, b in enumerate(plan)]
+        kept = self._staging if keep else {}
+        buffers = [kept.get(key) for key, _ in new]
+        buffers = [buf if buf is not None else self._backend.empty((b.elements,), np.dtype(b.staging), self._device)
+                   for buf, (_, b) in zip(buffers, new)]
+        if keep:
+            self._staging = {key: buf for (key, _), buf in zip(new, buffers)}
+        return buffers
+
+    def free_cached(self) -> None:
+        """Drop the kept sync staging buffers, then as VariableStore.free_cached."""
+        self._staging.clear()
+        super().free_cached()
 
     def _agree_on_plan(self, plan, what: str) -> None:
         group = self._group
@@ -311,11 +328,9 @@ class ReplicatedStore(VariableStore):
         plan = [b._replace(collective="broadcast") for b in plan]
         self._agree_on_plan(plan, what)
         tables = self._tables_()
-        staged = []
-        for bucket in plan:
-            staging = self._backend.empty((bucket.elements,), np.dtype(bucket.staging), self._device)
+        staged = self._staging_buffers(plan, keep=False)
+        for bucket, staging in zip(plan, staged):
             B.pack(tables, bucket, staging)
-            staged.append(staging)
         self._group.run([Collective("broadcast", s, root) for s in staged])
         for bucket, staging in zip(plan, staged):
             B.unpack(tables, bucket, staging)
