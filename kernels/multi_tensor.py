@@ -173,3 +173,5 @@ def chunks(counts) -> tuple:
     first = np.repeat(starts, per) + offset_in_tensor
     count = np.minimum(np.repeat(counts, per) - offset_in_tensor, CHUNK)
     return tensor, first, count
+
+KERNELS = (pack, unpack)

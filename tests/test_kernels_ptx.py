@@ -23,6 +23,7 @@ numba = pytest.importorskip("numba")
 from numba import types  # noqa: E402
 
 from varstore.kernels import cast as K  # noqa: E402
+from varstore.kernels import multi_tensor as M  # noqa: E402
 from varstore.kernels import random_fill as R  # noqa: E402
 from varstore.kernels import strided as S  # noqa: E402
 from varstore.kernels.philox import philox4x32_10  # noqa: E402
@@ -64,7 +65,19 @@ SIGNATURES[S.copy_region_converting] = [
 SIGNATURES[S.scatter_indexed] = [(A["uint16"], A["int64"], A["uint16"], _AXES, _AXES, *_CONVERSION),
                                  (A["uint64"], A["int64"], A["boolean"], _AXES, _AXES, *_CONVERSION)]
 SIGNATURES[S.gather_indexed] = [(A["uint32"], A["int64"], A["uint32"])]
-ALL_KERNELS = K.KERNELS + R.KERNELS + S.KERNELS
+_TABLE = A["int64"]
+_STAGE_CONVERSION = types.Tuple(_CONVERSION)
+SIGNATURES[M.pack] = [
+    (A[staging], _TABLE, _TABLE, _TABLE, A["uint64"], _TABLE, _TABLE, _TABLE, A[like], types.int64, _STAGE_CONVERSION)
+    for staging, like in (("uint32", "uint16"), ("uint32", "uint32"), ("uint64", "uint64"), ("uint32", "int8"))
+]
+SIGNATURES[M.unpack] = [
+    (A[staging], _TABLE, _TABLE, _TABLE, A["uint64"], _TABLE, _TABLE, A[src], A[dst], types.int64, types.int64,
+     _STAGE_CONVERSION, _STAGE_CONVERSION)
+    for staging, src, dst in (("uint32", "uint16", "uint16"), ("uint32", "uint32", "uint32"),
+                              ("uint64", "uint64", "uint64"), ("uint32", "int8", "uint8"))
+]
+ALL_KERNELS = K.KERNELS + R.KERNELS + S.KERNELS + M.KERNELS
 
 # Integer ALU instructions on 64-bit operands (address arithmetic uses add.s64 too, so the
 # check is made on the element functions alone, compiled as device functions).
