@@ -100,13 +100,25 @@ class NcclGroup(Group):
                         self._comm.allReduce(array.data.ptr, array.data.ptr, array.size, self._types[array.dtype],
                                              nccl.NCCL_SUM, stream.ptr)
                     else:
-                        self._comm.bcast(array.data.ptr, array.nbytes, nccl.NCCL_UINT8, op.root, stream.ptr)
+                        count, datatype = self._words(array)
+                        self._comm.bcast(array.data.ptr, count, datatype, op.root, stream.ptr)
             finally:
                 nccl.groupEnd()
             wait_for(lambda: stream.done, time.monotonic() + self.timeout, lambda: self._give_up("a collective"))
             for op, array in zip(ops, arrays):
                 if array is not op.array:
                     op.array[...] = array.get()
+
+    def _words(self, array) -> tuple:
+        """``(count, NCCL type)`` to broadcast ``array``'s bytes as: the widest word that
+        divides them (bits are copied, never read as numbers), below the 2**31 elements
+        that cupy's ``bcast`` takes."""
+        nccl = self._nccl
+        for width, datatype in ((8, nccl.NCCL_UINT64), (4, nccl.NCCL_UINT32), (2, nccl.NCCL_FLOAT16),
+                                (1, nccl.NCCL_UINT8)):
+            if array.nbytes % width == 0 and array.nbytes // width < 2**31:
+                return array.nbytes // width, datatype
+        raise ValueError(f"A broadcast of {array.nbytes} bytes is too large for one NCCL call; lower bucket_mb.")
 
     def _give_up(self, what: str):
         try:
