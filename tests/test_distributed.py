@@ -460,3 +460,20 @@ def test_environment_world_and_auto(monkeypatch):
         distributed.environment_world()
     monkeypatch.setenv("PMI_RANK", "0")
     assert distributed.launched_by_mpi()
+
+
+def test_stateless_scope_writes_go_to_the_scope_not_to_the_sync_queue():
+    store = _store(_one_rank())
+    w = store.variable(np.zeros(2), name="w", aggregation="sum", synchronization="on_write")
+    m = store.variable(0.0, name="m", aggregation="sum", synchronization="on_read")
+    with store.replica_step():
+        with vs.StatelessScope() as scope:
+            w.assign_add(1.0)
+            m.assign_add(2.0)  # allowed in a scope: no replica is written
+        assert store.pending == []
+    with vs.StatelessScope() as outside:
+        m.assign(4.0)  # not shared out: the scope holds the value as given
+    np.testing.assert_array_equal(scope.get_current_value(w), [1, 1])
+    assert float(scope.get_current_value(m)) == 2.0 and float(outside.get_current_value(m)) == 4.0
+    np.testing.assert_array_equal(w.numpy(), 0)
+    assert float(m.numpy()) == 0.0

@@ -163,8 +163,7 @@ class ReplicatedStore(VariableStore):
             operand = as_operand(variable._backend, array, array_dtype, variable._dtype, variable._device)
             self._queue(variable, "assign", operand, False)
             return variable
-        if (variable.synchronization == "on_read" and variable.aggregation == "sum" and not self._stepping()
-                and (not scopes.ACTIVE or scopes.stateless_scope() is None)):
+        if self._cross_replica_sum(variable):
             return variable._assign_local(self._replica_share(variable, value))
         return variable._assign_local(value)
 
@@ -185,8 +184,14 @@ class ReplicatedStore(VariableStore):
         self._refuse_cross_replica(variable, "var[key] = ...")
         variable._setitem_local(key, value)
 
+    def _cross_replica_sum(self, variable) -> bool:
+        """A write to an on_read sum variable outside a replica step (and outside a
+        StatelessScope, whose writes touch no replica)."""
+        return (variable.synchronization == "on_read" and variable.aggregation == "sum" and not self._stepping()
+                and (not scopes.ACTIVE or scopes.stateless_scope() is None))
+
     def _refuse_cross_replica(self, variable, method):
-        if variable.synchronization == "on_read" and variable.aggregation == "sum" and not self._stepping():
+        if self._cross_replica_sum(variable):
             raise ValueError(
                 f"{method} on the on_read variable {variable.path!r} with aggregation='sum' outside a "
                 f"replica step would count the value once per replica ({self._group.size}). Write it "
@@ -197,8 +202,8 @@ class ReplicatedStore(VariableStore):
         """This rank's part of a cross-replica assign of an on_read sum variable."""
         n = self._group.size
         array = np.asarray(variable._backend.host_view(value) if variable._backend.owns(value) else value)
-        if variable._dtype in INT_DTYPES or variable._dtype == "bool":
-            whole = array.astype(np.int64)
+        if variable._dtype in INT_DTYPES:
+            whole = array.astype(variable._storage.dtype)
             share = whole // n
             return share + (whole - share * n) if self._group.rank == 0 else share
         return array.astype(np.float64) / n
