@@ -180,12 +180,16 @@ class Kernel:
     as ``offset_arg`` (the index of its first element), which each chunk advances.
     """
 
-    def __init__(self, name: str, cpu, cuda: CudaKernel, offset_arg: int | None = None, chunked: bool = True):
+    def __init__(self, name: str, cpu, cuda: CudaKernel, offset_arg: int | None = None, chunked: bool = True,
+                 chunk_table: int | None = None):
         self.name = name
         self.cpu = cpu
         self.cuda = cuda
         self.offset_arg = offset_arg
         self.chunked = chunked  # False: arrays are not indexed by element (strided kernels)
+        # Multi-tensor kernels: the index of their (chunk_tensor, chunk_first, chunk_count)
+        # arguments; a CPU launch may hand each thread a run of whole chunks.
+        self.chunk_table = chunk_table
 
     def __repr__(self):
         return f"<Kernel {self.name}>"

@@ -152,11 +152,11 @@ def _unpack_cuda(staging, chunk_tensor, chunk_first, chunk_count, address, start
             unpack_element(at, j - base, staging[j], src_proto, dst_proto, plus, divisor, kind, to_stage, from_stage)
 
 
-pack = Kernel("pack", _pack_cpu, _pack_cuda, chunked=False)
+pack = Kernel("pack", _pack_cpu, _pack_cuda, chunked=False, chunk_table=1)
 """Tensors -> one staging buffer: ``(staging words, chunk_tensor, chunk_first, chunk_count,
 address, start, step, negate, like, kind, conversion)``; ``like`` is a one-element array
 of the tensors' source word type, ``conversion`` the 6-tuple of ``convert_word``."""
-unpack = Kernel("unpack", _unpack_cpu, _unpack_cuda, chunked=False)
+unpack = Kernel("unpack", _unpack_cpu, _unpack_cuda, chunked=False, chunk_table=1)
 """Staging buffer -> tensors: ``(staging words, chunk_tensor, chunk_first, chunk_count,
 address, start, add, like_src, like_dst, divisor, kind, to_stage, from_stage)``; each
 element becomes ``[old +] staging / divisor``, converted to the tensor's dtype."""

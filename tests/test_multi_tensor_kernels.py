@@ -119,3 +119,31 @@ def test_pack_then_unpack_add_and_mean(target, dtype):
             want = reduced.astype(host_dtype(dtype))
         np.testing.assert_array_equal(got.view(host_dtype(dtype)).view(got.dtype), want.view(got.dtype),
                                       err_msg=f"tensor {i}")
+
+
+def test_a_threaded_cpu_launch_splits_at_chunk_boundaries_and_equals_serial(monkeypatch):
+    from varstore.backends.numpy import NumpyBackend
+    from varstore.kernels.launch import MIN_CPU_CHUNK
+
+    monkeypatch.setenv("VARSTORE_NUM_THREADS", "3")
+    backend = NumpyBackend()
+    rng = np.random.default_rng(1)
+    sizes = [3 * MIN_CPU_CHUNK + 11, 5, MIN_CPU_CHUNK - 1, 2 * K.CHUNK + 7]
+    tensors = [rng.standard_normal(s).astype(np.float32) for s in sizes]
+    counts = np.array(sizes, np.int64)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+    tables = [*K.chunks(counts), np.array([t.__array_interface__["data"][0] for t in tensors], np.uint64), starts,
+              np.ones(4, np.int64), np.array([0, 1, 0, 1], np.int64)]
+    conversion = B.element_conversion("float32", "float32")
+    like = np.zeros(1, np.uint32)
+    serial = np.zeros(int(counts.sum()), np.uint32)
+    K.pack.cpu(serial, *tables, like, K.STAGE_F32, conversion)
+    threaded = np.zeros_like(serial)
+    runs = []
+    run_in_pool = backend._run_in_pool
+    monkeypatch.setattr(backend, "_run_in_pool", lambda kernel, r: (runs.append(r), run_in_pool(kernel, r)))
+    backend.launch(K.pack, serial.size, threaded, *tables, like, K.STAGE_F32, conversion)
+    np.testing.assert_array_equal(threaded, serial)
+    assert len(runs[0]) == 3  # three threads, each with whole chunks
+    assert sum(len(run[1]) for run in runs[0]) == len(tables[0])
+    np.testing.assert_array_equal(serial[starts[1]:starts[1] + 5].view(np.float32), -tensors[1])

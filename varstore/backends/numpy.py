@@ -72,16 +72,36 @@ class NumpyBackend(Backend):
 
         if self._workers is None:
             self._workers = cpu_workers()
-        chunks = cpu_chunks(n, self._workers) if kernel.chunked else [(0, n)]
+        chunks = cpu_chunks(n, self._workers) if kernel.chunked or kernel.chunk_table is not None else [(0, n)]
         if len(chunks) == 1:
             kernel.cpu(*args)
             return
+        if kernel.chunk_table is not None:
+            self._launch_chunk_runs(kernel, args, chunks)
+            return
+        self._run_in_pool(kernel, [_chunk_args(kernel, n, args, start, stop) for start, stop in chunks])
+
+    def _thread_pool(self):
         if self._pool is None:
             with self._pool_lock:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(self._workers - 1, thread_name_prefix="varstore")
-        tasks = [self._pool.submit(kernel.cpu, *_chunk_args(kernel, n, args, start, stop)) for start, stop in chunks[1:]]
-        kernel.cpu(*_chunk_args(kernel, n, args, *chunks[0]))
+        return self._pool
+
+    def _launch_chunk_runs(self, kernel, args, chunks):
+        """A multi-tensor kernel: each thread takes the whole chunks that start inside
+        one of ``chunks``' element ranges."""
+        t = kernel.chunk_table
+        first = args[t + 1]
+        bounds = np.searchsorted(first, [start for start, _ in chunks] + [np.iinfo(np.int64).max])
+        runs = [[*args[:t], *(a[lo:hi] for a in args[t:t + 3]), *args[t + 3:]]
+                for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+        self._run_in_pool(kernel, runs)
+
+    def _run_in_pool(self, kernel, runs):
+        pool = self._thread_pool()
+        tasks = [pool.submit(kernel.cpu, *run) for run in runs[1:]]
+        kernel.cpu(*runs[0])
         for task in tasks:
             task.result()
 

@@ -49,6 +49,11 @@ class Group(abc.ABC):
         self.timeout = float(timeout)
         self.calls = collections.Counter()
 
+    @property
+    def device(self) -> str | None:
+        """The device this rank's stores use by default (None: the default device)."""
+        return None
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} backend={self.backend} rank={self.rank}/{self.size} local_rank={self.local_rank}>"
 

@@ -85,9 +85,7 @@ class ReplicatedStore(VariableStore):
             raise TypeError(f"group must come from vs.distributed.init() or a LocalGroup; received {group!r}.")
         if isinstance(bucket_mb, bool) or not isinstance(bucket_mb, (int, float)) or not bucket_mb >= 0:
             raise ValueError(f"bucket_mb must be a number of MiB >= 0; received bucket_mb={bucket_mb!r}.")
-        if device is None and group.backend == "nccl":
-            device = group.device
-        super().__init__(device, memory_limit)
+        super().__init__(group.device if device is None else device, memory_limit)
         self._group = group
         self._bucket_bytes = float(bucket_mb) * 2**20
         self._pending: dict = {}
