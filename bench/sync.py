@@ -95,10 +95,11 @@ def main(argv=None) -> int:
     parser.add_argument("--bucket-mb", type=float, default=25.0)
     parser.add_argument("--device", default=None, help="store device (default: the group's GPU for NCCL, else cpu)")
     parser.add_argument("--json", help="write the rows to this file (rank 0)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds a collective may wait (default 300)")
     args = parser.parse_args(argv)
     import varstore as vs
 
-    group = vs.distributed.init(args.backend)
+    group = vs.distributed.init(args.backend, timeout=args.timeout)
     if group.backend == "local":
         raise SystemExit("the raw baseline needs an engine: --backend mpi or nccl (launch under mpiexec)")
     device = args.device or (None if group.backend == "nccl" else "cpu")

@@ -64,13 +64,19 @@ class MpiGroup(Group):
         raise self._timeout_error(what)
 
     def _allgather_bytes(self, data: bytes) -> list:
-        sizes = np.zeros(self.size, np.int64)
-        self._wait([self._comm.Iallgather(np.array([len(data)], np.int64), sizes)], "an exchange")
-        out = np.empty(int(sizes.sum()), np.uint8)
-        offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-        mine = np.frombuffer(data, np.uint8) if data else np.empty(0, np.uint8)
-        self._wait([self._comm.Iallgatherv(mine, [out, sizes, offsets, self._MPI.BYTE])], "an exchange")
-        return [out[o:o + s].tobytes() for o, s in zip(offsets, sizes)]
+        # Every buffer is bound to a name until its request completes (MPI reads and
+        # writes them after the call returns), and the exchange uses fixed-size blocks
+        # (no count arrays to keep alive for an Iallgatherv).
+        length = np.array([len(data)], np.int64)
+        lengths = np.zeros(self.size, np.int64)
+        self._wait([self._comm.Iallgather(length, lengths)], "an exchange")
+        width = max(int(lengths.max()), 1)
+        mine = np.zeros(width, np.uint8)
+        mine[:len(data)] = np.frombuffer(data, np.uint8)
+        gathered = np.empty(width * self.size, np.uint8)
+        self._wait([self._comm.Iallgather(mine, gathered)], "an exchange")
+        self._wait([self._comm.Ibarrier()], "an exchange")  # (see _run)
+        return [gathered[r * width:r * width + int(n)].tobytes() for r, n in enumerate(lengths)]
 
     def _run(self, ops: list) -> None:
         MPI = self._MPI
@@ -82,6 +88,11 @@ class MpiGroup(Group):
             else:
                 requests.append(self._comm.Ibcast(host.view(np.uint8), root=op.root))
         self._wait(requests, "a collective")
+        # A rank's requests can complete while a peer still needs this rank's progress
+        # to receive its part (seen with the mpich wheel: the peer then waited forever, and
+        # an exiting rank left it so). A barrier keeps every rank progressing until all
+        # ranks have their results.
+        self._wait([self._comm.Ibarrier()], "a collective")
         for op, host in zip(ops, hosts):
             if host is not op.array:
                 op.array.set(host)
