@@ -122,8 +122,9 @@ def test_pack_then_unpack_add_and_mean(target, dtype):
 
 
 def test_a_threaded_cpu_launch_splits_at_chunk_boundaries_and_equals_serial(monkeypatch):
-    from varstore.backends.numpy import NumpyBackend
     from varstore.kernels.launch import MIN_CPU_CHUNK
+
+    from varstore.backends.numpy import NumpyBackend
 
     monkeypatch.setenv("VARSTORE_NUM_THREADS", "3")
     backend = NumpyBackend()
