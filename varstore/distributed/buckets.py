@@ -146,16 +146,18 @@ def _kind(K, staging: str) -> int:
     return {"float32": K.STAGE_F32, "float64": K.STAGE_F64}.get(staging, K.STAGE_INT)
 
 
-def _layout(K, bucket: Bucket) -> tuple:
+def layout(bucket: Bucket) -> tuple:
+    """``(starts, (chunk_tensor, chunk_first, chunk_count))`` of a bucket's tensors in its
+    staging buffer: computed once per sync, used by its pack and its unpack."""
     counts = np.fromiter((u.variable.size for u in bucket.updates), np.int64, len(bucket.updates))
     starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
-    return counts, starts, K.chunks(counts)
+    return starts, _kernels().chunks(counts)
 
 
-def pack(tables: Tables, bucket: Bucket, staging) -> None:
+def pack(tables: Tables, bucket: Bucket, staging, where: tuple) -> None:
     """Fill ``staging`` (flat, the bucket's staging dtype) from the updates' operands."""
     backend, K = tables.backend, _kernels()
-    counts, starts, (tensor, first, count) = _layout(K, bucket)
+    starts, (tensor, first, count) = where
     address = [backend.address(u.operand) for u in bucket.updates]
     step = [0 if u.operand.size == 1 and u.variable.size != 1 else 1 for u in bucket.updates]
     negate = [int(u.negate) for u in bucket.updates]
@@ -167,12 +169,12 @@ def pack(tables: Tables, bucket: Bucket, staging) -> None:
     backend.launch(K.pack, bucket.elements, destination_words(staging), *t, like, kind, to_stage)
 
 
-def unpack(tables: Tables, bucket: Bucket, staging, divisor: int = 1, targets=None) -> None:
+def unpack(tables: Tables, bucket: Bucket, staging, where: tuple, divisor: int = 1, targets=None) -> None:
     """Apply ``staging`` to the updates' variables (or to ``targets``, arrays of the
     variables' shapes and storage dtypes): assign, or add where the update adds; divided
     by ``divisor`` first (a mean)."""
     backend, K = tables.backend, _kernels()
-    counts, starts, (tensor, first, count) = _layout(K, bucket)
+    starts, (tensor, first, count) = where
     if targets is None:
         targets = [u.variable._storage for u in bucket.updates]
     address = [backend.address(a) for a in targets]

@@ -250,18 +250,20 @@ class ReplicatedStore(VariableStore):
             self._tables = B.Tables(self._backend, self._device)
         return self._tables
 
-    def _reduce(self, plan, divisor, targets=None):
-        """Pack every bucket, run their collectives as one batch, unpack every bucket."""
+    def _reduce(self, plan, divisor, targets=None, keep=True, root=0):
+        """Pack every bucket, run their collectives as one batch (broadcasts from
+        ``root``), unpack every bucket (into ``targets``, per bucket, where given).
+        ``keep``: keep the staging buffers for the next call with this plan."""
         tables = self._tables_()
-        staged = self._staging_buffers(plan, keep=targets is None)
-        for bucket, staging in zip(plan, staged):
-            B.pack(tables, bucket, staging)
-        self._group.run(
-            [Collective(bucket.collective, staging) for bucket, staging in zip(plan, staged) if bucket.collective]
-        )
-        for i, (bucket, staging) in enumerate(zip(plan, staged)):
+        staged = self._staging_buffers(plan, keep)
+        layouts = [B.layout(bucket) for bucket in plan]
+        for bucket, staging, where in zip(plan, staged, layouts):
+            B.pack(tables, bucket, staging, where)
+        self._group.run([Collective(bucket.collective, staging, root)
+                         for bucket, staging in zip(plan, staged) if bucket.collective])
+        for i, (bucket, staging, where) in enumerate(zip(plan, staged, layouts)):
             mean = bucket.aggregation == "mean" and bucket.collective == "sum"
-            B.unpack(tables, bucket, staging, divisor if mean else 1, None if targets is None else targets[i])
+            B.unpack(tables, bucket, staging, where, divisor if mean else 1, None if targets is None else targets[i])
 
     def _staging_buffers(self, plan, keep: bool) -> list:
         """A staging buffer per bucket. ``keep``: those of sync() are kept for the next
@@ -313,7 +315,7 @@ class ReplicatedStore(VariableStore):
             update = B.Update(variable, "assign", storage, False, self._order[variable])
             plan = B.plan([update], float("inf"))
             self._agree_on_plan(plan, "read_aggregated()")
-            self._reduce(plan, self._group.size, targets=[[out]])
+            self._reduce(plan, self._group.size, targets=[[out]], keep=False)
         return self._backend.present(out, variable._dtype)
 
     def broadcast(self, root: int = 0, variables=None) -> None:
@@ -330,13 +332,7 @@ class ReplicatedStore(VariableStore):
         plan = B.plan(updates, self._bucket_bytes, raw=True)
         plan = [b._replace(collective="broadcast") for b in plan]
         self._agree_on_plan(plan, what)
-        tables = self._tables_()
-        staged = self._staging_buffers(plan, keep=False)
-        for bucket, staging in zip(plan, staged):
-            B.pack(tables, bucket, staging)
-        self._group.run([Collective("broadcast", s, root) for s in staged])
-        for bucket, staging in zip(plan, staged):
-            B.unpack(tables, bucket, staging)
+        self._reduce(plan, 1, keep=False, root=root)
 
     def _chosen(self, variables, what):
         if variables is None:
