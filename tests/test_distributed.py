@@ -429,6 +429,29 @@ def test_outside_a_step_on_write_writes_are_local_and_reads_inside_a_step_see_th
     assert store.sync() == vs.SyncStats(0, 0, 0, 0)
 
 
+def test_a_queued_update_holds_the_value_as_written_not_the_callers_array():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    store = _store(_one_rank())
+    w = store.variable(np.zeros(3, np.float32), name="w", aggregation="sum", synchronization="on_write")
+    b = store.variable(np.zeros(2), dtype="bfloat16", name="b", aggregation="sum", synchronization="on_write")
+    v = store.variable(np.zeros(3, np.float32), name="v", aggregation="sum", synchronization="on_write")
+    local = store.variable(np.full(3, 4, np.float32), name="local", synchronization="none")
+    grad = np.full(3, 2, np.float32)  # the store's own dtype and backend: nothing converts (copies) it
+    words = np.full(2, 3, ml_dtypes.bfloat16)  # kept as a view of its words
+    with store.replica_step():
+        w.assign_add(grad)
+        b.assign(words)
+        v.assign(local)  # the variable's storage itself, unless copied
+        grad[:] = 100
+        words[:] = 0
+        local.assign(np.full(3, 9, np.float32))  # replica-local: applied at once
+    store.sync()
+    np.testing.assert_array_equal(w.numpy(), 2)
+    np.testing.assert_array_equal(b.numpy().astype(np.float32), 3)
+    np.testing.assert_array_equal(v.numpy(), 4)
+    np.testing.assert_array_equal(local.numpy(), 9)
+
+
 def test_nccl_on_a_host_without_cuda_says_it_needs_a_cuda_device():
     from varstore.backends import cuda_unavailable_reason
 

@@ -359,16 +359,19 @@ class Variable:
             return self._replica._accumulate(self, value, sign, method)
         return self._accumulate_local(self._operand(value, method), sign)
 
-    def _operand(self, value, method: str):
+    def _operand(self, value, method: str, private: bool = False):
         """``value`` checked (this shape, or one element) and cast to this dtype, as an
-        array of the backend (for assign_add/assign_sub)."""
+        array of the backend (for assign_add/assign_sub; and for assign where ``method``
+        is "assign"). ``private``: never the caller's own memory (a copy where it would
+        be), for an update applied later."""
         self._live_storage()
-        if self._dtype == "bool":
+        if self._dtype == "bool" and method != "assign":
             raise TypeError(f"{method} is not defined for the bool variable {self._path!r}; use assign.")
         array, array_dtype = as_storage_array(value, self._backend, self._device)
         if array.ndim != 0 and array.shape != self._shape:
             raise ValueError(self._shape_error(array.shape, method))
-        return as_operand(self._backend, array, array_dtype, self._dtype, self._device)
+        operand = as_operand(self._backend, array, array_dtype, self._dtype, self._device)
+        return operand.copy() if private and operand is array else operand
 
     def _accumulate_local(self, operand, sign: int):
         target, scope = self._write_target()

@@ -41,7 +41,7 @@ from .. import scopes
 from ..casting import accumulate_into
 from ..dtypes import INT_DTYPES
 from ..store import VariableStore
-from ..values import as_operand, as_storage_array, write
+from ..values import write
 from . import buckets as B
 from .group import Collective, DistributedError, Group
 from .local import LocalGroup
@@ -135,7 +135,11 @@ class ReplicatedStore(VariableStore):
     @contextmanager
     def replica_step(self):
         """Inside, writes to this store's on_write/auto variables are queued (this
-        thread's); ``sync()`` applies them. Steps may nest; updates wait for sync()."""
+        thread's); ``sync()`` applies them. Steps may nest; updates wait for sync().
+
+        A queued update holds the value as it was when written: an array of the store's
+        backend passed to ``assign``/``assign_add``/``assign_sub`` is copied (one copy
+        on its device), so writing to it before ``sync()`` does not change the update."""
         depth = getattr(self._in_step, "depth", 0)
         self._in_step.depth = depth + 1
         try:
@@ -155,11 +159,7 @@ class ReplicatedStore(VariableStore):
     # Writes of replicated variables come here (Variable._replica is this store).
     def _assign(self, variable, value):
         if self._stepping() and variable.synchronization != "on_read":
-            array, array_dtype = as_storage_array(value, variable._backend, variable._device)
-            if array.ndim != 0 and array.shape != variable.shape:
-                raise ValueError(variable._shape_error(array.shape, "assign"))
-            operand = as_operand(variable._backend, array, array_dtype, variable._dtype, variable._device)
-            self._queue(variable, "assign", operand, False)
+            self._queue(variable, "assign", variable._operand(value, "assign", private=True), False)
             return variable
         if self._cross_replica_sum(variable):
             return variable._assign_local(self._replica_share(variable, value))
@@ -167,7 +167,7 @@ class ReplicatedStore(VariableStore):
 
     def _accumulate(self, variable, value, sign, method):
         if self._stepping() and variable.synchronization != "on_read":
-            self._queue(variable, "add", variable._operand(value, method), sign < 0)
+            self._queue(variable, "add", variable._operand(value, method, private=True), sign < 0)
             return variable
         self._refuse_cross_replica(variable, method)
         return variable._accumulate_local(variable._operand(value, method), sign)
