@@ -137,9 +137,10 @@ class ReplicatedStore(VariableStore):
         """Inside, writes to this store's on_write/auto variables are queued (this
         thread's); ``sync()`` applies them. Steps may nest; updates wait for sync().
 
-        A queued update holds the value as it was when written: an array of the store's
-        backend passed to ``assign``/``assign_add``/``assign_sub`` is copied (one copy
-        on its device), so writing to it before ``sync()`` does not change the update."""
+        A queued update holds the value as it was when written: a variable, or an array
+        of the store's backend, passed to ``assign``/``assign_add``/``assign_sub`` is
+        copied (one copy on its device), so writing to it before ``sync()`` does not
+        change the update."""
         depth = getattr(self._in_step, "depth", 0)
         self._in_step.depth = depth + 1
         try:
