@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import decimal
+import fractions
+import json
 import math
 import tracemalloc
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -301,3 +305,237 @@ def test_fill_makes_no_temporary_of_the_variable_size():
             tracemalloc.stop()
             assert peak < var.nbytes // 50, f"{init!r} {dtype}: {peak} bytes for a {var.nbytes}-byte variable"
             var.release()
+
+
+# ------------------------------------------------------------ argument checks
+# Every numeric argument is checked when the initializer is built: a non-number (a bool
+# included) is a TypeError, a NaN, an infinity or a value out of range a ValueError, and
+# the message names the argument and repeats the value. Constant alone takes any real
+# scalar, NaN and infinities included, and bools.
+NAN, INF = math.nan, math.inf
+R = "Received: "
+
+BAD_ARGUMENTS = [
+    # RandomNormal
+    (I.RandomNormal, {"stddev": NAN}, ValueError, r"`stddev`. Expected a finite number >= 0. Received: stddev=nan"),
+    (I.RandomNormal, {"stddev": INF}, ValueError, R + "stddev=inf"),
+    (I.RandomNormal, {"stddev": -1}, ValueError, r"`stddev`.*>= 0.*stddev=-1$"),
+    (I.RandomNormal, {"stddev": -1e-300}, ValueError, R + "stddev=-1e-300"),
+    (I.RandomNormal, {"stddev": np.float32(NAN)}, ValueError, R + r"stddev=np.float32\(nan\)"),
+    (I.RandomNormal, {"stddev": None}, TypeError, R + "stddev=None"),
+    (I.RandomNormal, {"stddev": "0.1"}, TypeError, R + "stddev='0.1'"),
+    (I.RandomNormal, {"stddev": [1, 2]}, TypeError, R + r"stddev=\[1, 2\]"),
+    (I.RandomNormal, {"stddev": np.array([0.1])}, TypeError, R + r"stddev=array\(\[0.1\]\)"),
+    (I.RandomNormal, {"stddev": True}, TypeError, r"`stddev`.*a bool is not accepted.*stddev=True"),
+    (I.RandomNormal, {"stddev": 1j}, TypeError, R + "stddev=1j"),
+    (I.RandomNormal, {"mean": NAN}, ValueError, r"`mean`. Expected a finite number. Received: mean=nan"),
+    (I.RandomNormal, {"mean": -INF}, ValueError, R + "mean=-inf"),
+    (I.RandomNormal, {"mean": "a"}, TypeError, R + "mean='a'"),
+    (I.RandomNormal, {"mean": None}, TypeError, R + "mean=None"),
+    (I.RandomNormal, {"mean": 10**400}, ValueError, r"mean=1000000.*\(401 characters\)"),
+    # TruncatedNormal
+    (I.TruncatedNormal, {"stddev": -1}, ValueError, R + "stddev=-1"),
+    (I.TruncatedNormal, {"stddev": NAN}, ValueError, R + "stddev=nan"),
+    (I.TruncatedNormal, {"stddev": [0.1]}, TypeError, R + r"stddev=\[0.1\]"),
+    (I.TruncatedNormal, {"mean": INF}, ValueError, R + "mean=inf"),
+    (I.TruncatedNormal, {"mean": np.bool_(False)}, TypeError, r"a bool is not accepted.*mean=np.False_"),
+    # RandomUniform
+    (I.RandomUniform, {"minval": 1, "maxval": 0}, ValueError, r"`minval` and `maxval`. Expected minval <= maxval. Received: minval=1, maxval=0"),
+    (I.RandomUniform, {"maxval": INF}, ValueError, r"`maxval`.*maxval=inf"),
+    (I.RandomUniform, {"minval": -INF}, ValueError, r"`minval`.*minval=-inf"),
+    (I.RandomUniform, {"minval": NAN}, ValueError, R + "minval=nan"),
+    (I.RandomUniform, {"minval": -1e308, "maxval": 1e308}, ValueError, r"maxval - minval to be finite.*minval=-1e\+308"),
+    (I.RandomUniform, {"maxval": None}, TypeError, R + "maxval=None"),
+    (I.RandomUniform, {"minval": "0"}, TypeError, R + "minval='0'"),
+    (I.RandomUniform, {"minval": False}, TypeError, R + "minval=False"),
+    (I.RandomUniform, {"minval": decimal.Decimal("0")}, TypeError, R + r"minval=Decimal\('0'\)"),
+    # VarianceScaling (Keras checks scale > 0, mode and distribution itself)
+    (I.VarianceScaling, {"scale": INF}, ValueError, r"`scale`. Expected a finite number > 0. Received: scale=inf"),
+    (I.VarianceScaling, {"scale": NAN}, ValueError, R + "scale=nan"),
+    (I.VarianceScaling, {"scale": 0}, ValueError, R + "scale=0"),
+    (I.VarianceScaling, {"scale": -1.0}, ValueError, R + "scale=-1.0"),
+    (I.VarianceScaling, {"scale": None}, TypeError, R + "scale=None"),
+    (I.VarianceScaling, {"scale": "1"}, TypeError, R + "scale='1'"),
+    (I.VarianceScaling, {"scale": True}, TypeError, R + "scale=True"),
+    (I.VarianceScaling, {"scale": [1.0]}, TypeError, R + r"scale=\[1.0\]"),
+    (I.VarianceScaling, {"mode": "FAN_IN"}, ValueError, r"`mode`. Expected one of \['fan_in'.*mode='FAN_IN'"),
+    (I.VarianceScaling, {"mode": None}, TypeError, r"`mode`. Expected a string.*mode=None"),
+    (I.VarianceScaling, {"mode": 1}, TypeError, R + "mode=1"),
+    (I.VarianceScaling, {"distribution": "cauchy"}, ValueError, r"`distribution`.*'untruncated_normal'\]. Received: distribution='cauchy'"),
+    (I.VarianceScaling, {"distribution": None}, TypeError, R + "distribution=None"),
+    # Orthogonal, Identity
+    (I.Orthogonal, {"gain": NAN}, ValueError, r"`gain`. Expected a finite number. Received: gain=nan"),
+    (I.Orthogonal, {"gain": INF}, ValueError, R + "gain=inf"),
+    (I.Orthogonal, {"gain": "1"}, TypeError, R + "gain='1'"),
+    (I.Orthogonal, {"gain": None}, TypeError, R + "gain=None"),
+    (I.Identity, {"gain": NAN}, ValueError, R + "gain=nan"),
+    (I.Identity, {"gain": -INF}, ValueError, R + "gain=-inf"),
+    (I.Identity, {"gain": None}, TypeError, R + "gain=None"),
+    (I.Identity, {"gain": [1]}, TypeError, R + r"gain=\[1\]"),
+    (I.Identity, {"gain": True}, TypeError, R + "gain=True"),
+    # Constant: any real scalar, but a scalar
+    (I.Constant, {"value": "a"}, TypeError, r"`value` of Constant. Expected a real scalar.*value='a'"),
+    (I.Constant, {"value": None}, TypeError, R + "value=None"),
+    (I.Constant, {"value": 1j}, TypeError, R + "value=1j"),
+    (I.Constant, {"value": object()}, TypeError, R + "value=<object object"),
+    (I.Constant, {"value": [1, 2]}, ValueError, r"arrays are not supported. Received: value=\[1, 2\]"),
+    (I.Constant, {"value": np.ones(2)}, ValueError, R + r"value=array\(\[1., 1.\]\)"),
+    (I.Constant, {"value": 2**70}, ValueError, r"fit in 64 bits.*value=1180591620717411303424"),
+    # seeds: ints in [-2**63, 2**63) or None, as vs.set_seed (a ValueError, as Keras's)
+    (I.RandomNormal, {"seed": 1.0}, ValueError, R + "seed=1.0"),
+    (I.TruncatedNormal, {"seed": "1"}, ValueError, R + "seed='1'"),
+    (I.VarianceScaling, {"seed": 2**64}, ValueError, r"\[-2\*\*63, 2\*\*63\)"),
+    (I.GlorotUniform, {"seed": True}, ValueError, R + "seed=True"),
+    (I.HeNormal, {"seed": np.float64(3)}, ValueError, "`seed`"),
+    (I.LecunUniform, {"seed": [1]}, ValueError, "`seed`"),
+    (I.Orthogonal, {"seed": -(2**63) - 1}, ValueError, "`seed`"),
+    # the Glorot/He/Lecun shorthands take a seed only
+    (I.GlorotUniform, {"scale": 2.0}, TypeError, r"GlorotUniform.__init__\(\) got an unexpected keyword argument 'scale'"),
+    (I.HeNormal, {"mode": "fan_out"}, TypeError, r"HeNormal.__init__\(\) got an unexpected keyword argument 'mode'"),
+    (I.Zeros, {"value": 0}, TypeError, r"Zeros\(\) takes no arguments"),
+]
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs, error, match", BAD_ARGUMENTS, ids=[f"{c.__name__}-{k}" for c, k, _, _ in BAD_ARGUMENTS]
+)
+def test_bad_arguments_raise_at_construction(cls, kwargs, error, match):
+    with pytest.raises(error, match=match) as info:
+        cls(**kwargs)
+    assert type(info.value) is error  # the class the table documents, not a subclass of it
+
+
+@pytest.mark.parametrize("cls", [I.RandomNormal, I.TruncatedNormal])
+def test_a_list_stddev_fails_in_one_line(cls):
+    """Caught before the fill kernel, where numba's typing error runs to two dozen lines."""
+    with pytest.raises(TypeError) as info:
+        cls(stddev=[1, 2])
+    assert str(info.value).count("\n") == 0 and "`stddev`" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "identifier, error, match",
+    [
+        ({"class_name": "RandomNormal", "config": {"stddev": NAN}}, ValueError, R + "stddev=nan"),
+        ({"class_name": "RandomUniform", "config": {"minval": 1, "maxval": 0}}, ValueError, "minval <= maxval"),
+        ({"class_name": "VarianceScaling", "config": {"scale": "2"}}, TypeError, R + "scale='2'"),
+        ({"class_name": "Constant", "config": {"value": None}}, TypeError, R + "value=None"),
+        ({"config": {"seed": 1}}, ValueError, r"Could not interpret initializer config.*'class_name'"),
+        ({"class_name": 3}, TypeError, r"Invalid initializer name: 3. Expected a string"),
+        ({"class_name": ["RandomNormal"]}, TypeError, r"Invalid initializer name: \['RandomNormal'\]"),
+        ({"class_name": "Nope"}, ValueError, r"Unknown initializer: 'Nope'. Expected one of \['Constant'"),
+        ({"class_name": "RandomNormal", "config": None}, TypeError, r"config for RandomNormal. Expected a dict.*config=None"),
+        ({"class_name": "RandomNormal", "config": [("stddev", 1.0)]}, TypeError, r"Expected a dict of its arguments"),
+        ({"class_name": "GlorotUniform", "config": {"scale": 2.0}}, TypeError,
+         r"GlorotUniform. Expected keys among \['seed'\]. Received unknown keys \['scale'\]"),
+        ({"class_name": "Zeros", "config": {"value": 1}}, TypeError, r"Zeros. Expected keys among \[\]"),
+        ("", ValueError, "Unknown initializer: ''"),
+        (3.0, ValueError, "Could not interpret initializer: 3.0"),
+        ([1], ValueError, r"Could not interpret initializer: \[1\]"),
+        (int, ValueError, "Could not interpret initializer: <class 'int'>"),
+    ],
+)
+def test_get_gives_clean_errors(identifier, error, match):
+    with pytest.raises(error, match=match) as info:
+        I.get(identifier)
+    assert type(info.value) is error
+
+
+def test_get_takes_keras_serialized_configs():
+    """Keras 3's serialize_keras_object adds "module" and "registered_name" beside the config."""
+    config = {"module": "keras.initializers", "class_name": "VarianceScaling", "registered_name": None,
+              "config": {"scale": 2.0, "mode": "fan_out", "distribution": "Uniform", "seed": 4}}
+    init = I.get(config)
+    assert (init.scale, init.mode, init.distribution, init.seed) == (2.0, "fan_out", "uniform", 4)
+    assert I.get({"module": "keras.initializers", "class_name": "Zeros", "config": {}, "registered_name": None}).get_config() == {}
+
+
+def _all_equal(value):
+    return lambda x: np.array_equal(x, np.full(x.shape, value), equal_nan=True)
+
+
+GOOD_ARGUMENTS = [
+    # stddev 0 fills the mean (Keras accepts it), and minval == maxval fills that value
+    (I.RandomNormal, {"mean": 1.5, "stddev": 0}, (64,), "float32", _all_equal(1.5)),
+    (I.RandomNormal, {"mean": -3, "stddev": 0.0}, (64,), "float64", _all_equal(-3.0)),
+    (I.TruncatedNormal, {"mean": -2.0, "stddev": 0}, (64,), "bfloat16", _all_equal(-2.0)),
+    (I.RandomUniform, {"minval": 2, "maxval": 2}, (64,), "float32", _all_equal(2.0)),
+    (I.RandomUniform, {"minval": -0.0, "maxval": 0.0}, (64,), "float64", _all_equal(0.0)),
+    # NumPy scalars, 0-d arrays, ml_dtypes scalars, ints and Fractions are numbers
+    (I.RandomUniform, {"minval": np.float64(-1), "maxval": np.int32(3)}, (20_000,), "float32",
+     lambda x: x.min() >= -1 and x.max() <= 3 and abs(x.mean() - 1.0) < 0.05),
+    (I.RandomNormal, {"mean": np.array(1.0), "stddev": np.float32(0.5)}, (20_000,), "float32",
+     lambda x: abs(x.mean() - 1.0) < 0.02 and abs(x.std() - 0.5) < 0.02),
+    (I.RandomNormal, {"mean": ml_dtypes.bfloat16(0.5), "stddev": fractions.Fraction(0)}, (8,), "float32", _all_equal(0.5)),
+    (I.TruncatedNormal, {"mean": np.uint8(4), "stddev": np.array(1, dtype=np.int16)}, (20_000,), "float64",
+     lambda x: x.min() >= 2.0 and x.max() <= 6.0 and abs(x.mean() - 4.0) < 0.03),
+    (I.VarianceScaling, {"scale": np.float32(3.0), "distribution": "UNIFORM"}, (100, 10), "float32",
+     lambda x: np.abs(x).max() <= math.sqrt(9.0 / 100) * (1 + 1e-6)),
+    (I.VarianceScaling, {"scale": 1e-30, "mode": "fan_avg"}, (10, 10), "float64",
+     lambda x: 0 < np.abs(x).max() <= 2 * math.sqrt(1e-31) / I.TRUNCATION_CORRECTION),
+    (I.Orthogonal, {"gain": np.float64(2)}, (6, 6), "float32", lambda x: np.allclose(x.T @ x, 4 * np.eye(6), atol=1e-5)),
+    (I.Orthogonal, {"gain": 0}, (3, 4), "float32", _all_equal(0.0)),
+    (I.Identity, {"gain": np.int8(3)}, (2, 3), "int8", lambda x: x.tolist() == [[3, 0, 0], [0, 3, 0]]),
+    (I.Identity, {"gain": np.array(-2.5)}, (2, 2), "float32", lambda x: x.tolist() == [[-2.5, 0], [0, -2.5]]),
+    (I.Identity, {"gain": 300}, (2, 2), "int8", lambda x: x.tolist() == [[44, 0], [0, 44]]),  # wraps, as Constant(300)
+    # Constant: any real scalar, bools and non-finite values included
+    (I.Constant, {"value": INF}, (4,), "float32", _all_equal(INF)),
+    (I.Constant, {"value": -INF}, (4,), "bfloat16", _all_equal(-INF)),
+    (I.Constant, {"value": NAN}, (4,), "float64", _all_equal(NAN)),
+    (I.Constant, {"value": True}, (4,), "bool", _all_equal(True)),
+    (I.Constant, {"value": np.array(7, dtype=np.int16)}, (4,), "int32", _all_equal(7)),
+    (I.Constant, {"value": ml_dtypes.bfloat16(0.5)}, (4,), "float32", _all_equal(0.5)),
+    (I.Constant, {"value": 2**64 - 1}, (2,), "uint64", lambda x: x.tolist() == [2**64 - 1] * 2),
+    (I.Constant, {"value": -(2**63)}, (2,), "int64", lambda x: x.tolist() == [-(2**63)] * 2),
+    (I.Constant, {"value": np.float32(0.1)}, (2,), "float32", _all_equal(np.float32(0.1))),
+]
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs, shape, dtype, check", GOOD_ARGUMENTS, ids=[f"{c.__name__}-{k}" for c, k, *_ in GOOD_ARGUMENTS]
+)
+def test_edge_arguments_fill_correctly(store, cls, kwargs, shape, dtype, check):
+    if issubclass(cls, I.RandomInitializer):
+        kwargs = {**kwargs, "seed": 3}
+    init = cls(**kwargs)
+    raw = to_host(vs.Variable(init, shape=shape, dtype=dtype, store=store).numpy())
+    x = raw if dtype in ("bool", "int8", "int32", "int64", "uint64") else raw.astype(np.float64)
+    assert x.shape == shape and check(x), x
+    clone = cls.from_config(init.get_config())
+    np.testing.assert_array_equal(to_host(vs.Variable(clone, shape=shape, dtype=dtype, store=store).numpy()), raw)
+
+
+@pytest.mark.parametrize(
+    "numpy_args, python_args",
+    [
+        (I.RandomNormal(mean=np.float64(1), stddev=np.int64(2), seed=8), I.RandomNormal(mean=1.0, stddev=2.0, seed=8)),
+        (I.RandomUniform(minval=np.array(-1), maxval=np.float16(2), seed=8), I.RandomUniform(-1.0, 2.0, seed=8)),
+        (I.VarianceScaling(scale=np.array(2), seed=np.int64(8)), I.VarianceScaling(scale=2.0, seed=8)),
+        (I.Orthogonal(gain=np.float32(1.5), seed=np.uint32(8)), I.Orthogonal(gain=1.5, seed=8)),
+    ],
+)
+def test_numpy_arguments_act_as_python_numbers(store, numpy_args, python_args):
+    """They are kept as Python floats: the same fill, and a config json can write."""
+    a = values(store, numpy_args, shape=(16, 4))
+    np.testing.assert_array_equal(a, values(store, python_args, shape=(16, 4)))
+    assert json.loads(json.dumps(numpy_args.get_config())) == python_args.get_config()
+
+
+def test_seeds_accepted():
+    assert I.RandomNormal(seed=np.int64(5)).seed == 5 == I.GlorotNormal(seed=5).seed
+    assert I.RandomNormal(seed=-1).seed == -1 and I.Orthogonal(seed=2**63 - 1).seed == 2**63 - 1
+    assert I.RandomUniform(seed=0).seed == 0
+
+
+def test_bools_are_numbers_only_as_a_constant():
+    """Python counts True as 1, and Keras would take RandomNormal(stddev=True); here a bool
+    where a stddev, bound, scale, gain or seed belongs is taken for a slip. As a constant
+    it is a value like any other (it fills 1 or 0, as a cast)."""
+    for build in (lambda: I.RandomNormal(stddev=True), lambda: I.RandomUniform(maxval=np.True_),
+                  lambda: I.VarianceScaling(scale=True), lambda: I.Orthogonal(gain=False), lambda: I.Identity(gain=True)):
+        with pytest.raises(TypeError, match="a bool is not accepted"):
+            build()
+    with pytest.raises(ValueError, match="`seed`"):
+        I.RandomNormal(seed=False)
+    assert I.Constant(True).value is True
+    assert to_host(I.Constant(True)((3,), "float32")).tolist() == [1.0, 1.0, 1.0]

@@ -7,11 +7,15 @@ default device, and also fills a variable's storage in place with :meth:`Initial
 
 from __future__ import annotations
 
+import inspect
 import math
+import numbers
 
 import numpy as np
 
-from .dtypes import is_float, standardize_dtype, storage_dtype
+from .dtypes import FLOAT_DTYPES, INT_DTYPES, WORD_DTYPES, is_float, standardize_dtype, storage_dtype
+
+_NUMERIC_DTYPES = FLOAT_DTYPES | INT_DTYPES
 
 
 def standardize_shape(shape) -> tuple:
@@ -28,6 +32,58 @@ def standardize_shape(shape) -> tuple:
                 f"dimension {d!r} is not one."
             )
     return tuple(int(d) for d in dims)
+
+
+def _shown(value) -> str:
+    """``repr(value)`` for an error message, shortened: a 400-digit int or a long list
+    would bury the message."""
+    text = repr(value)
+    return text if len(text) <= 100 else f"{text[:60]}...{text[-20:]} ({len(text)} characters)"
+
+
+def _is_real_number(value) -> bool:
+    """A Python, NumPy or ml_dtypes real number, or a 0-d array (NumPy, CuPy...) of one;
+    not a bool, which Python counts as an int but which as a stddev or a bound is a slip."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, numbers.Real):
+        return True
+    dtype = getattr(value, "dtype", None)
+    return isinstance(dtype, np.dtype) and dtype.name in _NUMERIC_DTYPES and getattr(value, "ndim", None) == 0
+
+
+def _check_number(argument: str, value, expected: str, *, minimum: float | None = None, strict: bool = False) -> float:
+    """``value`` as a finite float, or a TypeError (not a number) or ValueError (not finite,
+    or below ``minimum``) naming ``argument``. Checked here, at construction, because the
+    fill kernels would turn a bad value into NaN or infinity, or fail deep inside numba."""
+    if not _is_real_number(value):
+        note = " (a bool is not accepted as a number)" if isinstance(value, (bool, np.bool_)) else ""
+        raise TypeError(
+            f"Invalid value for argument `{argument}`. Expected {expected}{note}. Received: {argument}={_shown(value)}"
+        )
+    try:
+        number = float(value)
+    except OverflowError:  # an int (or Fraction) beyond float64's range
+        number = math.inf
+    if not math.isfinite(number) or (minimum is not None and (number <= minimum if strict else number < minimum)):
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected {expected}. Received: {argument}={_shown(value)}"
+        )
+    return number
+
+
+def _check_choice(argument: str, value, allowed, *, fold_case: bool = False) -> str:
+    if not isinstance(value, str):
+        raise TypeError(
+            f"Invalid value for argument `{argument}`. Expected a string, one of {list(allowed)}. "
+            f"Received: {argument}={_shown(value)}"
+        )
+    folded = value.lower() if fold_case else value
+    if folded not in allowed:
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected one of {list(allowed)}. Received: {argument}={_shown(value)}"
+        )
+    return folded
 
 
 class Initializer:
@@ -54,6 +110,21 @@ class Initializer:
 
     @classmethod
     def from_config(cls, config: dict):
+        """An instance from :meth:`get_config`'s dict (Keras's config format)."""
+        if not isinstance(config, dict):
+            raise TypeError(
+                f"Invalid config for {cls.__name__}. Expected a dict of its arguments. Received: config={config!r}"
+            )
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        accepted = [
+            p.name for p in inspect.signature(cls.__init__).parameters.values() if p.kind in named and p.name != "self"
+        ]
+        unknown = [key for key in config if key not in accepted]
+        if unknown:
+            raise TypeError(
+                f"Invalid config for {cls.__name__}. Expected keys among {accepted}. "
+                f"Received unknown keys {unknown} in config={config!r}"
+            )
         return cls(**config)
 
     def __repr__(self) -> str:
@@ -61,18 +132,51 @@ class Initializer:
         return f"{type(self).__name__}({args})"
 
 
+def _check_scalar(value, argument: str = "value", owner: str = "Constant"):
+    """``value`` as a NumPy or Python scalar whose own dtype the fill casts from (so an int
+    fills an int variable exactly, and wraps as NumPy's astype when it does not fit)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    dtype = getattr(value, "dtype", None)
+    if isinstance(dtype, np.dtype) and dtype.name in WORD_DTYPES and getattr(value, "ndim", None) == 0:
+        value = float(value)  # exact; the host cast reads these dtypes as raw words
+    elif not isinstance(value, np.generic) and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()  # a 0-d CuPy (or other device) array, which NumPy cannot read
+    try:
+        array = np.asarray(value)
+    except Exception:  # what NumPy cannot read (ragged lists, device arrays) is no real scalar
+        array = np.asarray(None)
+    if isinstance(value, int) and array.dtype.kind == "O":
+        raise ValueError(
+            f"Invalid value for argument `{argument}` of {owner}. Expected a real scalar; an int must "
+            f"fit in 64 bits (pass a float for a larger value). Received: {argument}={_shown(value)}"
+        )
+    if array.dtype.kind not in "biuf":
+        raise TypeError(
+            f"Invalid value for argument `{argument}` of {owner}. Expected a real scalar (a number or a "
+            f"bool). Received: {argument}={_shown(value)}"
+        )
+    if array.ndim != 0:
+        raise ValueError(
+            f"Invalid value for argument `{argument}` of {owner}. Expected a real scalar; arrays are "
+            f"not supported. Received: {argument}={_shown(value)}"
+        )
+    return value
+
+
 class Constant(Initializer):
     """Fills with a scalar ``value`` (cast to the variable's dtype).
 
     >>> Constant(3.0)((2,), "float32")
     array([3., 3.], dtype=float32)
+
+    Any real scalar is a value, infinities and NaN included (as in Keras, where it is simply
+    cast): a constant fill is what was asked for, unlike a NaN standard deviation. A bool
+    fills 1 or 0. Arrays are not supported (Keras broadcasts them).
     """
 
     def __init__(self, value=0.0):
-        array = np.asarray(value)
-        if array.ndim != 0 or array.dtype.kind not in "biuf":
-            raise ValueError(f"Invalid value for argument `value` of Constant. Expected a real scalar. Received: value={value!r}")
-        self.value = value
+        self.value = _check_scalar(value)
 
     def fill(self, backend, storage, dtype):
         from .casting import cast_on_host
@@ -128,8 +232,8 @@ class RandomInitializer(Initializer):
     def __init__(self, seed=None):
         from .random import check_seed, draw_seed
 
-        self._init_seed = seed
         self.seed = draw_seed() if seed is None else check_seed(seed)
+        self._init_seed = None if seed is None else self.seed  # a Python int: the config stays JSON
 
     def get_config(self) -> dict:
         return {"seed": self._init_seed}
@@ -152,11 +256,23 @@ class RandomUniform(RandomInitializer):
     """Uniform values in [minval, maxval) (maxval itself can appear after rounding).
 
     Drawn as ``minval + (maxval - minval) * u``, u from 24 (float64: 53) random bits.
+
+    ``minval == maxval`` fills that value (as TensorFlow's and JAX's uniform do for floats).
     """
 
     def __init__(self, minval=-0.05, maxval=0.05, seed=None):
-        self.minval = minval
-        self.maxval = maxval
+        low = _check_number("minval", minval, "a finite number")
+        high = _check_number("maxval", maxval, "a finite number")
+        problem = "minval <= maxval" if low > high else None
+        if problem is None and not math.isfinite(high - low):  # the fill scales by the width
+            problem = "maxval - minval to be finite"
+        if problem:
+            raise ValueError(
+                f"Invalid values for arguments `minval` and `maxval`. Expected {problem}. "
+                f"Received: minval={_shown(minval)}, maxval={_shown(maxval)}"
+            )
+        self.minval = low
+        self.maxval = high
         super().__init__(seed)
 
     def fill(self, backend, storage, dtype):
@@ -166,12 +282,17 @@ class RandomUniform(RandomInitializer):
         return {"minval": self.minval, "maxval": self.maxval, **super().get_config()}
 
 
+def _check_normal(mean, stddev) -> tuple[float, float]:
+    # stddev 0 fills the mean: harmless, and Keras accepts it; a negative one is a slip.
+    mean = _check_number("mean", mean, "a finite number")
+    return mean, _check_number("stddev", stddev, "a finite number >= 0", minimum=0.0)
+
+
 class RandomNormal(RandomInitializer):
     """Normal values: ``mean + stddev * z``, z standard normal (Box-Muller)."""
 
     def __init__(self, mean=0.0, stddev=0.05, seed=None):
-        self.mean = mean
-        self.stddev = stddev
+        self.mean, self.stddev = _check_normal(mean, stddev)
         super().__init__(seed)
 
     def fill(self, backend, storage, dtype):
@@ -189,8 +310,7 @@ class TruncatedNormal(RandomInitializer):
     """
 
     def __init__(self, mean=0.0, stddev=0.05, seed=None):
-        self.mean = mean
-        self.stddev = stddev
+        self.mean, self.stddev = _check_normal(mean, stddev)
         super().__init__(seed)
 
     def fill(self, backend, storage, dtype):
@@ -218,18 +338,11 @@ class VarianceScaling(RandomInitializer):
     """
 
     def __init__(self, scale=1.0, mode="fan_in", distribution="truncated_normal", seed=None):
-        if isinstance(scale, (bool, np.bool_)) or np.ndim(scale) != 0 or np.asarray(scale).dtype.kind not in "iuf" or not scale > 0:
-            raise ValueError(f"Invalid value for argument `scale`. Expected a positive float. Received: scale={scale!r}")
-        scale = float(scale)
-        if mode not in _MODES:
-            raise ValueError(f"Invalid value for argument `mode`. Expected one of {list(_MODES)}. Received: mode={mode!r}")
-        name = distribution.lower() if isinstance(distribution, str) else distribution
+        scale = _check_number("scale", scale, "a finite number > 0", minimum=0.0, strict=True)
+        mode = _check_choice("mode", mode, _MODES)
+        # Keras lower-cases the distribution (not the mode).
+        name = _check_choice("distribution", distribution, ("normal", *_SCALING_DISTRIBUTIONS), fold_case=True)
         name = "truncated_normal" if name == "normal" else name
-        if name not in _SCALING_DISTRIBUTIONS:
-            raise ValueError(
-                f"Invalid value for argument `distribution`. Expected one of "
-                f"{['normal', *_SCALING_DISTRIBUTIONS]}. Received: distribution={distribution!r}"
-            )
         self.scale = scale
         self.mode = mode
         self.distribution = name
@@ -258,6 +371,7 @@ def _scaling(name: str, scale: float, mode: str, distribution: str, formula: str
     def get_config(self):
         return {"seed": self._init_seed}
 
+    __init__.__qualname__ = f"{name}.__init__"  # Python's unexpected-keyword errors name the class
     doc = f"{formula} (VarianceScaling(scale={scale}, mode={mode!r}, distribution={distribution!r}))."
     return type(name, (VarianceScaling,), {"__init__": __init__, "get_config": get_config, "__doc__": doc})
 
@@ -283,7 +397,7 @@ class Orthogonal(RandomInitializer):
     """
 
     def __init__(self, gain=1.0, seed=None):
-        self.gain = gain
+        self.gain = _check_number("gain", gain, "a finite number")
         super().__init__(seed)
 
     def fill(self, backend, storage, dtype):
@@ -316,7 +430,8 @@ class Identity(Initializer):
     """``gain`` on the main diagonal, 0 elsewhere; 2-D variables only (any dtype)."""
 
     def __init__(self, gain=1.0):
-        self.gain = gain
+        _check_number("gain", gain, "a finite number")
+        self.gain = _check_scalar(gain, "gain", "Identity")
 
     def fill(self, backend, storage, dtype):
         from .casting import cast_on_host
@@ -376,19 +491,28 @@ def get(identifier):
     an instance, a class (instantiated with no arguments), or a callable ``f(shape, dtype)``.
 
     Raises:
-        ValueError: an unknown name or class name (the message lists the known ones), or an
-            object that is none of the above.
+        ValueError: an unknown name or class name (the message lists the known ones), a
+            config dict without "class_name", a bad argument in the config, or an object
+            that is none of the above.
+        TypeError: a "class_name" that is not a string, a "config" that is not a dict or
+            has keys the class does not take, or an argument of the wrong type.
     """
     if identifier is None or isinstance(identifier, Initializer):
         return identifier
     if isinstance(identifier, dict):
-        name, config = identifier.get("class_name"), identifier.get("config", {})
-        return _lookup(name).from_config(dict(config))
-    if isinstance(identifier, type):
-        return identifier()
+        if "class_name" not in identifier:
+            raise ValueError(
+                f"Could not interpret initializer config: {identifier!r}. Expected a dict with a "
+                f"'class_name' key and an optional 'config' dict."
+            )
+        return _lookup(identifier["class_name"]).from_config(identifier.get("config", {}))
     if isinstance(identifier, str):
         return _lookup(identifier)()
-    if callable(identifier):
+    if isinstance(identifier, type):
+        instance = identifier()
+        if callable(instance):  # Keras instantiates any class given; one must give an initializer
+            return instance
+    elif callable(identifier):
         return identifier
     raise ValueError(
         f"Could not interpret initializer: {identifier!r}. Expected a name, a config dict, an "
@@ -397,6 +521,8 @@ def get(identifier):
 
 
 def _lookup(name) -> type:
+    if not isinstance(name, str):
+        raise TypeError(f"Invalid initializer name: {name!r}. Expected a string, one of {sorted(_REGISTRY)}.")
     if name not in _REGISTRY:
         raise ValueError(f"Unknown initializer: {name!r}. Expected one of {sorted(_REGISTRY)}.")
     return _REGISTRY[name]
