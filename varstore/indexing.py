@@ -103,15 +103,20 @@ def selection_shape(shape: tuple, key) -> tuple:
 
 def broadcast_strides(value_shape: tuple, region_shape: tuple) -> tuple:
     """Element strides that read a C-contiguous value of ``value_shape`` broadcast to
-    ``region_shape`` (0 on broadcast axes). Raises ValueError naming both shapes."""
+    ``region_shape`` (0 on broadcast axes); leading size-1 axes beyond the region's are
+    dropped, as NumPy's setitem does. Raises ValueError naming both shapes."""
     if not value_shape:  # a scalar: the common case, without NumPy's shape machinery
         return (0,) * len(region_shape)
+    given, lead_ones = tuple(value_shape), 0
+    while len(given) - lead_ones > len(region_shape) and given[lead_ones] == 1:
+        lead_ones += 1  # as NumPy's setitem: size-1 axes before the region's own are dropped
+    value_shape = given[lead_ones:]
     try:
         if np.broadcast_shapes(value_shape, region_shape) != tuple(region_shape):
             raise ValueError
     except ValueError:
         raise ValueError(
-            f"A value of shape {tuple(value_shape)} cannot be broadcast to the selected region "
+            f"A value of shape {given} cannot be broadcast to the selected region "
             f"of shape {tuple(region_shape)}."
         ) from None
     own = c_strides(value_shape)

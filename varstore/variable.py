@@ -16,6 +16,7 @@ from .dtypes import WORD_DTYPES, host_dtype, is_float, standardize_dtype, storag
 from .indexing import basic_region, broadcast_strides, flat_indices
 from .initializers import standardize_shape
 from .regions import read_indexed, read_region, write_indexed, write_region
+from .validation import check_utf8
 from .values import as_operand, as_region_source, as_storage_array, default_dtype, write
 
 AGGREGATIONS = ("none", "mean", "sum", "only_first_replica")
@@ -33,12 +34,6 @@ def _check_choice(argument: str, value, allowed: tuple) -> str:
     return value
 
 
-def _check_bool(argument: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"Invalid value for argument `{argument}`. Expected a bool. Received: {argument}={value!r}")
-    return bool(value)
-
-
 def _check_name(name):
     if name is None:
         return None
@@ -47,7 +42,17 @@ def _check_name(name):
             f"Invalid value for argument `name`. Expected a non-empty string without '/' "
             f"(or None for an automatic name). Received: name={name!r}"
         )
+    check_utf8("name", name)
     return name
+
+
+def _callable_or_none(attribute: str, value):
+    if value is not None and not callable(value):
+        raise TypeError(
+            f"Invalid value for attribute `{attribute}`. Expected a callable (such as a Keras "
+            f"{attribute}) or None. Received: {attribute}={value!r}"
+        )
+    return value
 
 
 def _is_initializer(obj) -> bool:
@@ -96,7 +101,11 @@ class Variable:
         "_synchronization",
         "_fast_dtype",
         "_replica",
+        "_overwrite_with_gradient",
+        "_regularizer",
+        "_constraint",
         "__weakref__",
+        "__dict__",  # as Keras: code may tag a variable with attributes of its own
     )
     __hash__ = object.__hash__  # __eq__ is elementwise, as in Keras; identity hashes
 
@@ -116,8 +125,8 @@ class Variable:
         **kwargs,
     ):
         name = _check_name(name)
-        trainable = _check_bool("trainable", trainable)
-        autocast = _check_bool("autocast", autocast)
+        trainable = bool(trainable)  # as Keras: any truth value
+        autocast = bool(autocast)
         aggregation = _check_choice("aggregation", aggregation, AGGREGATIONS)
         synchronization = _check_choice("synchronization", synchronization, SYNCHRONIZATIONS)
         store = _store.default_store() if store is None else store
@@ -182,6 +191,9 @@ class Variable:
         self._synchronization = synchronization
         self._fast_dtype = None if dtype in WORD_DTYPES else storage.dtype
         self._replica = None  # a ReplicatedStore that routes this variable's writes (see _register)
+        self._overwrite_with_gradient = False
+        self._regularizer = None
+        self._constraint = None
         store._register(path, self)
 
     # ------------------------------------------------------------------ attributes
@@ -217,11 +229,46 @@ class Variable:
 
     @trainable.setter
     def trainable(self, value):
-        self._trainable = _check_bool("trainable", value)
+        self._trainable = bool(value)
 
     @property
     def autocast(self) -> bool:
         return self._autocast
+
+    @property
+    def overwrite_with_gradient(self) -> bool:
+        """Whether an optimizer should write the gradient into this variable instead of
+        applying an update (Keras's flag for float8 scaling state). A bool."""
+        return self._overwrite_with_gradient
+
+    @overwrite_with_gradient.setter
+    def overwrite_with_gradient(self, value):
+        if not isinstance(value, bool):  # (Keras checks this one strictly too)
+            raise TypeError(
+                f"Invalid value for attribute `overwrite_with_gradient`. Expected a bool. "
+                f"Received: overwrite_with_gradient={value!r}"
+            )
+        self._overwrite_with_gradient = value
+
+    @property
+    def regularizer(self):
+        """A callable ``f(value) -> loss`` (e.g. a Keras regularizer) kept with the
+        variable for the training code that uses it, or None."""
+        return self._regularizer
+
+    @regularizer.setter
+    def regularizer(self, value):
+        self._regularizer = _callable_or_none("regularizer", value)
+
+    @property
+    def constraint(self):
+        """A callable ``f(value) -> value`` (e.g. a Keras constraint) kept with the
+        variable for the training code that applies it after updates, or None."""
+        return self._constraint
+
+    @constraint.setter
+    def constraint(self, value):
+        self._constraint = _callable_or_none("constraint", value)
 
     @property
     def aggregation(self) -> str:
@@ -341,7 +388,7 @@ class Variable:
         if array.ndim != 0 and array.shape != self._shape:
             raise ValueError(self._shape_error(array.shape, "assign"))
         target, scope = self._write_target(overwrite=True)
-        write(self._backend, target, self._dtype, array, array_dtype)
+        write(self._backend, target, self._dtype, self._unaliased(target, array), array_dtype)
         if scope is not None:
             scope._record(self, target)
         return self
@@ -375,7 +422,7 @@ class Variable:
 
     def _accumulate_local(self, operand, sign: int):
         target, scope = self._write_target()
-        accumulate_into(self._backend, target, operand, self._dtype, sign)
+        accumulate_into(self._backend, target, self._unaliased(target, operand), self._dtype, sign)
         if scope is not None:
             scope._record(self, target)
         return self
@@ -404,6 +451,7 @@ class Variable:
             broadcast_strides(array.shape, index.shape)  # ValueError naming both shapes
         operand, operand_dtype = as_region_source(self._backend, array, array_dtype, self._dtype, self._device)
         target, scope = self._write_target()
+        operand = self._unaliased(target, operand)
         if region is not None:
             write_region(self._backend, target, self._dtype, region, operand, operand_dtype)
         else:
@@ -424,6 +472,12 @@ class Variable:
             current = scope._lookup(self)
             self._backend.xp.copyto(target, storage if current is None else current)
         return target, scope
+
+    def _unaliased(self, target, source):
+        """``source``, or a copy of it where it shares memory with ``target``: our kernels
+        read the source while they write, so a source that is a view of the storage
+        (``v[1:] = np.asarray(v)[:-1]``) is copied first, which gives NumPy's result."""
+        return source.copy() if self._backend.shares_memory(target, source) else source
 
     def _state_array(self, value, what: str):
         """``value`` as a new storage array of this variable's dtype and exact shape (for
@@ -520,11 +574,23 @@ class Variable:
             raise TypeError(f"len() of a 0-d variable ({self._path!r})")
         return self._shape[0]
 
+    def _scalar(self):
+        if self._shape:
+            raise TypeError(
+                f"Only scalar arrays can be converted to Python scalars. Got: shape={self._shape} "
+                f"(variable {self._path!r})"
+            )
+        return self.numpy()
+
     def __float__(self):
-        return float(self.numpy())
+        return float(self._scalar())
 
     def __int__(self):
-        return int(self.numpy())
+        return int(self._scalar())
+
+    def __round__(self, ndigits=None):
+        """An array of the value rounded to ``ndigits`` decimals (0 for None), as Keras."""
+        return self._backend.xp.round(self._numbers(), decimals=ndigits or 0)
 
     def __neg__(self):
         return -self._numbers()
@@ -566,11 +632,25 @@ for _name, _op in {
     "mod": operator.mod,
     "pow": operator.pow,
     "matmul": operator.matmul,
-    "and": operator.and_,
-    "or": operator.or_,
-    "xor": operator.xor,
 }.items():
     _forward, _reflected = _binary(_op)
+    setattr(Variable, f"__{_name}__", _forward)
+    setattr(Variable, f"__r{_name}__", _reflected)
+
+
+def _logical(function: str):
+    def forward(self, other):
+        return getattr(self._backend.xp, function)(self._numbers(), self._operand_of(other))
+
+    def reflected(self, other):
+        return getattr(self._backend.xp, function)(self._operand_of(other), self._numbers())
+
+    return forward, reflected
+
+
+# As Keras: `&`, `|` and `^` are logical (bool results), integer variables included.
+for _name, _function in {"and": "logical_and", "or": "logical_or", "xor": "logical_xor"}.items():
+    _forward, _reflected = _logical(_function)
     setattr(Variable, f"__{_name}__", _forward)
     setattr(Variable, f"__r{_name}__", _reflected)
 

@@ -114,11 +114,58 @@ class Backend(abc.ABC):
         """The byte address of ``array``'s first element (what multi-tensor kernels' tables
         hold)."""
 
+    @abc.abstractmethod
+    def shares_memory(self, array, other) -> bool:
+        """True when ``other`` (any array) reads memory that writing ``array`` changes: a
+        write from ``other`` into ``array`` must then go through a copy of ``other``.
+        Cheap when the two are apart (their address ranges are compared first); exact
+        where the ranges meet, and True when the exact answer would cost too much."""
+
     def cuda_array_interface(self, storage) -> dict:
         raise AttributeError(f"{self.name} arrays live on the host and have no __cuda_array_interface__")
 
     def synchronize(self) -> None:
         """Wait for the work queued on this backend."""
+
+
+#: How much work NumPy's exact overlap solver may spend before we assume an overlap (a
+#: copy is always correct; only its cost is at stake).
+EXACT_OVERLAP_WORK = 1 << 16
+
+
+def layouts_share_memory(a: tuple, b: tuple) -> bool:
+    """Whether two strided layouts ``(address, shape, byte strides, itemsize)`` touch a
+    common byte: NumPy's exact solver, run on array headers that point at the addresses
+    (never dereferenced, so device addresses work too)."""
+    try:
+        return bool(np.shares_memory(_header(*a), _header(*b), max_work=EXACT_OVERLAP_WORK))
+    except np.exceptions.TooHardError:
+        return True
+
+
+class _Layout:
+    __slots__ = ("__array_interface__",)
+
+    def __init__(self, address, shape, strides, itemsize):
+        self.__array_interface__ = {"data": (address, True), "shape": tuple(shape), "strides": tuple(strides),
+                                    "typestr": f"|V{itemsize}", "version": 3}
+
+
+def _header(address, shape, strides, itemsize) -> np.ndarray:
+    return np.asarray(_Layout(address, shape, strides, itemsize))
+
+
+def byte_bounds(address: int, shape: tuple, strides: tuple, itemsize: int) -> tuple:
+    """``[low, high)``: the bytes a strided layout can touch (empty for no elements)."""
+    low = high = address
+    for n, stride in zip(shape, strides):
+        if n == 0:
+            return address, address
+        if stride > 0:
+            high += (n - 1) * stride
+        else:
+            low += (n - 1) * stride
+    return low, high + itemsize
 
 
 _DLPACK_CUDA_DEVICES = (2, 13)  # kDLCUDA, kDLCUDAManaged

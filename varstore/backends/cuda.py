@@ -12,7 +12,7 @@ import threading
 import numpy as np
 
 from ..dtypes import WORD_DTYPES
-from .base import Backend, is_device_array
+from .base import Backend, byte_bounds, is_device_array, layouts_share_memory
 
 _POOL_UNIT = 512  # cupy.cuda.MemoryPool rounds every allocation up to a multiple of this
 STAGING_BYTES = 16 << 20  # each of the two pinned host buffers checkpoints stream through
@@ -250,6 +250,17 @@ class CudaBackend(Backend):
 
     def device_of(self, array) -> str:
         return f"cuda:{array.device.id}"
+
+    def shares_memory(self, array, other) -> bool:
+        if not isinstance(other, self._cupy.ndarray):
+            return False  # host memory
+        a = (array.data.ptr, array.shape, array.strides, array.itemsize)
+        b = (other.data.ptr, other.shape, other.strides, other.itemsize)
+        a_low, a_high = byte_bounds(*a)
+        b_low, b_high = byte_bounds(*b)
+        if a_low >= b_high or b_low >= a_high:
+            return False
+        return layouts_share_memory(a, b)
 
     def cuda_array_interface(self, storage) -> dict:
         return storage.__cuda_array_interface__

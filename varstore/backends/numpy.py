@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..dtypes import WORD_DTYPES, host_dtype
-from .base import Backend, is_device_array
+from .base import EXACT_OVERLAP_WORK, Backend, is_device_array
 
 _CHECKED_BYTES = 64 << 20  # allocations this large are checked against available memory
 
@@ -114,6 +114,14 @@ class NumpyBackend(Backend):
 
     def device_of(self, array) -> str:
         return "cpu"
+
+    def shares_memory(self, array, other) -> bool:
+        if not isinstance(other, np.ndarray) or not np.may_share_memory(array, other):  # bounds only
+            return False
+        try:
+            return np.shares_memory(array, other, max_work=EXACT_OVERLAP_WORK)
+        except np.exceptions.TooHardError:
+            return True
 
     def address(self, array) -> int:
         return array.__array_interface__["data"][0]
