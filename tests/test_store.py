@@ -292,6 +292,75 @@ def test_a_bad_state_changes_nothing(store, bad, message):
         store.load_state([("a", np.zeros(4))])
 
 
+def test_state_load_state_and_stateless_call_are_snapshots_while_threads_delete(store):
+    """Four threads create and delete 64 KiB variables while the main thread reads and
+    writes whole-store state: every call sees each variable wholly or not at all."""
+    keep = store.variable(np.zeros(16384, np.float32), name="keep")
+    stop, churned, errors = threading.Event(), [0] * 4, []
+
+    def churn(k):
+        try:
+            while not stop.is_set():
+                path = f"churn{k}_{churned[k] % 100}"
+                if path in store:
+                    store.delete(path)
+                else:
+                    store.variable(np.full(16384, k, np.float32), name=path)
+                churned[k] += 1
+        except BaseException as exc:  # noqa: BLE001 (asserted below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for call in range(100):
+            state = store.state()
+            for path, value in state.items():
+                expected = 0 if path == "keep" else int(path[5])
+                assert to_host(value)[0] == expected and to_host(value)[-1] == expected, path
+            store.load_state({"keep": np.full(16384, 0, np.float32)})
+            _, new_state = store.stateless_call(lambda: keep.assign_add(1.0), {"keep": np.zeros(16384)})
+            assert to_host(new_state["keep"])[0] == 1
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors and min(churned) > 0, (errors, churned)
+    assert float(keep.numpy()[0]) == 0
+
+
+def test_the_default_store_frees_variables_nobody_references():
+    import gc
+    import weakref
+
+    store = vs.default_store()
+    before = store.memory_info()["variable_bytes"], len(store)
+    for _ in range(10_000):
+        vs.Variable(np.zeros(1000, np.float32))
+    assert (store.memory_info()["variable_bytes"], len(store)) == before
+    v = vs.Variable(np.zeros(1000, np.float32), name="weakly_held")
+    storage = weakref.ref(v._storage)
+    gc.collect()
+    assert store["weakly_held"] is v and store.memory_info()["variable_bytes"] == before[0] + 4000
+    del v
+    assert storage() is None and "weakly_held" not in store  # the memory is gone, the path free
+    assert (store.memory_info()["variable_bytes"], len(store)) == before
+    w = vs.Variable(1.0, name="weakly_held")  # the path is free again
+    w.release()  # an explicit release counts the bytes back once, not again when w goes
+    del w
+    gc.collect()
+    assert (store.memory_info()["variable_bytes"], len(store)) == before
+
+
+def test_a_store_you_create_keeps_its_variables(backend):
+    store = vs.VariableStore(device="cpu" if backend == "numpy" else "cuda:0")
+    for i in range(3):
+        vs.Variable(np.full(4, i, np.float32), store=store)
+    assert len(store) == 3 and store.memory_info()["variable_bytes"] == 48
+    assert to_host(store["variable_2"].value).tolist() == [2, 2, 2, 2]
+
+
 def test_stateless_call(store):
     w = store.variable(np.ones(3, np.float32), name="w")
     step = store.variable(0, name="step")

@@ -218,15 +218,18 @@ def test_choices_default_and_none(store):
     assert (u.aggregation, u.synchronization, u.autocast) == ("mean", "on_read", False)
 
 
-def test_bool_arguments_are_checked(store):
-    with pytest.raises(TypeError, match="`trainable`"):
-        vs.Variable(1.0, trainable="yes", store=store)
-    v = vs.Variable(1.0, store=store)
-    v.trainable = False
-    assert not v.trainable
-    with pytest.raises(TypeError, match="`trainable`"):
-        v.trainable = 1
-    assert not v.trainable
+def test_bool_arguments_take_any_truth_value_as_keras_does(store):
+    v = vs.Variable(1.0, trainable=0, autocast=np.int64(1), store=store)
+    assert v.trainable is False and v.autocast is True
+    v.trainable = "yes"
+    assert v.trainable is True and store.trainable_variables == [v]
+    v.trainable = np.bool_(False)
+    assert v.trainable is False and store.non_trainable_variables == [v]
+    w = vs.Variable(1.0, trainable=[], autocast="", store=store)
+    assert (w.trainable, w.autocast) == (False, False)
+    with pytest.raises(TypeError, match="boolean"):  # a variable has no truth value (as Keras)
+        v.trainable = w
+    assert v.trainable is False
 
 
 @pytest.mark.parametrize("bad", [(-1, 2), (2.0,), "ab", (True,), 5, (None, 2)])
@@ -409,6 +412,57 @@ def test_operators_act_on_value(store):
         bool(v)
     assert len(v) == 2 and float(vs.Variable(2.5, store=store)) == 2.5 and int(vs.Variable(7, store=store)) == 7
     assert hash(v) != hash(w) and v in [v] and {v: 1}[v] == 1
+
+
+# Keras 3.15's numpy-backend Variable: its public attributes and every dunder it has
+# (dir() of the class, read once from Keras itself).
+KERAS_VARIABLE_ATTRIBUTES = """
+__abs__ __add__ __and__ __array__ __bool__ __class__ __delattr__ __dict__ __dir__ __doc__ __eq__
+__float__ __floordiv__ __format__ __ge__ __getattribute__ __getitem__ __getstate__ __gt__ __hash__
+__init__ __init_subclass__ __int__ __invert__ __le__ __lt__ __matmul__ __mod__ __module__ __mul__
+__ne__ __neg__ __new__ __or__ __pos__ __pow__ __radd__ __rand__ __reduce__ __reduce_ex__ __repr__
+__rfloordiv__ __rmatmul__ __rmod__ __rmul__ __ror__ __round__ __rpow__ __rsub__ __rtruediv__
+__rxor__ __setattr__ __sizeof__ __str__ __sub__ __subclasshook__ __truediv__ __weakref__ __xor__
+aggregation assign assign_add assign_sub constraint dtype name ndim numpy overwrite_with_gradient
+path regularizer shape synchronization trainable value
+""".split()
+
+
+def test_variable_has_every_attribute_of_keras_variable():
+    missing = [name for name in KERAS_VARIABLE_ATTRIBUTES if not hasattr(vs.Variable, name)]
+    assert not missing, missing
+
+
+def test_variable_has_every_attribute_of_the_installed_keras_variable():
+    """The same against Keras itself, where it is installed (`pip install varstore[bench]`)."""
+    keras_variables = pytest.importorskip("keras.src.backend.common.variables")
+    public = [n for n in dir(keras_variables.Variable) if not n.startswith("_") or n.startswith("__")]
+    missing = [name for name in public if not hasattr(vs.Variable, name)]
+    assert not missing, missing
+
+
+def test_keras_behaviours(store):
+    v = vs.Variable(np.array([1.26, 2.5, -0.45], np.float32), store=store)
+    np.testing.assert_array_equal(to_host(round(v)), np.round(np.array([1.26, 2.5, -0.45], np.float32)))
+    np.testing.assert_array_equal(to_host(round(v, 1)), np.round(np.array([1.26, 2.5, -0.45], np.float32), 1))
+    with pytest.raises(TypeError, match=r"Only scalar arrays .* shape=\(3,\)"):
+        float(v)
+    with pytest.raises(TypeError, match="Only scalar arrays"):
+        int(vs.Variable(np.ones(1), store=store))
+    i = vs.Variable(np.array([0, 1, 2], np.int32), store=store)  # &, |, ^ are logical, as Keras's
+    assert to_host(i & 2).tolist() == [False, True, True] and to_host(1 | i).tolist() == [True] * 3
+    assert to_host(i ^ np.array([1, 1, 0])).tolist() == [True, False, True]
+    assert v.overwrite_with_gradient is False and v.regularizer is None and v.constraint is None
+    v.overwrite_with_gradient = True
+    with pytest.raises(TypeError, match="`overwrite_with_gradient`"):
+        v.overwrite_with_gradient = 1
+    assert v.overwrite_with_gradient is True
+    v.regularizer, v.constraint = abs, None
+    assert v.regularizer is abs
+    with pytest.raises(TypeError, match="`constraint`.*Received: constraint=3"):
+        v.constraint = 3
+    v.tag = "mine"  # code may tag variables, as with Keras's
+    assert v.tag == "mine"
 
 
 def test_operators_on_bfloat16_give_real_numbers(store):

@@ -66,7 +66,9 @@ class StoreMemory:
         self.backend = backend
         self.limit_bytes = limit_bytes
         self.pool = backend.new_pool()
-        self._lock = threading.Lock()
+        # Re-entrant: the default store releases a collected variable's bytes from a
+        # weakref finalizer, which the garbage collector may run inside allocate().
+        self._lock = threading.RLock()
         self._variable_bytes = 0  # bytes of the live variables (reserved before allocation)
         self._foreign_bytes = 0  # of those, bytes on another backend's device (not in the pool)
 

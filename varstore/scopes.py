@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 
 from .dtypes import is_float, standardize_dtype
+from .validation import check_utf8
 
 _local = threading.local()
 _active_lock = threading.Lock()
@@ -61,6 +62,7 @@ class name_scope(_Scope):
                 f"Invalid value for argument `name` of name_scope. Expected a non-empty string "
                 f"without '/'. Received: name={name!r}"
             )
+        check_utf8("name", name)
         self.name = name
 
 

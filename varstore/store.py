@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import collections.abc
 import threading
+import weakref
 
 from . import backends, scopes
 from .memory import StoreMemory, parse_memory_limit
+from .validation import check_utf8
 
 
 class VariableStore(collections.abc.Mapping):
@@ -66,6 +68,7 @@ class VariableStore(collections.abc.Mapping):
 
         if not isinstance(path, str) or not path or path.startswith("/") or path.endswith("/") or "//" in path:
             raise ValueError(f"Invalid path {path!r}: expected a non-empty string of '/'-separated names.")
+        check_utf8("path", path)
         existing = self._variables.get(path)
         if existing is None:
             try:
@@ -96,29 +99,34 @@ class VariableStore(collections.abc.Mapping):
     # ------------------------------------------------------------------ state
     def state(self) -> dict:
         """``{path: array}``: a copy of every variable's stored value, in creation order
-        (arrays as ``Variable.value`` gives them)."""
+        (arrays as ``Variable.value`` gives them). One snapshot: variables created or
+        deleted by other threads meanwhile are either wholly in it or wholly out."""
         out = {}
-        for variable in self.variables:
-            storage = variable._live_storage()
-            out[variable.path] = variable._backend.present(storage.copy(), variable._dtype)
+        with self._lock:  # (release and creation take it too)
+            for variable in self._variables.values():
+                storage = variable._live_storage()
+                out[variable.path] = variable._backend.present(storage.copy(), variable._dtype)
         return out
 
     def load_state(self, mapping) -> None:
         """Write ``{path: value}`` into the variables it names (others keep their value).
 
         Every entry is checked (a known path, the variable's exact shape, a supported
-        dtype) and converted before any is written: a bad mapping changes nothing.
+        dtype) and converted before any is written: a bad mapping changes nothing, and no
+        variable is deleted by another thread between the checks and the writes.
         """
-        arrays = self._state_arrays(mapping, "load_state")
-        for variable, array in arrays:
-            variable._backend.xp.copyto(variable._live_storage(), array)
+        with self._lock:
+            arrays = self._state_arrays(mapping, "load_state")
+            for variable, array in arrays:
+                variable._backend.xp.copyto(variable._live_storage(), array)
 
     def stateless_call(self, fn, state, *args, **kwargs):
         """``(result, new_state)``: ``fn(*args, **kwargs)`` run inside a StatelessScope
         holding ``state`` (``{path: value}``, checked as in :meth:`load_state`). The
         variables' storage is untouched; ``new_state`` has every path of ``state`` and of
         the store's variables that ``fn`` wrote, with their values at the end."""
-        arrays = self._state_arrays(state, "stateless_call")
+        with self._lock:
+            arrays = self._state_arrays(state, "stateless_call")
         with scopes.StatelessScope() as scope:
             for variable, array in arrays:
                 scope._record(variable, array)
@@ -130,15 +138,18 @@ class VariableStore(collections.abc.Mapping):
         return result, new_state
 
     def _state_arrays(self, mapping, what: str) -> list:
+        """``[(variable, new storage array)]`` for ``mapping``, all checked (call with the
+        lock held, so that the variables stay in the store)."""
         if not isinstance(mapping, collections.abc.Mapping):
             raise TypeError(f"{what} expects a mapping {{path: value}}; received {type(mapping).__name__}.")
-        unknown = [path for path in mapping if path not in self._variables]
+        variables = {path: self._variables.get(path) for path in mapping}
+        unknown = [path for path, variable in variables.items() if variable is None]
         if unknown:
             raise ValueError(
                 f"{what}: no variable at paths {unknown} in this store (it has {len(self)} variables"
                 f"{', e.g. ' + repr(next(iter(self._variables))) if self._variables else ''})."
             )
-        return [(self._variables[path], self._variables[path]._state_array(value, what)) for path, value in mapping.items()]
+        return [(variables[path], variables[path]._state_array(value, what)) for path, value in mapping.items()]
 
     # ------------------------------------------------------------- checkpoints
     def save(self, file) -> None:
@@ -302,15 +313,49 @@ def _default_shape_and_dtype(initializer, existing) -> tuple:
     return array.shape, default_dtype(initializer, array_dtype, array)
 
 
+class _DefaultStore(VariableStore):
+    """The default store holds its variables weakly, as Keras keeps no registry of
+    variables: one that nothing else references is freed, its bytes are counted back and
+    its path is free again. An explicit ``release``/``delete`` works as in any store."""
+
+    def __init__(self):
+        super().__init__()
+        self._variables = weakref.WeakValueDictionary()  # (insertion-ordered, as a dict)
+        self._finalizers: dict = {}  # path -> the weakref.finalize that counts its bytes back
+
+    def _register(self, path: str, variable) -> None:
+        finalizer = weakref.finalize(variable, self._collected, path, variable._storage.nbytes, variable._backend)
+        finalizer.atexit = False
+        with self._lock:
+            self._finalizers[path] = finalizer
+            super()._register(path, variable)
+
+    def _collected(self, path: str, nbytes: int, backend) -> None:
+        with self._lock:
+            self._finalizers.pop(path, None)  # (the dictionary has dropped the entry itself)
+        self._memory.release(nbytes, backend)
+
+    def _release(self, variable) -> None:
+        with self._lock:
+            if variable._storage is not None:
+                finalizer = self._finalizers.pop(variable.path, None)
+                if finalizer is not None:
+                    finalizer.detach()
+            super()._release(variable)
+
+
 _default_store: VariableStore | None = None
 _default_lock = threading.Lock()
 
 
 def default_store() -> VariableStore:
-    """The store variables join when no ``store`` is given (created on first use)."""
+    """The store variables join when no ``store`` is given (created on first use). It
+    holds them weakly: a variable that nothing references any more is freed and its
+    path is free again (a ``VariableStore`` you create owns its variables until
+    ``delete``)."""
     global _default_store
     if _default_store is None:
         with _default_lock:
             if _default_store is None:
-                _default_store = VariableStore()
+                _default_store = _DefaultStore()
     return _default_store
