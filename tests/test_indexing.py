@@ -52,6 +52,11 @@ def test_broadcast_strides():
     assert broadcast_strides((2, 1), (2, 3)) == (1, 0)
     with pytest.raises(ValueError, match=r"\(2,\).*\(2, 3\)"):
         broadcast_strides((2,), (2, 3))
+    # NumPy's setitem drops leading size-1 axes beyond the region's
+    assert broadcast_strides((1, 3), (3,)) == (1,) and broadcast_strides((1, 1, 2, 1), (2, 3)) == (1, 0)
+    assert broadcast_strides((1, 1), ()) == ()
+    with pytest.raises(ValueError, match=r"\(2, 3\) cannot .* \(3,\)"):
+        broadcast_strides((2, 3), (3,))
 
 
 @settings(max_examples=200, deadline=None)

@@ -183,6 +183,20 @@ def test_errors_keep_the_value(store):
     assert v.numpy().tolist() == [[0, 1, 2], [3, 4, 5]]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_values_with_leading_size_one_axes_broadcast_as_in_numpy(store, dtype):
+    v = vs.Variable(np.zeros(3), dtype=dtype, store=store)
+    v[:] = np.ones((1, 3))
+    v[0] = np.full((1, 1), 5.0)
+    v[[1, 2]] = np.array([[[7.0, 8.0]]])
+    assert v.numpy().astype(np.float64).tolist() == [5, 7, 8]
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(3,\)"):
+        v[:] = np.ones((2, 3))
+    with pytest.raises(ValueError, match=r"assign: the value's shape \(1, 3\)"):
+        v.assign(np.ones((1, 3)))  # assign keeps Keras's exact-shape rule
+    assert v.numpy().astype(np.float64).tolist() == [5, 7, 8]
+
+
 def test_slicing_small_floats_gives_numbers(store):
     v = vs.Variable(np.array([[1.5, -2.0], [3.0, 0.25]], np.float32), dtype="bfloat16", store=store)
     v[:, 1] = 8.0

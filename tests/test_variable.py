@@ -441,6 +441,18 @@ def test_variable_has_every_attribute_of_the_installed_keras_variable():
     assert not missing, missing
 
 
+def test_names_that_utf8_cannot_encode_are_refused_when_given(store):
+    """They could not be saved: checkpoint keys are UTF-8."""
+    with pytest.raises(ValueError, match=r"`name`.*UTF-8.*name='\\ud800'"):
+        vs.Variable(1.0, name="\ud800", store=store)
+    with pytest.raises(ValueError, match=r"`path`.*UTF-8"):
+        store.get_or_create("a/\udfff", "zeros", (2,))
+    with pytest.raises(ValueError, match=r"`name`.*UTF-8"):
+        vs.name_scope("x\ud800")
+    assert len(store) == 0 and store.memory_info()["variable_bytes"] == 0
+    assert vs.Variable(1.0, name="\u00e9t\u00e9 \U0001f600", store=store).path == "\u00e9t\u00e9 \U0001f600"
+
+
 def test_keras_behaviours(store):
     v = vs.Variable(np.array([1.26, 2.5, -0.45], np.float32), store=store)
     np.testing.assert_array_equal(to_host(round(v)), np.round(np.array([1.26, 2.5, -0.45], np.float32)))
