@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import varstore as vs
-from varstore.distributed import DistributedError, LocalGroup
+from varstore.distributed import DistributedError, LocalGroup, selftest
 from varstore.distributed import buckets as B
 
 AGGREGATIONS = ("sum", "mean", "only_first_replica", "none")
@@ -323,6 +323,108 @@ def test_a_rank_that_fails_ends_the_others_wait_at_once():
         LocalGroup(3, timeout=60).run(body)
     assert time.monotonic() - began < 10
     assert "rank 1 of a LocalGroup(3)" in "".join(getattr(caught.value, "__notes__", ["rank 1 of a LocalGroup(3)"]))
+
+
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("case", sorted(selftest.CASES))
+def test_every_rank_raises_the_first_real_error_every_time(case, n, tmp_path):
+    # Each rank's error leaves its function, as in a program that does not catch it: a
+    # peer still waking from a wait that had completed must not take that for a timeout.
+    import time
+
+    selftest.prepare(str(tmp_path))
+    for round_ in range(20):
+        seen = [None] * n
+
+        def body(group):
+            try:
+                selftest.CASES[case](group, str(tmp_path), pause=0.01 * (round_ % 2))
+            except BaseException as error:
+                seen[group.rank] = error
+                raise
+
+        began = time.monotonic()
+        with pytest.raises(BaseException) as raised:
+            LocalGroup(n, timeout=10).run(body)
+        assert time.monotonic() - began < 3, "the real error must arrive at once, not near the 10 s timeout"
+        problems = [selftest.check(case, rank, n, seen[rank]) for rank in range(n)]
+        assert problems == [None] * n
+        # run() raises a rank's own error, never another rank's report of it.
+        assert any(raised.value is e for e in seen)
+        assert getattr(raised.value, "failed_rank", None) is None
+        if case in ("save", "load", "step"):
+            failing = n - 1 if case == "step" else 0
+            assert raised.value is seen[failing]
+            assert f"rank {failing} of a LocalGroup({n})" in " ".join(raised.value.__notes__)
+
+
+def test_a_rank_that_never_arrives_times_out_on_every_waiting_rank():
+    import time
+
+    seen = {}
+
+    def body(group):
+        store = _store(group)
+        a = store.variable(np.zeros(4, np.float32), name="a", aggregation="sum", synchronization="on_write")
+        if group.rank == 2:
+            return  # never syncs
+        with store.replica_step():
+            a.assign_add(1.0)
+        try:
+            store.sync()
+        except DistributedError as error:
+            seen[group.rank] = (error, time.monotonic() - began)
+            raise
+
+    began = time.monotonic()
+    with pytest.raises(DistributedError, match=r"did not complete within 0.5 s") as raised:
+        LocalGroup(3, timeout=0.5).run(body)
+    assert raised.value.failed_rank is None
+    assert sorted(seen) == [0, 1]
+    for error, seconds in seen.values():
+        # The first to time out reports its own timeout; the other may report that one.
+        assert "did not complete within 0.5 s" in str(error)
+        assert 0.45 < seconds < 5
+
+
+def test_a_local_group_runs_again_after_a_failed_run(tmp_path):
+    group = LocalGroup(2, timeout=10)
+    with pytest.raises(ValueError, match="bad batch on rank 1"):
+        group.run(selftest.step_case, str(tmp_path))
+
+    def body(g):
+        store = _store(g)
+        v = store.variable(0.0, name="v", aggregation="sum", synchronization="on_write")
+        with store.replica_step():
+            v.assign_add(g.rank + 1.0)
+        store.sync()
+        return float(v.numpy())
+
+    assert group.run(body) == [3.0, 3.0]
+
+
+def test_fail_tells_the_ranks_waiting_in_a_collective_at_once():
+    import time
+
+    def body(group):
+        store = _store(group)
+        a = store.variable(np.zeros(4, np.float32), name="a", aggregation="sum", synchronization="on_write")
+        with store.replica_step():
+            a.assign_add(1.0)
+        if group.rank == 1:
+            time.sleep(0.05)  # rank 0 waits in sync() by now
+            group.fail(KeyError("no batch"))
+            return "left"
+        began = time.monotonic()
+        with pytest.raises(DistributedError, match=r"rank 0 \(of 2, local\): an exchange cannot complete: rank 1 "
+                                                   r"failed: KeyError: 'no batch'") as raised:
+            store.sync()
+        assert raised.value.failed_rank == 1 and raised.value.failure == "KeyError: 'no batch'"
+        assert store.pending == ["a"] and not a.numpy().any()
+        return time.monotonic() - began
+
+    seconds, left = LocalGroup(2, timeout=10).run(body)
+    assert left == "left" and seconds < 2
 
 
 # ------------------------------------------------------------------ checkpoints

@@ -71,6 +71,30 @@ def test_mpiexec_plan_mismatch_raises_on_every_rank(tmp_path):
         assert "sync plans differ" in line["error"] and "['a', 'b']" in line["error"]
 
 
+@pytest.mark.parametrize("n", [2, 3])
+def test_mpiexec_every_rank_raises_the_first_real_error_every_time(n, tmp_path):
+    done, lines, seconds = _launch(n, "failures", tmp_path, "--timeout", "10", "--rounds", "20")
+    # (The exit status is not asserted: the ranks that waited in an abandoned step
+    # collective abort the job when they exit, by design.)
+    assert sorted(lines) == list(range(n)), done.stdout + done.stderr
+    for line in lines.values():
+        assert line["wrong"] == [] and line["ok"], line
+        assert line["right"] == {"plan": 20, "save": 20, "load": 20, "step": 20}
+        assert line["slowest"] < 3  # the real error at once, far from the 10 s timeout
+    assert seconds < 60
+
+
+def test_mpiexec_an_uncaught_error_reaches_the_other_rank_at_once(tmp_path):
+    done, lines, seconds = _launch(2, "crash", tmp_path, "--timeout", "60")
+    assert done.returncode != 0
+    assert "ValueError: bad batch on rank 1" in done.stderr  # the failing rank's own traceback
+    assert lines[1]["error"] == "ValueError: bad batch on rank 1"
+    assert lines[0]["ok"], lines[0]
+    assert "cannot complete: rank 1 failed: ValueError: bad batch on rank 1" in lines[0]["error"]
+    assert lines[0]["seconds"] < 5  # rank 1 raises 0.5 s into rank 0's wait; the timeout is 60 s
+    assert seconds < 50
+
+
 def test_mpiexec_a_rank_that_never_syncs_times_out(tmp_path):
     done, lines, seconds = _launch(2, "timeout", tmp_path, "--timeout", "2")
     assert lines[0]["ok"] and "did not complete within 2 s" in lines[0]["error"], lines

@@ -4,7 +4,9 @@ A group is one rank's handle on a set of ``size`` processes (or threads, for
 :class:`~varstore.distributed.local.LocalGroup`). Every method is *collective*: all ranks
 call it, in the same order. Each engine runs the data collectives of one call as one
 batch (NCCL: one group call) and waits for them with a deadline, so a rank that died or
-never came raises :class:`DistributedError` instead of hanging.
+never came raises :class:`DistributedError` instead of hanging. A rank whose code raised
+tells the others (:meth:`Group.fail`): their waits end at once with its error, named as
+that rank's, and a timeout is reported only when no rank failed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ from typing import NamedTuple
 
 class DistributedError(RuntimeError):
     """A collective failed: a rank died or did not arrive within the group's timeout, or
-    the ranks disagree (different sync plans, a failed save on rank 0)."""
+    the ranks disagree (different sync plans, a failed save on rank 0).
+
+    When it reports another rank's error (a save that failed on rank 0, a rank whose code
+    raised while this one waited), ``failed_rank`` is that rank and ``failure`` its error
+    as ``"Type: message"``; both are None otherwise."""
+
+    def __init__(self, message: str, failed_rank: int | None = None, failure: str | None = None):
+        super().__init__(message)
+        self.failed_rank = failed_rank
+        self.failure = failure
 
 
 class Collective(NamedTuple):
@@ -84,13 +95,21 @@ class Group(abc.ABC):
         """Tell every rank whether ``what`` failed on any of them. The failing rank
         re-raises its own error; the others raise DistributedError naming it, so no rank
         waits forever in the next collective."""
-        message = b"" if error is None else f"{type(error).__name__}: {error}".encode()
+        message = b"" if error is None else describe(error).encode()
         failures = [(r, m.decode()) for r, m in enumerate(self.allgather_bytes(message)) if m]
         if error is not None:
             raise error
         if failures:
             rank, text = failures[0]
-            raise DistributedError(f"{what} failed on rank {rank} (of {self.size}): {text}")
+            raise DistributedError(f"{what} failed on rank {rank} (of {self.size}): {text}", rank, text)
+
+    def fail(self, error: BaseException) -> None:
+        """Tell the other ranks that this one failed with ``error`` and makes no further
+        collective call: a rank waiting in a collective of this group, or entering one,
+        raises DistributedError naming this rank and the error at once instead of waiting
+        out the timeout. ``LocalGroup.run`` calls it when a rank's function raises, an MPI
+        or NCCL group when an exception ends the program (``sys.excepthook``). Never
+        raises."""
 
     def raw_allreduce(self, array) -> None:
         """One in-place sum of ``array`` by the engine itself, waited for: no batching,
@@ -109,12 +128,31 @@ class Group(abc.ABC):
         """Exchange ``data`` across ``size > 1`` ranks, within the timeout."""
 
     # ---------------------------------------------------------------- helpers
+    def _failed_error(self, rank: int, failure: str, what: str) -> DistributedError:
+        return DistributedError(
+            f"rank {self.rank} (of {self.size}, {self.backend}): {what} cannot complete: rank {rank} "
+            f"failed: {failure}", rank, failure)
+
     def _timeout_error(self, what: str) -> DistributedError:
         return DistributedError(
             f"rank {self.rank} (of {self.size}, {self.backend}): {what} did not complete within "
             f"{self.timeout:g} s. Another rank died, or did not make the same collective call "
             f"(every rank must call sync/broadcast/save... in the same order)."
         )
+
+
+def describe(error: BaseException) -> str:
+    """``"Type: message"``: how an error travels to the other ranks."""
+    return f"{type(error).__name__}: {error}"
+
+
+def origin(rank: int, error: BaseException) -> tuple:
+    """``(rank, "Type: message")`` of the first real error behind ``error``, raised on
+    ``rank``: the peer's it reports, else its own. Passing on the peer's keeps every rank
+    naming the same first error, however many ranks relay it."""
+    if isinstance(error, DistributedError) and error.failed_rank is not None:
+        return error.failed_rank, error.failure
+    return rank, describe(error)
 
 
 def wait_for(done, deadline: float, on_timeout) -> None:

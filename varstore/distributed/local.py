@@ -10,15 +10,36 @@ from __future__ import annotations
 
 import threading
 
-from .group import DistributedError, Group
+from .group import DistributedError, Group, origin
 
 
 class _World:
+    """Where the ranks of one LocalGroup meet: a reusable barrier, the items of the
+    exchange under way, and the first failure.
+
+    threading.Barrier cannot serve: once a failing rank aborts it, a peer still waking
+    from a wait that had completed gets BrokenBarrierError too, and cannot tell that
+    from a wait that never completed. Here a wait is over when its generation has
+    passed, whatever happened since, and a failure is recorded (under the lock, first
+    one kept) before any waiter is woken to read it."""
+
     def __init__(self, size: int, timeout: float):
         self.size = size
         self.timeout = timeout
-        self.barrier = threading.Barrier(size, timeout=timeout)
-        self.slots: list = [None] * size
+        self.reset()
+
+    def reset(self) -> None:
+        self.condition = threading.Condition()
+        self.arrived = 0
+        self.generation = 0
+        self.failure = None  # (rank, error): the first rank whose code raised, or whose wait timed out
+        self.slots: list = [None] * self.size
+
+    def fail(self, rank: int, error: BaseException) -> None:
+        with self.condition:
+            if self.failure is None:
+                self.failure = (rank, error)
+            self.condition.notify_all()
 
 
 class LocalRank(Group):
@@ -30,11 +51,31 @@ class LocalRank(Group):
         super().__init__(rank, world.size, rank, world.timeout)
         self._world = world
 
+    def fail(self, error: BaseException) -> None:
+        self._world.fail(self.rank, error)
+
     def _wait(self, what: str) -> None:
-        try:
-            self._world.barrier.wait()
-        except threading.BrokenBarrierError:
-            raise self._timeout_error(what) from None
+        world = self._world
+        with world.condition:
+            if world.failure is None:
+                generation = world.generation
+                world.arrived += 1
+                if world.arrived == world.size:
+                    world.arrived = 0
+                    world.generation += 1
+                    world.condition.notify_all()
+                    return
+                ended = world.condition.wait_for(
+                    lambda: world.generation != generation or world.failure is not None, self.timeout)
+                if world.generation != generation:
+                    return  # everyone arrived; a failure since then is for the next wait to report
+                if not ended:
+                    error = self._timeout_error(what)
+                    world.failure = (self.rank, error)
+                    world.condition.notify_all()
+                    raise error
+            rank, error = world.failure
+        raise self._failed_error(*origin(rank, error), what)
 
     def _exchange(self, item, what: str) -> list:
         world = self._world
@@ -99,34 +140,37 @@ class LocalGroup:
     def run(self, fn, *args, **kwargs) -> list:
         """``[fn(group_0, *args, **kwargs), ..., fn(group_n-1, ...)]``, each on its own thread.
 
-        If a rank raises, the others' waits end at once and the first rank's own error is
-        raised here (a note names the rank); the consequent DistributedErrors of the
-        others are dropped."""
+        If a rank raises, the others' waits end at once with DistributedError naming
+        that rank and its error, and the first error raised by a rank's own code (or a
+        rank's timeout) is raised here, with a note naming the rank."""
         results: list = [None] * self.size
         errors: list = [None] * self.size
-        # A fresh barrier for each run: one broken by a failed run stays broken.
-        self._world.barrier = threading.Barrier(self.size, timeout=self._world.timeout)
+        self._world.reset()  # a failure of an earlier run does not carry over
 
         def body(rank):
             try:
                 results[rank] = fn(self.groups[rank], *args, **kwargs)
             except BaseException as error:  # noqa: B036 - reported to the caller below
                 errors[rank] = error
-                self._world.barrier.abort()
+                self._world.fail(rank, error)
 
         threads = [threading.Thread(target=body, args=(r,), name=f"varstore-rank-{r}") for r in range(self.size)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        causes = [(r, e) for r, e in enumerate(errors) if e is not None and not isinstance(e, DistributedError)]
-        failed = causes or [(r, e) for r, e in enumerate(errors) if e is not None]
-        if failed:
-            rank, error = failed[0]
-            if hasattr(error, "add_note"):
-                error.add_note(f"(raised on rank {rank} of a LocalGroup({self.size}))")
-            raise error
-        return results
+        if not any(e is not None for e in errors):
+            return results
+        # A rank's own error before the others' reports of one; the earliest own first.
+        first = self._world.failure
+        own = [(r, e) for r, e in enumerate(errors)
+               if e is not None and not (isinstance(e, DistributedError) and e.failed_rank is not None)]
+        if first is not None and any(e is first[1] for _, e in own):
+            own.insert(0, first)
+        rank, error = (own or [(r, e) for r, e in enumerate(errors) if e is not None])[0]
+        if hasattr(error, "add_note"):
+            error.add_note(f"(raised on rank {rank} of a LocalGroup({self.size}))")
+        raise error
 
     def __repr__(self) -> str:
         return f"<LocalGroup size={self.size}>"

@@ -5,17 +5,63 @@ mpi4py is imported on first use. The collectives are non-blocking (``Iallreduce`
 ``Ibcast``, ``Iallgather``) and polled against the group's deadline; after a timeout the
 MPI state cannot be trusted, so the process aborts the MPI job when it exits (MPI_Finalize
 would otherwise wait for the missing rank forever).
+
+A rank that fails tells the others (:meth:`MpiGroup.fail`, called for an exception that
+ends the program): each group keeps a receive posted on a communicator of its own for
+such a notice, and every wait polls it with its collectives, so a peer learns the real
+error at once instead of waiting out the timeout.
 """
 
 from __future__ import annotations
 
 import atexit
+import struct
+import sys
 import time
+import weakref
 
 import numpy as np
 
 from ..errors import BackendUnavailableError
-from .group import Group, wait_for
+from .group import Group, origin, wait_for
+
+#: The most bytes of a failure notice: (origin rank, length) as two int32, then the
+#: error's text in UTF-8, cut to fit.
+NOTICE_BYTES = 4096
+_NOTICE_TAG = 1
+_live: weakref.WeakSet = weakref.WeakSet()  # groups an uncaught exception is reported to
+_posted: list = []  # notice receives still posted, cancelled before MPI_Finalize
+_hooked = False
+
+
+def _hook() -> None:
+    """Report an exception that ends the program to every MpiGroup's peers (before the
+    previous excepthook prints it), and cancel the posted notice receives at exit."""
+    global _hooked
+    if _hooked:
+        return
+    _hooked = True
+    previous = sys.excepthook
+
+    def excepthook(kind, value, traceback):
+        for group in list(_live):
+            group.fail(value)
+        previous(kind, value, traceback)
+
+    sys.excepthook = excepthook
+    # Registered after mpi4py's own exit handler, so it runs before MPI_Finalize (an
+    # uncancelled receive is reported as a leak by some MPI libraries).
+    atexit.register(_cancel_posted)
+
+
+def _cancel_posted() -> None:
+    for request in _posted:
+        try:
+            request.Cancel()
+            request.Wait()
+        except Exception:  # noqa: S110 - MPI may be finalized or aborting already
+            pass
+    _posted.clear()
 
 
 def import_mpi():
@@ -31,7 +77,10 @@ def import_mpi():
 
 
 class MpiGroup(Group):
-    """A group over an MPI communicator (default ``MPI.COMM_WORLD``)."""
+    """A group over an MPI communicator (default ``MPI.COMM_WORLD``).
+
+    The first one made wraps ``sys.excepthook``: an exception that ends the program is
+    sent to the other ranks of every MpiGroup (:meth:`fail`) before it is printed."""
 
     backend = "mpi"
 
@@ -44,6 +93,16 @@ class MpiGroup(Group):
         node.Free()
         super().__init__(self._comm.Get_rank(), self._comm.Get_size(), local_rank, timeout)
         self._aborting = False
+        # Notices travel on a communicator of their own: on the group's, the posted
+        # any-source receive could take a message the program sends itself.
+        self._notices = self._comm.Dup()
+        self._notice = np.zeros(NOTICE_BYTES, np.uint8)
+        self._notice_request = self._notices.Irecv([self._notice, MPI.BYTE], source=MPI.ANY_SOURCE, tag=_NOTICE_TAG)
+        _posted.append(self._notice_request)
+        self._failure = None  # (rank, "Type: message") of a peer's notice, once received
+        self._told = None  # the notice this rank sent, and its requests (MPI still reads the buffer)
+        _live.add(self)
+        _hook()
 
     @property
     def comm(self):
@@ -52,21 +111,69 @@ class MpiGroup(Group):
     def raw_allreduce(self, array) -> None:
         self._comm.Allreduce(self._MPI.IN_PLACE, array, op=self._MPI.SUM)
 
+    def fail(self, error: BaseException) -> None:
+        if self._told is not None:
+            return
+        try:
+            MPI = self._MPI
+            rank, text = origin(self.rank, error)
+            data = text.encode("utf-8", "replace")[:NOTICE_BYTES - 8]
+            notice = np.zeros(8 + len(data), np.uint8)
+            struct.pack_into("<ii", notice, 0, rank, len(data))
+            notice[8:] = np.frombuffer(data, np.uint8)
+            # Not to the rank the error came from: it knows, and may still be running.
+            requests = [self._notices.Isend([notice, MPI.BYTE], dest=r, tag=_NOTICE_TAG)
+                        for r in range(self.size) if r not in (self.rank, rank)]
+            self._told = (notice, requests)
+            # A small message is sent as soon as it is posted; past this, the peers fall
+            # back on their timeout.
+            deadline = time.monotonic() + min(self.timeout, 5.0)
+            while not MPI.Request.Testall(requests) and time.monotonic() < deadline:
+                time.sleep(1e-4)
+        except Exception:  # noqa: S110 - called while an error ends the program: that error is the one to show
+            pass
+
+    def _peer_failure(self):
+        """``(rank, "Type: message")`` from a peer's notice, or None."""
+        if self._failure is None and self._notice_request.Test():
+            rank, length = struct.unpack_from("<ii", self._notice, 0)
+            self._failure = (rank, self._notice[8:8 + length].tobytes().decode("utf-8", "replace"))
+        return self._failure
+
+    def _check_peers(self, what: str) -> None:
+        """Raise a peer's failure before starting a collective it will never join."""
+        if self._peer_failure() is not None:
+            raise self._failed_error(*self._failure, what)
+
     def _wait(self, requests: list, what: str) -> None:
         MPI = self._MPI
-        wait_for(lambda: MPI.Request.Testall(requests), time.monotonic() + self.timeout,
-                 lambda: self._give_up(what))
+        completed = []
+
+        def done():
+            if MPI.Request.Testall(requests):
+                completed.append(True)
+                return True
+            return self._peer_failure() is not None
+
+        wait_for(done, time.monotonic() + self.timeout, lambda: self._give_up(what))
+        if not completed:
+            self._abort_at_exit()  # the requests stay posted: the failed peer never matches them
+            raise self._failed_error(*self._failure, what)
 
     def _give_up(self, what: str):
+        self._abort_at_exit()
+        raise self._timeout_error(what)
+
+    def _abort_at_exit(self) -> None:
         if not self._aborting:
             self._aborting = True
             atexit.register(self._comm.Abort, 1)
-        raise self._timeout_error(what)
 
     def _allgather_bytes(self, data: bytes) -> list:
         # Every buffer is bound to a name until its request completes (MPI reads and
         # writes them after the call returns), and the exchange uses fixed-size blocks
         # (no count arrays to keep alive for an Iallgatherv).
+        self._check_peers("an exchange")
         length = np.array([len(data)], np.int64)
         lengths = np.zeros(self.size, np.int64)
         self._wait([self._comm.Iallgather(length, lengths)], "an exchange")
@@ -80,6 +187,7 @@ class MpiGroup(Group):
 
     def _run(self, ops: list) -> None:
         MPI = self._MPI
+        self._check_peers("a collective")
         hosts = [op.array if isinstance(op.array, np.ndarray) else op.array.get() for op in ops]
         requests = []
         for op, host in zip(ops, hosts):

@@ -90,6 +90,8 @@ class NcclGroup(Group):
 
     def _run(self, ops: list) -> None:
         cupy, nccl = self._cupy, self._nccl
+        if self._peer_failure() is not None:  # the failed peer would never join these collectives
+            raise self._failed_error(*self._peer_failure(), "a collective")
         with cupy.cuda.Device(self.device_id):
             arrays = [op.array if isinstance(op.array, cupy.ndarray) else cupy.asarray(op.array) for op in ops]
             stream = cupy.cuda.get_current_stream()
@@ -104,7 +106,13 @@ class NcclGroup(Group):
                         self._comm.bcast(array.data.ptr, count, datatype, op.root, stream.ptr)
             finally:
                 nccl.groupEnd()
-            wait_for(lambda: stream.done, time.monotonic() + self.timeout, lambda: self._give_up("a collective"))
+            # A peer's failure notice (through the host group) ends the wait as a timeout
+            # does: the communicator is aborted, as the peer will never join.
+            wait_for(lambda: stream.done or self._peer_failure() is not None, time.monotonic() + self.timeout,
+                     lambda: self._give_up("a collective"))
+            if not stream.done:
+                self._abort()
+                raise self._failed_error(*self._peer_failure(), "a collective")
             for op, array in zip(ops, arrays):
                 if array is not op.array:
                     op.array[...] = array.get()
@@ -120,8 +128,19 @@ class NcclGroup(Group):
                 return array.nbytes // width, datatype
         raise ValueError(f"A broadcast of {array.nbytes} bytes is too large for one NCCL call; lower bucket_mb.")
 
-    def _give_up(self, what: str):
+    def fail(self, error: BaseException) -> None:
+        if self._host is not None:
+            self._host.fail(error)
+
+    def _peer_failure(self):
+        return None if self._host is None else self._host._peer_failure()
+
+    def _abort(self) -> None:
         try:
             self._comm.abort()
-        finally:
-            raise self._timeout_error(what)
+        except Exception:  # noqa: S110 - the error that made us abort is the one to raise
+            pass
+
+    def _give_up(self, what: str):
+        self._abort()
+        raise self._timeout_error(what)

@@ -12,6 +12,12 @@ when every check passed. Scenarios (the first argument):
 - ``timeout``: the last rank never calls sync(); the others must raise DistributedError
   within ``--timeout`` seconds.
 - ``die``: the last rank exits abruptly before sync(); the job must end, not hang.
+- ``failures`` (MPI): each of :data:`CASES` (a plan mismatch, a save and a load that
+  fail on rank 0, a step that raises on the last rank) ``--rounds`` times; every rank
+  must raise the first real error at once: its own, or a DistributedError naming the
+  rank it came from. The line counts the rounds and carries the first wrong error.
+- ``crash``: the last rank's step raises and the error is left uncaught; the others,
+  waiting in sync(), must raise a DistributedError naming it at once (not a timeout).
 """
 
 from __future__ import annotations
@@ -154,29 +160,206 @@ def die(group) -> dict:
     return {"ok": False, "note": "sync returned although a rank died"}
 
 
+# ---------------------------------------------------------------- failures
+# Each case fails on some rank and leaves the variables as they were; check() says
+# whether a rank's exception is the first real error, as every rank must raise it.
+
+def _unchanged(store, variable, pending):
+    assert not variable.numpy().any() and store.pending == pending, (
+        f"after the failure {variable.path!r} is {variable.numpy()} with pending updates {store.pending}")
+
+
+def plan_case(group, folder, pause=0.0):
+    """Rank 0's "w" is float32, the others' float64: every rank's sync() finds the plans differ."""
+    import varstore as vs
+
+    store = vs.ReplicatedStore(group=group, device="cpu")
+    w = store.variable(np.zeros(4, np.float32 if group.rank == 0 else np.float64), name="w", aggregation="sum",
+                       synchronization="on_write")
+    with store.replica_step():
+        w.assign_add(1.0)
+    time.sleep(pause * group.rank)
+    try:
+        store.sync()
+    except Exception:
+        _unchanged(store, w, ["w"])
+        raise
+
+
+def prepare(folder: str) -> None:
+    """What the save and load cases need in ``folder`` (made by one rank, before them)."""
+    import varstore as vs
+
+    os.makedirs(os.path.join(folder, "a-folder"), exist_ok=True)
+    written = vs.VariableStore(device="cpu")
+    written.variable(np.ones(4, np.float32), name="w")
+    written.save(os.path.join(folder, "four.safetensors"))
+
+
+def save_case(group, folder, pause=0.0):
+    """Rank 0 saves to a path that is a folder: an IsADirectoryError there."""
+    import varstore as vs
+
+    store = vs.ReplicatedStore(group=group, device="cpu")
+    store.variable(np.zeros(4, np.float32), name="w")
+    time.sleep(pause * group.rank)
+    store.save(os.path.join(folder, "a-folder"))
+
+
+def load_case(group, folder, pause=0.0):
+    """Rank 0 loads a file whose "w" has 4 elements into a "w" of 5: a ValueError there."""
+    import varstore as vs
+
+    path = os.path.join(folder, "four.safetensors")
+    store = vs.ReplicatedStore(group=group, device="cpu")
+    w = store.variable(np.zeros(5, np.float32), name="w")
+    time.sleep(pause * group.rank)
+    try:
+        store.load(path)
+    except Exception:
+        _unchanged(store, w, [])
+        raise
+
+
+def step_case(group, folder, pause=0.0):
+    """The last rank's replica step raises (after ``pause`` s: the others wait in sync()
+    by then); the others' sync() must name its error."""
+    import varstore as vs
+
+    store = vs.ReplicatedStore(group=group, device="cpu")
+    w = store.variable(np.zeros(4, np.float32), name="w", aggregation="sum", synchronization="on_write")
+    with store.replica_step():
+        w.assign_add(1.0)
+        if group.rank == group.size - 1:
+            time.sleep(pause)
+            raise ValueError(f"bad batch on rank {group.rank}")
+    try:
+        store.sync()
+    except Exception:
+        _unchanged(store, w, ["w"])
+        raise
+
+
+CASES = {"plan": plan_case, "save": save_case, "load": load_case, "step": step_case}
+
+
+def expected(case: str, rank: int, size: int) -> tuple:
+    """``(type name, text in the message, failed_rank)`` of the error ``rank`` must raise."""
+    last = size - 1
+    if case == "plan":
+        return "DistributedError", "sync plans differ", None
+    if case == "save":
+        if rank == 0:
+            return "IsADirectoryError", "is a folder; expected a file path", None
+        return "DistributedError", f"save() failed on rank 0 (of {size}): IsADirectoryError: save: ", 0
+    if case == "load":
+        if rank == 0:
+            return "ValueError", "shapes or dtypes differ", None
+        return "DistributedError", f"load() failed on rank 0 (of {size}): ValueError: load(", 0
+    if rank == last:
+        return "ValueError", f"bad batch on rank {last}", None
+    return "DistributedError", f"cannot complete: rank {last} failed: ValueError: bad batch on rank {last}", last
+
+
+def check(case: str, rank: int, size: int, error) -> str | None:
+    """None when ``error`` is what ``rank`` must raise in ``case``, else what is wrong."""
+    kind, text, failed_rank = expected(case, rank, size)
+    got = "no error" if error is None else f"{type(error).__name__}: {error}"
+    if error is None or type(error).__name__ != kind or text not in str(error):
+        return f"rank {rank} of {size}, {case}: expected {kind} with {text!r}; got {got}"
+    if getattr(error, "failed_rank", None) != failed_rank:
+        return f"rank {rank} of {size}, {case}: expected failed_rank={failed_rank}; got {got} naming " \
+               f"{getattr(error, 'failed_rank', None)}"
+    return None
+
+
+def failures(group, folder: str, rounds: int) -> dict:
+    """Every case of CASES ``rounds`` times (odd rounds: the ranks arrive staggered)."""
+    from .mpi import MpiGroup
+
+    if group.backend != "mpi":
+        raise ValueError(f"the failures scenario runs on the mpi backend; received {group.backend!r}.")
+    if group.rank == 0:
+        prepare(folder)
+    group.barrier()
+    wrong, right, slowest = [], {}, 0.0
+    for case, fn in CASES.items():
+        right[case] = 0
+        for i in range(rounds):
+            # A step failure leaves the waiting ranks' collectives posted, never to be
+            # matched: each round of it gets a communicator of its own.
+            g = MpiGroup(group.comm.Dup(), timeout=group.timeout) if case == "step" else group
+            began, error = time.monotonic(), None
+            try:
+                fn(g, folder, pause=0.02 * (i % 2))
+            except Exception as caught:
+                error = caught
+                if case == "step":
+                    g.fail(caught)  # as an uncaught error would: the rank leaves the group
+            slowest = max(slowest, time.monotonic() - began)
+            problem = check(case, g.rank, g.size, error)
+            if problem is None:
+                right[case] += 1
+            else:
+                wrong.append(problem)
+    return {"ok": not wrong, "right": right, "wrong": wrong[:3], "slowest": round(slowest, 3)}
+
+
+def crash(group) -> dict:
+    import varstore as vs
+
+    store = vs.ReplicatedStore(group=group, device="cpu")
+    w = store.variable(np.zeros(4, np.float32), name="w", aggregation="sum", synchronization="on_write")
+    with store.replica_step():
+        w.assign_add(1.0)
+        if group.rank == group.size - 1:
+            time.sleep(0.5)  # the others wait in sync() by now
+            raise ValueError(f"bad batch on rank {group.rank}")
+    began = time.monotonic()
+    try:
+        store.sync()
+    except vs.distributed.DistributedError as error:
+        problem = check("step", group.rank, group.size, error)
+        return {"ok": problem is None, "error": str(error), "problem": problem,
+                "seconds": round(time.monotonic() - began, 3)}
+    return {"ok": False, "error": None}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m varstore.distributed.selftest")
-    parser.add_argument("scenario", nargs="?", default="semantics", choices=["semantics", "mismatch", "timeout", "die"])
+    parser.add_argument("scenario", nargs="?", default="semantics",
+                        choices=["semantics", "mismatch", "timeout", "die", "failures", "crash"])
     parser.add_argument("--backend", default="auto", choices=["auto", "mpi", "nccl", "local"])
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--dir", default=".", help="a folder every rank can see (semantics: the checkpoint)")
     parser.add_argument("--report", help="a folder where each rank also writes its line as rank<N>.json")
+    parser.add_argument("--rounds", type=int, default=20, help="failures: the rounds of each case")
     args = parser.parse_args(argv)
     import varstore as vs
 
     group = vs.distributed.init(args.backend, timeout=args.timeout)
     line = {"rank": group.rank, "size": group.size, "backend": group.backend}
+    failed = None
     try:
         if args.scenario == "semantics":
             line.update(semantics(group, args.dir))
+        elif args.scenario == "failures":
+            line.update(failures(group, args.dir, args.rounds))
         else:
             line.update(globals()[args.scenario](group))
     except Exception as error:  # reported as this rank's line
         line.update(ok=False, error=f"{type(error).__name__}: {error}")
+        failed = error
     print(json.dumps(line), flush=True)
     if args.report:
         with open(os.path.join(args.report, f"rank{line['rank']}.json"), "w") as f:
             json.dump(line, f)
+    if args.scenario == "failures" and group.backend == "mpi":
+        # Every rank's line is written before a rank left with abandoned step collectives
+        # aborts the job at its exit.
+        group.comm.Barrier()
+    if args.scenario == "crash" and failed is not None and group.rank == group.size - 1:
+        raise failed  # uncaught, so sys.excepthook tells the other ranks
     return 0 if line.get("ok") else 1
 
 
