@@ -59,7 +59,7 @@ def test_shifts_and_reversals_from_the_storage_itself(store):
         check(_variable(store, (4, 4), dtype), lambda d, s: d.__setitem__(slice(None), s[:, 0:1]))  # broadcast
 
 
-def test_the_issue_example_and_np_asarray_on_the_host():
+def test_a_shift_through_np_asarray_on_the_host():
     store = vs.VariableStore(device="cpu")
     v = vs.Variable(np.arange(8, dtype="float32"), store=store)
     v[1:] = np.asarray(v)[:-1]

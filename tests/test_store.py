@@ -353,6 +353,41 @@ def test_the_default_store_frees_variables_nobody_references():
     assert (store.memory_info()["variable_bytes"], len(store)) == before
 
 
+def test_a_variable_collected_inside_an_allocation_does_not_deadlock_a_release():
+    """The collector can free a default-store variable (held by a reference cycle) on a
+    thread that holds the store memory's lock, while another thread releases a variable:
+    the finalizer must not wait for a lock the releasing thread holds."""
+    import gc
+    import time
+
+    store = vs.default_store()
+    before = store.memory_info()["variable_bytes"]
+    victim = vs.Variable(np.zeros(4, np.float32))
+    cycle = [victim]
+    cycle.append(cycle)
+    holder = [cycle]
+    del victim, cycle
+    other = vs.Variable(np.zeros(4, np.float32))
+    releaser = threading.Thread(target=other.release, daemon=True)
+    done = threading.Event()
+
+    def collect_inside_an_allocation():
+        with store._memory._lock:  # as StoreMemory.allocate holds it
+            releaser.start()
+            time.sleep(0.2)  # the releaser now waits for the memory's lock
+            holder.clear()
+            gc.collect()
+        done.set()
+
+    collector = threading.Thread(target=collect_inside_an_allocation, daemon=True)
+    collector.start()
+    collector.join(10)
+    releaser.join(10)
+    assert done.is_set() and not releaser.is_alive(), "deadlock"
+    del other
+    assert store.memory_info()["variable_bytes"] == before
+
+
 def test_a_store_you_create_keeps_its_variables(backend):
     store = vs.VariableStore(device="cpu" if backend == "numpy" else "cuda:0")
     for i in range(3):

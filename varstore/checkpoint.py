@@ -48,7 +48,7 @@ to the end of the file (no gaps, overlaps or trailing bytes), each as long as it
 and dtype need. Then names, shapes and dtypes are checked against the store. Any problem
 is a ``ValueError`` and no variable changes (a path that is not a regular file, such as a
 FIFO, is refused before it is opened). The header is parsed in time and memory linear in
-its size (at most 100 MB), whatever its bytes. Only then are the tensors streamed into
+its size (at most 100 MB), whatever its bytes (the tensors' ranges are then sorted). Only then are the tensors streamed into
 the variables' existing storage. (An I/O error *while* streaming, such as the file being
 truncated by another process after the checks, can leave the variables loaded before it
 changed; it is raised.) No pickle is used anywhere.
@@ -59,9 +59,7 @@ stop other threads' writes to the variables: save when no other thread writes.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import gc
 import itertools
 import json
 import math
@@ -71,7 +69,6 @@ import re
 import reprlib
 import secrets
 import stat
-import threading
 
 import numpy as np
 
@@ -352,35 +349,7 @@ def read_header(f, size: int, path: str = "<file>") -> tuple:
     if length > size - 8:
         raise bad(f"the header length is {length} bytes but only {size - 8} bytes follow it")
     raw = _read_exactly(f, length, path, "the header")
-    if length < _PAUSE_COLLECTOR_BYTES:
-        return _read_entries(raw, size - 8 - length, bad), 8 + length
-    with _collector_paused():
-        return _read_entries(raw, size - 8 - length, bad), 8 + length
-
-
-# A large header's objects hold no cycles, so the collector could free none of them; its
-# passes over millions of them would take longer than the parse itself.
-_PAUSE_COLLECTOR_BYTES = 1 << 20
-_collector_lock = threading.Lock()
-_collector_pauses = [0, False]  # loads parsing a large header now; whether gc was enabled before
-
-
-@contextlib.contextmanager
-def _collector_paused():
-    """The collector off while any thread parses a large header (counted, so that
-    concurrent loads give it back as they found it)."""
-    with _collector_lock:
-        if _collector_pauses[0] == 0:
-            _collector_pauses[1] = gc.isenabled()
-            gc.disable()
-        _collector_pauses[0] += 1
-    try:
-        yield
-    finally:
-        with _collector_lock:
-            _collector_pauses[0] -= 1
-            if _collector_pauses[0] == 0 and _collector_pauses[1]:
-                gc.enable()
+    return _read_entries(raw, size - 8 - length, bad), 8 + length
 
 
 def _read_entries(raw: bytes, data_size: int, bad) -> dict:

@@ -321,27 +321,28 @@ class _DefaultStore(VariableStore):
     def __init__(self):
         super().__init__()
         self._variables = weakref.WeakValueDictionary()  # (insertion-ordered, as a dict)
-        self._finalizers: dict = {}  # path -> the weakref.finalize that counts its bytes back
+        # path -> the weakref.finalize that counts a collected variable's bytes back. An
+        # entry outlives its variable until the path is reused or the next purge.
+        self._finalizers: dict = {}
 
     def _register(self, path: str, variable) -> None:
-        finalizer = weakref.finalize(variable, self._collected, path, variable._storage.nbytes, variable._backend)
+        # The finalizer takes only the memory's lock (re-entrant): the collector may run it
+        # on any thread, inside an allocation that holds that lock, or while another thread
+        # holds the store's lock.
+        finalizer = weakref.finalize(variable, self._memory.release, variable._storage.nbytes, variable._backend)
         finalizer.atexit = False
         with self._lock:
+            if len(self._finalizers) > 2 * len(self._variables) + 64:
+                self._finalizers = {p: f for p, f in self._finalizers.items() if f.alive}
             self._finalizers[path] = finalizer
             super()._register(path, variable)
 
-    def _collected(self, path: str, nbytes: int, backend) -> None:
-        with self._lock:
-            self._finalizers.pop(path, None)  # (the dictionary has dropped the entry itself)
-        self._memory.release(nbytes, backend)
-
     def _release(self, variable) -> None:
-        with self._lock:
-            if variable._storage is not None:
-                finalizer = self._finalizers.pop(variable.path, None)
-                if finalizer is not None:
-                    finalizer.detach()
-            super()._release(variable)
+        with self._lock:  # (the variable is alive here, so its finalizer is the path's entry)
+            finalizer = self._finalizers.pop(variable.path, None) if variable._storage is not None else None
+        if finalizer is not None:
+            finalizer.detach()  # its bytes are counted back once, by the release below
+        super()._release(variable)
 
 
 _default_store: VariableStore | None = None

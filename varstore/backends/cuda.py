@@ -254,16 +254,23 @@ class CudaBackend(Backend):
     def shares_memory(self, array, other) -> bool:
         if not isinstance(other, self._cupy.ndarray):
             return False  # host memory
-        a = (array.data.ptr, array.shape, array.strides, array.itemsize)
-        b = (other.data.ptr, other.shape, other.strides, other.itemsize)
-        a_low, a_high = byte_bounds(*a)
-        b_low, b_high = byte_bounds(*b)
+        a_low, a_high = _byte_range(array)
+        b_low, b_high = _byte_range(other)
         if a_low >= b_high or b_low >= a_high:
             return False
-        return layouts_share_memory(a, b)
+        return layouts_share_memory((array.data.ptr, array.shape, array.strides, array.itemsize),
+                                    (other.data.ptr, other.shape, other.strides, other.itemsize))
 
     def cuda_array_interface(self, storage) -> dict:
         return storage.__cuda_array_interface__
 
     def synchronize(self) -> None:
         self._cupy.cuda.get_current_stream().synchronize()
+
+
+def _byte_range(array) -> tuple:
+    """``[low, high)`` bytes ``array`` can touch; constant work for the C-contiguous
+    arrays that writes take (storage, and sources after ``as_storage_array``)."""
+    if array.flags.c_contiguous:
+        return array.data.ptr, array.data.ptr + array.nbytes
+    return byte_bounds(array.data.ptr, array.shape, array.strides, array.itemsize)

@@ -116,7 +116,11 @@ class NumpyBackend(Backend):
         return "cpu"
 
     def shares_memory(self, array, other) -> bool:
-        if not isinstance(other, np.ndarray) or not np.may_share_memory(array, other):  # bounds only
+        if not isinstance(other, np.ndarray):
+            return False
+        if other.flags.owndata and other is not array:
+            return False  # an allocation of its own (the common fresh value): apart
+        if not np.may_share_memory(array, other):  # bounds only
             return False
         try:
             return np.shares_memory(array, other, max_work=EXACT_OVERLAP_WORK)

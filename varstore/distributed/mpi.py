@@ -41,6 +41,11 @@ def _hook() -> None:
     if _hooked:
         return
     _hooked = True
+    # Registered after mpi4py's own exit handler, so it runs before MPI_Finalize (an
+    # uncancelled receive is reported as a leak by some MPI libraries).
+    atexit.register(_cancel_posted)
+    if hasattr(sys, "ps1") or sys.flags.interactive:
+        return  # an interactive session shows every error through the hook: none ends it
     previous = sys.excepthook
 
     def excepthook(kind, value, traceback):
@@ -49,9 +54,6 @@ def _hook() -> None:
         previous(kind, value, traceback)
 
     sys.excepthook = excepthook
-    # Registered after mpi4py's own exit handler, so it runs before MPI_Finalize (an
-    # uncancelled receive is reported as a leak by some MPI libraries).
-    atexit.register(_cancel_posted)
 
 
 def _cancel_posted() -> None:
@@ -108,6 +110,22 @@ class MpiGroup(Group):
     def comm(self):
         return self._comm
 
+    def close(self) -> None:
+        """Cancel this group's notice receive and free its notice communicator (a group
+        no longer used; the exit does this for the groups still open)."""
+        if self._notices is None:
+            return
+        _live.discard(self)
+        if self._notice_request in _posted:
+            _posted.remove(self._notice_request)
+        try:
+            if self._notice_request != self._MPI.REQUEST_NULL:  # (null once a notice came)
+                self._notice_request.Cancel()
+                self._notice_request.Wait()
+        finally:
+            self._notices.Free()
+            self._notices = None
+
     def raw_allreduce(self, array) -> None:
         self._comm.Allreduce(self._MPI.IN_PLACE, array, op=self._MPI.SUM)
 
@@ -135,7 +153,7 @@ class MpiGroup(Group):
 
     def _peer_failure(self):
         """``(rank, "Type: message")`` from a peer's notice, or None."""
-        if self._failure is None and self._notice_request.Test():
+        if self._failure is None and self._notices is not None and self._notice_request.Test():
             rank, length = struct.unpack_from("<ii", self._notice, 0)
             self._failure = (rank, self._notice[8:8 + length].tobytes().decode("utf-8", "replace"))
         return self._failure

@@ -90,8 +90,9 @@ class NcclGroup(Group):
 
     def _run(self, ops: list) -> None:
         cupy, nccl = self._cupy, self._nccl
-        if self._peer_failure() is not None:  # the failed peer would never join these collectives
-            raise self._failed_error(*self._peer_failure(), "a collective")
+        failure = self._peer_failure()
+        if failure is not None:  # the failed peer would never join these collectives
+            raise self._failed_error(*failure, "a collective")
         with cupy.cuda.Device(self.device_id):
             arrays = [op.array if isinstance(op.array, cupy.ndarray) else cupy.asarray(op.array) for op in ops]
             stream = cupy.cuda.get_current_stream()
