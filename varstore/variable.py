@@ -382,7 +382,7 @@ class Variable:
             and value.dtype == fast
             and value.shape == self._shape
         ):
-            self._backend.xp.copyto(storage, self._unaliased(storage, value))  # (CuPy's copy may race)
+            self._backend.copyto(storage, value)
             return self
         array, array_dtype = as_storage_array(value, self._backend, self._device)
         if array.ndim != 0 and array.shape != self._shape:

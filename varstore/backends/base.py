@@ -115,6 +115,11 @@ class Backend(abc.ABC):
         hold)."""
 
     @abc.abstractmethod
+    def copyto(self, dst, src) -> None:
+        """``dst[...] = src`` for arrays of this backend of the same shape and dtype, with
+        NumPy's result when ``src`` overlaps ``dst`` (the same-dtype ``assign``)."""
+
+    @abc.abstractmethod
     def shares_memory(self, array, other) -> bool:
         """True when ``other`` (any array) reads memory that writing ``array`` changes: a
         write from ``other`` into ``array`` must then go through a copy of ``other``.

@@ -115,6 +115,8 @@ class NumpyBackend(Backend):
     def device_of(self, array) -> str:
         return "cpu"
 
+    copyto = staticmethod(np.copyto)  # (NumPy buffers an overlapping source itself)
+
     def shares_memory(self, array, other) -> bool:
         if not isinstance(other, np.ndarray):
             return False
