@@ -5,7 +5,7 @@ functions to time (ours first, then the baselines), the bytes one call must move
 ceiling it is held against, and a check of ours' result that raises :class:`CheckFailed`
 (a fast but wrong kernel fails the run).
 
-Byte accounting (DESIGN.md): a fill writes N·itemsize; a cast reads and writes
+Byte accounting: a fill writes N·itemsize; a cast reads and writes
 N·(in + out); a copy or an assign moves 2·N·size; a strided assign moves the region's
 bytes twice (read and written); a row write counts the row; save and load count the
 file's tensor bytes once.

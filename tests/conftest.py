@@ -1,6 +1,6 @@
 """Shared fixtures.
 
-Tiers (DESIGN.md): a: pure logic; b: one test body on every available backend
+Tiers: a: pure logic; b: one test body on every available backend
 (``backend`` / ``store`` fixtures); c: kernels against exact references on every target
 (``target`` fixture: the CPU loop, and the CUDA loop on a GPU or, in the second pytest
 process with ``NUMBA_ENABLE_CUDASIM=1``, in the simulator).
