@@ -72,7 +72,7 @@ import stat
 
 import numpy as np
 
-from .dtypes import storage_dtype
+from .dtypes import REGISTRY, storage_dtype
 
 #: The largest header we read: the safetensors package's own limit.
 MAX_HEADER_BYTES = 100_000_000
@@ -84,18 +84,17 @@ VARIABLE_PREFIX = "varstore:"
 TEMP_SUFFIX = ".varstore-tmp"
 U64_MAX = 2**64 - 1
 
+#: Dtypes written with the code of their storage words (U8), their own dtype in the
+#: metadata: the safetensors package cannot load its float8 codes back.
+WRITTEN_AS_WORDS = ("float8_e4m3fn", "float8_e5m2")
 #: Our dtype -> the safetensors dtype code we write.
-CODE_OF = {
-    "bool": "BOOL", "uint8": "U8", "int8": "I8", "int16": "I16", "uint16": "U16", "int32": "I32",
-    "uint32": "U32", "int64": "I64", "uint64": "U64", "float16": "F16", "bfloat16": "BF16",
-    "float32": "F32", "float64": "F64", "float8_e4m3fn": "U8", "float8_e5m2": "U8",
-}
+CODE_OF = {name: REGISTRY[r.storage.name].safetensors if name in WRITTEN_AS_WORDS else r.safetensors
+           for name, r in REGISTRY.items()}
 #: A safetensors dtype code -> our dtype, for every code we can load (float8 codes too,
 #: as other writers use them).
-DTYPE_OF = {code: dtype for dtype, code in CODE_OF.items() if not dtype.startswith("float8")}
-DTYPE_OF.update({"F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"})
+DTYPE_OF = {r.safetensors: name for name, r in REGISTRY.items()}
 #: Bytes per element of each code we can load.
-ITEMSIZE_OF = {code: np.dtype(storage_dtype(dtype)).itemsize for code, dtype in DTYPE_OF.items()}
+ITEMSIZE_OF = {code: REGISTRY[dtype].storage.itemsize for code, dtype in DTYPE_OF.items()}
 #: Every code the safetensors package (0.8) parses. A tensor named twice is parsed twice
 #: and the last one kept, so an earlier one may use a code we cannot load.
 PACKAGE_CODES = frozenset({
@@ -103,7 +102,7 @@ PACKAGE_CODES = frozenset({
     "F8_E5M2FNUZ", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "C64", "F64", "I64", "U64",
 })
 #: Dtypes recorded in the metadata that the U8 code may carry.
-U8_CARRIES = ("uint8", "float8_e4m3fn", "float8_e5m2")
+U8_CARRIES = tuple(name for name, code in CODE_OF.items() if code == "U8")
 INFO_FIELDS = ("dtype", "shape", "data_offsets")
 
 

@@ -16,16 +16,10 @@ from typing import NamedTuple
 import numpy as np
 
 from ..casting import destination_words, element_conversion, source_words
-from ..dtypes import storage_dtype
+from ..dtypes import REGISTRY, storage_dtype
 
 #: Staging dtype of each variable dtype: one that every engine can add.
-STAGING = {
-    "float16": "float32", "bfloat16": "float32", "float8_e4m3fn": "float32", "float8_e5m2": "float32",
-    "float32": "float32", "float64": "float64",
-    "int8": "int32", "int16": "int32", "uint8": "int32", "uint16": "int32",
-    "int32": "int32", "uint32": "uint32", "int64": "int64", "uint64": "uint64",
-    "bool": "uint8",
-}
+STAGING = {name: r.staging for name, r in REGISTRY.items()}
 
 #: The collective each aggregation needs (None: applied locally, no collective).
 COLLECTIVE = {"sum": "sum", "mean": "sum", "only_first_replica": "broadcast", "none": None}
