@@ -95,6 +95,53 @@ def basic_region(shape: tuple, key) -> Region | None:
     return Region(offset, tuple(out_shape), tuple(out_strides))
 
 
+_REGIONS: dict = {}  # (shape, key signature) -> Region
+_REGIONS_MAX = 4096  # distinct keys kept; the cache is emptied when full
+
+
+def _key_signature(key):
+    """A hashable stand-in for a basic ``key`` whose items are exactly ints, slices of
+    ints/None, ``...`` and ``None`` (slices are not hashable before Python 3.12), or None
+    for any other key. Exact types only: ``True`` and ``1.0`` equal ``1`` but index
+    differently (a mask; an IndexError)."""
+    items = key if type(key) is tuple else (key,)
+    signature = []
+    for item in items:
+        kind = type(item)
+        if kind is int or item is None or item is Ellipsis:
+            signature.append(item)
+        elif kind is slice:
+            start, stop, step = item.start, item.stop, item.step
+            if (
+                (start is None or type(start) is int)
+                and (stop is None or type(stop) is int)
+                and (step is None or type(step) is int)
+            ):
+                signature.append((start, stop, step))
+            else:
+                return None
+        else:
+            return None
+    return tuple(signature)
+
+
+def cached_basic_region(shape: tuple, key) -> Region | None:
+    """:func:`basic_region`, remembered for hashable keys (ints, slices, ``...``, ``None``
+    and tuples of those) per shape: a key parsed once is a dict lookup afterwards. Errors
+    are never cached (each call raises as :func:`basic_region` does)."""
+    signature = _key_signature(key)
+    if signature is None:
+        return basic_region(shape, key)
+    cache_key = (shape, signature)
+    region = _REGIONS.get(cache_key)
+    if region is None:
+        region = basic_region(shape, key)
+        if len(_REGIONS) >= _REGIONS_MAX:
+            _REGIONS.clear()
+        _REGIONS[cache_key] = region
+    return region
+
+
 def selection_shape(shape: tuple, key) -> tuple:
     """The shape ``array[key]`` has, for any key, checked as NumPy checks it (IndexError),
     on a zero-size stand-in: nothing the size of the array is allocated."""

@@ -12,8 +12,8 @@ from . import initializers as _initializers
 from . import scopes
 from . import store as _store
 from .casting import accumulate_into, cast
-from .dtypes import WORD_DTYPES, host_dtype, is_float, standardize_dtype, storage_dtype
-from .indexing import basic_region, broadcast_strides, flat_indices
+from .dtypes import INT_DTYPES, WORD_DTYPES, host_dtype, is_float, standardize_dtype, storage_dtype
+from .indexing import broadcast_strides, cached_basic_region, flat_indices
 from .initializers import standardize_shape
 from .regions import read_indexed, read_region, write_indexed, write_region
 from .validation import check_utf8
@@ -53,6 +53,41 @@ def _callable_or_none(attribute: str, value):
             f"{attribute}) or None. Received: {attribute}={value!r}"
         )
     return value
+
+
+# Python scalars that the array module's own conversion (``storage.fill``, ``storage[key] =``)
+# turns into exactly the bits the general path writes (as_storage_array, then our cast
+# kernels where they apply), per storage dtype: ``(int_lo, int_hi, float_mode)``.
+# Ints: within [int_lo, int_hi] (the dtype's range; for floats, where every int is exact,
+# so no rounding happens at all). float_mode: 2 every Python float (float64 storage: no
+# conversion; bool: NumPy's float -> bool is the general path's too); 1 normal float32
+# numbers and zeros only (NaN, inf, overflow and subnormal results keep the kernel,
+# which quiets NaNs its own way and raises no floating-point warnings); 0 none
+# (float -> int saturates in our kernel). Bools: always (0/1). Small floats: never.
+_F32_MAX = float(np.finfo(np.float32).max)
+_F32_TINY = float(np.finfo(np.float32).tiny)
+_SCALAR_FILLS = {
+    "float32": (-(1 << 24), 1 << 24, 1),
+    "float64": (-(1 << 53), 1 << 53, 2),
+    "bool": (-(1 << 63), (1 << 63) - 1, 2),  # (the ints np.asarray makes int64)
+    **{name: (int(np.iinfo(name).min), int(np.iinfo(name).max), 0) for name in INT_DTYPES},
+}
+# Storage dtypes whose same-dtype assign_add/assign_sub is the array module's add/subtract.
+_NATIVE_ADD = frozenset({"float32", "float64", *INT_DTYPES})
+
+
+def _plain_scalar(limits: tuple, value) -> bool:
+    """True when ``value`` is a Python scalar the array module may write itself into a
+    storage whose ``_SCALAR_FILLS`` entry is ``limits``."""
+    kind = type(value)
+    if kind is float:
+        mode = limits[2]
+        if mode == 1:
+            return (_F32_TINY <= value <= _F32_MAX) or (-_F32_MAX <= value <= -_F32_TINY) or value == 0.0
+        return mode == 2
+    if kind is int:
+        return limits[0] <= value <= limits[1]
+    return kind is bool
 
 
 def _is_initializer(obj) -> bool:
@@ -100,6 +135,8 @@ class Variable:
         "_aggregation",
         "_synchronization",
         "_fast_dtype",
+        "_scalar_fill",
+        "_add_dtype",
         "_replica",
         "_overwrite_with_gradient",
         "_regularizer",
@@ -190,6 +227,8 @@ class Variable:
         self._aggregation = aggregation
         self._synchronization = synchronization
         self._fast_dtype = None if dtype in WORD_DTYPES else storage.dtype
+        self._scalar_fill = _SCALAR_FILLS.get(dtype)  # see _plain_scalar
+        self._add_dtype = storage.dtype if dtype in _NATIVE_ADD else None
         self._replica = None  # a ReplicatedStore that routes this variable's writes (see _register)
         self._overwrite_with_gradient = False
         self._regularizer = None
@@ -331,7 +370,11 @@ class Variable:
     def astype(self, dtype):
         """A copy converted to ``dtype`` by our cast kernels, on the variable's device."""
         dtype = standardize_dtype(dtype)
-        array, array_dtype = self._read()
+        array = self._storage
+        if array is not None and not scopes.ACTIVE:
+            array_dtype = self._dtype
+        else:
+            array, array_dtype = self._read()
         out = cast(self._backend, array, array_dtype, dtype, self._device)
         return self._backend.present(out, dtype)
 
@@ -346,7 +389,7 @@ class Variable:
         integer-array and boolean keys (NumPy's rules) by our indexed one.
         """
         array, dtype = self._read()
-        region = basic_region(self._shape, key)
+        region = cached_basic_region(self._shape, key)
         if region is not None:
             return self._backend.readable(read_region(self._backend, array, region), dtype)
         index = flat_indices(self._shape, self._host_key(key))  # NumPy's rules and IndexError
@@ -368,6 +411,12 @@ class Variable:
         """
         if self._replica is not None:
             return self._replica._assign(self, value)
+        limits = self._scalar_fill
+        if limits is not None and not scopes.ACTIVE and _plain_scalar(limits, value):
+            storage = self._storage
+            if storage is not None:  # (a released variable raises below)
+                storage.fill(value)  # the array module's conversion: our bits (see _SCALAR_FILLS)
+                return self
         return self._assign_local(value)
 
     def _assign_local(self, value):
@@ -395,10 +444,30 @@ class Variable:
 
     def assign_add(self, value):
         """``self += value`` in place (value cast to the variable's dtype first)."""
+        add_dtype = self._add_dtype
+        if add_dtype is not None and not scopes.ACTIVE and self._replica is None:
+            # the same dtype and shape: the array module's add (`is`: the canonical dtype object; any other
+            # equal dtype takes the general path, with the same result)
+            backend = self._backend
+            if backend.owns(value) and value.dtype is add_dtype and value.shape == self._shape:
+                storage = self._storage
+                if storage is not None and not backend.shares_memory(storage, value):
+                    backend.xp.add(storage, value, out=storage)
+                    return self
         return self._accumulate(value, 1, "assign_add")
 
     def assign_sub(self, value):
         """``self -= value`` in place (value cast to the variable's dtype first)."""
+        add_dtype = self._add_dtype
+        if add_dtype is not None and not scopes.ACTIVE and self._replica is None:
+            # as assign_add (`is`: the canonical dtype object; any other
+            # equal dtype takes the general path, with the same result)
+            backend = self._backend
+            if backend.owns(value) and value.dtype is add_dtype and value.shape == self._shape:
+                storage = self._storage
+                if storage is not None and not backend.shares_memory(storage, value):
+                    backend.xp.subtract(storage, value, out=storage)
+                    return self
         return self._accumulate(value, -1, "assign_sub")
 
     def _accumulate(self, value, sign: int, method: str):
@@ -438,11 +507,22 @@ class Variable:
         if self._replica is not None:
             self._replica._setitem(self, key, value)
             return
+        limits = self._scalar_fill
+        if limits is not None and not scopes.ACTIVE and _plain_scalar(limits, value):
+            storage = self._storage
+            if storage is not None:
+                region = cached_basic_region(self._shape, key)  # IndexError before anything is written
+                if region is not None:
+                    # A basic key selects the same elements in the array module as in
+                    # the strided kernel; the scalar converts as in assign.
+                    if region.size:
+                        storage[key] = value
+                    return
         self._setitem_local(key, value)
 
     def _setitem_local(self, key, value):
         self._live_storage()
-        region = basic_region(self._shape, key)  # IndexError before anything is written
+        region = cached_basic_region(self._shape, key)  # IndexError before anything is written
         array, array_dtype = as_storage_array(value, self._backend, self._device)
         if region is not None:
             broadcast_strides(array.shape, region.shape)  # ValueError naming both shapes

@@ -1,0 +1,232 @@
+"""Tier b: the per-call fast paths (scalar assign / setitem through the array module's
+fill, same-dtype assign_add/assign_sub through its add, cached basic-key regions) give
+exactly the bits of the general paths they skip, and keep their checks.
+
+The general paths are reached through ``Variable._assign_local``, ``_setitem_local`` and
+``_accumulate``, which the fast paths never enter.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+import varstore as vs
+from helpers import to_host
+from varstore.indexing import basic_region, cached_basic_region
+
+FLOATS = ["float16", "bfloat16", "float32", "float64", "float8_e4m3fn", "float8_e5m2"]
+INTS = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"]
+ALL = ["bool", *INTS, *FLOATS]
+
+
+def _f64(bits: int) -> float:
+    return struct.unpack("<d", struct.pack("<Q", bits))[0]
+
+
+SCALARS = [
+    0, 1, -1, 99, 127, 128, 255, 256, 300, -129, 2**15, 2**24, 2**24 + 1, -(2**24) - 1, 2**31 - 1, 2**31,
+    -(2**31), -(2**31) - 1, 2**32, 2**53 + 1, 2**63 - 1, -(2**63), 2**63, 2**64 - 1,
+    0.0, -0.0, 1.5, -2.75, 1 / 3, 0.1, 1e-40, -1e-40, 1e-45, 1e-50, 1.1754943508222875e-38,
+    3.4028234663852886e38, 3.4028235e38, 3.4028235677973366e38, 1e39, -1e39, 1e10, -1e10, 1e300,
+    float("inf"), float("-inf"), float("nan"), -float("nan"),
+    _f64(0x7FF0000000000001), _f64(0xFFF4000000000000), _f64(0x7FF8000000000123),
+    True, False,
+]
+
+
+def _bits(v) -> bytes:
+    return to_host(v.value).tobytes()
+
+
+def _outcome(fn):
+    """``(exception type, message)`` of ``fn()``, or None."""
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001 - compared, not hidden
+        return type(exc), str(exc)
+    return None
+
+
+def _pair(store, dtype, shape=(5, 4)):
+    start = np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape) % 7
+    return (vs.Variable(start, dtype=dtype, store=store, name="fast"),
+            vs.Variable(start, dtype=dtype, store=store, name="general"))
+
+
+# ---------------------------------------------------------------- scalar assign
+@pytest.mark.parametrize("dtype", ALL)
+def test_scalar_assign_matches_the_general_path(store, dtype):
+    fast, general = _pair(store, dtype)
+    for value in SCALARS:
+        with np.errstate(all="ignore"):
+            got = _outcome(lambda: fast.assign(value))
+            want = _outcome(lambda: general._assign_local(value))
+        assert got == want, (dtype, value)
+        assert _bits(fast) == _bits(general), (dtype, value, to_host(fast.value).ravel()[:2], to_host(general.value).ravel()[:2])
+
+
+@pytest.mark.parametrize("dtype", ALL)
+def test_scalar_setitem_matches_the_general_path(store, dtype):
+    fast, general = _pair(store, dtype)
+    for key in [(0, slice(None)), (slice(None, None, -2), 1), (None, 1), Ellipsis, -1, (slice(3, 1), 0), 2]:
+        for value in SCALARS:
+            with np.errstate(all="ignore"):
+                got = _outcome(lambda: fast.__setitem__(key, value))
+                want = _outcome(lambda: general._setitem_local(key, value))
+            assert got == want, (dtype, key, value)
+            assert _bits(fast) == _bits(general), (dtype, key, value)
+
+
+def test_scalar_writes_give_the_kernels_bits(store):
+    """Exact expectations, independent of either path."""
+    f32 = vs.Variable(np.zeros(3, np.float32), store=store)
+    for value, bits in [(-0.0, 0x80000000), (2**24, 0x4B800000), (1.5, 0x3FC00000), (1e-45, 1), (1e-50, 0),
+                        (2**24 + 1, 0x4B800000), (1e39, 0x7F800000), (float("nan"), 0x7FC00000),
+                        (_f64(0xFFF4000000000000), 0xFFE00000)]:
+        f32.assign(value)
+        assert to_host(f32.value).view(np.uint32).tolist() == [bits] * 3, value
+        f32[1:] = 7.0
+        f32[1:] = value
+        assert to_host(f32.value).view(np.uint32).tolist() == [bits] * 3, value
+    i8 = vs.Variable(np.zeros(2, np.int8), store=store)
+    for value, want in [(127, 127), (-128, -128), (300, 44), (-129, 127), (1e10, 127), (-1e10, -128),
+                        (float("nan"), 0), (2.9, 2), (True, 1)]:
+        i8.assign(value)
+        assert to_host(i8.value).tolist() == [want] * 2, value
+        i8[0] = value
+        assert to_host(i8.value).tolist() == [want] * 2, value
+    u64 = vs.Variable(np.zeros(2, np.uint64), store=store)
+    u64.assign(2**64 - 1)
+    assert to_host(u64.value).tolist() == [2**64 - 1] * 2
+    u64.assign(-1)  # an int64 that wraps, as NumPy's cast
+    assert to_host(u64.value).tolist() == [2**64 - 1] * 2
+    flags = vs.Variable(np.zeros(4, bool), store=store)
+    for value, want in [(0.5, True), (-0.0, False), (float("nan"), True), (-1, True), (0, False)]:
+        flags.assign(value)
+        assert to_host(flags.value).tolist() == [want] * 4, value
+    bf16 = vs.Variable(np.zeros(2, np.float32), dtype="bfloat16", store=store)
+    bf16.assign(1.00390625)  # halfway between bfloat16 1.0 and 1.0078125: to even
+    assert to_host(bf16.value).view(np.uint16).tolist() == [0x3F80] * 2
+
+
+def test_scalar_writes_warn_about_nothing(store):
+    f32 = vs.Variable(np.zeros(3, np.float32), store=store)
+    with np.errstate(all="raise"):
+        for value in (1e39, -1e39, 1e-50, 1e-40, float("nan"), 3.4028235677973366e38):
+            f32.assign(value)
+            f32[0] = value
+
+
+def test_scalar_fast_paths_keep_the_checks(store):
+    v = vs.Variable(np.zeros((3, 4), np.float32), store=store)
+    with pytest.raises(IndexError, match="out of bounds"):
+        v[3, 0] = 1.0
+    with pytest.raises(IndexError, match="out of bounds"):  # errors are not cached
+        v[3, 0] = 1.0
+    with pytest.raises(IndexError, match="too many indices"):
+        v[0, 0, 0] = 1.0
+    with pytest.raises(IndexError):
+        v[1.0] = 1.0  # equals 1, but is no index
+    v[1] = 2.0  # (row 1's region is cached now: True must not find it)
+    assert to_host(v.value)[:, 0].tolist() == [0.0, 2.0, 0.0]
+    v[True] = 5.0  # a mask (all of it), not row 1
+    assert (to_host(v.value) == 5.0).all()
+    v[False] = 6.0
+    assert (to_host(v.value) == 5.0).all()
+    v.release()
+    with pytest.raises(RuntimeError, match="released"):
+        v.assign(1.0)
+    with pytest.raises(RuntimeError, match="released"):
+        v[0] = 1.0
+    with pytest.raises(RuntimeError, match="released"):
+        v.assign_add(np.zeros((3, 4), np.float32))
+
+
+def test_scalar_fast_paths_respect_scopes(store):
+    v = vs.Variable(np.ones(4, np.float32), store=store)
+    with vs.StatelessScope() as scope:
+        v.assign(2.0)
+        v[0] = 3.0
+        v.assign_add(np.ones(4, np.float32))
+        assert to_host(v.value).tolist() == [4.0, 3.0, 3.0, 3.0]
+    assert to_host(v.value).tolist() == [1.0] * 4
+    assert to_host(scope.get_current_value(v)).tolist() == [4.0, 3.0, 3.0, 3.0]
+
+
+# ------------------------------------------------------------- assign_add / sub
+@pytest.mark.parametrize("dtype", ALL)
+def test_same_dtype_accumulate_matches_the_general_path(store, dtype):
+    fast, general = _pair(store, dtype)
+    if dtype == "bool":
+        with pytest.raises(TypeError, match="not defined for the bool"):
+            fast.assign_add(np.ones((5, 4), bool))
+        return
+    host = np.asarray(fast.value)
+    step = (np.arange(20).reshape(5, 4) * 37 + 100).astype(host.dtype)
+    for _ in range(3):
+        with np.errstate(all="ignore"):
+            fast.assign_add(step)
+            general._accumulate(step, 1, "assign_add")
+            assert _bits(fast) == _bits(general)
+            fast.assign_sub(step[::-1])  # a view: not contiguous in the general path's sense either
+            general._accumulate(step[::-1], -1, "assign_sub")
+            assert _bits(fast) == _bits(general)
+
+
+def test_accumulate_wraps_integers_and_reads_overlapping_sources(store):
+    i8 = vs.Variable(np.array([127, -128, 5], np.int8), store=store)
+    i8.assign_add(np.array([1, 0, 0], np.int8))
+    i8.assign_sub(np.array([0, 1, 0], np.int8))
+    assert to_host(i8.value).tolist() == [-128, 127, 5]
+    v = vs.Variable(np.arange(6, dtype=np.float32), store=store)
+    storage = v.value  # the storage itself (numpy) or its device array (cuda)
+    v.assign_add(storage[::-1])  # overlaps: read before written, as NumPy's a + a[::-1]
+    assert to_host(v.value).tolist() == [5.0] * 6
+    v.assign_add(v.value)  # the storage itself
+    assert to_host(v.value).tolist() == [10.0] * 6
+    v.assign_sub(v.value)
+    assert to_host(v.value).tolist() == [0.0] * 6
+
+
+def test_accumulate_of_other_shapes_and_dtypes_keeps_the_general_rules(store):
+    v = vs.Variable(np.zeros((2, 3), np.float32), store=store)
+    with pytest.raises(ValueError, match=r"assign_add: the value's shape \(3,\)"):
+        v.assign_add(np.ones(3, np.float32))
+    v.assign_add(np.float64(0.1))  # a scalar, cast to float32 first
+    v.assign_add(np.full((2, 3), 0.1, np.float64))  # float64 -> float32 (our narrowing), then added
+    want = np.float32(np.float32(0.1) + np.float32(0.1))
+    assert (to_host(v.value) == want).all()
+    big = np.full((2, 3), 1.0, np.dtype(np.float32).newbyteorder())
+    v.assign_add(big)
+    assert (to_host(v.value) == want + 1).all()
+
+
+# -------------------------------------------------------------- region cache
+KEYS = [0, -1, 3, (1, 2), (slice(None), 1), (slice(1, None, 2), slice(None, None, -1)), Ellipsis, (Ellipsis, 0),
+        (None, 0), (0, None, slice(2)), slice(5, 1), (slice(-100, 100), -2), ()]
+
+
+@pytest.mark.parametrize("shape", [(4, 5), (5, 4), (6,), (2, 3, 4)])
+def test_cached_regions_equal_parsed_ones(shape):
+    for key in KEYS:
+        want = _outcome(lambda: basic_region(shape, key))
+        if want is None:
+            for _ in range(2):
+                assert cached_basic_region(shape, key) == basic_region(shape, key), (shape, key)
+        else:
+            for _ in range(2):
+                assert _outcome(lambda: cached_basic_region(shape, key)) == want, (shape, key)
+
+
+def test_cached_regions_tell_equal_keys_of_other_types_apart():
+    shape = (4, 4)
+    assert cached_basic_region(shape, 1) == basic_region(shape, 1)
+    assert cached_basic_region(shape, True) is None  # a mask, though True == 1
+    assert cached_basic_region(shape, (slice(1, 3),)) == basic_region(shape, slice(1, 3))
+    with pytest.raises(TypeError):
+        cached_basic_region(shape, slice(1.0, 3))  # == slice(1, 3), but no index
+    assert cached_basic_region(shape, np.int64(2)) == basic_region(shape, 2)
+    assert cached_basic_region((4, 5), 1) != cached_basic_region((5, 4), 1)
