@@ -94,6 +94,19 @@ class NumpyNative:
     def setitem(self, out, key, value):
         return "NumPy setitem", lambda: out.__setitem__(key, value)
 
+    def add(self, out, x):
+        return "np.add(out=)", lambda: np.add(out, x, out=out)
+
+    def uniform_arrays(self, shape, count: int, limit: float, holder: list):
+        """(label, fn): ``count`` new float32 arrays of uniform values in [-limit, limit)."""
+        generator = np.random.default_rng(1)
+
+        def make():
+            holder[:] = [(generator.random(shape, np.float32) * np.float32(2 * limit) - np.float32(limit))
+                         for _ in range(count)]
+
+        return f"NumPy default_rng uniform x{count}", make
+
     def zeros(self, shape, holder: list):
         def make():
             holder[:] = [np.zeros(shape, np.float32)]
@@ -206,6 +219,18 @@ class CupyNative:
 
     def setitem(self, out, key, value):
         return "CuPy setitem", lambda: out.__setitem__(key, value)
+
+    def add(self, out, x):
+        return "cupy.add(out=)", lambda: self.cp.add(out, x, out=out)
+
+    def uniform_arrays(self, shape, count: int, limit: float, holder: list):
+        generator = self.cp.random.default_rng(1)
+
+        def make():
+            holder[:] = [(generator.random(shape, self.cp.float32) * (2 * limit) - limit).astype(self.cp.float32)
+                         for _ in range(count)]
+
+        return f"CuPy default_rng uniform x{count}", make
 
     def zeros(self, shape, holder: list):
         def make():
