@@ -7,9 +7,10 @@ same source. Under the CUDA simulator they run as their CPU build, called from t
 simulated threads (which is why they take and return scalars only: the simulator's
 arrays cannot be passed into compiled code).
 
-Around the element functions, each kernel has two thin loops: a CPU loop decorated with
-:func:`cpu_kernel` and a CUDA grid-stride loop decorated with :func:`cuda_kernel`. The CUDA
-one is compiled on first launch, so importing a kernels module never imports numba-cuda.
+Around the element functions, the loops of each kernel are generated from its declaration
+(``kernels.declare``, ``kernels.templates``) and compiled on first launch
+(``kernels.build``), so importing a kernels module compiles nothing and never imports
+numba-cuda.
 
 Compiled kernels are cached on disk. Numba keys a cache entry on the kernel's own source
 file only, so an edit to an element function in another file would load stale machine
@@ -106,90 +107,6 @@ def _numba_cache_dir(configs):
                 c.CACHE_DIR = value
 
 
-def cpu_kernel(fn):
-    """Compile a CPU loop (lazily, at first call), cached on disk."""
-    with _numba_cache_dir([numba.config]) as cache:
-        return numba.njit(cache=cache, nogil=True)(fn)
-
-
 def simulator_enabled() -> bool:
     """True when numba runs CUDA kernels in its simulator (set before numba's import)."""
     return bool(numba.config.ENABLE_CUDASIM)
-
-
-class CudaKernel:
-    """A CUDA grid-stride loop, compiled at first launch.
-
-    The loop's module refers to ``cuda`` (for ``cuda.grid``) as a global; it is bound to
-    ``numba.cuda`` here, on first use, so that nothing imports numba-cuda before a CUDA
-    launch is asked for.
-    """
-
-    def __init__(self, fn):
-        self.py_func = fn
-        self.__name__ = fn.__name__
-        self.__doc__ = fn.__doc__
-        self._dispatcher = None
-        self._lock = threading.Lock()
-
-    def _bind_cuda(self):
-        from numba import cuda
-
-        self.py_func.__globals__["cuda"] = cuda
-        return cuda
-
-    def ptx(self, argtypes: tuple, cc: tuple = (9, 0)) -> str:
-        """The PTX for ``argtypes`` (numba types). Needs NVVM, not a GPU."""
-        cuda = self._bind_cuda()
-        ptx, _ = cuda.compile_ptx(self.py_func, argtypes, cc=cc)
-        return ptx
-
-    @property
-    def dispatcher(self):
-        if self._dispatcher is None:
-            with self._lock:
-                if self._dispatcher is None:
-                    cuda = self._bind_cuda()
-                    if simulator_enabled():
-                        self._dispatcher = cuda.jit(self.py_func)
-                    else:
-                        from numba.cuda.core import config as cuda_config
-
-                        with _numba_cache_dir([cuda_config]) as cache:
-                            self._dispatcher = cuda.jit(cache=cache)(self.py_func)
-        return self._dispatcher
-
-    def __getitem__(self, launch_config):
-        return self.dispatcher[launch_config]
-
-    def __repr__(self):
-        return f"<CudaKernel {self.__name__}>"
-
-
-def cuda_kernel(fn):
-    """Declare a CUDA grid-stride loop; nothing is imported or compiled until launch."""
-    return CudaKernel(fn)
-
-
-class Kernel:
-    """The CPU loop and the CUDA loop of one kernel; backends launch the one they run.
-
-    Launch contract: the loops run over ``n`` elements; every 1-D array argument of size
-    ``n`` is indexed by element, so a CPU launch may split it into chunks and run them on
-    several threads. A kernel whose math depends on the element's global index takes it
-    as ``offset_arg`` (the index of its first element), which each chunk advances.
-    """
-
-    def __init__(self, name: str, cpu, cuda: CudaKernel, offset_arg: int | None = None, chunked: bool = True,
-                 chunk_table: int | None = None):
-        self.name = name
-        self.cpu = cpu
-        self.cuda = cuda
-        self.offset_arg = offset_arg
-        self.chunked = chunked  # False: arrays are not indexed by element (strided kernels)
-        # Multi-tensor kernels: the index of their (chunk_tensor, chunk_first, chunk_count)
-        # arguments; a CPU launch may hand each thread a run of whole chunks.
-        self.chunk_table = chunk_table
-
-    def __repr__(self):
-        return f"<Kernel {self.name}>"

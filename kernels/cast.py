@@ -1,7 +1,7 @@
 """Cast kernels: bit-exact conversions to and from float16, bfloat16 and float8.
 
-The element functions below are the whole math, written once; the loops at the end run
-them on the CPU and on the GPU. Small floats travel as raw integer words (uint16 for
+The element functions below are the whole math, written once; the declarations at the
+end generate the loops that run them on the CPU and on the GPU. Small floats travel as raw integer words (uint16 for
 float16/bfloat16, uint8 for float8), so one kernel serves every format: a format is a
 tuple of integers (see :data:`FORMATS`) passed at run time. float32 travels as its uint32
 bits too: a float32 scalar that crosses into Python (as in the CUDA simulator) is widened
@@ -26,34 +26,24 @@ from __future__ import annotations
 import numpy as np
 from numba import float32, float64, int64, uint32, uint64
 
-from ._targets import Kernel, called, cpu_kernel, cuda_kernel, element
+from ._targets import called, element
+from ..dtypes import REGISTRY
+from .declare import UNSIGNED, Array, Scalar, kernel
 from .intrinsics import shl32, shr32
 
 U32 = uint32
 U64 = uint64
 
-# Format descriptor, one tuple of ints per small float format:
-#   (mantissa bits, exponent bits, exponent bias,
-#    largest finite magnitude word, word for a result too large (inf, or NaN without inf),
-#    NaN word, keep NaN payload when encoding (0/1), keep NaN payload when decoding (0/1))
-# The fields are uint32 so that the arithmetic on them stays 32-bit in the kernels.
-
-
-def _format(*fields):
-    return tuple(np.uint32(f) for f in fields)
-
-
-FLOAT16 = _format(10, 5, 15, 0x7BFF, 0x7C00, 0x7C00, 1, 1)
-BFLOAT16 = _format(7, 8, 127, 0x7F7F, 0x7F80, 0x7FC0, 0, 1)
-FLOAT8_E4M3FN = _format(3, 4, 7, 0x7E, 0x7F, 0x7F, 0, 0)
-FLOAT8_E5M2 = _format(2, 5, 15, 0x7B, 0x7C, 0x7E, 0, 0)
-
-FORMATS = {
-    "float16": FLOAT16,
-    "bfloat16": BFLOAT16,
-    "float8_e4m3fn": FLOAT8_E4M3FN,
-    "float8_e5m2": FLOAT8_E5M2,
-}
+# A small float's format travels as eight uint32 fields (see ``varstore.dtypes``, the one
+# registry of dtypes): mantissa bits, exponent bits, exponent bias, largest finite
+# magnitude word, word for a result too large (inf, or NaN without inf), NaN word, keep
+# the NaN payload when encoding (0/1), keep it when decoding (0/1). uint32 keeps the
+# arithmetic on them 32-bit in the kernels.
+FORMATS = {name: r.format.kernel_args for name, r in REGISTRY.items() if r.format is not None}
+FLOAT16 = FORMATS["float16"]
+BFLOAT16 = FORMATS["bfloat16"]
+FLOAT8_E4M3FN = FORMATS["float8_e4m3fn"]
+FLOAT8_E5M2 = FORMATS["float8_e5m2"]
 
 
 # --------------------------------------------------------------------------- elements
@@ -313,153 +303,52 @@ def _convert(x, route, src_fmt, dst_fmt, lo, hi):
     return U64(_c_float_to_int64_saturating(f, lo, hi))  # SMALL_TO_INT, F32_TO_INT, F64_TO_INT
 
 
-# ------------------------------------------------------------------------------ loops
-# Each kernel: a CPU loop and a CUDA grid-stride loop around one element function.
-# Arrays are 1-D and contiguous; ``n`` is the element count of ``dst``.
+@element
+def transcode_word(w, src_fmt, dst_fmt):
+    """A word of one small format -> the other's, exactly through float32."""
+    return encode_from_f32_bits(decode_to_f32_bits(w, src_fmt), dst_fmt)
 
 
-@cpu_kernel
-def _encode_f32_cpu(src, dst, fmt):
-    for i in range(dst.size):
-        dst[i] = encode_from_f32_bits(src[i], fmt)
+# ---------------------------------------------------------------------------- kernels
+# Whole-array conversions over 1-D contiguous arrays of raw words (see casting.py for
+# which one serves which pair of dtypes).
 
+_SMALL = ("uint16", "uint8")  # small-float words
+_NUMBERS = ("float64", "int64", "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8")
+_F32_BITS, _F32_BITS_OUT = Array("src", words=("uint32",)), Array("dst", "out", words=("uint32",))
+_SMALL_IN, _SMALL_OUT = Array("src", words=_SMALL), Array("dst", "out", words=_SMALL)
+_F64_IN, _F64_OUT = Array("src", words=("float64",)), Array("dst", "out", words=("float64",))
+_FLOAT_IN = Array("src", words=("float32", "float64"))
 
-@cuda_kernel
-def _encode_f32_cuda(src, dst, fmt):
-    for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821 (bound at launch)
-        dst[i] = encode_from_f32_bits(src[i], fmt)
-
-
-@cpu_kernel
-def _encode_f64_cpu(src, dst, fmt):
-    for i in range(dst.size):
-        dst[i] = encode_from_f64(float64(src[i]), fmt)
-
-
-@cuda_kernel
-def _encode_f64_cuda(src, dst, fmt):
-    for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821
-        dst[i] = encode_from_f64(float64(src[i]), fmt)
-
-
-@cpu_kernel
-def _decode_cpu(src, dst, fmt):
-    for i in range(dst.size):
-        dst[i] = decode_to_f32_bits(src[i], fmt)
-
-
-@cuda_kernel
-def _decode_cuda(src, dst, fmt):
-    for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821
-        dst[i] = decode_to_f32_bits(src[i], fmt)
-
-
-@cpu_kernel
-def _decode_f64_cpu(src, dst, fmt):
-    for i in range(dst.size):
-        dst[i] = decode_to_f64(src[i], fmt)
-
-
-@cuda_kernel
-def _decode_f64_cuda(src, dst, fmt):
-    for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821
-        dst[i] = decode_to_f64(src[i], fmt)
-
-
-@cpu_kernel
-def _transcode_cpu(src, dst, src_fmt, dst_fmt):
-    for i in range(dst.size):
-        dst[i] = encode_from_f32_bits(decode_to_f32_bits(src[i], src_fmt), dst_fmt)
-
-
-@cuda_kernel
-def _transcode_cuda(src, dst, src_fmt, dst_fmt):
-    for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821
-        dst[i] = encode_from_f32_bits(decode_to_f32_bits(src[i], src_fmt), dst_fmt)
-
-
-@cpu_kernel
-def _widen_f32_cpu(src, dst):
-    for i in range(dst.size):
-        dst[i] = f32_bits_to_f64(src[i])
-
-
-@cuda_kernel
-def _widen_f32_cuda(src, dst):
-    for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821
-        dst[i] = f32_bits_to_f64(src[i])
-
-
-@cpu_kernel
-def _narrow_f64_cpu(src, dst):
-    for i in range(dst.size):
-        dst[i] = f64_to_f32_bits(src[i])
-
-
-@cuda_kernel
-def _narrow_f64_cuda(src, dst):
-    for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821
-        dst[i] = f64_to_f32_bits(src[i])
-
-
-@cpu_kernel
-def _float_to_int_cpu(src, dst, lo, hi):
-    for i in range(dst.size):
-        dst[i] = float_to_int64_saturating(src[i], lo, hi)
-
-
-@cuda_kernel
-def _float_to_int_cuda(src, dst, lo, hi):
-    for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821
-        dst[i] = float_to_int64_saturating(src[i], lo, hi)
-
-
-@cpu_kernel
-def _float_to_uint64_cpu(src, dst):
-    for i in range(dst.size):
-        dst[i] = float_to_uint64_saturating(src[i])
-
-
-@cuda_kernel
-def _float_to_uint64_cuda(src, dst):
-    for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821
-        dst[i] = float_to_uint64_saturating(src[i])
-
-
-@cpu_kernel
-def _accumulate_cpu(dst, src, sign, fmt):
-    step = 1 if src.size > 1 else 0  # a one-element src is a scalar operand
-    for i in range(dst.size):
-        dst[i] = add_in_format(dst[i], src[i * step], sign, fmt)
-
-
-@cuda_kernel
-def _accumulate_cuda(dst, src, sign, fmt):
-    step = 1 if src.size > 1 else 0
-    for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):  # noqa: F821
-        dst[i] = add_in_format(dst[i], src[i * step], sign, fmt)
-
-
-encode_f32 = Kernel("encode_f32", _encode_f32_cpu, _encode_f32_cuda)
-"""float32 (as uint32 bits) -> small-format words: ``(src uint32, dst words, fmt)``."""
-encode_f64 = Kernel("encode_f64", _encode_f64_cpu, _encode_f64_cuda)
-"""float64, integer or bool -> small-format words: ``(src, dst words, fmt)``."""
-decode = Kernel("decode", _decode_cpu, _decode_cuda)
-"""small-format words -> float32 (as uint32 bits): ``(src words, dst uint32, fmt)``."""
-decode_f64 = Kernel("decode_f64", _decode_f64_cpu, _decode_f64_cuda)
-"""small-format words -> float64: ``(src words, dst float64, fmt)``."""
-transcode = Kernel("transcode", _transcode_cpu, _transcode_cuda)
-"""words of one small format -> another: ``(src, dst, src_fmt, dst_fmt)``."""
-widen_f32 = Kernel("widen_f32", _widen_f32_cpu, _widen_f32_cuda)
-"""float32 (as uint32 bits) -> float64, NaNs widened by their bits: ``(src uint32, dst float64)``."""
-narrow_f64 = Kernel("narrow_f64", _narrow_f64_cpu, _narrow_f64_cuda)
-"""float64 -> float32 (as uint32 bits), NaNs keep sign and payload top: ``(src float64, dst uint32)``."""
-float_to_int = Kernel("float_to_int", _float_to_int_cpu, _float_to_int_cuda)
-"""float32/float64 -> any integer but uint64, saturating: ``(src, dst, lo, hi)``."""
-float_to_uint64 = Kernel("float_to_uint64", _float_to_uint64_cpu, _float_to_uint64_cuda)
-"""float32/float64 -> uint64, saturating: ``(src, dst)``."""
-accumulate = Kernel("accumulate", _accumulate_cpu, _accumulate_cuda)
-"""``dst += sign * src`` in a small format (src: same size, or 1 element): ``(dst, src, sign, fmt)``."""
+encode_f32 = kernel("encode_f32", "elementwise", encode_from_f32_bits, (_F32_BITS, _SMALL_OUT), (Scalar("fmt", "format"),),
+                    doc="float32 (as uint32 bits) -> small-format words.")
+encode_f64 = kernel("encode_f64", "elementwise", encode_from_f64, (Array("src", words=_NUMBERS), _SMALL_OUT), (Scalar("fmt", "format"),),
+                    doc="float64, integer or bool -> small-format words, rounded once.")
+decode = kernel("decode", "elementwise", decode_to_f32_bits, (_SMALL_IN, _F32_BITS_OUT), (Scalar("fmt", "format"),),
+                doc="small-format words -> float32 (as uint32 bits).")
+decode_f64 = kernel("decode_f64", "elementwise", decode_to_f64, (_SMALL_IN, _F64_OUT), (Scalar("fmt", "format"),),
+                    doc="small-format words -> float64.")
+transcode = kernel("transcode", "elementwise", transcode_word, (_SMALL_IN, Array("dst", "out", words=_SMALL[::-1])),
+                   (Scalar("src_fmt", "format"), Scalar("dst_fmt", "format")),
+                   doc="words of one small format -> another.")
+widen_f32 = kernel("widen_f32", "elementwise", f32_bits_to_f64, (_F32_BITS, _F64_OUT),
+                   doc="float32 (as uint32 bits) -> float64, NaNs widened by their bits.")
+narrow_f64 = kernel("narrow_f64", "elementwise", f64_to_f32_bits, (_F64_IN, _F32_BITS_OUT),
+                    doc="float64 -> float32 (as uint32 bits), NaNs keep sign and payload top.")
+float_to_int = kernel("float_to_int", "elementwise", float_to_int64_saturating,
+                      (_FLOAT_IN, Array("dst", "out", words=("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32"))),
+                      (Scalar("lo", "i64"), Scalar("hi", "i64")),
+                      doc="float32/float64 -> any integer but uint64, saturating to [lo, hi].")
+float_to_uint64 = kernel("float_to_uint64", "elementwise", float_to_uint64_saturating,
+                         (_FLOAT_IN, Array("dst", "out", words=("uint64",))),
+                         doc="float32/float64 -> uint64, saturating.")
+accumulate = kernel("accumulate", "elementwise", add_in_format,
+                    (Array("dst", "inout", words=_SMALL), Array("src", step="src_step", words=_SMALL)),
+                    (Scalar("src_step", "i64"), Scalar("sign", "i64"), Scalar("fmt", "format")),
+                    doc="dst += sign * src in a small format (src_step 0: a one-element src).")
+convert = kernel("convert", "elementwise", convert_word, (Array("src"), Array("dst", "out", words=UNSIGNED)),
+                 (Scalar("conversion", "conversion"),),
+                 doc="Any source -> the destination's words by a convert_word route (no temporary).")
 
 KERNELS = (encode_f32, encode_f64, decode, decode_f64, transcode, widen_f32, narrow_f64, float_to_int, float_to_uint64,
-           accumulate)
+           accumulate, convert)

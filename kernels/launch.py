@@ -1,9 +1,12 @@
-"""Launch geometry, the one place it is decided: CUDA grids for the grid-stride loops,
-and CPU chunks for the thread pool that runs the CPU loops (they release the GIL)."""
+"""Launch geometry and arguments, the one place they are decided: CUDA grids for the
+generated loops, CPU chunks for the thread pool that runs the CPU loops (they release
+the GIL), and the flat parameter list of a CUDA launch."""
 
 from __future__ import annotations
 
 import os
+
+import numpy as np
 
 THREADS_PER_BLOCK = 256
 # Enough resident blocks to fill every SM a few times over; a grid-stride loop covers
@@ -47,3 +50,64 @@ def cpu_chunks(n: int, workers: int) -> list[tuple[int, int]]:
     step = -(-step // 64) * 64
     return [(start, min(start + step, n)) for start in range(0, n, step)]
 
+
+
+# ------------------------------------------------------------------ launching
+def cuda_grid(kernel, n: int, sm_count: int, simulator: bool = False) -> tuple[int, int]:
+    """(blocks, threads_per_block) of ``kernel`` over ``n`` indices: a grid-stride loop
+    over elements, or for multi-tensor kernels one block per chunk (at most enough
+    blocks to fill the device)."""
+    if kernel.template != "chunks":
+        return grid_for(n, sm_count, simulator)
+    if simulator:
+        return SIMULATOR_GEOMETRY
+    return min(max(int(n), 1), max(int(sm_count), 1) * BLOCKS_PER_SM), THREADS_PER_BLOCK
+
+
+def cuda_arguments(kernel, spec, args: dict, address) -> list:
+    """The CUDA loop's flat parameters after start and stop, as the numbers a launch
+    passes: each array as ``address(array)``, tuples field by field, each value of the
+    parameter's width (Python ints and floats are 64-bit)."""
+    from .templates import FORMAT_FIELDS, loop_arrays
+
+    flat = [address(args[a.name]) for a in loop_arrays(kernel)]
+    for s in kernel.scalars:
+        value = args[s.name]
+        kind = s.kind
+        if kind == "i64":
+            flat.append(int(value))
+        elif kind == "u32":
+            flat.append(_U32(value))
+        elif kind == "u64":
+            flat.append(_U64(value))
+        elif kind == "f32":
+            flat.append(_F32(value))
+        elif kind == "f64":
+            flat.append(float(value))
+        elif kind == "format":
+            flat.extend(_U32(v) for v in value)
+        elif kind == "axes":
+            flat.extend(int(v) for v in value)
+        else:  # conversion: route, two formats, lo, hi, mask
+            route, src_fmt, dst_fmt, lo, hi, mask = value
+            flat.append(int(route))
+            flat.extend(_U32(v) for v in src_fmt[:FORMAT_FIELDS])
+            flat.extend(_U32(v) for v in dst_fmt[:FORMAT_FIELDS])
+            flat += [int(lo), int(hi), _U64(mask)]
+    return flat
+
+
+_U32 = np.uint32
+_U64 = np.uint64
+_F32 = np.float32
+
+
+def numba_launch(kernel, n: int, args: dict, address, sm_count: int, stream=0) -> None:
+    """Launch ``kernel``'s CUDA loop through numba-cuda's own dispatcher (one explicit
+    signature, every argument a scalar): the launch of the CUDA simulator, and of numba
+    device arrays. ``address(array)`` gives an array's device address."""
+    from ._targets import simulator_enabled
+
+    loop, spec = kernel.loop_for("numba", args)
+    blocks, threads = cuda_grid(kernel, n, sm_count, simulator_enabled())
+    loop[blocks, threads, stream](0, n, *cuda_arguments(kernel, spec, args, address))

@@ -18,9 +18,10 @@ from __future__ import annotations
 import numpy as np
 from numba import float32, float64, int64, uint32, uint64
 
-from ._targets import Kernel, cpu_kernel, cuda_kernel, element
+from ._targets import element
+from .access import load_word, store_word
+from .declare import UNSIGNED, Array, Scalar, kernel
 from .cast import SAME, convert_word
-from .intrinsics import load_at, store_at
 
 #: Elements per chunk: big enough to amortize a chunk's table reads, small enough that a
 #: bucket of many small tensors still spreads over every SM.
@@ -30,18 +31,6 @@ CHUNK = 1 << 14
 STAGE_F32 = 0
 STAGE_F64 = 1
 STAGE_INT = 2  # two's complement words: adding the words wraps, as integers do
-
-
-@element
-def load_word(address, index, like):
-    """Element ``index`` of the array at ``address`` (of ``like``'s type)."""
-    return load_at(uint64(address), int64(index), like)
-
-
-@element
-def store_word(address, index, value, like):
-    """Write ``value`` as element ``index`` of the array at ``address`` (``like``'s type)."""
-    store_at(uint64(address), int64(index), value, like)
 
 
 @element
@@ -112,84 +101,60 @@ def unpack_unchanged(address, index, r, like, add, divisor, kind):
     store_word(address, index, apply_staged(old, r, add, divisor, kind), like)
 
 
-# ------------------------------------------------------------------------------ loops
-# Tables (one row per tensor): address (uint64, bytes), start (int64: first staging
-# element), step (int64: 1, or 0 for a one-element source that fills the tensor), flag
-# (uint8: negate for pack, add for unpack). Chunks: tensor (int64), first (int64: first
-# staging element), count (int64).
+@element
+def pack_chunk_element(j, address, start, step, negate, like, kind, route, src_fmt, dst_fmt, lo, hi, mask):
+    """Staging word ``j`` of a pack: the tensor's element ``(j - start) * step``."""
+    return pack_element(address, (j - start) * step, like, negate, kind, route, src_fmt, dst_fmt, lo, hi, mask)
 
 
-@cpu_kernel
-def _pack_cpu(staging, chunk_tensor, chunk_first, chunk_count, address, start, step, negate, like, kind, conversion):
-    proto = like[0]
-    route, src_fmt, dst_fmt, lo, hi, mask = conversion
-    for c in range(chunk_tensor.size):
-        # The row in locals: stores through staging may alias the tables for all the
-        # compiler knows, so it would reload them for every element.
-        t = chunk_tensor[c]
-        base, at, stride, neg = start[t], address[t], step[t], negate[t]
-        first, end = chunk_first[c], chunk_first[c] + chunk_count[c]
-        if route == SAME:  # (see unpack_unchanged)
-            for j in range(first, end):
-                staging[j] = pack_staged(load_word(at, (j - base) * stride, proto), neg, kind, mask)
-        else:
-            for j in range(first, end):
-                staging[j] = pack_element(at, (j - base) * stride, proto, neg, kind, route, src_fmt, dst_fmt, lo, hi,
-                                          mask)
+@element
+def pack_chunk_same(j, address, start, step, negate, like, kind, route, src_fmt, dst_fmt, lo, hi, mask):
+    """:func:`pack_chunk_element` where the tensor's words are the staging words (the
+    conversion switch left in a CPU loop made it 2.8x slower)."""
+    return pack_staged(load_word(address, (j - start) * step, like), negate, kind, mask)
 
 
-@cuda_kernel
-def _pack_cuda(staging, chunk_tensor, chunk_first, chunk_count, address, start, step, negate, like, kind, conversion):
-    proto = like[0]
-    route, src_fmt, dst_fmt, lo, hi, mask = conversion
-    for c in range(cuda.blockIdx.x, chunk_tensor.size, cuda.gridDim.x):  # noqa: F821
-        t = chunk_tensor[c]
-        base, at, stride, neg = start[t], address[t], step[t], negate[t]
-        first = chunk_first[c]
-        for j in range(first + cuda.threadIdx.x, first + chunk_count[c], cuda.blockDim.x):  # noqa: F821
-            staging[j] = pack_element(at, (j - base) * stride, proto, neg, kind, route, src_fmt, dst_fmt, lo, hi, mask)
+@element
+def unpack_chunk_element(j, r, address, start, add, like_src, like_dst, divisor, kind,
+                         t_route, t_src, t_dst, t_lo, t_hi, t_mask, f_route, f_src, f_dst, f_lo, f_hi, f_mask):
+    """Apply staging word ``r`` (index ``j``) to the tensor's element ``j - start``."""
+    unpack_element(address, j - start, r, like_src, like_dst, add, divisor, kind,
+                   (t_route, t_src, t_dst, t_lo, t_hi, t_mask), (f_route, f_src, f_dst, f_lo, f_hi, f_mask))
 
 
-@cpu_kernel
-def _unpack_cpu(staging, chunk_tensor, chunk_first, chunk_count, address, start, add, like_src, like_dst, divisor,
-                kind, to_stage, from_stage):
-    src_proto = like_src[0]
-    dst_proto = like_dst[0]
-    unchanged = to_stage[0] == SAME and from_stage[0] == SAME
-    for c in range(chunk_tensor.size):
-        t = chunk_tensor[c]
-        base, at, plus = start[t], address[t], add[t]  # (locals: see _pack_cpu)
-        first, end = chunk_first[c], chunk_first[c] + chunk_count[c]
-        if unchanged:
-            for j in range(first, end):
-                unpack_unchanged(at, j - base, staging[j], dst_proto, plus, divisor, kind)
-        else:
-            for j in range(first, end):
-                unpack_element(at, j - base, staging[j], src_proto, dst_proto, plus, divisor, kind, to_stage,
-                               from_stage)
+@element
+def unpack_chunk_unchanged(j, r, address, start, add, like_src, like_dst, divisor, kind,
+                           t_route, t_src, t_dst, t_lo, t_hi, t_mask, f_route, f_src, f_dst, f_lo, f_hi, f_mask):
+    """:func:`unpack_chunk_element` where both conversions are SAME."""
+    unpack_unchanged(address, j - start, r, like_dst, add, divisor, kind)
 
 
-@cuda_kernel
-def _unpack_cuda(staging, chunk_tensor, chunk_first, chunk_count, address, start, add, like_src, like_dst, divisor,
-                 kind, to_stage, from_stage):
-    src_proto = like_src[0]
-    dst_proto = like_dst[0]
-    for c in range(cuda.blockIdx.x, chunk_tensor.size, cuda.gridDim.x):  # noqa: F821
-        t = chunk_tensor[c]
-        base, at, plus = start[t], address[t], add[t]
-        first = chunk_first[c]
-        for j in range(first + cuda.threadIdx.x, first + chunk_count[c], cuda.blockDim.x):  # noqa: F821
-            unpack_element(at, j - base, staging[j], src_proto, dst_proto, plus, divisor, kind, to_stage, from_stage)
+# ---------------------------------------------------------------------------- kernels
+# Tables: chunk_tensor, chunk_first (first staging element), chunk_count, one row per
+# chunk; per tensor: tensor_address (uint64, bytes), tensor_start (its first staging
+# element), tensor_step (1, or 0 for a one-element source that fills the tensor),
+# tensor_negate (pack) / tensor_add (unpack).
+# ``like*`` give the tensors' word types. The loop runs over chunks start .. stop.
 
+_STAGING = UNSIGNED  # float32/int32 or 64-bit staging words, or any raw words (broadcasts)
+_CHUNKS = (Array("chunk_tensor", word="int64"), Array("chunk_first", word="int64"),
+           Array("chunk_count", word="int64"))
 
-pack = Kernel("pack", _pack_cpu, _pack_cuda, chunked=False, chunk_table=1)
-"""Tensors -> one staging buffer: ``(staging words, chunk_tensor, chunk_first, chunk_count,
-address, start, step, negate, like, kind, conversion)``; ``like`` is a one-element array
-of the tensors' source word type, ``conversion`` the 6-tuple of ``convert_word``."""
-unpack = Kernel("unpack", _unpack_cpu, _unpack_cuda, chunked=False, chunk_table=1)
-"""Staging buffer -> tensors: ``(staging words, chunk_tensor, chunk_first, chunk_count,
-address, start, add, like_src, like_dst, divisor, kind, to_stage, from_stage)``; each
-element becomes ``[old +] staging / divisor``, converted to the tensor's dtype."""
+pack = kernel("pack", "chunks", pack_chunk_element,
+              (Array("staging", "out", words=_STAGING), *_CHUNKS, Array("tensor_address", word="uint64"),
+               Array("tensor_start", word="int64"), Array("tensor_step", word="int64"), Array("tensor_negate", word="int64"),
+               Array("like", "type")),
+              (Scalar("kind", "i64"), Scalar("conversion", "conversion"), Scalar("same", "u32")),
+              row=("tensor_address", "tensor_start", "tensor_step", "tensor_negate"), fast=("same", pack_chunk_same),
+              doc="Tensors -> one staging buffer (same: the conversion is SAME).")
+unpack = kernel("unpack", "chunks", unpack_chunk_element,
+                (Array("staging", words=_STAGING), *_CHUNKS, Array("tensor_address", word="uint64"),
+                 Array("tensor_start", word="int64"), Array("tensor_add", word="int64"), Array("like_src", "type"),
+                 Array("like_dst", "type", words=UNSIGNED)),
+                (Scalar("divisor", "i64"), Scalar("kind", "i64"), Scalar("to_stage", "conversion"),
+                 Scalar("from_stage", "conversion"), Scalar("unchanged", "u32")),
+                row=("tensor_address", "tensor_start", "tensor_add"), fast=("unchanged", unpack_chunk_unchanged),
+                doc="Staging buffer -> tensors: each element becomes [old +] staging / divisor, converted.")
 
 
 def chunks(counts) -> tuple:

@@ -36,7 +36,8 @@ import math
 import numpy as np
 from numba import float32, float64, int64, uint32, uint64
 
-from ._targets import Kernel, cpu_kernel, cuda_kernel, element
+from ._targets import element
+from .declare import Array, Scalar, kernel
 from .cast import encode_from_f32_bits
 from .intrinsics import fma
 from .philox import philox4x32_10
@@ -334,95 +335,32 @@ def truncated2_f64(g, k0, k1, a, b):
     return fma(b, truncated_f64(w0, w1), a), fma(b, truncated_f64(w2, w3), a)
 
 
-# -------------------------------------------------------------------- loops
-# Whole groups only: dst holds elements offset .. offset + dst.size - 1 of the output,
-# offset and dst.size are multiples of the group size (4 words, or 2 float64); the
-# launcher draws a ragged tail into a one-group scratch array.
-# Words kernels: (dst words, offset, k0, k1, a float32, b float32, encode, fmt).
-# float64 kernels: (dst float64, offset, k0, k1, a float64, b float64).
-
-
-@cpu_kernel
-def _uniform_words_cpu(dst, offset, k0, k1, a, b, encode, fmt):
-    for g in range(dst.size >> 2):
-        dst[4 * g], dst[4 * g + 1], dst[4 * g + 2], dst[4 * g + 3] = uniform4_words((offset >> 2) + g, k0, k1, a, b, encode, fmt)
-
-
-@cuda_kernel
-def _uniform_words_cuda(dst, offset, k0, k1, a, b, encode, fmt):
-    for g in range(cuda.grid(1), dst.size >> 2, cuda.gridsize(1)):  # noqa: F821
-        dst[4 * g], dst[4 * g + 1], dst[4 * g + 2], dst[4 * g + 3] = uniform4_words((offset >> 2) + g, k0, k1, a, b, encode, fmt)
-
-
-@cpu_kernel
-def _normal_words_cpu(dst, offset, k0, k1, a, b, encode, fmt):
-    for g in range(dst.size >> 2):
-        dst[4 * g], dst[4 * g + 1], dst[4 * g + 2], dst[4 * g + 3] = normal4_words((offset >> 2) + g, k0, k1, a, b, encode, fmt)
-
-
-@cuda_kernel
-def _normal_words_cuda(dst, offset, k0, k1, a, b, encode, fmt):
-    for g in range(cuda.grid(1), dst.size >> 2, cuda.gridsize(1)):  # noqa: F821
-        dst[4 * g], dst[4 * g + 1], dst[4 * g + 2], dst[4 * g + 3] = normal4_words((offset >> 2) + g, k0, k1, a, b, encode, fmt)
-
-
-@cpu_kernel
-def _truncated_words_cpu(dst, offset, k0, k1, a, b, encode, fmt):
-    for g in range(dst.size >> 2):
-        dst[4 * g], dst[4 * g + 1], dst[4 * g + 2], dst[4 * g + 3] = truncated4_words((offset >> 2) + g, k0, k1, a, b, encode, fmt)
-
-
-@cuda_kernel
-def _truncated_words_cuda(dst, offset, k0, k1, a, b, encode, fmt):
-    for g in range(cuda.grid(1), dst.size >> 2, cuda.gridsize(1)):  # noqa: F821
-        dst[4 * g], dst[4 * g + 1], dst[4 * g + 2], dst[4 * g + 3] = truncated4_words((offset >> 2) + g, k0, k1, a, b, encode, fmt)
-
-
-@cpu_kernel
-def _uniform_f64_cpu(dst, offset, k0, k1, a, b):
-    for g in range(dst.size >> 1):
-        dst[2 * g], dst[2 * g + 1] = uniform2_f64((offset >> 1) + g, k0, k1, a, b)
-
-
-@cuda_kernel
-def _uniform_f64_cuda(dst, offset, k0, k1, a, b):
-    for g in range(cuda.grid(1), dst.size >> 1, cuda.gridsize(1)):  # noqa: F821
-        dst[2 * g], dst[2 * g + 1] = uniform2_f64((offset >> 1) + g, k0, k1, a, b)
-
-
-@cpu_kernel
-def _normal_f64_cpu(dst, offset, k0, k1, a, b):
-    for g in range(dst.size >> 1):
-        dst[2 * g], dst[2 * g + 1] = normal2_f64((offset >> 1) + g, k0, k1, a, b)
-
-
-@cuda_kernel
-def _normal_f64_cuda(dst, offset, k0, k1, a, b):
-    for g in range(cuda.grid(1), dst.size >> 1, cuda.gridsize(1)):  # noqa: F821
-        dst[2 * g], dst[2 * g + 1] = normal2_f64((offset >> 1) + g, k0, k1, a, b)
-
-
-@cpu_kernel
-def _truncated_f64_cpu(dst, offset, k0, k1, a, b):
-    for g in range(dst.size >> 1):
-        dst[2 * g], dst[2 * g + 1] = truncated2_f64((offset >> 1) + g, k0, k1, a, b)
-
-
-@cuda_kernel
-def _truncated_f64_cuda(dst, offset, k0, k1, a, b):
-    for g in range(cuda.grid(1), dst.size >> 1, cuda.gridsize(1)):  # noqa: F821
-        dst[2 * g], dst[2 * g + 1] = truncated2_f64((offset >> 1) + g, k0, k1, a, b)
-
+# ------------------------------------------------------------------ kernels
+# Whole groups only: the loop runs over groups; dst[w * i .. w * i + w - 1] is group
+# ``first + i`` (w = 4 words, or 2 float64); the launcher draws a ragged tail into a
+# one-group scratch array.
 
 WORDS_PER_GROUP = 4
 F64_PER_GROUP = 2
 
-uniform_words = Kernel("uniform_words", _uniform_words_cpu, _uniform_words_cuda, offset_arg=1)
-normal_words = Kernel("normal_words", _normal_words_cpu, _normal_words_cuda, offset_arg=1)
-truncated_words = Kernel("truncated_words", _truncated_words_cpu, _truncated_words_cuda, offset_arg=1)
-uniform_f64 = Kernel("uniform_f64", _uniform_f64_cpu, _uniform_f64_cuda, offset_arg=1)
-normal_f64 = Kernel("normal_f64", _normal_f64_cpu, _normal_f64_cuda, offset_arg=1)
-truncated_f64_kernel = Kernel("truncated_f64", _truncated_f64_cpu, _truncated_f64_cuda, offset_arg=1)
+_KEY = (Scalar("first", "i64"), Scalar("k0", "u32"), Scalar("k1", "u32"))
+_WORDS = _KEY + (Scalar("a", "f32"), Scalar("b", "f32"), Scalar("encode", "u32"), Scalar("fmt", "format"))
+_F64 = _KEY + (Scalar("a", "f64"), Scalar("b", "f64"))
+
+
+def _fill(name, fn, f64):
+    dst = Array("dst", "out", width=F64_PER_GROUP if f64 else WORDS_PER_GROUP,
+                words=("float64",) if f64 else ("uint32", "uint16", "uint8"))
+    return kernel(name, "elementwise", fn, (dst,), _F64 if f64 else _WORDS, index="first",
+                  doc=f"a + b * X into {'float64' if f64 else 'float32 words, or small-format words when encode'}.")
+
+
+uniform_words = _fill("uniform_words", uniform4_words, False)
+normal_words = _fill("normal_words", normal4_words, False)
+truncated_words = _fill("truncated_words", truncated4_words, False)
+uniform_f64 = _fill("uniform_f64", uniform2_f64, True)
+normal_f64 = _fill("normal_f64", normal2_f64, True)
+truncated_f64_kernel = _fill("truncated_f64", truncated2_f64, True)
 
 #: The kernel of each (distribution, float64?) pair.
 FILL_KERNELS = {

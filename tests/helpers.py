@@ -29,30 +29,38 @@ def data_pointer(array) -> int:
     return array.data.ptr
 
 
-def run_kernel(target: str, kernel, *args) -> None:
-    """Run ``kernel`` on ``target``; NumPy array arguments are updated in place.
+def run_kernel(target: str, kernel, n: int, **args) -> None:
+    """Run ``kernel`` over ``n`` indices on ``target`` with arguments by name; NumPy
+    array arguments are updated in place.
 
-    On "cuda" the arrays go through numba's own device arrays, so no CuPy is needed and
-    the same call works under the simulator.
+    "cpu" is the numpy backend's launch. On "cuda" the arrays go through numba's own
+    device arrays and numba-cuda's launch, so no CuPy is needed and the same call works
+    under the simulator.
     """
-    arrays = [a for a in args if isinstance(a, np.ndarray)]
-    n = max((a.size for a in arrays), default=0)
     if target == "cpu":
-        kernel.cpu(*args)
+        from varstore import backends
+
+        backends.get("numpy").launch(kernel, n, **args)
         return
     from numba import cuda
 
     from varstore.kernels._targets import simulator_enabled
-    from varstore.kernels.launch import grid_for
+    from varstore.kernels.launch import numba_launch
 
-    device_args = [cuda.to_device(a) if isinstance(a, np.ndarray) else a for a in args]
+    device = {k: cuda.to_device(v) if isinstance(v, np.ndarray) else v for k, v in args.items()}
     sm_count = 1 if simulator_enabled() else cuda.get_current_device().MULTIPROCESSOR_COUNT
-    blocks, threads = grid_for(n, sm_count, simulator_enabled())
-    kernel.cuda[blocks, threads](*device_args)
+    numba_launch(kernel, n, device, device_address, sm_count)
     cuda.synchronize()
-    for host, dev in zip(args, device_args):
+    for name, host in args.items():
         if isinstance(host, np.ndarray):
-            dev.copy_to_host(host)
+            device[name].copy_to_host(host)
+
+
+def device_address(array) -> int:
+    """The address of a numba device array (host memory under the simulator)."""
+    if SIMULATOR:
+        return array.__array_interface__["data"][0]
+    return array.__cuda_array_interface__["data"][0]
 
 
 def sample_size(full: int) -> int:

@@ -29,54 +29,6 @@ from varstore.kernels import strided as S  # noqa: E402
 from varstore.kernels.philox import philox4x32_10  # noqa: E402
 
 FMT = types.UniTuple(types.uint32, 8)
-A = {name: getattr(types, name)[::1] for name in
-     ("uint8", "uint16", "uint32", "uint64", "int8", "int32", "int64", "float32", "float64", "boolean")}
-
-SIGNATURES = {
-    K.encode_f32: [(A["uint32"], A["uint16"], FMT), (A["uint32"], A["uint8"], FMT)],
-    K.encode_f64: [(A["float64"], A["uint16"], FMT), (A["int64"], A["uint8"], FMT), (A["boolean"], A["uint16"], FMT)],
-    K.decode: [(A["uint16"], A["uint32"], FMT), (A["uint8"], A["uint32"], FMT)],
-    K.decode_f64: [(A["uint16"], A["float64"], FMT), (A["uint8"], A["float64"], FMT)],
-    K.transcode: [(A["uint16"], A["uint8"], FMT, FMT), (A["uint8"], A["uint16"], FMT, FMT)],
-    K.float_to_int: [(A["float32"], A["int8"], types.int64, types.int64), (A["float64"], A["int64"], types.int64, types.int64)],
-    K.float_to_uint64: [(A["float64"], A["uint64"])],
-    K.widen_f32: [(A["uint32"], A["float64"])],
-    K.narrow_f64: [(A["float64"], A["uint32"])],
-    K.accumulate: [(A["uint16"], A["uint16"], types.int64, FMT), (A["uint8"], A["uint8"], types.int64, FMT)],
-}
-_WORDS = (types.int64, types.uint32, types.uint32, types.float32, types.float32, types.boolean, FMT)
-_F64 = (types.int64, types.uint32, types.uint32, types.float64, types.float64)
-for _kernel in (R.uniform_words, R.normal_words, R.truncated_words):
-    SIGNATURES[_kernel] = [(A["uint32"], *_WORDS), (A["uint16"], *_WORDS), (A["uint8"], *_WORDS)]
-for _kernel in (R.uniform_f64, R.normal_f64, R.truncated_f64_kernel):
-    SIGNATURES[_kernel] = [(A["float64"], *_F64)]
-_AXES = types.UniTuple(types.int64, 2)
-SIGNATURES[S.copy_region] = [
-    (A["uint32"], types.int64, _AXES, A["uint32"], types.int64, _AXES, _AXES, types.int64, types.int64),
-    (A["uint16"], types.int64, types.UniTuple(types.int64, 4), A["uint16"], types.int64,
-     types.UniTuple(types.int64, 4), types.UniTuple(types.int64, 4), types.int64, types.int64),
-]
-_CONVERSION = (types.int64, FMT, FMT, types.int64, types.int64, types.uint64)  # route, formats, lo, hi, mask
-SIGNATURES[S.copy_region_converting] = [
-    (A["uint16"], types.int64, _AXES, A["uint32"], types.int64, _AXES, _AXES, types.int64, types.int64, *_CONVERSION),
-    (A["uint8"], types.int64, _AXES, A["float64"], types.int64, _AXES, _AXES, types.int64, types.int64, *_CONVERSION),
-    (A["uint32"], types.int64, _AXES, A["int8"], types.int64, _AXES, _AXES, types.int64, types.int64, *_CONVERSION),
-]
-SIGNATURES[S.scatter_indexed] = [(A["uint16"], A["int64"], A["uint16"], _AXES, _AXES, *_CONVERSION),
-                                 (A["uint64"], A["int64"], A["boolean"], _AXES, _AXES, *_CONVERSION)]
-SIGNATURES[S.gather_indexed] = [(A["uint32"], A["int64"], A["uint32"])]
-_TABLE = A["int64"]
-_STAGE_CONVERSION = types.Tuple(_CONVERSION)
-SIGNATURES[M.pack] = [
-    (A[staging], _TABLE, _TABLE, _TABLE, A["uint64"], _TABLE, _TABLE, _TABLE, A[like], types.int64, _STAGE_CONVERSION)
-    for staging, like in (("uint32", "uint16"), ("uint32", "uint32"), ("uint64", "uint64"), ("uint32", "int8"))
-]
-SIGNATURES[M.unpack] = [
-    (A[staging], _TABLE, _TABLE, _TABLE, A["uint64"], _TABLE, _TABLE, A[src], A[dst], types.int64, types.int64,
-     _STAGE_CONVERSION, _STAGE_CONVERSION)
-    for staging, src, dst in (("uint32", "uint16", "uint16"), ("uint32", "uint32", "uint32"),
-                              ("uint64", "uint64", "uint64"), ("uint32", "int8", "uint8"))
-]
 ALL_KERNELS = K.KERNELS + R.KERNELS + S.KERNELS + M.KERNELS
 
 # Integer ALU instructions on 64-bit operands (address arithmetic uses add.s64 too, so the
@@ -111,16 +63,45 @@ def sm90_without_a_gpu(monkeypatch):
     monkeypatch.setattr(dispatcher, "get_current_device", lambda: _Sm90())
 
 
-def test_every_kernel_has_signatures_here():
-    assert set(SIGNATURES) == set(ALL_KERNELS)
+PTX_TARGET = "ptx:9.0"
+_PARAM_BYTES = {"u64": 8, "s64": 8, "b64": 8, "f64": 8, "u32": 4, "s32": 4, "b32": 4, "f32": 4}
+_TYPE_BYTES = {"uint64": 8, "int64": 8, "float64": 8, "uint32": 4, "float32": 4}
+
+
+def _ptx(kernel, spec=None):
+    return kernel.compiled(PTX_TARGET, spec or kernel.examples()[0])
+
+
+def test_every_kernel_module_declares_its_kernels():
+    """Loops are generated from declarations: no kernel module writes a CPU or CUDA loop
+    by hand (the templates are the one place that does)."""
+    import pathlib
+
+    import varstore.kernels as package
+
+    folder = pathlib.Path(package.__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        if path.name == "templates.py":
+            continue
+        text = path.read_text()
+        assert "cuda.grid(" not in text and "cuda.gridsize(" not in text, path.name
+        assert "@cpu_kernel" not in text and "@cuda_kernel" not in text, path.name
+    for kernel in ALL_KERNELS:
+        assert kernel.examples(), kernel.name
 
 
 @needs_nvvm
 @pytest.mark.parametrize("kernel", ALL_KERNELS, ids=lambda k: k.name)
 def test_kernel_compiles_for_sm90(kernel):
-    for argtypes in SIGNATURES[kernel]:
-        ptx = kernel.cuda.ptx(argtypes, cc=(9, 0))
-        assert ".target sm_90" in ptx and ".entry" in ptx
+    """Every specialization the schema declares compiles to one sm_90 entry whose
+    parameters are the flat scalars the launch passes, in width and number."""
+    for spec in kernel.examples():
+        loop = _ptx(kernel, spec)
+        assert ".target sm_90" in loop.ptx
+        header = loop.ptx[loop.ptx.index(".entry " + loop.entry):]
+        header = header[:header.index(")")]
+        widths = [_PARAM_BYTES[t] for t in re.findall(r"\.param\s+\.(\w+)", header)]
+        assert widths == [_TYPE_BYTES[t] for t in loop.params], (kernel.name, spec)
 
 
 @needs_nvvm
@@ -161,7 +142,7 @@ def test_philox_multiplies_are_single_32x32_to_64_instructions():
 def test_random_kernels_use_only_correctly_rounded_operations(kernel):
     """Why CPU and GPU draw the same bits: the device code has no approximate instructions
     and calls no math library; division, sqrt and conversions round to nearest."""
-    ptx = kernel.cuda.ptx(SIGNATURES[kernel][0], cc=(9, 0))
+    ptx = _ptx(kernel).ptx
     assert not re.search(r"\.approx\b|\bex2\.|\blg2\.|\bsin\.|\bcos\.|\brcp\.|\bcall\b", ptx)
     float_ops = re.findall(r"\b(?:div|sqrt)\.(\w+)\.f(?:32|64)\b", ptx)
     assert all(mode == "rn" for mode in float_ops), float_ops
@@ -170,5 +151,5 @@ def test_random_kernels_use_only_correctly_rounded_operations(kernel):
 @needs_nvvm
 def test_region_copy_has_a_32bit_unravel():
     """Arrays under 2**31 elements unravel element numbers with 32-bit division."""
-    ptx = S.copy_region.cuda.ptx(SIGNATURES[S.copy_region][0], cc=(9, 0))
+    ptx = _ptx(S.copy_region).ptx
     assert re.search(r"\bdiv\.u32\b", ptx) and re.search(r"\brem\.u32\b", ptx)

@@ -1,28 +1,19 @@
-"""Converting storage arrays between dtypes, on any backend.
+"""Converting storage arrays between dtypes, on any backend: one table for whole-array
+casts and for the conversions the strided and indexed kernels do element by element.
 
-Which kernel does a conversion (written once here, run by every backend):
+Every dtype falls in one conversion class (:func:`conversion_class`): bool, int (every
+integer but uint64), uint64, f32, f64, small (float16, bfloat16, float8: a format of
+the dtype registry). :data:`CONVERSIONS` maps (source class, destination class) to
 
-=======================  ==================================================
-source -> destination    how
-=======================  ==================================================
-same dtype               copy
-int/bool/float -> int    float sources: ``float_to_int`` (saturating, NaN -> 0);
-                         others: the array module's own cast (as NumPy)
-float32 <-> float64      ``widen_f32`` / ``narrow_f64`` (NaNs keep sign and payload
-                         as on a CPU; a GPU's own conversion drops them)
-int/bool -> float        the array module's own cast
-float32 -> small float   ``encode_f32``
-other -> small float     ``encode_f64`` (float64, ints, bool: rounded once)
-small -> small float     ``transcode`` (exactly through float32)
-small -> float32/64      ``decode`` / ``decode_f64`` (exact)
-small -> int             ``decode`` to a float32 temporary, then ``float_to_int``
-small -> bool            ``word & magnitude_mask != 0`` (NaN is True, -0 False)
-=======================  ==================================================
+- the whole-array kernel (``kernels.cast``), or "native" where the array module's own
+  cast is ours too (as NumPy: integers wrap, ints to floats round to nearest);
+- the route of ``kernels.cast.convert_word``, the same conversion for one element.
 
-"small float" is float16, bfloat16 or a float8 format.
-
-The strided and indexed kernels convert one element at a time, with the same results
-(:func:`element_conversion` picks the route of ``kernels.cast.convert_word``).
+What each kernel gives: float -> int truncates toward zero, NaN -> 0, and saturates at
+the integer's range (NumPy leaves that undefined); float32 <-> float64 keep a NaN's sign
+and payload as a CPU does (a GPU's own conversion drops them); into a small float,
+rounding is to nearest even, once (float64 and integers are not rounded through
+float32 first); small floats decode exactly; small -> bool is ``magnitude != 0``.
 """
 
 from __future__ import annotations
@@ -31,18 +22,63 @@ import functools
 
 import numpy as np
 
-from .dtypes import SMALL_FLOAT_DTYPES, is_float, is_integer, storage_dtype
+from .dtypes import record, storage_dtype
 
-_INT_BOUNDS = {
-    name: (int(np.iinfo(name).min), int(np.iinfo(name).max))
-    for name in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32")
-}
+CLASSES = ("bool", "int", "uint64", "f32", "f64", "small")
+_NUMBERS = ("bool", "int", "uint64")  # read as values by the kernels (NUM routes)
+
+# (kernel, how it reads the source, how it writes the destination): "words" are the
+# unsigned words of the array's width (float32 as its bits), "values" the array as it is.
+_ENCODE_F32 = ("encode_f32", "words", "words")
+_ENCODE_F64 = ("encode_f64", "values", "words")
+_CONVERT = ("convert", "words", "words")
+_NATIVE = ("native", None, None)
 
 
-def _words(array, dtype: str):
-    """The 1-D raw-word view the kernels take for a small-float storage array."""
-    flat = array.reshape(-1)
-    return flat.view(np.uint16) if dtype == "float16" else flat
+def _table() -> dict:
+    table = {}
+    for src in CLASSES:
+        number = src in _NUMBERS
+        table[src, "small"] = ((("transcode", "words", "words"), "SMALL_TO_SMALL") if src == "small" else
+                               (_ENCODE_F32, "F32_TO_SMALL") if src == "f32" else (_ENCODE_F64, "NUM_TO_SMALL"))
+        table[src, "f32"] = ((("decode", "words", "words"), "SMALL_TO_F32") if src == "small" else
+                             (("narrow_f64", "values", "words"), "F64_TO_F32") if src == "f64" else
+                             (_NATIVE, "NUM_TO_F32"))
+        table[src, "f64"] = ((("decode_f64", "words", "values"), "SMALL_TO_F64") if src == "small" else
+                             (("widen_f32", "words", "values"), "F32_TO_F64") if src == "f32" else
+                             (_NATIVE, "NUM_TO_F64"))
+        for dst, route in (("int", "INT"), ("uint64", "UINT64")):
+            kernel = ("float_to_int", "values", "values") if dst == "int" else ("float_to_uint64", "values", "values")
+            table[src, dst] = ((_NATIVE, "NUM_TO_INT") if number else
+                               (_CONVERT, f"SMALL_TO_{route}") if src == "small" else
+                               (kernel, f"{src.upper()}_TO_{route}"))
+        table[src, "bool"] = ((_CONVERT, "SMALL_TO_BOOL") if src == "small" else
+                              (_NATIVE, "F32_TO_BOOL") if src == "f32" else (_NATIVE, "NUM_TO_BOOL"))
+    table["f32", "f32"] = table["f64", "f64"] = (_NATIVE, "SAME")  # one dtype each: a copy
+    return table
+
+
+#: (source class, destination class) -> ((kernel, source view, destination view), route).
+#: A pair of the same dtype is a plain copy (route SAME) whatever its class says.
+CONVERSIONS = _table()
+
+
+@functools.cache
+def conversion_class(dtype: str) -> str:
+    r = record(dtype)
+    if r.format is not None:
+        return "small"
+    if r.kind == "float":
+        return "f32" if r.bits == 32 else "f64"
+    if r.kind == "bool":
+        return "bool"
+    return "uint64" if dtype == "uint64" else "int"
+
+
+def _route(src_dtype: str, dst_dtype: str) -> str:
+    if src_dtype == dst_dtype:
+        return "SAME"
+    return CONVERSIONS[conversion_class(src_dtype), conversion_class(dst_dtype)][1]
 
 
 _UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -66,48 +102,59 @@ def destination_words(array):
     return array.reshape(-1).view(_UNSIGNED[array.dtype.itemsize])
 
 
-def _kind(dtype: str) -> str:
-    if dtype in SMALL_FLOAT_DTYPES:
-        return "SMALL"
-    return {"float32": "F32", "float64": "F64"}.get(dtype, "NUM")
+def _any_format():
+    return record("bfloat16").format.kernel_args
+
+
+def _format_of(dtype: str) -> tuple:
+    r = record(dtype)
+    return r.format.kernel_args if r.format is not None else _any_format()
 
 
 @functools.cache
 def element_conversion(src_dtype: str, dst_dtype: str) -> tuple:
-    """``(route, src_fmt, dst_fmt, lo, hi, mask)``: the trailing arguments of a converting kernel
-    (``kernels.cast.convert_word``) that converts ``src_dtype`` elements, read through
-    :func:`source_words`, into ``dst_dtype`` words (:func:`destination_words`)."""
+    """``(route, src_fmt, dst_fmt, lo, hi, mask)``: the ``conversion`` argument of a
+    converting kernel (``kernels.cast.convert_word``) that converts ``src_dtype``
+    elements, read through :func:`source_words`, into ``dst_dtype`` words
+    (:func:`destination_words`)."""
     from .kernels import cast as K
 
-    src, dst = _kind(src_dtype), _kind(dst_dtype)
-    if src_dtype == dst_dtype:
-        route = "SAME"
-    elif dst == "SMALL":
-        route = "SMALL_TO_SMALL" if src == "SMALL" else ("F32_TO_SMALL" if src == "F32" else "NUM_TO_SMALL")
-    elif dst_dtype in ("float32", "float64"):
-        name = "F32" if dst_dtype == "float32" else "F64"
-        route = f"{'NUM' if src == 'NUM' else src}_TO_{name}"
-    elif dst_dtype == "bool":
-        route = {"SMALL": "SMALL_TO_BOOL", "F32": "F32_TO_BOOL"}.get(src, "NUM_TO_BOOL")
-    elif src == "NUM":
-        route = "NUM_TO_INT"
-    else:
-        route = f"{src}_TO_{'UINT64' if dst_dtype == 'uint64' else 'INT'}"
-    lo, hi = _INT_BOUNDS.get(dst_dtype, (0, 0))
-    any_format = K.FORMATS["bfloat16"]
-    mask = np.uint64((1 << (8 * np.dtype(storage_dtype(dst_dtype)).itemsize)) - 1)
-    return (getattr(K, route), K.FORMATS.get(src_dtype, any_format), K.FORMATS.get(dst_dtype, any_format), lo, hi, mask)
+    lo, hi = record(dst_dtype).bounds or (0, 0)
+    if dst_dtype == "uint64":
+        lo, hi = 0, 0  # (uint64 has a route of its own; its bounds do not fit an int64)
+    mask = np.uint64((1 << (8 * storage_dtype(dst_dtype).itemsize)) - 1)
+    return (getattr(K, _route(src_dtype, dst_dtype)), _format_of(src_dtype), _format_of(dst_dtype), lo, hi, mask)
 
 
 def needs_kernel(src_dtype: str, dst_dtype: str) -> bool:
-    """False where the array module's own cast is ours too (see the table above)."""
+    """False where the array module's own cast is ours too (see :data:`CONVERSIONS`)."""
     if src_dtype == dst_dtype:
         return False
-    if src_dtype in SMALL_FLOAT_DTYPES or dst_dtype in SMALL_FLOAT_DTYPES:
-        return True
-    if {src_dtype, dst_dtype} == {"float32", "float64"}:
-        return True
-    return is_float(src_dtype) and is_integer(dst_dtype)
+    return CONVERSIONS[conversion_class(src_dtype), conversion_class(dst_dtype)][0][0] != "native"
+
+
+def _view(array, how: str, dtype: str, dst_dtype: str):
+    if how == "values":
+        return array.reshape(-1)
+    return source_words(array, dtype, dst_dtype) if dtype != dst_dtype else destination_words(array)
+
+
+@functools.cache
+def _whole_array_arguments(src_dtype: str, dst_dtype: str) -> dict:
+    """The scalar arguments of the whole-array kernel converting ``src_dtype`` to ``dst_dtype``."""
+    kernel = CONVERSIONS[conversion_class(src_dtype), conversion_class(dst_dtype)][0][0]
+    if kernel in ("encode_f32", "encode_f64"):
+        return {"fmt": _format_of(dst_dtype)}
+    if kernel in ("decode", "decode_f64"):
+        return {"fmt": _format_of(src_dtype)}
+    if kernel == "transcode":
+        return {"src_fmt": _format_of(src_dtype), "dst_fmt": _format_of(dst_dtype)}
+    if kernel == "float_to_int":
+        lo, hi = record(dst_dtype).bounds
+        return {"lo": lo, "hi": hi}
+    if kernel == "convert":
+        return {"conversion": element_conversion(src_dtype, dst_dtype)}
+    return {}
 
 
 def cast_into(backend, src, src_dtype: str, dst, dst_dtype: str) -> None:
@@ -115,62 +162,17 @@ def cast_into(backend, src, src_dtype: str, dst, dst_dtype: str) -> None:
 
     Both are C-contiguous storage arrays of ``backend`` with the same number of elements.
     """
-    xp = backend.xp
-    n = dst.size
     if src_dtype == dst_dtype:
-        xp.copyto(dst, src.reshape(dst.shape))
+        backend.xp.copyto(dst, src.reshape(dst.shape))
         return
-    src_small = src_dtype in SMALL_FLOAT_DTYPES
-    dst_small = dst_dtype in SMALL_FLOAT_DTYPES
-    if not needs_kernel(src_dtype, dst_dtype):
-        xp.copyto(dst, src.reshape(dst.shape), casting="unsafe")
+    (kernel, src_view, dst_view), _ = CONVERSIONS[conversion_class(src_dtype), conversion_class(dst_dtype)]
+    if kernel == "native":
+        backend.xp.copyto(dst, src.reshape(dst.shape), casting="unsafe")
         return
     from .kernels import cast as K
 
-    if src_dtype == "float32" and dst_dtype == "float64":
-        backend.launch(K.widen_f32, n, src.reshape(-1).view(np.uint32), dst.reshape(-1))
-        return
-    if src_dtype == "float64" and dst_dtype == "float32":
-        backend.launch(K.narrow_f64, n, src.reshape(-1), dst.reshape(-1).view(np.uint32))
-        return
-    if not src_small and not dst_small:
-        _float_to_int(backend, src.reshape(-1), dst.reshape(-1), dst_dtype)
-        return
-
-    if dst_small:
-        fmt = K.FORMATS[dst_dtype]
-        out = _words(dst, dst_dtype)
-        if src_small:
-            backend.launch(K.transcode, n, _words(src, src_dtype), out, K.FORMATS[src_dtype], fmt)
-        elif src_dtype == "float32":
-            backend.launch(K.encode_f32, n, src.reshape(-1).view(np.uint32), out, fmt)
-        else:
-            backend.launch(K.encode_f64, n, src.reshape(-1), out, fmt)
-        return
-
-    fmt = K.FORMATS[src_dtype]
-    words = _words(src, src_dtype)
-    if dst_dtype == "float32":
-        backend.launch(K.decode, n, words, dst.reshape(-1).view(np.uint32), fmt)
-    elif dst_dtype == "float64":
-        backend.launch(K.decode_f64, n, words, dst.reshape(-1), fmt)
-    elif dst_dtype == "bool":
-        magnitude_mask = (1 << int(fmt[0] + fmt[1])) - 1
-        xp.not_equal(words & words.dtype.type(magnitude_mask), 0, out=dst.reshape(-1))
-    else:
-        staging = backend.empty((n,), np.dtype(np.float32), backend.device_of(dst))
-        backend.launch(K.decode, n, words, staging.view(np.uint32), fmt)
-        _float_to_int(backend, staging, dst.reshape(-1), dst_dtype)
-
-
-def _float_to_int(backend, src, dst, dst_dtype: str) -> None:
-    from .kernels import cast as K
-
-    if dst_dtype == "uint64":
-        backend.launch(K.float_to_uint64, dst.size, src, dst)
-    else:
-        lo, hi = _INT_BOUNDS[dst_dtype]
-        backend.launch(K.float_to_int, dst.size, src, dst, lo, hi)
+    backend.launch(getattr(K, kernel), dst.size, src=_view(src, src_view, src_dtype, dst_dtype),
+                   dst=_view(dst, dst_view, dst_dtype, dst_dtype), **_whole_array_arguments(src_dtype, dst_dtype))
 
 
 def cast(backend, src, src_dtype: str, dst_dtype: str, device: str):
@@ -194,10 +196,13 @@ def accumulate_into(backend, dst, src, dtype: str, sign: int) -> None:
     Small floats are computed in float32 and rounded once, by our kernel; other dtypes
     use the array module's in-place add/subtract (integers wrap, as NumPy's).
     """
-    if dtype in SMALL_FLOAT_DTYPES:
+    fmt = record(dtype).format
+    if fmt is not None:
         from .kernels import cast as K
 
-        backend.launch(K.accumulate, dst.size, _words(dst, dtype), _words(src, dtype), sign, K.FORMATS[dtype])
+        step = 0 if src.size == 1 else 1  # a one-element src is a scalar operand
+        backend.launch(K.accumulate, dst.size, dst=destination_words(dst), src=destination_words(src), src_step=step,
+                       sign=sign, fmt=fmt.kernel_args)
         return
     xp = backend.xp
     operand = src.reshape(()) if src.size == 1 and dst.size != 1 else src.reshape(dst.shape)

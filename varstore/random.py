@@ -12,7 +12,8 @@ import threading
 
 import numpy as np
 
-from .dtypes import WORD_DTYPES, storage_dtype
+from .casting import destination_words
+from .dtypes import record, storage_dtype
 
 _source = _random.Random()
 _source_lock = threading.Lock()
@@ -57,29 +58,27 @@ def fill_random(backend, storage, dtype: str, seed: int, distribution: str, a: f
     X is uniform on [0, 1), standard normal, or standard normal truncated to [-2, 2]
     (``distribution``). No temporary the size of ``storage`` is made.
     """
-    from .kernels import cast as C
     from .kernels import random_fill as R
     from .kernels.philox import seed_to_key
 
     dist = {"uniform": R.UNIFORM, "normal": R.NORMAL, "truncated_normal": R.TRUNCATED_NORMAL}[distribution]
-    k0, k1 = (np.uint32(k) for k in seed_to_key(seed))
+    k0, k1 = seed_to_key(seed)
     flat = storage.reshape(-1)
     if dtype == "float64":
         kernel, group, out = R.FILL_KERNELS[(dist, True)], R.F64_PER_GROUP, flat
-        params = (float(a), float(b))
-    else:
+        params = {"a": float(a), "b": float(b)}
+    else:  # drawn in float32; small floats rounded into their format in the same kernel
         kernel, group = R.FILL_KERNELS[(dist, False)], R.WORDS_PER_GROUP
-        if dtype == "float32":
-            out, params = flat.view(np.uint32), (np.float32(a), np.float32(b), False, C.BFLOAT16)
-        else:  # drawn in float32, rounded into the format in the same kernel
-            out = flat.view(np.uint16) if dtype not in WORD_DTYPES else flat
-            params = (np.float32(a), np.float32(b), True, C.FORMATS[dtype])
+        fmt = record(dtype).format
+        out = flat.view(np.uint32) if fmt is None else destination_words(storage)
+        params = {"a": np.float32(a), "b": np.float32(b), "encode": int(fmt is not None),
+                  "fmt": (fmt or record("bfloat16").format).kernel_args}
     n = out.size
     whole = n - n % group
-    backend.launch(kernel, whole, out[:whole], 0, k0, k1, *params)
+    backend.launch(kernel, whole // group, dst=out[:whole], first=0, k0=k0, k1=k1, **params)
     if whole < n:  # a ragged tail: draw its whole group into a scratch group
         scratch = backend.empty((group,), out.dtype, backend.device_of(storage))
-        backend.launch(kernel, group, scratch, whole, k0, k1, *params)
+        backend.launch(kernel, 1, dst=scratch, first=whole // group, k0=k0, k1=k1, **params)
         out[whole:] = scratch[: n - whole]
 
 

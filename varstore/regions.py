@@ -13,6 +13,12 @@ def _axes(region_shape: tuple, *strides: tuple):
     return ((1,), *[(0,) for _ in strides])
 
 
+def _narrow(a, b) -> int:
+    """1 when both arrays have fewer than 2**31 elements: a GPU then unravels region
+    indices in 32-bit arithmetic."""
+    return int(a.size < 2**31 and b.size < 2**31)
+
+
 def write_region(backend, storage, dtype: str, region: Region, value, value_dtype: str) -> None:
     """``storage[region] = value`` in place: ``value`` is an array of ``backend`` in storage
     form with a shape that broadcasts to the region (checked by the caller). A value of
@@ -23,13 +29,16 @@ def write_region(backend, storage, dtype: str, region: Region, value, value_dtyp
     from .kernels import strided as S
 
     shape, dst_strides, src_strides = _axes(region.shape, region.strides, broadcast_strides(value.shape, region.shape))
+    narrow = _narrow(storage, value)
     if value_dtype == dtype:
-        backend.launch(S.copy_region, region.size, destination_words(storage), region.offset, dst_strides,
-                       destination_words(value), 0, src_strides, shape, 0, region.size)
+        backend.launch(S.copy_region, region.size, dst=destination_words(storage), src=destination_words(value),
+                       dst_offset=region.offset, dst_strides=dst_strides, src_offset=0, src_strides=src_strides,
+                       shape=shape, narrow=narrow)
     else:
-        backend.launch(S.copy_region_converting, region.size, destination_words(storage), region.offset, dst_strides,
-                       source_words(value, value_dtype, dtype), 0, src_strides, shape, 0, region.size,
-                       *element_conversion(value_dtype, dtype))
+        backend.launch(S.copy_region_converting, region.size, dst=destination_words(storage),
+                       src=source_words(value, value_dtype, dtype), dst_offset=region.offset, dst_strides=dst_strides,
+                       src_offset=0, src_strides=src_strides, shape=shape, narrow=narrow,
+                       conversion=element_conversion(value_dtype, dtype))
 
 
 def read_region(backend, storage, region: Region):
@@ -40,8 +49,9 @@ def read_region(backend, storage, region: Region):
     from .kernels.strided import copy_region
 
     shape, dst_strides, src_strides = _axes(region.shape, c_strides(region.shape), region.strides)
-    backend.launch(copy_region, region.size, destination_words(out), 0, dst_strides, destination_words(storage),
-                   region.offset, src_strides, shape, 0, region.size)
+    backend.launch(copy_region, region.size, dst=destination_words(out), src=destination_words(storage), dst_offset=0,
+                   dst_strides=dst_strides, src_offset=region.offset, src_strides=src_strides, shape=shape,
+                   narrow=_narrow(storage, out))
     return out
 
 
@@ -56,8 +66,9 @@ def write_indexed(backend, storage, dtype: str, index, value, value_dtype: str) 
 
     shape, src_strides = _axes(index.shape, broadcast_strides(value.shape, index.shape))
     device_index = backend.from_host(index.reshape(-1), backend.device_of(storage))
-    backend.launch(scatter_indexed, index.size, destination_words(storage), device_index,
-                   source_words(value, value_dtype, dtype), src_strides, shape, *element_conversion(value_dtype, dtype))
+    backend.launch(scatter_indexed, index.size, dst=destination_words(storage), index=device_index,
+                   src=source_words(value, value_dtype, dtype), src_strides=src_strides, shape=shape,
+                   conversion=element_conversion(value_dtype, dtype))
 
 
 def read_indexed(backend, storage, index):
@@ -67,6 +78,7 @@ def read_indexed(backend, storage, index):
         from .kernels.strided import gather_indexed
 
         device_index = backend.from_host(index.reshape(-1), backend.device_of(storage))
-        backend.launch(gather_indexed, index.size, destination_words(out), device_index, destination_words(storage))
+        backend.launch(gather_indexed, index.size, dst=destination_words(out), index=device_index,
+                       src=destination_words(storage))
     return out
 

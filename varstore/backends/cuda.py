@@ -1,5 +1,6 @@
 """The cuda backend: CuPy storage from a memory pool this backend owns; our kernels are
-launched with numba-cuda on CuPy's current stream.
+compiled by numba-cuda to PTX, loaded with the CUDA driver and launched with raw
+pointers on CuPy's current stream.
 
 Imported only when the cuda backend is chosen: CuPy and numba-cuda load here, never at
 ``import varstore``.
@@ -7,6 +8,7 @@ Imported only when the cuda backend is chosen: CuPy and numba-cuda load here, ne
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -23,8 +25,6 @@ def _load_numba_cuda():
     ``NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS``: small arrays get small grids on purpose, and
     building that warning (colored text) cost more than the launch itself (an H100 run:
     about 0.6 ms per one-element write)."""
-    import os
-
     from numba import cuda
     from numba.cuda.core import config
 
@@ -51,14 +51,11 @@ class CudaBackend(Backend):
         self.pool = cupy.cuda.MemoryPool()
         self.out_of_memory_errors = (cupy.cuda.memory.OutOfMemoryError, MemoryError)
         self._sm_count: dict[int, int] = {}
-        self._streams: dict[tuple[int, int], object] = {}  # (device, CuPy stream ptr) -> numba stream
-        # numba-cuda 0.30 loads a kernel's module on its first launch without a lock: two
-        # threads launching the same new kernel at once fail ("key already in dictionary",
-        # seen on an H100). Launches are serialized here; they hold the GIL anyway.
-        self._launch_lock = threading.Lock()
+        self._launchers: dict = {}  # (kernel, device id) -> _Launcher
+        self._numba_streams: dict = {}  # (device id, CuPy stream pointer) -> numba stream
+        self._load_lock = threading.Lock()
         self._staging = None  # two pinned host buffers, made on the first checkpoint
         self._staging_lock = threading.Lock()
-        self._numba_cuda = None
 
     def devices(self) -> list[str]:
         return [f"cuda:{i}" for i in range(self._cupy.cuda.runtime.getDeviceCount())]
@@ -142,41 +139,30 @@ class CudaBackend(Backend):
         # One synchronous host -> device copy into the existing buffer; no device temporary.
         dst.set(np.asarray(host, order="C"))
 
+    def _numba_stream(self, device_id: int):
+        """numba-cuda's handle of CuPy's current stream (the "numba" launch mechanism):
+        kernels run after the work CuPy already queued there."""
+        cuda = _load_numba_cuda()
+        ptr = self._cupy.cuda.get_current_stream().ptr
+        stream = self._numba_streams.get((device_id, ptr))
+        if stream is None:
+            stream = self._numba_streams[(device_id, ptr)] = cuda.external_stream(ptr)
+        return stream
+
     def _sm_count_of(self, device_id: int) -> int:
         if device_id not in self._sm_count:
             attrs = self._cupy.cuda.Device(device_id).attributes
             self._sm_count[device_id] = int(attrs["MultiProcessorCount"])
         return self._sm_count[device_id]
 
-    def launch(self, kernel, n, *args):
+    def launch(self, kernel, n, **args):
         if not n:
             return
-        from varstore.kernels.launch import grid_for
-
-        if self._numba_cuda is None:
-            self._numba_cuda = _load_numba_cuda()
-        cuda = self._numba_cuda
-        cupy = self._cupy
-        devices = {a.device.id for a in args if isinstance(a, cupy.ndarray)}
-        if len(devices) != 1:
-            raise ValueError(f"A kernel reads and writes one device's memory; its arrays are on devices {sorted(devices)}.")
-        device_id = devices.pop()
-        with cupy.cuda.Device(device_id):
-            # Wrap without numba's stream synchronization: the kernel runs on CuPy's
-            # current stream, after the work CuPy already queued there.
-            launch_args = [
-                cuda.from_cuda_array_interface(a.__cuda_array_interface__, owner=a, sync=False)
-                if isinstance(a, cupy.ndarray)
-                else a
-                for a in args
-            ]
-            ptr = cupy.cuda.get_current_stream().ptr
-            stream = self._streams.get((device_id, ptr))
-            if stream is None:
-                stream = self._streams[(device_id, ptr)] = cuda.external_stream(ptr)
-            blocks, threads = grid_for(n, self._sm_count_of(device_id))
-            with self._launch_lock:
-                kernel.cuda[blocks, threads, stream](*launch_args)
+        device_id = args[kernel.array_names[0]].device.id
+        launcher = self._launchers.get((kernel, device_id))
+        if launcher is None:
+            launcher = self._launchers[(kernel, device_id)] = _Launcher(self, kernel, device_id)
+        launcher(n, args)
 
     def _staging_buffers(self):
         if self._staging is None:
@@ -279,3 +265,68 @@ def _byte_range(array) -> tuple:
     if array.flags.c_contiguous:
         return array.data.ptr, array.data.ptr + array.nbytes
     return byte_bounds(array.data.ptr, array.shape, array.strides, array.itemsize)
+
+
+#: How kernels are launched: "driver" (default: the PTX numba-cuda compiled, loaded with
+#: the CUDA driver through CuPy and launched with raw pointers and typed scalars) or
+#: "numba" (numba-cuda's own launch of the same loop; for comparison and as a fallback).
+LAUNCH_MECHANISMS = ("driver", "numba")
+
+
+def launch_mechanism() -> str:
+    value = os.environ.get("VARSTORE_CUDA_LAUNCH", "driver")
+    if value not in LAUNCH_MECHANISMS:
+        raise ValueError(f"Invalid value for environment variable VARSTORE_CUDA_LAUNCH. Expected one of "
+                         f"{list(LAUNCH_MECHANISMS)}. Received: VARSTORE_CUDA_LAUNCH={value!r}")
+    return value
+
+
+class _Launcher:
+    """Launches one kernel on one device: per specialization, the loaded function and
+    what its launch needs, so that a call is a dictionary lookup, the flat argument list
+    and one driver launch on CuPy's current stream. No host synchronization, no
+    allocation."""
+
+    def __init__(self, backend, kernel, device_id: int):
+        self.backend = backend
+        self.kernel = kernel
+        self.device_id = device_id
+        self.sm_count = backend._sm_count_of(device_id)
+        self.mechanism = launch_mechanism()
+        self.functions: dict = {}  # Specialization -> CuPy Function
+        cc = backend._cupy.cuda.Device(device_id).compute_capability  # e.g. "90"
+        self.target = "numba" if self.mechanism == "numba" else f"ptx:{int(cc[:-1])}.{int(cc[-1])}"
+
+    def __call__(self, n: int, args: dict) -> None:
+        from varstore.kernels.launch import cuda_arguments, cuda_grid, numba_launch
+
+        cupy = self.backend._cupy
+        switch = cupy.cuda.runtime.getDevice() != self.device_id
+        if switch:
+            previous = cupy.cuda.runtime.getDevice()
+            cupy.cuda.runtime.setDevice(self.device_id)
+        try:
+            if self.mechanism == "numba":
+                stream = self.backend._numba_stream(self.device_id)
+                numba_launch(self.kernel, n, args, _address, self.sm_count, stream)
+                return
+            loop, spec = self.kernel.loop_for(self.target, args)
+            function = self.functions.get(spec)
+            if function is None:
+                function = self.functions[spec] = self._load(loop)
+            blocks, threads = cuda_grid(self.kernel, n, self.sm_count)
+            function((blocks,), (threads,), (0, n, *cuda_arguments(self.kernel, spec, args, _address)))
+        finally:
+            if switch:
+                cupy.cuda.runtime.setDevice(previous)
+
+    def _load(self, loop):
+        cupy = self.backend._cupy
+        with self.backend._load_lock:
+            module = cupy.cuda.function.Module()
+            module.load(loop.ptx.encode())
+            return module.get_function(loop.entry)
+
+
+def _address(array) -> int:
+    return array.data.ptr

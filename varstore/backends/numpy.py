@@ -10,7 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..dtypes import WORD_DTYPES, host_dtype
+from ..kernels.launch import MIN_CPU_CHUNK, cpu_chunks, cpu_workers
 from .base import EXACT_OVERLAP_WORK, Backend, is_device_array
+
+#: How a template's CPU loop splits over threads: by element ranges, by whole chunks of
+#: a multi-tensor table, or not at all (region and scatter loops run in order).
+SPLIT = {"elementwise": "elements", "gather": "elements", "chunks": "chunks"}
 
 _CHECKED_BYTES = 64 << 20  # allocations this large are checked against available memory
 
@@ -65,21 +70,41 @@ class NumpyBackend(Backend):
     def copy_from_host(self, dst, host):
         np.copyto(dst, host)
 
-    def launch(self, kernel, n, *args):
+    def launch(self, kernel, n, **args):
         if not n:
             return
-        from varstore.kernels.launch import cpu_chunks, cpu_workers
+        loop, _ = kernel.loop_for("cpu", args)
+        values = [args[name] for name in kernel.loop_names]
+        for name in kernel.array_names:
+            array = args[name]
+            if array.ndim != 1 or not array.flags.c_contiguous:  # the loops index flat C arrays
+                raise ValueError(f"Kernel {kernel.name!r}: argument {name!r} must be a 1-D C-contiguous array; "
+                                 f"received shape {array.shape}, strides {array.strides}.")
+        split = SPLIT.get(kernel.template)
+        ranges = None
+        if split == "elements" and n >= 2 * MIN_CPU_CHUNK:  # small work: no thread-pool hand-off
+            ranges = cpu_chunks(n, self._cpu_workers())
+        elif split == "chunks":  # whole chunks of a multi-tensor table, split where the elements split
+            first = args["chunk_first"]
+            total = int(first[-1] + args["chunk_count"][-1])
+            if total >= 2 * MIN_CPU_CHUNK:
+                starts = [start for start, _ in cpu_chunks(total, self._cpu_workers())]
+                bounds = np.searchsorted(first, starts + [total])
+                ranges = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+                ranges[-1] = (ranges[-1][0], n)
+        if not ranges or len(ranges) == 1:
+            loop(0, n, *values)
+            return
+        pool = self._thread_pool()
+        tasks = [pool.submit(loop, start, stop, *values) for start, stop in ranges[1:]]
+        loop(*ranges[0], *values)
+        for task in tasks:
+            task.result()
 
+    def _cpu_workers(self) -> int:
         if self._workers is None:
             self._workers = cpu_workers()
-        chunks = cpu_chunks(n, self._workers) if kernel.chunked or kernel.chunk_table is not None else [(0, n)]
-        if len(chunks) == 1:
-            kernel.cpu(*args)
-            return
-        if kernel.chunk_table is not None:
-            self._launch_chunk_runs(kernel, args, chunks)
-            return
-        self._run_in_pool(kernel, [_chunk_args(kernel, n, args, start, stop) for start, stop in chunks])
+        return self._workers
 
     def _thread_pool(self):
         if self._pool is None:
@@ -87,23 +112,6 @@ class NumpyBackend(Backend):
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(self._workers - 1, thread_name_prefix="varstore")
         return self._pool
-
-    def _launch_chunk_runs(self, kernel, args, chunks):
-        """A multi-tensor kernel: each thread takes the whole chunks that start inside
-        one of ``chunks``' element ranges."""
-        t = kernel.chunk_table
-        first = args[t + 1]
-        bounds = np.searchsorted(first, [start for start, _ in chunks] + [np.iinfo(np.int64).max])
-        runs = [[*args[:t], *(a[lo:hi] for a in args[t:t + 3]), *args[t + 3:]]
-                for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
-        self._run_in_pool(kernel, runs)
-
-    def _run_in_pool(self, kernel, runs):
-        pool = self._thread_pool()
-        tasks = [pool.submit(kernel.cpu, *run) for run in runs[1:]]
-        kernel.cpu(*runs[0])
-        for task in tasks:
-            task.result()
 
     def present(self, storage, dtype):
         if dtype in WORD_DTYPES:
@@ -173,12 +181,3 @@ def _device_to_host(obj) -> np.ndarray:
         ) from exc
     device_array = cupy.asarray(obj) if hasattr(obj, "__cuda_array_interface__") else cupy.from_dlpack(obj)
     return cupy.asnumpy(device_array)
-
-
-def _chunk_args(kernel, n, args, start, stop):
-    """The arguments for elements ``start:stop`` (see ``varstore.kernels`` Kernel)."""
-    out = [a[start:stop] if isinstance(a, np.ndarray) and a.ndim == 1 and a.size == n else a for a in args]
-    if kernel.offset_arg is not None:
-        out[kernel.offset_arg] = args[kernel.offset_arg] + start
-    return out
-

@@ -156,11 +156,11 @@ def pack(tables: Tables, bucket: Bucket, staging, where: tuple) -> None:
     step = [0 if u.operand.size == 1 and u.variable.size != 1 else 1 for u in bucket.updates]
     negate = [int(u.negate) for u in bucket.updates]
     t = tables.upload([tensor, first, count, np.array(address, np.uint64).view(np.int64), starts, step, negate])
-    t[3] = t[3].view(np.uint64)
     to_stage, _ = _conversions(bucket)
-    kind = _kind(K, bucket.staging)
-    like = tables.like(_source_like(bucket.dtype, bucket.staging))
-    backend.launch(K.pack, bucket.elements, destination_words(staging), *t, like, kind, to_stage)
+    backend.launch(K.pack, len(tensor), staging=destination_words(staging), chunk_tensor=t[0], chunk_first=t[1],
+                   chunk_count=t[2], tensor_address=t[3].view(np.uint64), tensor_start=t[4], tensor_step=t[5],
+                   tensor_negate=t[6], like=tables.like(_source_like(bucket.dtype, bucket.staging)),
+                   kind=_kind(K, bucket.staging), conversion=to_stage, same=int(to_stage[0] == K.SAME))
 
 
 def unpack(tables: Tables, bucket: Bucket, staging, where: tuple, divisor: int = 1, targets=None) -> None:
@@ -174,10 +174,10 @@ def unpack(tables: Tables, bucket: Bucket, staging, where: tuple, divisor: int =
     address = [backend.address(a) for a in targets]
     add = [int(u.mode == "add") for u in bucket.updates]
     t = tables.upload([tensor, first, count, np.array(address, np.uint64).view(np.int64), starts, add])
-    t[3] = t[3].view(np.uint64)
     to_stage, from_stage = _conversions(bucket)
-    kind = _kind(K, bucket.staging)
-    like_src = tables.like(_source_like(bucket.dtype, bucket.staging))
-    like_dst = tables.like(destination_words(np.empty(1, storage_dtype(bucket.dtype))).dtype)
-    backend.launch(K.unpack, bucket.elements, destination_words(staging), *t, like_src, like_dst, int(divisor), kind,
-                   to_stage, from_stage)
+    like_dst = destination_words(np.empty(1, storage_dtype(bucket.dtype))).dtype
+    backend.launch(K.unpack, len(tensor), staging=destination_words(staging), chunk_tensor=t[0], chunk_first=t[1],
+                   chunk_count=t[2], tensor_address=t[3].view(np.uint64), tensor_start=t[4], tensor_add=t[5],
+                   like_src=tables.like(_source_like(bucket.dtype, bucket.staging)), like_dst=tables.like(like_dst),
+                   divisor=int(divisor), kind=_kind(K, bucket.staging), to_stage=to_stage, from_stage=from_stage,
+                   unchanged=int(to_stage[0] == K.SAME and from_stage[0] == K.SAME))

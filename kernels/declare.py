@@ -1,0 +1,171 @@
+"""Kernel declarations: one per kernel, from which both loops are generated.
+
+A kernel is its element function plus a schema:
+
+- ``arrays``: named 1-D arrays of raw words. ``Array.role`` says whether the loop reads
+  ("in"), writes ("out") or updates ("inout") it; ``Array.word`` fixes its word dtype
+  (index and table arrays) or leaves it to the launch (None: the specialization is
+  chosen by the array's dtype); ``Array.step`` names an int64 scalar multiplying its
+  index (0 makes a one-element array a scalar operand).
+- ``scalars``: named typed values (see :data:`SCALAR_KINDS`).
+- ``template``: the loop around the element function (``kernels.templates``):
+  "elementwise", "region", "scatter", "gather" or "chunks".
+
+Call sites pass every argument by name (``backend.launch(kernel, n, src=..., dst=...)``).
+The CPU loop (numba, arrays as arguments) and the CUDA loop (numba-cuda, arrays as raw
+device addresses, every argument a plain scalar) are generated from the template and
+compiled once per :class:`Specialization`: the word dtypes of the arrays and, for
+region kernels, the number of axes.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Scalar kinds and the numba types they pass as. A "format" is a small float's eight
+#: uint32 fields; "axes" a tuple of int64, one per axis of the region; "conversion" the
+#: six arguments of ``cast.convert_word`` after the word (route, source format,
+#: destination format, lo, hi, mask).
+SCALAR_KINDS = ("u32", "i64", "u64", "f32", "f64", "format", "axes", "conversion")
+
+#: Word dtypes arrays travel as. bool travels as uint8 and float16 as uint16 (numba has
+#: no float16 arrays); the loops read the same bytes.
+WORD_OF = {np.dtype(name): name for name in
+           ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32", "float64")}
+WORD_OF[np.dtype("bool")] = "uint8"
+WORD_OF[np.dtype("float16")] = "uint16"
+
+_RESERVED = frozenset({"start", "stop", "f", "g", "step", "loop", "cuda", "np", "element"})
+
+#: Every word dtype, and the unsigned ones (what copies and converting kernels store).
+WORDS = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32", "float64")
+UNSIGNED = ("uint8", "uint16", "uint32", "uint64")
+
+TEMPLATES = ("elementwise", "region", "scatter", "gather", "chunks")
+
+
+@dataclass(frozen=True)
+class Array:
+    name: str
+    role: str = "in"  # "in", "out" or "inout"
+    word: str | None = None  # fixed word dtype, or None: chosen per launch among `words`
+    words: tuple = ()  # the word dtypes a launch may pass (empty: any of WORDS)
+    step: str | None = None  # name of an int64 scalar the element index is multiplied by
+    width: int = 1  # words written per element-function call ("out" arrays)
+
+
+@dataclass(frozen=True)
+class Scalar:
+    name: str
+    kind: str
+
+    def __post_init__(self):
+        if self.kind not in SCALAR_KINDS:
+            raise ValueError(f"Invalid scalar kind {self.kind!r} for {self.name!r}. Expected one of {SCALAR_KINDS}.")
+
+
+@dataclass(frozen=True)
+class Specialization:
+    """What one compiled pair of loops is for: the word dtype of every array (schema
+    order) and the number of axes of region kernels (0 for the others)."""
+
+    words: tuple
+    axes: int = 0
+
+
+@dataclass(eq=False)
+class Kernel:
+    """One declared kernel. ``element`` is the element function (``_targets.element``);
+    ``options`` are template options (see ``kernels.templates``)."""
+
+    name: str
+    template: str
+    element: object
+    arrays: tuple
+    scalars: tuple = ()
+    options: dict = field(default_factory=dict)
+    doc: str = ""
+
+    def __post_init__(self):
+        if self.template not in TEMPLATES:
+            raise ValueError(f"Invalid template {self.template!r} for kernel {self.name!r}. Expected one of {TEMPLATES}.")
+        reserved = [n for n in [a.name for a in self.arrays] + [s.name for s in self.scalars]
+                    if n.startswith("_") or n in _RESERVED]
+        if reserved:
+            raise ValueError(f"Kernel {self.name!r}: argument names {reserved} are taken by the generated loops "
+                             f"(names starting with '_', and {sorted(_RESERVED)}).")
+        self.array_names = tuple(a.name for a in self.arrays)
+        self.scalar_names = tuple(s.name for s in self.scalars)
+        #: Arguments in the order the loops take them (after start and stop).
+        self.argument_names = self.array_names + self.scalar_names
+        self.loop_names = tuple(a.name for a in self.arrays if a.role != "type") + self.scalar_names
+        self._names = frozenset(self.argument_names)
+        self._axes = any(s.kind == "axes" for s in self.scalars)
+        self._compiled: dict = {}  # (target, Specialization) -> compiled loop
+        self._by_key: dict = {}  # (target, array dtypes..., axes) -> (compiled loop, Specialization)
+        self._lock = threading.Lock()
+
+    def check_arguments(self, args: dict) -> None:
+        """Raise TypeError unless ``args`` names exactly this kernel's arguments."""
+        if args.keys() != self._names:
+            missing = sorted(self._names - args.keys())
+            unexpected = sorted(args.keys() - self._names)
+            raise TypeError(f"Kernel {self.name!r} takes the arguments {list(self.argument_names)}; "
+                            f"missing {missing}, unexpected {unexpected}.")
+
+    def loop_for(self, target: str, args: dict) -> tuple:
+        """``(compiled loop, Specialization)`` of ``target`` for ``args`` (name -> value),
+        looked up by the arrays' dtypes; compiled on first use."""
+        key = (target, *[args[n].dtype for n in self.array_names], len(args["shape"]) if self._axes else 0)
+        hit = self._by_key.get(key)
+        if hit is None:
+            self.check_arguments(args)
+            spec = self.specialization(args, key[-1])
+            for a, word in zip(self.arrays, spec.words):
+                allowed = self.allowed_words(a)
+                if word not in allowed:
+                    raise TypeError(f"Kernel {self.name!r}: argument {a.name!r} must be an array of one of the "
+                                    f"word dtypes {list(allowed)}; received dtype {args[a.name].dtype}.")
+            hit = self._by_key[key] = (self.compiled(target, spec), spec)
+        return hit
+
+    def specialization(self, arrays: dict, axes: int = 0) -> Specialization:
+        """The specialization for ``arrays`` (name -> array)."""
+        words = tuple(a.word or WORD_OF.get(arrays[a.name].dtype, str(arrays[a.name].dtype)) for a in self.arrays)
+        return Specialization(words, axes)
+
+    @staticmethod
+    def allowed_words(array: Array) -> tuple:
+        return (array.word,) if array.word else (array.words or WORDS)
+
+    def examples(self, axes: int = 2) -> list:
+        """Specializations that together use every word each array declares (the PTX
+        tests compile these): the k-th takes each array's k-th word, cycling."""
+        choices = [self.allowed_words(a) for a in self.arrays]
+        count = max(len(c) for c in choices)
+        return [Specialization(tuple(c[k % len(c)] for c in choices), axes if self._axes else 0) for k in range(count)]
+
+    def compiled(self, target: str, spec: Specialization):
+        """The compiled loop of ``target`` ("cpu", "cuda", "cudasim") for ``spec``,
+        built on first use (see ``kernels.build``)."""
+        key = (target, spec)
+        loop = self._compiled.get(key)
+        if loop is None:
+            with self._lock:
+                loop = self._compiled.get(key)
+                if loop is None:
+                    from . import build
+
+                    loop = self._compiled[key] = build.compile_loop(self, target, spec)
+        return loop
+
+    def __repr__(self):
+        return f"<Kernel {self.name} ({self.template})>"
+
+
+def kernel(name: str, template: str, element, arrays, scalars=(), doc: str = "", **options) -> Kernel:
+    """Declare a kernel (see the module docstring)."""
+    return Kernel(name, template, element, tuple(arrays), tuple(scalars), options, doc)

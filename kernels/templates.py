@@ -1,0 +1,271 @@
+"""Loop templates: the source of a kernel's CPU loop and CUDA loop, generated from its
+declaration (``kernels.declare``) and specialization.
+
+Every loop runs over an index range ``start .. stop``. The CPU loop takes NumPy arrays
+and indexes them; the CUDA loop takes each array as its raw device address (uint64) and
+reads and writes words through ``kernels.access``; every other argument is a plain scalar
+(tuples are passed field by field and rebuilt in the loop's prologue), so a launch is a
+list of numbers. The CUDA loop calls a generated *step* function per index (one index's
+loads, element call and stores), which the simulator runs as compiled CPU code.
+
+Templates (the element function is ``f``; ``s...`` are the kernel's other scalars):
+
+- elementwise: ``out[i] = f(in1[i * step1], ..., s...)``; an "inout" array is read and
+  written; option ``index`` (a scalar name) passes ``index + i`` as f's first argument;
+  an "out" array of ``width`` w takes f's w results at ``w * i .. w * i + w - 1``.
+- region: ``dst[dst_offset + <j, dst_strides>] = f(src[src_offset + <j, src_strides>], s...)``
+  for element j (C order) of a region of ``shape``; the CPU loop walks whole rows.
+- scatter: ``dst[index[j]] = f(src[<j, src_strides>], s...)``, in order on the CPU.
+- gather: ``dst[j] = f(src[index[j]], s...)``.
+- chunks: multi-tensor: for chunk c (of tensor t = chunk_tensor[c]) and each staging
+  element j of it, ``staging[j] = f(j, row..., types..., s...)`` ("out" staging) or
+  ``f(j, staging[j], row..., types..., s...)`` ("in" staging), where ``row`` are the
+  per-tensor table columns (option ``row``) at t and ``types`` a zero of each "type"
+  array's word (the tensors' word types). Option ``fast = (flag, g)``: on the CPU, a chunk
+  runs ``g`` instead of ``f`` when the scalar ``flag`` is nonzero (chosen outside the
+  element loop; a GPU keeps f: a branch uniform across threads costs little there).
+"""
+
+from __future__ import annotations
+
+FORMAT_FIELDS = 8
+CONVERSION_FIELDS = ("route", "src_fmt", "dst_fmt", "lo", "hi", "mask")
+_PARAM_TYPES = {"u32": "uint32", "i64": "int64", "u64": "uint64", "f32": "float32", "f64": "float64"}
+
+
+# ------------------------------------------------------------------ parameters
+def scalar_params(scalar, axes: int) -> list[tuple[str, str]]:
+    """``[(parameter, numba type name), ...]``: one scalar as the CUDA loop's flat parameters."""
+    name, kind = scalar.name, scalar.kind
+    if kind in _PARAM_TYPES:
+        return [(name, _PARAM_TYPES[kind])]
+    if kind == "format":
+        return [(f"{name}_{k}", "uint32") for k in range(FORMAT_FIELDS)]
+    if kind == "axes":
+        return [(f"{name}_{k}", "int64") for k in range(axes)]
+    return ([(f"{name}_route", "int64")] + [(f"{name}_sf{k}", "uint32") for k in range(FORMAT_FIELDS)]
+            + [(f"{name}_df{k}", "uint32") for k in range(FORMAT_FIELDS)]
+            + [(f"{name}_lo", "int64"), (f"{name}_hi", "int64"), (f"{name}_mask", "uint64")])
+
+
+def _rebuild(scalar, axes: int) -> str | None:
+    """The prologue line that rebuilds a tuple scalar from its flat parameters."""
+    name, kind = scalar.name, scalar.kind
+    if kind == "format":
+        return f"{name} = ({', '.join(f'{name}_{k}' for k in range(FORMAT_FIELDS))},)"
+    if kind == "axes":
+        return f"{name} = ({', '.join(f'{name}_{k}' for k in range(axes))},)"
+    if kind == "conversion":
+        sf = ", ".join(f"{name}_sf{k}" for k in range(FORMAT_FIELDS))
+        df = ", ".join(f"{name}_df{k}" for k in range(FORMAT_FIELDS))
+        return f"{name} = ({name}_route, ({sf},), ({df},), {name}_lo, {name}_hi, {name}_mask)"
+    return None
+
+
+def loop_arrays(kernel) -> list:
+    """The arrays the loops take (type-only arrays just choose the word)."""
+    return [a for a in kernel.arrays if a.role != "type"]
+
+
+def cuda_params(kernel, spec) -> list[tuple[str, str]]:
+    """The CUDA loop's parameters after start and stop, in order."""
+    params = [(a.name, "uint64") for a in loop_arrays(kernel)]
+    for s in kernel.scalars:
+        params += scalar_params(s, spec.axes)
+    return params
+
+
+# ------------------------------------------------------------------ source
+class _Source:
+    """Access expressions of one target: arrays indexed (CPU) or raw addresses (CUDA)."""
+
+    def __init__(self, kernel, spec, target: str):
+        self.kernel = kernel
+        self.cuda = target != "cpu"
+        self.words = dict(zip(kernel.array_names, spec.words))
+        self.axes = spec.axes
+
+    def load(self, array: str, index: str) -> str:
+        if self.cuda:
+            return f"load_word({array}, int64({index}), {self.words[array]}(0))"
+        return f"{array}[{index}]"
+
+    def store(self, array: str, index: str, value: str) -> str:
+        if self.cuda:
+            return f"store_word({array}, int64({index}), {value}, {self.words[array]}(0))"
+        return f"{array}[{index}] = {value}"
+
+    def type_values(self) -> list[str]:
+        """Locals holding a zero of each type-only array's word (``like`` arguments)."""
+        return [f"{a.name} = {self.words[a.name]}(0)" for a in self.kernel.arrays if a.role == "type"]
+
+
+def _element_scalars(kernel, used: set) -> list[str]:
+    """f's scalar arguments: the kernel's scalars not consumed by the template, a
+    conversion spread into its six fields."""
+    out = []
+    for s in kernel.scalars:
+        if s.name in used:
+            continue
+        if s.kind == "conversion":
+            out += [f"{s.name}[{k}]" for k in range(len(CONVERSION_FIELDS))]
+        else:
+            out.append(s.name)
+    return out
+
+
+def _elementwise_body(src: _Source, i: str) -> list[str]:
+    kernel = src.kernel
+    index = kernel.options.get("index")
+    used = {a.step for a in kernel.arrays if a.step} | ({index} if index else set())
+    values = [f"{index} + {i}"] if index else []
+    out = None
+    for a in loop_arrays(kernel):
+        if a.role in ("in", "inout"):
+            at = f"{i} * {a.step}" if a.step else i
+            values.append(src.load(a.name, at))
+        if a.role in ("out", "inout"):
+            out = a
+    call = f"f({', '.join(values + _element_scalars(kernel, used))})"
+    if out.width == 1:
+        return [src.store(out.name, i, call)]
+    w = out.width
+    lines = [f"_r = {call}"]
+    lines += [src.store(out.name, f"{w} * {i} + {k}", f"_r[{k}]") for k in range(w)]
+    return lines
+
+
+_REGION_SCALARS = {"dst_offset", "dst_strides", "src_offset", "src_strides", "shape", "narrow"}
+
+
+def _region_step(src: _Source, j: str) -> list[str]:
+    extra = ", ".join(["_x"] + _element_scalars(src.kernel, _REGION_SCALARS))
+    return [
+        "if narrow != 0:",
+        f"    _a, _b = region_offsets32({j}, shape, dst_strides, src_strides, {src.axes})",
+        "else:",
+        f"    _a, _b = region_offsets({j}, shape, dst_strides, src_strides, {src.axes})",
+        "_x = " + src.load("src", "src_offset + _b"),
+        src.store("dst", "dst_offset + _a", f"f({extra})"),
+    ]
+
+
+def _region_cpu_loop(src: _Source) -> list[str]:
+    # Whole rows of the last axis: one unravel per row, then a plain stride loop (start
+    # and stop are multiples of the last axis' extent). Offsets inside a region are never
+    # negative: unsigned indices spare numba's negative-index wraparound check.
+    last = src.axes - 1
+    extra = ", ".join(["src[uint64(_b + _i * _src_step)]"] + _element_scalars(src.kernel, _REGION_SCALARS))
+    return [
+        f"_inner = shape[{last}]",
+        f"_dst_step = dst_strides[{last}]",
+        f"_src_step = src_strides[{last}]",
+        "for _r in range(start // _inner, stop // _inner):",
+        f"    _a, _b = region_offsets(_r, shape, dst_strides, src_strides, {last})",
+        "    _a += dst_offset",
+        "    _b += src_offset",
+        "    for _i in range(_inner):",
+        f"        dst[uint64(_a + _i * _dst_step)] = f({extra})",
+    ]
+
+
+_SCATTER_SCALARS = {"src_strides", "shape"}
+
+
+def _scatter_body(src: _Source, j: str) -> list[str]:
+    extra = ", ".join(["_x"] + _element_scalars(src.kernel, _SCATTER_SCALARS))
+    return [
+        f"_, _b = region_offsets({j}, shape, src_strides, src_strides, {src.axes})",
+        "_x = " + src.load("src", "uint64(_b)"),
+        "_at = " + src.load("index", j),
+        src.store("dst", "uint64(_at)", f"f({extra})"),
+    ]
+
+
+def _gather_body(src: _Source, j: str) -> list[str]:
+    extra = ", ".join(["_x"] + _element_scalars(src.kernel, set()))
+    return ["_at = " + src.load("index", j), "_x = " + src.load("src", "uint64(_at)"), src.store("dst", j, f"f({extra})")]
+
+
+_TABLES = ("chunk_tensor", "chunk_first", "chunk_count")
+
+
+def _chunk_call(src: _Source, fn: str, j: str) -> list[str]:
+    kernel = src.kernel
+    staging = kernel.arrays[0]
+    row = list(kernel.options["row"])
+    used = set(kernel.options.get("fast", ("",))[:1])
+    args = [j] + ([src.load("staging", j)] if staging.role == "in" else []) + [f"_row_{c}" for c in row]
+    args += [a.name for a in kernel.arrays if a.role == "type"]
+    call = f"{fn}({', '.join(args + _element_scalars(kernel, used))})"
+    return [src.store("staging", j, call)] if staging.role == "out" else [call]
+
+
+def _chunk_row(src: _Source) -> list[str]:
+    # The row in locals: stores through staging may alias the tables for all the
+    # compiler knows, so it would reload them for every element.
+    lines = ["_t = " + src.load("chunk_tensor", "_c"), "_first = " + src.load("chunk_first", "_c"),
+             "_end = _first + " + src.load("chunk_count", "_c")]
+    lines += [f"_row_{c} = " + src.load(c, "_t") for c in src.kernel.options["row"]]
+    return lines
+
+
+def _indent(lines: list[str], depth: int) -> list[str]:
+    return ["    " * depth + line for line in lines]
+
+
+def cpu_source(kernel, spec) -> str:
+    """The CPU loop ``loop(start, stop, <arrays>, <scalars>)``."""
+    src = _Source(kernel, spec, "cpu")
+    params = ", ".join(["start", "stop"] + [a.name for a in loop_arrays(kernel)] + list(kernel.scalar_names))
+    body = src.type_values()
+    if kernel.template == "elementwise":
+        body += ["for _i in range(start, stop):"] + _indent(_elementwise_body(src, "_i"), 1)
+    elif kernel.template == "region":
+        body += _region_cpu_loop(src)
+    elif kernel.template == "scatter":  # in order: where an index repeats, the last write wins
+        body += ["for _j in range(start, stop):"] + _indent(_scatter_body(src, "_j"), 1)
+    elif kernel.template == "gather":
+        body += ["for _j in range(start, stop):"] + _indent(_gather_body(src, "_j"), 1)
+    else:
+        inner = ["for _j in range(_first, _end):"] + _indent(_chunk_call(src, "f", "_j"), 1)
+        fast = kernel.options.get("fast")
+        if fast:
+            inner = ([f"if {fast[0]} != 0:", "    for _j in range(_first, _end):"]
+                     + _indent(_chunk_call(src, "g", "_j"), 2) + ["else:"] + _indent(inner, 1))
+        body += ["for _c in range(start, stop):"] + _indent(_chunk_row(src) + inner, 1)
+    return f"def loop({params}):\n" + "\n".join(_indent(body, 1)) + "\n"
+
+
+def cuda_source(kernel, spec) -> str:
+    """The CUDA step ``step(index, <arrays>, <scalars>)`` and grid-stride loop
+    ``loop(start, stop, <flat parameters>)``."""
+    src = _Source(kernel, spec, "cuda")
+    names = [a.name for a in loop_arrays(kernel)] + list(kernel.scalar_names)
+    step_params = ", ".join(["_k"] + names)
+    flat = ", ".join(["start", "stop"] + [p for p, _ in cuda_params(kernel, spec)])
+    prologue = [line for line in (_rebuild(s, spec.axes) for s in kernel.scalars) if line]
+    if kernel.template == "chunks":
+        # A block takes whole chunks; its threads stride over the chunk's elements. The
+        # row is read once per chunk, by a function of its own (the simulator runs the
+        # loop in Python and only the element functions compiled).
+        row = list(kernel.options["row"])
+        tables = ", ".join(list(_TABLES) + row)
+        helper = (f"@element\ndef _row_of(_c, {tables}):\n"
+                  + "\n".join(_indent(_chunk_row(src) + [f"return {', '.join(['_first', '_end'] + [f'_row_{c}' for c in row])}"], 1))
+                  + "\n\n\n")
+        step = src.type_values() + _chunk_call(src, "f", "_k")
+        step_params = ", ".join(["_k", "staging"] + [f"_row_{c}" for c in row] + list(kernel.scalar_names))
+        loop = ["for _c in range(start + cuda.blockIdx.x, stop, cuda.gridDim.x):",
+                f"    {', '.join(['_first', '_end'] + [f'_row_{c}' for c in row])} = _row_of(_c, {tables})",
+                "    for _k in range(_first + cuda.threadIdx.x, _end, cuda.blockDim.x):",
+                f"        step({step_params})"]
+        return (helper + f"@element\ndef step({step_params}):\n" + "\n".join(_indent(step, 1)) + "\n\n\n"
+                f"def loop({flat}):\n" + "\n".join(_indent(prologue + loop, 1)) + "\n")
+    body = {"elementwise": _elementwise_body, "region": _region_step, "scatter": _scatter_body,
+            "gather": _gather_body}[kernel.template]
+    step = src.type_values() + body(src, "_k")
+    loop = ["for _k in range(start + cuda.grid(1), stop, cuda.gridsize(1)):"]
+    loop += [f"    step({', '.join(['_k'] + names)})"]
+    return (f"@element\ndef step({step_params}):\n" + "\n".join(_indent(step, 1)) + "\n\n\n"
+            f"def loop({flat}):\n" + "\n".join(_indent(prologue + loop, 1)) + "\n")
