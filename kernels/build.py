@@ -128,13 +128,22 @@ def _import_generated(kernel, spec, target: str):
         return module, path
 
 
+def _cacheable(kernel) -> bool:
+    """Whether compiled code of ``kernel`` may be cached on disk: only when its element
+    functions are varstore's own, whose every source file names the cache folder. (numba
+    would not notice an edit to a user's element function, or to what it calls.)"""
+    functions = [kernel.element] + ([kernel.options["fast"][1]] if kernel.options.get("fast") else [])
+    return all(_reference(fn)[0].startswith("varstore.") for fn in functions)
+
+
 def compile_loop(kernel, target: str, spec):
     """The compiled loop of ``kernel`` for ``target`` and ``spec`` (see the module docstring)."""
     module, path = _import_generated(kernel, spec, target)
+    cacheable = _cacheable(kernel)
     if target == "cpu":
         signature = cpu_signature(kernel, spec)
         with _numba_cache_dir([numba.config]) as cache:
-            dispatcher = numba.njit(signature, cache=cache, nogil=True)(module.loop)
+            dispatcher = numba.njit(signature, cache=cache and cacheable, nogil=True)(module.loop)
         return dispatcher.overloads[signature.args].entry_point
     from numba import cuda
 
@@ -145,12 +154,12 @@ def compile_loop(kernel, target: str, spec):
         from numba.cuda.core import config as cuda_config
 
         with _numba_cache_dir([cuda_config]) as cache:
-            return cuda.jit(signature, cache=cache)(module.loop)
+            return cuda.jit(signature, cache=cache and cacheable)(module.loop)
     if not target.startswith("ptx:"):
         raise ValueError(f"Invalid kernel target {target!r}. Expected 'cpu', 'numba' or 'ptx:<major>.<minor>'.")
     major, minor = (int(x) for x in target[4:].split("."))
     ptx_path = f"{path[:-3]}.sm{major}{minor}.ptx"
-    if os.path.exists(ptx_path):
+    if cacheable and os.path.exists(ptx_path):
         with open(ptx_path) as f:
             ptx = f.read()
     else:

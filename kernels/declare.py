@@ -105,7 +105,8 @@ class Kernel:
         self._names = frozenset(self.argument_names)
         self._axes = any(s.kind == "axes" for s in self.scalars)
         self._compiled: dict = {}  # (target, Specialization) -> compiled loop
-        self._by_key: dict = {}  # (target, array dtypes..., axes) -> (compiled loop, Specialization)
+        self._by_key: dict = {}  # (target, (array dtypes..., axes)) -> (compiled loop, Specialization)
+        self._binder = None
         self._lock = threading.Lock()
 
     def check_arguments(self, args: dict) -> None:
@@ -116,11 +117,23 @@ class Kernel:
             raise TypeError(f"Kernel {self.name!r} takes the arguments {list(self.argument_names)}; "
                             f"missing {missing}, unexpected {unexpected}.")
 
-    def loop_for(self, target: str, args: dict) -> tuple:
-        """``(compiled loop, Specialization)`` of ``target`` for ``args`` (name -> value),
-        looked up by the arrays' dtypes; compiled on first use."""
-        key = (target, *[args[n].dtype for n in self.array_names], len(args["shape"]) if self._axes else 0)
-        hit = self._by_key.get(key)
+    def bind(self, args: dict) -> tuple:
+        """``(key, values)``: the arrays' dtypes (and axes), and the loop's arguments in
+        order, for ``args`` (name -> value); ValueError for an array that is not 1-D and
+        C-contiguous (the loops index flat C arrays). Generated per kernel: it runs on
+        every launch."""
+        if self._binder is None:
+            self._binder = _binder(self)
+        try:
+            return self._binder(args)
+        except KeyError:
+            self.check_arguments(args)
+            raise
+
+    def loop_for(self, target: str, key: tuple, args: dict):
+        """``(compiled loop, Specialization)`` of ``target`` for arrays of the dtypes in
+        ``key`` (from :meth:`bind`); compiled on first use."""
+        hit = self._by_key.get((target, key))
         if hit is None:
             self.check_arguments(args)
             spec = self.specialization(args, key[-1])
@@ -129,11 +142,11 @@ class Kernel:
                 if word not in allowed:
                     raise TypeError(f"Kernel {self.name!r}: argument {a.name!r} must be an array of one of the "
                                     f"word dtypes {list(allowed)}; received dtype {args[a.name].dtype}.")
-            hit = self._by_key[key] = (self.compiled(target, spec), spec)
+            hit = self._by_key[(target, key)] = (self.compiled(target, spec), spec)
         return hit
 
     def specialization(self, arrays: dict, axes: int = 0) -> Specialization:
-        """The specialization for ``arrays`` (name -> array)."""
+        """The specialization for ``arrays`` (name -> array, or anything with a dtype)."""
         words = tuple(a.word or WORD_OF.get(arrays[a.name].dtype, str(arrays[a.name].dtype)) for a in self.arrays)
         return Specialization(words, axes)
 
@@ -169,3 +182,26 @@ class Kernel:
 def kernel(name: str, template: str, element, arrays, scalars=(), doc: str = "", **options) -> Kernel:
     """Declare a kernel (see the module docstring)."""
     return Kernel(name, template, element, tuple(arrays), tuple(scalars), options, doc)
+
+
+def _binder(kernel: Kernel):
+    """The :meth:`Kernel.bind` function of ``kernel``, as straight-line Python."""
+    lines = ["def bind(args):"]
+    for i, a in enumerate(kernel.arrays):
+        lines.append(f"    a{i} = args[{a.name!r}]")
+        if a.role != "type":
+            lines += [f"    if a{i}.ndim != 1 or not a{i}.flags.c_contiguous:",
+                      f"        _not_flat({kernel.name!r}, {a.name!r}, a{i})"]
+    values = [f"a{i}" for i, a in enumerate(kernel.arrays) if a.role != "type"]
+    values += [f"args[{s.name!r}]" for s in kernel.scalars]
+    axes = "len(args['shape'])" if kernel._axes else "0"
+    key = ", ".join([f"a{i}.dtype" for i in range(len(kernel.arrays))] + [axes])
+    lines.append(f"    return ({key}), ({', '.join(values)},)")
+    namespace = {"_not_flat": _not_flat}
+    exec("\n".join(lines), namespace)  # noqa: S102 - generated from the declaration
+    return namespace["bind"]
+
+
+def _not_flat(kernel: str, name: str, array) -> None:
+    raise ValueError(f"Kernel {kernel!r}: argument {name!r} must be a 1-D C-contiguous array; "
+                     f"received shape {array.shape}, strides {array.strides}.")

@@ -107,8 +107,10 @@ def _any_format():
 
 
 def _format_of(dtype: str) -> tuple:
+    """The kernels' format argument of ``dtype`` (any format for a dtype that has none),
+    as plain ints: the CPU launch unboxes them faster than NumPy scalars."""
     r = record(dtype)
-    return r.format.kernel_args if r.format is not None else _any_format()
+    return tuple(int(v) for v in (r.format.kernel_args if r.format is not None else _any_format()))
 
 
 @functools.cache
@@ -133,28 +135,35 @@ def needs_kernel(src_dtype: str, dst_dtype: str) -> bool:
     return CONVERSIONS[conversion_class(src_dtype), conversion_class(dst_dtype)][0][0] != "native"
 
 
-def _view(array, how: str, dtype: str, dst_dtype: str):
-    if how == "values":
-        return array.reshape(-1)
-    return source_words(array, dtype, dst_dtype) if dtype != dst_dtype else destination_words(array)
+def _word_view(dtype: str, how: str):
+    """The dtype a kernel reads (or writes) an array of ``dtype`` as: None for "values"
+    (the array as it is), else the unsigned words of its width (float32 as its bits)."""
+    return None if how == "values" else np.dtype(_UNSIGNED[storage_dtype(dtype).itemsize])
 
 
 @functools.cache
-def _whole_array_arguments(src_dtype: str, dst_dtype: str) -> dict:
-    """The scalar arguments of the whole-array kernel converting ``src_dtype`` to ``dst_dtype``."""
-    kernel = CONVERSIONS[conversion_class(src_dtype), conversion_class(dst_dtype)][0][0]
-    if kernel in ("encode_f32", "encode_f64"):
-        return {"fmt": _format_of(dst_dtype)}
-    if kernel in ("decode", "decode_f64"):
-        return {"fmt": _format_of(src_dtype)}
-    if kernel == "transcode":
-        return {"src_fmt": _format_of(src_dtype), "dst_fmt": _format_of(dst_dtype)}
-    if kernel == "float_to_int":
+def _plan(src_dtype: str, dst_dtype: str) -> tuple:
+    """``(kernel, or None for the array module's cast; source view; destination view;
+    scalar arguments)`` of the whole-array cast from ``src_dtype`` to ``dst_dtype``."""
+    (name, src_how, dst_how), _ = CONVERSIONS[conversion_class(src_dtype), conversion_class(dst_dtype)]
+    if name == "native":
+        return None, None, None, {}
+    from .kernels import cast as K
+
+    scalars = {}
+    if name in ("encode_f32", "encode_f64"):
+        scalars = {"fmt": _format_of(dst_dtype)}
+    elif name in ("decode", "decode_f64"):
+        scalars = {"fmt": _format_of(src_dtype)}
+    elif name == "transcode":
+        scalars = {"src_fmt": _format_of(src_dtype), "dst_fmt": _format_of(dst_dtype)}
+    elif name == "float_to_int":
         lo, hi = record(dst_dtype).bounds
-        return {"lo": lo, "hi": hi}
-    if kernel == "convert":
-        return {"conversion": element_conversion(src_dtype, dst_dtype)}
-    return {}
+        scalars = {"lo": lo, "hi": hi}
+    elif name == "convert":
+        scalars = {"conversion": element_conversion(src_dtype, dst_dtype)}
+    return (getattr(K, name), _word_view(src_dtype, src_how), _word_view(dst_dtype, dst_how),
+            scalars)
 
 
 def cast_into(backend, src, src_dtype: str, dst, dst_dtype: str) -> None:
@@ -165,14 +174,17 @@ def cast_into(backend, src, src_dtype: str, dst, dst_dtype: str) -> None:
     if src_dtype == dst_dtype:
         backend.xp.copyto(dst, src.reshape(dst.shape))
         return
-    (kernel, src_view, dst_view), _ = CONVERSIONS[conversion_class(src_dtype), conversion_class(dst_dtype)]
-    if kernel == "native":
+    kernel, src_view, dst_view, scalars = _plan(src_dtype, dst_dtype)
+    if kernel is None:
         backend.xp.copyto(dst, src.reshape(dst.shape), casting="unsafe")
         return
-    from .kernels import cast as K
-
-    backend.launch(getattr(K, kernel), dst.size, src=_view(src, src_view, src_dtype, dst_dtype),
-                   dst=_view(dst, dst_view, dst_dtype, dst_dtype), **_whole_array_arguments(src_dtype, dst_dtype))
+    flat_src = src.ravel()  # (views: storage arrays are C-contiguous)
+    flat_dst = dst.ravel()
+    if src_view is not None and flat_src.dtype != src_view:
+        flat_src = flat_src.view(src_view)
+    if dst_view is not None and flat_dst.dtype != dst_view:
+        flat_dst = flat_dst.view(dst_view)
+    backend.launch(kernel, flat_dst.size, src=flat_src, dst=flat_dst, **scalars)
 
 
 def cast(backend, src, src_dtype: str, dst_dtype: str, device: str):

@@ -293,12 +293,12 @@ class _Launcher:
         self.device_id = device_id
         self.sm_count = backend._sm_count_of(device_id)
         self.mechanism = launch_mechanism()
-        self.functions: dict = {}  # Specialization -> CuPy Function
+        self.functions: dict = {}  # array dtypes and axes -> (CuPy Function, Specialization)
         cc = backend._cupy.cuda.Device(device_id).compute_capability  # e.g. "90"
         self.target = "numba" if self.mechanism == "numba" else f"ptx:{int(cc[:-1])}.{int(cc[-1])}"
 
     def __call__(self, n: int, args: dict) -> None:
-        from varstore.kernels.launch import cuda_arguments, cuda_grid, numba_launch
+        from varstore.kernels.launch import _device_key, cuda_arguments, cuda_grid, numba_launch
 
         cupy = self.backend._cupy
         switch = cupy.cuda.runtime.getDevice() != self.device_id
@@ -310,10 +310,12 @@ class _Launcher:
                 stream = self.backend._numba_stream(self.device_id)
                 numba_launch(self.kernel, n, args, _address, self.sm_count, stream)
                 return
-            loop, spec = self.kernel.loop_for(self.target, args)
-            function = self.functions.get(spec)
-            if function is None:
-                function = self.functions[spec] = self._load(loop)
+            key = _device_key(self.kernel, args)
+            hit = self.functions.get(key)
+            if hit is None:
+                loop, spec = self.kernel.loop_for(self.target, key, args)
+                hit = self.functions[key] = (self._load(loop), spec)
+            function, spec = hit
             blocks, threads = cuda_grid(self.kernel, n, self.sm_count)
             function((blocks,), (threads,), (0, n, *cuda_arguments(self.kernel, spec, args, _address)))
         finally:

@@ -26,6 +26,7 @@ class NumpyBackend(Backend):
 
     def __init__(self):
         self._workers = None  # the CPU loops release the GIL: large launches use threads
+        self._loops: dict = {}  # (kernel, bind key) -> compiled CPU loop
         self._pool = None
         self._pool_lock = threading.Lock()
 
@@ -73,13 +74,10 @@ class NumpyBackend(Backend):
     def launch(self, kernel, n, **args):
         if not n:
             return
-        loop, _ = kernel.loop_for("cpu", args)
-        values = [args[name] for name in kernel.loop_names]
-        for name in kernel.array_names:
-            array = args[name]
-            if array.ndim != 1 or not array.flags.c_contiguous:  # the loops index flat C arrays
-                raise ValueError(f"Kernel {kernel.name!r}: argument {name!r} must be a 1-D C-contiguous array; "
-                                 f"received shape {array.shape}, strides {array.strides}.")
+        key, values = kernel.bind(args)
+        loop = self._loops.get((kernel, key))
+        if loop is None:
+            loop = self._loops[(kernel, key)] = kernel.loop_for("cpu", key, args)[0]
         split = SPLIT.get(kernel.template)
         ranges = None
         if split == "elements" and n >= 2 * MIN_CPU_CHUNK:  # small work: no thread-pool hand-off
@@ -92,7 +90,7 @@ class NumpyBackend(Backend):
                 bounds = np.searchsorted(first, starts + [total])
                 ranges = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
                 ranges[-1] = (ranges[-1][0], n)
-        if not ranges or len(ranges) == 1:
+        if ranges is None or len(ranges) == 1:
             loop(0, n, *values)
             return
         pool = self._thread_pool()
