@@ -120,7 +120,7 @@ def assert_words_equal(actual, expected, inputs, what):
 def test_encode_f32_matches_ml_dtypes_and_numpy(target, name):
     x = subsample(interesting_values(name, np.random.default_rng(0), np.float32))
     out = np.empty(x.size, WORD[name])
-    run_kernel(target, K.encode_f32, x.view(np.uint32), out, K.FORMATS[name])
+    run_kernel(target, K.encode_f32, x.size, src=x.view(np.uint32), dst=out, fmt=K.FORMATS[name])
     with np.errstate(over="ignore", invalid="ignore"):
         expected = x.astype(NUMPY_TYPES[name]).view(WORD[name])
     assert_words_equal(out, expected, x, f"float32 -> {name}")
@@ -142,7 +142,7 @@ def test_reference_encode_agrees_with_ml_dtypes_on_float32(name):
 def test_encode_f64_rounds_once(target, name):
     x = subsample(interesting_values(name, np.random.default_rng(2), np.float64))
     out = np.empty(x.size, WORD[name])
-    run_kernel(target, K.encode_f64, x, out, K.FORMATS[name])
+    run_kernel(target, K.encode_f64, x.size, src=x, dst=out, fmt=K.FORMATS[name])
     assert_words_equal(out, reference_encode(x, name), x, f"float64 -> {name}")
 
 
@@ -151,7 +151,7 @@ def test_encode_f64_avoids_double_rounding(target):
     through float32 (as ml_dtypes does) it lands exactly on the midpoint and goes down."""
     x = np.array([1 + 2**-8 + 2**-30, -(1 + 2**-8 + 2**-30), 1 + 2**-8], np.float64)
     out = np.empty(3, np.uint16)
-    run_kernel(target, K.encode_f64, x, out, K.BFLOAT16)
+    run_kernel(target, K.encode_f64, x.size, src=x, dst=out, fmt=K.BFLOAT16)
     assert out.tolist() == [0x3F81, 0xBF81, 0x3F80]
     assert x[:1].astype(ml_dtypes.bfloat16).view(np.uint16)[0] == 0x3F80  # ml_dtypes' double rounding
 
@@ -166,7 +166,7 @@ def test_encode_integers_and_bool(target, name, src_dtype):
         candidates = [0, 1, -1, 3, 17, 1000, 65504, 65520, info.min, info.max, info.max - 1, 2**53 + 1]
         x = np.array([c for c in candidates if info.min <= c <= info.max], src_dtype)
     out = np.empty(x.size, WORD[name])
-    run_kernel(target, K.encode_f64, x, out, K.FORMATS[name])
+    run_kernel(target, K.encode_f64, x.size, src=x, dst=out, fmt=K.FORMATS[name])
     assert_words_equal(out, reference_encode(x.astype(np.float64), name), x.astype(np.float64), name)
 
 
@@ -175,7 +175,7 @@ def test_encode_integers_and_bool(target, name, src_dtype):
 def test_decode_every_word_to_float32(target, name):
     words = subsample(all_words(name))
     out = np.empty(words.size, np.float32)
-    run_kernel(target, K.decode, words, out.view(np.uint32), K.FORMATS[name])
+    run_kernel(target, K.decode, words.size, src=words, dst=out.view(np.uint32), fmt=K.FORMATS[name])
     expected = decode_reference(words, name, np.float32)
     assert_words_equal(out.view(np.uint32), expected.view(np.uint32), words.astype(np.float64), f"{name} -> float32")
 
@@ -184,7 +184,7 @@ def test_decode_every_word_to_float32(target, name):
 def test_decode_every_word_to_float64(target, name):
     words = subsample(all_words(name))
     out = np.empty(words.size, np.float64)
-    run_kernel(target, K.decode_f64, words, out, K.FORMATS[name])
+    run_kernel(target, K.decode_f64, words.size, src=words, dst=out, fmt=K.FORMATS[name])
     f32 = decode_reference(words, name, np.float32)
     nan = np.isnan(f32)
     np.testing.assert_array_equal(out[~nan], f32[~nan].astype(np.float64))
@@ -203,7 +203,7 @@ def test_transcode_every_word(target, src, dst):
         pytest.skip("same format: a copy, not a kernel")
     words = subsample(all_words(src))
     out = np.empty(words.size, WORD[dst])
-    run_kernel(target, K.transcode, words, out, K.FORMATS[src], K.FORMATS[dst])
+    run_kernel(target, K.transcode, words.size, src=words, dst=out, src_fmt=K.FORMATS[src], dst_fmt=K.FORMATS[dst])
     with np.errstate(over="ignore", invalid="ignore"):
         expected = decode_reference(words, src).astype(NUMPY_TYPES[dst]).view(WORD[dst])
     assert_words_equal(out, expected, words.astype(np.float64), f"{src} -> {dst}")
@@ -240,9 +240,9 @@ def test_float_to_int_saturates(target, int_type, float_type):
     ).astype(float_type)
     out = np.zeros(x.size, int_type)
     if int_type is np.uint64:
-        run_kernel(target, K.float_to_uint64, x, out)
+        run_kernel(target, K.float_to_uint64, x.size, src=x, dst=out)
     else:
-        run_kernel(target, K.float_to_int, x, out, int(info.min), int(info.max))
+        run_kernel(target, K.float_to_int, x.size, src=x, dst=out, lo=int(info.min), hi=int(info.max))
     np.testing.assert_array_equal(out, saturating_reference(x, int_type))
 
 
@@ -255,7 +255,7 @@ def test_widen_and_narrow_match_the_cpu_conversion(target):
                         0x807FFFFF, 0x7F7FFFFF, 0x7F800000, 0xFF800000, 0x80000000], np.uint32)
     bits = np.concatenate([special, subsample(rng.integers(0, 2**32, 50_000, dtype=np.uint64).astype(np.uint32))])
     wide = np.zeros(bits.size, np.float64)
-    run_kernel(target, K.widen_f32, bits, wide)
+    run_kernel(target, K.widen_f32, bits.size, src=bits, dst=wide)
     with np.errstate(invalid="ignore"):
         expected = bits.view(np.float32).astype(np.float64)
     np.testing.assert_array_equal(wide.view(np.uint64), expected.view(np.uint64))
@@ -266,7 +266,7 @@ def test_widen_and_narrow_match_the_cpu_conversion(target):
                             0x7FEFFFFFFFFFFFFF, 0x8000000000000000], np.uint64)
     doubles = np.concatenate([f64_special.view(np.float64), subsample(rng.standard_normal(50_000) * 10.0 ** rng.integers(-45, 40, 50_000))])
     narrow = np.zeros(doubles.size, np.uint32)
-    run_kernel(target, K.narrow_f64, doubles, narrow)
+    run_kernel(target, K.narrow_f64, doubles.size, src=doubles, dst=narrow)
     with np.errstate(over="ignore", invalid="ignore"):
         expected = doubles.astype(np.float32)
     np.testing.assert_array_equal(narrow, expected.view(np.uint32))
@@ -285,11 +285,11 @@ def test_accumulate_rounds_float32_sum_once(target, name, sign):
         expected = (decode_reference(a, name) + np.float32(sign) * decode_reference(b, name))
         expected = expected.astype(NUMPY_TYPES[name]).view(WORD[name])
     dst = a.copy()
-    run_kernel(target, K.accumulate, dst, b, sign, K.FORMATS[name])
+    run_kernel(target, K.accumulate, dst.size, dst=dst, src=b, src_step=1, sign=sign, fmt=K.FORMATS[name])
     assert_words_equal(dst, expected, a.astype(np.float64), f"{name} accumulate")
     # A one-element operand is a scalar added to every element.
     dst = a.copy()
-    run_kernel(target, K.accumulate, dst, b[:1].copy(), sign, K.FORMATS[name])
+    run_kernel(target, K.accumulate, dst.size, dst=dst, src=b[:1].copy(), src_step=0, sign=sign, fmt=K.FORMATS[name])
     scalar = (decode_reference(a, name) + np.float32(sign) * decode_reference(b[:1], name)[0])
     with np.errstate(over="ignore", invalid="ignore"):
         assert_words_equal(dst, scalar.astype(NUMPY_TYPES[name]).view(WORD[name]), a.astype(np.float64), "scalar")
@@ -300,23 +300,106 @@ def test_accumulate_rounds_float32_sum_once(target, name, sign):
 def test_sizes(target, n):
     x = np.linspace(-70000, 70000, n, dtype=np.float32)
     out = np.full(n, 0xAAAA, np.uint16)
-    run_kernel(target, K.encode_f32, x.view(np.uint32), out, K.BFLOAT16)
+    run_kernel(target, K.encode_f32, n, src=x.view(np.uint32), dst=out, fmt=K.BFLOAT16)
     np.testing.assert_array_equal(out, x.astype(ml_dtypes.bfloat16).view(np.uint16))
 
 
-def test_strided_view(target):
-    """The loops index their arrays, so a strided 1-D view works on both targets."""
+def _launch_device_views(kernel, n, **args):
+    """Launch ``kernel``'s CUDA loop on numba device arrays (views included) as given."""
+    from numba import cuda
+
+    from helpers import device_address
+    from varstore.kernels._targets import simulator_enabled
+    from varstore.kernels.launch import numba_launch
+
+    sm_count = 1 if simulator_enabled() else cuda.get_current_device().MULTIPROCESSOR_COUNT
+    numba_launch(kernel, n, args, device_address, sm_count)
+    cuda.synchronize()
+
+
+@pytest.mark.parametrize("strided", ["src", "dst"])
+def test_strided_view_is_rejected(target, strided):
+    """The loops index flat C arrays: a strided 1-D view is an error naming the argument
+    (the old loops took the views of the test below straight), and nothing is written."""
     x = np.linspace(-3, 3, 300, dtype=np.float32)
     out = np.zeros(300, np.uint16)
     if target == "cpu":
-        K.encode_f32.cpu(x.view(np.uint32)[::3], out[1::3], K.BFLOAT16)
+        src = x.view(np.uint32)[::3] if strided == "src" else np.ascontiguousarray(x.view(np.uint32)[::3])
+        dst = out[1::3] if strided == "dst" else out[1:101]
+        with pytest.raises(ValueError, match=f"'encode_f32'.*'{strided}'.*1-D C-contiguous"):
+            run_kernel(target, K.encode_f32, 100, src=src, dst=dst, fmt=K.BFLOAT16)
+        assert not out.any()
     else:
         from numba import cuda
 
-        from varstore.kernels.launch import SIMULATOR_GEOMETRY
-
         d_x, d_out = cuda.to_device(x.view(np.uint32)), cuda.to_device(out)
-        K.encode_f32.cuda[SIMULATOR_GEOMETRY](d_x[::3], d_out[1::3], K.BFLOAT16)
-        out = d_out.copy_to_host()
+        src = d_x[::3] if strided == "src" else d_x[:100]
+        dst = d_out[1::3] if strided == "dst" else d_out[1:101]
+        with pytest.raises(ValueError, match=f"'encode_f32'.*'{strided}'.*1-D C-contiguous"):
+            _launch_device_views(K.encode_f32, 100, src=src, dst=dst, fmt=K.BFLOAT16)
+        assert not d_out.copy_to_host().any()
+
+
+def test_strided_view_through_contiguous_copies(target):
+    """The values the strided views gave: every third float32, into every third word."""
+    x = np.linspace(-3, 3, 300, dtype=np.float32)
+    out = np.zeros(300, np.uint16)
+    src = np.ascontiguousarray(x.view(np.uint32)[::3])
+    dst = np.ascontiguousarray(out[1::3])
+    run_kernel(target, K.encode_f32, src.size, src=src, dst=dst, fmt=K.BFLOAT16)
+    out[1::3] = dst
     np.testing.assert_array_equal(out[1::3], x[::3].astype(ml_dtypes.bfloat16).view(np.uint16))
     assert not out[0::3].any() and not out[2::3].any()
+
+
+# ------------------------------------------------------------ argument errors
+@pytest.mark.parametrize("kernel, args, argument, received", [
+    # float32 values where the kernel takes their uint32 bits
+    ("encode_f32", {"src": np.zeros(4, np.float32), "dst": np.zeros(4, np.uint16), "fmt": K.BFLOAT16}, "src", "float32"),
+    ("encode_f32", {"src": np.zeros(4, np.uint32), "dst": np.zeros(4, np.float32), "fmt": K.BFLOAT16}, "dst", "float32"),
+    ("encode_f64", {"src": np.zeros(4, np.complex128), "dst": np.zeros(4, np.uint16), "fmt": K.BFLOAT16}, "src",
+     "complex128"),
+    ("accumulate", {"dst": np.zeros(4, np.uint16), "src": np.zeros(4, np.uint32), "src_step": 1, "sign": 1,
+                    "fmt": K.BFLOAT16}, "src", "uint32"),
+])
+def test_wrong_dtype_is_a_type_error(target, kernel, args, argument, received):
+    args = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in args.items()}
+    with pytest.raises(TypeError) as info:
+        run_kernel(target, getattr(K, kernel), 4, **args)
+    message = str(info.value)
+    assert f"{kernel!r}" in message and f"argument {argument!r}" in message and f"received dtype {received}" in message
+
+
+def _probe_kernel():
+    """A fresh declaration of encode_f32: nothing compiled or looked up yet."""
+    from varstore.kernels.declare import kernel
+
+    return kernel("encode_f32_probe", "elementwise", K.encode_from_f32_bits, K.encode_f32.arrays, K.encode_f32.scalars)
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
+@pytest.mark.parametrize("change, missing, unexpected", [
+    ({"source": "src"}, ["src"], ["source"]),  # a misspelled array
+    ({"format": "fmt"}, ["fmt"], ["format"]),  # a misspelled scalar
+    ({"extra": None}, [], ["extra"]),  # one argument too many
+    ({None: "fmt"}, ["fmt"], []),  # one too few
+], ids=["misspelled-array", "misspelled-scalar", "extra", "missing"])
+def test_wrong_argument_names_are_a_type_error(target, warm, change, missing, unexpected):
+    """Wrong names are a TypeError listing the kernel's arguments, whether or not the
+    kernel has run (and been looked up by its arrays' dtypes) before."""
+    probe = _probe_kernel()
+    x = np.linspace(-3, 3, 8, dtype=np.float32).view(np.uint32)
+    good = {"src": x, "dst": np.zeros(8, np.uint16), "fmt": K.BFLOAT16}
+    if warm:
+        run_kernel(target, probe, 8, **good)
+    args = dict(good, dst=np.zeros(8, np.uint16))
+    for new, old in change.items():
+        value = args.pop(old) if old else 0
+        if new:
+            args[new] = value
+    with pytest.raises(TypeError) as info:
+        run_kernel(target, probe, 8, **args)
+    message = str(info.value)
+    assert "'encode_f32_probe' takes the arguments ['src', 'dst', 'fmt']" in message
+    assert f"missing {missing}" in message and f"unexpected {unexpected}" in message
+    assert not args["dst"].any()

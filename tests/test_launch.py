@@ -29,21 +29,45 @@ def test_grid_geometry():
     assert grid_for(10**9, 132, simulator=True) == SIMULATOR_GEOMETRY
 
 
+def _recording(monkeypatch, kernel, runs):
+    """Record the (start, stop) of every call of ``kernel``'s CPU loops."""
+    loop_for = kernel.loop_for
+
+    def recorded(target, args):
+        loop, spec = loop_for(target, args)
+
+        def run(start, stop, *values):
+            runs.append((start, stop))
+            return loop(start, stop, *values)
+
+        return run, spec
+
+    monkeypatch.setattr(kernel, "loop_for", recorded)
+
+
 @pytest.mark.parametrize("workers", [2, 3])
 def test_threaded_launch_equals_serial(monkeypatch, workers):
+    monkeypatch.setenv("VARSTORE_NUM_THREADS", "1")
+    serial = NumpyBackend()
+    serial._cpu_workers()  # (read now: the variable changes below)
     monkeypatch.setenv("VARSTORE_NUM_THREADS", str(workers))
     threaded = NumpyBackend()
     rng = np.random.default_rng(0)
     n = 3 * MIN_CPU_CHUNK + 5
     x = rng.standard_normal(n).astype(np.float32) * 1000
     serial_out = np.empty(n, np.uint16)
-    K.encode_f32.cpu(x.view(np.uint32), serial_out, K.BFLOAT16)
+    runs = []
+    _recording(monkeypatch, K.encode_f32, runs)
+    serial.launch(K.encode_f32, n, src=x.view(np.uint32), dst=serial_out, fmt=K.BFLOAT16)
+    assert runs == [(0, n)]
     out = np.empty(n, np.uint16)
-    threaded.launch(K.encode_f32, n, x.view(np.uint32), out, K.BFLOAT16)
+    runs.clear()
+    threaded.launch(K.encode_f32, n, src=x.view(np.uint32), dst=out, fmt=K.BFLOAT16)
+    assert sorted(runs) == cpu_chunks(n, workers) and len(runs) == workers  # the launch was split
     np.testing.assert_array_equal(out, serial_out)
     # A one-element operand is not split (it is a scalar for every chunk).
     acc = serial_out.copy()
-    threaded.launch(K.accumulate, n, acc, np.array([0x3F80], np.uint16), 1, K.BFLOAT16)
+    threaded.launch(K.accumulate, n, dst=acc, src=np.array([0x3F80], np.uint16), src_step=0, sign=1, fmt=K.BFLOAT16)
     expected = serial_out.copy()
-    K.accumulate.cpu(expected, np.array([0x3F80], np.uint16), 1, K.BFLOAT16)
+    serial.launch(K.accumulate, n, dst=expected, src=np.array([0x3F80], np.uint16), src_step=0, sign=1, fmt=K.BFLOAT16)
     np.testing.assert_array_equal(acc, expected)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import SIMULATOR
+from helpers import SIMULATOR, device_address, run_kernel
 from varstore.kernels import multi_tensor as K
 
 from varstore.casting import destination_words
@@ -35,29 +35,20 @@ class _Var:
         self.path = f"v{size}"
 
 
-def _run(target, kernel, n, tensors, *args):
-    """Launch ``kernel`` with a table of tensor addresses; NumPy arrays in ``tensors``
+def _run(target, kernel, tensors, **args):
+    """Launch ``kernel`` over its chunks (n = len(chunk_tensor)) with the table column
+    tensor_address filled with the addresses of ``tensors``; NumPy arrays in ``tensors``
     and in ``args`` are updated in place."""
+    n = len(args["chunk_tensor"])
     if target == "cpu":
         addresses = np.array([t.__array_interface__["data"][0] for t in tensors], np.uint64)
-        kernel.cpu(args[0], *args[1:4], addresses, *args[4:])
+        run_kernel(target, kernel, n, tensor_address=addresses, **args)
         return
     from numba import cuda
-    from varstore.kernels.launch import grid_for
-
-    def address(d):  # the simulator's device arrays wrap host NumPy arrays
-        return d._ary.__array_interface__["data"][0] if SIMULATOR else d.__cuda_array_interface__["data"][0]
 
     device_tensors = [cuda.to_device(t) for t in tensors]
-    addresses = np.array([address(d) for d in device_tensors], np.uint64)
-    host_args = [args[0], *args[1:4], addresses, *args[4:]]
-    device_args = [cuda.to_device(a) if isinstance(a, np.ndarray) else a for a in host_args]
-    blocks, threads = grid_for(n, 1 if SIMULATOR else cuda.get_current_device().MULTIPROCESSOR_COUNT, SIMULATOR)
-    kernel.cuda[blocks, threads](*device_args)
-    cuda.synchronize()
-    for host, dev in zip(host_args, device_args):
-        if isinstance(host, np.ndarray):
-            dev.copy_to_host(host)
+    addresses = np.array([device_address(d) for d in device_tensors], np.uint64)
+    run_kernel(target, kernel, n, tensor_address=addresses, **args)
     for host, dev in zip(tensors, device_tensors):
         dev.copy_to_host(host)
 
@@ -89,8 +80,9 @@ def test_pack_then_unpack_add_and_mean(target, dtype):
     like = np.zeros(1, B._source_like(dtype, staging_dtype))
     kind = B._kind(K, staging_dtype)
     staging = np.full(bucket.elements, 0xAB, staging_dtype)
-    _run(target, K.pack, bucket.elements, operands, destination_words(staging), tensor, first, count, starts, step,
-         negate, like, kind, to_stage)
+    _run(target, K.pack, operands, staging=destination_words(staging), chunk_tensor=tensor, chunk_first=first,
+         chunk_count=count, tensor_start=starts, tensor_step=step, tensor_negate=negate, like=like, kind=kind,
+         conversion=to_stage, same=int(to_stage[0] == K.SAME))
     expected = np.concatenate([
         (-1 if n else 1) * np.broadcast_to(o.view(host_dtype(dtype)).astype(np.float64), (s,))
         for o, s, n in zip(operands, SIZES, negate)
@@ -106,8 +98,10 @@ def test_pack_then_unpack_add_and_mean(target, dtype):
     add = np.array([0, 0, 1, 0, 1], np.int64)
     divisor = 1 if integer else 2
     like_dst = np.zeros(1, destination_words(np.empty(1, storage_dtype(dtype))).dtype)
-    _run(target, K.unpack, bucket.elements, targets, destination_words(staging), tensor, first, count, starts, add,
-         like, like_dst, divisor, kind, to_stage, from_stage)
+    _run(target, K.unpack, targets, staging=destination_words(staging), chunk_tensor=tensor, chunk_first=first,
+         chunk_count=count, tensor_start=starts, tensor_add=add, like_src=like, like_dst=like_dst, divisor=divisor,
+         kind=kind, to_stage=to_stage, from_stage=from_stage,
+         unchanged=int(to_stage[0] == K.SAME and from_stage[0] == K.SAME))
     for i, (old, got) in enumerate(zip(olds, targets)):
         part = staging[starts[i]:starts[i] + SIZES[i]]
         if integer:
@@ -126,6 +120,9 @@ def test_a_threaded_cpu_launch_splits_at_chunk_boundaries_and_equals_serial(monk
 
     from varstore.backends.numpy import NumpyBackend
 
+    monkeypatch.setenv("VARSTORE_NUM_THREADS", "1")
+    serial_backend = NumpyBackend()
+    serial_backend._cpu_workers()  # (read now: the variable changes below)
     monkeypatch.setenv("VARSTORE_NUM_THREADS", "3")
     backend = NumpyBackend()
     rng = np.random.default_rng(1)
@@ -133,18 +130,36 @@ def test_a_threaded_cpu_launch_splits_at_chunk_boundaries_and_equals_serial(monk
     tensors = [rng.standard_normal(s).astype(np.float32) for s in sizes]
     counts = np.array(sizes, np.int64)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
-    tables = [*K.chunks(counts), np.array([t.__array_interface__["data"][0] for t in tensors], np.uint64), starts,
-              np.ones(4, np.int64), np.array([0, 1, 0, 1], np.int64)]
+    tensor, first, count = K.chunks(counts)
     conversion = B.element_conversion("float32", "float32")
-    like = np.zeros(1, np.uint32)
-    serial = np.zeros(int(counts.sum()), np.uint32)
-    K.pack.cpu(serial, *tables, like, K.STAGE_F32, conversion)
-    threaded = np.zeros_like(serial)
+    tables = dict(chunk_tensor=tensor, chunk_first=first, chunk_count=count,
+                  tensor_address=np.array([t.__array_interface__["data"][0] for t in tensors], np.uint64),
+                  tensor_start=starts, tensor_step=np.ones(4, np.int64), tensor_negate=np.array([0, 1, 0, 1], np.int64),
+                  like=np.zeros(1, np.uint32), kind=K.STAGE_F32, conversion=conversion,
+                  same=int(conversion[0] == K.SAME))
+    # Record the chunk range of every run of the CPU loop.
     runs = []
-    run_in_pool = backend._run_in_pool
-    monkeypatch.setattr(backend, "_run_in_pool", lambda kernel, r: (runs.append(r), run_in_pool(kernel, r)))
-    backend.launch(K.pack, serial.size, threaded, *tables, like, K.STAGE_F32, conversion)
+    loop_for = K.pack.loop_for
+
+    def recorded(target, args):
+        loop, spec = loop_for(target, args)
+
+        def run(start, stop, *values):
+            runs.append((start, stop))
+            return loop(start, stop, *values)
+
+        return run, spec
+
+    monkeypatch.setattr(K.pack, "loop_for", recorded)
+    serial = np.zeros(int(counts.sum()), np.uint32)
+    serial_backend.launch(K.pack, len(tensor), staging=serial, **tables)
+    assert runs == [(0, len(tensor))]
+    runs.clear()
+    threaded = np.zeros_like(serial)
+    backend.launch(K.pack, len(tensor), staging=threaded, **tables)
     np.testing.assert_array_equal(threaded, serial)
-    assert len(runs[0]) == 3  # three threads, each with whole chunks
-    assert sum(len(run[1]) for run in runs[0]) == len(tables[0])
+    assert len(runs) == 3  # three threads, each with whole chunks
+    runs.sort()
+    assert runs[0][0] == 0 and runs[-1][1] == len(tensor) and all(a[1] == b[0] for a, b in zip(runs, runs[1:]))
+    assert sum(stop - start for start, stop in runs) == len(tables["chunk_tensor"])
     np.testing.assert_array_equal(serial[starts[1]:starts[1] + 5].view(np.float32), -tensors[1])

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from numba import cuda
 
-from helpers import SIMULATOR, run_kernel, sample_size
+from helpers import SIMULATOR, device_address, run_kernel, sample_size
 from varstore.kernels import cast as C
 from varstore.kernels import random_fill as R
+from varstore.kernels.launch import cuda_arguments
 from varstore.kernels.philox import philox4x32_10, seed_to_key
 
 pytestmark = pytest.mark.kernels
@@ -63,18 +64,25 @@ DISTS = {"uniform": R.UNIFORM, "normal": R.NORMAL, "truncated_normal": R.TRUNCAT
 
 
 def fill(target, dist, dtype, n, offset=0, a=0.0, b=1.0):
-    """Run the fill kernel for ``dtype`` over elements offset .. offset + n."""
+    """Run the fill kernel for ``dtype`` over elements offset .. offset + n (whole groups:
+    the kernels run over groups of 4 words, or 2 float64; ``first`` is the group of
+    element ``offset``)."""
+    group = R.F64_PER_GROUP if dtype == "float64" else R.WORDS_PER_GROUP
+    assert n % group == 0 and offset % group == 0, "the kernels draw whole groups"
+    key = {"first": offset // group, "k0": KEY[0], "k1": KEY[1]}
     if dtype == "float64":
         out = np.zeros(n, np.float64)
-        run_kernel(target, R.FILL_KERNELS[(dist, True)], out, offset, *KEY, float(a), float(b))
+        run_kernel(target, R.FILL_KERNELS[(dist, True)], n // group, dst=out, **key, a=float(a), b=float(b))
         return out
     if dtype == "float32":
         out = np.zeros(n, np.uint32)
-        run_kernel(target, R.FILL_KERNELS[(dist, False)], out, offset, *KEY, np.float32(a), np.float32(b), False, C.BFLOAT16)
+        run_kernel(target, R.FILL_KERNELS[(dist, False)], n // group, dst=out, **key, a=np.float32(a), b=np.float32(b),
+                   encode=False, fmt=C.BFLOAT16)
         return out.view(np.float32)
     word = np.uint8 if "float8" in dtype else np.uint16
     out = np.zeros(n, word)
-    run_kernel(target, R.FILL_KERNELS[(dist, False)], out, offset, *KEY, np.float32(a), np.float32(b), True, C.FORMATS[dtype])
+    run_kernel(target, R.FILL_KERNELS[(dist, False)], n // group, dst=out, **key, a=np.float32(a), b=np.float32(b),
+               encode=True, fmt=C.FORMATS[dtype])
     return out
 
 
@@ -121,7 +129,12 @@ def test_cuda_geometry_does_not_matter(target):
     results = []
     for blocks, threads in [(1, 32), (3, 64), (7, 32)]:
         out = cuda.to_device(np.zeros(n, np.uint32))
-        R.uniform_words.cuda[blocks, threads](out, 0, *KEY, np.float32(0), np.float32(1), False, C.BFLOAT16)
+        args = {"dst": out, "first": 0, "k0": KEY[0], "k1": KEY[1], "a": np.float32(0), "b": np.float32(1),
+                "encode": False, "fmt": C.BFLOAT16}
+        loop, spec = R.uniform_words.loop_for("numba", args)
+        groups = n // R.WORDS_PER_GROUP
+        loop[blocks, threads](0, groups, *cuda_arguments(R.uniform_words, spec, args, device_address))
+        cuda.synchronize()
         results.append(out.copy_to_host())
     np.testing.assert_array_equal(results[0], results[1])
     np.testing.assert_array_equal(results[0], results[2])

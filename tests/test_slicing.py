@@ -35,14 +35,16 @@ def test_copy_region_scatter_and_gather(target, shape, key, value_shape):
     value = (np.arange(int(np.prod(value_shape)), dtype=np.uint32) + 10_000).reshape(value_shape)
     dst = ref.copy()
     axes = region.shape or (1,)
-    run_kernel(target, copy_region, dst.reshape(-1), region.offset, region.strides or (1,), value.reshape(-1), 0,
-               broadcast_strides(value.shape, region.shape) or (0,), axes, 0, region.size)
+    run_kernel(target, copy_region, region.size, dst=dst.reshape(-1), src=value.reshape(-1), dst_offset=region.offset,
+               dst_strides=region.strides or (1,), src_offset=0,
+               src_strides=broadcast_strides(value.shape, region.shape) or (0,), shape=axes, narrow=1)
     expected = ref.copy()
     expected[key] = value
     np.testing.assert_array_equal(dst, expected)
     out = np.zeros(region.shape, np.uint32)
-    run_kernel(target, copy_region, out.reshape(-1), 0, c_strides(region.shape) or (1,), ref.reshape(-1),
-               region.offset, region.strides or (0,), axes, 0, region.size)
+    run_kernel(target, copy_region, region.size, dst=out.reshape(-1), src=ref.reshape(-1), dst_offset=0,
+               dst_strides=c_strides(region.shape) or (1,), src_offset=region.offset,
+               src_strides=region.strides or (0,), shape=axes, narrow=1)
     np.testing.assert_array_equal(out, ref[key])
 
 
@@ -72,15 +74,16 @@ def _check_converting_kernels(target, src_dtype, dst_dtype):
     # Written backwards into every other element, through the strided kernel...
     dst = np.zeros(2 * n, storage_dtype(dst_dtype))
     words = destination_words(dst)
-    run_kernel(target, copy_region_converting, words, 2 * n - 2, (-2,), source_words(src, src_dtype, dst_dtype), 0,
-               (1,), (n,), 0, n, *element_conversion(src_dtype, dst_dtype))
+    run_kernel(target, copy_region_converting, n, dst=words, src=source_words(src, src_dtype, dst_dtype),
+               dst_offset=2 * n - 2, dst_strides=(-2,), src_offset=0, src_strides=(1,), shape=(n,), narrow=1,
+               conversion=element_conversion(src_dtype, dst_dtype))
     np.testing.assert_array_equal(words[-2::-2], expected, err_msg=f"{src_dtype} -> {dst_dtype}")
     assert not words[1::2].any()
     # ... and through the indexed one.
     words[:] = 0
     index = np.arange(n, dtype=np.int64) * 2 + 1
-    run_kernel(target, scatter_indexed, words, index, source_words(src, src_dtype, dst_dtype), (1,), (n,),
-               *element_conversion(src_dtype, dst_dtype))
+    run_kernel(target, scatter_indexed, n, dst=words, index=index, src=source_words(src, src_dtype, dst_dtype),
+               src_strides=(1,), shape=(n,), conversion=element_conversion(src_dtype, dst_dtype))
     np.testing.assert_array_equal(words[1::2], expected, err_msg=f"{src_dtype} -> {dst_dtype} (indexed)")
 
 
@@ -250,18 +253,20 @@ def test_indexed_kernels(target, n):
     src = np.arange(2000, dtype=np.uint16)
     index = rng.integers(0, src.size, n).astype(np.int64)
     out = np.zeros(n, np.uint16)
-    run_kernel(target, gather_indexed, out, index, src)
+    run_kernel(target, gather_indexed, n, dst=out, index=index, src=src)
     np.testing.assert_array_equal(out, src[index])
     unique = rng.permutation(src.size)[:n].astype(np.int64)
     dst = np.zeros(2000, np.uint16)
     value = (np.arange(n, dtype=np.uint16) + 7)
     same = element_conversion("uint16", "uint16")
-    run_kernel(target, scatter_indexed, dst, unique, value, (1,), (n,), *same)
+    run_kernel(target, scatter_indexed, n, dst=dst, index=unique, src=value, src_strides=(1,), shape=(n,),
+               conversion=same)
     expected = np.zeros(2000, np.uint16)
     expected[unique] = value
     np.testing.assert_array_equal(dst, expected)
     dst[:] = 0
-    run_kernel(target, scatter_indexed, dst, unique, np.array([9], np.uint16), (0,), (n,), *same)  # a broadcast scalar
+    run_kernel(target, scatter_indexed, n, dst=dst, index=unique, src=np.array([9], np.uint16), src_strides=(0,),
+               shape=(n,), conversion=same)  # a broadcast scalar
     assert (dst[unique] == 9).all() and dst.sum() == 9 * n
 
 
