@@ -36,6 +36,9 @@ _SCALAR_TYPES = {"u32": types.uint32, "i64": types.int64, "u64": types.uint64, "
                  "f64": types.float64, "format": _FORMAT, "conversion": _CONVERSION}
 _import_lock = threading.Lock()
 _scratch_dir = None
+#: Every CPU dispatcher built, by (kernel name, Specialization): their ``stats`` count
+#: on-disk cache hits and misses.
+DISPATCHERS: dict = {}
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,7 @@ def compile_loop(kernel, target: str, spec):
         signature = cpu_signature(kernel, spec)
         with _numba_cache_dir([numba.config]) as cache:
             dispatcher = numba.njit(signature, cache=cache and cacheable, nogil=True)(module.loop)
+        DISPATCHERS[(kernel.name, spec)] = dispatcher
         return dispatcher.overloads[signature.args].entry_point
     from numba import cuda
 

@@ -119,9 +119,9 @@ class Kernel:
 
     def bind(self, args: dict) -> tuple:
         """``(key, values)``: the arrays' dtypes (and axes), and the loop's arguments in
-        order, for ``args`` (name -> value); ValueError for an array that is not 1-D and
-        C-contiguous (the loops index flat C arrays). Generated per kernel: it runs on
-        every launch."""
+        order, for ``args`` (name -> value, host or device arrays). TypeError for names
+        other than the kernel's, ValueError for an array that is not 1-D and contiguous
+        (the loops index flat arrays). Generated per kernel: it runs on every launch."""
         if self._binder is None:
             self._binder = _binder(self)
         try:
@@ -186,11 +186,11 @@ def kernel(name: str, template: str, element, arrays, scalars=(), doc: str = "",
 
 def _binder(kernel: Kernel):
     """The :meth:`Kernel.bind` function of ``kernel``, as straight-line Python."""
-    lines = ["def bind(args):"]
+    lines = ["def bind(args):", f"    if len(args) != {len(kernel.argument_names)}:", "        raise KeyError"]
     for i, a in enumerate(kernel.arrays):
         lines.append(f"    a{i} = args[{a.name!r}]")
-        if a.role != "type":
-            lines += [f"    if a{i}.ndim != 1 or not a{i}.flags.c_contiguous:",
+        if a.role != "type":  # (strides, not flags: numba's device arrays have no flags object)
+            lines += [f"    if a{i}.ndim != 1 or (a{i}.strides[0] != a{i}.dtype.itemsize and a{i}.size > 1):",
                       f"        _not_flat({kernel.name!r}, {a.name!r}, a{i})"]
     values = [f"a{i}" for i, a in enumerate(kernel.arrays) if a.role != "type"]
     values += [f"args[{s.name!r}]" for s in kernel.scalars]

@@ -108,13 +108,8 @@ def numba_launch(kernel, n: int, args: dict, address, sm_count: int, stream=0) -
     device arrays. ``address(array)`` gives an array's device address."""
     from ._targets import simulator_enabled
 
-    key = _device_key(kernel, args)
+    key, _ = kernel.bind(args)
     loop, spec = kernel.loop_for("numba", key, args)
     blocks, threads = cuda_grid(kernel, n, sm_count, simulator_enabled())
     loop[blocks, threads, stream](0, n, *cuda_arguments(kernel, spec, args, address))
 
-
-def _device_key(kernel, args: dict) -> tuple:
-    """:meth:`Kernel.bind`'s key for device arrays (no host ``flags`` to check)."""
-    axes = len(args["shape"]) if any(s.kind == "axes" for s in kernel.scalars) else 0
-    return (*[args[a.name].dtype for a in kernel.arrays], axes)

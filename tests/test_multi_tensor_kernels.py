@@ -141,8 +141,8 @@ def test_a_threaded_cpu_launch_splits_at_chunk_boundaries_and_equals_serial(monk
     runs = []
     loop_for = K.pack.loop_for
 
-    def recorded(target, args):
-        loop, spec = loop_for(target, args)
+    def recorded(target, key, args):
+        loop, spec = loop_for(target, key, args)
 
         def run(start, stop, *values):
             runs.append((start, stop))

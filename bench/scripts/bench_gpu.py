@@ -58,7 +58,7 @@ def profile_small_calls(cp, backend) -> int:
     src = cp.zeros(16, cp.uint32)
     dst = cp.zeros(16, cp.float64)
     for label, fn in (("v[1, 2] = 3.0", lambda: small.__setitem__((1, 2), 3.0)),
-                      ("launch widen_f32 on 16 elements", lambda: backend.launch(K.widen_f32, 16, src, dst))):
+                      ("launch widen_f32 on 16 elements", lambda: backend.launch(K.widen_f32, 16, src=src, dst=dst))):
         for _ in range(20):
             fn()
         cp.cuda.Device().synchronize()

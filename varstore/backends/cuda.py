@@ -298,7 +298,7 @@ class _Launcher:
         self.target = "numba" if self.mechanism == "numba" else f"ptx:{int(cc[:-1])}.{int(cc[-1])}"
 
     def __call__(self, n: int, args: dict) -> None:
-        from varstore.kernels.launch import _device_key, cuda_arguments, cuda_grid, numba_launch
+        from varstore.kernels.launch import cuda_arguments, cuda_grid, numba_launch
 
         cupy = self.backend._cupy
         switch = cupy.cuda.runtime.getDevice() != self.device_id
@@ -310,7 +310,7 @@ class _Launcher:
                 stream = self.backend._numba_stream(self.device_id)
                 numba_launch(self.kernel, n, args, _address, self.sm_count, stream)
                 return
-            key = _device_key(self.kernel, args)
+            key, _ = self.kernel.bind(args)
             hit = self.functions.get(key)
             if hit is None:
                 loop, spec = self.kernel.loop_for(self.target, key, args)
