@@ -33,8 +33,8 @@ def _recording(monkeypatch, kernel, runs):
     """Record the (start, stop) of every call of ``kernel``'s CPU loops."""
     loop_for = kernel.loop_for
 
-    def recorded(target, args):
-        loop, spec = loop_for(target, args)
+    def recorded(target, key, args):
+        loop, spec = loop_for(target, key, args)
 
         def run(start, stop, *values):
             runs.append((start, stop))

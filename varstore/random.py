@@ -7,6 +7,7 @@ from a source that :func:`set_seed` re-seeds.
 
 from __future__ import annotations
 
+import functools
 import random as _random
 import threading
 
@@ -52,33 +53,42 @@ def check_seed(seed) -> int:
     return int(seed)
 
 
+@functools.cache
+def _fill_plan(dtype: str, distribution: str) -> tuple:
+    """``(kernel, values per group, word view or None, seed_to_key, extra scalars)`` of a
+    ``distribution`` fill of a ``dtype`` storage array."""
+    from .kernels import random_fill as R
+    from .kernels.philox import seed_to_key
+
+    dist = {"uniform": R.UNIFORM, "normal": R.NORMAL, "truncated_normal": R.TRUNCATED_NORMAL}[distribution]
+    if dtype == "float64":
+        return R.FILL_KERNELS[(dist, True)], R.F64_PER_GROUP, None, seed_to_key, {}
+    # Drawn in float32; small floats rounded into their format in the same kernel.
+    fmt = record(dtype).format
+    view = np.dtype(np.uint32) if fmt is None else destination_words(np.empty(0, storage_dtype(dtype))).dtype
+    extra = {"encode": int(fmt is not None), "fmt": tuple(int(v) for v in (fmt or record("bfloat16").format).kernel_args)}
+    return R.FILL_KERNELS[(dist, False)], R.WORDS_PER_GROUP, view, seed_to_key, extra
+
+
 def fill_random(backend, storage, dtype: str, seed: int, distribution: str, a: float, b: float) -> None:
     """Fill ``storage`` (a float storage array of ``backend``) in place with ``a + b * X``.
 
     X is uniform on [0, 1), standard normal, or standard normal truncated to [-2, 2]
     (``distribution``). No temporary the size of ``storage`` is made.
     """
-    from .kernels import random_fill as R
-    from .kernels.philox import seed_to_key
-
-    dist = {"uniform": R.UNIFORM, "normal": R.NORMAL, "truncated_normal": R.TRUNCATED_NORMAL}[distribution]
+    kernel, group, view, seed_to_key, extra = _fill_plan(dtype, distribution)
     k0, k1 = seed_to_key(seed)
-    flat = storage.reshape(-1)
-    if dtype == "float64":
-        kernel, group, out = R.FILL_KERNELS[(dist, True)], R.F64_PER_GROUP, flat
-        params = {"a": float(a), "b": float(b)}
-    else:  # drawn in float32; small floats rounded into their format in the same kernel
-        kernel, group = R.FILL_KERNELS[(dist, False)], R.WORDS_PER_GROUP
-        fmt = record(dtype).format
-        out = flat.view(np.uint32) if fmt is None else destination_words(storage)
-        params = {"a": np.float32(a), "b": np.float32(b), "encode": int(fmt is not None),
-                  "fmt": (fmt or record("bfloat16").format).kernel_args}
+    out = storage.ravel()  # (a view: storage is C-contiguous)
+    if view is not None and out.dtype != view:
+        out = out.view(view)
     n = out.size
     whole = n - n % group
-    backend.launch(kernel, whole // group, dst=out[:whole], first=0, k0=k0, k1=k1, **params)
+    a, b = float(a), float(b)  # (rounded to float32 by the launch for float32 and smaller)
+    backend.launch(kernel, whole // group, dst=out if whole == n else out[:whole], first=0, k0=k0, k1=k1, a=a, b=b,
+                   **extra)
     if whole < n:  # a ragged tail: draw its whole group into a scratch group
         scratch = backend.empty((group,), out.dtype, backend.device_of(storage))
-        backend.launch(kernel, 1, dst=scratch, first=whole // group, k0=k0, k1=k1, **params)
+        backend.launch(kernel, 1, dst=scratch, first=whole // group, k0=k0, k1=k1, a=a, b=b, **extra)
         out[whole:] = scratch[: n - whole]
 
 

@@ -79,18 +79,18 @@ class NumpyBackend(Backend):
         if loop is None:
             loop = self._loops[(kernel, key)] = kernel.loop_for("cpu", key, args)[0]
         split = SPLIT.get(kernel.template)
-        ranges = None
-        if split == "elements" and n >= 2 * MIN_CPU_CHUNK:  # small work: no thread-pool hand-off
+        if split is None or (split == "elements" and n < 2 * MIN_CPU_CHUNK):
+            loop(0, n, *values)  # in this thread: handing small work to the pool costs more
+            return
+        if split == "elements":
             ranges = cpu_chunks(n, self._cpu_workers())
-        elif split == "chunks":  # whole chunks of a multi-tensor table, split where the elements split
+        else:  # whole chunks of a multi-tensor table, split where the elements split
             first = args["chunk_first"]
             total = int(first[-1] + args["chunk_count"][-1])
-            if total >= 2 * MIN_CPU_CHUNK:
-                starts = [start for start, _ in cpu_chunks(total, self._cpu_workers())]
-                bounds = np.searchsorted(first, starts + [total])
-                ranges = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
-                ranges[-1] = (ranges[-1][0], n)
-        if ranges is None or len(ranges) == 1:
+            starts = [start for start, _ in cpu_chunks(total, self._cpu_workers())]
+            bounds = np.searchsorted(first, starts + [total])
+            ranges = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+        if len(ranges) == 1:
             loop(0, n, *values)
             return
         pool = self._thread_pool()
