@@ -117,15 +117,18 @@ class Kernel:
             raise TypeError(f"Kernel {self.name!r} takes the arguments {list(self.argument_names)}; "
                             f"missing {missing}, unexpected {unexpected}.")
 
-    def bind(self, args: dict) -> tuple:
+    def bind(self, args: dict, n: int = 0) -> tuple:
         """``(key, values)``: the arrays' dtypes (and axes), and the loop's arguments in
-        order, for ``args`` (name -> value, host or device arrays). TypeError for names
-        other than the kernel's, ValueError for an array that is not 1-D and contiguous
-        (the loops index flat arrays). Generated per kernel: it runs on every launch."""
+        order, for ``args`` (name -> value, host or device arrays) and a loop over ``n``
+        indices. TypeError for names other than the kernel's; ValueError for an array
+        that is not 1-D and contiguous (the loops index flat arrays), or that is indexed
+        by element and has fewer than the ``n`` (times its width) elements the loop
+        touches: the loops do not check bounds. Generated per kernel: it runs on every
+        launch."""
         if self._binder is None:
             self._binder = _binder(self)
         try:
-            return self._binder(args)
+            return self._binder(args, n)
         except KeyError:
             self.check_arguments(args)
             raise
@@ -186,18 +189,21 @@ def kernel(name: str, template: str, element, arrays, scalars=(), doc: str = "",
 
 def _binder(kernel: Kernel):
     """The :meth:`Kernel.bind` function of ``kernel``, as straight-line Python."""
-    lines = ["def bind(args):", f"    if len(args) != {len(kernel.argument_names)}:", "        raise KeyError"]
+    lines = ["def bind(args, n):", f"    if len(args) != {len(kernel.argument_names)}:", "        raise KeyError"]
     for i, a in enumerate(kernel.arrays):
         lines.append(f"    a{i} = args[{a.name!r}]")
         if a.role != "type":  # (strides, not flags: numba's device arrays have no flags object)
             lines += [f"    if a{i}.ndim != 1 or (a{i}.strides[0] != a{i}.dtype.itemsize and a{i}.size > 1):",
                       f"        _not_flat({kernel.name!r}, {a.name!r}, a{i})"]
+        need = _elements_needed(kernel, a)
+        if need:
+            lines += [f"    if a{i}.size < {need}:", f"        _too_small({kernel.name!r}, {a.name!r}, a{i}, {need})"]
     values = [f"a{i}" for i, a in enumerate(kernel.arrays) if a.role != "type"]
     values += [f"args[{s.name!r}]" for s in kernel.scalars]
     axes = "len(args['shape'])" if kernel._axes else "0"
     key = ", ".join([f"a{i}.dtype" for i in range(len(kernel.arrays))] + [axes])
     lines.append(f"    return ({key}), ({', '.join(values)},)")
-    namespace = {"_not_flat": _not_flat}
+    namespace = {"_not_flat": _not_flat, "_too_small": _too_small}
     exec("\n".join(lines), namespace)  # noqa: S102 - generated from the declaration
     return namespace["bind"]
 
@@ -205,3 +211,23 @@ def _binder(kernel: Kernel):
 def _not_flat(kernel: str, name: str, array) -> None:
     raise ValueError(f"Kernel {kernel!r}: argument {name!r} must be a 1-D C-contiguous array; "
                      f"received shape {array.shape}, strides {array.strides}.")
+
+
+def _elements_needed(kernel: Kernel, array: Array) -> str | None:
+    """The expression (in ``n`` and the scalars) of how many elements of ``array`` the
+    loop over ``n`` indices touches, for arrays indexed by the loop's index."""
+    if array.role == "type" or array.word == "int64" and kernel.template == "chunks":
+        return None
+    if kernel.template == "elementwise":
+        if array.step:
+            return f"(1 if args[{array.step!r}] == 0 else n * args[{array.step!r}])"
+        return f"n * {array.width}"
+    if kernel.template == "gather" and array.name in ("dst", "index"):
+        return "n"
+    if kernel.template == "scatter" and array.name == "index":
+        return "n"
+    return None  # region and table offsets: bounded by their callers (indexing.py, buckets.py)
+
+
+def _too_small(kernel: str, name: str, array, need: int) -> None:
+    raise ValueError(f"Kernel {kernel!r}: argument {name!r} has {array.size} elements; the launch touches {need}.")

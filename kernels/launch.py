@@ -108,7 +108,7 @@ def numba_launch(kernel, n: int, args: dict, address, sm_count: int, stream=0) -
     device arrays. ``address(array)`` gives an array's device address."""
     from ._targets import simulator_enabled
 
-    key, _ = kernel.bind(args)
+    key, _ = kernel.bind(args, n)
     loop, spec = kernel.loop_for("numba", key, args)
     blocks, threads = cuda_grid(kernel, n, sm_count, simulator_enabled())
     loop[blocks, threads, stream](0, n, *cuda_arguments(kernel, spec, args, address))

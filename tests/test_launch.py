@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers import SIMULATOR, cuda_reason, run_kernel
 from varstore.backends.numpy import NumpyBackend
 from varstore.kernels import cast as K
 from varstore.kernels.launch import MIN_CPU_CHUNK, SIMULATOR_GEOMETRY, cpu_chunks, grid_for
@@ -71,3 +72,24 @@ def test_threaded_launch_equals_serial(monkeypatch, workers):
     expected = serial_out.copy()
     serial.launch(K.accumulate, n, dst=expected, src=np.array([0x3F80], np.uint16), src_step=0, sign=1, fmt=K.BFLOAT16)
     np.testing.assert_array_equal(acc, expected)
+
+
+@pytest.mark.kernels
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+def test_an_array_smaller_than_the_launch_is_refused(target):
+    """The loops do not check bounds: a launch over more indices than an array holds is
+    refused before it runs, and nothing is written."""
+    if target == "cuda" and not SIMULATOR and cuda_reason() is not None:
+        pytest.skip(f"needs the CUDA simulator or a GPU: {cuda_reason()}")
+
+    x = np.ones(10, np.float32).view(np.uint32)
+    out = np.zeros(5, np.uint16)
+    with pytest.raises(ValueError, match=r"'encode_f32'.*'dst' has 5 elements; the launch touches 10"):
+        run_kernel(target, K.encode_f32, 10, src=x, dst=out, fmt=K.BFLOAT16)
+    assert not out.any()
+    acc = np.zeros(10, np.uint16)
+    with pytest.raises(ValueError, match=r"'accumulate'.*'src' has 3 elements; the launch touches 10"):
+        run_kernel(target, K.accumulate, 10, dst=acc, src=np.ones(3, np.uint16), src_step=1, sign=1, fmt=K.BFLOAT16)
+    run_kernel(target, K.accumulate, 10, dst=acc, src=np.array([0x3F80], np.uint16), src_step=0, sign=1,
+               fmt=K.BFLOAT16)  # a one-element operand with step 0 is a scalar
+    assert (acc == 0x3F80).all()

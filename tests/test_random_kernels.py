@@ -131,9 +131,9 @@ def test_cuda_geometry_does_not_matter(target):
         out = cuda.to_device(np.zeros(n, np.uint32))
         args = {"dst": out, "first": 0, "k0": KEY[0], "k1": KEY[1], "a": np.float32(0), "b": np.float32(1),
                 "encode": False, "fmt": C.BFLOAT16}
-        key, _ = R.uniform_words.bind(args)
-        loop, spec = R.uniform_words.loop_for("numba", key, args)
         groups = n // R.WORDS_PER_GROUP
+        key, _ = R.uniform_words.bind(args, groups)
+        loop, spec = R.uniform_words.loop_for("numba", key, args)
         loop[blocks, threads](0, groups, *cuda_arguments(R.uniform_words, spec, args, device_address))
         cuda.synchronize()
         results.append(out.copy_to_host())

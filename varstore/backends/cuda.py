@@ -310,7 +310,7 @@ class _Launcher:
                 stream = self.backend._numba_stream(self.device_id)
                 numba_launch(self.kernel, n, args, _address, self.sm_count, stream)
                 return
-            key, _ = self.kernel.bind(args)
+            key, _ = self.kernel.bind(args, n)
             hit = self.functions.get(key)
             if hit is None:
                 loop, spec = self.kernel.loop_for(self.target, key, args)

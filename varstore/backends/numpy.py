@@ -74,7 +74,7 @@ class NumpyBackend(Backend):
     def launch(self, kernel, n, **args):
         if not n:
             return
-        key, values = kernel.bind(args)
+        key, values = kernel.bind(args, n)
         loop = self._loops.get((kernel, key))
         if loop is None:
             loop = self._loops[(kernel, key)] = kernel.loop_for("cpu", key, args)[0]
