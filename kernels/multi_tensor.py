@@ -16,12 +16,12 @@ otherwise), converted by :func:`varstore.kernels.cast.convert_word` as everywher
 from __future__ import annotations
 
 import numpy as np
-from numba import float32, float64, int64, uint32, uint64
+from numba import float32, float64, uint32, uint64
 
 from ._targets import element
 from .access import load_word, store_word
 from .declare import UNSIGNED, Array, Scalar, kernel
-from .cast import SAME, convert_word
+from .cast import SAME, convert_word  # noqa: F401 (SAME: the route callers compare with)
 
 #: Elements per chunk: big enough to amortize a chunk's table reads, small enough that a
 #: bucket of many small tensors still spreads over every SM.

@@ -9,7 +9,7 @@ src_strides>]``: the unravel is the element function, written once.
 
 from __future__ import annotations
 
-from numba import int32, int64, uint32, uint64
+from numba import int32, int64, uint32
 
 from ._targets import element
 from .declare import UNSIGNED, Array, Scalar, kernel
