@@ -539,3 +539,21 @@ def test_bools_are_numbers_only_as_a_constant():
         I.RandomNormal(seed=False)
     assert I.Constant(True).value is True
     assert to_host(I.Constant(True)((3,), "float32")).tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("name", ["glorot_uniform", "he_normal", "random_normal", "orthogonal", "zeros", "identity"])
+def test_get_by_name_equals_the_class_with_defaults(name):
+    """Initializers made from a name (a copy of a prototype checked once) equal the class
+    made with its defaults: same config, same state, a fresh seed per instance drawn as
+    the class would draw it, and no state shared between instances."""
+    cls = type(I.get(name))
+    vs.set_seed(11)
+    by_name = [I.get(name) for _ in range(2)]
+    vs.set_seed(11)
+    by_class = [cls() for _ in range(2)]
+    for a, b in zip(by_name, by_class):
+        assert type(a) is type(b) and vars(a) == vars(b) and a.get_config() == b.get_config()
+    if hasattr(by_name[0], "seed"):
+        assert by_name[0].seed != by_name[1].seed
+        by_name[0].seed = 5
+        assert I.get(name).seed != 5

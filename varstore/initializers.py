@@ -14,6 +14,7 @@ import numbers
 import numpy as np
 
 from .dtypes import FLOAT_DTYPES, INT_DTYPES, WORD_DTYPES, is_float, standardize_dtype, storage_dtype
+from .random import check_seed, draw_seed, fill_random
 
 _NUMERIC_DTYPES = FLOAT_DTYPES | INT_DTYPES
 
@@ -230,8 +231,6 @@ class RandomInitializer(Initializer):
     """
 
     def __init__(self, seed=None):
-        from .random import check_seed, draw_seed
-
         self.seed = draw_seed() if seed is None else check_seed(seed)
         self._init_seed = None if seed is None else self.seed  # a Python int: the config stays JSON
 
@@ -246,8 +245,6 @@ class RandomInitializer(Initializer):
             )
 
     def _fill(self, backend, storage, dtype, distribution, a, b) -> None:
-        from .random import fill_random
-
         self._check_dtype(dtype)
         fill_random(backend, storage, dtype, self.seed, distribution, a, b)
 
@@ -507,7 +504,7 @@ def get(identifier):
             )
         return _lookup(identifier["class_name"]).from_config(identifier.get("config", {}))
     if isinstance(identifier, str):
-        return _lookup(identifier)()
+        return _by_name(identifier)
     if isinstance(identifier, type):
         instance = identifier()
         if callable(instance):  # Keras instantiates any class given; one must give an initializer
@@ -518,6 +515,27 @@ def get(identifier):
         f"Could not interpret initializer: {identifier!r}. Expected a name, a config dict, an "
         f"Initializer, or a callable f(shape, dtype)."
     )
+
+
+_prototypes: dict = {}
+
+
+def _by_name(name: str) -> Initializer:
+    """A new instance of the initializer called ``name``, with its default arguments:
+    a copy of a prototype validated once (variables made from a name, hundreds per
+    model, skip the argument checks), with a fresh seed for a random one (one draw, as
+    ``cls()`` makes)."""
+    cls = _lookup(name)
+    prototype = _prototypes.get(cls)
+    if prototype is None:
+        prototype = cls(seed=0) if issubclass(cls, RandomInitializer) else cls()
+        _prototypes[cls] = prototype
+    instance = object.__new__(cls)
+    instance.__dict__.update(prototype.__dict__)
+    if isinstance(instance, RandomInitializer):
+        instance.seed = draw_seed()
+        instance._init_seed = None
+    return instance
 
 
 def _lookup(name) -> type:
