@@ -133,10 +133,11 @@ def _import_generated(kernel, spec, target: str):
 
 def _cacheable(kernel) -> bool:
     """Whether compiled code of ``kernel`` may be cached on disk: only when its element
-    functions are varstore's own, whose every source file names the cache folder. (numba
-    would not notice an edit to a user's element function, or to what it calls.)"""
+    functions live in ``varstore.kernels``, whose every source file names the cache
+    folder. (numba would not notice an edit to any other element function, or to what it
+    calls.)"""
     functions = [kernel.element] + ([kernel.options["fast"][1]] if kernel.options.get("fast") else [])
-    return all(_reference(fn)[0].startswith("varstore.") for fn in functions)
+    return all(_reference(fn)[0].startswith("varstore.kernels.") for fn in functions)
 
 
 def compile_loop(kernel, target: str, spec):

@@ -192,9 +192,14 @@ def _binder(kernel: Kernel):
     lines = ["def bind(args, n):", f"    if len(args) != {len(kernel.argument_names)}:", "        raise KeyError"]
     for i, a in enumerate(kernel.arrays):
         lines.append(f"    a{i} = args[{a.name!r}]")
+        if a.word:  # (free words are checked through the key: an unknown dtype is refused)
+            lines += [f"    if a{i}.dtype != _{a.word}:", f"        _wrong_dtype({kernel.name!r}, {a.name!r}, a{i}, {a.word!r})"]
         if a.role != "type":  # (strides, not flags: numba's device arrays have no flags object)
             lines += [f"    if a{i}.ndim != 1 or (a{i}.strides[0] != a{i}.dtype.itemsize and a{i}.size > 1):",
                       f"        _not_flat({kernel.name!r}, {a.name!r}, a{i})"]
+        if a.role in ("out", "inout"):
+            lines += [f"    if type(a{i}) is _ndarray and not a{i}.flags.writeable:",
+                      f"        _read_only({kernel.name!r}, {a.name!r})"]
         need = _elements_needed(kernel, a)
         if need:
             lines += [f"    if a{i}.size < {need}:", f"        _too_small({kernel.name!r}, {a.name!r}, a{i}, {need})"]
@@ -203,7 +208,8 @@ def _binder(kernel: Kernel):
     axes = "len(args['shape'])" if kernel._axes else "0"
     key = ", ".join([f"a{i}.dtype" for i in range(len(kernel.arrays))] + [axes])
     lines.append(f"    return ({key}), ({', '.join(values)},)")
-    namespace = {"_not_flat": _not_flat, "_too_small": _too_small}
+    namespace = {"_not_flat": _not_flat, "_too_small": _too_small, "_wrong_dtype": _wrong_dtype,
+                 "_read_only": _read_only, "_ndarray": np.ndarray, **{f"_{w}": np.dtype(w) for w in WORDS}}
     exec("\n".join(lines), namespace)  # noqa: S102 - generated from the declaration
     return namespace["bind"]
 
@@ -231,3 +237,11 @@ def _elements_needed(kernel: Kernel, array: Array) -> str | None:
 
 def _too_small(kernel: str, name: str, array, need: int) -> None:
     raise ValueError(f"Kernel {kernel!r}: argument {name!r} has {array.size} elements; the launch touches {need}.")
+
+
+def _wrong_dtype(kernel: str, name: str, array, word: str) -> None:
+    raise TypeError(f"Kernel {kernel!r}: argument {name!r} must be an array of {word}; received dtype {array.dtype}.")
+
+
+def _read_only(kernel: str, name: str) -> None:
+    raise ValueError(f"Kernel {kernel!r}: argument {name!r} is written, and the array given is read-only.")

@@ -93,3 +93,23 @@ def test_an_array_smaller_than_the_launch_is_refused(target):
     run_kernel(target, K.accumulate, 10, dst=acc, src=np.array([0x3F80], np.uint16), src_step=0, sign=1,
                fmt=K.BFLOAT16)  # a one-element operand with step 0 is a scalar
     assert (acc == 0x3F80).all()
+
+
+def test_fixed_word_arrays_and_read_only_outputs_are_refused():
+    """Index and table arrays have one word dtype: any other (float, another byte order,
+    unsigned) is refused by name, as is a read-only output; nothing runs."""
+    from varstore.kernels import strided as S
+
+    backend = NumpyBackend()
+    src = np.arange(10, dtype=np.uint32)
+    dst = np.zeros(3, np.uint32)
+    for index in (np.array([1, 2, 3], np.float64), np.array([1, 2, 3], ">i8"), np.array([1, 2, 3], np.uint64)):
+        with pytest.raises(TypeError, match=rf"'gather_indexed': argument 'index' must be an array of int64; "
+                                            rf"received dtype {index.dtype}"):
+            backend.launch(S.gather_indexed, 3, dst=dst, index=index, src=src)
+    assert not dst.any()
+    read_only = np.frombuffer(bytes(6), np.uint16)
+    with pytest.raises(ValueError, match="'encode_f32': argument 'dst' is written, and the array given is read-only"):
+        backend.launch(K.encode_f32, 3, src=np.ones(3, np.float32).view(np.uint32), dst=read_only, fmt=K.BFLOAT16)
+    backend.launch(S.gather_indexed, 3, dst=dst, index=np.array([1, 2, 3]), src=src)
+    assert dst.tolist() == [1, 2, 3]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 
 import numpy as np
 
@@ -158,11 +159,16 @@ class CudaBackend(Backend):
     def launch(self, kernel, n, **args):
         if not n:
             return
-        device_id = args[kernel.array_names[0]].device.id
+        key, values = kernel.bind(args, n)
+        devices = {a.device.id for a in values if isinstance(a, self._cupy.ndarray)}
+        if len(devices) != 1:
+            raise ValueError(f"Kernel {kernel.name!r} reads and writes one device's memory; its arrays are on "
+                             f"devices {sorted(devices)}.")
+        device_id = devices.pop()
         launcher = self._launchers.get((kernel, device_id))
         if launcher is None:
             launcher = self._launchers[(kernel, device_id)] = _Launcher(self, kernel, device_id)
-        launcher(n, args)
+        launcher(int(n), key, args)
 
     def _staging_buffers(self):
         if self._staging is None:
@@ -293,40 +299,52 @@ class _Launcher:
         self.device_id = device_id
         self.sm_count = backend._sm_count_of(device_id)
         self.mechanism = launch_mechanism()
-        self.functions: dict = {}  # array dtypes and axes -> (CuPy Function, Specialization)
+        self.functions: dict = {}  # bind key -> (CuPy Function or None, Specialization, parameter count)
         cc = backend._cupy.cuda.Device(device_id).compute_capability  # e.g. "90"
         self.target = "numba" if self.mechanism == "numba" else f"ptx:{int(cc[:-1])}.{int(cc[-1])}"
 
-    def __call__(self, n: int, args: dict) -> None:
+    def __call__(self, n: int, key: tuple, args: dict) -> None:
         from varstore.kernels.launch import cuda_arguments, cuda_grid, numba_launch
 
         cupy = self.backend._cupy
-        switch = cupy.cuda.runtime.getDevice() != self.device_id
-        if switch:
-            previous = cupy.cuda.runtime.getDevice()
+        previous = cupy.cuda.runtime.getDevice()
+        if previous != self.device_id:
             cupy.cuda.runtime.setDevice(self.device_id)
         try:
-            if self.mechanism == "numba":
-                stream = self.backend._numba_stream(self.device_id)
-                numba_launch(self.kernel, n, args, _address, self.sm_count, stream)
-                return
-            key, _ = self.kernel.bind(args, n)
-            hit = self.functions.get(key)
-            if hit is None:
-                loop, spec = self.kernel.loop_for(self.target, key, args)
-                hit = self.functions[key] = (self._load(loop), spec)
-            function, spec = hit
-            blocks, threads = cuda_grid(self.kernel, n, self.sm_count)
-            function((blocks,), (threads,), (0, n, *cuda_arguments(self.kernel, spec, args, _address)))
+            if self.mechanism == "driver":
+                hit = self.functions.get(key)
+                if hit is None:
+                    loop, spec = self.kernel.loop_for(self.target, key, args)
+                    hit = self.functions[key] = (self._load(loop), spec, len(loop.params))
+                function, spec, count = hit
+                if function is not None:
+                    flat = cuda_arguments(self.kernel, spec, args, _address)
+                    if len(flat) + 2 != count:  # (a tuple of the wrong length: the launch would read past it)
+                        raise ValueError(f"Kernel {self.kernel.name!r} takes {count - 2} flat parameters after "
+                                         f"start and stop; the arguments give {len(flat)}.")
+                    blocks, threads = cuda_grid(self.kernel, n, self.sm_count)
+                    function((blocks,), (threads,), (0, n, *flat))
+                    return
+            stream = self.backend._numba_stream(self.device_id)
+            numba_launch(self.kernel, n, args, _address, self.sm_count, stream)
         finally:
-            if switch:
+            if previous != self.device_id:
                 cupy.cuda.runtime.setDevice(previous)
 
     def _load(self, loop):
+        """The loaded function of ``loop``'s PTX, or None when the driver refuses the PTX
+        (e.g. a PTX version newer than the driver): that specialization then launches
+        through numba-cuda, which links with its own tools, and a warning says why."""
         cupy = self.backend._cupy
         with self.backend._load_lock:
             module = cupy.cuda.function.Module()
-            module.load(loop.ptx.encode())
+            try:
+                module.load(loop.ptx.encode())
+            except Exception as exc:  # CUDADriverError: unsupported PTX version, no kernel image...
+                warnings.warn(f"varstore: the CUDA driver cannot load the PTX of kernel {self.kernel.name!r} "
+                              f"({type(exc).__name__}: {exc}); it launches through numba-cuda instead.",
+                              RuntimeWarning, stacklevel=4)
+                return None
             return module.get_function(loop.entry)
 
 
