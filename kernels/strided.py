@@ -48,6 +48,21 @@ def region_offsets32(j, shape, a_strides, b_strides, axes):
 
 
 @element
+def region_fits(offset, strides, shape, axes, size):
+    """Whether every element of a region (``offset``, ``strides`` over ``shape``, in
+    elements) lies inside an array of ``size`` elements."""
+    low = int64(offset)
+    high = int64(offset)
+    for d in range(axes):
+        reach = int64(shape[d] - 1) * int64(strides[d])
+        if reach > 0:
+            high += reach
+        else:
+            low += reach
+    return low >= 0 and high < size
+
+
+@element
 def same_word(x):
     """The word itself: a copy."""
     return x

@@ -159,6 +159,11 @@ def _region_cpu_loop(src: _Source) -> list[str]:
     last = src.axes - 1
     extra = ", ".join(["src[uint64(_b + _i * _src_step)]"] + _element_scalars(src.kernel, _REGION_SCALARS))
     return [
+        # The CPU loops check their bounds once, up front (a GPU cannot raise: callers
+        # compute regions inside their arrays, as indexing.py does).
+        f"if not region_fits(dst_offset, dst_strides, shape, {src.axes}, dst.size) or "
+        f"not region_fits(src_offset, src_strides, shape, {src.axes}, src.size):",
+        "    raise IndexError('the region reaches outside its array')",
         f"_inner = shape[{last}]",
         f"_dst_step = dst_strides[{last}]",
         f"_src_step = src_strides[{last}]",
@@ -180,13 +185,22 @@ def _scatter_body(src: _Source, j: str) -> list[str]:
         f"_, _b = region_offsets({j}, shape, src_strides, src_strides, {src.axes})",
         "_x = " + src.load("src", "uint64(_b)"),
         "_at = " + src.load("index", j),
+        *_index_check(src, "dst"),
         src.store("dst", "uint64(_at)", f"f({extra})"),
     ]
 
 
 def _gather_body(src: _Source, j: str) -> list[str]:
     extra = ", ".join(["_x"] + _element_scalars(src.kernel, set()))
-    return ["_at = " + src.load("index", j), "_x = " + src.load("src", "uint64(_at)"), src.store("dst", j, f"f({extra})")]
+    return ["_at = " + src.load("index", j)] + _index_check(src, "src") + [
+        "_x = " + src.load("src", "uint64(_at)"), src.store("dst", j, f"f({extra})")]
+
+
+def _index_check(src: _Source, array: str) -> list[str]:
+    """On the CPU, an index outside ``array`` raises (a GPU cannot raise)."""
+    if src.cuda:
+        return []
+    return [f"if _at < 0 or _at >= {array}.size:", "    raise IndexError('an index reaches outside its array')"]
 
 
 _TABLES = ("chunk_tensor", "chunk_first", "chunk_count")
@@ -208,6 +222,9 @@ def _chunk_row(src: _Source) -> list[str]:
     # compiler knows, so it would reload them for every element.
     lines = ["_t = " + src.load("chunk_tensor", "_c"), "_first = " + src.load("chunk_first", "_c"),
              "_end = _first + " + src.load("chunk_count", "_c")]
+    if not src.cuda:  # (a GPU cannot raise: buckets.py builds the tables)
+        lines += ["if _first < 0 or _end > staging.size or _t < 0 or _t >= " + src.kernel.options["row"][0] + ".size:",
+                  "    raise IndexError('a chunk reaches outside the staging buffer or the tensor table')"]
     lines += [f"_row_{c} = " + src.load(c, "_t") for c in src.kernel.options["row"]]
     return lines
 

@@ -7,6 +7,7 @@ import pytest
 
 from helpers import SIMULATOR, cuda_reason, run_kernel
 from varstore.backends.numpy import NumpyBackend
+from varstore.casting import element_conversion
 from varstore.kernels import cast as K
 from varstore.kernels.launch import MIN_CPU_CHUNK, SIMULATOR_GEOMETRY, cpu_chunks, grid_for
 
@@ -113,3 +114,35 @@ def test_fixed_word_arrays_and_read_only_outputs_are_refused():
         backend.launch(K.encode_f32, 3, src=np.ones(3, np.float32).view(np.uint32), dst=read_only, fmt=K.BFLOAT16)
     backend.launch(S.gather_indexed, 3, dst=dst, index=np.array([1, 2, 3]), src=src)
     assert dst.tolist() == [1, 2, 3]
+
+
+def test_cpu_loops_refuse_regions_and_indices_outside_their_arrays():
+    """The CPU loops check their bounds once (regions) or per index (gather, scatter,
+    chunk tables) and raise IndexError instead of touching memory outside an array."""
+    from varstore.kernels import multi_tensor as M
+    from varstore.kernels import strided as S
+
+    backend = NumpyBackend()
+    dst = np.zeros(16, np.uint32)
+    src = np.arange(4, dtype=np.uint32)
+    region = dict(dst=dst, src=src, narrow=1, src_offset=0, src_strides=(1,), shape=(4,))
+    for offset, stride in ((13, 1), (2, -1)):
+        with pytest.raises(IndexError, match="region reaches outside its array"):
+            backend.launch(S.copy_region, 4, dst_offset=offset, dst_strides=(stride,), **region)
+    assert not dst.any()
+    backend.launch(S.copy_region, 4, dst_offset=3, dst_strides=(-1,), **region)  # the last fitting reverse
+    assert dst[:5].tolist() == [3, 2, 1, 0, 0]
+    for index in (np.array([16]), np.array([-1])):
+        with pytest.raises(IndexError, match="index reaches outside its array"):
+            backend.launch(S.gather_indexed, 1, dst=np.zeros(1, np.uint32), index=index, src=dst)
+    with pytest.raises(IndexError, match="index reaches outside its array"):
+        backend.launch(S.scatter_indexed, 1, dst=dst, index=np.array([16]), src=src[:1], src_strides=(0,), shape=(1,),
+                       conversion=element_conversion("uint32", "uint32"))
+    tensor = np.ones(8, np.float32)
+    tables = dict(chunk_tensor=np.array([0]), chunk_first=np.array([0]), chunk_count=np.array([8]),
+                  tensor_address=np.array([tensor.__array_interface__["data"][0]], np.uint64),
+                  tensor_start=np.array([0]), tensor_step=np.array([1]), tensor_negate=np.array([0]),
+                  like=np.zeros(1, np.uint32), kind=M.STAGE_F32, same=1,
+                  conversion=element_conversion("float32", "float32"))
+    with pytest.raises(IndexError, match="chunk reaches outside the staging buffer"):
+        backend.launch(M.pack, 1, staging=np.zeros(4, np.uint32), **tables)
