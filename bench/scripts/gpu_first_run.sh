@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The kernel layer's first run on a GPU host: verify, then measure, in one call.
+#
+#   OUT=/path/to/results bash bench/scripts/gpu_first_run.sh
+#
+# Order matters (see bench/RESULTS.md, "Not yet run on a GPU"): the GPU tiers with the
+# default driver launch, the same with numba-cuda's launch, then per-call host time at
+# 4 KiB and throughput at 16 MiB under each mechanism, then the quick suite. Each step
+# writes its log or JSON under $OUT and the script goes on after a failure.
+set -uo pipefail
+OUT=${OUT:-/tmp/varstore-gpu}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/device.txt" 2>&1
+python -m pip list 2>/dev/null | grep -i -E "^(cupy|numba|numpy|torch|ml.dtypes|cuda)" >> "$OUT/device.txt"
+
+for mechanism in driver numba; do
+  VARSTORE_CUDA_LAUNCH=$mechanism timeout 300 python -m pytest -m "gpu or kernels" -q -n 8 -p no:cacheprovider \
+    > "$OUT/tests-$mechanism.txt" 2>&1
+  echo "tests ($mechanism): exit $?" >> "$OUT/summary.txt"
+done
+for mechanism in driver numba; do
+  VARSTORE_CUDA_LAUNCH=$mechanism timeout 240 varstore bench --ops calls cast fill slice init --sizes 4KiB,16MiB \
+    --json "$OUT/kernels-$mechanism.json" > "$OUT/bench-$mechanism.txt" 2>&1
+  echo "bench ($mechanism): exit $?" >> "$OUT/summary.txt"
+done
+timeout 240 varstore bench --quick --json "$OUT/quick.json" > "$OUT/bench-quick.txt" 2>&1
+echo "bench (quick): exit $?" >> "$OUT/summary.txt"
+cat "$OUT/summary.txt"
