@@ -7,8 +7,11 @@ on-disk cache works for it as for any file. Targets:
 - "cpu": ``numba.njit`` with the one explicit signature; the result is the compiled
   specialization's entry point, called without the dispatcher's argument typing.
 - "ptx:<major>.<minor>": the CUDA loop compiled by numba-cuda to PTX for that compute
-  capability (:class:`PtxLoop`), stored next to the generated module; the cuda backend
-  loads it with the driver and launches it with raw pointers.
+  capability, and linked to a cubin by nvJitLink (through ``cuda.core``) where it is
+  installed (:class:`PtxLoop`), both stored next to the generated module; the cuda
+  backend loads the cubin (else the PTX) with the driver and launches it with raw
+  pointers. A cubin needs no PTX JIT in the driver, so a driver older than the NVVM
+  that wrote the PTX still loads it.
 - "numba": the CUDA loop as a numba-cuda dispatcher with the one explicit signature
   (the CUDA simulator, and the tests' launches with numba device arrays).
 """
@@ -43,10 +46,12 @@ DISPATCHERS: dict = {}
 
 @dataclass(frozen=True)
 class PtxLoop:
-    """A CUDA loop compiled to PTX: its text, entry name, and parameter types (numba type
-    names, in order, after start and stop, which are int64)."""
+    """A CUDA loop compiled to PTX: its text, its cubin (None where nvJitLink is not
+    installed), entry name, and parameter types (numba type names, in order, start and
+    stop included)."""
 
     ptx: str
+    cubin: bytes | None
     entry: str
     params: tuple
 
@@ -169,12 +174,39 @@ def compile_loop(kernel, target: str, spec):
             ptx = f.read()
     else:
         ptx, _ = cuda.compile_ptx(module.loop, signature.args, cc=(major, minor))
-        temporary = f"{ptx_path}.{os.getpid()}.{threading.get_ident()}.tmp"
-        with open(temporary, "w") as f:
-            f.write(ptx)
-        os.replace(temporary, ptx_path)
+        _write(ptx_path, ptx.encode())
     entries = re.findall(r"\.entry\s+([\w$.]+)\s*\(", ptx)
     if len(entries) != 1:
         raise RuntimeError(f"Expected one kernel entry in the PTX of {kernel.name}, found {entries}.")
+    cubin_path = f"{path[:-3]}.sm{major}{minor}.cubin"
+    if cacheable and os.path.exists(cubin_path):
+        with open(cubin_path, "rb") as f:
+            cubin = f.read()
+    else:
+        cubin = link_cubin(ptx, major, minor)
+        if cubin is not None:
+            _write(cubin_path, cubin)
     params = ("int64", "int64") + tuple(t for _, t in templates.cuda_params(kernel, spec))
-    return PtxLoop(ptx, entries[0], params)
+    return PtxLoop(ptx, cubin, entries[0], params)
+
+
+def link_cubin(ptx: str, major: int, minor: int) -> bytes | None:
+    """``ptx`` linked into a cubin for sm_<major><minor> by nvJitLink, through
+    ``cuda.core`` (no GPU needed); None where either is not installed."""
+    try:
+        from cuda.core import Linker, LinkerOptions, ObjectCode
+    except ImportError:
+        return None
+    try:
+        linker = Linker(ObjectCode.from_ptx(ptx.encode()), options=LinkerOptions(arch=f"sm_{major}{minor}"))
+        return bytes(linker.link("cubin").code)
+    except Exception:  # no nvJitLink library: the driver will JIT the PTX
+        return None
+
+
+def _write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (concurrent processes write the same bytes)."""
+    temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    with open(temporary, "wb") as f:
+        f.write(data)
+    os.replace(temporary, path)

@@ -64,6 +64,12 @@ def sm90_without_a_gpu(monkeypatch):
 
 
 PTX_TARGET = "ptx:9.0"
+
+
+def _nvjitlink_available() -> bool:
+    from varstore.kernels.build import link_cubin
+
+    return link_cubin(".version 8.0\n.target sm_90\n.address_size 64\n", 9, 0) is not None
 _PARAM_BYTES = {"u64": 8, "s64": 8, "b64": 8, "f64": 8, "u32": 4, "s32": 4, "b32": 4, "f32": 4}
 _TYPE_BYTES = {"uint64": 8, "int64": 8, "float64": 8, "uint32": 4, "float32": 4}
 
@@ -102,6 +108,8 @@ def test_kernel_compiles_for_sm90(kernel):
         header = header[:header.index(")")]
         widths = [_PARAM_BYTES[t] for t in re.findall(r"\.param\s+\.(\w+)", header)]
         assert widths == [_TYPE_BYTES[t] for t in loop.params], (kernel.name, spec)
+        if _nvjitlink_available():  # the cubin the driver loads without a PTX JIT
+            assert loop.cubin is not None and loop.cubin[:4] == b"\x7fELF", (kernel.name, spec)
 
 
 @needs_nvvm

@@ -332,20 +332,25 @@ class _Launcher:
                 cupy.cuda.runtime.setDevice(previous)
 
     def _load(self, loop):
-        """The loaded function of ``loop``'s PTX, or None when the driver refuses the PTX
-        (e.g. a PTX version newer than the driver): that specialization then launches
-        through numba-cuda, which links with its own tools, and a warning says why."""
+        """The loaded function of ``loop``: its cubin, else its PTX (JIT-compiled by the
+        driver). None when the driver refuses both (e.g. PTX newer than the driver and no
+        nvJitLink): that specialization then launches through numba-cuda, which links
+        with its own tools, and a warning says why."""
         cupy = self.backend._cupy
+        errors = []
         with self.backend._load_lock:
-            module = cupy.cuda.function.Module()
-            try:
-                module.load(loop.ptx.encode())
-            except Exception as exc:  # CUDADriverError: unsupported PTX version, no kernel image...
-                warnings.warn(f"varstore: the CUDA driver cannot load the PTX of kernel {self.kernel.name!r} "
-                              f"({type(exc).__name__}: {exc}); it launches through numba-cuda instead.",
-                              RuntimeWarning, stacklevel=4)
-                return None
-            return module.get_function(loop.entry)
+            for image in (loop.cubin, loop.ptx.encode()):
+                if image is None:
+                    continue
+                module = cupy.cuda.function.Module()
+                try:
+                    module.load(image)
+                    return module.get_function(loop.entry)
+                except Exception as exc:  # CUDADriverError: unsupported PTX version, no kernel image...
+                    errors.append(f"{type(exc).__name__}: {exc}")
+        warnings.warn(f"varstore: the CUDA driver cannot load kernel {self.kernel.name!r} ({'; '.join(errors)}); "
+                      f"it launches through numba-cuda instead.", RuntimeWarning, stacklevel=4)
+        return None
 
 
 def _address(array) -> int:
