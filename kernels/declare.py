@@ -99,7 +99,8 @@ class Kernel:
                              f"(names starting with '_', and {sorted(_RESERVED)}).")
         self.array_names = tuple(a.name for a in self.arrays)
         self.scalar_names = tuple(s.name for s in self.scalars)
-        #: Arguments in the order the loops take them (after start and stop).
+        #: Every argument a launch takes; ``loop_names``: those the loops take, in order
+        #: (after start and stop; "type" arrays only choose the specialization).
         self.argument_names = self.array_names + self.scalar_names
         self.loop_names = tuple(a.name for a in self.arrays if a.role != "type") + self.scalar_names
         self._names = frozenset(self.argument_names)

@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 
 from ..dtypes import WORD_DTYPES
+from ..kernels.launch import cuda_arguments, cuda_grid, numba_launch
 from .base import Backend, byte_bounds, is_device_array, layouts_share_memory
 
 _POOL_UNIT = 512  # cupy.cuda.MemoryPool rounds every allocation up to a multiple of this
@@ -304,8 +305,6 @@ class _Launcher:
         self.target = "numba" if self.mechanism == "numba" else f"ptx:{int(cc[:-1])}.{int(cc[-1])}"
 
     def __call__(self, n: int, key: tuple, args: dict) -> None:
-        from varstore.kernels.launch import cuda_arguments, cuda_grid, numba_launch
-
         cupy = self.backend._cupy
         previous = cupy.cuda.runtime.getDevice()
         if previous != self.device_id:
