@@ -67,3 +67,19 @@ def sample_size(full: int) -> int:
     """How many elements a kernel test may run: everything on CPU/GPU, a slice under the
     simulator (each simulated element costs Python time)."""
     return min(full, 4096) if SIMULATOR else full
+
+
+def record_cpu_runs(monkeypatch, kernel, runs):
+    """Record the (start, stop) of every call of ``kernel``'s CPU loops."""
+    loop_for = kernel.loop_for
+
+    def recorded(target, key, args):
+        loop, spec = loop_for(target, key, args)
+
+        def run(start, stop, *values):
+            runs.append((start, stop))
+            return loop(start, stop, *values)
+
+        return run, spec
+
+    monkeypatch.setattr(kernel, "loop_for", recorded)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import SIMULATOR, cuda_reason, run_kernel
+from helpers import SIMULATOR, cuda_reason, record_cpu_runs, run_kernel
 from varstore.backends.numpy import NumpyBackend
 from varstore.casting import element_conversion
 from varstore.kernels import cast as K
@@ -31,22 +31,6 @@ def test_grid_geometry():
     assert grid_for(10**9, 132, simulator=True) == SIMULATOR_GEOMETRY
 
 
-def _recording(monkeypatch, kernel, runs):
-    """Record the (start, stop) of every call of ``kernel``'s CPU loops."""
-    loop_for = kernel.loop_for
-
-    def recorded(target, key, args):
-        loop, spec = loop_for(target, key, args)
-
-        def run(start, stop, *values):
-            runs.append((start, stop))
-            return loop(start, stop, *values)
-
-        return run, spec
-
-    monkeypatch.setattr(kernel, "loop_for", recorded)
-
-
 @pytest.mark.parametrize("workers", [2, 3])
 def test_threaded_launch_equals_serial(monkeypatch, workers):
     monkeypatch.setenv("VARSTORE_NUM_THREADS", "1")
@@ -59,7 +43,7 @@ def test_threaded_launch_equals_serial(monkeypatch, workers):
     x = rng.standard_normal(n).astype(np.float32) * 1000
     serial_out = np.empty(n, np.uint16)
     runs = []
-    _recording(monkeypatch, K.encode_f32, runs)
+    record_cpu_runs(monkeypatch, K.encode_f32, runs)
     serial.launch(K.encode_f32, n, src=x.view(np.uint32), dst=serial_out, fmt=K.BFLOAT16)
     assert runs == [(0, n)]
     out = np.empty(n, np.uint16)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import SIMULATOR, device_address, run_kernel
+from helpers import SIMULATOR, device_address, record_cpu_runs, run_kernel
 from varstore.kernels import multi_tensor as K
 
 from varstore.casting import destination_words
@@ -139,18 +139,7 @@ def test_a_threaded_cpu_launch_splits_at_chunk_boundaries_and_equals_serial(monk
                   same=int(conversion[0] == K.SAME))
     # Record the chunk range of every run of the CPU loop.
     runs = []
-    loop_for = K.pack.loop_for
-
-    def recorded(target, key, args):
-        loop, spec = loop_for(target, key, args)
-
-        def run(start, stop, *values):
-            runs.append((start, stop))
-            return loop(start, stop, *values)
-
-        return run, spec
-
-    monkeypatch.setattr(K.pack, "loop_for", recorded)
+    record_cpu_runs(monkeypatch, K.pack, runs)
     serial = np.zeros(int(counts.sum()), np.uint32)
     serial_backend.launch(K.pack, len(tensor), staging=serial, **tables)
     assert runs == [(0, len(tensor))]
