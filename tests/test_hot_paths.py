@@ -230,3 +230,59 @@ def test_cached_regions_tell_equal_keys_of_other_types_apart():
         cached_basic_region(shape, slice(1.0, 3))  # == slice(1, 3), but no index
     assert cached_basic_region(shape, np.int64(2)) == basic_region(shape, 2)
     assert cached_basic_region((4, 5), 1) != cached_basic_region((5, 4), 1)
+
+
+# ------------------------------------------------------------- prepared casts
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 1, 4), (0,)])
+@pytest.mark.parametrize("dst", ["bfloat16", "float16", "float8_e4m3fn", "float64", "int8", "bool"])
+def test_prepared_astype_matches_the_general_cast_and_follows_writes(store, shape, dst):
+    from varstore.casting import cast
+
+    v = vs.Variable(np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape) * 1.37 - 3,
+                    store=store, name="src")
+
+    def general():
+        storage = v._storage
+        return to_host(v._backend.present(cast(v._backend, storage, "float32", dst, v._device), dst))
+
+    for _ in range(2):  # the first call prepares, the second runs the prepared cast
+        got = to_host(v.astype(dst))
+        want = general()
+        assert got.shape == shape and got.dtype == want.dtype
+        assert got.tobytes() == want.tobytes()
+    first = v.astype(dst)
+    v.assign(np.zeros(shape, np.float32))  # the prepared cast reads the storage at each call
+    assert to_host(v.astype(dst)).tobytes() == general().tobytes()
+    if first.size:
+        assert to_host(first).tobytes() != to_host(v.astype(dst)).tobytes()  # a new array each call
+
+
+def test_prepared_astype_respects_scopes_and_release(store):
+    v = vs.Variable(np.ones(4, np.float32), store=store)
+    assert to_host(v.astype("float16")).tolist() == [1.0] * 4
+    with vs.StatelessScope():
+        v.assign(2.0)
+        assert to_host(v.astype("float16")).tolist() == [2.0] * 4  # the scope's value, not the storage
+    assert to_host(v.astype("float16")).tolist() == [1.0] * 4
+    assert v._casts  # (prepared, and keeping the storage alive...)
+    v.release()
+    assert v._casts is None  # (...until the variable is released)
+    with pytest.raises(RuntimeError, match="released"):
+        v.astype("float16")
+
+
+def test_prepared_astype_of_large_variables_splits_like_launch(store):
+    host = np.linspace(-5, 5, 300_001, dtype=np.float32)
+    v = vs.Variable(host, store=store)
+    for _ in range(2):
+        got = to_host(v.astype("bfloat16"))
+        assert got.tobytes() == host.astype(got.dtype).tobytes()
+
+
+def test_astype_accepts_unhashable_and_alias_dtype_arguments(store):
+    v = vs.Variable(np.ones(3, np.float32), store=store)
+    assert to_host(v.astype(np.dtype("float16"))).dtype == np.float16
+    assert to_host(v.astype(np.float16)).dtype == np.float16
+    with pytest.raises((TypeError, ValueError)):
+        v.astype(["float16"])
+    assert to_host(v.astype("float16")).tolist() == [1.0] * 3

@@ -194,6 +194,40 @@ def cast(backend, src, src_dtype: str, dst_dtype: str, device: str):
     return out
 
 
+def prepared_cast(backend, src, src_dtype: str, dst_dtype: str, device: str):
+    """A function of no arguments returning a new array (as ``backend.present`` shows
+    it) holding ``src``, as it is at the call, converted to ``dst_dtype``.
+
+    What :func:`cast` works out per call (the plan, the views, the argument checks) is
+    done once, here: a call allocates the output and launches. ``src`` must stay the
+    storage array it is (same object, same shape), as a variable's storage does.
+    """
+    kernel, src_view, dst_view, scalars = _plan(src_dtype, dst_dtype)
+    shape, n = src.shape, src.size
+    storage = storage_dtype(dst_dtype)
+    present = backend.present
+    if kernel is None or n == 0 or dst_view is None or dst_view != storage:
+        return lambda: present(cast(backend, src, src_dtype, dst_dtype, device), dst_dtype)
+    flat_src = src.reshape(-1)
+    if src_view is not None and flat_src.dtype != src_view:
+        flat_src = flat_src.view(src_view)
+    allocate = backend.allocator((n,), storage, device)
+    run = backend.bound_launch(kernel, n, {"src": flat_src, "dst": allocate(), **scalars}, "dst")
+    present = backend.presenter(dst_dtype)
+    if len(shape) == 1:
+        def convert():
+            out = allocate()
+            run(out)
+            return present(out)
+    else:
+        def convert():
+            out = allocate()
+            run(out)
+            return present(out.reshape(shape))
+
+    return convert
+
+
 def cast_on_host(host, src_dtype: str, dst_dtype: str) -> np.ndarray:
     """A host array (storage form) holding the host array ``host`` converted, computed
     with the CPU kernels whatever the default backend is."""

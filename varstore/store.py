@@ -284,6 +284,7 @@ class VariableStore(collections.abc.Mapping):
             if storage is None:
                 return
             variable._storage = None
+            variable._casts = None  # (prepared casts hold the storage)
             if self._variables.get(variable.path) is variable:
                 del self._variables[variable.path]
         self._memory.release(storage.nbytes, variable._backend)

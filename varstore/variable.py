@@ -11,7 +11,7 @@ import numpy as np
 from . import initializers as _initializers
 from . import scopes
 from . import store as _store
-from .casting import accumulate_into, cast
+from .casting import accumulate_into, cast, prepared_cast
 from .dtypes import INT_DTYPES, WORD_DTYPES, host_dtype, is_float, standardize_dtype, storage_dtype
 from .indexing import broadcast_strides, cached_basic_region, flat_indices
 from .initializers import standardize_shape
@@ -73,6 +73,7 @@ _SCALAR_FILLS = {
     **{name: (int(np.iinfo(name).min), int(np.iinfo(name).max), 0) for name in INT_DTYPES},
 }
 # Storage dtypes whose same-dtype assign_add/assign_sub is the array module's add/subtract.
+_PREPARED_CASTS = 8  # astype keeps at most this many prepared casts per variable
 _NATIVE_ADD = frozenset({"float32", "float64", *INT_DTYPES})
 
 
@@ -137,6 +138,7 @@ class Variable:
         "_fast_dtype",
         "_scalar_fill",
         "_add_dtype",
+        "_casts",
         "_replica",
         "_overwrite_with_gradient",
         "_regularizer",
@@ -229,6 +231,7 @@ class Variable:
         self._fast_dtype = None if dtype in WORD_DTYPES else storage.dtype
         self._scalar_fill = _SCALAR_FILLS.get(dtype)  # see _plain_scalar
         self._add_dtype = storage.dtype if dtype in _NATIVE_ADD else None
+        self._casts = None  # astype's prepared casts: dtype argument -> (storage, function)
         self._replica = None  # a ReplicatedStore that routes this variable's writes (see _register)
         self._overwrite_with_gradient = False
         self._regularizer = None
@@ -369,12 +372,26 @@ class Variable:
 
     def astype(self, dtype):
         """A copy converted to ``dtype`` by our cast kernels, on the variable's device."""
-        dtype = standardize_dtype(dtype)
+        casts = self._casts
+        if casts is not None and not scopes.ACTIVE:
+            try:
+                storage, convert = casts[dtype]
+            except (KeyError, TypeError):  # (TypeError: an unhashable dtype argument)
+                pass
+            else:
+                if storage is self._storage:
+                    return convert()
+        dtype_given, dtype = dtype, standardize_dtype(dtype)
         array = self._storage
         if array is not None and not scopes.ACTIVE:
-            array_dtype = self._dtype
-        else:
-            array, array_dtype = self._read()
+            # The cast of this storage to this dtype, prepared once (see prepared_cast).
+            convert = prepared_cast(self._backend, array, self._dtype, dtype, self._device)
+            if casts is None:
+                casts = self._casts = {}
+            if len(casts) < _PREPARED_CASTS and getattr(dtype_given, "__hash__", None) is not None:
+                casts[dtype_given] = (array, convert)
+            return convert()
+        array, array_dtype = self._read()
         out = cast(self._backend, array, array_dtype, dtype, self._device)
         return self._backend.present(out, dtype)
 

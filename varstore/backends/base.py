@@ -8,6 +8,7 @@ backend makes and takes are *storage* arrays: C-contiguous, of the storage dtype
 from __future__ import annotations
 
 import abc
+import functools
 
 import numpy as np
 
@@ -84,6 +85,31 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def launch(self, kernel, n: int, *args) -> None:
         """Run ``kernel`` (a ``varstore.kernels`` Kernel) over ``n`` elements."""
+
+    def allocator(self, shape: tuple, dtype: np.dtype, device: str):
+        """A function of no arguments returning a new :meth:`empty` array of ``shape``
+        and ``dtype`` on ``device`` (for callers that allocate the same array often)."""
+        return functools.partial(self.empty, shape, dtype, device)
+
+    def presenter(self, dtype: str):
+        """The function ``storage -> self.present(storage, dtype)``."""
+        return functools.partial(self.present, dtype=dtype)
+
+    def bound_launch(self, kernel, n: int, args: dict, out: str):
+        """A function ``run(array)`` that runs ``kernel`` over ``n`` elements with
+        ``args``, except the array argument named ``out``, which each call gives.
+
+        The arguments are checked once, here (``args[out]`` is a sample of the arrays
+        the calls will give: same dtype and size). Backends that can skip the per-call
+        binding override this; the default launches as :meth:`launch` does.
+        """
+        kernel.bind(args, n)
+        others = {k: v for k, v in args.items() if k != out}
+
+        def run(array):
+            self.launch(kernel, n, **others, **{out: array})
+
+        return run
 
     @abc.abstractmethod
     def present(self, storage, dtype: str):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -99,6 +101,32 @@ class NumpyBackend(Backend):
         for task in tasks:
             task.result()
 
+    def allocator(self, shape, dtype, device):
+        if math.prod(shape) * dtype.itemsize >= _CHECKED_BYTES:
+            return super().allocator(shape, dtype, device)  # (checked against available memory)
+        return functools.partial(np.empty, shape, dtype)
+
+    def presenter(self, dtype):
+        if dtype in WORD_DTYPES:
+            return operator.methodcaller("view", host_dtype(dtype))
+        return _same
+
+    def bound_launch(self, kernel, n, args, out):
+        if not n or (SPLIT.get(kernel.template) is not None and n >= 2 * MIN_CPU_CHUNK):
+            return super().bound_launch(kernel, n, args, out)  # (no work, or split over threads)
+        key, values = kernel.bind(args, n)
+        loop = self._loops.get((kernel, key))
+        if loop is None:
+            loop = self._loops[(kernel, key)] = kernel.loop_for("cpu", key, args)[0]
+        position = kernel.loop_names.index(out)
+        before, after = values[:position], values[position + 1:]
+        if not before:  # (the common case: the output first or second)
+            return lambda array: loop(0, n, array, *after)
+        if len(before) == 1:
+            first = before[0]
+            return lambda array: loop(0, n, first, array, *after)
+        return lambda array: loop(0, n, *before, array, *after)
+
     def _cpu_workers(self) -> int:
         if self._workers is None:
             self._workers = cpu_workers()
@@ -143,6 +171,10 @@ class NumpyBackend(Backend):
 
     def read_bytes(self, storage, readinto):
         readinto(memoryview(storage.reshape(-1).view(np.uint8)))
+
+
+def _same(array):
+    return array
 
 
 def _host_memory() -> tuple:
