@@ -86,7 +86,8 @@ def _module_source(kernel, spec, target: str) -> str:
              "import numpy as np",
              "from numba import boolean, float32, float64, int8, int16, int32, int64, uint8, uint16, uint32, uint64",
              "from varstore.kernels._targets import element",
-             "from varstore.kernels.access import load_word, store_word",
+             "from varstore.kernels.access import load_word, store_word, vector_split",
+             "from varstore.kernels.intrinsics import load_vector, store_vector",
              "from varstore.kernels.strided import region_fits, region_offsets, region_offsets32"]
     module, name = _reference(kernel.element)
     lines.append(f"from {module} import {name} as f")
@@ -97,7 +98,9 @@ def _module_source(kernel, spec, target: str) -> str:
     if target == "cpu":
         body = templates.cpu_source(kernel, spec)
     else:
-        lines.append("from numba import cuda")
+        # The wide step calls f once per index: compiled once and called (NVVM inlines
+        # it), not copied into the step that many times (which took minutes to compile).
+        lines += ["from numba import cuda", "from varstore.kernels._targets import called", "called_f = called(f)"]
         body = templates.cuda_source(kernel, spec)
     return "\n".join(lines) + "\n\n\n" + body
 
@@ -202,6 +205,25 @@ def link_cubin(ptx: str, major: int, minor: int) -> bytes | None:
         return bytes(linker.link("cubin").code)
     except Exception:  # no nvJitLink library: the driver will JIT the PTX
         return None
+
+
+def cubin_resources(ptx: str, major: int, minor: int) -> dict | None:
+    """What ptxas reports for the entry of ``ptx`` on sm_<major><minor> (through
+    nvJitLink): ``registers`` per thread, ``spill_stores``/``spill_loads`` and ``stack``
+    bytes; None where nvJitLink is not installed."""
+    try:
+        from cuda.core import Linker, LinkerOptions, ObjectCode
+    except ImportError:
+        return None
+    linker = Linker(ObjectCode.from_ptx(ptx.encode()), options=LinkerOptions(arch=f"sm_{major}{minor}", verbose=True))
+    linker.link("cubin")
+    log = linker.get_info_log()
+    numbers = {"registers": r"Used (\d+) registers", "stack": r"(\d+) bytes stack frame",
+               "spill_stores": r"(\d+) bytes spill stores", "spill_loads": r"(\d+) bytes spill loads"}
+    found = {name: re.search(pattern, log) for name, pattern in numbers.items()}
+    if not all(found.values()):
+        raise RuntimeError(f"Unexpected ptxas report: {log!r}")
+    return {name: int(match.group(1)) for name, match in found.items()}
 
 
 def _write(path: str, data: bytes) -> None:

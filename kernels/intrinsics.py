@@ -110,3 +110,101 @@ def store_at(typingctx, address, index, value, like):
         return context.get_dummy_value()
 
     return types.none(address, index, value, like), codegen
+
+
+# Wide access for the generated CUDA loops (kernels.templates): several consecutive
+# elements moved by one vector load or store of up to 16 bytes (``ld.global.v4.u32`` and
+# the like), where one element per access would leave most of each memory transaction
+# unused. The address of the first element must be aligned to the vector's size: the
+# loops check it before they take this path.
+
+
+def _vector_pointer(context, builder, address_value, address_type, index_value, index_type, element, vector):
+    """The address of element ``index`` as a pointer to the access's ``vector`` type."""
+    address = context.cast(builder, address_value, address_type, types.uint64)
+    index = context.cast(builder, index_value, index_type, types.int64)
+    scalar = context.get_value_type(element)
+    first = builder.gep(builder.inttoptr(address, scalar.as_pointer()), [index])
+    return builder.bitcast(first, vector.as_pointer())
+
+
+def _vector_alignment(context, element, count) -> int:
+    return context.get_abi_sizeof(context.get_value_type(element)) * count
+
+
+def _uniform_tuple(t):
+    return isinstance(t, types.UniTuple) and isinstance(t.dtype, (types.Integer, types.Float)) and t.count in (2, 4, 8, 16)
+
+
+def _lanes(context, element, count):
+    """(elements per 32-bit lane, lanes): narrow elements travel packed in 32-bit lanes
+    (eight uint16 as four uint32: one ``v4.u32`` access; NVVM splits a vector of eight
+    16-bit lanes into two 8-byte accesses), wider ones one per lane."""
+    size = context.get_abi_sizeof(context.get_value_type(element))
+    if size < 4 and size * count >= 4:
+        per_lane = 4 // size
+        return per_lane, count // per_lane
+    return 1, count
+
+
+@intrinsic
+def load_vector(typingctx, address, index, like):
+    """Elements ``index .. index + k - 1`` of the array of ``like``'s element type at byte
+    ``address``, as one vector load (``like`` is a k-tuple; the first element's address
+    must be aligned to the k elements' size)."""
+    if not _uniform_tuple(like):
+        return None
+
+    def codegen(context, builder, signature, args):
+        element, count = like.dtype, like.count
+        scalar = context.get_value_type(element)
+        per_lane, lanes = _lanes(context, element, count)
+        lane = ir.IntType(32) if per_lane > 1 else scalar
+        pointer = _vector_pointer(context, builder, args[0], signature.args[0], args[1], signature.args[1],
+                                  element, ir.VectorType(lane, lanes))
+        vector = builder.load(pointer, align=_vector_alignment(context, element, count))
+        items = []
+        for k in range(lanes):
+            word = builder.extract_element(vector, ir.Constant(ir.IntType(32), k))
+            if per_lane == 1:
+                items.append(word)
+                continue
+            bits = 32 // per_lane
+            for m in range(per_lane):  # little-endian: element m in the lane's low bits first
+                items.append(builder.trunc(builder.lshr(word, ir.Constant(lane, bits * m)), scalar))
+        return context.make_tuple(builder, signature.return_type, items)
+
+    return like(address, index, like), codegen
+
+
+@intrinsic
+def store_vector(typingctx, address, index, values, like):
+    """Write the k values of the tuple ``values``, converted to ``like``'s element type
+    (``like`` a k-tuple), as elements ``index .. index + k - 1`` of the array at byte
+    ``address``: one vector store (aligned as for :func:`load_vector`)."""
+    if not (_uniform_tuple(like) and isinstance(values, types.BaseTuple) and len(values) == like.count):
+        return None
+
+    def codegen(context, builder, signature, args):
+        element, count = like.dtype, like.count
+        scalar = context.get_value_type(element)
+        per_lane, lanes = _lanes(context, element, count)
+        lane = ir.IntType(32) if per_lane > 1 else scalar
+        items = [context.cast(builder, builder.extract_value(args[2], k), values[k], element) for k in range(count)]
+        vector = ir.Constant(ir.VectorType(lane, lanes), ir.Undefined)
+        for k in range(lanes):
+            if per_lane == 1:
+                word = items[k]
+            else:
+                bits = 32 // per_lane
+                word = ir.Constant(lane, 0)
+                for m in range(per_lane):
+                    part = builder.shl(builder.zext(items[k * per_lane + m], lane), ir.Constant(lane, bits * m))
+                    word = builder.or_(word, part)
+            vector = builder.insert_element(vector, word, ir.Constant(ir.IntType(32), k))
+        pointer = _vector_pointer(context, builder, args[0], signature.args[0], args[1], signature.args[1],
+                                  element, ir.VectorType(lane, lanes))
+        builder.store(vector, pointer, align=_vector_alignment(context, element, count))
+        return context.get_dummy_value()
+
+    return types.none(address, index, values, like), codegen

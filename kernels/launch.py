@@ -53,12 +53,13 @@ def cpu_chunks(n: int, workers: int) -> list[tuple[int, int]]:
 
 
 # ------------------------------------------------------------------ launching
-def cuda_grid(kernel, n: int, sm_count: int, simulator: bool = False) -> tuple[int, int]:
+def cuda_grid(kernel, n: int, sm_count: int, simulator: bool = False, per_thread: int = 1) -> tuple[int, int]:
     """(blocks, threads_per_block) of ``kernel`` over ``n`` indices: a grid-stride loop
-    over elements, or for multi-tensor kernels one block per chunk (at most enough
-    blocks to fill the device)."""
+    over elements (``per_thread`` indices per thread on the wide path: see
+    ``templates.vector_width``), or for multi-tensor kernels one block per chunk (at most
+    enough blocks to fill the device)."""
     if kernel.template != "chunks":
-        return grid_for(n, sm_count, simulator)
+        return grid_for(-(-int(n) // per_thread), sm_count, simulator)
     if simulator:
         return SIMULATOR_GEOMETRY
     return min(max(int(n), 1), max(int(sm_count), 1) * BLOCKS_PER_SM), THREADS_PER_BLOCK
@@ -109,7 +110,9 @@ def numba_launch(kernel, n: int, args: dict, address, sm_count: int, stream=0) -
     from ._targets import simulator_enabled
 
     key, _ = kernel.bind(args, n)
+    from .templates import vector_width
+
     loop, spec = kernel.loop_for("numba", key, args)
-    blocks, threads = cuda_grid(kernel, n, sm_count, simulator_enabled())
+    blocks, threads = cuda_grid(kernel, n, sm_count, simulator_enabled(), vector_width(kernel, spec))
     loop[blocks, threads, stream](0, n, *cuda_arguments(kernel, spec, args, address))
 

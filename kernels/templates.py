@@ -256,6 +256,104 @@ def cpu_source(kernel, spec) -> str:
     return f"def loop({params}):\n" + "\n".join(_indent(body, 1)) + "\n"
 
 
+# ------------------------------------------------------------------ wide access
+#: The CUDA elementwise loop moves up to this many bytes per load or store (one
+#: ``ld.global.v4.u32``), and at most this many accesses per array and thread.
+VECTOR_BYTES = 16
+MAX_VECTOR_ACCESSES = 8
+
+
+def _index_bytes(src: _Source, array) -> int:
+    """Bytes of ``array`` per loop index (its word times its width)."""
+    return _ITEMSIZE[src.words[array.name]] * array.width
+
+
+_ITEMSIZE = {"uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "uint32": 4, "int32": 4, "float32": 4,
+             "uint64": 8, "int64": 8, "float64": 8}
+
+
+def vector_width(kernel, spec) -> int:
+    """Loop indices per thread on the CUDA elementwise loop's wide path (1: no wide path).
+
+    Enough indices that the narrowest array moves :data:`VECTOR_BYTES` per access, but no
+    array more than :data:`MAX_VECTOR_ACCESSES` accesses. Arrays read with a step (a
+    broadcast operand) keep one element per access, so such kernels have no wide path.
+    A kernel with a width of 1 still takes the wide path where an array has several
+    words per index (the random fills: four words per Philox group, one 16-byte store).
+    """
+    if kernel.template != "elementwise" or any(a.step for a in loop_arrays(kernel)):
+        return 1
+    src = _Source(kernel, spec, "cuda")
+    sizes = [_index_bytes(src, a) for a in loop_arrays(kernel)]
+    width = max(1, VECTOR_BYTES // min(sizes))
+    while width > 1 and max(sizes) * width > VECTOR_BYTES * MAX_VECTOR_ACCESSES:
+        width //= 2
+    return width
+
+
+def _vector_pieces(src: _Source, array, v: int) -> list[tuple[int, int]]:
+    """``[(first word, words), ...]``: the vector accesses of ``array`` for ``v`` indices."""
+    words = v * array.width
+    per_access = min(words, VECTOR_BYTES // _ITEMSIZE[src.words[array.name]])
+    return [(first, per_access) for first in range(0, words, per_access)]
+
+
+def _vector_step(src: _Source, v: int) -> list[str]:
+    """The wide step: indices ``_k .. _k + v - 1``, each array loaded and stored by vectors
+    (the loop checked their alignment)."""
+    kernel = src.kernel
+    index = kernel.options.get("index")
+    used = {index} if index else set()
+    lines = []
+    loaded = {}
+    for a in loop_arrays(kernel):
+        lines.append(f"_z_{a.name} = {src.words[a.name]}(0)")
+        if a.role in ("in", "inout"):
+            names = []
+            for first, count in _vector_pieces(src, a, v):
+                part = [f"_{a.name}{first + c}" for c in range(count)]
+                like = ", ".join([f"_z_{a.name}"] * count)
+                lines.append(f"{', '.join(part)}, = load_vector({a.name}, int64({a.width} * _k + {first}), ({like},))")
+                names += part
+            loaded[a.name] = names
+    out = next(a for a in loop_arrays(kernel) if a.role in ("out", "inout"))
+    results = []
+    for e in range(v):
+        values = [f"{index} + _k + {e}"] if index else []
+        values += [loaded[a.name][e] for a in loop_arrays(kernel) if a.role in ("in", "inout")]
+        call = f"called_f({', '.join(values + _element_scalars(kernel, used))})"
+        if out.width == 1:
+            results.append(call)
+        else:
+            lines.append(f"_r{e} = {call}")
+            results += [f"_r{e}[{k}]" for k in range(out.width)]
+    for first, count in _vector_pieces(src, out, v):
+        like = ", ".join([f"_z_{out.name}"] * count)
+        lines.append(f"store_vector({out.name}, int64({out.width} * _k + {first}), "
+                     f"({', '.join(results[first:first + count])},), ({like},))")
+    return lines
+
+
+def _vector_loop(src: _Source, v: int, names: list[str]) -> list[str]:
+    """The grid-stride loop of the wide path: a scalar head up to the first index where
+    every array is aligned, whole groups of ``v`` indices, a scalar tail. Where the arrays
+    are not aligned alike (or the range is short), every index takes the scalar step."""
+    arrays = loop_arrays(src.kernel)
+    checks = ", ".join(f"({a.name}, {_index_bytes(src, a)}, {min(VECTOR_BYTES, v * _index_bytes(src, a))})"
+                       for a in arrays)
+    call = ", ".join(names)
+    return [
+        f"_head, _groups = vector_split(start, stop, {v}, ({checks},))",
+        "_first = start + _head",
+        f"for _q in range(cuda.grid(1), _groups, cuda.gridsize(1)):",
+        f"    vstep(_first + _q * {v}, {call})",
+        f"_tail = _first + _groups * {v}",
+        "for _t in range(cuda.grid(1), _head + (stop - _tail), cuda.gridsize(1)):",
+        "    _k = start + _t if _t < _head else _tail + (_t - _head)",
+        f"    step(_k, {call})",
+    ]
+
+
 def cuda_source(kernel, spec) -> str:
     """The CUDA step ``step(index, <arrays>, <scalars>)`` and grid-stride loop
     ``loop(start, stop, <flat parameters>)``."""
@@ -284,7 +382,12 @@ def cuda_source(kernel, spec) -> str:
     body = {"elementwise": _elementwise_body, "region": _region_step, "scatter": _scatter_body,
             "gather": _gather_body}[kernel.template]
     step = src.type_values() + body(src, "_k")
-    loop = ["for _k in range(start + cuda.grid(1), stop, cuda.gridsize(1)):"]
-    loop += [f"    step({', '.join(['_k'] + names)})"]
-    return (f"@element\ndef step({step_params}):\n" + "\n".join(_indent(step, 1)) + "\n\n\n"
-            f"def loop({flat}):\n" + "\n".join(_indent(prologue + loop, 1)) + "\n")
+    v = vector_width(kernel, spec)
+    functions = f"@element\ndef step({step_params}):\n" + "\n".join(_indent(step, 1)) + "\n\n\n"
+    if kernel.template == "elementwise" and any(v * a.width > 1 for a in loop_arrays(kernel)):
+        loop = _vector_loop(src, v, names)
+        functions += f"@element\ndef vstep({step_params}):\n" + "\n".join(_indent(_vector_step(src, v), 1)) + "\n\n\n"
+    else:
+        loop = ["for _k in range(start + cuda.grid(1), stop, cuda.gridsize(1)):",
+                f"    step({', '.join(['_k'] + names)})"]
+    return functions + f"def loop({flat}):\n" + "\n".join(_indent(prologue + loop, 1)) + "\n"

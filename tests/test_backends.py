@@ -119,3 +119,66 @@ print("ok")
     for _ in range(3):
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
         assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
+
+
+# ------------------------------------------------------------------ fills
+@pytest.mark.parametrize(
+    "dtype, value, pattern",
+    [
+        ("float32", 0.0, (8, 0)),
+        ("float32", 1.5, (32, 0x3FC00000)),
+        ("float32", -0.0, (32, 0x80000000)),
+        ("uint16", 0x0101, (8, 1)),
+        ("uint16", 0x1234, (16, 0x1234)),
+        ("int8", -1, (8, 0xFF)),
+        ("float64", 0.0, (8, 0)),
+        ("float64", 1.0, None),  # 0x3FF0000000000000: halves differ, no driver memset
+        ("uint64", 0x0000000500000005, (32, 5)),
+        ("int32", -1, (8, 0xFF)),
+        ("float16", 1.0, (16, 0x3C00)),
+        ("bool", True, (8, 1)),
+    ],
+)
+def test_memset_pattern_is_the_narrowest_repeating_word(dtype, value, pattern):
+    import numpy as np
+
+    from varstore.backends.cuda import memset_pattern
+
+    word = np.asarray(value, dtype)
+    assert memset_pattern(word) == pattern
+    if pattern is not None:  # the pattern repeated is the word
+        bits, v = pattern
+        assert v.to_bytes(bits // 8, "little") * (word.itemsize * 8 // bits) == word.tobytes()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16", "int8", "uint16", "int64", "bool"])
+def test_cuda_fills_match_cupys_fill_and_the_cpu(dtype):
+    """Fills go through the driver's memset where the pattern allows; the bits equal
+    CuPy's own fill of the same word, and a Constant variable's bits the CPU's."""
+    import cupy
+    import numpy as np
+
+    from varstore.dtypes import storage_dtype
+
+    gpu = vs.VariableStore(device="cuda:0")
+    cpu = vs.VariableStore(device="cpu")
+    for value in (0, 1, 3, -2.5, 0.1):
+        if dtype == "bool" and value not in (0, 1):
+            continue
+        if dtype in ("int8", "uint16", "int64", "bool") and value != int(value):
+            continue
+        for n in (1, 3, 1000, 4097):
+            word = np.asarray(value).astype(storage_dtype(dtype))
+            ours, theirs = cupy.empty(n, word.dtype), cupy.empty(n, word.dtype)
+            gpu._backend.fill(ours, word[()])
+            theirs.fill(word[()])
+            assert cupy.asnumpy(ours).tobytes() == cupy.asnumpy(theirs).tobytes(), (dtype, value, n)
+            init = vs.initializers.Constant(value)
+            a = vs.Variable(init, shape=(n,), dtype=dtype, store=gpu)
+            b = vs.Variable(init, shape=(n,), dtype=dtype, store=cpu)
+            assert cupy.asnumpy(a.value).tobytes() == np.asarray(b.value).tobytes(), (dtype, value, n)
+            a.assign(0)
+            assert not cupy.asnumpy(a.value).view(np.uint8).any()
+            a.release()
+            b.release()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 from helpers import SIMULATOR
@@ -161,3 +162,54 @@ def test_region_copy_has_a_32bit_unravel():
     """Arrays under 2**31 elements unravel element numbers with 32-bit division."""
     ptx = _ptx(S.copy_region).ptx
     assert re.search(r"\bdiv\.u32\b", ptx) and re.search(r"\brem\.u32\b", ptx)
+
+
+# ------------------------------------------------------------------ wide access
+_VECTOR_OPS = {  # bytes per access -> the PTX operand types that move that many
+    16: r"v4\.[usbf]32|v2\.[usbf]64",
+    8: r"v2\.[usbf]32|[usbf]64",
+    4: r"[usbf]32|v4\.[usb]8|v2\.[usbf]16",
+}
+
+
+@needs_nvvm
+@pytest.mark.parametrize("kernel", [k for k in ALL_KERNELS if k.template == "elementwise"], ids=lambda k: k.name)
+def test_elementwise_loops_load_and_store_wide(kernel):
+    """Where the wide path applies, every array moves its share of 16 bytes per index
+    group in single vector instructions (``ld.global.v4.u32``, ``st.global.v2.f64``...):
+    the narrowest array 16 bytes per access."""
+    from varstore.kernels.templates import VECTOR_BYTES, loop_arrays, vector_width
+
+    for spec in kernel.examples():
+        v = vector_width(kernel, spec)
+        words = dict(zip(kernel.array_names, spec.words))
+        sizes = {a.name: np.dtype(words[a.name]).itemsize * a.width for a in loop_arrays(kernel)}
+        if any(a.step for a in loop_arrays(kernel)):
+            assert v == 1
+            continue
+        ptx = _ptx(kernel, spec).ptx
+        assert min(VECTOR_BYTES, v * min(sizes.values())) == VECTOR_BYTES, (kernel.name, spec)
+        for a in loop_arrays(kernel):
+            nbytes = min(VECTOR_BYTES, v * sizes[a.name])
+            if nbytes < 4:
+                continue
+            ops = ["ld"] if a.role == "in" else ["st"] if a.role == "out" else ["ld", "st"]
+            for op in ops:
+                assert re.search(rf"\b{op}\.global\.(?:{_VECTOR_OPS[nbytes]})\b", ptx), (kernel.name, spec, a.name, op)
+
+
+@needs_nvvm
+def test_wide_loops_link_without_spills():
+    """The wide steps keep their values in registers: no local-memory spills (ptxas's
+    report through nvJitLink), for the kernels with the most indices per thread."""
+    if not _nvjitlink_available():
+        pytest.skip("nvJitLink is not installed")
+    from varstore.kernels.build import cubin_resources
+    from varstore.kernels.declare import Specialization
+
+    for kernel, words in [(K.encode_f32, ("uint32", "uint8")), (K.decode_f64, ("uint8", "float64")),
+                          (R.normal_words, ("uint8",)), (K.convert, ("float32", "uint8"))]:
+        loop = _ptx(kernel, Specialization(words, 0))
+        report = cubin_resources(loop.ptx, 9, 0)
+        assert report["spill_stores"] == 0 and report["spill_loads"] == 0, (kernel.name, report)
+        assert 0 < report["registers"] <= 128, (kernel.name, report)

@@ -183,7 +183,7 @@ class Constant(Initializer):
         from .casting import cast_on_host
 
         word = cast_on_host(np.asarray(self.value), np.asarray(self.value).dtype.name, dtype)
-        storage.fill(word[()])
+        backend.fill(storage, word[()])
 
     def get_config(self):
         return {"value": self.value}
@@ -193,7 +193,7 @@ class Zeros(Initializer):
     """Fills with 0."""
 
     def fill(self, backend, storage, dtype):
-        storage.fill(0)  # 0 is the all-zero word in every dtype
+        backend.fill(storage, storage.dtype.type(0))  # 0 is the all-zero word in every dtype
 
 
 class Ones(Initializer):

@@ -87,7 +87,7 @@ def write(backend, storage, dtype: str, array, array_dtype: str) -> None:
             scalar = cast_on_host(scalar, array_dtype, dtype)
         else:  # the array module's own conversion, as for arrays (integers wrap)
             scalar = scalar.astype(storage.dtype, casting="unsafe")
-        storage.fill(scalar[()])
+        backend.fill(storage, scalar[()])
         return
     if backend.owns(array):
         cast_into(backend, array, array_dtype, storage, dtype)

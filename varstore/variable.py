@@ -432,7 +432,7 @@ class Variable:
         if limits is not None and not scopes.ACTIVE and _plain_scalar(limits, value):
             storage = self._storage
             if storage is not None:  # (a released variable raises below)
-                storage.fill(value)  # the array module's conversion: our bits (see _SCALAR_FILLS)
+                self._backend.fill(storage, value)  # NumPy's conversion: our bits (see _SCALAR_FILLS)
                 return self
         return self._assign_local(value)
 

@@ -86,6 +86,12 @@ class Backend(abc.ABC):
     def launch(self, kernel, n: int, *args) -> None:
         """Run ``kernel`` (a ``varstore.kernels`` Kernel) over ``n`` elements."""
 
+    def fill(self, storage, word) -> None:
+        """Set every element of the C-contiguous ``storage`` to ``word``: a NumPy scalar
+        of its dtype, or a Python scalar that NumPy converts to it as we do (see
+        ``variable._SCALAR_FILLS``)."""
+        storage.fill(word)
+
     def allocator(self, shape: tuple, dtype: np.dtype, device: str):
         """A function of no arguments returning a new :meth:`empty` array of ``shape``
         and ``dtype`` on ``device`` (for callers that allocate the same array often)."""

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..dtypes import WORD_DTYPES
 from ..kernels.launch import cuda_arguments, cuda_grid, numba_launch
+from ..kernels.templates import vector_width
 from .base import Backend, byte_bounds, is_device_array, layouts_share_memory
 
 _POOL_UNIT = 512  # cupy.cuda.MemoryPool rounds every allocation up to a multiple of this
@@ -33,6 +34,29 @@ def _load_numba_cuda():
     if "NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS" not in os.environ:
         config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
     return cuda
+
+
+def memset_pattern(word: np.ndarray) -> tuple[int, int] | None:
+    """``(bits, value)``: the narrowest of the driver's 8-, 16- and 32-bit memsets whose
+    ``value`` repeated gives the 0-d array ``word``'s bytes (an 8-byte word whose halves
+    are equal, e.g. 0.0, takes a 32-bit one); None where none does (8-byte patterns such
+    as float64 1.0, which CuPy's own fill writes)."""
+    raw = word.tobytes()
+    for bits in (8, 16, 32):
+        size = bits // 8
+        if len(raw) % size == 0 and raw == raw[:size] * (len(raw) // size):
+            return bits, int.from_bytes(raw[:size], "little")
+    return None
+
+
+def _driver_memsets():
+    """{bits: cuMemsetD<bits>Async} from cuda-bindings (numba-cuda installs it); None
+    where it cannot be imported."""
+    try:
+        from cuda.bindings import driver
+    except ImportError:
+        return None
+    return {8: driver.cuMemsetD8Async, 16: driver.cuMemsetD16Async, 32: driver.cuMemsetD32Async}
 
 
 def device_index(device: str) -> int:
@@ -58,9 +82,29 @@ class CudaBackend(Backend):
         self._load_lock = threading.Lock()
         self._staging = None  # two pinned host buffers, made on the first checkpoint
         self._staging_lock = threading.Lock()
+        self._memsets = None  # {bits: the driver's memset}, looked up on the first fill
 
     def devices(self) -> list[str]:
         return [f"cuda:{i}" for i in range(self._cupy.cuda.runtime.getDeviceCount())]
+
+    def fill(self, storage, word):
+        # A 1-, 2- or 4-byte pattern is the driver's memset (the copy engine's speed);
+        # anything else, CuPy's fill kernel.
+        pattern = memset_pattern(np.asarray(word, storage.dtype)) if storage.size else None
+        if self._memsets is None:
+            self._memsets = _driver_memsets() or {}
+        if pattern is None or not self._memsets or not storage.flags.c_contiguous:
+            storage.fill(word)
+            return
+        bits, value = pattern
+        if storage.data.ptr % (bits // 8):
+            storage.fill(word)
+            return
+        with self._cupy.cuda.Device(storage.device.id):
+            stream = self._cupy.cuda.get_current_stream().ptr
+            (status,) = self._memsets[bits](storage.data.ptr, value, storage.nbytes * 8 // bits, stream)
+        if int(status) != 0:
+            raise RuntimeError(f"cuMemsetD{bits}Async failed: {status!r}")
 
     def empty(self, shape, dtype, device, pool=None):
         cupy = self._cupy
@@ -300,7 +344,8 @@ class _Launcher:
         self.device_id = device_id
         self.sm_count = backend._sm_count_of(device_id)
         self.mechanism = launch_mechanism()
-        self.functions: dict = {}  # bind key -> (CuPy Function or None, Specialization, parameter count)
+        # bind key -> (CuPy Function or None, Specialization, parameter count, indices per thread)
+        self.functions: dict = {}
         cc = backend._cupy.cuda.Device(device_id).compute_capability  # e.g. "90"
         self.target = "numba" if self.mechanism == "numba" else f"ptx:{int(cc[:-1])}.{int(cc[-1])}"
 
@@ -314,14 +359,15 @@ class _Launcher:
                 hit = self.functions.get(key)
                 if hit is None:
                     loop, spec = self.kernel.loop_for(self.target, key, args)
-                    hit = self.functions[key] = (self._load(loop), spec, len(loop.params))
-                function, spec, count = hit
+                    hit = self.functions[key] = (self._load(loop), spec, len(loop.params),
+                                                 vector_width(self.kernel, spec))
+                function, spec, count, per_thread = hit
                 if function is not None:
                     flat = cuda_arguments(self.kernel, spec, args, _address)
                     if len(flat) + 2 != count:  # (a tuple of the wrong length: the launch would read past it)
                         raise ValueError(f"Kernel {self.kernel.name!r} takes {count - 2} flat parameters after "
                                          f"start and stop; the arguments give {len(flat)}.")
-                    blocks, threads = cuda_grid(self.kernel, n, self.sm_count)
+                    blocks, threads = cuda_grid(self.kernel, n, self.sm_count, per_thread=per_thread)
                     function((blocks,), (threads,), (0, n, *flat))
                     return
             stream = self.backend._numba_stream(self.device_id)

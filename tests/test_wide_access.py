@@ -1,0 +1,145 @@
+"""Tier c: the CUDA elementwise loop's wide path (several indices per thread, vector loads
+and stores, a scalar head and tail) gives the CPU loop's bits at every alignment and
+length, and its split of an index range is right.
+
+The CUDA launches here take device arrays at element offsets of one allocation, so the
+head (indices before the first aligned one), the tail and the all-scalar fallback (arrays
+aligned differently) all run, in the simulator as on a GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import SIMULATOR, device_address, run_kernel
+from varstore.kernels import cast as K
+from varstore.kernels import random_fill as R
+from varstore.kernels.access import vector_split
+from varstore.kernels.declare import Specialization
+from varstore.kernels.templates import VECTOR_BYTES, vector_width
+
+pytestmark = pytest.mark.kernels
+
+# (The simulator runs every simulated thread in Python: a few lengths that take the
+# all-scalar, head + groups + tail and many-groups paths.)
+LENGTHS = [1, 9, 97] if SIMULATOR else [0, 1, 7, 8, 9, 31, 64, 97, 1000, 4099]
+OFFSETS = [(0, 0), (1, 1), (3, 3), (0, 1)]
+
+
+def _cuda_run(kernel, n, arrays: dict, offsets: dict, **scalars):
+    """Run ``kernel``'s CUDA loop on device views ``full[offset:]`` of each array; returns
+    the host copies of the full arrays."""
+    from numba import cuda
+
+    from varstore.kernels._targets import simulator_enabled
+    from varstore.kernels.launch import numba_launch
+
+    full = {name: cuda.to_device(a) for name, a in arrays.items()}
+    views = {name: full[name][offsets.get(name, 0):] for name in arrays}
+    sm_count = 1 if simulator_enabled() else cuda.get_current_device().MULTIPROCESSOR_COUNT
+    numba_launch(kernel, n, {**views, **scalars}, device_address, sm_count)
+    cuda.synchronize()
+    return {name: full[name].copy_to_host() for name in arrays}
+
+
+def _cpu_run(kernel, n, arrays: dict, offsets: dict, **scalars):
+    host = {name: a.copy() for name, a in arrays.items()}
+    run_kernel("cpu", kernel, n, **{name: host[name][offsets.get(name, 0):] for name in host}, **scalars)
+    return host
+
+
+CASES = [
+    ("encode_f32 bf16", K.encode_f32, np.uint32, np.uint16, {"fmt": K.BFLOAT16}),
+    ("encode_f32 e4m3fn", K.encode_f32, np.uint32, np.uint8, {"fmt": K.FORMATS["float8_e4m3fn"]}),
+    ("decode_f64", K.decode_f64, np.uint16, np.float64, {"fmt": K.BFLOAT16}),
+    ("widen_f32", K.widen_f32, np.uint32, np.float64, {}),
+    ("float_to_int int8", K.float_to_int, np.float32, np.int8, {"lo": -128, "hi": 127}),
+]
+
+
+def _source(dtype, size, rng):
+    if np.dtype(dtype).kind == "f":
+        return (rng.standard_normal(size) * 300).astype(dtype)
+    return rng.integers(0, np.iinfo(dtype).max, size, dtype=dtype, endpoint=True)
+
+
+@pytest.mark.skipif(not SIMULATOR and not __import__("conftest")._gpu_present(),
+                    reason="CUDA loops run in the simulator process (NUMBA_ENABLE_CUDASIM=1) or on a GPU")
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("offsets", OFFSETS)
+def test_wide_path_matches_the_cpu_loop(case, offsets):
+    _, kernel, src_dtype, dst_dtype, scalars = case
+    rng = np.random.default_rng(7)
+    for n in LENGTHS:
+        arrays = {"src": _source(src_dtype, n + 8, rng), "dst": np.full(n + 8, 0x5A, dst_dtype)}
+        where = {"src": offsets[0], "dst": offsets[1]}
+        want = _cpu_run(kernel, n, arrays, where, **scalars)
+        got = _cuda_run(kernel, n, arrays, where, **scalars)
+        # Every index written, nothing outside [offset, offset + n) touched.
+        assert got["dst"].tobytes() == want["dst"].tobytes(), (n, offsets)
+
+
+@pytest.mark.skipif(not SIMULATOR and not __import__("conftest")._gpu_present(),
+                    reason="CUDA loops run in the simulator process (NUMBA_ENABLE_CUDASIM=1) or on a GPU")
+@pytest.mark.parametrize("word", [np.uint32, np.uint16, np.uint8])
+@pytest.mark.parametrize("offset", [0, 1, 3])
+def test_random_fills_store_whole_groups_at_any_offset(word, offset):
+    fmt = K.BFLOAT16 if word == np.uint16 else K.FORMATS["float8_e4m3fn"]
+    scalars = {"first": 5, "k0": 1234, "k1": 99, "a": -1.0, "b": 2.0, "encode": int(word != np.uint32), "fmt": fmt}
+    for groups in (3, 17) if SIMULATOR else (1, 3, 4, 5, 17, 1001):
+        arrays = {"dst": np.zeros(4 * groups + 8, word)}
+        want = _cpu_run(R.uniform_words, groups, arrays, {"dst": offset}, **scalars)
+        got = _cuda_run(R.uniform_words, groups, arrays, {"dst": offset}, **scalars)
+        assert got["dst"].tobytes() == want["dst"].tobytes(), (groups, offset)
+
+
+# ------------------------------------------------------------------ the split
+def _split(start, stop, v, arrays):
+    return tuple(int(x) for x in vector_split(start, stop, v, tuple(arrays)))
+
+
+def test_vector_split_aligned_arrays():
+    a, b = 4096, 8192  # 16-byte aligned addresses
+    # float32 -> bfloat16, 8 indices per thread: 16-byte accesses on both
+    assert _split(0, 100, 8, [(a, 4, 16), (b, 2, 16)]) == (0, 12)
+    assert _split(0, 7, 8, [(a, 4, 16), (b, 2, 16)]) == (7, 0)  # no whole group: all scalar
+    assert _split(0, 0, 8, [(a, 4, 16), (b, 2, 16)]) == (0, 0)
+    # starting one element in: three scalar indices, then aligned on both
+    assert _split(0, 100, 4, [(a + 4, 4, 16), (b + 4, 4, 16)]) == (3, 24)
+    assert _split(5, 100, 4, [(a, 4, 16), (b, 4, 16)]) == (3, 23)
+
+
+def test_vector_split_falls_back_to_scalar_when_alignments_differ():
+    a, b = 4096, 8192
+    assert _split(0, 100, 4, [(a + 4, 4, 16), (b, 4, 16)]) == (100, 0)
+    assert _split(0, 100, 8, [(a + 2, 2, 16), (b, 4, 16)]) == (100, 0)
+    assert _split(0, 100, 8, [(a + 1, 2, 16), (b, 4, 16)]) == (100, 0)  # not even element-aligned
+
+
+def test_vector_split_covers_every_index_once():
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        v = int(rng.choice([1, 2, 4, 8, 16]))
+        size = int(rng.choice([1, 2, 4, 8]))
+        align = min(VECTOR_BYTES, v * size)
+        start = int(rng.integers(0, 50))
+        stop = start + int(rng.integers(0, 200))
+        address = 4096 + size * int(rng.integers(0, 16))
+        head, groups = _split(start, stop, v, [(address, size, align)])
+        n = stop - start
+        assert 0 <= head <= n and groups >= 0 and head + groups * v <= n
+        if groups:
+            assert (address + (start + head) * size) % align == 0 and head < v
+        else:
+            assert head == n
+
+
+def test_vector_widths_give_16_byte_accesses():
+    spec = Specialization(("uint32", "uint16"), 0)
+    assert vector_width(K.encode_f32, spec) == 8  # 8 x 2 bytes out, 2 x 16 bytes in
+    assert vector_width(K.encode_f32, Specialization(("uint32", "uint8"), 0)) == 16
+    assert vector_width(K.widen_f32, Specialization(("uint32", "float64"), 0)) == 4
+    assert vector_width(K.accumulate, Specialization(("uint16", "uint16"), 0)) == 1  # a stepped operand
+    assert vector_width(R.uniform_words, Specialization(("uint32",), 0)) == 1  # already 16 bytes a group
+    assert vector_width(R.uniform_words, Specialization(("uint8",), 0)) == 4
