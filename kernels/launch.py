@@ -33,7 +33,10 @@ def cpu_workers() -> int:
     """Threads for the CPU loops: ``VARSTORE_NUM_THREADS``, else the usable cores."""
     value = os.environ.get("VARSTORE_NUM_THREADS")
     if value:
-        return max(1, int(value))
+        if not value.strip().isdigit() or int(value) < 1:
+            raise ValueError(f"Invalid value for environment variable VARSTORE_NUM_THREADS. Expected a positive "
+                             f"integer (threads for the CPU kernels). Received: VARSTORE_NUM_THREADS={value!r}")
+        return int(value)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

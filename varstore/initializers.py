@@ -19,13 +19,19 @@ from .random import check_seed, draw_seed, fill_random
 _NUMERIC_DTYPES = FLOAT_DTYPES | INT_DTYPES
 
 
+MAX_DIMS = 64  # NumPy's (and CuPy's) most dimensions of an array
+
+
 def standardize_shape(shape) -> tuple:
     """``shape`` as a tuple of non-negative ints; a clear ValueError otherwise."""
-    if type(shape) is tuple and all(type(d) is int and d >= 0 for d in shape):
+    if type(shape) is tuple and len(shape) <= MAX_DIMS and all(type(d) is int and d >= 0 for d in shape):
         return shape  # the common case, on every variable's creation
     if shape is None or isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
         raise ValueError(f"Invalid shape: {shape!r}. Expected a tuple or list of non-negative ints.")
     dims = tuple(shape)
+    if len(dims) > MAX_DIMS:
+        raise ValueError(f"Invalid shape: {_shown(shape)} has {len(dims)} dimensions. Expected at most "
+                         f"{MAX_DIMS} (NumPy's and CuPy's limit).")
     for d in dims:
         if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or d < 0:
             raise ValueError(

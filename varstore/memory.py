@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from fractions import Fraction
 import threading
 
 import numpy as np
@@ -41,7 +42,7 @@ def parse_memory_limit(value) -> int | None:
     elif isinstance(value, str):
         match = _LIMIT.match(value)
         if match and match.group(2).lower() in _UNITS:
-            number = float(match.group(1)) * _UNITS[match.group(2).lower()]
+            number = Fraction(match.group(1)) * _UNITS[match.group(2).lower()]  # exact: no float overflow
             if number >= 1:
                 return int(number)
     raise ValueError(

@@ -42,10 +42,7 @@ def as_storage_array(value, backend, device):
     if name in WORD_DTYPES:  # ml_dtypes (or CuPy's bfloat16) arrays: their raw words
         array = array.view(storage_dtype(name))
     elif name not in _SUPPORTED:
-        raise ValueError(
-            f"Unsupported value of type {type(value).__name__} with dtype {name}. "
-            f"Expected real numbers of one of the dtypes {list(DTYPES)}."
-        )
+        raise _unsupported(value, array)
     if not array.flags.c_contiguous:
         xp = backend.xp if backend.owns(array) else np
         array = xp.asarray(array, order="C")  # (ascontiguousarray would make 0-d 1-d)
@@ -116,3 +113,17 @@ def as_region_source(backend, array, array_dtype: str, dtype: str, device: str):
     if backend.owns(array):
         return array, array_dtype
     return backend.from_host(array, device), array_dtype
+
+
+def _unsupported(value, array) -> Exception:
+    """The error for a value that holds no real numbers: TypeError for a string or bytes
+    given as the value, ValueError for an array of another kind."""
+    kinds = {"U": "text", "S": "bytes", "O": "Python objects", "c": "complex numbers", "V": "raw records",
+             "M": "dates", "m": "time spans"}
+    what = kinds.get(array.dtype.kind, f"dtype {array.dtype}")
+    shown = repr(value)
+    shown = shown if len(shown) <= 80 else shown[:60] + "..."
+    expected = f"Expected real numbers (a scalar, array or variable) of one of the dtypes {list(DTYPES)}."
+    if isinstance(value, (str, bytes)):
+        return TypeError(f"Unsupported value {shown} of type {type(value).__name__}: {what}. {expected}")
+    return ValueError(f"Unsupported value of type {type(value).__name__} holding {what}. {expected}")

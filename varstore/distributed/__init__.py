@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 
+from ..validation import check_seconds
 from .group import Collective, DistributedError, Group
 from .local import LocalGroup, LocalRank
 
@@ -69,8 +70,7 @@ def init(backend: str = "auto", *, timeout: float = 300.0) -> Group:
     if backend not in BACKENDS:
         raise ValueError(f"Invalid value for argument `backend`. Expected one of {list(BACKENDS)}. "
                          f"Received: backend={backend!r}")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds; received timeout={timeout!r}.")
+    timeout = check_seconds("timeout", timeout)
     if backend == "auto":
         backend = _auto()
     if backend == "local":

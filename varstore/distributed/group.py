@@ -16,6 +16,8 @@ import collections
 import time
 from typing import NamedTuple
 
+from ..validation import check_seconds
+
 
 class DistributedError(RuntimeError):
     """A collective failed: a rank died or did not arrive within the group's timeout, or
@@ -57,7 +59,7 @@ class Group(abc.ABC):
         self.rank = int(rank)
         self.size = int(size)
         self.local_rank = int(local_rank)
-        self.timeout = float(timeout)
+        self.timeout = check_seconds("timeout", timeout)
         self.calls = collections.Counter()
 
     @property

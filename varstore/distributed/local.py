@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 
+from ..validation import check_seconds
 from .group import DistributedError, Group, origin
 
 
@@ -128,9 +129,7 @@ class LocalGroup:
     def __init__(self, size: int, timeout: float = 60.0):
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"LocalGroup needs a number of ranks >= 1; received size={size!r}.")
-        if not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds; received {timeout!r}.")
-        self._world = _World(size, float(timeout))
+        self._world = _World(size, check_seconds("timeout", timeout))
         self.groups = [LocalRank(self._world, r) for r in range(size)]
 
     @property

@@ -1,0 +1,69 @@
+"""Tier a: bad inputs raise the right error when they are given, naming the argument,
+the value and what is expected (TypeError for a wrong type, ValueError for a wrong
+value), and leave nothing changed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import varstore as vs
+from varstore.distributed import LocalGroup
+from varstore.memory import parse_memory_limit
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), threading.TIMEOUT_MAX * 2, 0, -1.0])
+def test_timeouts_out_of_range_are_refused_when_given(bad):
+    with pytest.raises(ValueError, match=r"`timeout`.*at most"):
+        LocalGroup(2, timeout=bad)
+    with pytest.raises(ValueError, match=r"`timeout`"):
+        vs.distributed.init("local", timeout=bad)
+
+
+@pytest.mark.parametrize("bad", ["5", None, True, [1.0]])
+def test_timeouts_of_the_wrong_type_are_refused_when_given(bad):
+    with pytest.raises(TypeError, match=r"`timeout`.*number of seconds.*" + type(bad).__name__):
+        LocalGroup(2, timeout=bad)
+
+
+def test_a_long_finite_timeout_is_accepted():
+    assert LocalGroup(2, timeout=threading.TIMEOUT_MAX).run(lambda group: group.rank) == [0, 1]
+
+
+def test_huge_memory_limits_are_exact_not_overflowing():
+    assert parse_memory_limit("1" * 400 + "TiB") == int("1" * 400) * 2**40
+    assert parse_memory_limit("0.5KiB") == 512
+    store = vs.VariableStore(device="cpu", memory_limit="1" * 400 + "TiB")
+    assert store.variable("zeros", shape=(3,)).shape == (3,)
+
+
+def test_shapes_beyond_64_dimensions_name_the_limit():
+    store = vs.VariableStore(device="cpu")
+    with pytest.raises(ValueError, match="65 dimensions.*at most 64"):
+        vs.Variable("zeros", shape=(1,) * 65, store=store)
+    assert len(store) == 0
+    assert vs.Variable("zeros", shape=(1,) * 64, store=store).shape == (1,) * 64
+
+
+def test_a_string_value_is_a_type_error_that_says_so():
+    v = vs.Variable(np.ones(3, np.float32), store=vs.VariableStore(device="cpu"))
+    with pytest.raises(TypeError, match=r"Unsupported value 'hello' of type str: text\. Expected real numbers"):
+        v.assign("hello")
+    with pytest.raises(ValueError, match="holding text"):
+        v.assign(np.array(["a", "b", "c"]))
+    assert v.numpy().tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("bad", ["two", "0", "-2", "1.5"])
+def test_bad_thread_counts_name_the_environment_variable(bad):
+    code = ("import numpy as np, varstore as vs\n"
+            "v = vs.Variable(np.zeros(10**6, np.float32), store=vs.VariableStore(device='cpu'))\n"
+            "v.astype('bfloat16')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**__import__("os").environ, "VARSTORE_NUM_THREADS": bad})
+    assert result.returncode != 0
+    assert "VARSTORE_NUM_THREADS" in result.stderr and repr(bad) in result.stderr, result.stderr[-500:]
