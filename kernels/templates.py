@@ -166,10 +166,9 @@ def _region_cpu_row(src: _Source) -> list[str]:
     inside a region are never negative; a negative step wraps modulo 2**64 to the same
     index). LLVM vectorizes the plain loop where both steps are 1 (it checks the steps
     at run time). With the kernel option ``unroll``, a row whose source is contiguous and
-    whose destination is not takes four elements at a time: the four loads become one
-    vector load, and each is done before the stores, which on x86 could otherwise stall
-    the next loads (a strided store to an address 4 KiB apart from a load looks like the
-    same address); ``v[::2, 1::3] = b`` runs about 1.4x as fast."""
+    whose destination is not takes four elements at a time, the four loads (consecutive
+    addresses) before the four strided stores: the loop of ``v[::2, 1::3] = b`` on a
+    (1024, 1024) float32 variable went from 112 to 81 µs (NumPy: 88 µs), warm cache."""
     scalars = _element_scalars(src.kernel, _REGION_SCALARS)
     call = lambda at: f"f({', '.join([f'src[{at}]'] + scalars)})"  # noqa: E731
     plain = ["for _i in range(_n):", f"    dst[_a] = {call('_b')}", "    _a += _dst_step", "    _b += _src_step"]
