@@ -8,6 +8,10 @@ CUDA, and the simulator, which runs the CPU build).
 - ``udivmod32``: numba divides integers in 64 bits; a 64-bit division costs a GPU
   several times a 32-bit one, which index math (unravelling an element number over a
   shape) pays for every element. The operands must fit 32 bits.
+- ``mulhi32``/``mulhi64``: the high half of a product, which division by a constant
+  through a precomputed "magic" multiplier needs (``varstore.regions.division_magic``):
+  numba would widen a 32-bit product to 64 bits and shift it, and has no 128-bit
+  integers. On a GPU one ``mul.hi.u32`` / ``mul.hi.u64``, on x86 one ``mul``.
 - ``fma``: NVVM fuses ``a * b + c`` into one fused multiply-add by default and the CPU does
   not, so the same source would round differently on the two targets. Element functions
   write every multiply-add as ``fma(a, b, c)`` (one rounding, on both), and a product
@@ -69,6 +73,38 @@ def udivmod32(typingctx, a, b):
 
     return types.UniTuple(types.uint32, 2)(a, b), codegen
 
+
+def _mulhi(bits: int):
+    """Codegen of the high ``bits`` bits of the ``2 * bits``-bit product of two unsigned
+    ``bits``-bit values: NVVM's own ``mulhi`` intrinsic on a GPU (from the generic form
+    below, NVVM may widen the operands and multiply in 64 bits), else zero-extend,
+    multiply, shift right, truncate (one ``mul`` on x86)."""
+    word = getattr(types, f"uint{bits}")
+    nvvm = {32: "llvm.nvvm.mulhi.ui", 64: "llvm.nvvm.mulhi.ull"}[bits]
+
+    def codegen(context, builder, signature, args):
+        a = context.cast(builder, args[0], signature.args[0], word)
+        b = context.cast(builder, args[1], signature.args[1], word)
+        if builder.module.triple.startswith("nvptx"):
+            fn = builder.module.declare_intrinsic(nvvm, fnty=ir.FunctionType(a.type, [a.type, a.type]))
+            return builder.call(fn, [a, b])
+        wide = ir.IntType(2 * bits)
+        product = builder.mul(builder.zext(a, wide), builder.zext(b, wide))
+        return builder.trunc(builder.lshr(product, wide(bits)), a.type)
+
+    return codegen
+
+
+@intrinsic
+def mulhi32(typingctx, a, b):
+    """``(a * b) >> 32`` of two uint32 values, as one 32x32 -> high 32 multiply."""
+    return types.uint32(a, b), _mulhi(32)
+
+
+@intrinsic
+def mulhi64(typingctx, a, b):
+    """``(a * b) >> 64`` of two uint64 values, as one 64x64 -> high 64 multiply."""
+    return types.uint64(a, b), _mulhi(64)
 
 
 # Raw memory access for multi-tensor kernels, which reach many arrays through a table of

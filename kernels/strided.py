@@ -9,18 +9,18 @@ src_strides>]``: the unravel is the element function, written once.
 
 from __future__ import annotations
 
-from numba import int32, int64, uint32
+from numba import int32, int64, uint32, uint64
 
 from ._targets import element
 from .declare import UNSIGNED, Array, Scalar, kernel
 from .cast import convert_word
-from .intrinsics import udivmod32
+from .intrinsics import mulhi32, mulhi64, shl32, shr32
 
 
 @element
 def region_offsets(j, shape, a_strides, b_strides, axes):
     """Offsets of element ``j`` (C order over the first ``axes`` axes of ``shape``) under
-    two sets of strides."""
+    two sets of strides, by 64-bit division (the indexed scatter's unravel)."""
     j = int64(j)
     a = int64(0)
     b = int64(0)
@@ -34,16 +34,44 @@ def region_offsets(j, shape, a_strides, b_strides, axes):
 
 
 @element
-def region_offsets32(j, shape, a_strides, b_strides, axes):
-    """As :func:`region_offsets` in 32-bit arithmetic, for arrays of fewer than 2**31
-    elements (every offset then fits an int32)."""
+def region_offsets_wide(j, shape, magic, shift, a_strides, b_strides, axes):
+    """Offsets of element ``j`` (C order over the first ``axes`` axes of ``shape``) under
+    two sets of strides, without a division: each axis but the first takes its index as
+    the remainder of ``j // shape[d]``, computed as ``mulhi64(2 * j, magic[d]) >>
+    shift[d]`` (the 64-bit magic numbers of ``varstore.regions.division_magic``); the
+    first axis' index is the quotient left over. For ``j`` below 2**63."""
+    j = uint64(j)
+    a = int64(0)
+    b = int64(0)
+    for d in range(axes - 1, 0, -1):
+        q = mulhi64(j + j, uint64(magic[d])) >> uint64(shift[d])
+        i = int64(j - q * uint64(shape[d]))
+        a += i * int64(a_strides[d])
+        b += i * int64(b_strides[d])
+        j = q
+    if axes > 0:
+        a += int64(j) * int64(a_strides[0])
+        b += int64(j) * int64(b_strides[0])
+    return a, b
+
+
+@element
+def region_offsets_narrow(j, shape, magic, shift, a_strides, b_strides, axes):
+    """As :func:`region_offsets_wide` in 32-bit arithmetic (``mulhi32``, the 32-bit magic
+    numbers), for arrays of fewer than 2**31 elements: every index and offset then fits
+    an int32."""
     j = uint32(j)
     a = int32(0)
     b = int32(0)
-    for d in range(axes - 1, -1, -1):
-        j, i = udivmod32(j, uint32(shape[d]))
-        a = int32(a + int32(int32(i) * int32(a_strides[d])))
-        b = int32(b + int32(int32(i) * int32(b_strides[d])))
+    for d in range(axes - 1, 0, -1):
+        q = shr32(mulhi32(shl32(j, 1), uint32(magic[d])), shift[d])
+        i = int32(uint32(j - uint32(q * uint32(shape[d]))))
+        a = int32(a + int32(i * int32(a_strides[d])))
+        b = int32(b + int32(i * int32(b_strides[d])))
+        j = q
+    if axes > 0:
+        a = int32(a + int32(int32(j) * int32(a_strides[0])))
+        b = int32(b + int32(int32(j) * int32(b_strides[0])))
     return int64(a), int64(b)
 
 
@@ -70,17 +98,24 @@ def same_word(x):
 
 # ---------------------------------------------------------------------------- kernels
 # dst and src are flat arrays of words. Region scalars: element offsets, strides per
-# axis (in elements, any sign, 0 broadcasts), the region's shape (at least one axis),
-# and ``narrow`` (1 when both arrays have fewer than 2**31 elements: the GPU then
-# unravels in 32-bit arithmetic, several times cheaper). The loop runs over region
-# elements start .. stop (C order); on the CPU both are multiples of the last axis' extent.
+# axis (in elements, any sign, 0 broadcasts), the region's shape (at least one axis;
+# ``varstore.regions`` merges the axes that can be merged first), per axis the magic
+# multiplier and shift that divide by its extent (``regions.division_magic``; 32-bit ones
+# when ``narrow``, 64-bit ones otherwise; axis 0 is never divided), and ``narrow`` (1 when
+# both arrays have fewer than 2**31 elements: the unravel then runs in 32-bit arithmetic,
+# several times cheaper on a GPU). Neither path divides: on a GPU a 64-bit division is a
+# long software routine and even a 32-bit one some twenty instructions, per element. (A
+# 2-D launch, rows from blocks, would spare the division of the last axis only, and give
+# the region template a launch geometry of its own.) The loop runs over region elements
+# start .. stop (C order); on the CPU both are multiples of the last axis' extent.
 
 _REGION = (Array("dst", "out", words=UNSIGNED), Array("src", words=UNSIGNED))
 _REGION_SCALARS = (Scalar("dst_offset", "i64"), Scalar("dst_strides", "axes"), Scalar("src_offset", "i64"),
-                   Scalar("src_strides", "axes"), Scalar("shape", "axes"), Scalar("narrow", "u32"))
+                   Scalar("src_strides", "axes"), Scalar("shape", "axes"), Scalar("magic", "axes"),
+                   Scalar("shift", "axes"), Scalar("narrow", "u32"))
 _CONVERSION = Scalar("conversion", "conversion")
 
-copy_region = kernel("copy_region", "region", same_word, _REGION, _REGION_SCALARS,
+copy_region = kernel("copy_region", "region", same_word, _REGION, _REGION_SCALARS, unroll=True,
                      doc="dst[region] = src[region]: slice-assign (scatter) and slicing (gather).")
 copy_region_converting = kernel("copy_region_converting", "region", convert_word,
                                 (Array("dst", "out", words=UNSIGNED), Array("src")),

@@ -14,7 +14,10 @@ Templates (the element function is ``f``; ``s...`` are the kernel's other scalar
   written; option ``index`` (a scalar name) passes ``index + i`` as f's first argument;
   an "out" array of ``width`` w takes f's w results at ``w * i .. w * i + w - 1``.
 - region: ``dst[dst_offset + <j, dst_strides>] = f(src[src_offset + <j, src_strides>], s...)``
-  for element j (C order) of a region of ``shape``; the CPU loop walks whole rows.
+  for element j (C order) of a region of ``shape``, unravelled without a division (magic
+  numbers; see ``_region_unravel``); the CPU loop walks whole rows. Option ``unroll``
+  (for cheap element functions, copies): on the CPU, rows from a contiguous source take
+  four elements at a time.
 - scatter: ``dst[index[j]] = f(src[<j, src_strides>], s...)``, in order on the CPU.
 - gather: ``dst[j] = f(src[index[j]], s...)``.
 - chunks: multi-tensor: for chunk c (of tensor t = chunk_tensor[c]) and each staging
@@ -137,27 +140,50 @@ def _elementwise_body(src: _Source, i: str) -> list[str]:
     return lines
 
 
-_REGION_SCALARS = {"dst_offset", "dst_strides", "src_offset", "src_strides", "shape", "narrow"}
+_REGION_SCALARS = {"dst_offset", "dst_strides", "src_offset", "src_strides", "shape", "magic", "shift", "narrow"}
+
+
+def _region_unravel(j: str, axes: int) -> list[str]:
+    """Lines setting ``_a, _b``: the dst and src offsets (before ``dst_offset`` and
+    ``src_offset``) of element ``j`` over the first ``axes`` axes of the region, without a
+    division (``magic``/``shift``: the host's magic numbers, 32-bit ones when ``narrow``)."""
+    args = f"{j}, shape, magic, shift, dst_strides, src_strides, {axes}"
+    return ["if narrow != 0:", f"    _a, _b = region_offsets_narrow({args})",
+            "else:", f"    _a, _b = region_offsets_wide({args})"]
 
 
 def _region_step(src: _Source, j: str) -> list[str]:
     extra = ", ".join(["_x"] + _element_scalars(src.kernel, _REGION_SCALARS))
-    return [
-        "if narrow != 0:",
-        f"    _a, _b = region_offsets32({j}, shape, dst_strides, src_strides, {src.axes})",
-        "else:",
-        f"    _a, _b = region_offsets({j}, shape, dst_strides, src_strides, {src.axes})",
+    return _region_unravel(j, src.axes) + [
         "_x = " + src.load("src", "src_offset + _b"),
         src.store("dst", "dst_offset + _a", f"f({extra})"),
     ]
 
 
+def _region_cpu_row(src: _Source) -> list[str]:
+    """The body of the CPU loop's row: ``_inner`` elements from ``_a`` (dst) and ``_b``
+    (src), unsigned running indices stepping by ``_dst_step`` and ``_src_step`` (offsets
+    inside a region are never negative; a negative step wraps modulo 2**64 to the same
+    index). LLVM vectorizes the plain loop where both steps are 1 (it checks the steps
+    at run time). With the kernel option ``unroll``, a row whose source is contiguous and
+    whose destination is not takes four elements at a time, the four loads (consecutive
+    addresses) before the four strided stores: the loop of ``v[::2, 1::3] = b`` on a
+    (1024, 1024) float32 variable went from 112 to 81 µs (NumPy: 88 µs), warm cache."""
+    scalars = _element_scalars(src.kernel, _REGION_SCALARS)
+    call = lambda at: f"f({', '.join([f'src[{at}]'] + scalars)})"  # noqa: E731
+    plain = ["for _i in range(_n):", f"    dst[_a] = {call('_b')}", "    _a += _dst_step", "    _b += _src_step"]
+    if not src.kernel.options.get("unroll"):
+        return ["_n = _inner"] + plain
+    four = [f"_x{k} = {call(f'_b + uint64({k})' if k else '_b')}" for k in range(4)]
+    four += [f"dst[_a + uint64({k}) * _dst_step] = _x{k}" if k else "dst[_a] = _x0" for k in range(4)]
+    return ["_n = _inner", "if _src_step == 1 and _dst_step != 1:", "    while _n >= 4:",
+            *_indent(four + ["_a += uint64(4) * _dst_step", "_b += uint64(4)", "_n -= 4"], 2)] + plain
+
+
 def _region_cpu_loop(src: _Source) -> list[str]:
-    # Whole rows of the last axis: one unravel per row, then a plain stride loop (start
-    # and stop are multiples of the last axis' extent). Offsets inside a region are never
-    # negative: unsigned indices spare numba's negative-index wraparound check.
+    # Whole rows of the last axis (start and stop are multiples of its extent): one
+    # unravel per row, then the row's stride loop.
     last = src.axes - 1
-    extra = ", ".join(["src[uint64(_b + _i * _src_step)]"] + _element_scalars(src.kernel, _REGION_SCALARS))
     return [
         # The CPU loops check their bounds once, up front (a GPU cannot raise: callers
         # compute regions inside their arrays, as indexing.py does).
@@ -165,14 +191,13 @@ def _region_cpu_loop(src: _Source) -> list[str]:
         f"not region_fits(src_offset, src_strides, shape, {src.axes}, src.size):",
         "    raise IndexError('the region reaches outside its array')",
         f"_inner = shape[{last}]",
-        f"_dst_step = dst_strides[{last}]",
-        f"_src_step = src_strides[{last}]",
+        f"_dst_step = uint64(dst_strides[{last}])",
+        f"_src_step = uint64(src_strides[{last}])",
         "for _r in range(start // _inner, stop // _inner):",
-        f"    _a, _b = region_offsets(_r, shape, dst_strides, src_strides, {last})",
-        "    _a += dst_offset",
-        "    _b += src_offset",
-        "    for _i in range(_inner):",
-        f"        dst[uint64(_a + _i * _dst_step)] = f({extra})",
+        *_indent(_region_unravel("_r", last), 1),
+        "    _a = uint64(_a + dst_offset)",
+        "    _b = uint64(_b + src_offset)",
+        *_indent(_region_cpu_row(src), 1),
     ]
 
 

@@ -157,11 +157,46 @@ def test_random_kernels_use_only_correctly_rounded_operations(kernel):
     assert all(mode == "rn" for mode in float_ops), float_ops
 
 
+# Integer division and remainder instructions, of any width.
+DIVISION = re.compile(r"\b(?:div|rem)\.[su](?:32|64)\b")
+
+
+def _step_ptx(kernel, spec) -> str:
+    """The PTX of a kernel's generated per-element ``step`` (index math, loads, element
+    call, stores), compiled alone as a device function: the CUDA loop around it adds
+    numba's trip count of the grid-stride ``range``, one 64-bit division per thread."""
+    from numba import cuda
+
+    from varstore.kernels import build, templates
+
+    module, _ = build._import_generated(kernel, spec, PTX_TARGET)
+    arrays = len(templates.loop_arrays(kernel))
+    scalars = build.cpu_signature(kernel, spec).args[2 + arrays:]
+    argtypes = (types.int64,) + (types.uint64,) * arrays + tuple(scalars)
+    ptx, _ = cuda.compile_ptx(module.step.py_func, argtypes, device=True, cc=(9, 0))
+    return ptx
+
+
+@needs_nvvm
+@pytest.mark.parametrize("kernel", [S.copy_region, S.copy_region_converting], ids=lambda k: k.name)
+def test_region_kernels_unravel_without_division(kernel):
+    """A region element's offsets take no division on either path: each axis divides by
+    its extent through a magic multiplier, ``mul.hi.u32`` for arrays under 2**31
+    elements, ``mul.hi.u64`` above."""
+    for spec in kernel.examples(axes=3):
+        ptx = _step_ptx(kernel, spec)
+        assert DIVISION.findall(ptx) == [], (kernel.name, spec)
+        assert re.search(r"\bmul\.hi\.u32\b", ptx) and re.search(r"\bmul\.hi\.u64\b", ptx), (kernel.name, spec)
+
+
 @needs_nvvm
 def test_region_copy_has_a_32bit_unravel():
-    """Arrays under 2**31 elements unravel element numbers with 32-bit division."""
-    ptx = _ptx(S.copy_region).ptx
-    assert re.search(r"\bdiv\.u32\b", ptx) and re.search(r"\brem\.u32\b", ptx)
+    """Arrays under 2**31 elements unravel element numbers with a 32-bit multiply-high,
+    and the whole kernel has no remainder and no unsigned 64-bit division (its one
+    division is the grid-stride loop's signed trip count)."""
+    ptx = _ptx(S.copy_region, S.copy_region.examples(axes=3)[0]).ptx
+    assert re.search(r"\bmul\.hi\.u32\b", ptx)
+    assert not re.search(r"\brem\.[su](?:32|64)\b|\bdiv\.u64\b", ptx)
 
 
 # ------------------------------------------------------------------ wide access

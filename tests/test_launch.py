@@ -109,7 +109,7 @@ def test_cpu_loops_refuse_regions_and_indices_outside_their_arrays():
     backend = NumpyBackend()
     dst = np.zeros(16, np.uint32)
     src = np.arange(4, dtype=np.uint32)
-    region = dict(dst=dst, src=src, narrow=1, src_offset=0, src_strides=(1,), shape=(4,))
+    region = dict(dst=dst, src=src, narrow=1, src_offset=0, src_strides=(1,), shape=(4,), magic=(0,), shift=(0,))
     for offset, stride in ((13, 1), (2, -1)):
         with pytest.raises(IndexError, match="region reaches outside its array"):
             backend.launch(S.copy_region, 4, dst_offset=offset, dst_strides=(stride,), **region)

@@ -15,6 +15,7 @@ from varstore.casting import element_conversion
 from varstore.dtypes import host_dtype
 from varstore.indexing import basic_region, broadcast_strides, c_strides
 from varstore.kernels.strided import copy_region, gather_indexed, scatter_indexed
+from varstore.regions import unravel_magic
 
 # ------------------------------------------------------------------ tier c
 CASES = [
@@ -35,16 +36,18 @@ def test_copy_region_scatter_and_gather(target, shape, key, value_shape):
     value = (np.arange(int(np.prod(value_shape)), dtype=np.uint32) + 10_000).reshape(value_shape)
     dst = ref.copy()
     axes = region.shape or (1,)
+    magic, shift = unravel_magic(axes, 1)
     run_kernel(target, copy_region, region.size, dst=dst.reshape(-1), src=value.reshape(-1), dst_offset=region.offset,
                dst_strides=region.strides or (1,), src_offset=0,
-               src_strides=broadcast_strides(value.shape, region.shape) or (0,), shape=axes, narrow=1)
+               src_strides=broadcast_strides(value.shape, region.shape) or (0,), shape=axes, magic=magic, shift=shift,
+               narrow=1)
     expected = ref.copy()
     expected[key] = value
     np.testing.assert_array_equal(dst, expected)
     out = np.zeros(region.shape, np.uint32)
     run_kernel(target, copy_region, region.size, dst=out.reshape(-1), src=ref.reshape(-1), dst_offset=0,
                dst_strides=c_strides(region.shape) or (1,), src_offset=region.offset,
-               src_strides=region.strides or (0,), shape=axes, narrow=1)
+               src_strides=region.strides or (0,), shape=axes, magic=magic, shift=shift, narrow=1)
     np.testing.assert_array_equal(out, ref[key])
 
 
@@ -75,7 +78,8 @@ def _check_converting_kernels(target, src_dtype, dst_dtype):
     dst = np.zeros(2 * n, storage_dtype(dst_dtype))
     words = destination_words(dst)
     run_kernel(target, copy_region_converting, n, dst=words, src=source_words(src, src_dtype, dst_dtype),
-               dst_offset=2 * n - 2, dst_strides=(-2,), src_offset=0, src_strides=(1,), shape=(n,), narrow=1,
+               dst_offset=2 * n - 2, dst_strides=(-2,), src_offset=0, src_strides=(1,), shape=(n,), magic=(0,),
+               shift=(0,), narrow=1,
                conversion=element_conversion(src_dtype, dst_dtype))
     np.testing.assert_array_equal(words[-2::-2], expected, err_msg=f"{src_dtype} -> {dst_dtype}")
     assert not words[1::2].any()
