@@ -70,10 +70,23 @@ def document(ctx, op_list, sizes, quick, plan, rows, seconds) -> dict:
         "ops": {op.name: {"summary": op.summary, "metric": op.metric} for op in op_list},
         "rotation_bytes": ctx.native.rotation_bytes,
         "seconds": round(seconds, 1),
+        "left_out": dict(ctx.left_out),
     }
     out_rows = [row.as_dict() for row in rows]
     failures = [f"{row.op} {format_size(row.size_bytes)}: {row.check}" for row in rows if row.check != "ok"]
     return {"meta": meta, "rows": out_rows, "failures": failures}
+
+
+def summary(doc: dict) -> str:
+    """The closing line of a run: how many result checks passed, and which baselines
+    were left out and why."""
+    checks = len(doc["rows"])
+    failed = len(doc["failures"])
+    line = f"all {checks} checks passed" if not failed else f"{failed} of {checks} checks FAILED"
+    left_out = doc["meta"].get("left_out") or {}
+    if left_out:
+        line += "; baselines left out: " + "; ".join(f"{name} ({why})" for name, why in left_out.items())
+    return line
 
 
 def merge(docs: list) -> dict:

@@ -35,6 +35,12 @@ class Context:
         self.max_copies = max(1, (1 + plan.warmup + plan.max_repeats) // 2)
         self.native = natives.NATIVES[self.backend.name](self.device)
         self.torch = torch_baselines.load(self.backend.name, self.device) if use_torch else None
+        #: Baselines this run leaves out, and why (the closing summary says so).
+        self.left_out = {}
+        if not use_torch:
+            self.left_out["PyTorch"] = "--no-torch"
+        elif self.torch is None:
+            self.left_out["PyTorch"] = f"PyTorch is not installed or cannot use {self.device}"
         self._use_keras = use_keras
         self._keras = None
         self.tmpdir = tempfile.mkdtemp(prefix="varstore-bench-")
@@ -44,10 +50,15 @@ class Context:
 
     def keras_for(self, nbytes: int):
         """Keras (numpy backend) for per-call baselines at small sizes, or None."""
-        if not self._use_keras or nbytes > KERAS_MAX_BYTES:
+        if nbytes > KERAS_MAX_BYTES:
+            return None
+        if not self._use_keras:
+            self.left_out["Keras"] = "--no-keras"
             return None
         if self._keras is None:
             self._keras = _import_keras_numpy() or False
+            if not self._keras:
+                self.left_out["Keras"] = "Keras is not installed, or not importable with KERAS_BACKEND=numpy"
         return self._keras or None
 
     def close(self) -> None:

@@ -43,14 +43,15 @@ def cpu_workers() -> int:
         return os.cpu_count() or 1
 
 
-def cpu_chunks(n: int, workers: int) -> list[tuple[int, int]]:
+def cpu_chunks(n: int, workers: int, minimum: int = MIN_CPU_CHUNK) -> list[tuple[int, int]]:
     """``[(start, stop), ...]`` covering ``range(n)``: one chunk per worker (multiples of
-    64 elements), or a single chunk when the work is too small to share."""
-    count = min(workers, n // MIN_CPU_CHUNK)
+    64 items), or a single chunk when the work is too small to share (fewer than two
+    chunks of ``minimum`` items)."""
+    count = min(workers, n // max(int(minimum), 1))
     if count <= 1:
         return [(0, n)]
     step = -(-n // count)
-    step = -(-step // 64) * 64
+    step = -(-step // 64) * 64 if minimum >= 64 else step
     return [(start, min(start + step, n)) for start in range(0, n, step)]
 
 

@@ -59,6 +59,18 @@ def test_console_script_is_the_same_command():
     assert out.stdout.splitlines()[0] == run_cli("info").stdout.splitlines()[0]
 
 
+def test_version_and_every_option_has_help():
+    out = run_cli("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"varstore {vs.__version__}"
+    for command in ("bench", "demo"):
+        text = run_cli(command, "--help").stdout
+        options = re.findall(r"^  (--[\w-]+)", text, re.M)
+        assert options, text
+        for option in options:  # argparse puts the help on the option's line or the next one
+            block = text[text.index("  " + option):].split("\n  --")[0]
+            assert len(block.split()) > 2, f"{command} {option} has no help text"
+
+
 def test_no_command_prints_usage_and_fails():
     out = run_cli()
     assert out.returncode == 2
@@ -209,7 +221,10 @@ def test_a_wrong_fill_fails_the_benchmark_through_the_cli(monkeypatch, capsys):
     monkeypatch.setattr(vs.Variable, "assign", lambda self, value: self)  # writes nothing
     code = cli.main(["bench", "--ops", "fill", "--sizes", "4KiB", "--quick", "--device", "cpu", "--no-torch", "--no-keras"])
     assert code == 1
-    assert "FAILED fill 4 KiB: FAILED: v.assign(1.5) left" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "FAILED fill 4 KiB: FAILED: v.assign(1.5) left" in out
+    # (the fill op has no Keras baseline: only what the run left out is named)
+    assert out.rstrip().splitlines()[-1] == "1 of 1 checks FAILED; baselines left out: PyTorch (--no-torch)"
 
 
 def test_bench_quick_cli_writes_json_and_plot(tmp_path):
@@ -233,6 +248,7 @@ def test_bench_quick_cli_writes_json_and_plot(tmp_path):
     # the table and the progress lines
     assert "cast/float32->bfloat16" in out.stdout and "of copy" in out.stdout
     assert "[6/6]" in out.stderr
+    assert re.search(r"^all 6 checks passed(; baselines left out: .+)?$", out.stdout, re.M)
 
 
 def test_bench_argument_errors_name_what_was_given():

@@ -130,3 +130,40 @@ def test_cpu_loops_refuse_regions_and_indices_outside_their_arrays():
                   conversion=element_conversion("float32", "float32"))
     with pytest.raises(IndexError, match="chunk reaches outside the staging buffer"):
         backend.launch(M.pack, 1, staging=np.zeros(4, np.uint32), **tables)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+@pytest.mark.parametrize("key", [(slice(None, None, 2), slice(1, None, 3)), (slice(None, None, -1), slice(None)),
+                                 (slice(3, None), 5)])
+def test_region_writes_split_by_whole_rows(monkeypatch, workers, key):
+    """A region write of at least two chunks' worth of elements runs on several threads,
+    each taking whole rows of the last axis; the result is NumPy's."""
+    from varstore.kernels import strided as S
+
+    monkeypatch.setenv("VARSTORE_NUM_THREADS", str(workers))
+    import varstore as vs
+    from varstore import backends
+
+    backend = backends.get("numpy")
+    monkeypatch.setattr(backend, "_workers", None)  # (read again: the variable changed)
+    monkeypatch.setattr(backend, "_pool", None)
+    monkeypatch.setattr(backend, "_loops", {})  # (compiled loops looked up again: recorded below)
+    store = vs.VariableStore(device="cpu")
+    shape = (1200, 700)
+    v = store.variable(np.zeros(shape, np.float32))
+    want = np.zeros(shape, np.float32)
+    value = np.arange(want[key].size, dtype=np.float32).reshape(want[key].shape)
+    runs = []
+    record_cpu_runs(monkeypatch, S.copy_region, runs)
+    v[key] = value
+    want[key] = value
+    np.testing.assert_array_equal(v.numpy(), want)
+    region = want[key]
+    inner = region.shape[-1] if region.ndim > 1 and region.strides[-1] * region.shape[-1] != region.strides[-2] \
+        else None
+    if region.size >= 2 * MIN_CPU_CHUNK:
+        assert len(runs) == min(workers, region.size // MIN_CPU_CHUNK) and sorted(runs)[0][0] == 0
+        assert sorted(runs)[-1][1] == region.size
+        if inner:
+            assert all(start % inner == 0 and stop % inner == 0 for start, stop in runs)
+    np.testing.assert_array_equal(v[key], value)  # the read (a gather into a new array) splits too

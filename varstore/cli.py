@@ -121,6 +121,7 @@ def bench(args) -> int:
     from .bench import report
 
     print(report.table(doc))
+    print(report.summary(doc))
     if args.json:
         import json
 
@@ -148,6 +149,8 @@ def demo(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="varstore", description="GPU variable store.")
+    parser.add_argument("--version", action="version", version=f"varstore {_version('varstore')}",
+                        help="print varstore's version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("info", help="backend, versions, devices and memory")
 
@@ -169,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser = commands.add_parser("demo", help="a small training loop whose weights are varstore variables")
     demo_parser.add_argument("--device", help="'cpu' or 'cuda:N' (default: the default backend's first device)")
     demo_parser.add_argument("--steps", type=int, default=300, help="SGD steps (default 300)")
-    demo_parser.add_argument("--seed", type=int, default=0)
+    demo_parser.add_argument("--seed", type=int, default=0,
+                             help="seed of the initial weights and the data (default 0): the same seed, the same run")
     demo_parser.add_argument("--checkpoint", metavar="FILE", help="where to save the weights (default: a temporary folder)")
 
     args = parser.parse_args(argv)

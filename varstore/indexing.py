@@ -10,6 +10,8 @@ lists) is *advanced*: NumPy's rules, validated here, applied by the array module
 
 from __future__ import annotations
 
+import functools
+
 import math
 import operator
 from dataclasses import dataclass
@@ -151,9 +153,19 @@ def selection_shape(shape: tuple, key) -> tuple:
 def broadcast_strides(value_shape: tuple, region_shape: tuple) -> tuple:
     """Element strides that read a C-contiguous value of ``value_shape`` broadcast to
     ``region_shape`` (0 on broadcast axes); leading size-1 axes beyond the region's are
-    dropped, as NumPy's setitem does. Raises ValueError naming both shapes."""
-    if not value_shape:  # a scalar: the common case, without NumPy's shape machinery
+    dropped, as NumPy's setitem does. Raises ValueError naming both shapes.
+
+    Remembered per pair of shapes (NumPy's shape machinery costs about 5 µs a call, paid
+    twice by every slice-assign); a refused pair raises each time."""
+    if not value_shape:  # a scalar: the common case
         return (0,) * len(region_shape)
+    return _broadcast_strides(tuple(value_shape), tuple(region_shape))
+
+
+@functools.lru_cache(maxsize=1024)
+def _broadcast_strides(value_shape: tuple, region_shape: tuple) -> tuple:
+    if value_shape == region_shape:
+        return c_strides(value_shape)
     given, lead_ones = tuple(value_shape), 0
     while len(given) - lead_ones > len(region_shape) and given[lead_ones] == 1:
         lead_ones += 1  # as NumPy's setitem: size-1 axes before the region's own are dropped

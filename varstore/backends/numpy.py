@@ -15,9 +15,11 @@ from ..dtypes import WORD_DTYPES, host_dtype
 from ..kernels.launch import MIN_CPU_CHUNK, cpu_chunks, cpu_workers
 from .base import EXACT_OVERLAP_WORK, Backend, is_device_array
 
-#: How a template's CPU loop splits over threads: by element ranges, by whole chunks of
-#: a multi-tensor table, or not at all (region and scatter loops run in order).
-SPLIT = {"elementwise": "elements", "gather": "elements", "chunks": "chunks"}
+#: How a template's CPU loop splits over threads: by element ranges, by whole rows of a
+#: region (a basic key's region never holds an element twice, so threads write apart),
+#: by whole chunks of a multi-tensor table, or not at all (scatter loops run in order:
+#: where an index repeats, the last write wins).
+SPLIT = {"elementwise": "elements", "gather": "elements", "region": "rows", "chunks": "chunks"}
 
 _CHECKED_BYTES = 64 << 20  # allocations this large are checked against available memory
 
@@ -81,11 +83,15 @@ class NumpyBackend(Backend):
         if loop is None:
             loop = self._loops[(kernel, key)] = kernel.loop_for("cpu", key, args)[0]
         split = SPLIT.get(kernel.template)
-        if split is None or (split == "elements" and n < 2 * MIN_CPU_CHUNK):
+        if split is None or (split in ("elements", "rows") and n < 2 * MIN_CPU_CHUNK):
             loop(0, n, *values)  # in this thread: handing small work to the pool costs more
             return
         if split == "elements":
             ranges = cpu_chunks(n, self._cpu_workers())
+        elif split == "rows":  # (the region loop takes whole rows of the last axis)
+            inner = int(args["shape"][-1])
+            ranges = [(start * inner, stop * inner) for start, stop in cpu_chunks(n // inner, self._cpu_workers(),
+                                                                                   minimum=-(-MIN_CPU_CHUNK // inner))]
         else:  # whole chunks of a multi-tensor table, split where the elements split
             first = args["chunk_first"]
             total = int(first[-1] + args["chunk_count"][-1])
