@@ -116,7 +116,8 @@ class Variable:
         store: the VariableStore to join (default: ``vs.default_store()``).
 
     >>> import numpy as np
-    >>> v = Variable(np.ones((3, 3)), name="v", store=VariableStore(device="cpu"))
+    >>> import varstore as vs
+    >>> v = vs.Variable(np.ones((3, 3)), name="v", store=vs.VariableStore(device="cpu"))
     >>> value = v.value.copy(); value[0, :] = 99
     >>> v.assign(value).numpy()[0]
     array([99., 99., 99.])
