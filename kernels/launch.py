@@ -33,7 +33,7 @@ def cpu_workers() -> int:
     """Threads for the CPU loops: ``VARSTORE_NUM_THREADS``, else the usable cores."""
     value = os.environ.get("VARSTORE_NUM_THREADS")
     if value:
-        if not value.strip().isdigit() or int(value) < 1:
+        if not (value.strip().isascii() and value.strip().isdecimal()) or int(value) < 1:
             raise ValueError(f"Invalid value for environment variable VARSTORE_NUM_THREADS. Expected a positive "
                              f"integer (threads for the CPU kernels). Received: VARSTORE_NUM_THREADS={value!r}")
         return int(value)

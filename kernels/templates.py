@@ -310,6 +310,8 @@ def vector_width(kernel, spec) -> int:
         return 1
     src = _Source(kernel, spec, "cuda")
     sizes = [_index_bytes(src, a) for a in loop_arrays(kernel)]
+    if any(size & (size - 1) for size in sizes):  # (the alignment arithmetic needs powers of two)
+        raise ValueError(f"Kernel {kernel.name!r}: bytes per index {sizes} must be powers of two.")
     width = max(1, VECTOR_BYTES // min(sizes))
     while width > 1 and max(sizes) * width > VECTOR_BYTES * MAX_VECTOR_ACCESSES:
         width //= 2
@@ -409,7 +411,8 @@ def cuda_source(kernel, spec) -> str:
     step = src.type_values() + body(src, "_k")
     v = vector_width(kernel, spec)
     functions = f"@element\ndef step({step_params}):\n" + "\n".join(_indent(step, 1)) + "\n\n\n"
-    if kernel.template == "elementwise" and any(v * a.width > 1 for a in loop_arrays(kernel)):
+    wide = kernel.template == "elementwise" and not any(a.step for a in loop_arrays(kernel))
+    if wide and any(v * a.width > 1 for a in loop_arrays(kernel)):
         loop = _vector_loop(src, v, names)
         functions += f"@element\ndef vstep({step_params}):\n" + "\n".join(_indent(_vector_step(src, v), 1)) + "\n\n\n"
     else:

@@ -16,7 +16,7 @@ from varstore.distributed import LocalGroup
 from varstore.memory import parse_memory_limit
 
 
-@pytest.mark.parametrize("bad", [float("inf"), float("nan"), threading.TIMEOUT_MAX * 2, 0, -1.0])
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), threading.TIMEOUT_MAX * 2, 10**400, 0, -1.0])
 def test_timeouts_out_of_range_are_refused_when_given(bad):
     with pytest.raises(ValueError, match=r"`timeout`.*at most"):
         LocalGroup(2, timeout=bad)
@@ -58,7 +58,7 @@ def test_a_string_value_is_a_type_error_that_says_so():
     assert v.numpy().tolist() == [1.0, 1.0, 1.0]
 
 
-@pytest.mark.parametrize("bad", ["two", "0", "-2", "1.5"])
+@pytest.mark.parametrize("bad", ["two", "0", "-2", "1.5", "\u00b2"])
 def test_bad_thread_counts_name_the_environment_variable(bad):
     code = ("import numpy as np, varstore as vs\n"
             "v = vs.Variable(np.zeros(10**6, np.float32), store=vs.VariableStore(device='cpu'))\n"

@@ -286,3 +286,32 @@ def test_astype_accepts_unhashable_and_alias_dtype_arguments(store):
     with pytest.raises((TypeError, ValueError)):
         v.astype(["float16"])
     assert to_host(v.astype("float16")).tolist() == [1.0] * 3
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float8_e5m2", "float8_e4m3fn", "float32"])
+def test_astype_to_the_same_dtype_keeps_every_bit(store, dtype):
+    """A copy, NaN payloads included, whether the cast is prepared or not (in a scope)."""
+    from varstore.dtypes import storage_dtype
+
+    bits = 8 * storage_dtype(dtype).itemsize
+    word = np.dtype(f"uint{bits}")
+    count = 1 << min(bits, 16)  # every pattern of the narrow types; a spread of float32's
+    words = (np.arange(count, dtype=np.uint64) * ((1 << bits) // count)).astype(word)
+    words[-1] = 0x7FC00001 if bits == 32 else words[-1]  # (a float32 NaN with a payload)
+    v = vs.Variable(np.zeros(count, np.float32), dtype=dtype, store=store)
+    v._storage.view(word)[...] = v._backend.from_host(words, v._device)  # NaNs included
+    for _ in range(2):
+        assert to_host(v.astype(dtype)).view(word).tobytes() == words.tobytes()
+    with vs.StatelessScope():
+        assert to_host(v.astype(dtype)).view(word).tobytes() == words.tobytes()
+
+
+def test_astype_none_follows_floatx(store):
+    v = vs.Variable(np.ones(3, np.float32), store=store)
+    assert to_host(v.astype(None)).dtype == np.float32
+    previous = vs.floatx()
+    vs.set_floatx("float64")
+    try:
+        assert to_host(v.astype(None)).dtype == np.float64
+    finally:
+        vs.set_floatx(previous)

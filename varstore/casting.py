@@ -206,7 +206,8 @@ def prepared_cast(backend, src, src_dtype: str, dst_dtype: str, device: str):
     shape, n = src.shape, src.size
     storage = storage_dtype(dst_dtype)
     present = backend.present
-    if kernel is None or n == 0 or dst_view is None or dst_view != storage:
+    if src_dtype == dst_dtype or kernel is None or n == 0 or dst_view is None or dst_view != storage:
+        # (the same dtype is a copy, bits kept: the plan's kernel is for other dtypes)
         return lambda: present(cast(backend, src, src_dtype, dst_dtype, device), dst_dtype)
     flat_src = src.reshape(-1)
     if src_view is not None and flat_src.dtype != src_view:

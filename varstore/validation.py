@@ -35,7 +35,10 @@ def check_seconds(argument: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"Invalid type for argument `{argument}`. Expected a number of seconds (int or float). "
                         f"Received: {argument}={value!r} of type {type(value).__name__}")
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int beyond any float
+        seconds = float("inf")
     if not 0 < seconds <= threading.TIMEOUT_MAX:
         raise ValueError(f"Invalid value for argument `{argument}`. Expected a number of seconds > 0 and at most "
                          f"{threading.TIMEOUT_MAX:.0f} (the longest wait Python's threads support). "

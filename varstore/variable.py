@@ -387,10 +387,14 @@ class Variable:
         if array is not None and not scopes.ACTIVE:
             # The cast of this storage to this dtype, prepared once (see prepared_cast).
             convert = prepared_cast(self._backend, array, self._dtype, dtype, self._device)
-            if casts is None:
-                casts = self._casts = {}
-            if len(casts) < _PREPARED_CASTS and getattr(dtype_given, "__hash__", None) is not None:
-                casts[dtype_given] = (array, convert)
+            # Kept by the argument as given, except None (floatx, which set_floatx changes).
+            if dtype_given is not None and getattr(dtype_given, "__hash__", None) is not None:
+                if casts is None:
+                    casts = {}
+                if len(casts) < _PREPARED_CASTS:
+                    casts[dtype_given] = (array, convert)
+                if self._storage is array:  # (not if the variable was released meanwhile)
+                    self._casts = casts
             return convert()
         array, array_dtype = self._read()
         out = cast(self._backend, array, array_dtype, dtype, self._device)

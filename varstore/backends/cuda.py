@@ -100,11 +100,19 @@ class CudaBackend(Backend):
         if storage.data.ptr % (bits // 8):
             storage.fill(word)
             return
-        with self._cupy.cuda.Device(storage.device.id):
+        runtime = self._cupy.cuda.runtime
+        previous = runtime.getDevice()
+        # A driver call needs a current context on this thread: setDevice makes the
+        # device's primary context current (CuPy's Device() skips it when the id matches).
+        runtime.setDevice(storage.device.id)
+        try:
             stream = self._cupy.cuda.get_current_stream().ptr
             (status,) = self._memsets[bits](storage.data.ptr, value, storage.nbytes * 8 // bits, stream)
-        if int(status) != 0:
-            raise RuntimeError(f"cuMemsetD{bits}Async failed: {status!r}")
+            if int(status) != 0:  # (a memset that fails writes nothing: CuPy's fill instead)
+                storage.fill(word)
+        finally:
+            if previous != storage.device.id:
+                runtime.setDevice(previous)
 
     def empty(self, shape, dtype, device, pool=None):
         cupy = self._cupy

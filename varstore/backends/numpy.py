@@ -29,7 +29,9 @@ class NumpyBackend(Backend):
     xp = np
 
     def __init__(self):
-        self._workers = None  # the CPU loops release the GIL: large launches use threads
+        # The CPU loops release the GIL: large launches use threads. Read now, so that a
+        # bad VARSTORE_NUM_THREADS is refused before any work, not in the middle of it.
+        self._workers = cpu_workers()
         self._loops: dict = {}  # (kernel, bind key) -> compiled CPU loop
         self._pool = None
         self._pool_lock = threading.Lock()
