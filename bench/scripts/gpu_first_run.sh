@@ -23,6 +23,11 @@ for mechanism in driver numba; do
     --json "$OUT/kernels-$mechanism.json" > "$OUT/bench-$mechanism.txt" 2>&1
   echo "bench ($mechanism): exit $?" >> "$OUT/summary.txt"
 done
+# The memory-roofline targets: casts, fills, Philox and strided writes at 1 GiB against the
+# copy ceiling, memset, PyTorch and CuPy (wide access, driver memsets, division-free regions).
+timeout 240 varstore bench --ops cast fill init slice --sizes 1GiB --json "$OUT/roofline-1GiB.json" \
+  > "$OUT/bench-roofline.txt" 2>&1
+echo "bench (1 GiB): exit $?" >> "$OUT/summary.txt"
 timeout 240 varstore bench --quick --json "$OUT/quick.json" > "$OUT/bench-quick.txt" 2>&1
 echo "bench (quick): exit $?" >> "$OUT/summary.txt"
 cat "$OUT/summary.txt"
