@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 from numba import float32, float64, int64, uint32, uint64
 
-from ._targets import called, element
 from ..dtypes import REGISTRY
+from ._targets import called, element
 from .declare import UNSIGNED, Array, Scalar, kernel
 from .intrinsics import shl32, shr32
 

@@ -20,8 +20,8 @@ from numba import float32, float64, uint32, uint64
 
 from ._targets import element
 from .access import load_word, store_word
-from .declare import UNSIGNED, Array, Scalar, kernel
 from .cast import SAME, convert_word  # noqa: F401 (SAME: the route callers compare with)
+from .declare import UNSIGNED, Array, Scalar, kernel
 
 #: Elements per chunk: big enough to amortize a chunk's table reads, small enough that a
 #: bucket of many small tensors still spreads over every SM.

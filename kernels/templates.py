@@ -372,7 +372,7 @@ def _vector_loop(src: _Source, v: int, names: list[str]) -> list[str]:
     return [
         f"_head, _groups = vector_split(start, stop, {v}, ({checks},))",
         "_first = start + _head",
-        f"for _q in range(cuda.grid(1), _groups, cuda.gridsize(1)):",
+        "for _q in range(cuda.grid(1), _groups, cuda.gridsize(1)):",
         f"    vstep(_first + _q * {v}, {call})",
         f"_tail = _first + _groups * {v}",
         "for _t in range(cuda.grid(1), _head + (stop - _tail), cuda.gridsize(1)):",

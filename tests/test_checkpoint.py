@@ -21,9 +21,9 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from helpers import to_host
 
 import varstore as vs
+from helpers import to_host
 from varstore import checkpoint
 from varstore.dtypes import storage_dtype
 

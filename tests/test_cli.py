@@ -17,10 +17,10 @@ import sys
 
 import numpy as np
 import pytest
-from varstore.bench import measure, ops, report, suite
 
 import varstore as vs
 from varstore import cli, demo
+from varstore.bench import measure, ops, report, suite
 
 
 def run_cli(*args, timeout=300):

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import SIMULATOR, device_address, record_cpu_runs, run_kernel
-from varstore.kernels import multi_tensor as K
 
+from helpers import SIMULATOR, device_address, record_cpu_runs, run_kernel
 from varstore.casting import destination_words
 from varstore.distributed import buckets as B
 from varstore.dtypes import host_dtype, storage_dtype
+from varstore.kernels import multi_tensor as K
 
 pytestmark = pytest.mark.kernels
 
@@ -116,9 +116,8 @@ def test_pack_then_unpack_add_and_mean(target, dtype):
 
 
 def test_a_threaded_cpu_launch_splits_at_chunk_boundaries_and_equals_serial(monkeypatch):
-    from varstore.kernels.launch import MIN_CPU_CHUNK
-
     from varstore.backends.numpy import NumpyBackend
+    from varstore.kernels.launch import MIN_CPU_CHUNK
 
     monkeypatch.setenv("VARSTORE_NUM_THREADS", "1")
     serial_backend = NumpyBackend()

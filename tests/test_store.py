@@ -6,9 +6,9 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import to_host
 
 import varstore as vs
+from helpers import to_host
 from varstore.memory import parse_memory_limit
 
 MEMORY_KEYS = {

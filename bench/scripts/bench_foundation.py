@@ -38,6 +38,7 @@ import time
 import timeit
 
 import numpy as np
+
 from timing import times_of
 
 TARGETS = {
