@@ -65,7 +65,7 @@ def measure(group, count, total_bytes, repeats, bucket_mb, device):
         for i in range(2 + repeats):  # two untimed rounds, then the timed ones
             began = time.perf_counter()
             with store.replica_step():
-                for v, g in zip(made, grads):
+                for v, g in zip(made, grads, strict=True):
                     v.assign_add(g)
             queued = time.perf_counter() - began
             group.barrier()

@@ -58,7 +58,7 @@ class PtxLoop:
 
 def cpu_signature(kernel, spec):
     """The numba signature of the CPU loop of ``spec``."""
-    words = dict(zip(kernel.array_names, spec.words))
+    words = dict(zip(kernel.array_names, spec.words, strict=True))
     args = [types.int64, types.int64]
     args += [types.Array(getattr(types, words[a.name]), 1, "C") for a in templates.loop_arrays(kernel)]
     for s in kernel.scalars:

@@ -141,7 +141,7 @@ class Kernel:
         if hit is None:
             self.check_arguments(args)
             spec = self.specialization(args, key[-1])
-            for a, word in zip(self.arrays, spec.words):
+            for a, word in zip(self.arrays, spec.words, strict=True):
                 allowed = self.allowed_words(a)
                 if word not in allowed:
                     raise TypeError(f"Kernel {self.name!r}: argument {a.name!r} must be an array of one of the "

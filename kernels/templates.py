@@ -85,7 +85,7 @@ class _Source:
     def __init__(self, kernel, spec, target: str):
         self.kernel = kernel
         self.cuda = target != "cpu"
-        self.words = dict(zip(kernel.array_names, spec.words))
+        self.words = dict(zip(kernel.array_names, spec.words, strict=True))
         self.axes = spec.axes
 
     def load(self, array: str, index: str) -> str:

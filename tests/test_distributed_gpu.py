@@ -68,12 +68,12 @@ def test_a_thousand_variables_of_100_mib_sync_like_local_updates(nccl_group):
         local.append(plain.variable(start, name=f"v{i}"))
         grads.append(cupy.asarray(rng.standard_normal(n).astype(np.float32)))
     with store.replica_step():
-        for v, g in zip(made, grads):
+        for v, g in zip(made, grads, strict=True):
             v.assign_sub(g)
     stats = store.sync()
-    for v, g in zip(local, grads):
+    for v, g in zip(local, grads, strict=True):
         v.assign_sub(g)
     # A bit over 100 MiB, cut at 25 MiB between variables: 5 buckets, one collective each.
     assert stats.updates == 1000 and stats.collectives == stats.buckets == 5
-    for a, b in zip(made, local):
+    for a, b in zip(made, local, strict=True):
         assert cupy.array_equal(a.value, b.value)

@@ -551,7 +551,7 @@ def test_get_by_name_equals_the_class_with_defaults(name):
     by_name = [I.get(name) for _ in range(2)]
     vs.set_seed(11)
     by_class = [cls() for _ in range(2)]
-    for a, b in zip(by_name, by_class):
+    for a, b in zip(by_name, by_class, strict=True):
         assert type(a) is type(b) and vars(a) == vars(b) and a.get_config() == b.get_config()
     if hasattr(by_name[0], "seed"):
         assert by_name[0].seed != by_name[1].seed

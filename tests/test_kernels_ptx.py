@@ -217,7 +217,7 @@ def test_elementwise_loops_load_and_store_wide(kernel):
 
     for spec in kernel.examples():
         v = vector_width(kernel, spec)
-        words = dict(zip(kernel.array_names, spec.words))
+        words = dict(zip(kernel.array_names, spec.words, strict=True))
         sizes = {a.name: np.dtype(words[a.name]).itemsize * a.width for a in loop_arrays(kernel)}
         if any(a.step for a in loop_arrays(kernel)):
             assert v == 1

@@ -46,7 +46,7 @@ def test_known_answer_vectors(target):
     keys = np.array([k for _, k, _ in KNOWN_ANSWERS], np.uint32)
     expected = np.array([e for _, _, e in KNOWN_ANSWERS], np.uint32)
     if target == "cpu":
-        got = np.array([philox4x32_10(*c, *k) for c, k in zip(counters, keys)], np.uint32)
+        got = np.array([philox4x32_10(*c, *k) for c, k in zip(counters, keys, strict=True)], np.uint32)
     else:
         got = _philox_cuda(counters, keys)
     np.testing.assert_array_equal(got, expected)

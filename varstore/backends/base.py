@@ -195,7 +195,7 @@ def _header(address, shape, strides, itemsize) -> np.ndarray:
 def byte_bounds(address: int, shape: tuple, strides: tuple, itemsize: int) -> tuple:
     """``[low, high)``: the bytes a strided layout can touch (empty for no elements)."""
     low = high = address
-    for n, stride in zip(shape, strides):
+    for n, stride in zip(shape, strides, strict=True):
         if n == 0:
             return address, address
         if stride > 0:
