@@ -49,6 +49,7 @@ class Backend(abc.ABC):
 
     def free_cached(self, pool) -> None:
         """Hand ``pool``'s unused cached blocks (and those of our temporaries) back."""
+        return None  # (by default there is nothing to do)
 
     @abc.abstractmethod
     def device_memory(self, device: str) -> tuple:
@@ -163,6 +164,7 @@ class Backend(abc.ABC):
 
     def synchronize(self) -> None:
         """Wait for the work queued on this backend."""
+        return None  # (by default there is nothing to do)
 
 
 #: How much work NumPy's exact overlap solver may spend before we assume an overlap (a

@@ -112,6 +112,7 @@ class Group(abc.ABC):
         out the timeout. ``LocalGroup.run`` calls it when a rank's function raises, an MPI
         or NCCL group when an exception ends the program (``sys.excepthook``). Never
         raises."""
+        return None  # (by default there is nothing to do)
 
     def raw_allreduce(self, array) -> None:
         """One in-place sum of ``array`` by the engine itself, waited for: no batching,
