@@ -112,7 +112,8 @@ def main(argv=None) -> int:
             raw = row["raw"]["seconds"]
             for label in ("raw", "fused", "unfused"):
                 r = row[label]
-                extra = "" if label == "raw" else (f"  {r['buckets']:>5} buckets  queue {r['queue_seconds'] * 1e3:8.2f} ms"
+                extra = "" if label == "raw" else (f"  {r['buckets']:>5} buckets"
+                                                   f"  queue {r['queue_seconds'] * 1e3:8.2f} ms"
                                                    f"  raw/sync {raw / r['seconds']:.2f}")
                 print(f"{count:>6} vars x {row['elements_each']:>9} f32  {label:<8} {r['seconds'] * 1e3:9.3f} ms "
                       f"{row['bytes'] / r['seconds'] / 1e9:8.2f} GB/s  {r['collectives']:>6} collectives{extra}",

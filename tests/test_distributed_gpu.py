@@ -50,7 +50,8 @@ def test_every_dtype_syncs_through_nccl(nccl_group, dtype):
     np.testing.assert_array_equal(w.numpy().astype(np.float64), 1)
     mean = store.variable(np.full(4, 6), dtype=dtype, name="m", synchronization="on_read",
                           aggregation="only_first_replica" if dtype == "bool" else "sum")
-    np.testing.assert_array_equal(np.asarray(store.read_aggregated(mean)).astype(np.float64), 1 if dtype == "bool" else 6)
+    np.testing.assert_array_equal(np.asarray(store.read_aggregated(mean)).astype(np.float64),
+                                  1 if dtype == "bool" else 6)
 
 
 def test_a_thousand_variables_of_100_mib_sync_like_local_updates(nccl_group):

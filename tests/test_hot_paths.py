@@ -65,7 +65,8 @@ def test_scalar_assign_matches_the_general_path(store, dtype):
             got = _outcome(fast.assign, value)
             want = _outcome(general._assign_local, value)
         assert got == want, (dtype, value)
-        assert _bits(fast) == _bits(general), (dtype, value, to_host(fast.value).ravel()[:2], to_host(general.value).ravel()[:2])
+        assert _bits(fast) == _bits(general), (dtype, value, to_host(fast.value).ravel()[:2],
+                                               to_host(general.value).ravel()[:2])
 
 
 @pytest.mark.parametrize("dtype", ALL)

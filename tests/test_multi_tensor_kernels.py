@@ -89,7 +89,8 @@ def test_pack_then_unpack_add_and_mean(target, dtype):
         (-1 if n else 1) * np.broadcast_to(o.view(host_dtype(dtype)).astype(np.float64), (s,))
         for o, s, n in zip(operands, SIZES, negate, strict=True)
     ])
-    np.testing.assert_array_equal(staging.astype(np.float64) if not integer else staging, expected.astype(staging.dtype))
+    np.testing.assert_array_equal(staging.astype(np.float64) if not integer else staging,
+                                  expected.astype(staging.dtype))
 
     # Unpack into variables: tensor 2 adds (old + staging / 2), the others assign.
     olds = [_words(np.round(rng.uniform(-5, 5, size=s)) if integer else rng.uniform(-5, 5, size=s), dtype)

@@ -48,10 +48,10 @@ to the end of the file (no gaps, overlaps or trailing bytes), each as long as it
 and dtype need. Then names, shapes and dtypes are checked against the store. Any problem
 is a ``ValueError`` and no variable changes (a path that is not a regular file, such as a
 FIFO, is refused before it is opened). The header is parsed in time and memory linear in
-its size (at most 100 MB), whatever its bytes (the tensors' ranges are then sorted). Only then are the tensors streamed into
-the variables' existing storage. (An I/O error *while* streaming, such as the file being
-truncated by another process after the checks, can leave the variables loaded before it
-changed; it is raised.) No pickle is used anywhere.
+its size (at most 100 MB), whatever its bytes (the tensors' ranges are then sorted). Only
+then are the tensors streamed into the variables' existing storage. (An I/O error *while*
+streaming, such as the file being truncated by another process after the checks, can leave
+the variables loaded before it changed; it is raised.) No pickle is used anywhere.
 
 A save holds the store's lock (no variable is created or deleted meanwhile) but does not
 stop other threads' writes to the variables: save when no other thread writes.

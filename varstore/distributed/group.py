@@ -68,7 +68,8 @@ class Group(abc.ABC):
         return None
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} backend={self.backend} rank={self.rank}/{self.size} local_rank={self.local_rank}>"
+        return (f"<{type(self).__name__} backend={self.backend} rank={self.rank}/{self.size} "
+                f"local_rank={self.local_rank}>")
 
     # -------------------------------------------------------------- collectives
     def run(self, ops) -> None:
