@@ -149,7 +149,8 @@ def build_fill(ctx, nbytes):
         # The first copy: quick runs make fewer calls than there are copies.
         for v in variables[:1]:
             got = sample(ctx, storage_of(v))
-            require(bool(np.all(got == 1.5)), f"v.assign(1.5) left {np.count_nonzero(got != 1.5)} sampled elements != 1.5")
+            require(bool(np.all(got == 1.5)),
+                    f"v.assign(1.5) left {np.count_nonzero(got != 1.5)} sampled elements != 1.5")
 
     return Case(fns, nbytes, check, ceiling="fill", keep=[store, outs])
 
@@ -215,7 +216,8 @@ def check_initializer(ctx, name: str, storage, shape) -> None:
         xp = ctx.native.xp
         diagonal = ctx.native.to_host(xp.diagonal(storage))
         nonzero = int(xp.count_nonzero(storage))
-        require(bool(np.all(diagonal == 1.0)) and nonzero == min(shape), f"identity: {nonzero} nonzeros, diagonal {diagonal[:4]}")
+        require(bool(np.all(diagonal == 1.0)) and nonzero == min(shape),
+                f"identity: {nonzero} nonzeros, diagonal {diagonal[:4]}")
         return
     if kind == "qr":
         rows = ctx.native.to_host(storage[:64]).astype(np.float64)
@@ -229,7 +231,8 @@ def check_initializer(ctx, name: str, storage, shape) -> None:
     require(bool(np.all(np.isfinite(got))), f"{name}: non-finite values")
     require(got.min() >= lo - 1e-6 * abs(lo) and got.max() <= hi + 1e-6 * abs(hi),
             f"{name}: values outside [{lo:.4g}, {hi:.4g}]: [{got.min():.4g}, {got.max():.4g}]")
-    require(abs(got.mean() - mean) <= 6 * std / math.sqrt(m), f"{name}: mean {got.mean():.4g}, expected {mean} ± {6 * std / math.sqrt(m):.2g}")
+    require(abs(got.mean() - mean) <= 6 * std / math.sqrt(m),
+            f"{name}: mean {got.mean():.4g}, expected {mean} ± {6 * std / math.sqrt(m):.2g}")
     require(abs(got.std() / std - 1) <= 6 / math.sqrt(m) + 1e-3, f"{name}: std {got.std():.4g}, expected {std:.4g}")
 
 
@@ -413,7 +416,8 @@ def build_strided(ctx, nbytes):
             storage = storage_of(v)
             require(bool(xp.array_equal(storage[STRIDED], source)), "v[::2, 1::3] = b: the region does not hold b")
             nonzero = int(xp.count_nonzero(storage))
-            require(nonzero == source.size, f"v[::2, 1::3] = b: {nonzero - source.size} elements outside the region changed")
+            require(nonzero == source.size,
+                    f"v[::2, 1::3] = b: {nonzero - source.size} elements outside the region changed")
 
     useful = 2 * source.size * ELEMENT
     return Case(fns, useful, check, ceiling="copy", keep=[store, outs])
@@ -615,7 +619,8 @@ def build_save(ctx, nbytes):
         other = ctx.new_store()
         other.variable("zeros", shape=(n,), dtype="float32", name="weights")
         other.load(path)
-        require(bool(ctx.native.xp.array_equal(storage_of(other["weights"]), plain)), "store.save: the file does not hold the variable")
+        require(bool(ctx.native.xp.array_equal(storage_of(other["weights"]), plain)),
+                "store.save: the file does not hold the variable")
 
     return Case(fns, nbytes, check, ceiling=None, keep=[store, plain])
 
@@ -654,13 +659,15 @@ OPS += [
        skip_reason="a QR decomposition of the whole matrix; measured up to 4 MiB" if name == "orthogonal" else "")
     for name in INITIALIZERS
 ]
-OPS += [Op(f"cast/{src}->{dst}", f"v.astype({dst!r}) of a {src} variable", make_build_cast(src, dst)) for src, dst in CASTS]
+OPS += [Op(f"cast/{src}->{dst}", f"v.astype({dst!r}) of a {src} variable", make_build_cast(src, dst))
+        for src, dst in CASTS]
 OPS += [
     Op("assign/host", "v.assign(a NumPy array): host to the variable's memory", build_assign_host),
     Op("assign/device", "v.assign(an array on the variable's device)", build_assign_device),
     Op("slice/strided", "v[::2, 1::3] = b, b on the device, float32", build_strided),
     Op("slice/row", "v[0, :] = 99 against copy, modify, assign back", build_row_write, metric="us"),
-    Op("create", "store.variable('zeros', shape): a new variable (the previous one deleted)", build_create, metric="us"),
+    Op("create", "store.variable('zeros', shape): a new variable (the previous one deleted)", build_create,
+       metric="us"),
     Op("calls/row", "v[0, :] = 99 on a (64, N) float32 variable: per-call host time", build_calls_row,
        metric="us"),
     Op("calls/fill", "v.assign(1.5) on N float32: per-call host time", build_calls_fill, metric="us"),

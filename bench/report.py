@@ -11,7 +11,8 @@ import sys
 
 import varstore as vs
 
-PACKAGES = ("numpy", "numba", "numba-cuda", "ml_dtypes", "cupy-cuda13x", "cupy-cuda12x", "torch", "keras", "safetensors")
+PACKAGES = ("numpy", "numba", "numba-cuda", "ml_dtypes", "cupy-cuda13x", "cupy-cuda12x", "torch", "keras",
+            "safetensors")
 
 
 def format_size(nbytes: int) -> str:
@@ -52,7 +53,8 @@ def _git_commit() -> str | None:
 def document(ctx, op_list, sizes, quick, plan, rows, seconds) -> dict:
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["varstore"] + sys.argv[1:]) if sys.argv and "varstore" in sys.argv[0] else " ".join(sys.argv),
+        "command": (" ".join(["varstore"] + sys.argv[1:]) if sys.argv and "varstore" in sys.argv[0]
+                    else " ".join(sys.argv)),
         "varstore": vs.__version__,
         "commit": _git_commit(),
         "python": platform.python_version(),
@@ -174,7 +176,9 @@ def markdown(doc: dict, sizes) -> str:
             else:
                 fraction = row["fraction_of_ceiling"]
                 gbps = ours['GBps']
-                text = (f"{gbps:,.0f}" if gbps >= 100 else f"{gbps:.3g}") + " GB/s" + (f" ({fraction:.2f} of {row['ceiling']['kind']})" if fraction else "")
+                text = (f"{gbps:,.0f}" if gbps >= 100 else f"{gbps:.3g}") + " GB/s"
+                if fraction:
+                    text += f" ({fraction:.2f} of {row['ceiling']['kind']})"
             ratios = ", ".join(f"{_short_label(label)} {ratio:.2f}x" for label, ratio in row["speedup_vs"].items())
             cells += [text, ratios]
         lines.append("| " + " | ".join(cells) + " |")

@@ -23,8 +23,8 @@ from .measure import FULL, QUICK, time_variants
 KIB, MIB, GIB = 2**10, 2**20, 2**30
 FULL_SIZES = (4 * KIB, 64 * KIB, MIB, 16 * MIB, 256 * MIB, GIB)
 QUICK_SIZES = (4 * KIB, 256 * KIB, 4 * MIB, 64 * MIB)
-KERAS_MAX_BYTES = MIB
-GC_BYTES = 16 * MIB  # below this a full collection after each case costs more than it frees  # Keras is a per-call-overhead baseline
+KERAS_MAX_BYTES = MIB  # Keras is a per-call-overhead baseline
+GC_BYTES = 16 * MIB  # below this a full collection after each case costs more than it frees
 
 
 class Context:

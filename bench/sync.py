@@ -65,7 +65,7 @@ def measure(group, count, total_bytes, repeats, bucket_mb, device):
         for i in range(2 + repeats):  # two untimed rounds, then the timed ones
             began = time.perf_counter()
             with store.replica_step():
-                for v, g in zip(made, grads):
+                for v, g in zip(made, grads, strict=True):
                     v.assign_add(g)
             queued = time.perf_counter() - began
             group.barrier()
@@ -112,7 +112,8 @@ def main(argv=None) -> int:
             raw = row["raw"]["seconds"]
             for label in ("raw", "fused", "unfused"):
                 r = row[label]
-                extra = "" if label == "raw" else (f"  {r['buckets']:>5} buckets  queue {r['queue_seconds'] * 1e3:8.2f} ms"
+                extra = "" if label == "raw" else (f"  {r['buckets']:>5} buckets"
+                                                   f"  queue {r['queue_seconds'] * 1e3:8.2f} ms"
                                                    f"  raw/sync {raw / r['seconds']:.2f}")
                 print(f"{count:>6} vars x {row['elements_each']:>9} f32  {label:<8} {r['seconds'] * 1e3:9.3f} ms "
                       f"{row['bytes'] / r['seconds'] / 1e9:8.2f} GB/s  {r['collectives']:>6} collectives{extra}",

@@ -103,7 +103,7 @@ def _numba_cache_dir(configs):
                 c.CACHE_DIR = path or ""
             yield path is not None
         finally:
-            for c, value in zip(configs, saved):
+            for c, value in zip(configs, saved, strict=True):
                 c.CACHE_DIR = value
 
 

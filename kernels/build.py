@@ -58,7 +58,7 @@ class PtxLoop:
 
 def cpu_signature(kernel, spec):
     """The numba signature of the CPU loop of ``spec``."""
-    words = dict(zip(kernel.array_names, spec.words))
+    words = dict(zip(kernel.array_names, spec.words, strict=True))
     args = [types.int64, types.int64]
     args += [types.Array(getattr(types, words[a.name]), 1, "C") for a in templates.loop_arrays(kernel)]
     for s in kernel.scalars:
@@ -88,7 +88,8 @@ def _module_source(kernel, spec, target: str) -> str:
              "from varstore.kernels._targets import element",
              "from varstore.kernels.access import load_word, store_word, vector_split",
              "from varstore.kernels.intrinsics import load_vector, store_vector",
-             "from varstore.kernels.strided import region_fits, region_offsets, region_offsets_narrow, region_offsets_wide"]
+             "from varstore.kernels.strided import region_fits, region_offsets, region_offsets_narrow, "
+             "region_offsets_wide"]
     module, name = _reference(kernel.element)
     lines.append(f"from {module} import {name} as f")
     fast = kernel.options.get("fast")

@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 from numba import float32, float64, int64, uint32, uint64
 
-from ._targets import called, element
 from ..dtypes import REGISTRY
+from ._targets import called, element
 from .declare import UNSIGNED, Array, Scalar, kernel
 from .intrinsics import shl32, shr32
 
@@ -320,9 +320,11 @@ _SMALL_IN, _SMALL_OUT = Array("src", words=_SMALL), Array("dst", "out", words=_S
 _F64_IN, _F64_OUT = Array("src", words=("float64",)), Array("dst", "out", words=("float64",))
 _FLOAT_IN = Array("src", words=("float32", "float64"))
 
-encode_f32 = kernel("encode_f32", "elementwise", encode_from_f32_bits, (_F32_BITS, _SMALL_OUT), (Scalar("fmt", "format"),),
+encode_f32 = kernel("encode_f32", "elementwise", encode_from_f32_bits, (_F32_BITS, _SMALL_OUT),
+                    (Scalar("fmt", "format"),),
                     doc="float32 (as uint32 bits) -> small-format words.")
-encode_f64 = kernel("encode_f64", "elementwise", encode_from_f64, (Array("src", words=_NUMBERS), _SMALL_OUT), (Scalar("fmt", "format"),),
+encode_f64 = kernel("encode_f64", "elementwise", encode_from_f64, (Array("src", words=_NUMBERS), _SMALL_OUT),
+                    (Scalar("fmt", "format"),),
                     doc="float64, integer or bool -> small-format words, rounded once.")
 decode = kernel("decode", "elementwise", decode_to_f32_bits, (_SMALL_IN, _F32_BITS_OUT), (Scalar("fmt", "format"),),
                 doc="small-format words -> float32 (as uint32 bits).")
@@ -336,7 +338,8 @@ widen_f32 = kernel("widen_f32", "elementwise", f32_bits_to_f64, (_F32_BITS, _F64
 narrow_f64 = kernel("narrow_f64", "elementwise", f64_to_f32_bits, (_F64_IN, _F32_BITS_OUT),
                     doc="float64 -> float32 (as uint32 bits), NaNs keep sign and payload top.")
 float_to_int = kernel("float_to_int", "elementwise", float_to_int64_saturating,
-                      (_FLOAT_IN, Array("dst", "out", words=("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32"))),
+                      (_FLOAT_IN,
+                       Array("dst", "out", words=("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32"))),
                       (Scalar("lo", "i64"), Scalar("hi", "i64")),
                       doc="float32/float64 -> any integer but uint64, saturating to [lo, hi].")
 float_to_uint64 = kernel("float_to_uint64", "elementwise", float_to_uint64_saturating,

@@ -91,7 +91,8 @@ class Kernel:
 
     def __post_init__(self):
         if self.template not in TEMPLATES:
-            raise ValueError(f"Invalid template {self.template!r} for kernel {self.name!r}. Expected one of {TEMPLATES}.")
+            raise ValueError(f"Invalid template {self.template!r} for kernel {self.name!r}. "
+                             f"Expected one of {TEMPLATES}.")
         reserved = [n for n in [a.name for a in self.arrays] + [s.name for s in self.scalars]
                     if n.startswith("_") or n in _RESERVED]
         if reserved:
@@ -141,7 +142,7 @@ class Kernel:
         if hit is None:
             self.check_arguments(args)
             spec = self.specialization(args, key[-1])
-            for a, word in zip(self.arrays, spec.words):
+            for a, word in zip(self.arrays, spec.words, strict=True):
                 allowed = self.allowed_words(a)
                 if word not in allowed:
                     raise TypeError(f"Kernel {self.name!r}: argument {a.name!r} must be an array of one of the "
@@ -194,7 +195,8 @@ def _binder(kernel: Kernel):
     for i, a in enumerate(kernel.arrays):
         lines.append(f"    a{i} = args[{a.name!r}]")
         if a.word:  # (free words are checked through the key: an unknown dtype is refused)
-            lines += [f"    if a{i}.dtype != _{a.word}:", f"        _wrong_dtype({kernel.name!r}, {a.name!r}, a{i}, {a.word!r})"]
+            lines += [f"    if a{i}.dtype != _{a.word}:",
+                      f"        _wrong_dtype({kernel.name!r}, {a.name!r}, a{i}, {a.word!r})"]
         if a.role != "type":  # (strides, not flags: numba's device arrays have no flags object)
             lines += [f"    if a{i}.ndim != 1 or (a{i}.strides[0] != a{i}.dtype.itemsize and a{i}.size > 1):",
                       f"        _not_flat({kernel.name!r}, {a.name!r}, a{i})"]

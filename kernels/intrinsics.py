@@ -169,7 +169,8 @@ def _vector_alignment(context, element, count) -> int:
 
 
 def _uniform_tuple(t):
-    return isinstance(t, types.UniTuple) and isinstance(t.dtype, (types.Integer, types.Float)) and t.count in (2, 4, 8, 16)
+    return (isinstance(t, types.UniTuple) and isinstance(t.dtype, (types.Integer, types.Float))
+            and t.count in (2, 4, 8, 16))
 
 
 def _lanes(context, element, count):

@@ -20,8 +20,8 @@ from numba import float32, float64, uint32, uint64
 
 from ._targets import element
 from .access import load_word, store_word
-from .declare import UNSIGNED, Array, Scalar, kernel
 from .cast import SAME, convert_word  # noqa: F401 (SAME: the route callers compare with)
+from .declare import UNSIGNED, Array, Scalar, kernel
 
 #: Elements per chunk: big enough to amortize a chunk's table reads, small enough that a
 #: bucket of many small tensors still spreads over every SM.
@@ -142,8 +142,8 @@ _CHUNKS = (Array("chunk_tensor", word="int64"), Array("chunk_first", word="int64
 
 pack = kernel("pack", "chunks", pack_chunk_element,
               (Array("staging", "out", words=_STAGING), *_CHUNKS, Array("tensor_address", word="uint64"),
-               Array("tensor_start", word="int64"), Array("tensor_step", word="int64"), Array("tensor_negate", word="int64"),
-               Array("like", "type")),
+               Array("tensor_start", word="int64"), Array("tensor_step", word="int64"),
+               Array("tensor_negate", word="int64"), Array("like", "type")),
               (Scalar("kind", "i64"), Scalar("conversion", "conversion"), Scalar("same", "u32")),
               row=("tensor_address", "tensor_start", "tensor_step", "tensor_negate"), fast=("same", pack_chunk_same),
               doc="Tensors -> one staging buffer (same: the conversion is SAME).")

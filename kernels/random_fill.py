@@ -37,8 +37,8 @@ import numpy as np
 from numba import float32, float64, int64, uint32, uint64
 
 from ._targets import element
-from .declare import Array, Scalar, kernel
 from .cast import encode_from_f32_bits
+from .declare import Array, Scalar, kernel
 from .intrinsics import fma
 from .philox import philox4x32_10
 

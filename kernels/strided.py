@@ -12,8 +12,8 @@ from __future__ import annotations
 from numba import int32, int64, uint32, uint64
 
 from ._targets import element
-from .declare import UNSIGNED, Array, Scalar, kernel
 from .cast import convert_word
+from .declare import UNSIGNED, Array, Scalar, kernel
 from .intrinsics import mulhi32, mulhi64, shl32, shr32
 
 

@@ -85,7 +85,7 @@ class _Source:
     def __init__(self, kernel, spec, target: str):
         self.kernel = kernel
         self.cuda = target != "cpu"
-        self.words = dict(zip(kernel.array_names, spec.words))
+        self.words = dict(zip(kernel.array_names, spec.words, strict=True))
         self.axes = spec.axes
 
     def load(self, array: str, index: str) -> str:
@@ -372,7 +372,7 @@ def _vector_loop(src: _Source, v: int, names: list[str]) -> list[str]:
     return [
         f"_head, _groups = vector_split(start, stop, {v}, ({checks},))",
         "_first = start + _head",
-        f"for _q in range(cuda.grid(1), _groups, cuda.gridsize(1)):",
+        "for _q in range(cuda.grid(1), _groups, cuda.gridsize(1)):",
         f"    vstep(_first + _q * {v}, {call})",
         f"_tail = _first + _groups * {v}",
         "for _t in range(cuda.grid(1), _head + (stop - _tail), cuda.gridsize(1)):",
@@ -395,13 +395,14 @@ def cuda_source(kernel, spec) -> str:
         # loop in Python and only the element functions compiled).
         row = list(kernel.options["row"])
         tables = ", ".join(list(_TABLES) + row)
+        row_values = ", ".join(["_first", "_end"] + [f"_row_{c}" for c in row])
         helper = (f"@element\ndef _row_of(_c, {tables}):\n"
-                  + "\n".join(_indent(_chunk_row(src) + [f"return {', '.join(['_first', '_end'] + [f'_row_{c}' for c in row])}"], 1))
+                  + "\n".join(_indent(_chunk_row(src) + [f"return {row_values}"], 1))
                   + "\n\n\n")
         step = src.type_values() + _chunk_call(src, "f", "_k")
         step_params = ", ".join(["_k", "staging"] + [f"_row_{c}" for c in row] + list(kernel.scalar_names))
         loop = ["for _c in range(start + cuda.blockIdx.x, stop, cuda.gridDim.x):",
-                f"    {', '.join(['_first', '_end'] + [f'_row_{c}' for c in row])} = _row_of(_c, {tables})",
+                f"    {row_values} = _row_of(_c, {tables})",
                 "    for _k in range(_first + cuda.threadIdx.x, _end, cuda.blockDim.x):",
                 f"        step({step_params})"]
         return (helper + f"@element\ndef step({step_params}):\n" + "\n".join(_indent(step, 1)) + "\n\n\n"

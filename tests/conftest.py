@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import SIMULATOR, cuda_reason as _cuda_reason
+from helpers import SIMULATOR
+from helpers import cuda_reason as _cuda_reason
 
 
 def pytest_collection_modifyitems(config, items):

@@ -264,7 +264,8 @@ def test_widen_and_narrow_match_the_cpu_conversion(target):
                             0x3FF0000010000000, 0x3FF0000030000000, 0x3FF0000010000001,  # ties to even, just over
                             0x47EFFFFFF0000000, 0x36A0000000000000, 0x3690000000000001, 0x0000000000000001,
                             0x7FEFFFFFFFFFFFFF, 0x8000000000000000], np.uint64)
-    doubles = np.concatenate([f64_special.view(np.float64), subsample(rng.standard_normal(50_000) * 10.0 ** rng.integers(-45, 40, 50_000))])
+    spread = rng.standard_normal(50_000) * 10.0 ** rng.integers(-45, 40, 50_000)
+    doubles = np.concatenate([f64_special.view(np.float64), subsample(spread)])
     narrow = np.zeros(doubles.size, np.uint32)
     run_kernel(target, K.narrow_f64, doubles.size, src=doubles, dst=narrow)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -355,8 +356,10 @@ def test_strided_view_through_contiguous_copies(target):
 # ------------------------------------------------------------ argument errors
 @pytest.mark.parametrize("kernel, args, argument, received", [
     # float32 values where the kernel takes their uint32 bits
-    ("encode_f32", {"src": np.zeros(4, np.float32), "dst": np.zeros(4, np.uint16), "fmt": K.BFLOAT16}, "src", "float32"),
-    ("encode_f32", {"src": np.zeros(4, np.uint32), "dst": np.zeros(4, np.float32), "fmt": K.BFLOAT16}, "dst", "float32"),
+    ("encode_f32", {"src": np.zeros(4, np.float32), "dst": np.zeros(4, np.uint16), "fmt": K.BFLOAT16}, "src",
+     "float32"),
+    ("encode_f32", {"src": np.zeros(4, np.uint32), "dst": np.zeros(4, np.float32), "fmt": K.BFLOAT16}, "dst",
+     "float32"),
     ("encode_f64", {"src": np.zeros(4, np.complex128), "dst": np.zeros(4, np.uint16), "fmt": K.BFLOAT16}, "src",
      "complex128"),
     ("accumulate", {"dst": np.zeros(4, np.uint16), "src": np.zeros(4, np.uint32), "src_step": 1, "sign": 1,

@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 import pytest
-from helpers import to_host
 
 import varstore as vs
+from helpers import to_host
 from varstore import checkpoint
 
 DEVICE = {"numpy": "cpu", "cuda": "cuda:0"}

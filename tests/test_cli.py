@@ -17,10 +17,10 @@ import sys
 
 import numpy as np
 import pytest
-from varstore.bench import measure, ops, report, suite
 
 import varstore as vs
 from varstore import cli, demo
+from varstore.bench import measure, ops, report, suite
 
 
 def run_cli(*args, timeout=300):
@@ -193,7 +193,8 @@ def test_every_op_runs_and_passes_its_check_at_the_smallest_size(backend):
         ours = row["variants"]["ours"]
         assert ours["median_s"] > 0 and ours["repeats"] >= measure.QUICK.min_repeats
         # Every op has a baseline, but CuPy has no bfloat16/float8 casts (PyTorch is left out here).
-        no_cupy_cast = backend == "cuda" and row["op"].startswith("cast/") and "float16" not in row["op"].replace("bfloat16", "")
+        no_cupy_cast = (backend == "cuda" and row["op"].startswith("cast/")
+                        and "float16" not in row["op"].replace("bfloat16", ""))
         assert len(row["variants"]) >= 2 or no_cupy_cast, f"{row['op']} has no baseline"
         if row["ceiling"]:
             assert row["ceiling"]["GBps"] > 0 and row["fraction_of_ceiling"] > 0
@@ -219,7 +220,8 @@ def test_a_wrong_kernel_fails_the_benchmark(monkeypatch, backend):
 
 def test_a_wrong_fill_fails_the_benchmark_through_the_cli(monkeypatch, capsys):
     monkeypatch.setattr(vs.Variable, "assign", lambda self, value: self)  # writes nothing
-    code = cli.main(["bench", "--ops", "fill", "--sizes", "4KiB", "--quick", "--device", "cpu", "--no-torch", "--no-keras"])
+    code = cli.main(["bench", "--ops", "fill", "--sizes", "4KiB", "--quick", "--device", "cpu", "--no-torch",
+                     "--no-keras"])
     assert code == 1
     out = capsys.readouterr().out
     assert "FAILED fill 4 KiB: FAILED: v.assign(1.5) left" in out

@@ -332,20 +332,19 @@ def test_every_rank_raises_the_first_real_error_every_time(case, n, tmp_path):
     # peer still waking from a wait that had completed must not take that for a timeout.
     import time
 
+    def body(group, round_, seen):
+        try:
+            selftest.CASES[case](group, str(tmp_path), pause=0.01 * (round_ % 2))
+        except BaseException as error:
+            seen[group.rank] = error
+            raise
+
     selftest.prepare(str(tmp_path))
     for round_ in range(20):
         seen = [None] * n
-
-        def body(group):
-            try:
-                selftest.CASES[case](group, str(tmp_path), pause=0.01 * (round_ % 2))
-            except BaseException as error:
-                seen[group.rank] = error
-                raise
-
         began = time.monotonic()
         with pytest.raises(BaseException) as raised:
-            LocalGroup(n, timeout=10).run(body)
+            LocalGroup(n, timeout=10).run(body, round_, seen)
         assert time.monotonic() - began < 3, "the real error must arrive at once, not near the 10 s timeout"
         problems = [selftest.check(case, rank, n, seen[rank]) for rank in range(n)]
         assert problems == [None] * n

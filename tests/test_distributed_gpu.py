@@ -50,7 +50,8 @@ def test_every_dtype_syncs_through_nccl(nccl_group, dtype):
     np.testing.assert_array_equal(w.numpy().astype(np.float64), 1)
     mean = store.variable(np.full(4, 6), dtype=dtype, name="m", synchronization="on_read",
                           aggregation="only_first_replica" if dtype == "bool" else "sum")
-    np.testing.assert_array_equal(np.asarray(store.read_aggregated(mean)).astype(np.float64), 1 if dtype == "bool" else 6)
+    np.testing.assert_array_equal(np.asarray(store.read_aggregated(mean)).astype(np.float64),
+                                  1 if dtype == "bool" else 6)
 
 
 def test_a_thousand_variables_of_100_mib_sync_like_local_updates(nccl_group):
@@ -68,12 +69,12 @@ def test_a_thousand_variables_of_100_mib_sync_like_local_updates(nccl_group):
         local.append(plain.variable(start, name=f"v{i}"))
         grads.append(cupy.asarray(rng.standard_normal(n).astype(np.float32)))
     with store.replica_step():
-        for v, g in zip(made, grads):
+        for v, g in zip(made, grads, strict=True):
             v.assign_sub(g)
     stats = store.sync()
-    for v, g in zip(local, grads):
+    for v, g in zip(local, grads, strict=True):
         v.assign_sub(g)
     # A bit over 100 MiB, cut at 25 MiB between variables: 5 buckets, one collective each.
     assert stats.updates == 1000 and stats.collectives == stats.buckets == 5
-    for a, b in zip(made, local):
+    for a, b in zip(made, local, strict=True):
         assert cupy.array_equal(a.value, b.value)

@@ -46,7 +46,9 @@ def test_none_is_floatx():
 
 
 @pytest.mark.parametrize(
-    "bad", ["float", "f4", "complex64", "string", np.complex128, complex, 3, True, object(), "int128", np.floating, np.generic]
+    "bad",
+    ["float", "f4", "complex64", "string", np.complex128, complex, 3, True, object(), "int128", np.floating,
+     np.generic],
 )
 def test_rejects_with_the_input_named(bad):
     with pytest.raises(ValueError, match="Invalid dtype") as info:

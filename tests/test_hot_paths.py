@@ -41,10 +41,10 @@ def _bits(v) -> bytes:
     return to_host(v.value).tobytes()
 
 
-def _outcome(fn):
-    """``(exception type, message)`` of ``fn()``, or None."""
+def _outcome(fn, *args):
+    """``(exception type, message)`` of ``fn(*args)``, or None."""
     try:
-        fn()
+        fn(*args)
     except Exception as exc:  # noqa: BLE001 - compared, not hidden
         return type(exc), str(exc)
     return None
@@ -62,10 +62,11 @@ def test_scalar_assign_matches_the_general_path(store, dtype):
     fast, general = _pair(store, dtype)
     for value in SCALARS:
         with np.errstate(all="ignore"):
-            got = _outcome(lambda: fast.assign(value))
-            want = _outcome(lambda: general._assign_local(value))
+            got = _outcome(fast.assign, value)
+            want = _outcome(general._assign_local, value)
         assert got == want, (dtype, value)
-        assert _bits(fast) == _bits(general), (dtype, value, to_host(fast.value).ravel()[:2], to_host(general.value).ravel()[:2])
+        assert _bits(fast) == _bits(general), (dtype, value, to_host(fast.value).ravel()[:2],
+                                               to_host(general.value).ravel()[:2])
 
 
 @pytest.mark.parametrize("dtype", ALL)
@@ -74,8 +75,8 @@ def test_scalar_setitem_matches_the_general_path(store, dtype):
     for key in [(0, slice(None)), (slice(None, None, -2), 1), (None, 1), Ellipsis, -1, (slice(3, 1), 0), 2]:
         for value in SCALARS:
             with np.errstate(all="ignore"):
-                got = _outcome(lambda: fast.__setitem__(key, value))
-                want = _outcome(lambda: general._setitem_local(key, value))
+                got = _outcome(fast.__setitem__, key, value)
+                want = _outcome(general._setitem_local, key, value)
             assert got == want, (dtype, key, value)
             assert _bits(fast) == _bits(general), (dtype, key, value)
 
@@ -212,13 +213,13 @@ KEYS = [0, -1, 3, (1, 2), (slice(None), 1), (slice(1, None, 2), slice(None, None
 @pytest.mark.parametrize("shape", [(4, 5), (5, 4), (6,), (2, 3, 4)])
 def test_cached_regions_equal_parsed_ones(shape):
     for key in KEYS:
-        want = _outcome(lambda: basic_region(shape, key))
+        want = _outcome(basic_region, shape, key)
         if want is None:
             for _ in range(2):
                 assert cached_basic_region(shape, key) == basic_region(shape, key), (shape, key)
         else:
             for _ in range(2):
-                assert _outcome(lambda: cached_basic_region(shape, key)) == want, (shape, key)
+                assert _outcome(cached_basic_region, shape, key) == want, (shape, key)
 
 
 def test_cached_regions_tell_equal_keys_of_other_types_apart():

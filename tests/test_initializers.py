@@ -144,7 +144,8 @@ def test_bad_seeds(bad):
         vs.set_seed(bad)
 
 
-@pytest.mark.parametrize("name", ["random_uniform", "random_normal", "truncated_normal", "glorot_uniform", "orthogonal"])
+@pytest.mark.parametrize("name",
+                         ["random_uniform", "random_normal", "truncated_normal", "glorot_uniform", "orthogonal"])
 @pytest.mark.parametrize("dtype", ["int32", "uint8", "bool"])
 def test_random_initializers_refuse_integer_dtypes(store, name, dtype):
     with pytest.raises(ValueError, match=f"float dtype.*{dtype}"):
@@ -341,11 +342,13 @@ BAD_ARGUMENTS = [
     (I.TruncatedNormal, {"mean": INF}, ValueError, R + "mean=inf"),
     (I.TruncatedNormal, {"mean": np.bool_(False)}, TypeError, r"a bool is not accepted.*mean=np.False_"),
     # RandomUniform
-    (I.RandomUniform, {"minval": 1, "maxval": 0}, ValueError, r"`minval` and `maxval`. Expected minval <= maxval. Received: minval=1, maxval=0"),
+    (I.RandomUniform, {"minval": 1, "maxval": 0}, ValueError,
+     r"`minval` and `maxval`. Expected minval <= maxval. Received: minval=1, maxval=0"),
     (I.RandomUniform, {"maxval": INF}, ValueError, r"`maxval`.*maxval=inf"),
     (I.RandomUniform, {"minval": -INF}, ValueError, r"`minval`.*minval=-inf"),
     (I.RandomUniform, {"minval": NAN}, ValueError, R + "minval=nan"),
-    (I.RandomUniform, {"minval": -1e308, "maxval": 1e308}, ValueError, r"maxval - minval to be finite.*minval=-1e\+308"),
+    (I.RandomUniform, {"minval": -1e308, "maxval": 1e308}, ValueError,
+     r"maxval - minval to be finite.*minval=-1e\+308"),
     (I.RandomUniform, {"maxval": None}, TypeError, R + "maxval=None"),
     (I.RandomUniform, {"minval": "0"}, TypeError, R + "minval='0'"),
     (I.RandomUniform, {"minval": False}, TypeError, R + "minval=False"),
@@ -362,7 +365,8 @@ BAD_ARGUMENTS = [
     (I.VarianceScaling, {"mode": "FAN_IN"}, ValueError, r"`mode`. Expected one of \['fan_in'.*mode='FAN_IN'"),
     (I.VarianceScaling, {"mode": None}, TypeError, r"`mode`. Expected a string.*mode=None"),
     (I.VarianceScaling, {"mode": 1}, TypeError, R + "mode=1"),
-    (I.VarianceScaling, {"distribution": "cauchy"}, ValueError, r"`distribution`.*'untruncated_normal'\]. Received: distribution='cauchy'"),
+    (I.VarianceScaling, {"distribution": "cauchy"}, ValueError,
+     r"`distribution`.*'untruncated_normal'\]. Received: distribution='cauchy'"),
     (I.VarianceScaling, {"distribution": None}, TypeError, R + "distribution=None"),
     # Orthogonal, Identity
     (I.Orthogonal, {"gain": NAN}, ValueError, r"`gain`. Expected a finite number. Received: gain=nan"),
@@ -391,7 +395,8 @@ BAD_ARGUMENTS = [
     (I.LecunUniform, {"seed": [1]}, ValueError, "`seed`"),
     (I.Orthogonal, {"seed": -(2**63) - 1}, ValueError, "`seed`"),
     # the Glorot/He/Lecun shorthands take a seed only
-    (I.GlorotUniform, {"scale": 2.0}, TypeError, r"GlorotUniform.__init__\(\) got an unexpected keyword argument 'scale'"),
+    (I.GlorotUniform, {"scale": 2.0}, TypeError,
+     r"GlorotUniform.__init__\(\) got an unexpected keyword argument 'scale'"),
     (I.HeNormal, {"mode": "fan_out"}, TypeError, r"HeNormal.__init__\(\) got an unexpected keyword argument 'mode'"),
     (I.Zeros, {"value": 0}, TypeError, r"Zeros\(\) takes no arguments"),
 ]
@@ -427,7 +432,8 @@ def test_a_list_stddev_fails_in_one_line(cls):
         ({"class_name": 3}, TypeError, r"Invalid initializer name: 3. Expected a string"),
         ({"class_name": ["RandomNormal"]}, TypeError, r"Invalid initializer name: \['RandomNormal'\]"),
         ({"class_name": "Nope"}, ValueError, r"Unknown initializer: 'Nope'. Expected one of \['Constant'"),
-        ({"class_name": "RandomNormal", "config": None}, TypeError, r"config for RandomNormal. Expected a dict.*config=None"),
+        ({"class_name": "RandomNormal", "config": None}, TypeError,
+         r"config for RandomNormal. Expected a dict.*config=None"),
         ({"class_name": "RandomNormal", "config": [("stddev", 1.0)]}, TypeError, r"Expected a dict of its arguments"),
         ({"class_name": "GlorotUniform", "config": {"scale": 2.0}}, TypeError,
          r"GlorotUniform. Expected keys among \['seed'\]. Received unknown keys \['scale'\]"),
@@ -450,7 +456,8 @@ def test_get_takes_keras_serialized_configs():
               "config": {"scale": 2.0, "mode": "fan_out", "distribution": "Uniform", "seed": 4}}
     init = I.get(config)
     assert (init.scale, init.mode, init.distribution, init.seed) == (2.0, "fan_out", "uniform", 4)
-    assert I.get({"module": "keras.initializers", "class_name": "Zeros", "config": {}, "registered_name": None}).get_config() == {}
+    zeros = I.get({"module": "keras.initializers", "class_name": "Zeros", "config": {}, "registered_name": None})
+    assert zeros.get_config() == {}
 
 
 def _all_equal(value):
@@ -469,14 +476,16 @@ GOOD_ARGUMENTS = [
      lambda x: x.min() >= -1 and x.max() <= 3 and abs(x.mean() - 1.0) < 0.05),
     (I.RandomNormal, {"mean": np.array(1.0), "stddev": np.float32(0.5)}, (20_000,), "float32",
      lambda x: abs(x.mean() - 1.0) < 0.02 and abs(x.std() - 0.5) < 0.02),
-    (I.RandomNormal, {"mean": ml_dtypes.bfloat16(0.5), "stddev": fractions.Fraction(0)}, (8,), "float32", _all_equal(0.5)),
+    (I.RandomNormal, {"mean": ml_dtypes.bfloat16(0.5), "stddev": fractions.Fraction(0)}, (8,), "float32",
+     _all_equal(0.5)),
     (I.TruncatedNormal, {"mean": np.uint8(4), "stddev": np.array(1, dtype=np.int16)}, (20_000,), "float64",
      lambda x: x.min() >= 2.0 and x.max() <= 6.0 and abs(x.mean() - 4.0) < 0.03),
     (I.VarianceScaling, {"scale": np.float32(3.0), "distribution": "UNIFORM"}, (100, 10), "float32",
      lambda x: np.abs(x).max() <= math.sqrt(9.0 / 100) * (1 + 1e-6)),
     (I.VarianceScaling, {"scale": 1e-30, "mode": "fan_avg"}, (10, 10), "float64",
      lambda x: 0 < np.abs(x).max() <= 2 * math.sqrt(1e-31) / I.TRUNCATION_CORRECTION),
-    (I.Orthogonal, {"gain": np.float64(2)}, (6, 6), "float32", lambda x: np.allclose(x.T @ x, 4 * np.eye(6), atol=1e-5)),
+    (I.Orthogonal, {"gain": np.float64(2)}, (6, 6), "float32",
+     lambda x: np.allclose(x.T @ x, 4 * np.eye(6), atol=1e-5)),
     (I.Orthogonal, {"gain": 0}, (3, 4), "float32", _all_equal(0.0)),
     (I.Identity, {"gain": np.int8(3)}, (2, 3), "int8", lambda x: x.tolist() == [[3, 0, 0], [0, 3, 0]]),
     (I.Identity, {"gain": np.array(-2.5)}, (2, 2), "float32", lambda x: x.tolist() == [[-2.5, 0], [0, -2.5]]),
@@ -535,7 +544,8 @@ def test_bools_are_numbers_only_as_a_constant():
     where a stddev, bound, scale, gain or seed belongs is taken for a slip. As a constant
     it is a value like any other (it fills 1 or 0, as a cast)."""
     for build in (lambda: I.RandomNormal(stddev=True), lambda: I.RandomUniform(maxval=np.True_),
-                  lambda: I.VarianceScaling(scale=True), lambda: I.Orthogonal(gain=False), lambda: I.Identity(gain=True)):
+                  lambda: I.VarianceScaling(scale=True), lambda: I.Orthogonal(gain=False),
+                  lambda: I.Identity(gain=True)):
         with pytest.raises(TypeError, match="a bool is not accepted"):
             build()
     with pytest.raises(ValueError, match="`seed`"):
@@ -554,7 +564,7 @@ def test_get_by_name_equals_the_class_with_defaults(name):
     by_name = [I.get(name) for _ in range(2)]
     vs.set_seed(11)
     by_class = [cls() for _ in range(2)]
-    for a, b in zip(by_name, by_class):
+    for a, b in zip(by_name, by_class, strict=True):
         assert type(a) is type(b) and vars(a) == vars(b) and a.get_config() == b.get_config()
     if hasattr(by_name[0], "seed"):
         assert by_name[0].seed != by_name[1].seed

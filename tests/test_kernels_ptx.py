@@ -147,7 +147,8 @@ def test_philox_multiplies_are_single_32x32_to_64_instructions():
 
 
 @needs_nvvm
-@pytest.mark.parametrize("kernel", [R.normal_words, R.truncated_words, R.normal_f64, R.uniform_words], ids=lambda k: k.name)
+@pytest.mark.parametrize("kernel", [R.normal_words, R.truncated_words, R.normal_f64, R.uniform_words],
+                         ids=lambda k: k.name)
 def test_random_kernels_use_only_correctly_rounded_operations(kernel):
     """Why CPU and GPU draw the same bits: the device code has no approximate instructions
     and calls no math library; division, sqrt and conversions round to nearest."""
@@ -217,7 +218,7 @@ def test_elementwise_loops_load_and_store_wide(kernel):
 
     for spec in kernel.examples():
         v = vector_width(kernel, spec)
-        words = dict(zip(kernel.array_names, spec.words))
+        words = dict(zip(kernel.array_names, spec.words, strict=True))
         sizes = {a.name: np.dtype(words[a.name]).itemsize * a.width for a in loop_arrays(kernel)}
         if any(a.step for a in loop_arrays(kernel)):
             assert v == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -17,7 +19,7 @@ from varstore.kernels.launch import MIN_CPU_CHUNK, SIMULATOR_GEOMETRY, cpu_chunk
 def test_cpu_chunks_cover_the_range(n, workers):
     chunks = cpu_chunks(n, workers)
     assert chunks[0][0] == 0 and chunks[-1][1] == n
-    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(chunks))
     assert len(chunks) <= max(1, workers)
     assert all(start % 64 == 0 for start, _ in chunks)
     if len(chunks) > 1:

@@ -3,14 +3,16 @@ the simulator or on a GPU), against NumPy/ml_dtypes references."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
-from helpers import SIMULATOR, device_address, record_cpu_runs, run_kernel
-from varstore.kernels import multi_tensor as K
 
+from helpers import SIMULATOR, device_address, record_cpu_runs, run_kernel
 from varstore.casting import destination_words
 from varstore.distributed import buckets as B
 from varstore.dtypes import host_dtype, storage_dtype
+from varstore.kernels import multi_tensor as K
 
 pytestmark = pytest.mark.kernels
 
@@ -49,7 +51,7 @@ def _run(target, kernel, tensors, **args):
     device_tensors = [cuda.to_device(t) for t in tensors]
     addresses = np.array([device_address(d) for d in device_tensors], np.uint64)
     run_kernel(target, kernel, n, tensor_address=addresses, **args)
-    for host, dev in zip(tensors, device_tensors):
+    for host, dev in zip(tensors, device_tensors, strict=True):
         dev.copy_to_host(host)
 
 
@@ -85,9 +87,10 @@ def test_pack_then_unpack_add_and_mean(target, dtype):
          conversion=to_stage, same=int(to_stage[0] == K.SAME))
     expected = np.concatenate([
         (-1 if n else 1) * np.broadcast_to(o.view(host_dtype(dtype)).astype(np.float64), (s,))
-        for o, s, n in zip(operands, SIZES, negate)
+        for o, s, n in zip(operands, SIZES, negate, strict=True)
     ])
-    np.testing.assert_array_equal(staging.astype(np.float64) if not integer else staging, expected.astype(staging.dtype))
+    np.testing.assert_array_equal(staging.astype(np.float64) if not integer else staging,
+                                  expected.astype(staging.dtype))
 
     # Unpack into variables: tensor 2 adds (old + staging / 2), the others assign.
     olds = [_words(np.round(rng.uniform(-5, 5, size=s)) if integer else rng.uniform(-5, 5, size=s), dtype)
@@ -102,7 +105,7 @@ def test_pack_then_unpack_add_and_mean(target, dtype):
          chunk_count=count, tensor_start=starts, tensor_add=add, like_src=like, like_dst=like_dst, divisor=divisor,
          kind=kind, to_stage=to_stage, from_stage=from_stage,
          unchanged=int(to_stage[0] == K.SAME and from_stage[0] == K.SAME))
-    for i, (old, got) in enumerate(zip(olds, targets)):
+    for i, (old, got) in enumerate(zip(olds, targets, strict=True)):
         part = staging[starts[i]:starts[i] + SIZES[i]]
         if integer:
             want = (part.astype(np.int64) + (old.astype(np.int64) if add[i] else 0)).astype(dtype)
@@ -116,9 +119,8 @@ def test_pack_then_unpack_add_and_mean(target, dtype):
 
 
 def test_a_threaded_cpu_launch_splits_at_chunk_boundaries_and_equals_serial(monkeypatch):
-    from varstore.kernels.launch import MIN_CPU_CHUNK
-
     from varstore.backends.numpy import NumpyBackend
+    from varstore.kernels.launch import MIN_CPU_CHUNK
 
     monkeypatch.setenv("VARSTORE_NUM_THREADS", "1")
     serial_backend = NumpyBackend()
@@ -149,6 +151,6 @@ def test_a_threaded_cpu_launch_splits_at_chunk_boundaries_and_equals_serial(monk
     np.testing.assert_array_equal(threaded, serial)
     assert len(runs) == 3  # three threads, each with whole chunks
     runs.sort()
-    assert runs[0][0] == 0 and runs[-1][1] == len(tensor) and all(a[1] == b[0] for a, b in zip(runs, runs[1:]))
+    assert runs[0][0] == 0 and runs[-1][1] == len(tensor) and all(a[1] == b[0] for a, b in itertools.pairwise(runs))
     assert sum(stop - start for start, stop in runs) == len(tables["chunk_tensor"])
     np.testing.assert_array_equal(serial[starts[1]:starts[1] + 5].view(np.float32), -tensors[1])

@@ -162,8 +162,8 @@ def overlapping_writes(draw):
         steps = [int(np.prod(source_shape[d + 1:])) for d in range(len(source_shape))]
     else:
         steps = [draw(st.integers(-3, 3)) for _ in source_shape]
-    low = sum(min(0, (n - 1) * s) for n, s in zip(source_shape, steps))
-    high = sum(max(0, (n - 1) * s) for n, s in zip(source_shape, steps))
+    low = sum(min(0, (n - 1) * s) for n, s in zip(source_shape, steps, strict=True))
+    high = sum(max(0, (n - 1) * s) for n, s in zip(source_shape, steps, strict=True))
     if high - low >= words:
         steps, low, high = [0] * len(source_shape), 0, 0
     offset = draw(st.integers(-low, words - 1 - high))

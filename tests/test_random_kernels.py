@@ -22,7 +22,8 @@ pytestmark = pytest.mark.kernels
 KNOWN_ANSWERS = [
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
     ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0), (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
 ]
 
 
@@ -46,7 +47,7 @@ def test_known_answer_vectors(target):
     keys = np.array([k for _, k, _ in KNOWN_ANSWERS], np.uint32)
     expected = np.array([e for _, _, e in KNOWN_ANSWERS], np.uint32)
     if target == "cpu":
-        got = np.array([philox4x32_10(*c, *k) for c, k in zip(counters, keys)], np.uint32)
+        got = np.array([philox4x32_10(*c, *k) for c, k in zip(counters, keys, strict=True)], np.uint32)
     else:
         got = _philox_cuda(counters, keys)
     np.testing.assert_array_equal(got, expected)

@@ -16,7 +16,8 @@ def test_readme_examples_run_and_print_the_documented_repr():
     blocks = [textwrap.dedent(b) for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S)]
     assert blocks, "the README has Python examples"
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    out = subprocess.run([sys.executable, "-c", "\n".join(blocks)], capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run([sys.executable, "-c", "\n".join(blocks)], capture_output=True, text=True, env=env,
+                         timeout=300)
     assert out.returncode == 0, out.stderr
     documented = re.search(r"# (<Variable path=variable,.*?\]\]>)", README.read_text(), re.S).group(1)
     assert documented.replace("\n# ", "\n") in out.stdout

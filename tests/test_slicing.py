@@ -142,7 +142,8 @@ def slice_assignments(draw):
     return shape, key, value, dtype
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(case=slice_assignments())
 def test_setitem_and_getitem_match_numpy(backend, case):
     shape, key, value, dtype = case
@@ -288,7 +289,8 @@ def advanced_assignments(draw):
     return shape, key, value, draw(st.sampled_from(DTYPES))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(case=advanced_assignments())
 def test_advanced_keys_match_numpy(backend, case):
     """Integer arrays (negative and repeated indices too: the last write wins on the CPU)

@@ -6,9 +6,9 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import to_host
 
 import varstore as vs
+from helpers import to_host
 from varstore.memory import parse_memory_limit
 
 MEMORY_KEYS = {
@@ -314,7 +314,7 @@ def test_state_load_state_and_stateless_call_are_snapshots_while_threads_delete(
     for t in threads:
         t.start()
     try:
-        for call in range(100):
+        for _ in range(100):
             state = store.state()
             for path, value in state.items():
                 expected = 0 if path == "keep" else int(path[5])

@@ -26,8 +26,10 @@ def sample(dtype: str) -> np.ndarray:
         return np.array([True, False, True, True])
     if dtype in INTS:
         info = np.iinfo(dtype)
-        return np.array(sorted({0, 1, 2, 100, int(info.max), int(info.min), int(info.max) - 1, int(info.min) // 2}), dtype)
-    values = np.array([0.0, 1.0, -1.0, 2.5, -2.75, 0.1, 100.7, -100.7, 300.0, 1e4, -1e10, np.inf, -np.inf, np.nan], np.float32)
+        extremes = {0, 1, 2, 100, int(info.max), int(info.min), int(info.max) - 1, int(info.min) // 2}
+        return np.array(sorted(extremes), dtype)
+    values = np.array([0.0, 1.0, -1.0, 2.5, -2.75, 0.1, 100.7, -100.7, 300.0, 1e4, -1e10, np.inf, -np.inf, np.nan],
+                      np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
         return values.astype(host_dtype(dtype))
 
@@ -35,7 +37,8 @@ def sample(dtype: str) -> np.ndarray:
 def reference_cast(x: np.ndarray, dst: str) -> np.ndarray:
     """NumPy's / ml_dtypes' cast, except float -> int, which saturates (NaN -> 0)."""
     target = host_dtype(dst)
-    if x.dtype.kind == "f" or x.dtype in (host_dtype("bfloat16"), host_dtype("float8_e4m3fn"), host_dtype("float8_e5m2")):
+    small_floats = (host_dtype("bfloat16"), host_dtype("float8_e4m3fn"), host_dtype("float8_e5m2"))
+    if x.dtype.kind == "f" or x.dtype in small_floats:
         if dst in INTS:
             info = np.iinfo(dst)
             f = x.astype(np.float64)
@@ -146,7 +149,8 @@ def test_python_int_past_int32_asks_for_a_dtype(store):
     assert vs.Variable([1, 2**40], dtype="int64", store=store).numpy().tolist() == [1, 2**40]
 
 
-@pytest.mark.parametrize("init", ["zeros", "ones", vs.initializers.Zeros(), vs.initializers.Ones, vs.initializers.zeros])
+@pytest.mark.parametrize("init",
+                         ["zeros", "ones", vs.initializers.Zeros(), vs.initializers.Ones, vs.initializers.zeros])
 def test_name_and_object_initializers(store, init):
     v = vs.Variable(init, shape=(2, 3), dtype="bfloat16", store=store)
     expected = 1.0 if "ones" in str(init).lower() else 0.0
@@ -201,7 +205,8 @@ def test_bad_names(store, bad):
         vs.Variable(1.0, name=bad, store=store)
 
 
-@pytest.mark.parametrize("argument, bad", [("aggregation", "avg"), ("aggregation", 1), ("synchronization", "sometimes")])
+@pytest.mark.parametrize("argument, bad",
+                         [("aggregation", "avg"), ("aggregation", 1), ("synchronization", "sometimes")])
 def test_bad_choices_list_allowed_values(store, argument, bad):
     with pytest.raises(ValueError) as info:
         vs.Variable(1.0, store=store, **{argument: bad})
@@ -367,7 +372,8 @@ def test_value_and_numpy(store):
     host[0] = 9  # numpy() is a copy
     assert v.numpy()[0] == 0
     raw = to_host(v.value)
-    assert raw.view(np.uint16).tolist() == np.arange(4, dtype=np.float32).astype(ml_dtypes.bfloat16).view(np.uint16).tolist()
+    expected = np.arange(4, dtype=np.float32).astype(ml_dtypes.bfloat16)
+    assert raw.view(np.uint16).tolist() == expected.view(np.uint16).tolist()
 
 
 def test_getitem_is_a_copy_of_numbers(store):

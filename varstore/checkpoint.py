@@ -48,10 +48,10 @@ to the end of the file (no gaps, overlaps or trailing bytes), each as long as it
 and dtype need. Then names, shapes and dtypes are checked against the store. Any problem
 is a ``ValueError`` and no variable changes (a path that is not a regular file, such as a
 FIFO, is refused before it is opened). The header is parsed in time and memory linear in
-its size (at most 100 MB), whatever its bytes (the tensors' ranges are then sorted). Only then are the tensors streamed into
-the variables' existing storage. (An I/O error *while* streaming, such as the file being
-truncated by another process after the checks, can leave the variables loaded before it
-changed; it is raised.) No pickle is used anywhere.
+its size (at most 100 MB), whatever its bytes (the tensors' ranges are then sorted). Only
+then are the tensors streamed into the variables' existing storage. (An I/O error *while*
+streaming, such as the file being truncated by another process after the checks, can leave
+the variables loaded before it changed; it is raised.) No pickle is used anywhere.
 
 A save holds the store's lock (no variable is created or deleted meanwhile) but does not
 stop other threads' writes to the variables: save when no other thread writes.
@@ -372,7 +372,7 @@ def _read_entries(raw: bytes, data_size: int, bad) -> dict:
     _check_layout(names, codes, shapes, offsets, data_size, bad)
     metadata = metadata or {}
     entries = {}
-    for name, code, shape, (begin, end) in zip(names, codes, shapes, offsets):
+    for name, code, shape, (begin, end) in zip(names, codes, shapes, offsets, strict=True):
         entries[name] = _entry(name, code, shape, begin, end, metadata, bad)
     return entries
 
@@ -465,7 +465,7 @@ def _check_layout(names: list, codes: list, shapes: list, offsets: list, data_si
         raise bad(f"tensor {names[i]!r} has {len(shapes[i])} dimensions; varstore holds at most 64")
     sizes = list(map(operator.mul, map(math.prod, shapes), map(ITEMSIZE_OF.__getitem__, codes)))
     if max(sizes, default=0) > U64_MAX or 0 in sizes:
-        for name, code, shape in zip(names, codes, shapes):
+        for name, code, shape in zip(names, codes, shapes, strict=True):
             # As the package multiplies, in order: a zero after an overflow does not save it.
             product = 1
             for extent in (*shape, ITEMSIZE_OF[code]):

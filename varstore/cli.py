@@ -156,13 +156,17 @@ def main(argv: list[str] | None = None) -> int:
 
     bench_parser = commands.add_parser(
         "bench", help="the benchmark suite",
-        description="Times each op against its ceiling and baselines measured in the same run, and checks its results.",
+        description="Times each op against its ceiling and baselines measured in the same run, and checks its "
+                    "results.",
     )
-    bench_parser.add_argument("--quick", action="store_true", help="sizes 4 KiB to 64 MiB, fewer repeats (about a minute on 2 CPU cores)")
+    bench_parser.add_argument("--quick", action="store_true",
+                              help="sizes 4 KiB to 64 MiB, fewer repeats (about a minute on 2 CPU cores)")
     bench_parser.add_argument("--json", metavar="FILE", help="write every measurement and the environment as JSON")
-    bench_parser.add_argument("--plot", metavar="FILE.png", help="throughput against size per op, with the ceiling (needs matplotlib)")
+    bench_parser.add_argument("--plot", metavar="FILE.png",
+                              help="throughput against size per op, with the ceiling (needs matplotlib)")
     bench_parser.add_argument("--ops", nargs="*", default=[], metavar="OP",
-                              help="ops or groups to run, e.g. 'fill cast init/glorot_uniform' (default: all; see --list)")
+                              help="ops or groups to run, e.g. 'fill cast init/glorot_uniform' "
+                                   "(default: all; see --list)")
     bench_parser.add_argument("--sizes", metavar="LIST", help="sizes of the float32 data, e.g. '4KiB,1MiB,1GiB'")
     bench_parser.add_argument("--device", help="'cpu' or 'cuda:N' (default: the default backend's first device)")
     bench_parser.add_argument("--list", action="store_true", help="list the ops and exit")
@@ -174,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.add_argument("--steps", type=int, default=300, help="SGD steps (default 300)")
     demo_parser.add_argument("--seed", type=int, default=0,
                              help="seed of the initial weights and the data (default 0): the same seed, the same run")
-    demo_parser.add_argument("--checkpoint", metavar="FILE", help="where to save the weights (default: a temporary folder)")
+    demo_parser.add_argument("--checkpoint", metavar="FILE",
+                             help="where to save the weights (default: a temporary folder)")
 
     args = parser.parse_args(argv)
     if args.command == "info":

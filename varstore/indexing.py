@@ -11,7 +11,6 @@ lists) is *advanced*: NumPy's rules, validated here, applied by the array module
 from __future__ import annotations
 
 import functools
-
 import math
 import operator
 from dataclasses import dataclass

@@ -88,7 +88,8 @@ def _check_choice(argument: str, value, allowed, *, fold_case: bool = False) -> 
     folded = value.lower() if fold_case else value
     if folded not in allowed:
         raise ValueError(
-            f"Invalid value for argument `{argument}`. Expected one of {list(allowed)}. Received: {argument}={_shown(value)}"
+            f"Invalid value for argument `{argument}`. Expected one of {list(allowed)}. "
+            f"Received: {argument}={_shown(value)}"
         )
     return folded
 
@@ -380,7 +381,8 @@ def _scaling(name: str, scale: float, mode: str, distribution: str, formula: str
 
 
 GlorotUniform = _scaling("GlorotUniform", 1.0, "fan_avg", "uniform", "Uniform within sqrt(6 / (fan_in + fan_out))")
-GlorotNormal = _scaling("GlorotNormal", 1.0, "fan_avg", "truncated_normal", "Truncated normal, stddev sqrt(2 / (fan_in + fan_out))")
+GlorotNormal = _scaling("GlorotNormal", 1.0, "fan_avg", "truncated_normal",
+                        "Truncated normal, stddev sqrt(2 / (fan_in + fan_out))")
 HeUniform = _scaling("HeUniform", 2.0, "fan_in", "uniform", "Uniform within sqrt(6 / fan_in)")
 HeNormal = _scaling("HeNormal", 2.0, "fan_in", "truncated_normal", "Truncated normal, stddev sqrt(2 / fan_in)")
 LecunUniform = _scaling("LecunUniform", 1.0, "fan_in", "uniform", "Uniform within sqrt(3 / fan_in)")
@@ -417,7 +419,8 @@ class Orthogonal(RandomInitializer):
         rows = int(np.prod(shape[:-1]))
         cols = shape[-1]
         xp = backend.xp
-        a, work = normal_matrix(backend, (max(rows, cols), min(rows, cols)), dtype, self.seed, backend.device_of(storage))
+        a, work = normal_matrix(backend, (max(rows, cols), min(rows, cols)), dtype, self.seed,
+                                backend.device_of(storage))
         q, r = xp.linalg.qr(a)
         q = q * xp.sign(xp.diagonal(r))
         if rows < cols:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 import re
-from fractions import Fraction
 import threading
+from fractions import Fraction
 
 import numpy as np
 

@@ -66,7 +66,8 @@ def _fill_plan(dtype: str, distribution: str) -> tuple:
     # Drawn in float32; small floats rounded into their format in the same kernel.
     fmt = record(dtype).format
     view = np.dtype(np.uint32) if fmt is None else destination_words(np.empty(0, storage_dtype(dtype))).dtype
-    extra = {"encode": int(fmt is not None), "fmt": tuple(int(v) for v in (fmt or record("bfloat16").format).kernel_args)}
+    fmt_args = (fmt or record("bfloat16").format).kernel_args
+    extra = {"encode": int(fmt is not None), "fmt": tuple(int(v) for v in fmt_args)}
     return R.FILL_KERNELS[(dist, False)], R.WORDS_PER_GROUP, view, seed_to_key, extra
 
 

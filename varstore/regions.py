@@ -18,16 +18,16 @@ def merge_axes(shape: tuple, *strides: tuple) -> tuple:
     the kernels want at least one axis. E.g. a whole (4096, 4096) array is one axis of
     16,777,216, stride 1."""
     merged = []  # [extent, stride per set], outermost first
-    for extent, *steps in zip(shape, *strides):
+    for extent, *steps in zip(shape, *strides, strict=True):
         if extent == 1:
             continue
-        if merged and all(outer == inner * extent for outer, inner in zip(merged[-1][1:], steps)):
+        if merged and all(outer == inner * extent for outer, inner in zip(merged[-1][1:], steps, strict=True)):
             merged[-1] = [merged[-1][0] * extent, *steps]
         else:
             merged.append([extent, *steps])
     if not merged:
         return ((1,), *[(0,) for _ in strides])
-    return tuple(tuple(column) for column in zip(*merged))
+    return tuple(tuple(column) for column in zip(*merged, strict=True))
 
 
 def division_magic(d: int, bits: int) -> tuple[int, int]:

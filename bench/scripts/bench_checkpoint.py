@@ -129,7 +129,8 @@ def main() -> int:
     for name, m in memory.items():
         rise = m["peak_rss_rise_bytes"]
         print(f"peak extra host memory, {name}: RSS rise {rise / 2**20:.1f} MiB" if rise is not None else
-              f"peak extra host memory, {name}: RSS rise unknown", f"; tracemalloc peak {m['tracemalloc_peak_bytes'] / 2**20:.2f} MiB")
+              f"peak extra host memory, {name}: RSS rise unknown",
+              f"; tracemalloc peak {m['tracemalloc_peak_bytes'] / 2**20:.2f} MiB")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "ratios": ratios, "memory": memory, "bytes": nbytes,

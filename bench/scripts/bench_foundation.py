@@ -38,6 +38,7 @@ import time
 import timeit
 
 import numpy as np
+
 from timing import times_of
 
 TARGETS = {
@@ -73,7 +74,8 @@ def _modified_files() -> list[str]:
     here = os.path.dirname(os.path.abspath(__file__))
     try:
         out = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True,
+            timeout=10,
         )
     except (OSError, subprocess.SubprocessError):
         return []
@@ -96,7 +98,8 @@ def _git_commit() -> str | None:
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True,
+            timeout=10,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -498,7 +501,7 @@ def _table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for j, r in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -540,7 +543,8 @@ def build_table(res: dict) -> tuple[list[list[str]], dict]:
         np_name = r["numpy_name"]
         np_key = "numpy_add_out_s" if "numpy_add_out_s" in r else "numpy_copyto_s"
         if "keras_s" in r:
-            base, base_t, ratio = "keras.Variable (numpy)", _fmt_time(r["keras_s"], "us"), f"{r['keras_over_ours']:.2f}x keras/ours"
+            base, base_t = "keras.Variable (numpy)", _fmt_time(r["keras_s"], "us")
+            ratio = f"{r['keras_over_ours']:.2f}x keras/ours"
         else:
             base, base_t, ratio = np_name, _fmt_time(r[np_key], "us"), f"{r[np_key] / r['ours_s']:.2f}x numpy/ours"
         target, ok = ("-", None)
@@ -634,7 +638,8 @@ def main(argv=None) -> int:
         },
     }
     print(f"varstore foundation benchmark  {meta['date']}")
-    print(f"  {meta['cpu_model']}, {meta['cpu_count']} cores; " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
+    versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
+    print(f"  {meta['cpu_model']}, {meta['cpu_count']} cores; {versions}")
     print(f"  {meta['command']}")
     print(f"  load average at start: {meta['loadavg_at_start'][0]:.2f} (other work on the machine skews every figure)")
 
@@ -669,7 +674,8 @@ def main(argv=None) -> int:
         f"(+ {comp['cold']['median_import_kernels_s']:.3f} s importing numba/kernels), warm "
         f"{comp['warm']['median_first_astype_s']:.3f} s (+ {comp['warm']['median_import_kernels_s']:.3f} s); "
         f"cache misses cold/warm: {[r['cache_misses'] for r in comp['cold']['runs']]}/"
-        f"{[r['cache_misses'] for r in comp['warm']['runs']]}, hits warm: {[r['cache_hits'] for r in comp['warm']['runs']]}"
+        f"{[r['cache_misses'] for r in comp['warm']['runs']]}, "
+        f"hits warm: {[r['cache_hits'] for r in comp['warm']['runs']]}"
     )
     print("targets: " + ", ".join(f"{k} ({TARGETS[k][0]}): {'met' if v else 'NOT met'}" for k, v in met.items()))
 

@@ -77,7 +77,8 @@ def profile_small_calls(cp, backend) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--json")
-    parser.add_argument("--elements", type=int, default=2**28, help="float32 elements of the large arrays (2**28 = 1 GiB)")
+    parser.add_argument("--elements", type=int, default=2**28,
+                        help="float32 elements of the large arrays (2**28 = 1 GiB)")
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--profile", action="store_true", help="cProfile small writes and launches, then exit")
     args = parser.parse_args()
@@ -117,8 +118,11 @@ def main() -> int:
     # ---- the ceiling: a large device-to-device copy
     a = cp.random.random(n, dtype=cp.float32)
     b = cp.empty_like(a)
-    memcpy = paired(cp, {"memcpy": lambda: cp.cuda.runtime.memcpyAsync(b.data.ptr, a.data.ptr, a.nbytes, 3,
-                                                                       cp.cuda.get_current_stream().ptr)}, reps)["memcpy"]
+
+    def device_copy():
+        return cp.cuda.runtime.memcpyAsync(b.data.ptr, a.data.ptr, a.nbytes, 3, cp.cuda.get_current_stream().ptr)
+
+    memcpy = paired(cp, {"memcpy": device_copy}, reps)["memcpy"]
     ceiling = 2 * a.nbytes / memcpy / 1e9
     row("D2D copy (cudaMemcpyAsync), float32", memcpy, 2 * a.nbytes)
 
@@ -192,7 +196,8 @@ def main() -> int:
     t = paired(cp, {"ours": assign_ours, "cupy": assign_cupy}, reps)
     row("v[::2, 1::3] = b, float32 (ours vs cupy)", t["ours"], 2 * src.nbytes, "cupy", t["cupy"])
     t = paired(cp, {"ours": lambda: assign_ours(src64), "cupy": lambda: assign_cupy(src64)}, reps)
-    row("v[::2, 1::3] = b, float64 source -> float32 (ours vs cupy)", t["ours"], src64.nbytes + src.nbytes, "cupy", t["cupy"])
+    row("v[::2, 1::3] = b, float64 source -> float32 (ours vs cupy)", t["ours"], src64.nbytes + src.nbytes, "cupy",
+        t["cupy"])
 
     def row_write():
         v[0, :] = 99.0

@@ -85,11 +85,13 @@ def main() -> int:
     for r in rows:
         base = f"{r['baseline_s'] * 1e3:8.2f} ms" if "baseline_s" in r else ""
         speed = f"{r['speedup']:7.2f}x" if "speedup" in r else ""
-        print(f"{r['op']:<36} {r['dtype']:<9} {r['ours_s'] * 1e3:8.2f} ms {r['ours_gb_s']:6.2f} {r.get('baseline', ''):<38} {base:>10} {speed:>8}")
+        print(f"{r['op']:<36} {r['dtype']:<9} {r['ours_s'] * 1e3:8.2f} ms {r['ours_gb_s']:6.2f} "
+              f"{r.get('baseline', ''):<38} {base:>10} {speed:>8}")
     print(f"ceiling: ndarray.fill of {n} float32: {ceiling * 1e3:.2f} ms ({4 * n / ceiling / 1e9:.2f} GB/s)")
     if args.json:
-        meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "python": platform.python_version(), "numpy": np.__version__,
-                "varstore": vs.__version__, "n": n, "repeats": args.repeats, "fill_ceiling_s": ceiling}
+        meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "python": platform.python_version(),
+                "numpy": np.__version__, "varstore": vs.__version__, "n": n, "repeats": args.repeats,
+                "fill_ceiling_s": ceiling}
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)
     return 0

@@ -105,12 +105,13 @@ def main() -> int:
                  "ratio_of_mins": min(cma_times) / min(row_times), "ours_gb_s": 4096 * 4 / t_row / 1e9})
 
     for r in rows:
-        print(f"{r['op']:<42} ours {r['ours_s'] * 1e6:9.1f} us (min {r['ours_min_s'] * 1e6:8.1f})   {r['baseline']:<55} "
-              f"{r['baseline_s'] * 1e6:9.1f} us (min {r['baseline_min_s'] * 1e6:8.1f})   baseline/ours "
-              f"{r['ratio_baseline_over_ours']:6.2f}x (mins {r['ratio_of_mins']:6.2f}x)")
+        print(f"{r['op']:<42} ours {r['ours_s'] * 1e6:9.1f} us (min {r['ours_min_s'] * 1e6:8.1f})   "
+              f"{r['baseline']:<55} {r['baseline_s'] * 1e6:9.1f} us (min {r['baseline_min_s'] * 1e6:8.1f})   "
+              f"baseline/ours {r['ratio_baseline_over_ours']:6.2f}x (mins {r['ratio_of_mins']:6.2f}x)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "numpy": np.__version__, "rows": rows}, f, indent=1)
+            json.dump({"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "numpy": np.__version__, "rows": rows}, f,
+                      indent=1)
     return 0
 
 

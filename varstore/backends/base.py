@@ -49,6 +49,7 @@ class Backend(abc.ABC):
 
     def free_cached(self, pool) -> None:
         """Hand ``pool``'s unused cached blocks (and those of our temporaries) back."""
+        return None  # (by default there is nothing to do)
 
     @abc.abstractmethod
     def device_memory(self, device: str) -> tuple:
@@ -163,6 +164,7 @@ class Backend(abc.ABC):
 
     def synchronize(self) -> None:
         """Wait for the work queued on this backend."""
+        return None  # (by default there is nothing to do)
 
 
 #: How much work NumPy's exact overlap solver may spend before we assume an overlap (a
@@ -195,7 +197,7 @@ def _header(address, shape, strides, itemsize) -> np.ndarray:
 def byte_bounds(address: int, shape: tuple, strides: tuple, itemsize: int) -> tuple:
     """``[low, high)``: the bytes a strided layout can touch (empty for no elements)."""
     low = high = address
-    for n, stride in zip(shape, strides):
+    for n, stride in zip(shape, strides, strict=True):
         if n == 0:
             return address, address
         if stride > 0:

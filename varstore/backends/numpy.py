@@ -99,7 +99,7 @@ class NumpyBackend(Backend):
             total = int(first[-1] + args["chunk_count"][-1])
             starts = [start for start, _ in cpu_chunks(total, self._cpu_workers())]
             bounds = np.searchsorted(first, starts + [total])
-            ranges = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+            ranges = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
         if len(ranges) == 1:
             loop(0, n, *values)
             return

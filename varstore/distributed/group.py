@@ -68,7 +68,8 @@ class Group(abc.ABC):
         return None
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} backend={self.backend} rank={self.rank}/{self.size} local_rank={self.local_rank}>"
+        return (f"<{type(self).__name__} backend={self.backend} rank={self.rank}/{self.size} "
+                f"local_rank={self.local_rank}>")
 
     # -------------------------------------------------------------- collectives
     def run(self, ops) -> None:
@@ -112,6 +113,7 @@ class Group(abc.ABC):
         out the timeout. ``LocalGroup.run`` calls it when a rank's function raises, an MPI
         or NCCL group when an exception ends the program (``sys.excepthook``). Never
         raises."""
+        return None  # (by default there is nothing to do)
 
     def raw_allreduce(self, array) -> None:
         """One in-place sum of ``array`` by the engine itself, waited for: no batching,

@@ -101,7 +101,7 @@ class LocalRank(Group):
                 total += arrays[r][i]
             results.append(total)
         self._wait("a collective")  # every rank has read every input
-        for op, result in zip(ops, results):
+        for op, result in zip(ops, results, strict=True):
             op.array[...] = result
 
 

@@ -208,7 +208,7 @@ class MpiGroup(Group):
         self._check_peers("a collective")
         hosts = [op.array if isinstance(op.array, np.ndarray) else op.array.get() for op in ops]
         requests = []
-        for op, host in zip(ops, hosts):
+        for op, host in zip(ops, hosts, strict=True):
             if op.kind == "sum":
                 requests.append(self._comm.Iallreduce(MPI.IN_PLACE, host, op=MPI.SUM))
             else:
@@ -219,6 +219,6 @@ class MpiGroup(Group):
         # an exiting rank left it so). A barrier keeps every rank progressing until all
         # ranks have their results.
         self._wait([self._comm.Ibarrier()], "a collective")
-        for op, host in zip(ops, hosts):
+        for op, host in zip(ops, hosts, strict=True):
             if host is not op.array:
                 op.array.set(host)

@@ -98,7 +98,7 @@ class NcclGroup(Group):
             stream = cupy.cuda.get_current_stream()
             nccl.groupStart()
             try:
-                for op, array in zip(ops, arrays):
+                for op, array in zip(ops, arrays, strict=True):
                     if op.kind == "sum":
                         self._comm.allReduce(array.data.ptr, array.data.ptr, array.size, self._types[array.dtype],
                                              nccl.NCCL_SUM, stream.ptr)
@@ -114,7 +114,7 @@ class NcclGroup(Group):
             if not stream.done:
                 self._abort()
                 raise self._failed_error(*self._peer_failure(), "a collective")
-            for op, array in zip(ops, arrays):
+            for op, array in zip(ops, arrays, strict=True):
                 if array is not op.array:
                     op.array[...] = array.get()
 

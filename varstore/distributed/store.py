@@ -258,11 +258,11 @@ class ReplicatedStore(VariableStore):
         tables = self._tables_()
         staged = self._staging_buffers(plan, keep)
         layouts = [B.layout(bucket) for bucket in plan]
-        for bucket, staging, where in zip(plan, staged, layouts):
+        for bucket, staging, where in zip(plan, staged, layouts, strict=True):
             B.pack(tables, bucket, staging, where)
         self._group.run([Collective(bucket.collective, staging, root)
-                         for bucket, staging in zip(plan, staged) if bucket.collective])
-        for i, (bucket, staging, where) in enumerate(zip(plan, staged, layouts)):
+                         for bucket, staging in zip(plan, staged, strict=True) if bucket.collective])
+        for i, (bucket, staging, where) in enumerate(zip(plan, staged, layouts, strict=True)):
             mean = bucket.aggregation == "mean" and bucket.collective == "sum"
             B.unpack(tables, bucket, staging, where, divisor if mean else 1, None if targets is None else targets[i])
 
@@ -274,9 +274,9 @@ class ReplicatedStore(VariableStore):
         kept = self._staging if keep else {}
         buffers = [kept.get(key) for key, _ in new]
         buffers = [buf if buf is not None else self._backend.empty((b.elements,), np.dtype(b.staging), self._device)
-                   for buf, (_, b) in zip(buffers, new)]
+                   for buf, (_, b) in zip(buffers, new, strict=True)]
         if keep:
-            self._staging = {key: buf for (key, _), buf in zip(new, buffers)}
+            self._staging = {key: buf for (key, _), buf in zip(new, buffers, strict=True)}
         return buffers
 
     def free_cached(self) -> None:
