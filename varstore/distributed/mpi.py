@@ -35,8 +35,8 @@ _hooked = False
 
 
 def _hook() -> None:
-    """Report an exception that ends the program to every MpiGroup's peers (before the
-    previous excepthook prints it), and cancel the posted notice receives at exit."""
+    """Report an exception that ends the program to every MpiGroup's peers (after the
+    previous excepthook has printed it), and cancel the posted notice receives at exit."""
     global _hooked
     if _hooked:
         return
@@ -49,9 +49,15 @@ def _hook() -> None:
     previous = sys.excepthook
 
     def excepthook(kind, value, traceback):
-        for group in list(_live):
-            group.fail(value)
-        previous(kind, value, traceback)
+        # The traceback first, flushed: once the other ranks hear of the failure they
+        # may end the job (mpiexec then kills this rank), and this rank's own report of
+        # the error must not be lost with it.
+        try:
+            previous(kind, value, traceback)
+            sys.stderr.flush()
+        finally:
+            for group in list(_live):
+                group.fail(value)
 
     sys.excepthook = excepthook
 
