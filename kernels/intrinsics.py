@@ -184,6 +184,19 @@ def _lanes(context, element, count):
     return 1, count
 
 
+def _vector_access(context, builder, signature, args, like):
+    """``(element type, elements per lane, lanes, lane type, pointer, alignment)`` of a
+    vector access of ``like``'s k elements at element ``args[1]`` of the array at byte
+    address ``args[0]``."""
+    element, count = like.dtype, like.count
+    scalar = context.get_value_type(element)
+    per_lane, lanes = _lanes(context, element, count)
+    lane = ir.IntType(32) if per_lane > 1 else scalar
+    pointer = _vector_pointer(context, builder, args[0], signature.args[0], args[1], signature.args[1],
+                              element, ir.VectorType(lane, lanes))
+    return scalar, per_lane, lanes, lane, pointer, _vector_alignment(context, element, count)
+
+
 @intrinsic
 def load_vector(typingctx, address, index, like):
     """Elements ``index .. index + k - 1`` of the array of ``like``'s element type at byte
@@ -193,13 +206,8 @@ def load_vector(typingctx, address, index, like):
         return None
 
     def codegen(context, builder, signature, args):
-        element, count = like.dtype, like.count
-        scalar = context.get_value_type(element)
-        per_lane, lanes = _lanes(context, element, count)
-        lane = ir.IntType(32) if per_lane > 1 else scalar
-        pointer = _vector_pointer(context, builder, args[0], signature.args[0], args[1], signature.args[1],
-                                  element, ir.VectorType(lane, lanes))
-        vector = builder.load(pointer, align=_vector_alignment(context, element, count))
+        scalar, per_lane, lanes, lane, pointer, align = _vector_access(context, builder, signature, args, like)
+        vector = builder.load(pointer, align=align)
         items = []
         for k in range(lanes):
             word = builder.extract_element(vector, ir.Constant(ir.IntType(32), k))
@@ -223,11 +231,9 @@ def store_vector(typingctx, address, index, values, like):
         return None
 
     def codegen(context, builder, signature, args):
-        element, count = like.dtype, like.count
-        scalar = context.get_value_type(element)
-        per_lane, lanes = _lanes(context, element, count)
-        lane = ir.IntType(32) if per_lane > 1 else scalar
-        items = [context.cast(builder, builder.extract_value(args[2], k), values[k], element) for k in range(count)]
+        _, per_lane, lanes, lane, pointer, align = _vector_access(context, builder, signature, args, like)
+        items = [context.cast(builder, builder.extract_value(args[2], k), values[k], like.dtype)
+                 for k in range(like.count)]
         vector = ir.Constant(ir.VectorType(lane, lanes), ir.Undefined)
         for k in range(lanes):
             if per_lane == 1:
@@ -239,9 +245,7 @@ def store_vector(typingctx, address, index, values, like):
                     part = builder.shl(builder.zext(items[k * per_lane + m], lane), ir.Constant(lane, bits * m))
                     word = builder.or_(word, part)
             vector = builder.insert_element(vector, word, ir.Constant(ir.IntType(32), k))
-        pointer = _vector_pointer(context, builder, args[0], signature.args[0], args[1], signature.args[1],
-                                  element, ir.VectorType(lane, lanes))
-        builder.store(vector, pointer, align=_vector_alignment(context, element, count))
+        builder.store(vector, pointer, align=align)
         return context.get_dummy_value()
 
     return types.none(address, index, values, like), codegen
