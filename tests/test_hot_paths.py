@@ -316,3 +316,74 @@ def test_astype_none_follows_floatx(store):
         assert to_host(v.astype(None)).dtype == np.float64
     finally:
         vs.set_floatx(previous)
+
+
+# ---------------------------------------------------------------- bound random fills
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("distribution", ["uniform", "normal", "truncated_normal"])
+def test_bound_random_fills_match_the_general_launch(dtype, distribution):
+    """From the second fill of a size, fill_random launches through a bound loop; the
+    bits are those of the general launch for every seed (and dtypes sharing a word size
+    keep their own encodings)."""
+    from varstore import random as R
+    from varstore.backends import get
+    from varstore.dtypes import storage_dtype
+
+    backend = get("numpy")
+    shape = (6, 8)
+    R._bound_fills.clear()
+    R._seen_fills.clear()
+    general = []
+    for seed in (3, -4, 2**62):
+        out = np.empty(shape, storage_dtype(dtype))
+        R.fill_random(backend, out, dtype, seed, distribution, -0.5, 2.0)
+        general.append(out.tobytes())
+    key = (backend, dtype, distribution, 48)
+    assert key in R._bound_fills  # the third fill went through the bound loop
+    R._bound_fills.clear()
+    R._seen_fills.clear()
+    for seed, expected in zip((3, -4, 2**62), general, strict=True):
+        out = np.empty(shape, storage_dtype(dtype))
+        R._bound_fills.pop(key, None)  # every fill through the general launch
+        R._seen_fills.discard(key)
+        R.fill_random(backend, out, dtype, seed, distribution, -0.5, 2.0)
+        assert out.tobytes() == expected
+
+
+def test_bound_random_fills_keep_dtypes_of_one_word_size_apart():
+    from varstore import random as R
+    from varstore.backends import get
+
+    backend = get("numpy")
+    results = {}
+    for _ in range(3):  # the third fill of each is bound
+        for dtype in ("bfloat16", "float16"):
+            out = np.empty(16, np.uint16)
+            R.fill_random(backend, out, dtype, 9, "uniform", 0.0, 1.0)
+            results.setdefault(dtype, set()).add(out.tobytes())
+    assert len(results["bfloat16"]) == 1 and len(results["float16"]) == 1
+    assert results["bfloat16"] != results["float16"]
+
+
+def test_bound_launch_takes_several_given_arguments_and_refuses_unknown_ones():
+    from varstore.backends import get
+    from varstore.backends.base import Backend
+    from varstore.kernels import random_fill as RF
+
+    backend = get("numpy")
+    kernel = RF.FILL_KERNELS[(RF.UNIFORM, False)]
+    fmt = {"encode": 0, "fmt": tuple(int(v) for v in vs.dtypes.record("bfloat16").format.kernel_args)}
+    sample = {"dst": np.empty(8, np.uint32), "first": 0, "k0": 1, "k1": 2, "a": 0.0, "b": 1.0, **fmt}
+    given = ("dst", "k0", "k1", "a", "b")
+    runs = [backend.bound_launch(kernel, 2, sample, given), Backend.bound_launch(backend, kernel, 2, sample, given)]
+    outputs = []
+    for run in runs:
+        out = np.zeros(8, np.uint32)
+        run(out, 5, 6, -1.0, 2.0)
+        outputs.append(out)
+    backend.launch(kernel, 2, **{**sample, "dst": (expected := np.zeros(8, np.uint32)), "k0": 5, "k1": 6, "a": -1.0,
+                                 "b": 2.0})
+    for out in outputs:
+        assert out.tobytes() == expected.tobytes() and out.any()
+    with pytest.raises(TypeError, match=r"\['nope'\] are not arguments"):
+        backend.bound_launch(kernel, 2, sample, ("dst", "nope"))

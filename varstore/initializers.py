@@ -7,6 +7,7 @@ default device, and also fills a variable's storage in place with :meth:`Initial
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -353,16 +354,7 @@ class VarianceScaling(RandomInitializer):
         super().__init__(seed)
 
     def fill(self, backend, storage, dtype):
-        fan_in, fan_out = compute_fans(storage.shape)
-        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
-        scale = self.scale / max(1.0, fan)
-        if self.distribution == "truncated_normal":
-            self._fill(backend, storage, dtype, "truncated_normal", 0.0, math.sqrt(scale) / TRUNCATION_CORRECTION)
-        elif self.distribution == "untruncated_normal":
-            self._fill(backend, storage, dtype, "normal", 0.0, math.sqrt(scale))
-        else:
-            limit = math.sqrt(3.0 * scale)
-            self._fill(backend, storage, dtype, "uniform", -limit, 2.0 * limit)
+        self._fill(backend, storage, dtype, *_scaled_draw(self.scale, self.mode, self.distribution, storage.shape))
 
     def get_config(self):
         return {"scale": self.scale, "mode": self.mode, "distribution": self.distribution, **super().get_config()}
@@ -389,6 +381,21 @@ LecunUniform = _scaling("LecunUniform", 1.0, "fan_in", "uniform", "Uniform withi
 LecunNormal = _scaling("LecunNormal", 1.0, "fan_in", "truncated_normal", "Truncated normal, stddev sqrt(1 / fan_in)")
 for _cls in (GlorotUniform, GlorotNormal, HeUniform, HeNormal, LecunUniform, LecunNormal):
     _cls.__module__ = __name__
+
+
+@functools.lru_cache(maxsize=1024)
+def _scaled_draw(scale: float, mode: str, distribution: str, shape: tuple) -> tuple:
+    """``(distribution, a, b)`` of a VarianceScaling fill of ``shape`` (cached: a model's
+    variables repeat a few shapes)."""
+    fan_in, fan_out = compute_fans(shape)
+    fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[mode]
+    scale = scale / max(1.0, fan)
+    if distribution == "truncated_normal":
+        return "truncated_normal", 0.0, math.sqrt(scale) / TRUNCATION_CORRECTION
+    if distribution == "untruncated_normal":
+        return "normal", 0.0, math.sqrt(scale)
+    limit = math.sqrt(3.0 * scale)
+    return "uniform", -limit, 2.0 * limit
 
 
 class Orthogonal(RandomInitializer):
@@ -526,7 +533,7 @@ def get(identifier):
     )
 
 
-_prototypes: dict = {}
+_by_name_states: dict = {}  # name -> (class, prototype's __dict__, whether it draws a seed)
 
 
 def _by_name(name: str) -> Initializer:
@@ -534,16 +541,19 @@ def _by_name(name: str) -> Initializer:
     a copy of a prototype validated once (variables made from a name, hundreds per
     model, skip the argument checks), with a fresh seed for a random one (one draw, as
     ``cls()`` makes)."""
-    cls = _lookup(name)
-    prototype = _prototypes.get(cls)
-    if prototype is None:
-        prototype = cls(seed=0) if issubclass(cls, RandomInitializer) else cls()
-        _prototypes[cls] = prototype
+    entry = _by_name_states.get(name)
+    if entry is None:
+        cls = _lookup(name)
+        random = issubclass(cls, RandomInitializer)
+        state = dict((cls(seed=0) if random else cls()).__dict__)
+        if random:
+            state["_init_seed"] = None
+        entry = _by_name_states[name] = (cls, state, random)
+    cls, state, random = entry
     instance = object.__new__(cls)
-    instance.__dict__.update(prototype.__dict__)
-    if isinstance(instance, RandomInitializer):
+    instance.__dict__.update(state)
+    if random:
         instance.seed = draw_seed()
-        instance._init_seed = None
     return instance
 
 

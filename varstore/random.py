@@ -39,7 +39,7 @@ def set_seed(seed: int) -> None:
 def draw_seed() -> int:
     """A fresh seed from the source :func:`set_seed` controls."""
     with _source_lock:
-        return _source.randrange(1, 2**63)
+        return _source.getrandbits(63) or 1  # in [1, 2**63)
 
 
 def check_seed(seed) -> int:
@@ -79,18 +79,41 @@ def fill_random(backend, storage, dtype: str, seed: int, distribution: str, a: f
     """
     kernel, group, view, seed_to_key, extra = _fill_plan(dtype, distribution)
     k0, k1 = seed_to_key(seed)
-    out = storage.ravel()  # (a view: storage is C-contiguous)
+    out = storage.reshape(-1)  # (a view: storage is C-contiguous)
     if view is not None and out.dtype != view:
         out = out.view(view)
-    n = out.size
-    whole = n - n % group
     a, b = float(a), float(b)  # (rounded to float32 by the launch for float32 and smaller)
+    n = out.size
+    key = (backend, dtype, distribution, n)
+    run = _bound_fills.get(key)
+    if run is not None:
+        run(out, k0, k1, a, b)
+        return
+    whole = n - n % group
     backend.launch(kernel, whole // group, dst=out if whole == n else out[:whole], first=0, k0=k0, k1=k1, a=a, b=b,
                    **extra)
     if whole < n:  # a ragged tail: draw its whole group into a scratch group
         scratch = backend.empty((group,), out.dtype, backend.device_of(storage))
         backend.launch(kernel, 1, dst=scratch, first=whole // group, k0=k0, k1=k1, a=a, b=b, **extra)
         out[whole:] = scratch[: n - whole]
+    elif n and key in _seen_fills:  # the second fill of this size: bind it for the next ones
+        if len(_bound_fills) >= _BOUND_FILLS:
+            _bound_fills.clear()
+        _bound_fills[key] = backend.bound_launch(
+            kernel, n // group, {"dst": out, "first": 0, "k0": k0, "k1": k1, "a": a, "b": b, **extra},
+            ("dst", "k0", "k1", "a", "b"))
+    elif n:
+        if len(_seen_fills) >= _BOUND_FILLS:
+            _seen_fills.clear()
+        _seen_fills.add(key)
+
+
+# Fills of one size repeat (a model's layers share shapes): from the second fill of a
+# (backend, dtype, distribution, size), the launch is bound once and later fills pass only the
+# output, the key and the scale (Backend.bound_launch). Bounded: cleared when full.
+_BOUND_FILLS = 256
+_bound_fills: dict = {}
+_seen_fills: set = set()
 
 
 def normal_matrix(backend, shape: tuple, dtype: str, seed: int, device: str):

@@ -102,19 +102,22 @@ class Backend(abc.ABC):
         """The function ``storage -> self.present(storage, dtype)``."""
         return functools.partial(self.present, dtype=dtype)
 
-    def bound_launch(self, kernel, n: int, args: dict, out: str):
-        """A function ``run(array)`` that runs ``kernel`` over ``n`` elements with
-        ``args``, except the array argument named ``out``, which each call gives.
+    def bound_launch(self, kernel, n: int, args: dict, given):
+        """A function ``run(*values)`` that runs ``kernel`` over ``n`` elements with
+        ``args``, except the arguments named in ``given`` (a name or a tuple of names),
+        which each call gives, in that order.
 
-        The arguments are checked once, here (``args[out]`` is a sample of the arrays
-        the calls will give: same dtype and size). Backends that can skip the per-call
-        binding override this; the default launches as :meth:`launch` does.
+        The arguments are checked once, here (``args`` holds samples of the given ones:
+        arrays of the same dtype and size, scalars of the same type). Backends that can
+        skip the per-call binding override this; the default launches as :meth:`launch`
+        does.
         """
+        names = (given,) if isinstance(given, str) else tuple(given)
         kernel.bind(args, n)
-        others = {k: v for k, v in args.items() if k != out}
+        fixed = {k: v for k, v in args.items() if k not in names}
 
-        def run(array):
-            self.launch(kernel, n, **others, **{out: array})
+        def run(*values):
+            self.launch(kernel, n, **fixed, **dict(zip(names, values, strict=True)))
 
         return run
 

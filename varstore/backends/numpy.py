@@ -119,21 +119,14 @@ class NumpyBackend(Backend):
             return operator.methodcaller("view", host_dtype(dtype))
         return _same
 
-    def bound_launch(self, kernel, n, args, out):
+    def bound_launch(self, kernel, n, args, given):
         if not n or (SPLIT.get(kernel.template) is not None and n >= 2 * MIN_CPU_CHUNK):
-            return super().bound_launch(kernel, n, args, out)  # (no work, or split over threads)
+            return super().bound_launch(kernel, n, args, given)  # (no work, or split over threads)
         key, values = kernel.bind(args, n)
         loop = self._loops.get((kernel, key))
         if loop is None:
             loop = self._loops[(kernel, key)] = kernel.loop_for("cpu", key, args)[0]
-        position = kernel.loop_names.index(out)
-        before, after = values[:position], values[position + 1:]
-        if not before:  # (the common case: the output first or second)
-            return lambda array: loop(0, n, array, *after)
-        if len(before) == 1:
-            first = before[0]
-            return lambda array: loop(0, n, first, array, *after)
-        return lambda array: loop(0, n, *before, array, *after)
+        return _bound_call(loop, n, kernel.loop_names, values, (given,) if isinstance(given, str) else tuple(given))
 
     def _cpu_workers(self) -> int:
         if self._workers is None:
@@ -179,6 +172,19 @@ class NumpyBackend(Backend):
 
     def read_bytes(self, storage, readinto):
         readinto(memoryview(storage.reshape(-1).view(np.uint8)))
+
+
+def _bound_call(loop, n: int, names: tuple, values: tuple, given: tuple):
+    """``run(*given values)``: ``loop(0, n, ...)`` with ``values`` in place except the
+    arguments named in ``given``, as one generated call (no per-call list building)."""
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise TypeError(f"bound_launch: {unknown} are not arguments of the loop (it takes {list(names)}).")
+    parameters = [f"g{given.index(name)}" if name in given else f"c{i}" for i, name in enumerate(names)]
+    signature = ", ".join(f"g{i}" for i in range(len(given)))
+    namespace = {"loop": loop, "n": n, **{f"c{i}": v for i, v in enumerate(values)}}
+    exec(f"def run({signature}):\n    return loop(0, n, {', '.join(parameters)})", namespace)  # noqa: S102
+    return namespace["run"]
 
 
 def _same(array):
