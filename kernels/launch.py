@@ -111,12 +111,10 @@ def numba_launch(kernel, n: int, args: dict, address, sm_count: int, stream=0) -
     """Launch ``kernel``'s CUDA loop through numba-cuda's own dispatcher (one explicit
     signature, every argument a scalar): the launch of the CUDA simulator, and of numba
     device arrays. ``address(array)`` gives an array's device address."""
-    from ._targets import simulator_enabled
+    from . import _targets, templates  # (numba: loaded by the first launch, not with the backends)
 
     key, _ = kernel.bind(args, n)
-    from .templates import vector_width
-
     loop, spec = kernel.loop_for("numba", key, args)
-    blocks, threads = cuda_grid(kernel, n, sm_count, simulator_enabled(), vector_width(kernel, spec))
+    blocks, threads = cuda_grid(kernel, n, sm_count, _targets.simulator_enabled(), templates.vector_width(kernel, spec))
     loop[blocks, threads, stream](0, n, *cuda_arguments(kernel, spec, args, address))
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import varstore as vs
+from helpers import to_host
 from varstore.distributed import LocalGroup
 from varstore.memory import parse_memory_limit
 
@@ -67,3 +68,16 @@ def test_bad_thread_counts_name_the_environment_variable(bad):
                             env={**__import__("os").environ, "VARSTORE_NUM_THREADS": bad})
     assert result.returncode != 0
     assert "VARSTORE_NUM_THREADS" in result.stderr and repr(bad) in result.stderr, result.stderr[-500:]
+
+
+def test_huge_slice_bounds_select_as_numpy_does(store):
+    """Slice bounds past any size are clipped, as NumPy clips them (no OverflowError)."""
+    host = np.arange(12.0).reshape(4, 3)
+    v = store.variable(host, name="huge_slices")
+    for key in [slice(-2**100, 2**100, 2**62), slice(2**100, None, -2**70), slice(None, None, -2**100),
+                (slice(-2**80, 2**80), slice(1, 2**90, 2**64))]:
+        np.testing.assert_array_equal(to_host(v[key]), host[key])
+    v[slice(-2**100, 2**100, 2**62)] = 5.0
+    expected = host.copy()
+    expected[slice(-2**100, 2**100, 2**62)] = 5.0
+    np.testing.assert_array_equal(to_host(v.value), expected)

@@ -22,7 +22,8 @@ import functools
 
 import numpy as np
 
-from .dtypes import record, storage_dtype
+from . import backends, kernels
+from .dtypes import WORD_DTYPES, record, storage_dtype
 
 CLASSES = ("bool", "int", "uint64", "f32", "f64", "small")
 _NUMBERS = ("bool", "int", "uint64")  # read as values by the kernels (NUM routes)
@@ -119,8 +120,7 @@ def element_conversion(src_dtype: str, dst_dtype: str) -> tuple:
     converting kernel (``kernels.cast.convert_word``) that converts ``src_dtype``
     elements, read through :func:`source_words`, into ``dst_dtype`` words
     (:func:`destination_words`)."""
-    from .kernels import cast as K
-
+    K = kernels.cast
     lo, hi = record(dst_dtype).bounds or (0, 0)
     if dst_dtype == "uint64":
         lo, hi = 0, 0  # (uint64 has a route of its own; its bounds do not fit an int64)
@@ -148,7 +148,7 @@ def _plan(src_dtype: str, dst_dtype: str) -> tuple:
     (name, src_how, dst_how), _ = CONVERSIONS[conversion_class(src_dtype), conversion_class(dst_dtype)]
     if name == "native":
         return None, None, None, {}
-    from .kernels import cast as K
+    K = kernels.cast
 
     scalars = {}
     if name in ("encode_f32", "encode_f64"):
@@ -229,11 +229,18 @@ def prepared_cast(backend, src, src_dtype: str, dst_dtype: str, device: str):
     return convert
 
 
+def readable(backend, storage, dtype: str):
+    """``storage`` as real numbers to compute with: as ``backend.present`` shows it where
+    the array module computes with ``dtype``, else a float32 copy (bfloat16 and float8
+    on CuPy)."""
+    if dtype in WORD_DTYPES and not backend.computes_small_floats:
+        return cast(backend, storage, dtype, "float32", backend.device_of(storage))
+    return backend.present(storage, dtype)
+
+
 def cast_on_host(host, src_dtype: str, dst_dtype: str) -> np.ndarray:
     """A host array (storage form) holding the host array ``host`` converted, computed
     with the CPU kernels whatever the default backend is."""
-    from . import backends
-
     return cast(backends.get("numpy"), np.asarray(host, order="C"), src_dtype, dst_dtype, "cpu")
 
 
@@ -245,11 +252,9 @@ def accumulate_into(backend, dst, src, dtype: str, sign: int) -> None:
     """
     fmt = record(dtype).format
     if fmt is not None:
-        from .kernels import cast as K
-
         step = 0 if src.size == 1 else 1  # a one-element src is a scalar operand
-        backend.launch(K.accumulate, dst.size, dst=destination_words(dst), src=destination_words(src), src_step=step,
-                       sign=sign, fmt=fmt.kernel_args)
+        backend.launch(kernels.cast.accumulate, dst.size, dst=destination_words(dst), src=destination_words(src),
+                       src_step=step, sign=sign, fmt=fmt.kernel_args)
         return
     xp = backend.xp
     operand = src.reshape(()) if src.size == 1 and dst.size != 1 else src.reshape(dst.shape)

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import os
 import platform
 import sys
+
+import varstore as vs
+
+from . import demo as demo_module
+from .backends import cuda_unavailable_reason, get
 
 
 def _version(package: str) -> str:
@@ -37,8 +43,6 @@ def _cuda_version(number: int) -> str:
 
 def _cuda_lines() -> list[str]:
     """Devices, memory, compute capability, CUDA versions: only where CUDA runs."""
-    from .backends import cuda_unavailable_reason, get
-
     reason = cuda_unavailable_reason()
     if reason is not None:
         return [f"  cuda backend: unavailable ({reason})"]
@@ -67,8 +71,6 @@ def _cuda_lines() -> list[str]:
 
 
 def info() -> int:
-    import varstore as vs
-
     print(f"varstore {vs.__version__} on Python {platform.python_version()} ({platform.machine()})")
     try:
         name = vs.backend()
@@ -81,8 +83,6 @@ def info() -> int:
     cupys = [f"{p} {_version(p)}" for p in ("cupy-cuda13x", "cupy-cuda12x", "cupy") if _version(p) != "not installed"]
     print(f"  cupy: {', '.join(cupys) or 'not installed'}")
     print("devices:")
-    from .backends import get
-
     total, free = get("numpy").device_memory("cpu")
     memory = f", memory {total / 2**30:.1f} GiB total, {free / 2**30:.1f} GiB free" if total and free else ""
     print(f"  cpu: numpy backend, always available, {os.cpu_count()} cores{memory}")
@@ -92,7 +92,7 @@ def info() -> int:
 
 
 def bench(args) -> int:
-    from .bench import ops, suite
+    from .bench import ops, plot, report, suite  # (here: the other commands start without the suite)
 
     try:
         op_list = ops.select([name for item in args.ops for name in item.replace(",", " ").split()])
@@ -105,10 +105,8 @@ def bench(args) -> int:
             print(f"{op.name:32s} {op.summary}")
         return 0
     if args.plot:
-        from .bench.plot import require_matplotlib
-
         try:
-            require_matplotlib()
+            plot.require_matplotlib()
         except RuntimeError as error:
             print(f"varstore bench: {error}", file=sys.stderr)
             return 2
@@ -118,27 +116,19 @@ def bench(args) -> int:
     except (ValueError, RuntimeError) as error:  # a bad --device, or a backend that cannot run
         print(f"varstore bench: {error}", file=sys.stderr)
         return 2
-    from .bench import report
-
     print(report.table(doc))
     print(report.summary(doc))
     if args.json:
-        import json
-
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
         print(f"wrote {args.json}")
     if args.plot:
-        from .bench.plot import plot
-
-        plot(doc, args.plot)
+        plot.plot(doc, args.plot)
         print(f"wrote {args.plot}")
     return 1 if doc["failures"] else 0
 
 
 def demo(args) -> int:
-    from . import demo as demo_module
-
     try:
         result = demo_module.run(device=args.device, steps=args.steps, checkpoint=args.checkpoint, seed=args.seed)
     except (ValueError, RuntimeError) as error:

@@ -14,8 +14,10 @@ import numbers
 
 import numpy as np
 
+from . import backends
+from .casting import cast_into, cast_on_host
 from .dtypes import FLOAT_DTYPES, INT_DTYPES, WORD_DTYPES, is_float, standardize_dtype, storage_dtype
-from .random import check_seed, draw_seed, fill_random
+from .random import check_seed, draw_seed, fill_random, normal_matrix
 
 _NUMERIC_DTYPES = FLOAT_DTYPES | INT_DTYPES
 
@@ -95,17 +97,22 @@ def _check_choice(argument: str, value, allowed, *, fold_case: bool = False) -> 
     return folded
 
 
+def is_initializer(obj) -> bool:
+    """Whether a Variable's first argument is an initializer (a name, an Initializer, a
+    callable) rather than a value: array-likes are values."""
+    if isinstance(obj, (str, Initializer)):
+        return True
+    return callable(obj) and not hasattr(obj, "__array__") and not hasattr(obj, "__cuda_array_interface__")
+
+
 class Initializer:
     """Base class. Subclasses implement :meth:`fill` and :meth:`get_config`."""
 
     def __call__(self, shape, dtype=None):
         """A new array of ``shape`` and ``dtype`` (default ``floatx()``) on the default device."""
-        from .store import default_store
-
         shape = standardize_shape(shape)
         dtype = standardize_dtype(dtype)
-        store = default_store()
-        backend, device = store._backend, store.device
+        backend, device = backends.for_device(None)  # (the default store's device)
         storage = backend.empty(shape, storage_dtype(dtype), device)
         self.fill(backend, storage, dtype)
         return backend.present(storage, dtype)
@@ -188,8 +195,6 @@ class Constant(Initializer):
         self.value = _check_scalar(value)
 
     def fill(self, backend, storage, dtype):
-        from .casting import cast_on_host
-
         word = cast_on_host(np.asarray(self.value), np.asarray(self.value).dtype.name, dtype)
         backend.fill(storage, word[()])
 
@@ -413,9 +418,6 @@ class Orthogonal(RandomInitializer):
         super().__init__(seed)
 
     def fill(self, backend, storage, dtype):
-        from .casting import cast_into
-        from .random import normal_matrix
-
         self._check_dtype(dtype)
         shape = storage.shape
         if len(shape) < 2:
@@ -447,8 +449,6 @@ class Identity(Initializer):
         self.gain = _check_scalar(gain, "gain", "Identity")
 
     def fill(self, backend, storage, dtype):
-        from .casting import cast_on_host
-
         shape = storage.shape
         if len(shape) != 2:
             raise ValueError(

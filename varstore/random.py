@@ -13,6 +13,7 @@ import threading
 
 import numpy as np
 
+from . import kernels
 from .casting import destination_words
 from .dtypes import record, storage_dtype
 
@@ -57,9 +58,8 @@ def check_seed(seed) -> int:
 def _fill_plan(dtype: str, distribution: str) -> tuple:
     """``(kernel, values per group, word view or None, seed_to_key, extra scalars)`` of a
     ``distribution`` fill of a ``dtype`` storage array."""
-    from .kernels import random_fill as R
-    from .kernels.philox import seed_to_key
-
+    R = kernels.random_fill
+    seed_to_key = kernels.philox.seed_to_key
     dist = {"uniform": R.UNIFORM, "normal": R.NORMAL, "truncated_normal": R.TRUNCATED_NORMAL}[distribution]
     if dtype == "float64":
         return R.FILL_KERNELS[(dist, True)], R.F64_PER_GROUP, None, seed_to_key, {}

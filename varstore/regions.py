@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import types
 
+from . import kernels
 from .casting import destination_words, element_conversion, source_words
 from .indexing import Region, broadcast_strides, c_strides
 
@@ -93,15 +94,13 @@ def write_region(backend, storage, dtype: str, region: Region, value, value_dtyp
     temporary is made."""
     if region.size == 0:
         return
-    from .kernels import strided as S
-
     axes = region_arguments(region.shape, region.strides, broadcast_strides(value.shape, region.shape),
                             _narrow(storage, value))
     if value_dtype == dtype:
-        backend.launch(S.copy_region, region.size, dst=destination_words(storage), src=destination_words(value),
-                       dst_offset=region.offset, src_offset=0, **axes)
+        backend.launch(kernels.strided.copy_region, region.size, dst=destination_words(storage),
+                       src=destination_words(value), dst_offset=region.offset, src_offset=0, **axes)
     else:
-        backend.launch(S.copy_region_converting, region.size, dst=destination_words(storage),
+        backend.launch(kernels.strided.copy_region_converting, region.size, dst=destination_words(storage),
                        src=source_words(value, value_dtype, dtype), dst_offset=region.offset, src_offset=0, **axes,
                        conversion=element_conversion(value_dtype, dtype))
 
@@ -111,11 +110,9 @@ def read_region(backend, storage, region: Region):
     out = backend.empty(region.shape, storage.dtype, backend.device_of(storage))
     if region.size == 0:
         return out
-    from .kernels.strided import copy_region
-
     axes = region_arguments(region.shape, c_strides(region.shape), region.strides, _narrow(storage, out))
-    backend.launch(copy_region, region.size, dst=destination_words(out), src=destination_words(storage), dst_offset=0,
-                   src_offset=region.offset, **axes)
+    backend.launch(kernels.strided.copy_region, region.size, dst=destination_words(out),
+                   src=destination_words(storage), dst_offset=0, src_offset=region.offset, **axes)
     return out
 
 
@@ -126,11 +123,9 @@ def write_indexed(backend, storage, dtype: str, index, value, value_dtype: str) 
     wins on the CPU; on a GPU one of the writes wins, unspecified which."""
     if index.size == 0:
         return
-    from .kernels.strided import scatter_indexed
-
     shape, src_strides = _axes(index.shape, broadcast_strides(value.shape, index.shape))
     device_index = backend.from_host(index.reshape(-1), backend.device_of(storage))
-    backend.launch(scatter_indexed, index.size, dst=destination_words(storage), index=device_index,
+    backend.launch(kernels.strided.scatter_indexed, index.size, dst=destination_words(storage), index=device_index,
                    src=source_words(value, value_dtype, dtype), src_strides=src_strides, shape=shape,
                    conversion=element_conversion(value_dtype, dtype))
 
@@ -139,10 +134,8 @@ def read_indexed(backend, storage, index):
     """A new array of ``index.shape`` holding ``storage.flat[index]``."""
     out = backend.empty(index.shape, storage.dtype, backend.device_of(storage))
     if index.size:
-        from .kernels.strided import gather_indexed
-
         device_index = backend.from_host(index.reshape(-1), backend.device_of(storage))
-        backend.launch(gather_indexed, index.size, dst=destination_words(out), index=device_index,
+        backend.launch(kernels.strided.gather_indexed, index.size, dst=destination_words(out), index=device_index,
                        src=destination_words(storage))
     return out
 

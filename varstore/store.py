@@ -11,9 +11,12 @@ import collections.abc
 import threading
 import weakref
 
-from . import backends, scopes
+from . import backends, checkpoint, scopes
+from .dtypes import floatx, standardize_dtype
+from .initializers import is_initializer, standardize_shape
 from .memory import StoreMemory, parse_memory_limit
 from .validation import check_utf8
+from .values import as_storage_array, default_dtype
 
 
 class VariableStore(collections.abc.Mapping):
@@ -62,17 +65,14 @@ class VariableStore(collections.abc.Mapping):
         Raises:
             ValueError: a variable exists at ``path`` with another shape or dtype.
         """
-        from .dtypes import standardize_dtype
-        from .initializers import standardize_shape
-        from .variable import Variable
-
         if not isinstance(path, str) or not path or path.startswith("/") or path.endswith("/") or "//" in path:
             raise ValueError(f"Invalid path {path!r}: expected a non-empty string of '/'-separated names.")
         check_utf8("path", path)
         existing = self._variables.get(path)
         if existing is None:
             try:
-                return Variable(initializer, shape=shape, dtype=dtype, store=self, _verbatim_path=path, **kwargs)
+                variable_class = _Variable or _variable_class()
+                return variable_class(initializer, shape=shape, dtype=dtype, store=self, _verbatim_path=path, **kwargs)
             except ValueError:
                 existing = self._variables.get(path)  # another thread made it first: compare
                 if existing is None:
@@ -157,8 +157,6 @@ class VariableStore(collections.abc.Mapping):
         at any moment leaves the old file or the new one, whole. Attributes go in the
         header's ``__metadata__``; float8 is stored as uint8 there with its dtype recorded.
         See :mod:`varstore.checkpoint`."""
-        from . import checkpoint
-
         checkpoint.save(self, file)
 
     def load(self, file, strict: bool = True) -> list:
@@ -171,8 +169,6 @@ class VariableStore(collections.abc.Mapping):
         be the store's. ``strict=False``: the paths both have are loaded and the others
         returned (sorted); a shape or dtype that differs still raises.
         """
-        from . import checkpoint
-
         return checkpoint.load(self, file, strict)
 
     # ------------------------------------------------------------------ memory
@@ -304,11 +300,7 @@ def _variable_class():
 def _default_shape_and_dtype(initializer, existing) -> tuple:
     """``(shape, dtype)`` that ``Variable(initializer, ...)`` would get with ``shape=None``
     and ``dtype=None``: an array's own (shape None for a name or callable: any fits)."""
-    from .dtypes import floatx
-    from .values import as_storage_array, default_dtype
-    from .variable import _is_initializer
-
-    if _is_initializer(initializer):
+    if is_initializer(initializer):
         return existing.shape, floatx()
     array, array_dtype = as_storage_array(initializer, existing._backend, existing.device)
     return array.shape, default_dtype(initializer, array_dtype, array)

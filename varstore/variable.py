@@ -11,7 +11,7 @@ import numpy as np
 from . import initializers as _initializers
 from . import scopes
 from . import store as _store
-from .casting import accumulate_into, cast, prepared_cast
+from .casting import accumulate_into, cast, prepared_cast, readable
 from .dtypes import INT_DTYPES, WORD_DTYPES, host_dtype, is_float, standardize_dtype, storage_dtype
 from .indexing import broadcast_strides, cached_basic_region, flat_indices
 from .initializers import standardize_shape
@@ -89,13 +89,6 @@ def _plain_scalar(limits: tuple, value) -> bool:
     if kind is int:
         return limits[0] <= value <= limits[1]
     return kind is bool
-
-
-def _is_initializer(obj) -> bool:
-    """Names, initializer objects and callables; array-likes are values."""
-    if isinstance(obj, str) or isinstance(obj, _initializers.Initializer):
-        return True
-    return callable(obj) and not hasattr(obj, "__array__") and not hasattr(obj, "__cuda_array_interface__")
 
 
 class Variable:
@@ -184,7 +177,7 @@ class Variable:
         path = store._claim(name, verbatim_path)
         storage = None
         try:
-            if _is_initializer(initializer):
+            if _initializers.is_initializer(initializer):
                 init = _initializers.get(initializer)
                 if shape is None:
                     raise ValueError(
@@ -402,7 +395,7 @@ class Variable:
 
     def _numbers(self):
         """The value as real numbers to compute with (float32 for bfloat16/float8 on cuda)."""
-        return self._backend.readable(*self._read())
+        return readable(self._backend, *self._read())
 
     def __getitem__(self, key):
         """A copy of the selected elements, as real numbers.
@@ -413,9 +406,9 @@ class Variable:
         array, dtype = self._read()
         region = cached_basic_region(self._shape, key)
         if region is not None:
-            return self._backend.readable(read_region(self._backend, array, region), dtype)
+            return readable(self._backend, read_region(self._backend, array, region), dtype)
         index = flat_indices(self._shape, self._host_key(key))  # NumPy's rules and IndexError
-        return self._backend.readable(read_indexed(self._backend, array, index), dtype)
+        return readable(self._backend, read_indexed(self._backend, array, index), dtype)
 
     def _host_key(self, key):
         """``key`` with any device arrays in it copied to the host (keys are parsed there)."""

@@ -14,6 +14,7 @@ import threading
 
 from ..errors import BackendUnavailableError
 from .base import Backend
+from .numpy import NumpyBackend
 
 BACKENDS = ("numpy", "cuda")
 _instances: dict[str, Backend] = {}
@@ -81,8 +82,6 @@ def get(name: str) -> Backend:
 
                 _instances[name] = CudaBackend()
             else:
-                from .numpy import NumpyBackend
-
                 _instances[name] = NumpyBackend()
         return _instances[name]
 

@@ -125,10 +125,10 @@ class Backend(abc.ABC):
     def present(self, storage, dtype: str):
         """The storage array as users see it through ``Variable.value``."""
 
-    @abc.abstractmethod
-    def readable(self, storage, dtype: str):
-        """The storage as real numbers to compute with: the array itself where the array
-        module has ``dtype``, else a float32 copy (bfloat16/float8 on GPUs)."""
+    #: Whether the array module computes with bfloat16 and float8 numbers (NumPy does,
+    #: through ml_dtypes; CuPy does not: reads of those dtypes are cast to float32, see
+    #: ``casting.readable``).
+    computes_small_floats = True
 
     @abc.abstractmethod
     def device_of(self, array) -> str:

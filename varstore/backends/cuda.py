@@ -14,7 +14,6 @@ import warnings
 
 import numpy as np
 
-from ..dtypes import WORD_DTYPES
 from ..kernels.launch import cuda_arguments, cuda_grid, numba_launch
 from ..kernels.templates import vector_width
 from .base import Backend, byte_bounds, is_device_array, layouts_share_memory
@@ -280,15 +279,10 @@ class CudaBackend(Backend):
             finally:
                 stream.synchronize()
 
+    computes_small_floats = False  # CuPy has no bfloat16/float8: reads cast to float32
+
     def present(self, storage, dtype):
         return storage  # bfloat16/float8 stay raw words: CuPy has no such dtypes
-
-    def readable(self, storage, dtype):
-        if dtype in WORD_DTYPES:
-            from ..casting import cast
-
-            return cast(self, storage, dtype, "float32", self.device_of(storage))
-        return storage
 
     def address(self, array) -> int:
         return array.data.ptr

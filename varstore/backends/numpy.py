@@ -145,7 +145,6 @@ class NumpyBackend(Backend):
             return storage.view(host_dtype(dtype))
         return storage
 
-    readable = present  # ml_dtypes gives NumPy real bfloat16/float8 numbers
 
     def device_of(self, array) -> str:
         return "cpu"

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import os
 
+from ..errors import BackendUnavailableError
 from ..validation import check_seconds
 from .group import Collective, DistributedError, Group
 from .local import LocalGroup, LocalRank
+from .mpi import MpiGroup
+from .nccl import NcclGroup, import_nccl
 
 __all__ = ["Collective", "DistributedError", "Group", "LocalGroup", "LocalRank", "default_group", "init",
            "launched_by_mpi", "environment_world"]
@@ -76,15 +79,9 @@ def init(backend: str = "auto", *, timeout: float = 300.0) -> Group:
     if backend == "local":
         return LocalGroup(1, timeout).groups[0]
     if backend == "mpi":
-        from .mpi import MpiGroup
-
         return MpiGroup(timeout=timeout)
-    from .nccl import NcclGroup, import_nccl
-
     import_nccl()  # the clear "NCCL needs a CUDA device" before any MPI start-up
     if launched_by_mpi():
-        from .mpi import MpiGroup
-
         host = MpiGroup(timeout=timeout)
         return NcclGroup(host.rank, host.size, host.local_rank, host=host, timeout=timeout)
     rank, size, local = environment_world()
@@ -92,12 +89,8 @@ def init(backend: str = "auto", *, timeout: float = 300.0) -> Group:
 
 
 def _auto() -> str:
-    from ..errors import BackendUnavailableError
-
     if launched_by_mpi():
         try:
-            from .nccl import import_nccl
-
             import_nccl()
             return "nccl"
         except BackendUnavailableError:

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import kernels
 from ..casting import destination_words, element_conversion, source_words
 from ..dtypes import REGISTRY, storage_dtype
 
@@ -131,9 +132,7 @@ class Tables:
 
 
 def _kernels():
-    from ..kernels import multi_tensor  # numba loads on first use, not at import
-
-    return multi_tensor
+    return kernels.multi_tensor  # numba loads on first use, not at import
 
 
 def _kind(K, staging: str) -> int:

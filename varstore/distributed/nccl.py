@@ -13,14 +13,13 @@ import time
 
 import numpy as np
 
+from .. import backends
 from ..errors import BackendUnavailableError
 from .group import Group, wait_for
 
 
 def import_nccl():
     """``cupy.cuda.nccl``, or a BackendUnavailableError saying why it cannot be used."""
-    from .. import backends
-
     reason = backends.cuda_unavailable_reason()
     if reason is not None:
         raise BackendUnavailableError(f"NCCL needs a CUDA device, and none can be used here: {reason}")

@@ -30,6 +30,10 @@ import time
 
 import numpy as np
 
+import varstore as vs
+
+from .mpi import MpiGroup
+
 
 def _variables(store, rank):
     """Variables of every kind, with rank-dependent initial values (broadcast fixes them)."""
@@ -55,8 +59,6 @@ def _variables(store, rank):
 
 
 def semantics(group, folder: str) -> dict:
-    import varstore as vs
-
     rank, n = group.rank, group.size
     store = vs.ReplicatedStore(group=group, device="cpu", bucket_mb=0.004)
     v = _variables(store, rank)
@@ -112,8 +114,6 @@ def semantics(group, folder: str) -> dict:
 
 
 def mismatch(group) -> dict:
-    import varstore as vs
-
     store = vs.ReplicatedStore(group=group, device="cpu")
     a = store.variable(np.zeros(4, np.float32), name="a", aggregation="sum", synchronization="on_write")
     b = store.variable(np.zeros(4, np.float32), name="b", aggregation="sum", synchronization="on_write")
@@ -130,8 +130,6 @@ def mismatch(group) -> dict:
 
 
 def timeout(group) -> dict:
-    import varstore as vs
-
     store = vs.ReplicatedStore(group=group, device="cpu")
     a = store.variable(np.zeros(4, np.float32), name="a", aggregation="sum", synchronization="on_write")
     if group.rank == group.size - 1:
@@ -148,8 +146,6 @@ def timeout(group) -> dict:
 
 
 def die(group) -> dict:
-    import varstore as vs
-
     store = vs.ReplicatedStore(group=group, device="cpu")
     a = store.variable(np.zeros(4, np.float32), name="a", aggregation="sum", synchronization="on_write")
     if group.rank == group.size - 1:
@@ -171,8 +167,6 @@ def _unchanged(store, variable, pending):
 
 def plan_case(group, folder, pause=0.0):
     """Rank 0's "w" is float32, the others' float64: every rank's sync() finds the plans differ."""
-    import varstore as vs
-
     store = vs.ReplicatedStore(group=group, device="cpu")
     w = store.variable(np.zeros(4, np.float32 if group.rank == 0 else np.float64), name="w", aggregation="sum",
                        synchronization="on_write")
@@ -188,8 +182,6 @@ def plan_case(group, folder, pause=0.0):
 
 def prepare(folder: str) -> None:
     """What the save and load cases need in ``folder`` (made by one rank, before them)."""
-    import varstore as vs
-
     os.makedirs(os.path.join(folder, "a-folder"), exist_ok=True)
     written = vs.VariableStore(device="cpu")
     written.variable(np.ones(4, np.float32), name="w")
@@ -198,8 +190,6 @@ def prepare(folder: str) -> None:
 
 def save_case(group, folder, pause=0.0):
     """Rank 0 saves to a path that is a folder: an IsADirectoryError there."""
-    import varstore as vs
-
     store = vs.ReplicatedStore(group=group, device="cpu")
     store.variable(np.zeros(4, np.float32), name="w")
     time.sleep(pause * group.rank)
@@ -208,8 +198,6 @@ def save_case(group, folder, pause=0.0):
 
 def load_case(group, folder, pause=0.0):
     """Rank 0 loads a file whose "w" has 4 elements into a "w" of 5: a ValueError there."""
-    import varstore as vs
-
     path = os.path.join(folder, "four.safetensors")
     store = vs.ReplicatedStore(group=group, device="cpu")
     w = store.variable(np.zeros(5, np.float32), name="w")
@@ -224,8 +212,6 @@ def load_case(group, folder, pause=0.0):
 def step_case(group, folder, pause=0.0):
     """The last rank's replica step raises (after ``pause`` s: the others wait in sync()
     by then); the others' sync() must name its error."""
-    import varstore as vs
-
     store = vs.ReplicatedStore(group=group, device="cpu")
     w = store.variable(np.zeros(4, np.float32), name="w", aggregation="sum", synchronization="on_write")
     with store.replica_step():
@@ -275,8 +261,6 @@ def check(case: str, rank: int, size: int, error) -> str | None:
 
 def failures(group, folder: str, rounds: int) -> dict:
     """Every case of CASES ``rounds`` times (odd rounds: the ranks arrive staggered)."""
-    from .mpi import MpiGroup
-
     if group.backend != "mpi":
         raise ValueError(f"the failures scenario runs on the mpi backend; received {group.backend!r}.")
     if group.rank == 0:
@@ -309,8 +293,6 @@ def failures(group, folder: str, rounds: int) -> dict:
 
 
 def crash(group) -> dict:
-    import varstore as vs
-
     store = vs.ReplicatedStore(group=group, device="cpu")
     w = store.variable(np.zeros(4, np.float32), name="w", aggregation="sum", synchronization="on_write")
     with store.replica_step():
@@ -338,8 +320,6 @@ def main(argv=None) -> int:
     parser.add_argument("--report", help="a folder where each rank also writes its line as rank<N>.json")
     parser.add_argument("--rounds", type=int, default=20, help="failures: the rounds of each case")
     args = parser.parse_args(argv)
-    import varstore as vs
-
     group = vs.distributed.init(args.backend, timeout=args.timeout)
     line = {"rank": group.rank, "size": group.size, "backend": group.backend}
     failed = None

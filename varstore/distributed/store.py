@@ -37,12 +37,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import scopes
+from .. import checkpoint, scopes
 from ..casting import accumulate_into
 from ..dtypes import INT_DTYPES
 from ..store import VariableStore
 from ..values import write
 from . import buckets as B
+from . import default_group
 from .group import Collective, DistributedError, Group
 from .local import LocalGroup
 
@@ -73,8 +74,6 @@ class ReplicatedStore(VariableStore):
     """
 
     def __init__(self, group=None, device=None, memory_limit=None, bucket_mb: float = 25):
-        from . import default_group
-
         if isinstance(group, LocalGroup):
             raise TypeError(
                 f"ReplicatedStore takes one rank's group; received the whole {group!r}. Run the rank's "
@@ -371,8 +370,6 @@ class ReplicatedStore(VariableStore):
     def save(self, file) -> None:
         """Collective: rank 0 writes the checkpoint (as VariableStore.save), with the
         aggregated value of each on_read variable; every rank raises if it failed."""
-        from .. import checkpoint
-
         values = {}
         for variable in self.variables:
             if variable.synchronization == "on_read" and variable.aggregation != "none":
@@ -390,8 +387,6 @@ class ReplicatedStore(VariableStore):
         before anything is written) and every rank gets its values; an on_read sum
         variable's aggregated value is shared out as by a cross-replica assign. Returns
         the file's paths that were not loaded (``strict=False``)."""
-        from .. import checkpoint
-
         error, skipped = None, []
         if self._group.rank == 0:
             try:

@@ -1,0 +1,137 @@
+"""Tier a: the package's import rules, read from the source (no import is run).
+
+- No import cycle among the package's modules, counting imports inside functions,
+  except the one listed in ``KNOWN_CYCLES`` with its reason.
+- Few internal imports inside functions (``IN_FUNCTION_BUDGET`` statements), each for a
+  heavy dependency loaded on first use (numba, CuPy, the benchmark suite) or a cycle
+  listed here.
+- ``import varstore`` loads neither numba nor CuPy.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+# Source folder -> the package it installs as (kernels/ and bench/ install inside varstore).
+PACKAGES = {"varstore": ROOT / "varstore", "varstore.kernels": ROOT / "kernels", "varstore.bench": ROOT / "bench"}
+# `vs.Variable(..., store=None)` joins the default store (store.py), `store.variable()`
+# builds Variables (variable.py), and StatelessScope checks that its keys are Variables.
+KNOWN_CYCLES = [{"varstore.scopes", "varstore.store", "varstore.variable"}]
+IN_FUNCTION_BUDGET = 12
+
+
+def _modules() -> dict:
+    """module name -> (path, whether it is a package's __init__)."""
+    found = {}
+    for package, folder in PACKAGES.items():
+        for path in folder.rglob("*.py"):
+            parts = list(path.relative_to(folder).with_suffix("").parts)
+            if "scripts" in parts or package == "varstore" and parts[0] in ("kernels", "bench"):
+                continue  # (bench/scripts is not installed)
+            is_package = parts[-1] == "__init__"
+            name = ".".join([package] + (parts[:-1] if is_package else parts))
+            found[name] = (path, is_package)
+    return found
+
+
+MODULES = _modules()
+
+
+def _targets(module: str, is_package: bool, node) -> list[str]:
+    """The package modules an import statement loads."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names if a.name in MODULES]
+    base = module if is_package else module.rsplit(".", 1)[0]
+    for _ in range(node.level - 1):
+        base = base.rsplit(".", 1)[0]
+    target = (base + ("." + node.module if node.module else "")) if node.level else (node.module or "")
+    out = []
+    for alias in node.names:
+        sub = f"{target}.{alias.name}"
+        out.append(sub if sub in MODULES else target)
+    return [t for t in out if t in MODULES and t != module]
+
+
+def _imports() -> list[tuple]:
+    """``(module, target, inside a function, statement id, path, line)`` for every import."""
+    found = []
+    for module, (path, is_package) in MODULES.items():
+        def visit(node, inside):
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                    continue
+                if isinstance(child, (ast.Import, ast.ImportFrom)):
+                    for target in _targets(module, is_package, child):
+                        found.append((module, target, inside, (path, child.lineno, child.col_offset), path, child.lineno))
+                visit(child, inside or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+        visit(ast.parse(path.read_text()), False)
+    return found
+
+
+def _cycles(edges) -> list[set]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    graph: dict = {m: set() for m in MODULES}
+    for source, target, *_ in edges:
+        graph[source].add(target)
+    index, low, stack, on_stack, components = {}, {}, [], set(), []
+
+    def connect(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                connect(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                components.append(component)
+
+    for v in sorted(graph):
+        if v not in index:
+            connect(v)
+    return components
+
+
+def test_the_module_list_is_complete():
+    assert {"varstore.variable", "varstore.kernels.cast", "varstore.bench.suite", "varstore.backends.cuda"} <= set(MODULES)
+
+
+def test_no_import_cycles_but_the_known_one():
+    cycles = _cycles(_imports())
+    unexpected = [sorted(c) for c in cycles if c not in KNOWN_CYCLES]
+    assert not unexpected, f"import cycles among the package's modules: {unexpected}"
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    edges = [("varstore.dtypes", "varstore.casting"), ("varstore.casting", "varstore.dtypes")]
+    assert {"varstore.dtypes", "varstore.casting"} in _cycles(edges)
+
+
+def test_few_internal_imports_inside_functions():
+    inside = {}
+    for module, target, in_function, statement, path, line in _imports():
+        if in_function:
+            inside.setdefault(statement, f"{path.relative_to(ROOT)}:{line} -> {target}")
+    assert len(inside) <= IN_FUNCTION_BUDGET, "\n".join(sorted(inside.values()))
+
+
+def test_import_varstore_loads_neither_numba_nor_cupy():
+    code = "import sys, varstore; print(sorted(m for m in ('numba', 'cupy', 'mpi4py') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
