@@ -57,20 +57,23 @@ def _targets(module: str, is_package: bool, node) -> list[str]:
 
 
 def _imports() -> list[tuple]:
-    """``(module, target, inside a function, statement id, path, line)`` for every import."""
+    """``(module, target, inside a function, statement, path, line)`` for every import."""
     found = []
     for module, (path, is_package) in MODULES.items():
-        def visit(node, inside):
-            for child in ast.iter_child_nodes(node):
-                if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                    continue
-                if isinstance(child, (ast.Import, ast.ImportFrom)):
-                    for target in _targets(module, is_package, child):
-                        found.append((module, target, inside, (path, child.lineno, child.col_offset), path, child.lineno))
-                visit(child, inside or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
-
-        visit(ast.parse(path.read_text()), False)
+        _visit(ast.parse(path.read_text()), False, module, is_package, path, found)
     return found
+
+
+def _visit(node, inside: bool, module: str, is_package: bool, path, found: list) -> None:
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            continue
+        if isinstance(child, (ast.Import, ast.ImportFrom)):
+            statement = (path, child.lineno, child.col_offset)
+            found += [(module, target, inside, statement, path, child.lineno)
+                      for target in _targets(module, is_package, child)]
+        inner = inside or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+        _visit(child, inner, module, is_package, path, found)
 
 
 def _cycles(edges) -> list[set]:
