@@ -18,6 +18,7 @@ from . import backends
 from .casting import cast_into, cast_on_host
 from .dtypes import FLOAT_DTYPES, INT_DTYPES, WORD_DTYPES, is_float, standardize_dtype, storage_dtype
 from .random import check_seed, draw_seed, fill_random, normal_matrix
+from .values import as_storage_array, write
 
 _NUMERIC_DTYPES = FLOAT_DTYPES | INT_DTYPES
 
@@ -484,6 +485,21 @@ _CLASSES = (
     Constant, Zeros, Ones, RandomUniform, RandomNormal, TruncatedNormal, VarianceScaling,
     GlorotUniform, GlorotNormal, HeUniform, HeNormal, LecunUniform, LecunNormal, Orthogonal, Identity,
 )
+def fill_storage(init, backend, device, storage, shape, dtype) -> None:
+    """Initialize ``storage`` from an initializer object or any callable ``f(shape, dtype)``."""
+    if isinstance(init, Initializer):
+        init.fill(backend, storage, dtype)
+        return
+    result = init(shape, dtype)
+    array, array_dtype = as_storage_array(result, backend, device)
+    if array.ndim != 0 and array.shape != shape:
+        raise ValueError(
+            f"The initializer {init!r} returned an array of shape {array.shape}; expected the "
+            f"requested shape {shape} (or a scalar)."
+        )
+    write(backend, storage, dtype, array, array_dtype)
+
+
 _REGISTRY = {cls.__name__: cls for cls in _CLASSES}
 _REGISTRY.update({
     "constant": Constant, "zeros": Zeros, "ones": Ones, "random_uniform": RandomUniform,

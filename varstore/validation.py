@@ -44,3 +44,38 @@ def check_seconds(argument: str, value) -> float:
                          f"{threading.TIMEOUT_MAX:.0f} (the longest wait Python's threads support). "
                          f"Received: {argument}={value!r}")
     return seconds
+
+
+def check_choice(argument: str, value, allowed: tuple) -> str:
+    """``value`` if it is one of the strings ``allowed`` ("none" for None), else a ValueError."""
+    if value is None:
+        return "none"
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected one of "
+            f"{[None, *allowed]}. Received: {argument}={value!r}"
+        )
+    return value
+
+
+def check_name(name):
+    """A variable's ``name``: None (an automatic one) or a non-empty UTF-8 string without '/'."""
+    if name is None:
+        return None
+    if not isinstance(name, str) or name == "" or "/" in name:
+        raise ValueError(
+            f"Invalid value for argument `name`. Expected a non-empty string without '/' "
+            f"(or None for an automatic name). Received: name={name!r}"
+        )
+    check_utf8("name", name)
+    return name
+
+
+def check_callable_or_none(attribute: str, value):
+    """``value`` if it is None or callable, else a TypeError naming ``attribute``."""
+    if value is not None and not callable(value):
+        raise TypeError(
+            f"Invalid value for attribute `{attribute}`. Expected a callable (such as a Keras "
+            f"{attribute}) or None. Received: {attribute}={value!r}"
+        )
+    return value

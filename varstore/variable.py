@@ -4,55 +4,23 @@ storage lives on the store's device."""
 from __future__ import annotations
 
 import math
-import operator
 
 import numpy as np
 
 from . import initializers as _initializers
 from . import scopes
 from . import store as _store
+from .array_protocols import ArrayProtocols
 from .casting import accumulate_into, cast, prepared_cast, readable
 from .dtypes import INT_DTYPES, WORD_DTYPES, host_dtype, is_float, standardize_dtype, storage_dtype
 from .indexing import broadcast_strides, cached_basic_region, flat_indices
 from .initializers import standardize_shape
 from .regions import read_indexed, read_region, write_indexed, write_region
-from .validation import check_utf8
+from .validation import check_callable_or_none, check_choice, check_name
 from .values import as_operand, as_region_source, as_storage_array, default_dtype, write
 
 AGGREGATIONS = ("none", "mean", "sum", "only_first_replica")
 SYNCHRONIZATIONS = ("none", "on_read", "on_write", "auto")
-
-
-def _check_choice(argument: str, value, allowed: tuple) -> str:
-    if value is None:
-        return "none"
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(
-            f"Invalid value for argument `{argument}`. Expected one of "
-            f"{[None, *allowed]}. Received: {argument}={value!r}"
-        )
-    return value
-
-
-def _check_name(name):
-    if name is None:
-        return None
-    if not isinstance(name, str) or name == "" or "/" in name:
-        raise ValueError(
-            f"Invalid value for argument `name`. Expected a non-empty string without '/' "
-            f"(or None for an automatic name). Received: name={name!r}"
-        )
-    check_utf8("name", name)
-    return name
-
-
-def _callable_or_none(attribute: str, value):
-    if value is not None and not callable(value):
-        raise TypeError(
-            f"Invalid value for attribute `{attribute}`. Expected a callable (such as a Keras "
-            f"{attribute}) or None. Received: {attribute}={value!r}"
-        )
-    return value
 
 
 # Python scalars that the array module's own conversion (``storage.fill``, ``storage[key] =``)
@@ -91,7 +59,7 @@ def _plain_scalar(limits: tuple, value) -> bool:
     return kind is bool
 
 
-class Variable:
+class Variable(ArrayProtocols):
     """A named container of tensor state, stored on a device.
 
     Args:
@@ -157,11 +125,11 @@ class Variable:
         store=None,
         **kwargs,
     ):
-        name = _check_name(name)
+        name = check_name(name)
         trainable = bool(trainable)  # as Keras: any truth value
         autocast = bool(autocast)
-        aggregation = _check_choice("aggregation", aggregation, AGGREGATIONS)
-        synchronization = _check_choice("synchronization", synchronization, SYNCHRONIZATIONS)
+        aggregation = check_choice("aggregation", aggregation, AGGREGATIONS)
+        synchronization = check_choice("synchronization", synchronization, SYNCHRONIZATIONS)
         store = _store.default_store() if store is None else store
         verbatim_path = kwargs.pop("_verbatim_path", None) if kwargs else None  # get_or_create's path
         backend, device = store._resolve_device(device)
@@ -188,7 +156,7 @@ class Variable:
                 dtype = standardize_dtype(dtype)
                 store._admit(path, dtype, aggregation, synchronization)
                 storage = store._memory.allocate(backend, shape, storage_dtype(dtype), device, path)
-                _fill(init, backend, device, storage, shape, dtype)
+                _initializers.fill_storage(init, backend, device, storage, shape, dtype)
             else:
                 array, array_dtype = as_storage_array(initializer, backend, device)
                 if shape is not None and standardize_shape(shape) != array.shape:
@@ -294,7 +262,7 @@ class Variable:
 
     @regularizer.setter
     def regularizer(self, value):
-        self._regularizer = _callable_or_none("regularizer", value)
+        self._regularizer = check_callable_or_none("regularizer", value)
 
     @property
     def constraint(self):
@@ -304,7 +272,7 @@ class Variable:
 
     @constraint.setter
     def constraint(self, value):
-        self._constraint = _callable_or_none("constraint", value)
+        self._constraint = check_callable_or_none("constraint", value)
 
     @property
     def aggregation(self) -> str:
@@ -610,166 +578,3 @@ class Variable:
             f"{method}: the value's shape {tuple(shape)} does not match the shape {self._shape} of "
             f"variable {self._path!r}. Expected the same shape, or a scalar."
         )
-
-    # ------------------------------------------------------------------- interop
-    def __array__(self, dtype=None, copy=None):
-        storage, read_dtype = self._read()
-        host = self._backend.host_view(storage)
-        fresh = host is not storage  # already a copy (from a GPU)
-        if read_dtype in WORD_DTYPES:
-            host = host.view(host_dtype(read_dtype))
-        converts = dtype is not None and np.dtype(dtype) != host.dtype
-        if copy is False and (fresh or converts):
-            raise ValueError(
-                f"A NumPy array of variable {self._path!r} ({self._dtype} on {self._device}) "
-                f"needs a copy{' to convert it to ' + str(np.dtype(dtype)) if converts else ''}; copy=False was given."
-            )
-        if converts:
-            return host.astype(dtype)
-        return host.copy() if copy and not fresh else host
-
-    @property
-    def __cuda_array_interface__(self):
-        storage = self._live_storage()
-        if self._dtype in WORD_DTYPES:
-            raise AttributeError(
-                f"{self._dtype} has no __cuda_array_interface__ type; use var.value (raw words) "
-                f"or var.astype('float32')"
-            )
-        return self._backend.cuda_array_interface(storage)
-
-    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
-        """Zero-copy export of the *stored* array (as ``__cuda_array_interface__``): a
-        scope's value is a separate array, read through ``value``/``np.asarray``."""
-        storage = self._live_storage()
-        if self._dtype in WORD_DTYPES:
-            raise BufferError(
-                f"DLPack export of {self._dtype} is not supported by NumPy/CuPy storage; use "
-                f"var.astype('float32'), or var.value for the raw {storage.dtype} words."
-            )
-        options = {"stream": stream, "max_version": max_version, "dl_device": dl_device, "copy": copy}
-        return storage.__dlpack__(**{k: v for k, v in options.items() if v is not None})
-
-    def __dlpack_device__(self):
-        return self._live_storage().__dlpack_device__()
-
-    # ----------------------------------------------------------------- operators
-    def _operand_of(self, other):
-        if isinstance(other, Variable):
-            return other._numbers()
-        if isinstance(other, (bool, int, float, complex)):
-            return other
-        return self._backend.xp.asarray(other)
-
-    def __bool__(self):
-        raise TypeError(f"A Variable cannot be used as a boolean (variable {self._path!r}).")
-
-    def __len__(self):
-        if not self._shape:
-            raise TypeError(f"len() of a 0-d variable ({self._path!r})")
-        return self._shape[0]
-
-    def _scalar(self):
-        if self._shape:
-            raise TypeError(
-                f"Only scalar arrays can be converted to Python scalars. Got: shape={self._shape} "
-                f"(variable {self._path!r})"
-            )
-        return self.numpy()
-
-    def __float__(self):
-        return float(self._scalar())
-
-    def __int__(self):
-        return int(self._scalar())
-
-    def __round__(self, ndigits=None):
-        """An array of the value rounded to ``ndigits`` decimals (0 for None), as Keras."""
-        return self._backend.xp.round(self._numbers(), decimals=ndigits or 0)
-
-    def __neg__(self):
-        return -self._numbers()
-
-    def __pos__(self):
-        return +self._numbers()
-
-    def __abs__(self):
-        return abs(self._numbers())
-
-    def __invert__(self):
-        return ~self._numbers()
-
-    def __repr__(self) -> str:
-        """Keras's repr, of the stored value (inside scopes too)."""
-        value = ""
-        if self._storage is not None:
-            host = self._backend.to_host(self._storage)
-            value = f", value={host.view(host_dtype(self._dtype)) if self._dtype in WORD_DTYPES else host}"
-        return f"<Variable path={self._path}, shape={self._shape}, dtype={self._dtype}{value}>"
-
-
-def _binary(op):
-    def forward(self, other):
-        return op(self._numbers(), self._operand_of(other))
-
-    def reflected(self, other):
-        return op(self._operand_of(other), self._numbers())
-
-    return forward, reflected
-
-
-for _name, _op in {
-    "add": operator.add,
-    "sub": operator.sub,
-    "mul": operator.mul,
-    "truediv": operator.truediv,
-    "floordiv": operator.floordiv,
-    "mod": operator.mod,
-    "pow": operator.pow,
-    "matmul": operator.matmul,
-}.items():
-    _forward, _reflected = _binary(_op)
-    setattr(Variable, f"__{_name}__", _forward)
-    setattr(Variable, f"__r{_name}__", _reflected)
-
-
-def _logical(function: str):
-    def forward(self, other):
-        return getattr(self._backend.xp, function)(self._numbers(), self._operand_of(other))
-
-    def reflected(self, other):
-        return getattr(self._backend.xp, function)(self._operand_of(other), self._numbers())
-
-    return forward, reflected
-
-
-# As Keras: `&`, `|` and `^` are logical (bool results), integer variables included.
-for _name, _function in {"and": "logical_and", "or": "logical_or", "xor": "logical_xor"}.items():
-    _forward, _reflected = _logical(_function)
-    setattr(Variable, f"__{_name}__", _forward)
-    setattr(Variable, f"__r{_name}__", _reflected)
-
-for _name, _op in {
-    "lt": operator.lt,
-    "le": operator.le,
-    "gt": operator.gt,
-    "ge": operator.ge,
-    "eq": operator.eq,
-    "ne": operator.ne,
-}.items():
-    setattr(Variable, f"__{_name}__", _binary(_op)[0])
-
-
-def _fill(init, backend, device, storage, shape, dtype) -> None:
-    """Initialize ``storage`` from an initializer object or any callable ``f(shape, dtype)``."""
-    if isinstance(init, _initializers.Initializer):
-        init.fill(backend, storage, dtype)
-        return
-    result = init(shape, dtype)
-    array, array_dtype = as_storage_array(result, backend, device)
-    if array.ndim != 0 and array.shape != shape:
-        raise ValueError(
-            f"The initializer {init!r} returned an array of shape {array.shape}; expected the "
-            f"requested shape {shape} (or a scalar)."
-        )
-    write(backend, storage, dtype, array, array_dtype)
