@@ -1,10 +1,8 @@
 """Tier a: the package's import rules, read from the source (no import is run).
 
-- No import cycle among the package's modules, counting imports inside functions,
-  except the one listed in ``KNOWN_CYCLES`` with its reason.
+- No import cycle among the package's modules, counting imports inside functions.
 - Few internal imports inside functions (``IN_FUNCTION_BUDGET`` statements), each for a
-  heavy dependency loaded on first use (numba, CuPy, the benchmark suite) or a cycle
-  listed here.
+  heavy dependency loaded on first use (numba, CuPy, the benchmark suite).
 - ``import varstore`` loads neither numba nor CuPy.
 """
 
@@ -18,9 +16,6 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Source folder -> the package it installs as (kernels/ and bench/ install inside varstore).
 PACKAGES = {"varstore": ROOT / "varstore", "varstore.kernels": ROOT / "kernels", "varstore.bench": ROOT / "bench"}
-# `vs.Variable(..., store=None)` joins the default store (store.py), `store.variable()`
-# builds Variables (variable.py), and StatelessScope checks that its keys are Variables.
-KNOWN_CYCLES = [{"varstore.scopes", "varstore.store", "varstore.variable"}]
 IN_FUNCTION_BUDGET = 12
 
 
@@ -115,10 +110,9 @@ def test_the_module_list_is_complete():
     assert expected <= set(MODULES)
 
 
-def test_no_import_cycles_but_the_known_one():
+def test_no_import_cycles():
     cycles = _cycles(_imports())
-    unexpected = [sorted(c) for c in cycles if c not in KNOWN_CYCLES]
-    assert not unexpected, f"import cycles among the package's modules: {unexpected}"
+    assert not cycles, f"import cycles among the package's modules: {[sorted(c) for c in cycles]}"
 
 
 def test_the_cycle_finder_finds_a_cycle():

@@ -115,26 +115,26 @@ def save(store, file, values=None) -> None:
     path = _fspath(file, "save")
     target = _save_target(path)
     directory = os.path.dirname(target)
-    with store._lock:
+    with store.locked():
         variables = list(store.variables)
-        if METADATA_KEY in store._variables:
+        if METADATA_KEY in store:
             raise ValueError(f"save: a variable's path is {METADATA_KEY!r}, the name the safetensors format "
                              "reserves for the header's metadata; rename it to save this store.")
         for variable in variables:
             _check_name(variable.path)
         # Largest items first: with the header padded to 8 bytes, every tensor starts at a
         # multiple of its item size (readers that map the file need no copy).
-        order = sorted(variables, key=lambda v: -np.dtype(storage_dtype(v._dtype)).itemsize)
+        order = sorted(variables, key=lambda v: -np.dtype(storage_dtype(v.stored.dtype)).itemsize)
         header, metadata, offset = {}, {"format": "varstore"}, 0
         for variable in order:
-            nbytes = variable._live_storage().nbytes
+            nbytes = variable.stored.storage.nbytes
             header[variable.path] = {
-                "dtype": CODE_OF[variable._dtype],
+                "dtype": CODE_OF[variable.stored.dtype],
                 "shape": list(variable.shape),
                 "data_offsets": [offset, offset + nbytes],
             }
             metadata[VARIABLE_PREFIX + variable.path] = json.dumps({
-                "dtype": variable._dtype,
+                "dtype": variable.stored.dtype,
                 "trainable": str(variable.trainable).lower(),
                 "autocast": str(variable.autocast).lower(),
                 "aggregation": variable.aggregation,
@@ -160,7 +160,8 @@ def save(store, file, values=None) -> None:
                 write(memoryview(len(text).to_bytes(8, "little")))
                 write(memoryview(text))
                 for variable in order:
-                    variable._backend.write_bytes(values.get(variable.path, variable._live_storage()), write)
+                    storage, _, backend, _ = variable.stored
+                    backend.write_bytes(values.get(variable.path, storage), write)
                 os.fsync(f.fileno())
             os.replace(temp, target)
         except BaseException:
@@ -323,11 +324,12 @@ def load(store, file, strict: bool = True) -> list:
     with open(path, "rb", buffering=0) as f:
         size = os.fstat(f.fileno()).st_size
         entries, data_start = read_header(f, size, path)
-        with store._lock:
+        with store.locked():
             plan, skipped = _match(store, entries, strict, path)
             for variable, entry in sorted(plan, key=lambda pair: pair[1].begin):
                 f.seek(data_start + entry.begin)
-                variable._backend.read_bytes(variable._live_storage(), _reader(f, path, entry.name))
+                storage, _, backend, _ = variable.stored
+                backend.read_bytes(storage, _reader(f, path, entry.name))
     return skipped
 
 
@@ -502,8 +504,8 @@ def _entry(name, code, shape, begin, end, metadata, bad) -> _Entry:
 def _match(store, entries: dict, strict: bool, path: str) -> tuple:
     """``([(variable, entry)], skipped)``; a ValueError when names (strict), shapes or
     dtypes do not fit."""
-    only_file = sorted(set(entries) - set(store._variables))
-    only_store = sorted(set(store._variables) - set(entries))
+    only_file = sorted(set(entries) - set(store))
+    only_store = sorted(set(store) - set(entries))
     if strict and (only_file or only_store):
         raise ValueError(
             f"load({path!r}): the file's variables and the store's differ (nothing was loaded). "
@@ -512,13 +514,13 @@ def _match(store, entries: dict, strict: bool, path: str) -> tuple:
             "Pass strict=False to load the paths both have."
         )
     plan, problems = [], []
-    for name in store._variables:
+    for name in store:
         if name not in entries:
             continue
-        variable, entry = store._variables[name], entries[name]
-        if tuple(variable.shape) != entry.shape or variable._dtype != entry.dtype:
+        variable, entry = store[name], entries[name]
+        if tuple(variable.shape) != entry.shape or variable.stored.dtype != entry.dtype:
             problems.append(f"{name!r}: file {entry.dtype}{list(entry.shape)}, store "
-                            f"{variable._dtype}{list(variable.shape)}")
+                            f"{variable.stored.dtype}{list(variable.shape)}")
         plan.append((variable, entry))
     if problems:
         raise ValueError(f"load({path!r}): shapes or dtypes differ (nothing was loaded): " + "; ".join(problems[:10]))

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import threading
 
+from .array_protocols import ArrayProtocols
 from .dtypes import is_float, standardize_dtype
 from .validation import check_utf8
+from .values import state_array
 
 _local = threading.local()
 _active_lock = threading.Lock()
@@ -118,25 +120,25 @@ class StatelessScope(_Scope):
     _kind = "stateless"
 
     def __init__(self, state_mapping=None):
-        from .variable import Variable
-
         self._values: dict = {}  # id(variable) -> (variable, storage array)
         pairs = state_mapping.items() if hasattr(state_mapping, "items") else (state_mapping or ())
         for variable, value in pairs:
-            if not isinstance(variable, Variable):
+            if not isinstance(variable, ArrayProtocols):  # (Variable's base: variable.py imports this module)
                 raise ValueError(
                     f"Invalid reference variable in StatelessScope: every key of `state_mapping` "
                     f"must be a Variable. Received instead: {variable!r}"
                 )
-            self._values[id(variable)] = (variable, variable._state_array(value, "StatelessScope"))
+            self._values[id(variable)] = (variable, state_array(variable, value, "StatelessScope"))
 
     def get_current_value(self, variable):
         """The value this scope (or one around it) holds for ``variable``, as
         ``variable.value`` would give it; None when no scope maps or wrote it."""
-        array = self._lookup(variable)
-        return None if array is None else variable._backend.present(array, variable._dtype)
+        array = self.stored_value(variable)
+        return None if array is None else variable.stored.backend.present(array, variable.stored.dtype)
 
-    def _lookup(self, variable):
+    def stored_value(self, variable):
+        """The storage-form array this scope (or one around it) holds for ``variable``,
+        or None."""
         entry = self._values.get(id(variable))
         if entry is not None:
             return entry[1]
@@ -148,10 +150,11 @@ class StatelessScope(_Scope):
                     return entry[1]
         return None
 
-    def _record(self, variable, array) -> None:
+    def record(self, variable, array) -> None:
+        """Hold ``array`` (storage form, the variable's dtype and shape) as ``variable``'s value."""
         self._values[id(variable)] = (variable, array)
 
-    def _written(self) -> list:
+    def written(self) -> list:
         """``(variable, storage array)`` for everything this scope holds."""
         return list(self._values.values())
 

@@ -11,12 +11,12 @@ import collections.abc
 import threading
 import weakref
 
-from . import backends, checkpoint, scopes
-from .dtypes import floatx, standardize_dtype
+from . import backends, checkpoint, initializers, scopes
+from .dtypes import floatx, standardize_dtype, storage_dtype
 from .initializers import is_initializer, standardize_shape
 from .memory import StoreMemory, parse_memory_limit
 from .validation import check_utf8
-from .values import as_storage_array, default_dtype
+from .values import as_storage_array, default_dtype, state_array, write
 
 
 class VariableStore(collections.abc.Mapping):
@@ -50,13 +50,68 @@ class VariableStore(collections.abc.Mapping):
     def device(self) -> str:
         return self._device
 
+    def locked(self):
+        """The store's lock, as a context manager (re-entrant): while it is held no
+        variable joins or leaves the store (checkpoints hold it while they move bytes)."""
+        return self._lock
+
     @property
     def backend(self) -> str:
         return self._backend.name
 
     def variable(self, initializer, shape=None, dtype=None, name=None, **kwargs):
         """Create a variable in this store (``vs.Variable(..., store=self)``)."""
-        return (_Variable or _variable_class())(initializer, shape, dtype, name=name, store=self, **kwargs)
+        return _Variable(initializer, shape, dtype, name=name, store=self, **kwargs)
+
+    def create_storage(self, adopt, initializer, shape, dtype, name, device, aggregation: str, synchronization: str,
+                       options: dict, path: str | None = None) -> None:
+        """The creation protocol that ``Variable.__init__`` runs (create variables with
+        :meth:`variable` or ``vs.Variable``): claim the path (``path`` as given, or the
+        name scopes' prefix + ``name``), check the attributes against the store, allocate
+        from the store's memory, write the initial value, then call ``adopt(path, storage,
+        dtype, backend, device, writes)``, which returns the variable, and register it. On any error the
+        path and the memory are given back: the store is as it was."""
+        backend, device = self._resolve_device(device)
+        unknown = sorted(set(options) - backend.variable_kwargs) if options else None
+        if unknown:
+            raise TypeError(
+                f"Variable() got unexpected keyword arguments {unknown} for the {backend.name} "
+                f"backend (it accepts {sorted(backend.variable_kwargs) or 'none'})."
+            )
+        path = self._claim(name, path)  # (before anything is allocated)
+        storage = None
+        try:
+            if is_initializer(initializer):
+                init = initializers.get(initializer)
+                if shape is None:
+                    raise ValueError(
+                        f"When `initializer` is a name or a callable, `shape` is required. "
+                        f"Received: initializer={initializer!r}, shape=None"
+                    )
+                shape = standardize_shape(shape)
+                dtype = standardize_dtype(dtype)
+                self._admit(path, dtype, aggregation, synchronization)
+                storage = self._memory.allocate(backend, shape, storage_dtype(dtype), device, path)
+                initializers.fill_storage(init, backend, device, storage, shape, dtype)
+            else:
+                array, array_dtype = as_storage_array(initializer, backend, device)
+                if shape is not None and standardize_shape(shape) != array.shape:
+                    raise ValueError(
+                        f"Initial value shape {array.shape} does not match the `shape` argument "
+                        f"{standardize_shape(shape)}."
+                    )
+                dtype = default_dtype(initializer, array_dtype, array) if dtype is None else standardize_dtype(dtype)
+                self._admit(path, dtype, aggregation, synchronization)
+                storage = self._memory.allocate(backend, array.shape, storage_dtype(dtype), device, path)
+                write(backend, storage, dtype, array, array_dtype)
+            variable = adopt(path, storage, dtype, backend, device, self._write_routing(synchronization))
+            self._register(path, variable, storage.nbytes, backend)
+        except BaseException:
+            if storage is not None:
+                self._memory.release(storage.nbytes, backend)
+                storage = None  # (the traceback keeps this frame: let the pool have it back)
+            self._unclaim(path)
+            raise
 
     def get_or_create(self, path: str, initializer, shape, dtype=None, **kwargs):
         """The variable at ``path`` when its shape and dtype are those asked for, else a
@@ -71,8 +126,7 @@ class VariableStore(collections.abc.Mapping):
         existing = self._variables.get(path)
         if existing is None:
             try:
-                variable_class = _Variable or _variable_class()
-                return variable_class(initializer, shape=shape, dtype=dtype, store=self, _verbatim_path=path, **kwargs)
+                return _Variable(initializer, shape=shape, dtype=dtype, store=self, _verbatim_path=path, **kwargs)
             except ValueError:
                 existing = self._variables.get(path)  # another thread made it first: compare
                 if existing is None:
@@ -80,9 +134,9 @@ class VariableStore(collections.abc.Mapping):
         array_shape, default = _default_shape_and_dtype(initializer, existing)
         want_shape = standardize_shape(shape) if shape is not None else array_shape
         want_dtype = standardize_dtype(dtype) if dtype is not None else default
-        if existing.shape != want_shape or existing._dtype != want_dtype:
+        if existing.shape != want_shape or existing.stored.dtype != want_dtype:
             raise ValueError(
-                f"A variable exists at path {path!r} with shape {existing.shape} and dtype {existing._dtype}; "
+                f"A variable exists at path {path!r} with shape {existing.shape} and dtype {existing.stored.dtype}; "
                 f"get_or_create asked for shape {want_shape} and dtype {want_dtype}."
             )
         return existing
@@ -104,8 +158,8 @@ class VariableStore(collections.abc.Mapping):
         out = {}
         with self._lock:  # (release and creation take it too)
             for variable in self._variables.values():
-                storage = variable._live_storage()
-                out[variable.path] = variable._backend.present(storage.copy(), variable._dtype)
+                storage, dtype, backend, _ = variable.stored
+                out[variable.path] = backend.present(storage.copy(), dtype)
         return out
 
     def load_state(self, mapping) -> None:
@@ -118,7 +172,8 @@ class VariableStore(collections.abc.Mapping):
         with self._lock:
             arrays = self._state_arrays(mapping, "load_state")
             for variable, array in arrays:
-                variable._backend.xp.copyto(variable._live_storage(), array)
+                storage, _, backend, _ = variable.stored
+                backend.xp.copyto(storage, array)
 
     def stateless_call(self, fn, state, *args, **kwargs):
         """``(result, new_state)``: ``fn(*args, **kwargs)`` run inside a StatelessScope
@@ -129,12 +184,13 @@ class VariableStore(collections.abc.Mapping):
             arrays = self._state_arrays(state, "stateless_call")
         with scopes.StatelessScope() as scope:
             for variable, array in arrays:
-                scope._record(variable, array)
+                scope.record(variable, array)
             result = fn(*args, **kwargs)
         new_state = {}
-        for variable, array in scope._written():
-            if variable._store is self:
-                new_state[variable.path] = variable._backend.present(array, variable._dtype)
+        for variable, array in scope.written():
+            if variable.store is self and not variable.released:
+                _, dtype, backend, _ = variable.stored
+                new_state[variable.path] = backend.present(array, dtype)
         return result, new_state
 
     def _state_arrays(self, mapping, what: str) -> list:
@@ -149,7 +205,7 @@ class VariableStore(collections.abc.Mapping):
                 f"{what}: no variable at paths {unknown} in this store (it has {len(self)} variables"
                 f"{', e.g. ' + repr(next(iter(self._variables))) if self._variables else ''})."
             )
-        return [(variables[path], variables[path]._state_array(value, what)) for path, value in mapping.items()]
+        return [(variables[path], state_array(variables[path], value, what)) for path, value in mapping.items()]
 
     # ------------------------------------------------------------- checkpoints
     def save(self, file) -> None:
@@ -228,6 +284,12 @@ class VariableStore(collections.abc.Mapping):
             return self._backend, self._device
         return backends.for_device(device)
 
+    def _write_routing(self, synchronization: str):
+        """What routes a new variable's writes: None (written in place, here), or an
+        object whose ``assign``, ``accumulate`` and ``setitem`` take them (a replicated
+        store's synced variables)."""
+        return None
+
     def _admit(self, path: str, dtype: str, aggregation: str, synchronization: str) -> None:
         """Raise if a variable with these attributes may not join this store (called
         before its memory is allocated). Every combination may join a plain store."""
@@ -265,7 +327,7 @@ class VariableStore(collections.abc.Mapping):
         with self._lock:
             self._claimed.pop(path, None)
 
-    def _register(self, path: str, variable) -> None:
+    def _register(self, path: str, variable, nbytes: int, backend) -> None:
         with self._lock:
             auto = self._claimed.pop(path, None)
             if auto is not None:
@@ -273,28 +335,34 @@ class VariableStore(collections.abc.Mapping):
                 self._auto_counts[base] = max(self._auto_counts.get(base, 0), next_count)
             self._variables[path] = variable
 
-    def _release(self, variable) -> None:
-        """Drop ``variable`` and count its bytes back, once, whichever threads release it."""
+    def release_storage(self, variable, detach) -> None:
+        """The release protocol that ``Variable.release`` runs: ``detach()`` drops the
+        variable's storage and returns ``(storage, backend)``, or None when it was released
+        before; the path leaves the store and the bytes are counted back, once, whichever
+        threads release it."""
         with self._lock:
-            storage = variable._storage
-            if storage is None:
+            detached = detach()
+            if detached is None:
                 return
-            variable._storage = None
-            variable._casts = None  # (prepared casts hold the storage)
             if self._variables.get(variable.path) is variable:
                 del self._variables[variable.path]
-        self._memory.release(storage.nbytes, variable._backend)
+            self._forget(variable)
+        storage, backend = detached
+        self._memory.release(storage.nbytes, backend)
+
+    def _forget(self, variable) -> None:
+        """A hook: ``variable`` is being released (called with the lock held)."""
 
 
-_Variable = None  # varstore.variable.Variable, bound on first use (that module imports this one)
+_Variable = None  # the Variable class (set by variable_class_is)
 
 
-def _variable_class():
+def variable_class_is(cls) -> None:
+    """Name the class :meth:`VariableStore.variable` and ``get_or_create`` build:
+    ``varstore.variable`` calls this when it is imported (it imports this module, whose
+    stores it joins, so this module cannot import it)."""
     global _Variable
-    from .variable import Variable
-
-    _Variable = Variable
-    return Variable
+    _Variable = cls
 
 
 def _default_shape_and_dtype(initializer, existing) -> tuple:
@@ -302,7 +370,7 @@ def _default_shape_and_dtype(initializer, existing) -> tuple:
     and ``dtype=None``: an array's own (shape None for a name or callable: any fits)."""
     if is_initializer(initializer):
         return existing.shape, floatx()
-    array, array_dtype = as_storage_array(initializer, existing._backend, existing.device)
+    array, array_dtype = as_storage_array(initializer, existing.stored.backend, existing.device)
     return array.shape, default_dtype(initializer, array_dtype, array)
 
 
@@ -318,24 +386,23 @@ class _DefaultStore(VariableStore):
         # entry outlives its variable until the path is reused or the next purge.
         self._finalizers: dict = {}
 
-    def _register(self, path: str, variable) -> None:
+    def _register(self, path: str, variable, nbytes: int, backend) -> None:
         # The finalizer takes only the memory's lock (re-entrant): the collector may run it
         # on any thread, inside an allocation that holds that lock, or while another thread
         # holds the store's lock.
-        finalizer = weakref.finalize(variable, self._memory.release, variable._storage.nbytes, variable._backend)
+        finalizer = weakref.finalize(variable, self._memory.release, nbytes, backend)
         finalizer.atexit = False
         with self._lock:
             if len(self._finalizers) > 2 * len(self._variables) + 64:
                 self._finalizers = {p: f for p, f in self._finalizers.items() if f.alive}
             self._finalizers[path] = finalizer
-            super()._register(path, variable)
+            super()._register(path, variable, nbytes, backend)
 
-    def _release(self, variable) -> None:
-        with self._lock:  # (the variable is alive here, so its finalizer is the path's entry)
-            finalizer = self._finalizers.pop(variable.path, None) if variable._storage is not None else None
+    def _forget(self, variable) -> None:
+        # (the variable is alive here, so its finalizer is the path's entry)
+        finalizer = self._finalizers.pop(variable.path, None)
         if finalizer is not None:
-            finalizer.detach()  # its bytes are counted back once, by the release below
-        super()._release(variable)
+            finalizer.detach()  # its bytes are counted back once, by release_storage
 
 
 _default_store: VariableStore | None = None

@@ -27,11 +27,12 @@ def as_storage_array(value, backend, device):
     elif isinstance(value, (_PY_SCALARS, list, tuple)):
         array = np.asarray(value)
     else:
-        read = getattr(value, "_read", None)  # a Variable: what its `value` reads (scopes too)
+        read = getattr(value, "read_stored", None)  # a Variable: what its `value` reads (scopes too)
         if read is not None:
             array, dtype = read()
-            if value._backend is not backend:
-                array = value._backend.host_view(array)
+            source = value.stored.backend
+            if source is not backend:
+                array = source.host_view(array)
             elif value.device != device:
                 array = backend.asarray(array, device)  # another GPU's: copied here
             return array, dtype
@@ -127,3 +128,19 @@ def _unsupported(value, array) -> Exception:
     if isinstance(value, (str, bytes)):
         return TypeError(f"Unsupported value {shown} of type {type(value).__name__}: {what}. {expected}")
     return ValueError(f"Unsupported value of type {type(value).__name__} holding {what}. {expected}")
+
+
+def state_array(variable, value, what: str):
+    """``value`` as a new storage array of ``variable``'s dtype and exact shape (for
+    ``load_state``, ``stateless_call`` and StatelessScope); ValueError naming both shapes
+    otherwise."""
+    storage, dtype, backend, device = variable.stored
+    array, array_dtype = as_storage_array(value, backend, device)
+    if array.shape != storage.shape:
+        raise ValueError(
+            f"{what}: the value for variable {variable.path!r} has shape {array.shape}; expected "
+            f"the variable's shape {storage.shape}."
+        )
+    out = backend.empty(storage.shape, storage.dtype, device)
+    write(backend, out, dtype, array, array_dtype)
+    return out

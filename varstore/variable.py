@@ -4,20 +4,29 @@ storage lives on the store's device."""
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
-from . import initializers as _initializers
 from . import scopes
 from . import store as _store
 from .array_protocols import ArrayProtocols
 from .casting import accumulate_into, cast, prepared_cast, readable
 from .dtypes import INT_DTYPES, WORD_DTYPES, host_dtype, is_float, standardize_dtype, storage_dtype
 from .indexing import broadcast_strides, cached_basic_region, flat_indices
-from .initializers import standardize_shape
 from .regions import read_indexed, read_region, write_indexed, write_region
 from .validation import check_callable_or_none, check_choice, check_name
-from .values import as_operand, as_region_source, as_storage_array, default_dtype, write
+from .values import as_operand, as_region_source, as_storage_array, write
+
+
+class Stored(NamedTuple):
+    """:attr:`Variable.stored`."""
+
+    storage: object
+    dtype: str
+    backend: object
+    device: str
+
 
 AGGREGATIONS = ("none", "mean", "sum", "only_first_replica")
 SYNCHRONIZATIONS = ("none", "on_read", "on_write", "auto")
@@ -132,73 +141,32 @@ class Variable(ArrayProtocols):
         synchronization = check_choice("synchronization", synchronization, SYNCHRONIZATIONS)
         store = _store.default_store() if store is None else store
         verbatim_path = kwargs.pop("_verbatim_path", None) if kwargs else None  # get_or_create's path
-        backend, device = store._resolve_device(device)
-        unknown = sorted(set(kwargs) - backend.variable_kwargs) if kwargs else None
-        if unknown:
-            raise TypeError(
-                f"Variable() got unexpected keyword arguments {unknown} for the {backend.name} "
-                f"backend (it accepts {sorted(backend.variable_kwargs) or 'none'})."
-            )
+        self._trainable = trainable
+        self._autocast = autocast
+        self._aggregation = aggregation
+        self._synchronization = synchronization
+        self._casts = None  # astype's prepared casts: dtype argument -> (storage, function)
+        self._overwrite_with_gradient = False
+        self._regularizer = None
+        self._constraint = None
+        self._store = store
+        store.create_storage(self._adopt, initializer, shape, dtype, name, device, aggregation, synchronization,
+                             kwargs, verbatim_path)
 
-        # The path is claimed before anything is allocated; on any error below it is
-        # given back with the memory, and the store is as it was.
-        path = store._claim(name, verbatim_path)
-        storage = None
-        try:
-            if _initializers.is_initializer(initializer):
-                init = _initializers.get(initializer)
-                if shape is None:
-                    raise ValueError(
-                        f"When `initializer` is a name or a callable, `shape` is required. "
-                        f"Received: initializer={initializer!r}, shape=None"
-                    )
-                shape = standardize_shape(shape)
-                dtype = standardize_dtype(dtype)
-                store._admit(path, dtype, aggregation, synchronization)
-                storage = store._memory.allocate(backend, shape, storage_dtype(dtype), device, path)
-                _initializers.fill_storage(init, backend, device, storage, shape, dtype)
-            else:
-                array, array_dtype = as_storage_array(initializer, backend, device)
-                if shape is not None and standardize_shape(shape) != array.shape:
-                    raise ValueError(
-                        f"Initial value shape {array.shape} does not match the `shape` argument "
-                        f"{standardize_shape(shape)}."
-                    )
-                if dtype is None:
-                    dtype = default_dtype(initializer, array_dtype, array)
-                else:
-                    dtype = standardize_dtype(dtype)
-                store._admit(path, dtype, aggregation, synchronization)
-                storage = store._memory.allocate(backend, array.shape, storage_dtype(dtype), device, path)
-                write(backend, storage, dtype, array, array_dtype)
-        except BaseException:
-            if storage is not None:
-                store._memory.release(storage.nbytes, backend)
-                storage = None  # (the traceback keeps this frame: let the pool have it back)
-            store._unclaim(path)
-            raise
-
+    def _adopt(self, path: str, storage, dtype: str, backend, device: str, writes) -> Variable:
+        """Take the storage the store made (``store.create_storage`` calls this once)."""
         self._storage = storage
         self._dtype = dtype
         self._shape = tuple(storage.shape)
         self._backend = backend
         self._device = device
-        self._store = store
         self._path = path
         self._name = path.rsplit("/", 1)[-1]
-        self._trainable = trainable
-        self._autocast = autocast
-        self._aggregation = aggregation
-        self._synchronization = synchronization
         self._fast_dtype = None if dtype in WORD_DTYPES else storage.dtype
         self._scalar_fill = _SCALAR_FILLS.get(dtype)  # see _plain_scalar
         self._add_dtype = storage.dtype if dtype in _NATIVE_ADD else None
-        self._casts = None  # astype's prepared casts: dtype argument -> (storage, function)
-        self._replica = None  # a ReplicatedStore that routes this variable's writes (see _register)
-        self._overwrite_with_gradient = False
-        self._regularizer = None
-        self._constraint = None
-        store._register(path, self)
+        self._replica = writes  # None, or the replicated store's write routing (see _write_routing)
+        return self
 
     # ------------------------------------------------------------------ attributes
     @property
@@ -299,6 +267,23 @@ class Variable(ArrayProtocols):
         return self._store
 
     @property
+    def stored(self) -> Stored:
+        """What the variable stores, for code that moves storage (checkpoints, stores,
+        replicas): ``(storage, dtype, backend, device)``, the storage array as it is
+        (bfloat16/float8 as raw words on CuPy), the variable's own dtype (not an
+        AutocastScope's), its backend and device. Scopes do not change it. RuntimeError
+        once released."""
+        storage = self._storage
+        if storage is None:
+            self._raise_released()
+        return Stored(storage, self._dtype, self._backend, self._device)
+
+    @property
+    def released(self) -> bool:
+        """Whether :meth:`release` has given the memory back."""
+        return self._storage is None
+
+    @property
     def value(self):
         """The backing array: NumPy on "numpy" (bfloat16/float8 as ``ml_dtypes`` views),
         CuPy on "cuda" (bfloat16/float8 as their raw uint16/uint8 words). Inside a
@@ -307,6 +292,12 @@ class Variable(ArrayProtocols):
         return self._backend.present(*self._read())
 
     # ------------------------------------------------------------------- reading
+    def read_stored(self) -> tuple:
+        """``(array, dtype)``: what :attr:`value` reads, in storage form (bfloat16/float8
+        as raw words on CuPy) with its dtype: a StatelessScope's value where one maps or
+        wrote this variable, cast by an AutocastScope where one applies."""
+        return self._read()
+
     def _read(self):
         """``(storage-form array, dtype)`` of what reads see: the storage, or a
         StatelessScope's value, cast by an AutocastScope where one applies."""
@@ -317,7 +308,7 @@ class Variable(ArrayProtocols):
             return storage, self._dtype
         scope = scopes.stateless_scope()
         if scope is not None:
-            mapped = scope._lookup(self)
+            mapped = scope.stored_value(self)
             if mapped is not None:
                 storage = mapped
         target = scopes.autocast_dtype() if self._autocast else None
@@ -393,7 +384,7 @@ class Variable(ArrayProtocols):
         apply: see :class:`varstore.ReplicatedStore`.)
         """
         if self._replica is not None:
-            return self._replica._assign(self, value)
+            return self._replica.assign(self, value)
         limits = self._scalar_fill
         if limits is not None and not scopes.ACTIVE and _plain_scalar(limits, value):
             storage = self._storage
@@ -422,7 +413,7 @@ class Variable(ArrayProtocols):
         target, scope = self._write_target(overwrite=True)
         write(self._backend, target, self._dtype, self._unaliased(target, array), array_dtype)
         if scope is not None:
-            scope._record(self, target)
+            scope.record(self, target)
         return self
 
     def assign_add(self, value):
@@ -455,7 +446,7 @@ class Variable(ArrayProtocols):
 
     def _accumulate(self, value, sign: int, method: str):
         if self._replica is not None:
-            return self._replica._accumulate(self, value, sign, method)
+            return self._replica.accumulate(self, value, sign, method)
         return self._accumulate_local(self._operand(value, method), sign)
 
     def _operand(self, value, method: str, private: bool = False):
@@ -476,7 +467,7 @@ class Variable(ArrayProtocols):
         target, scope = self._write_target()
         accumulate_into(self._backend, target, self._unaliased(target, operand), self._dtype, sign)
         if scope is not None:
-            scope._record(self, target)
+            scope.record(self, target)
         return self
 
     def __setitem__(self, key, value):
@@ -488,7 +479,7 @@ class Variable(ArrayProtocols):
         where an index repeats, the last write wins on the CPU, one unspecified write on a
         GPU. Every check runs before anything is written."""
         if self._replica is not None:
-            self._replica._setitem(self, key, value)
+            self._replica.setitem(self, key, value)
             return
         limits = self._scalar_fill
         if limits is not None and not scopes.ACTIVE and _plain_scalar(limits, value):
@@ -520,7 +511,7 @@ class Variable(ArrayProtocols):
         else:
             write_indexed(self._backend, target, self._dtype, index, operand, operand_dtype)
         if scope is not None:
-            scope._record(self, target)
+            scope.record(self, target)
 
     def _write_target(self, overwrite: bool = False):
         """``(array, scope)``: where a write goes. The storage itself (scope None), or
@@ -532,7 +523,7 @@ class Variable(ArrayProtocols):
             return storage, None
         target = self._backend.empty(self._shape, storage.dtype, self._device)
         if not overwrite:
-            current = scope._lookup(self)
+            current = scope.stored_value(self)
             self._backend.xp.copyto(target, storage if current is None else current)
         return target, scope
 
@@ -542,24 +533,17 @@ class Variable(ArrayProtocols):
         (``v[1:] = np.asarray(v)[:-1]``) is copied first, which gives NumPy's result."""
         return source.copy() if self._backend.shares_memory(target, source) else source
 
-    def _state_array(self, value, what: str):
-        """``value`` as a new storage array of this variable's dtype and exact shape (for
-        load_state and StatelessScope); ValueError naming both shapes otherwise."""
-        array, array_dtype = as_storage_array(value, self._backend, self._device)
-        if array.shape != self._shape:
-            raise ValueError(
-                f"{what}: the value for variable {self._path!r} has shape {array.shape}; expected "
-                f"the variable's shape {self._shape}."
-            )
-        out = self._backend.empty(self._shape, storage_dtype(self._dtype), self._device)
-        write(self._backend, out, self._dtype, array, array_dtype)
-        return out
-
     # ------------------------------------------------------------------ lifetime
     def release(self) -> None:
         """Return the memory to the store's pool and remove the path from the store.
         Using the variable afterwards raises RuntimeError. Releasing twice is a no-op."""
-        self._store._release(self)
+        self._store.release_storage(self, self._detach)
+
+    def _detach(self):
+        """Drop the storage (and the prepared casts that hold it); return ``(storage,
+        backend)``, or None if it was dropped before (the store calls this under its lock)."""
+        storage, self._storage, self._casts = self._storage, None, None
+        return None if storage is None else (storage, self._backend)
 
     def _live_storage(self):
         storage = self._storage
@@ -578,3 +562,30 @@ class Variable(ArrayProtocols):
             f"{method}: the value's shape {tuple(shape)} does not match the shape {self._shape} of "
             f"variable {self._path!r}. Expected the same shape, or a scalar."
         )
+
+
+_store.variable_class_is(Variable)
+
+
+# ---------------------------------------------------------------- write routing
+# A replicated store routes the writes of its synced variables (Variable._replica); once
+# it has decided to write now, it applies them through these functions.
+def write_operand(variable: Variable, value, method: str, private: bool = False):
+    """``value`` checked against ``variable`` and cast to its dtype, as an array of its
+    backend (``private``: never the caller's memory, for an update applied later)."""
+    return variable._operand(value, method, private)
+
+
+def assign_in_place(variable: Variable, value) -> Variable:
+    """``variable.assign(value)`` applied here, whatever routes its writes."""
+    return variable._assign_local(value)
+
+
+def accumulate_in_place(variable: Variable, operand, sign: int) -> Variable:
+    """``variable += sign * operand`` (from :func:`write_operand`) applied here."""
+    return variable._accumulate_local(operand, sign)
+
+
+def setitem_in_place(variable: Variable, key, value) -> None:
+    """``variable[key] = value`` applied here."""
+    variable._setitem_local(key, value)

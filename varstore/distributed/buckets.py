@@ -62,7 +62,7 @@ def plan(updates, bucket_bytes: float, raw: bool = False) -> list:
     groups: dict = {}
     for update in sorted(updates, key=lambda u: u.order):
         variable = update.variable
-        groups.setdefault((variable.aggregation, variable._dtype), []).append(update)
+        groups.setdefault((variable.aggregation, variable.stored.dtype), []).append(update)
     buckets = []
     for (aggregation, dtype), members in groups.items():
         staging = storage_dtype(dtype).name if raw else STAGING[dtype]
@@ -169,7 +169,7 @@ def unpack(tables: Tables, bucket: Bucket, staging, where: tuple, divisor: int =
     backend, K = tables.backend, _kernels()
     starts, (tensor, first, count) = where
     if targets is None:
-        targets = [u.variable._storage for u in bucket.updates]
+        targets = [u.variable.stored.storage for u in bucket.updates]
     address = [backend.address(a) for a in targets]
     add = [int(u.mode == "add") for u in bucket.updates]
     t = tables.upload([tensor, first, count, np.array(address, np.uint64).view(np.int64), starts, add])

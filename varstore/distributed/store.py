@@ -42,6 +42,7 @@ from ..casting import accumulate_into
 from ..dtypes import INT_DTYPES
 from ..store import VariableStore
 from ..values import write
+from ..variable import accumulate_in_place, assign_in_place, setitem_in_place, write_operand
 from . import buckets as B
 from . import default_group
 from .group import Collective, DistributedError, Group
@@ -89,6 +90,7 @@ class ReplicatedStore(VariableStore):
         self._bucket_bytes = float(bucket_mb) * 2**20
         self._pending: dict = {}
         self._order: dict = {}
+        self._routing = _ReplicaWrites(self)
         self._created = 0
         self._in_step = threading.local()
         self._tables = None
@@ -122,13 +124,14 @@ class ReplicatedStore(VariableStore):
                 f"aggregation='only_first_replica' or 'none'."
             )
 
-    def _register(self, path, variable):
+    def _write_routing(self, synchronization):
+        return self._routing if synchronization in SYNCED else None
+
+    def _register(self, path, variable, nbytes, backend):
         with self._lock:
             self._order[variable] = self._created
             self._created += 1
-        if variable.synchronization in SYNCED:
-            variable._replica = self
-        super()._register(path, variable)
+        super()._register(path, variable, nbytes, backend)
 
     # ------------------------------------------------------------- replica step
     @contextmanager
@@ -156,21 +159,21 @@ class ReplicatedStore(VariableStore):
         with self._lock:
             return [u.variable.path for u in sorted(self._pending.values(), key=lambda u: u.order)]
 
-    # Writes of replicated variables come here (Variable._replica is this store).
+    # Writes of synced variables come here (through _ReplicaWrites).
     def _assign(self, variable, value):
         if self._stepping() and variable.synchronization != "on_read":
-            self._queue(variable, "assign", variable._operand(value, "assign", private=True), False)
+            self._queue(variable, "assign", write_operand(variable, value, "assign", private=True), False)
             return variable
         if self._cross_replica_sum(variable):
-            return variable._assign_local(self._replica_share(variable, value))
-        return variable._assign_local(value)
+            return assign_in_place(variable, self._replica_share(variable, value))
+        return assign_in_place(variable, value)
 
     def _accumulate(self, variable, value, sign, method):
         if self._stepping() and variable.synchronization != "on_read":
-            self._queue(variable, "add", variable._operand(value, method, private=True), sign < 0)
+            self._queue(variable, "add", write_operand(variable, value, method, private=True), sign < 0)
             return variable
         self._refuse_cross_replica(variable, method)
-        return variable._accumulate_local(variable._operand(value, method), sign)
+        return accumulate_in_place(variable, write_operand(variable, value, method), sign)
 
     def _setitem(self, variable, key, value):
         if self._stepping() and variable.synchronization != "on_read":
@@ -180,7 +183,7 @@ class ReplicatedStore(VariableStore):
                 f"(var.assign), or write the slice outside the step on every rank."
             )
         self._refuse_cross_replica(variable, "var[key] = ...")
-        variable._setitem_local(key, value)
+        setitem_in_place(variable, key, value)
 
     def _cross_replica_sum(self, variable) -> bool:
         """A write to an on_read sum variable outside a replica step (and outside a
@@ -199,9 +202,10 @@ class ReplicatedStore(VariableStore):
     def _replica_share(self, variable, value):
         """This rank's part of a cross-replica assign of an on_read sum variable."""
         n = self._group.size
-        array = np.asarray(variable._backend.host_view(value) if variable._backend.owns(value) else value)
-        if variable._dtype in INT_DTYPES:
-            whole = array.astype(variable._storage.dtype)
+        storage, dtype, backend, _ = variable.stored
+        array = np.asarray(backend.host_view(value) if backend.owns(value) else value)
+        if dtype in INT_DTYPES:
+            whole = array.astype(storage.dtype)
             share = whole // n
             return share + (whole - share * n) if self._group.rank == 0 else share
         return array.astype(np.float64) / n
@@ -210,8 +214,8 @@ class ReplicatedStore(VariableStore):
         with self._lock:
             previous = self._pending.get(variable)
             if previous is not None and mode == "add":  # fold into one private full array
-                backend, dtype = variable._backend, variable._dtype
-                combined = backend.empty(variable.shape, variable._storage.dtype, variable.device)
+                storage, dtype, backend, device = variable.stored
+                combined = backend.empty(storage.shape, storage.dtype, device)
                 if previous.negate:
                     combined.fill(0)
                     accumulate_into(backend, combined, previous.operand, dtype, -1)
@@ -229,7 +233,7 @@ class ReplicatedStore(VariableStore):
         DistributedError, naming the difference, if they differ; the updates then stay
         queued and no variable changes."""
         with self._lock:
-            updates = [u for u in self._pending.values() if u.variable._storage is not None]
+            updates = [u for u in self._pending.values() if not u.variable.released]
             self._pending = {}
         try:
             plan = B.plan(updates, self._bucket_bytes)
@@ -305,9 +309,9 @@ class ReplicatedStore(VariableStore):
         """The value of ``variable`` reduced across the replicas by its aggregation
         (collective for on_read variables; others: this replica's value). The replicas
         are not changed."""
-        if variable._store is not self:
+        if variable.store is not self:
             raise ValueError(f"read_aggregated: variable {variable.path!r} is not in this store.")
-        storage = variable._live_storage()
+        storage = variable.stored.storage
         out = self._backend.empty(variable.shape, storage.dtype, self._device)
         if variable.synchronization != "on_read" or variable.aggregation == "none":
             self._backend.xp.copyto(out, storage)
@@ -316,7 +320,7 @@ class ReplicatedStore(VariableStore):
             plan = B.plan([update], float("inf"))
             self._agree_on_plan(plan, "read_aggregated()")
             self._reduce(plan, self._group.size, targets=[[out]], keep=False)
-        return self._backend.present(out, variable._dtype)
+        return self._backend.present(out, variable.stored.dtype)
 
     def broadcast(self, root: int = 0, variables=None) -> None:
         """Make every on_write/auto variable (or those in ``variables``) equal to rank
@@ -328,7 +332,7 @@ class ReplicatedStore(VariableStore):
         self._broadcast(chosen, root, "broadcast()")
 
     def _broadcast(self, variables, root, what):
-        updates = [B.Update(v, "assign", v._live_storage(), False, self._order[v]) for v in variables]
+        updates = [B.Update(v, "assign", v.stored.storage, False, self._order[v]) for v in variables]
         plan = B.plan(updates, self._bucket_bytes, raw=True)
         plan = [b._replace(collective="broadcast") for b in plan]
         self._agree_on_plan(plan, what)
@@ -351,7 +355,7 @@ class ReplicatedStore(VariableStore):
         equal). Raises DistributedError when the ranks do not hold the same variables."""
         variables = [v for v in self._chosen(None, "check_replicas") if v.aggregation != "none"]
         names = [v.path for v in variables]
-        sums = [hashlib.blake2b(self._backend.to_host(v._live_storage()).tobytes(), digest_size=16).hexdigest()
+        sums = [hashlib.blake2b(self._backend.to_host(v.stored.storage).tobytes(), digest_size=16).hexdigest()
                 for v in variables]
         gathered = [json.loads(m) for m in self._group.allgather_bytes(json.dumps([names, sums]).encode())]
         if any(g[0] != names for g in gathered):
@@ -401,13 +405,14 @@ class ReplicatedStore(VariableStore):
         self._broadcast(variables, 0, "load()")
         for variable in variables:
             if variable.synchronization == "on_read" and variable.aggregation == "sum" and self._group.size > 1:
-                variable._assign_local(self._replica_share(variable, variable.numpy()))
+                assign_in_place(variable, self._replica_share(variable, variable.numpy()))
         return skipped
 
 
 def _storage_of(presented, variable):
     """A presented value (``Variable.value`` form) back as the variable's storage words."""
-    return presented.view(variable._storage.dtype) if presented.dtype != variable._storage.dtype else presented
+    words = variable.stored.storage.dtype
+    return presented.view(words) if presented.dtype != words else presented
 
 
 def _summary(plan: list) -> str:
@@ -420,3 +425,23 @@ def _summary(plan: list) -> str:
         parts.append(f"{b['collective']} of {b['aggregation']}/{b['dtype']} {shown}")
     more = f" and {len(plan) - 4} more buckets" if len(plan) > 4 else ""
     return f"{len(plan)} buckets: " + "; ".join(parts) + more
+
+
+class _ReplicaWrites:
+    """The write routing of a ReplicatedStore's synced variables (``Variable.assign``,
+    ``assign_add``/``assign_sub`` and ``var[key] = ...`` come here): queued inside a
+    replica step, applied in place outside one."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: ReplicatedStore):
+        self.store = store
+
+    def assign(self, variable, value):
+        return self.store._assign(variable, value)
+
+    def accumulate(self, variable, value, sign: int, method: str):
+        return self.store._accumulate(variable, value, sign, method)
+
+    def setitem(self, variable, key, value) -> None:
+        self.store._setitem(variable, key, value)
