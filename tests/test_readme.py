@@ -8,7 +8,7 @@
 - Every performance table between ``<!-- table: FILE.json [OPTIONS] -->`` and
   ``<!-- end table -->`` is exactly what ``python -m varstore.bench.tables FILE.json
   [OPTIONS]`` prints for it, so its figures and ratios are the results file's.
-- Relative links between the pages point at files that exist.
+- Relative links between the pages point at files that exist, and at headings they have.
 
 Examples that need a GPU, MPI or several processes are ```bash or ```text blocks, not
 ```python ones: this test runs every ```python block on a CPU-only host, in one process.
@@ -97,12 +97,25 @@ def test_marked_tables_are_the_generators_output(page):
             f"run `python -m varstore.bench.tables --update {_name(page)}` from the repository root")
 
 
-LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+LINK = re.compile(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)")
+
+
+def _anchors(page: pathlib.Path) -> set:
+    """The anchors GitHub makes of a page's headings: lower case, punctuation dropped,
+    spaces as hyphens."""
+    headings = re.findall(r"^#+ (.+)$", BLOCK_OR_FENCE.sub("", page.read_text(encoding="utf-8")), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+BLOCK_OR_FENCE = re.compile(r"^```.*?^```", re.M | re.S)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_name)
-def test_relative_links_point_at_files(page):
-    for target in LINK.findall(page.read_text(encoding="utf-8")):
+def test_relative_links_point_at_files_and_headings(page):
+    for target, anchor in LINK.findall(page.read_text(encoding="utf-8")):
         if "://" in target:
             continue
-        assert (page.parent / target).exists(), f"{_name(page)} links to {target}, which does not exist"
+        linked = (page.parent / target) if target else page
+        assert linked.exists(), f"{_name(page)} links to {target}, which does not exist"
+        if anchor and linked.suffix == ".md":
+            assert anchor in _anchors(linked), f"{_name(page)} links to {target}#{anchor}, a heading it lacks"
