@@ -1,7 +1,7 @@
 """varstore's benchmark suite, installed as ``varstore.bench``: run it as ``varstore bench``.
 
 - ``ops``: the list of operations; ``ops_*`` (by family: writes, random, casts, store,
-  calls) build each one's timed calls, its baselines and the check of ours' result.
+  calls, sync) build each one's timed calls, its baselines and the check of ours' result.
 - ``natives``: what NumPy/ml_dtypes (CPU) or CuPy (GPU) offer: clock, ceilings, baselines.
 - ``torch_baselines``: PyTorch's, when it imports.
 - ``measure``: CUDA events or ``perf_counter``, variants timed in alternation.

@@ -6,10 +6,11 @@ move, which ceiling it is held against, and a check of ours' result (a fast but 
 kernel fails the run). The builders live by family:
 
 - ``ops_writes``: the scalar fill, assigns, strided and row writes;
-- ``ops_random``: the initializers;
+- ``ops_random``: the initializers, and Philox fills in bfloat16 and float64;
 - ``ops_casts``: ``v.astype`` between float32 and the 16- and 8-bit floats;
-- ``ops_store``: creation and checkpoints;
-- ``ops_calls``: per-call host time;
+- ``ops_store``: creation, a model's build, checkpoints and their host memory;
+- ``ops_calls``: per-call host time, and ``import varstore``;
+- ``ops_sync``: the pack and unpack kernels of ``ReplicatedStore.sync()``;
 - ``ops_base``: what they share (:class:`Case`, :class:`Op`, shapes, rotation, checks).
 """
 
@@ -28,16 +29,34 @@ from .ops_base import (
 )
 from .ops_calls import (
     CREATED,
+    IMPORT_BYTES,
     build_calls_assign_add,
     build_calls_astype,
     build_calls_create,
+    build_calls_element,
     build_calls_fill,
     build_calls_row,
+    build_import,
 )
 from .ops_casts import CASTS, make_build_cast
-from .ops_random import INITIALIZERS, expected_distribution, make_build_initializer
-from .ops_store import build_create, build_load, build_save
-from .ops_writes import build_assign_device, build_assign_host, build_fill, build_row_write, build_strided
+from .ops_random import (
+    INITIALIZERS,
+    RANDOM,
+    RANDOM_DTYPES,
+    expected_distribution,
+    make_build_initializer,
+    make_build_random,
+)
+from .ops_store import build_create, build_load, build_model, build_save
+from .ops_sync import SYNC_DTYPES, make_build_sync
+from .ops_writes import (
+    build_assign_device,
+    build_assign_host,
+    build_fill,
+    build_row_write,
+    build_strided,
+    make_build_converting_strided,
+)
 
 __all__ = ["ELEMENT", "MAX_ROTATION", "OPS", "BY_NAME", "Case", "CheckFailed", "Op", "cycle", "expected_distribution",
            "rotation", "select", "square_shape"]
@@ -50,16 +69,27 @@ OPS += [
        skip_reason="a QR decomposition of the whole matrix; measured up to 4 MiB" if name == "orthogonal" else "")
     for name in INITIALIZERS
 ]
+OPS += [Op(f"random/{kind}_{dtype}", f"{kind}: the Philox fill of an existing {dtype} variable in place",
+           make_build_random(kind, dtype))
+        for kind in RANDOM for dtype in RANDOM_DTYPES]
 OPS += [Op(f"cast/{src}->{dst}", f"v.astype({dst!r}) of a {src} variable", make_build_cast(src, dst))
         for src, dst in CASTS]
 OPS += [
     Op("assign/host", "v.assign(a NumPy array): host to the variable's memory", build_assign_host),
     Op("assign/device", "v.assign(an array on the variable's device)", build_assign_device),
     Op("slice/strided", "v[::2, 1::3] = b, b on the device, float32", build_strided),
+    Op("slice/strided_float64->float32", "v[::2, 1::3] = b, b float64 on the device, converted into a float32 variable",
+       make_build_converting_strided("float32")),
+    Op("slice/strided_float64->bfloat16", "v[::2, 1::3] = b, b float64 on the device, converted into a bfloat16 "
+       "variable", make_build_converting_strided("bfloat16")),
     Op("slice/row", "v[0, :] = 99 against copy, modify, assign back", build_row_write, metric="us"),
     Op("create", "store.variable('zeros', shape): a new variable (the previous one deleted)", build_create,
        metric="us"),
+    Op("store/build", "(256, 256) glorot_uniform kernels and (256,) zeros biases filling the size, in a new store",
+       build_model, metric="us"),
     Op("calls/row", "v[0, :] = 99 on a (64, N) float32 variable: per-call host time", build_calls_row,
+       metric="us"),
+    Op("calls/element", "v[1, 2] = 3.0 on a (64, N) float32 variable: per-call host time", build_calls_element,
        metric="us"),
     Op("calls/fill", "v.assign(1.5) on N float32: per-call host time", build_calls_fill, metric="us"),
     Op("calls/astype", "v.astype('bfloat16') of N float32: per-call host time", build_calls_astype,
@@ -71,6 +101,11 @@ OPS += [
     Op("checkpoint/save", "store.save(file): atomic safetensors write with fsync", build_save),
     Op("checkpoint/load", "store.load(file) into the existing variable", build_load),
 ]
+OPS += [Op(f"sync/{kernel}_{dtype}", f"{kernel} of the queued updates of {dtype} variables, one bucket, one rank",
+           make_build_sync(kernel, dtype))
+        for dtype in SYNC_DTYPES for kernel in ("pack", "unpack")]
+OPS += [Op("import", "import varstore in a fresh interpreter, against import numpy", build_import, metric="us",
+           max_bytes=IMPORT_BYTES, skip_reason="independent of the size: measured at 4 KiB")]
 BY_NAME = {op.name: op for op in OPS}
 
 

@@ -30,6 +30,8 @@ class Case:
     check: Callable[[], None]
     ceiling: str | None = None  # "copy", "fill" or "h2d": the same-size op it is held against
     keep: list = dataclasses.field(default_factory=list)  # objects that must live while timing
+    # Figures measured once after the timing (a dict for the row's JSON), or None.
+    extra: Callable[[], dict] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +107,16 @@ def sample_indices(n: int, m: int = 2**16) -> np.ndarray:
     """The first 4096 indices and ``m`` more spread over ``n``."""
     spread = np.linspace(0, n - 1, num=min(n, m), dtype=np.int64)
     return np.unique(np.concatenate([np.arange(min(n, 4096)), spread]))
+
+
+def works(fn) -> bool:
+    """Whether one call of a baseline succeeds: a library that lacks an operation for a
+    dtype (PyTorch's on some devices) loses that baseline, not the op's row."""
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - any failure means "no such baseline here"
+        return False
+    return True
 
 
 def require(condition: bool, message: str) -> None:

@@ -1,6 +1,7 @@
 """Per-call host time: small ops where Python overhead, not bandwidth, is the cost, each
 against the array library's own op (and Keras 3's, numpy backend, up to 1 MiB), timed in
-the same run.
+the same run; and the start-up, ``import varstore`` in a fresh interpreter against
+``import numpy``.
 
 The size is the bytes of the op's float32 operand (1,024 elements at 4 KiB).
 """
@@ -8,12 +9,15 @@ The size is the bytes of the op's float32 operand (1,024 elements at 4 KiB).
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 
 from varstore.dtypes import host_dtype
 
-from .ops_base import ELEMENT, Case, bits, host_normal, require, storage_of
+from .ops_base import ELEMENT, Case, CheckFailed, bits, host_normal, require, storage_of
 
 
 def build_calls_row(ctx, nbytes):
@@ -35,6 +39,27 @@ def build_calls_row(ctx, nbytes):
         require(bool(np.all(host[0] == 99.0)) and not host[1:].any(), "v[0, :] = 99: wrong rows")
 
     return Case(fns, n * ELEMENT, check, keep=[store, plain])
+
+
+def build_calls_element(ctx, nbytes):
+    n = nbytes // ELEMENT
+    shape = (64, n)
+    store = ctx.new_store()
+    v = store.variable("zeros", shape=shape, dtype="float32", name="elements")
+    plain = ctx.native.xp.zeros(shape, np.float32)
+
+    def ours():
+        v[1, 2] = 3.0
+
+    fns = {"ours": ours}
+    label, fn = ctx.native.setitem(plain, (1, 2), 3.0)
+    fns[label + " a[1, 2] = 3.0"] = fn
+
+    def check():
+        host = ctx.native.to_host(storage_of(v))
+        require(host[1, 2] == 3.0 and np.count_nonzero(host) == 1, "v[1, 2] = 3.0: wrong elements")
+
+    return Case(fns, ELEMENT, check, keep=[store, plain])
 
 
 def build_calls_fill(ctx, nbytes):
@@ -79,6 +104,11 @@ def build_calls_assign_add(ctx, nbytes):
     out = ctx.native.xp.zeros((n,), np.float32)
     label, fn = ctx.native.add(out, x)
     fns = {"ours": lambda: v.assign_add(x), label: fn}
+    keras = ctx.keras_for(nbytes)
+    if keras:
+        host = np.full(n, 0.5, np.float32)
+        kv = keras.Variable(np.zeros(n, np.float32))
+        fns["keras.Variable.assign_add (numpy backend)"] = lambda: kv.assign_add(host)
 
     def check():
         got = ctx.native.to_host(storage_of(v))
@@ -121,3 +151,33 @@ def build_calls_create(ctx, nbytes):
 
     return Case(fns, None, check)
 
+
+# ---------------------------------------------------------------- start-up
+
+# What ``import varstore`` must not load: the compilers and the GPU stack load on first use.
+HEAVY = ("numba", "numba_cuda", "cupy", "ml_dtypes")
+IMPORT_BYTES = 4 * 2**10  # the import does not depend on the size: measured at the smallest
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+
+
+def build_import(ctx, nbytes):
+    def run(code):
+        def call():
+            done = _python(code)
+            if done.returncode != 0:
+                raise CheckFailed(f"python -c {code!r} failed: {done.stderr.strip()[-300:]}")
+
+        return call
+
+    fns = {"ours": run("import varstore"), "import numpy": run("import numpy")}
+
+    def check():
+        done = _python(f"import sys, varstore; print([m for m in sys.modules if m.split('.')[0] in {HEAVY!r}])")
+        require(done.returncode == 0 and done.stdout.strip() == "[]",
+                f"import varstore loaded {done.stdout.strip() or done.stderr.strip()[-300:]}")
+
+    return Case(fns, None, check)

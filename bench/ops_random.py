@@ -1,8 +1,10 @@
 """Random fills and initializers: every Keras initializer filling an existing float32
-variable.
+variable, and the Philox fills in the other float dtypes (bfloat16, float64).
 
-Byte accounting: a fill writes N·4. Each fill's check draws on 2**18 spread samples:
-bounds, mean and standard deviation (6-sigma), orthogonality, the identity's diagonal.
+Byte accounting: a fill writes N·itemsize. Each fill's check draws on 2**18 spread
+samples: bounds, mean and standard deviation (6-sigma), orthogonality, the identity's
+diagonal; the fills of other dtypes are checked for determinism too (the same seed gives
+the same bits).
 """
 
 from __future__ import annotations
@@ -12,8 +14,21 @@ import math
 import numpy as np
 
 from varstore import initializers as I
+from varstore.dtypes import host_dtype
 
-from .ops_base import ELEMENT, Case, cycle, host_normal, require, rotation, sample, square_shape, storage_of
+from .ops_base import (
+    ELEMENT,
+    Case,
+    bits,
+    cycle,
+    host_normal,
+    require,
+    rotation,
+    sample,
+    square_shape,
+    storage_of,
+    works,
+)
 
 # ---------------------------------------------------------------- initializers
 
@@ -138,3 +153,80 @@ def make_build_initializer(name: str):
 
     return build
 
+
+# ---------------------------------------------------------------- Philox fills in other dtypes
+
+# op name's kind -> (initializer class, its name in expected_distribution, NumPy/CuPy baseline kind)
+RANDOM = {
+    "uniform": (I.RandomUniform, "random_uniform", "uniform"),
+    "normal": (I.RandomNormal, "random_normal", "normal"),
+    "truncated_normal": (I.TruncatedNormal, "truncated_normal", "normal"),
+}
+RANDOM_DTYPES = ("bfloat16", "float64")
+# Relative rounding of the dtype: a value drawn just inside a bound may round onto or past it.
+ROUNDING = {"bfloat16": 2.0**-8, "float64": 1e-12}
+
+
+def _torch_random(ctx, kind: str, out):
+    init = ctx.torch.torch.nn.init
+    if kind == "uniform":
+        return "Tensor.uniform_", lambda: out.uniform_(-0.05, 0.05)
+    if kind == "normal":
+        return "Tensor.normal_", lambda: out.normal_(0.0, 0.05)
+    return "nn.init.trunc_normal_", lambda: init.trunc_normal_(out, 0.0, 0.05, -0.1, 0.1)
+
+
+def make_build_random(kind: str, dtype: str):
+    """``kind`` (a key of :data:`RANDOM`) filling an existing ``dtype`` variable of N elements
+    (N·4 bytes the float32 size), against the array library's Philox or curand draw: of
+    ``dtype`` where the library has it, else of float32 (NumPy and CuPy have no bfloat16)."""
+    cls, name, baseline_kind = RANDOM[kind]
+
+    def build(ctx, nbytes):
+        n = nbytes // ELEMENT
+        shape = square_shape(n)
+        itemsize = host_dtype(dtype).itemsize
+        k = rotation(ctx, n * itemsize)
+        store = ctx.new_store()
+        variables = [store.variable(I.Constant(7.0), shape=shape, dtype=dtype, name=f"v{i}") for i in range(k)]
+        initializer = cls(seed=1)
+        backend = ctx.backend
+        storages = [storage_of(v) for v in variables]
+        fns = {"ours": cycle([lambda s=s: initializer.fill(backend, s, dtype) for s in storages])}
+        native_dtype = dtype if dtype == "float64" else "float32"
+        outs = [ctx.native.xp.ones(shape, native_dtype) for _ in range(k)]
+        entries = [ctx.native.random(baseline_kind, o, seed=1) for o in outs]
+        notes = [note for note, applies in (("untruncated", kind == "truncated_normal"),
+                                            ("float32", native_dtype != dtype)) if applies]
+        label = entries[0][0] + (f" ({', '.join(notes)})" if notes else "")
+        fns[label] = cycle([e[1] for e in entries])
+        if ctx.torch:
+            torch = ctx.torch.torch
+            touts = [torch.ones(shape, dtype=getattr(torch, dtype), device=ctx.torch.device) for _ in range(k)]
+            entries = [_torch_random(ctx, kind, t) for t in touts]
+            if works(entries[0][1]):
+                fns["torch " + entries[0][0]] = cycle([e[1] for e in entries])
+
+        def values(storage) -> np.ndarray:
+            return sample(ctx, storage).view(host_dtype(dtype)).astype(np.float64)
+
+        def check():
+            storage = storages[0]
+            got = values(storage)
+            mean, std, lo, hi = expected_distribution(name, shape)
+            m, slack = got.size, ROUNDING[dtype]
+            require(bool(np.all(np.isfinite(got))), f"{kind} {dtype}: non-finite values")
+            require(got.min() >= lo - slack * abs(lo) and got.max() <= hi + slack * abs(hi),
+                    f"{kind} {dtype}: values outside [{lo:.4g}, {hi:.4g}]: [{got.min():.4g}, {got.max():.4g}]")
+            require(abs(got.mean() - mean) <= 6 * std / math.sqrt(m),
+                    f"{kind} {dtype}: mean {got.mean():.4g}, expected {mean} ± {6 * std / math.sqrt(m):.2g}")
+            require(abs(got.std() / std - 1) <= 6 / math.sqrt(m) + 1e-3 + slack,
+                    f"{kind} {dtype}: std {got.std():.4g}, expected {std:.4g}")
+            before = bits(sample(ctx, storage))
+            initializer.fill(backend, storage, dtype)
+            require(bool(np.array_equal(bits(sample(ctx, storage)), before)),
+                    f"{kind} {dtype}: a second fill with the same seed gave other bits")
+
+        return Case(fns, n * itemsize, check, ceiling="fill", keep=[store, outs])
+
+    return build

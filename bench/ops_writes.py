@@ -1,17 +1,22 @@
 """Writes into existing variables: the scalar fill, assigns from the host and from the
-device, the strided slice-assign and the row write.
+device, the strided slice-assign (same dtype, and converting from float64) and the row
+write.
 
 Byte accounting: a fill writes N·4; an assign moves 2·N·4; a strided assign moves the
-region's bytes twice (read and written); a row write counts the row.
+region's bytes twice (read and written; a converting one reads float64 and writes the
+variable's dtype); a row write counts the row.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from varstore.dtypes import host_dtype
+
 from .ops_base import (
     ELEMENT,
     Case,
+    bits,
     cycle,
     host_normal,
     require,
@@ -19,6 +24,7 @@ from .ops_base import (
     sample,
     square_shape,
     storage_of,
+    works,
 )
 
 # ---------------------------------------------------------------- fill
@@ -142,6 +148,61 @@ def build_strided(ctx, nbytes):
 
     useful = 2 * source.size * ELEMENT
     return Case(fns, useful, check, ceiling="copy", keep=[store, outs])
+
+
+def make_build_converting_strided(dst: str):
+    """``v[::2, 1::3] = b`` with b float64 and the variable ``dst``: the kernel converts
+    each element as it writes it (no temporary)."""
+
+    def build(ctx, nbytes):
+        n = nbytes // ELEMENT
+        shape = square_shape(n)
+        k = rotation(ctx, nbytes)
+        xp = ctx.native.xp
+        region_shape = np.empty(shape, np.bool_)[STRIDED].shape
+        # float64 values that float32 holds exactly: ml_dtypes rounds float64 through float32
+        # (twice), ours once, and the two agree on these.
+        host = (host_normal(int(np.prod(region_shape)), seed=12, scale=1.0) + np.float32(8)).astype(np.float64)
+        host = host.reshape(region_shape)
+        source = ctx.native.from_host(host)
+        store = ctx.new_store()
+        variables = [store.variable("zeros", shape=shape, dtype=dst, name=f"v{i}") for i in range(k)]
+
+        def ours(v):
+            v[STRIDED] = source
+
+        fns = {"ours": cycle([lambda v=v: ours(v) for v in variables])}
+        outs = []
+        if dst == "float32" or ctx.native.name == "numpy":  # CuPy has no bfloat16
+            outs = [xp.ones(shape, host_dtype(dst)) for _ in range(k)]
+            entries = [ctx.native.setitem(o, STRIDED, source) for o in outs]
+            label = "ml_dtypes setitem" if dst != "float32" else entries[0][0]
+            fns[label + " (float64 b)"] = cycle([e[1] for e in entries])
+        if ctx.torch:
+            torch = ctx.torch.torch
+            tsrc = ctx.torch.tensor(host)
+            touts = [torch.zeros(shape, dtype=getattr(torch, dst), device=ctx.torch.device) for _ in range(k)]
+            entries = [ctx.torch.setitem(t, STRIDED, tsrc) for t in touts]
+            if works(entries[0][1]):
+                fns["torch " + entries[0][0] + " (float64 b)"] = cycle([e[1] for e in entries])
+        expected = bits(host.astype(host_dtype(dst)))
+
+        def check():
+            for v in variables[:1]:
+                storage = storage_of(v)
+                got = bits(ctx.native.to_host(storage[STRIDED]))
+                wrong = int(np.count_nonzero(got != expected))
+                require(wrong == 0, f"v[::2, 1::3] = b (float64 -> {dst}): {wrong} of {expected.size} elements differ "
+                        "from NumPy/ml_dtypes' conversion")
+                nonzero = int(xp.count_nonzero(storage))
+                require(nonzero == expected.size,
+                        f"v[::2, 1::3] = b (float64 -> {dst}): {nonzero - expected.size} elements outside the "
+                        "region changed")
+
+        moved = host.nbytes + host.size * host_dtype(dst).itemsize  # float64 read, dst written
+        return Case(fns, moved, check, ceiling="copy", keep=[store, outs, source])
+
+    return build
 
 
 def build_row_write(ctx, nbytes):
