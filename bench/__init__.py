@@ -9,6 +9,8 @@
 - ``sync``: ``ReplicatedStore.sync()`` against the raw all-reduce (``python -m
   varstore.bench.sync``, under mpiexec).
 
-``bench/scripts/`` (not installed) holds the per-issue scripts whose figures are in
-bench/RESULTS.md.
+``bench/scripts/`` (not installed): ``first_calls.py``, the first calls' compile time in a
+fresh process (cold with an empty kernel cache, warm with a filled one), and
+``gpu_first_run.sh``, the checks and runs a GPU host needs first, in one call. The
+figures, with their dates, devices, versions and commands, are in bench/RESULTS.md.
 """
