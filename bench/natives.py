@@ -64,7 +64,8 @@ class NumpyNative:
     # ---- baselines
     def astype(self, x, dst: str):
         """(label, fn) casting the array ``x`` (of its host dtype) to ``dst``."""
-        label = "NumPy" if "float16" in (x.dtype.name, dst) else "ml_dtypes"
+        numpy_types = ("float16", "float32", "float64")
+        label = "NumPy" if x.dtype.name in numpy_types and dst in numpy_types else "ml_dtypes"
         target = host_dtype(dst)
         return label, lambda: x.astype(target)
 
@@ -192,7 +193,7 @@ class CupyNative:
 
     # ---- baselines
     def astype(self, x, dst: str):
-        if dst not in ("float16", "float32") or x.dtype.name not in ("float16", "float32"):
+        if dst not in ("float16", "float32", "float64") or x.dtype.name not in ("float16", "float32"):
             return None  # CuPy has no bfloat16 or float8 casts
         return "CuPy astype", lambda: x.astype(dst)
 

@@ -1,5 +1,5 @@
 """Casts: ``v.astype(dtype)`` of a variable between float32 and the 16- and 8-bit floats,
-checked bit for bit against ml_dtypes/NumPy on 4096 leading elements (NaN, inf,
+and from float32 to float64, checked bit for bit against ml_dtypes/NumPy on 4096 leading elements (NaN, inf,
 overflow, subnormals, ties) and 65,536 spread over the array.
 
 Byte accounting: a cast reads and writes N·(in + out).
@@ -18,6 +18,7 @@ CASTS = [
     ("float32", "bfloat16"), ("bfloat16", "float32"),
     ("float32", "float8_e4m3fn"), ("float8_e4m3fn", "float32"),
     ("float32", "float8_e5m2"), ("float8_e5m2", "float32"),
+    ("float32", "float64"),  # (NaN payloads kept, where CuPy's cast drops them)
 ]
 
 
