@@ -21,11 +21,12 @@ from .measure import CudaEventClock, HostClock
 CPU_ROTATION_BYTES = 64 * 2**20
 
 
-def _fsync_write(host: np.ndarray, path: str) -> None:
+def _fsync_write(host: np.ndarray, path: str, fsync: bool = True) -> None:
     with open(path, "wb") as f:
         host.tofile(f)
         f.flush()
-        os.fsync(f.fileno())
+        if fsync:
+            os.fsync(f.fileno())
 
 
 class NumpyNative:
@@ -63,17 +64,19 @@ class NumpyNative:
     # ---- baselines
     def astype(self, x, dst: str):
         """(label, fn) casting the array ``x`` (of its host dtype) to ``dst``."""
-        label = "NumPy" if "float16" in (x.dtype.name, dst) else "ml_dtypes"
+        numpy_types = ("float16", "float32", "float64")
+        label = "NumPy" if x.dtype.name in numpy_types and dst in numpy_types else "ml_dtypes"
         target = host_dtype(dst)
         return label, lambda: x.astype(target)
 
     def random(self, kind: str, out, seed: int):
-        """(label, fn) filling ``out`` (float32) with NumPy's Philox generator."""
+        """(label, fn) filling ``out`` (float32 or float64) with NumPy's Philox generator."""
         generator = np.random.Generator(np.random.Philox(seed))
+        dtype = out.dtype.type
         if kind == "uniform":
-            return "NumPy Philox random(out=)", lambda: generator.random(dtype=np.float32, out=out)
+            return "NumPy Philox random(out=)", lambda: generator.random(dtype=dtype, out=out)
         if kind == "normal":
-            return "NumPy Philox standard_normal(out=)", lambda: generator.standard_normal(dtype=np.float32, out=out)
+            return "NumPy Philox standard_normal(out=)", lambda: generator.standard_normal(dtype=dtype, out=out)
         return None
 
     def qr(self, matrix):
@@ -115,6 +118,9 @@ class NumpyNative:
 
     def save(self, array, path: str):
         return "tofile + fsync", lambda: _fsync_write(array, path)
+
+    def save_no_fsync(self, array, path: str):
+        return "tofile, no fsync", lambda: _fsync_write(array, path, fsync=False)
 
     def load(self, path: str, holder: list):
         def read():
@@ -187,7 +193,7 @@ class CupyNative:
 
     # ---- baselines
     def astype(self, x, dst: str):
-        if dst not in ("float16", "float32") or x.dtype.name not in ("float16", "float32"):
+        if dst not in ("float16", "float32", "float64") or x.dtype.name not in ("float16", "float32"):
             return None  # CuPy has no bfloat16 or float8 casts
         return "CuPy astype", lambda: x.astype(dst)
 
@@ -197,9 +203,9 @@ class CupyNative:
             self._generators[seed] = cp.random.RandomState(seed)
         generator = self._generators[seed]
         if kind == "uniform":
-            return "cupy.random.random", lambda: generator.random_sample(out.shape, dtype=cp.float32)
+            return "cupy.random.random", lambda: generator.random_sample(out.shape, dtype=out.dtype)
         if kind == "normal":
-            return "cupy.random.standard_normal", lambda: generator.standard_normal(out.shape, dtype=cp.float32)
+            return "cupy.random.standard_normal", lambda: generator.standard_normal(out.shape, dtype=out.dtype)
         return None
 
     def qr(self, matrix):
@@ -240,6 +246,9 @@ class CupyNative:
 
     def save(self, array, path: str):
         return "asnumpy + tofile + fsync", lambda: _fsync_write(self.cp.asnumpy(array), path)
+
+    def save_no_fsync(self, array, path: str):
+        return "asnumpy + tofile, no fsync", lambda: _fsync_write(self.cp.asnumpy(array), path, fsync=False)
 
     def load(self, path: str, holder: list):
         def read():

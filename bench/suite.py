@@ -101,6 +101,7 @@ class Row:
     ceiling: dict | None = None
     check: str = "ok"
     skipped: str | None = None
+    extra: dict | None = None  # figures an op measures once besides its times (a checkpoint's host memory)
 
     @property
     def ours(self) -> dict | None:
@@ -140,6 +141,8 @@ def measure(ctx, op: ops.Op, nbytes: int, plan) -> Row:
             case.check()
         except ops.CheckFailed as failure:
             row.check = f"FAILED: {failure}"
+        if case.extra is not None:
+            row.extra = case.extra()
         for label, timing in timings.items():
             entry = timing.as_dict()
             moved = ceiling_bytes if label == "ceiling" else case.bytes_moved

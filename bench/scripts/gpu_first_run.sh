@@ -5,7 +5,7 @@
 #
 # Order matters (see bench/RESULTS.md, "Not yet run on a GPU"): the GPU tiers with the
 # default driver launch, the same with numba-cuda's launch, then per-call host time at
-# 4 KiB and throughput at 16 MiB under each mechanism, then the quick suite. Each step
+# 4 KiB and throughput at 16 MiB under each mechanism, then the quick suite (every op). Each step
 # writes its log or JSON under $OUT and the script goes on after a failure.
 set -uo pipefail
 OUT=${OUT:-/tmp/varstore-gpu}

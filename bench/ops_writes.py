@@ -1,0 +1,235 @@
+"""Writes into existing variables: the scalar fill, assigns from the host and from the
+device, the strided slice-assign (same dtype, and converting from float64) and the row
+write.
+
+Byte accounting: a fill writes N·4; an assign moves 2·N·4; a strided assign moves the
+region's bytes twice (read and written; a converting one reads float64 and writes the
+variable's dtype); a row write counts the row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from varstore.dtypes import host_dtype
+
+from .ops_base import (
+    ELEMENT,
+    Case,
+    bits,
+    cycle,
+    host_normal,
+    require,
+    rotation,
+    sample,
+    square_shape,
+    storage_of,
+    works,
+)
+
+# ---------------------------------------------------------------- fill
+
+
+def build_fill(ctx, nbytes):
+    n = nbytes // ELEMENT
+    shape = square_shape(n)
+    k = rotation(ctx, nbytes)
+    store = ctx.new_store()
+    variables = [store.variable("zeros", shape=shape, dtype="float32", name=f"v{i}") for i in range(k)]
+    fns = {"ours": cycle([lambda v=v: v.assign(1.5) for v in variables])}
+    outs = [ctx.native.xp.ones(shape, np.float32) for _ in range(k)]
+    label, _ = ctx.native.fill_value(outs[0], 1.5)
+    fns[label] = cycle([ctx.native.fill_value(o, 1.5)[1] for o in outs])
+    if ctx.torch:
+        touts = [ctx.torch.empty(shape) for _ in range(k)]
+        fns["torch " + ctx.torch.fill_value(touts[0], 1.5)[0]] = cycle(
+            [ctx.torch.fill_value(t, 1.5)[1] for t in touts])
+
+    def check():
+        # The first copy: quick runs make fewer calls than there are copies.
+        for v in variables[:1]:
+            got = sample(ctx, storage_of(v))
+            require(bool(np.all(got == 1.5)),
+                    f"v.assign(1.5) left {np.count_nonzero(got != 1.5)} sampled elements != 1.5")
+
+    return Case(fns, nbytes, check, ceiling="fill", keep=[store, outs])
+
+
+# ---------------------------------------------------------------- assign
+
+
+def build_assign_host(ctx, nbytes):
+    n = nbytes // ELEMENT
+    shape = square_shape(n)
+    k = rotation(ctx, nbytes)
+    hosts = [host_normal(n, seed=4 + i, scale=1.0).reshape(shape) for i in range(min(k, 4))]
+    store = ctx.new_store()
+    variables = [store.variable("zeros", shape=shape, dtype="float32", name=f"v{i}") for i in range(k)]
+    pairs = [(v, hosts[i % len(hosts)]) for i, v in enumerate(variables)]
+    fns = {"ours": cycle([lambda v=v, h=h: v.assign(h) for v, h in pairs])}
+    outs = [ctx.native.xp.ones(shape, np.float32) for _ in range(k)]
+    entries = [ctx.native.copy_from_host(o, hosts[i % len(hosts)]) for i, o in enumerate(outs)]
+    fns[entries[0][0]] = cycle([e[1] for e in entries])
+    if ctx.torch:
+        entries = [ctx.torch.copy_from_host(ctx.torch.empty(shape), hosts[i % len(hosts)]) for i in range(k)]
+        fns["torch " + entries[0][0]] = cycle([e[1] for e in entries])
+    keras = ctx.keras_for(nbytes)
+    if keras:
+        kv = keras.Variable(hosts[0])
+        fns["keras.Variable.assign (numpy backend)"] = lambda: kv.assign(hosts[0])
+
+    def check():
+        for i, v in enumerate(variables[:1]):
+            require(bool(np.array_equal(sample(ctx, storage_of(v)), sample(ctx, hosts[i % len(hosts)]))),
+                    "v.assign(host array): the variable does not hold the host array")
+
+    return Case(fns, 2 * nbytes, check, ceiling="h2d", keep=[store, outs])
+
+
+def build_assign_device(ctx, nbytes):
+    n = nbytes // ELEMENT
+    shape = square_shape(n)
+    k = rotation(ctx, 2 * nbytes)
+    source = ctx.native.from_host(host_normal(n, seed=5, scale=1.0).reshape(shape))
+    sources = [source] + [source.copy() for _ in range(k - 1)]
+    store = ctx.new_store()
+    variables = [store.variable("zeros", shape=shape, dtype="float32", name=f"v{i}") for i in range(k)]
+    fns = {"ours": cycle([lambda v=v, s=s: v.assign(s) for v, s in zip(variables, sources, strict=True)])}
+    outs = [ctx.native.xp.ones(shape, np.float32) for _ in range(k)]
+    entries = [ctx.native.copy(o, s) for o, s in zip(outs, sources, strict=True)]
+    fns[entries[0][0]] = cycle([e[1] for e in entries])
+    if ctx.torch:
+        tsrc = ctx.torch.tensor(ctx.native.to_host(source))
+        entries = [ctx.torch.copy(ctx.torch.empty(shape), tsrc) for _ in range(k)]
+        fns["torch " + entries[0][0]] = cycle([e[1] for e in entries])
+
+    def check():
+        for v in variables[:1]:
+            require(bool(ctx.native.xp.array_equal(storage_of(v), source)),
+                    "v.assign(device array): the variable does not hold the source")
+
+    return Case(fns, 2 * nbytes, check, ceiling="copy", keep=[store, outs, sources])
+
+
+# ---------------------------------------------------------------- slices
+
+STRIDED = (slice(None, None, 2), slice(1, None, 3))
+
+
+def build_strided(ctx, nbytes):
+    n = nbytes // ELEMENT
+    shape = square_shape(n)
+    k = rotation(ctx, nbytes)
+    xp = ctx.native.xp
+    region_shape = np.empty(shape, np.bool_)[STRIDED].shape
+    source = ctx.native.from_host(host_normal(int(np.prod(region_shape)), seed=6, scale=1.0).reshape(region_shape) + 8)
+    store = ctx.new_store()
+    variables = [store.variable("zeros", shape=shape, dtype="float32", name=f"v{i}") for i in range(k)]
+
+    def ours(v):
+        v[STRIDED] = source
+
+    fns = {"ours": cycle([lambda v=v: ours(v) for v in variables])}
+    outs = [xp.ones(shape, np.float32) for _ in range(k)]
+    entries = [ctx.native.setitem(o, STRIDED, source) for o in outs]
+    fns[entries[0][0]] = cycle([e[1] for e in entries])
+    if ctx.torch:
+        tsrc = ctx.torch.tensor(ctx.native.to_host(source))
+        entries = [ctx.torch.setitem(ctx.torch.empty(shape).zero_(), STRIDED, tsrc) for _ in range(k)]
+        fns["torch " + entries[0][0]] = cycle([e[1] for e in entries])
+
+    def check():
+        for v in variables[:1]:
+            storage = storage_of(v)
+            require(bool(xp.array_equal(storage[STRIDED], source)), "v[::2, 1::3] = b: the region does not hold b")
+            nonzero = int(xp.count_nonzero(storage))
+            require(nonzero == source.size,
+                    f"v[::2, 1::3] = b: {nonzero - source.size} elements outside the region changed")
+
+    useful = 2 * source.size * ELEMENT
+    return Case(fns, useful, check, ceiling="copy", keep=[store, outs])
+
+
+def make_build_converting_strided(dst: str):
+    """``v[::2, 1::3] = b`` with b float64 and the variable ``dst``: the kernel converts
+    each element as it writes it (no temporary)."""
+
+    def build(ctx, nbytes):
+        n = nbytes // ELEMENT
+        shape = square_shape(n)
+        k = rotation(ctx, nbytes)
+        xp = ctx.native.xp
+        region_shape = np.empty(shape, np.bool_)[STRIDED].shape
+        # float64 values that float32 holds exactly: ml_dtypes rounds float64 through float32
+        # (twice), ours once, and the two agree on these.
+        host = (host_normal(int(np.prod(region_shape)), seed=12, scale=1.0) + np.float32(8)).astype(np.float64)
+        host = host.reshape(region_shape)
+        source = ctx.native.from_host(host)
+        store = ctx.new_store()
+        variables = [store.variable("zeros", shape=shape, dtype=dst, name=f"v{i}") for i in range(k)]
+
+        def ours(v):
+            v[STRIDED] = source
+
+        fns = {"ours": cycle([lambda v=v: ours(v) for v in variables])}
+        outs = []
+        if dst == "float32" or ctx.native.name == "numpy":  # CuPy has no bfloat16
+            outs = [xp.ones(shape, host_dtype(dst)) for _ in range(k)]
+            entries = [ctx.native.setitem(o, STRIDED, source) for o in outs]
+            label = "ml_dtypes setitem" if dst != "float32" else entries[0][0]
+            fns[label + " (float64 b)"] = cycle([e[1] for e in entries])
+        if ctx.torch:
+            torch = ctx.torch.torch
+            tsrc = ctx.torch.tensor(host)
+            touts = [torch.zeros(shape, dtype=getattr(torch, dst), device=ctx.torch.device) for _ in range(k)]
+            entries = [ctx.torch.setitem(t, STRIDED, tsrc) for t in touts]
+            if works(entries[0][1]):
+                fns["torch " + entries[0][0] + " (float64 b)"] = cycle([e[1] for e in entries])
+        expected = bits(host.astype(host_dtype(dst)))
+
+        def check():
+            for v in variables[:1]:
+                storage = storage_of(v)
+                got = bits(ctx.native.to_host(storage[STRIDED]))
+                wrong = int(np.count_nonzero(got != expected))
+                require(wrong == 0, f"v[::2, 1::3] = b (float64 -> {dst}): {wrong} of {expected.size} elements differ "
+                        "from NumPy/ml_dtypes' conversion")
+                nonzero = int(xp.count_nonzero(storage))
+                require(nonzero == expected.size,
+                        f"v[::2, 1::3] = b (float64 -> {dst}): {nonzero - expected.size} elements outside the "
+                        "region changed")
+
+        moved = host.nbytes + host.size * host_dtype(dst).itemsize  # float64 read, dst written
+        return Case(fns, moved, check, ceiling="copy", keep=[store, outs, source])
+
+    return build
+
+
+def build_row_write(ctx, nbytes):
+    n = nbytes // ELEMENT
+    shape = square_shape(n)
+    xp = ctx.native.xp
+    host = host_normal(n, seed=7, scale=1.0).reshape(shape)
+    store = ctx.new_store()
+    v = store.variable(host, name="v")
+    plain = ctx.native.from_host(host)
+
+    def row_write():
+        v[0, :] = 99.0
+
+    def copy_modify_assign():  # the Keras docs' way: the whole variable travels twice
+        value = v.numpy()
+        value[0, :] = 99.0
+        v.assign(value)
+
+    fns = {"ours": row_write, "copy-modify-assign": copy_modify_assign}
+    label, fn = ctx.native.setitem(plain, (0, slice(None)), 99.0)
+    fns[label + " a[0, :] = 99"] = fn
+
+    def check():
+        storage = storage_of(v)
+        require(bool(xp.all(storage[0] == 99.0)), "v[0, :] = 99: row 0 is not 99")
+        rest = ctx.native.to_host(storage[1:2])
+        require(bool(np.array_equal(rest, host[1:2])), "v[0, :] = 99: row 1 changed")
+
+    return Case(fns, shape[1] * ELEMENT, check, ceiling=None, keep=[store, plain])
