@@ -10,8 +10,11 @@ per variant.
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import time
+
+from varstore.memory import parse_memory_limit
 
 
 class HostClock:
@@ -110,3 +113,24 @@ def time_variants(clock, fns: dict, plan: Plan) -> dict[str, Timing]:
         )
         for name in fns
     }
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """``"4KiB,1MiB"`` -> byte counts: powers of two from 4 KiB, as the ops' shapes need.
+
+    Raises:
+        ValueError: a size that is not such a power of two.
+    """
+    sizes = []
+    for item in text.replace(" ", "").split(","):
+        try:
+            value = parse_memory_limit(item)
+        except (ValueError, TypeError):
+            value = None
+        if value is None or value < 4096 or value & (value - 1) or math.log2(value) > 40:
+            raise ValueError(
+                f"Invalid value for argument `--sizes`. Expected comma-separated powers of two from "
+                f"4KiB to 1TiB, such as '4KiB,1MiB,64MiB'. Received: {item!r}"
+            )
+        sizes.append(value)
+    return tuple(sorted(set(sizes)))

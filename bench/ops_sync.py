@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
+import varstore as vs
+from varstore.distributed import LocalGroup
+from varstore.distributed import buckets as B
 from varstore.dtypes import host_dtype
 
 from .ops_base import ELEMENT, Case, cycle, require, rotation
@@ -36,10 +39,6 @@ def _moved(kernel: str, dtype: str, n: int) -> int:
 def _buckets(ctx, dtype: str, n: int, copies: int):
     """(store, buckets, tables, stagings, layouts) of ``copies`` buckets of K variables,
     each with one queued ``assign_add`` of ones; every staging buffer packed once."""
-    import varstore as vs
-    from varstore.distributed import LocalGroup
-    from varstore.distributed import buckets as B
-
     variables = max(1, min(MOST_VARIABLES, n // MIN_VARIABLE))
     each = n // variables
     staging_bytes = variables * each * np.dtype(B.STAGING[dtype]).itemsize
@@ -69,8 +68,6 @@ def _buckets(ctx, dtype: str, n: int, copies: int):
 
 def make_build_sync(kernel: str, dtype: str):
     def build(ctx, nbytes):
-        from varstore.distributed import buckets as B
-
         n = nbytes // ELEMENT
         k = rotation(ctx, _moved(kernel, dtype, n))
         store, buckets, tables, stagings, layouts = _buckets(ctx, dtype, n, k)

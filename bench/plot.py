@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import sys
 
+from .report import format_size, load
+
 BASELINE_STYLES = ("tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
 
 
@@ -39,8 +41,6 @@ def _value(row: dict, entry: dict, metric: str):
 
 def plot(doc: dict, path: str) -> None:
     plt = require_matplotlib()
-    from .report import format_size
-
     names = list(doc["meta"]["ops"])
     columns = min(5, len(names))
     lines = math.ceil(len(names) / columns)
@@ -96,8 +96,6 @@ def main(argv=None) -> int:
     if len(argv) < 2 or not argv[0].endswith(".png"):
         print("usage: python -m varstore.bench.plot OUT.png RESULTS.json [MORE.json ...]", file=sys.stderr)
         return 2
-    from .report import load
-
     plot(load(argv[1:]), argv[0])
     return 0
 

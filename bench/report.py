@@ -11,6 +11,8 @@ import sys
 
 import varstore as vs
 
+from .measure import parse_sizes
+
 PACKAGES = ("numpy", "numba", "numba-cuda", "ml_dtypes", "cupy-cuda13x", "cupy-cuda12x", "torch", "keras",
             "safetensors")
 
@@ -191,8 +193,6 @@ def main(argv=None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     sizes = None
     if args[:1] == ["--markdown"] and len(args) >= 2:
-        from .suite import parse_sizes
-
         sizes, args = parse_sizes(args[1]), args[2:]
     if not args:
         print("usage: python -m varstore.bench.report [--markdown SIZES] RESULTS.json [MORE.json ...]", file=sys.stderr)

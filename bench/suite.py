@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import math
 import os
 import shutil
 import sys
@@ -17,8 +16,8 @@ import numpy as np
 import varstore as vs
 from varstore.backends import for_device
 
-from . import natives, ops, torch_baselines
-from .measure import FULL, QUICK, time_variants
+from . import natives, ops, report, torch_baselines
+from .measure import FULL, QUICK, parse_sizes, time_variants  # noqa: F401 - parse_sizes: for the CLI
 
 KIB, MIB, GIB = 2**10, 2**20, 2**30
 FULL_SIZES = (4 * KIB, 64 * KIB, MIB, 16 * MIB, 256 * MIB, GIB)
@@ -188,8 +187,6 @@ class Progress:
 
 def run(op_list, sizes, quick: bool, device=None, use_torch=True, use_keras=True, stream=sys.stderr) -> dict:
     """Measure every op at every size; returns the results document (see ``report``)."""
-    from . import report
-
     plan = QUICK if quick else FULL
     ctx = Context(device, use_torch=use_torch, use_keras=use_keras, plan=plan)
     progress = Progress(len(op_list) * len(sizes), stream)
@@ -208,24 +205,3 @@ def run(op_list, sizes, quick: bool, device=None, use_torch=True, use_keras=True
     return report.document(ctx, op_list, sizes, quick, plan, rows, time.time() - started)
 
 
-def parse_sizes(text: str) -> tuple[int, ...]:
-    """``"4KiB,1MiB"`` -> byte counts: powers of two from 4 KiB, as the ops' shapes need.
-
-    Raises:
-        ValueError: a size that is not such a power of two.
-    """
-    from varstore.memory import parse_memory_limit
-
-    sizes = []
-    for item in text.replace(" ", "").split(","):
-        try:
-            value = parse_memory_limit(item)
-        except (ValueError, TypeError):
-            value = None
-        if value is None or value < 4 * KIB or value & (value - 1) or math.log2(value) > 40:
-            raise ValueError(
-                f"Invalid value for argument `--sizes`. Expected comma-separated powers of two from "
-                f"4KiB to 1TiB, such as '4KiB,1MiB,64MiB'. Received: {item!r}"
-            )
-        sizes.append(value)
-    return tuple(sorted(set(sizes)))

@@ -28,6 +28,8 @@ import time
 
 import numpy as np
 
+import varstore as vs
+
 
 def _median_seconds(fn, repeats, barrier):
     for _ in range(2):
@@ -42,8 +44,6 @@ def _median_seconds(fn, repeats, barrier):
 
 
 def measure(group, count, total_bytes, repeats, bucket_mb, device):
-    import varstore as vs
-
     elements = max(1, total_bytes // 4 // count)
     rows = {}
     backend_store = vs.ReplicatedStore(group=group, device=device)
@@ -97,8 +97,6 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the rows to this file (rank 0)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds a collective may wait (default 300)")
     args = parser.parse_args(argv)
-    import varstore as vs
-
     group = vs.distributed.init(args.backend, timeout=args.timeout)
     if group.backend == "local":
         raise SystemExit("the raw baseline needs an engine: --backend mpi or nccl (launch under mpiexec)")

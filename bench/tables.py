@@ -22,6 +22,8 @@ import re
 import shlex
 import sys
 
+from varstore.memory import parse_memory_limit
+
 #: A marked table: the command line's arguments, then the table (possibly none yet).
 MARKED = re.compile(r"(<!-- table: (?P<args>[^\n]*?) -->\n)(?P<table>.*?)(<!-- end table -->)", re.S)
 
@@ -140,8 +142,6 @@ def markdown_table(doc: dict, sizes=None, ops=None, summary: bool = False, with_
 
 def parse_sizes(text: str) -> list:
     """``"4KiB,64MiB"`` -> byte counts."""
-    from varstore.memory import parse_memory_limit
-
     return [parse_memory_limit(item) for item in text.replace(" ", "").split(",") if item]
 
 

@@ -95,7 +95,7 @@ def unpack_unchanged(address, index, r, like, add, divisor, kind):
     """:func:`unpack_element` where the tensor's words are the staging words (both routes
     SAME): the same steps without the conversions. For the CPU loops (pack has its
     twin, :func:`pack_staged`): the conversion switch left in a loop made it 2.8x
-    slower (bench_pack.py). On a GPU, branches on values uniform across threads cost
+    slower (the `sync/pack_*` ops of `varstore bench`). On a GPU, branches on values uniform across threads cost
     little, and the CUDA loops keep the one element function."""
     old = load_word(address, index, like) if add else uint64(0)
     store_word(address, index, apply_staged(old, r, add, divisor, kind), like)
