@@ -24,7 +24,7 @@ import pytest
 
 import varstore as vs
 from helpers import to_host
-from varstore import checkpoint
+from varstore import checkpoint, checkpoint_format
 from varstore.dtypes import storage_dtype
 
 DEVICE = {"numpy": "cpu", "cuda": "cuda:0"}
@@ -83,7 +83,7 @@ def package_accepts_what_we_accept(monkeypatch):
 
     def ours(file) -> list:
         with open(file, "rb") as f:
-            return sorted(checkpoint.read_header(f, os.fstat(f.fileno()).st_size, str(file))[0])
+            return sorted(checkpoint_format.read_header(f, os.fstat(f.fileno()).st_size, str(file))[0])
 
     def save(store, file, values=None):
         real_save(store, file, values)

@@ -16,7 +16,7 @@ import pytest
 
 import varstore as vs
 from helpers import to_host
-from varstore import checkpoint
+from varstore import checkpoint_format
 
 DEVICE = {"numpy": "cpu", "cuda": "cuda:0"}
 DATA = np.arange(6, dtype=np.float32).tobytes()  # a = [0, 1], b = [[2, 3], [4, 5]]
@@ -112,7 +112,7 @@ def _read(text: bytes, data: bytes = b"") -> tuple:
     blob = len(text).to_bytes(8, "little") + text + data
     start = time.perf_counter()
     try:
-        checkpoint.read_header(io.BytesIO(blob), len(blob), "f")
+        checkpoint_format.read_header(io.BytesIO(blob), len(blob), "f")
         error = None
     except ValueError as caught:
         error = str(caught)
@@ -181,7 +181,7 @@ def _reference_nesting(raw: bytes) -> int:
 def test_the_nesting_scan_matches_a_byte_by_byte_one_across_chunk_edges(monkeypatch, chunk):
     """Strings, escapes and runs of backslashes that straddle chunk edges: the depth is
     the one a byte-at-a-time scanner finds."""
-    monkeypatch.setattr(checkpoint, "_CHUNK_BYTES", chunk)
+    monkeypatch.setattr(checkpoint_format, "_CHUNK_BYTES", chunk)
     rng = random.Random(chunk)
     pieces = ["\\\\", '\\"', '\\\\\\"', "\\\\" * 2, "x", "[", "{", "]", "}", "\\u0022"]  # (valid escapes only)
     for _ in range(2000):
@@ -192,21 +192,21 @@ def test_the_nesting_scan_matches_a_byte_by_byte_one_across_chunk_edges(monkeypa
             else:
                 parts.append(rng.choice(["[", "]", "{", "}", ",", "1"]))
         raw = "".join(parts).encode()
-        assert checkpoint._deepest_nesting(raw) == _reference_nesting(raw), raw
-    assert checkpoint._deepest_nesting(b'["\\\\"]' * 3 + b"[[[") == 3
-    assert checkpoint._deepest_nesting(b'["\\"]' + b"[[[") == 1  # the string never closes
+        assert checkpoint_format._deepest_nesting(raw) == _reference_nesting(raw), raw
+    assert checkpoint_format._deepest_nesting(b'["\\\\"]' * 3 + b"[[[") == 3
+    assert checkpoint_format._deepest_nesting(b'["\\"]' + b"[[[") == 1  # the string never closes
 
 
 def test_json_numbers_are_read_as_the_package_reads_them():
     """-0 and integers past 64 bits are floats (so never valid offsets or shapes); numbers
     past a float's range are errors."""
-    assert checkpoint._json_int("-0") == 0.0 and str(checkpoint._json_int("-0")) == "-0.0"
-    assert checkpoint._json_int("18446744073709551615") == 2**64 - 1
-    assert isinstance(checkpoint._json_int("1" + "0" * 25), float)
+    assert checkpoint_format._json_int("-0") == 0.0 and str(checkpoint_format._json_int("-0")) == "-0.0"
+    assert checkpoint_format._json_int("18446744073709551615") == 2**64 - 1
+    assert isinstance(checkpoint_format._json_int("1" + "0" * 25), float)
     for text in ("1" + "0" * 309, "-1" + "0" * 309, "9" * 5000):
         with pytest.raises(ValueError, match="outside a 64-bit float's range"):
-            checkpoint._json_int(text)
+            checkpoint_format._json_int(text)
     with pytest.raises(ValueError, match="outside a 64-bit float's range"):
-        checkpoint._json_float("1.8e308")
-    assert checkpoint._json_float("1e-400") == 0.0
-    assert json.loads("[-0]", parse_int=checkpoint._json_int) == [-0.0]
+        checkpoint_format._json_float("1.8e308")
+    assert checkpoint_format._json_float("1e-400") == 0.0
+    assert json.loads("[-0]", parse_int=checkpoint_format._json_int) == [-0.0]

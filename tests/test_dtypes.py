@@ -75,7 +75,7 @@ def test_storage_mapping():
 
 
 # ------------------------------------------------------------------ the registry
-from varstore import checkpoint  # noqa: E402
+from varstore import checkpoint_format  # noqa: E402
 from varstore.distributed import buckets  # noqa: E402
 
 RECORDS = list(dtypes.REGISTRY.values())
@@ -103,7 +103,7 @@ def test_derived_tables_follow_the_record(r):
     assert r.host == dtypes.host_dtype(r.name) and r.host.itemsize == r.storage.itemsize
     assert r.host.name == r.name
     assert buckets.STAGING[r.name] == r.staging
-    assert checkpoint.DTYPE_OF[r.safetensors] == r.name
+    assert checkpoint_format.DTYPE_OF[r.safetensors] == r.name
 
 
 def test_kind_sets_and_floatx():
@@ -148,19 +148,20 @@ def test_no_bounds_or_format_where_none_apply():
 
 
 def test_safetensors_codes():
-    assert checkpoint.CODE_OF == {
+    assert checkpoint_format.CODE_OF == {
         "bool": "BOOL", "uint8": "U8", "int8": "I8", "int16": "I16", "uint16": "U16", "int32": "I32",
         "uint32": "U32", "int64": "I64", "uint64": "U64", "float16": "F16", "bfloat16": "BF16",
         "float32": "F32", "float64": "F64", "float8_e4m3fn": "U8", "float8_e5m2": "U8",
     }
-    assert checkpoint.DTYPE_OF["F8_E4M3"] == "float8_e4m3fn" and checkpoint.DTYPE_OF["F8_E5M2"] == "float8_e5m2"
-    assert checkpoint.U8_CARRIES == ("uint8", "float8_e4m3fn", "float8_e5m2")
-    for name, code in checkpoint.CODE_OF.items():  # what we write loads back (U8: with the metadata)
-        assert checkpoint.DTYPE_OF[code] == name or (code == "U8" and name in checkpoint.U8_CARRIES)
-    for code, name in checkpoint.DTYPE_OF.items():
+    assert checkpoint_format.DTYPE_OF["F8_E4M3"] == "float8_e4m3fn"
+    assert checkpoint_format.DTYPE_OF["F8_E5M2"] == "float8_e5m2"
+    assert checkpoint_format.U8_CARRIES == ("uint8", "float8_e4m3fn", "float8_e5m2")
+    for name, code in checkpoint_format.CODE_OF.items():  # what we write loads back (U8: with the metadata)
+        assert checkpoint_format.DTYPE_OF[code] == name or (code == "U8" and name in checkpoint_format.U8_CARRIES)
+    for code, name in checkpoint_format.DTYPE_OF.items():
         assert dtypes.record(name).safetensors == code
-        assert checkpoint.ITEMSIZE_OF[code] == dtypes.itemsize(name)
-    assert set(checkpoint.DTYPE_OF) <= checkpoint.PACKAGE_CODES
+        assert checkpoint_format.ITEMSIZE_OF[code] == dtypes.itemsize(name)
+    assert set(checkpoint_format.DTYPE_OF) <= checkpoint_format.PACKAGE_CODES
     assert len({r.safetensors for r in RECORDS}) == len(RECORDS)
 
 
