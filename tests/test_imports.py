@@ -1,9 +1,10 @@
-"""Tier a: the package's import rules, read from the source (no import is run).
+"""Tier a: the package's module rules, read from the source (no import is run).
 
 - No import cycle among the package's modules, counting imports inside functions.
 - Few internal imports inside functions (``IN_FUNCTION_BUDGET`` statements), each for a
   heavy dependency loaded on first use (numba, CuPy, the benchmark suite).
 - ``import varstore`` loads neither numba nor CuPy.
+- No library module over 500 lines.
 """
 
 from __future__ import annotations
@@ -133,3 +134,12 @@ def test_import_varstore_loads_neither_numba_nor_cupy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+MAX_MODULE_LINES = 500
+
+
+def test_no_library_module_over_500_lines():
+    long = {f"{path.relative_to(ROOT)}: {n}" for path, _ in MODULES.values()
+            if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by concern): {sorted(long)}"

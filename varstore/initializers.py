@@ -10,92 +10,15 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import numbers
 
 import numpy as np
 
 from . import backends
 from .casting import cast_into, cast_on_host
-from .dtypes import FLOAT_DTYPES, INT_DTYPES, WORD_DTYPES, is_float, standardize_dtype, storage_dtype
+from .dtypes import is_float, standardize_dtype, storage_dtype
 from .random import check_seed, draw_seed, fill_random, normal_matrix
+from .validation import check_number, check_option, check_scalar, shown, standardize_shape
 from .values import as_storage_array, write
-
-_NUMERIC_DTYPES = FLOAT_DTYPES | INT_DTYPES
-
-
-MAX_DIMS = 64  # NumPy's (and CuPy's) most dimensions of an array
-
-
-def standardize_shape(shape) -> tuple:
-    """``shape`` as a tuple of non-negative ints; a clear ValueError otherwise."""
-    if type(shape) is tuple and len(shape) <= MAX_DIMS and all(type(d) is int and d >= 0 for d in shape):
-        return shape  # the common case, on every variable's creation
-    if shape is None or isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
-        raise ValueError(f"Invalid shape: {shape!r}. Expected a tuple or list of non-negative ints.")
-    dims = tuple(shape)
-    if len(dims) > MAX_DIMS:
-        raise ValueError(f"Invalid shape: {_shown(shape)} has {len(dims)} dimensions. Expected at most "
-                         f"{MAX_DIMS} (NumPy's and CuPy's limit).")
-    for d in dims:
-        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or d < 0:
-            raise ValueError(
-                f"Invalid shape: {shape!r}. Expected a tuple or list of non-negative ints; "
-                f"dimension {d!r} is not one."
-            )
-    return tuple(int(d) for d in dims)
-
-
-def _shown(value) -> str:
-    """``repr(value)`` for an error message, shortened: a 400-digit int or a long list
-    would bury the message."""
-    text = repr(value)
-    return text if len(text) <= 100 else f"{text[:60]}...{text[-20:]} ({len(text)} characters)"
-
-
-def _is_real_number(value) -> bool:
-    """A Python, NumPy or ml_dtypes real number, or a 0-d array (NumPy, CuPy...) of one;
-    not a bool, which Python counts as an int but which as a stddev or a bound is a slip."""
-    if isinstance(value, (bool, np.bool_)):
-        return False
-    if isinstance(value, numbers.Real):
-        return True
-    dtype = getattr(value, "dtype", None)
-    return isinstance(dtype, np.dtype) and dtype.name in _NUMERIC_DTYPES and getattr(value, "ndim", None) == 0
-
-
-def _check_number(argument: str, value, expected: str, *, minimum: float | None = None, strict: bool = False) -> float:
-    """``value`` as a finite float, or a TypeError (not a number) or ValueError (not finite,
-    or below ``minimum``) naming ``argument``. Checked here, at construction, because the
-    fill kernels would turn a bad value into NaN or infinity, or fail deep inside numba."""
-    if not _is_real_number(value):
-        note = " (a bool is not accepted as a number)" if isinstance(value, (bool, np.bool_)) else ""
-        raise TypeError(
-            f"Invalid value for argument `{argument}`. Expected {expected}{note}. Received: {argument}={_shown(value)}"
-        )
-    try:
-        number = float(value)
-    except OverflowError:  # an int (or Fraction) beyond float64's range
-        number = math.inf
-    if not math.isfinite(number) or (minimum is not None and (number <= minimum if strict else number < minimum)):
-        raise ValueError(
-            f"Invalid value for argument `{argument}`. Expected {expected}. Received: {argument}={_shown(value)}"
-        )
-    return number
-
-
-def _check_choice(argument: str, value, allowed, *, fold_case: bool = False) -> str:
-    if not isinstance(value, str):
-        raise TypeError(
-            f"Invalid value for argument `{argument}`. Expected a string, one of {list(allowed)}. "
-            f"Received: {argument}={_shown(value)}"
-        )
-    folded = value.lower() if fold_case else value
-    if folded not in allowed:
-        raise ValueError(
-            f"Invalid value for argument `{argument}`. Expected one of {list(allowed)}. "
-            f"Received: {argument}={_shown(value)}"
-        )
-    return folded
 
 
 def is_initializer(obj) -> bool:
@@ -149,38 +72,6 @@ class Initializer:
         return f"{type(self).__name__}({args})"
 
 
-def _check_scalar(value, argument: str = "value", owner: str = "Constant"):
-    """``value`` as a NumPy or Python scalar whose own dtype the fill casts from (so an int
-    fills an int variable exactly, and wraps as NumPy's astype when it does not fit)."""
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value[()]
-    dtype = getattr(value, "dtype", None)
-    if isinstance(dtype, np.dtype) and dtype.name in WORD_DTYPES and getattr(value, "ndim", None) == 0:
-        value = float(value)  # exact; the host cast reads these dtypes as raw words
-    elif not isinstance(value, np.generic) and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
-        value = value.item()  # a 0-d CuPy (or other device) array, which NumPy cannot read
-    try:
-        array = np.asarray(value)
-    except Exception:  # what NumPy cannot read (ragged lists, device arrays) is no real scalar
-        array = np.asarray(None)
-    if isinstance(value, int) and array.dtype.kind == "O":
-        raise ValueError(
-            f"Invalid value for argument `{argument}` of {owner}. Expected a real scalar; an int must "
-            f"fit in 64 bits (pass a float for a larger value). Received: {argument}={_shown(value)}"
-        )
-    if array.dtype.kind not in "biuf":
-        raise TypeError(
-            f"Invalid value for argument `{argument}` of {owner}. Expected a real scalar (a number or a "
-            f"bool). Received: {argument}={_shown(value)}"
-        )
-    if array.ndim != 0:
-        raise ValueError(
-            f"Invalid value for argument `{argument}` of {owner}. Expected a real scalar; arrays are "
-            f"not supported. Received: {argument}={_shown(value)}"
-        )
-    return value
-
-
 class Constant(Initializer):
     """Fills with a scalar ``value`` (cast to the variable's dtype).
 
@@ -193,7 +84,7 @@ class Constant(Initializer):
     """
 
     def __init__(self, value=0.0):
-        self.value = _check_scalar(value)
+        self.value = check_scalar(value)
 
     def fill(self, backend, storage, dtype):
         word = cast_on_host(np.asarray(self.value), np.asarray(self.value).dtype.name, dtype)
@@ -272,15 +163,15 @@ class RandomUniform(RandomInitializer):
     """
 
     def __init__(self, minval=-0.05, maxval=0.05, seed=None):
-        low = _check_number("minval", minval, "a finite number")
-        high = _check_number("maxval", maxval, "a finite number")
+        low = check_number("minval", minval, "a finite number")
+        high = check_number("maxval", maxval, "a finite number")
         problem = "minval <= maxval" if low > high else None
         if problem is None and not math.isfinite(high - low):  # the fill scales by the width
             problem = "maxval - minval to be finite"
         if problem:
             raise ValueError(
                 f"Invalid values for arguments `minval` and `maxval`. Expected {problem}. "
-                f"Received: minval={_shown(minval)}, maxval={_shown(maxval)}"
+                f"Received: minval={shown(minval)}, maxval={shown(maxval)}"
             )
         self.minval = low
         self.maxval = high
@@ -295,8 +186,8 @@ class RandomUniform(RandomInitializer):
 
 def _check_normal(mean, stddev) -> tuple[float, float]:
     # stddev 0 fills the mean: harmless, and Keras accepts it; a negative one is a slip.
-    mean = _check_number("mean", mean, "a finite number")
-    return mean, _check_number("stddev", stddev, "a finite number >= 0", minimum=0.0)
+    mean = check_number("mean", mean, "a finite number")
+    return mean, check_number("stddev", stddev, "a finite number >= 0", minimum=0.0)
 
 
 class RandomNormal(RandomInitializer):
@@ -349,10 +240,10 @@ class VarianceScaling(RandomInitializer):
     """
 
     def __init__(self, scale=1.0, mode="fan_in", distribution="truncated_normal", seed=None):
-        scale = _check_number("scale", scale, "a finite number > 0", minimum=0.0, strict=True)
-        mode = _check_choice("mode", mode, _MODES)
+        scale = check_number("scale", scale, "a finite number > 0", minimum=0.0, strict=True)
+        mode = check_option("mode", mode, _MODES)
         # Keras lower-cases the distribution (not the mode).
-        name = _check_choice("distribution", distribution, ("normal", *_SCALING_DISTRIBUTIONS), fold_case=True)
+        name = check_option("distribution", distribution, ("normal", *_SCALING_DISTRIBUTIONS), fold_case=True)
         name = "truncated_normal" if name == "normal" else name
         self.scale = scale
         self.mode = mode
@@ -415,7 +306,7 @@ class Orthogonal(RandomInitializer):
     """
 
     def __init__(self, gain=1.0, seed=None):
-        self.gain = _check_number("gain", gain, "a finite number")
+        self.gain = check_number("gain", gain, "a finite number")
         super().__init__(seed)
 
     def fill(self, backend, storage, dtype):
@@ -446,8 +337,8 @@ class Identity(Initializer):
     """``gain`` on the main diagonal, 0 elsewhere; 2-D variables only (any dtype)."""
 
     def __init__(self, gain=1.0):
-        _check_number("gain", gain, "a finite number")
-        self.gain = _check_scalar(gain, "gain", "Identity")
+        check_number("gain", gain, "a finite number")
+        self.gain = check_scalar(gain, "gain", "Identity")
 
     def fill(self, backend, storage, dtype):
         shape = storage.shape

@@ -13,9 +13,9 @@ import weakref
 
 from . import backends, checkpoint, initializers, scopes
 from .dtypes import floatx, standardize_dtype, storage_dtype
-from .initializers import is_initializer, standardize_shape
+from .initializers import is_initializer
 from .memory import StoreMemory, parse_memory_limit
-from .validation import check_utf8
+from .validation import check_utf8, standardize_shape
 from .values import as_storage_array, default_dtype, state_array, write
 
 

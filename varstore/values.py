@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .casting import cast, cast_into, cast_on_host, needs_kernel
-from .dtypes import DTYPES, WORD_DTYPES, infer_python_dtype, storage_dtype
+from .dtypes import DTYPES, INT_DTYPES, WORD_DTYPES, infer_python_dtype, storage_dtype
 
 _PY_SCALARS = (bool, int, float)
 _SUPPORTED = frozenset(DTYPES)
@@ -144,3 +144,38 @@ def state_array(variable, value, what: str):
     out = backend.empty(storage.shape, storage.dtype, device)
     write(backend, out, dtype, array, array_dtype)
     return out
+
+
+# Python scalars that the array module's own conversion (``storage.fill``, ``storage[key] =``)
+# turns into exactly the bits the general path writes (as_storage_array, then our cast
+# kernels where they apply), per storage dtype: ``(int_lo, int_hi, float_mode)``.
+# Ints: within [int_lo, int_hi] (the dtype's range; for floats, where every int is exact,
+# so no rounding happens at all). float_mode: 2 every Python float (float64 storage: no
+# conversion; bool: NumPy's float -> bool is the general path's too); 1 normal float32
+# numbers and zeros only (NaN, inf, overflow and subnormal results keep the kernel,
+# which quiets NaNs its own way and raises no floating-point warnings); 0 none
+# (float -> int saturates in our kernel). Bools: always (0/1). Small floats: never.
+_F32_MAX = float(np.finfo(np.float32).max)
+_F32_TINY = float(np.finfo(np.float32).tiny)
+SCALAR_FILLS = {
+    "float32": (-(1 << 24), 1 << 24, 1),
+    "float64": (-(1 << 53), 1 << 53, 2),
+    "bool": (-(1 << 63), (1 << 63) - 1, 2),  # (the ints np.asarray makes int64)
+    **{name: (int(np.iinfo(name).min), int(np.iinfo(name).max), 0) for name in INT_DTYPES},
+}
+# Storage dtypes whose same-dtype assign_add/assign_sub is the array module's add/subtract.
+NATIVE_ADD = frozenset({"float32", "float64", *INT_DTYPES})
+
+
+def plain_scalar(limits: tuple, value) -> bool:
+    """True when ``value`` is a Python scalar the array module may write itself into a
+    storage whose ``SCALAR_FILLS`` entry is ``limits``."""
+    kind = type(value)
+    if kind is float:
+        mode = limits[2]
+        if mode == 1:
+            return (_F32_TINY <= value <= _F32_MAX) or (-_F32_MAX <= value <= -_F32_TINY) or value == 0.0
+        return mode == 2
+    if kind is int:
+        return limits[0] <= value <= limits[1]
+    return kind is bool

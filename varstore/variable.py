@@ -3,7 +3,6 @@ storage lives on the store's device."""
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
@@ -11,12 +10,13 @@ import numpy as np
 from . import scopes
 from . import store as _store
 from .array_protocols import ArrayProtocols
+from .attributes import VariableAttributes
 from .casting import accumulate_into, cast, prepared_cast, readable
-from .dtypes import INT_DTYPES, WORD_DTYPES, host_dtype, is_float, standardize_dtype, storage_dtype
+from .dtypes import WORD_DTYPES, host_dtype, is_float, standardize_dtype
 from .indexing import broadcast_strides, cached_basic_region, flat_indices
 from .regions import read_indexed, read_region, write_indexed, write_region
-from .validation import check_callable_or_none, check_choice, check_name
-from .values import as_operand, as_region_source, as_storage_array, write
+from .validation import check_choice, check_name
+from .values import NATIVE_ADD, SCALAR_FILLS, as_operand, as_region_source, as_storage_array, plain_scalar, write
 
 
 class Stored(NamedTuple):
@@ -32,43 +32,10 @@ AGGREGATIONS = ("none", "mean", "sum", "only_first_replica")
 SYNCHRONIZATIONS = ("none", "on_read", "on_write", "auto")
 
 
-# Python scalars that the array module's own conversion (``storage.fill``, ``storage[key] =``)
-# turns into exactly the bits the general path writes (as_storage_array, then our cast
-# kernels where they apply), per storage dtype: ``(int_lo, int_hi, float_mode)``.
-# Ints: within [int_lo, int_hi] (the dtype's range; for floats, where every int is exact,
-# so no rounding happens at all). float_mode: 2 every Python float (float64 storage: no
-# conversion; bool: NumPy's float -> bool is the general path's too); 1 normal float32
-# numbers and zeros only (NaN, inf, overflow and subnormal results keep the kernel,
-# which quiets NaNs its own way and raises no floating-point warnings); 0 none
-# (float -> int saturates in our kernel). Bools: always (0/1). Small floats: never.
-_F32_MAX = float(np.finfo(np.float32).max)
-_F32_TINY = float(np.finfo(np.float32).tiny)
-_SCALAR_FILLS = {
-    "float32": (-(1 << 24), 1 << 24, 1),
-    "float64": (-(1 << 53), 1 << 53, 2),
-    "bool": (-(1 << 63), (1 << 63) - 1, 2),  # (the ints np.asarray makes int64)
-    **{name: (int(np.iinfo(name).min), int(np.iinfo(name).max), 0) for name in INT_DTYPES},
-}
-# Storage dtypes whose same-dtype assign_add/assign_sub is the array module's add/subtract.
 _PREPARED_CASTS = 8  # astype keeps at most this many prepared casts per variable
-_NATIVE_ADD = frozenset({"float32", "float64", *INT_DTYPES})
 
 
-def _plain_scalar(limits: tuple, value) -> bool:
-    """True when ``value`` is a Python scalar the array module may write itself into a
-    storage whose ``_SCALAR_FILLS`` entry is ``limits``."""
-    kind = type(value)
-    if kind is float:
-        mode = limits[2]
-        if mode == 1:
-            return (_F32_TINY <= value <= _F32_MAX) or (-_F32_MAX <= value <= -_F32_TINY) or value == 0.0
-        return mode == 2
-    if kind is int:
-        return limits[0] <= value <= limits[1]
-    return kind is bool
-
-
-class Variable(ArrayProtocols):
+class Variable(VariableAttributes, ArrayProtocols):
     """A named container of tensor state, stored on a device.
 
     Args:
@@ -163,109 +130,12 @@ class Variable(ArrayProtocols):
         self._path = path
         self._name = path.rsplit("/", 1)[-1]
         self._fast_dtype = None if dtype in WORD_DTYPES else storage.dtype
-        self._scalar_fill = _SCALAR_FILLS.get(dtype)  # see _plain_scalar
-        self._add_dtype = storage.dtype if dtype in _NATIVE_ADD else None
+        self._scalar_fill = SCALAR_FILLS.get(dtype)  # see plain_scalar
+        self._add_dtype = storage.dtype if dtype in NATIVE_ADD else None
         self._replica = writes  # None, or the replicated store's write routing (see _write_routing)
         return self
 
-    # ------------------------------------------------------------------ attributes
-    @property
-    def shape(self) -> tuple:
-        return self._shape
-
-    @property
-    def ndim(self) -> int:
-        return len(self._shape)
-
-    @property
-    def size(self) -> int:
-        return math.prod(self._shape)
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * storage_dtype(self._dtype).itemsize
-
-    @property
-    def dtype(self) -> str:
-        """The variable's dtype; inside an AutocastScope, the scope's dtype for a float
-        variable with ``autocast=True`` (as Keras)."""
-        if scopes.ACTIVE and self._autocast:
-            target = scopes.autocast_dtype()
-            if target is not None and is_float(self._dtype):
-                return target
-        return self._dtype
-
-    @property
-    def trainable(self) -> bool:
-        return self._trainable
-
-    @trainable.setter
-    def trainable(self, value):
-        self._trainable = bool(value)
-
-    @property
-    def autocast(self) -> bool:
-        return self._autocast
-
-    @property
-    def overwrite_with_gradient(self) -> bool:
-        """Whether an optimizer should write the gradient into this variable instead of
-        applying an update (Keras's flag for float8 scaling state). A bool."""
-        return self._overwrite_with_gradient
-
-    @overwrite_with_gradient.setter
-    def overwrite_with_gradient(self, value):
-        if not isinstance(value, bool):  # (Keras checks this one strictly too)
-            raise TypeError(
-                f"Invalid value for attribute `overwrite_with_gradient`. Expected a bool. "
-                f"Received: overwrite_with_gradient={value!r}"
-            )
-        self._overwrite_with_gradient = value
-
-    @property
-    def regularizer(self):
-        """A callable ``f(value) -> loss`` (e.g. a Keras regularizer) kept with the
-        variable for the training code that uses it, or None."""
-        return self._regularizer
-
-    @regularizer.setter
-    def regularizer(self, value):
-        self._regularizer = check_callable_or_none("regularizer", value)
-
-    @property
-    def constraint(self):
-        """A callable ``f(value) -> value`` (e.g. a Keras constraint) kept with the
-        variable for the training code that applies it after updates, or None."""
-        return self._constraint
-
-    @constraint.setter
-    def constraint(self, value):
-        self._constraint = check_callable_or_none("constraint", value)
-
-    @property
-    def aggregation(self) -> str:
-        return self._aggregation
-
-    @property
-    def synchronization(self) -> str:
-        return self._synchronization
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def path(self) -> str:
-        return self._path
-
-    @property
-    def device(self) -> str:
-        return self._device
-
-    @property
-    def store(self):
-        return self._store
-
+    # ------------------------------------------------------------------ storage
     @property
     def stored(self) -> Stored:
         """What the variable stores, for code that moves storage (checkpoints, stores,
@@ -386,10 +256,10 @@ class Variable(ArrayProtocols):
         if self._replica is not None:
             return self._replica.assign(self, value)
         limits = self._scalar_fill
-        if limits is not None and not scopes.ACTIVE and _plain_scalar(limits, value):
+        if limits is not None and not scopes.ACTIVE and plain_scalar(limits, value):
             storage = self._storage
             if storage is not None:  # (a released variable raises below)
-                self._backend.fill(storage, value)  # NumPy's conversion: our bits (see _SCALAR_FILLS)
+                self._backend.fill(storage, value)  # NumPy's conversion: our bits (see SCALAR_FILLS)
                 return self
         return self._assign_local(value)
 
@@ -482,7 +352,7 @@ class Variable(ArrayProtocols):
             self._replica.setitem(self, key, value)
             return
         limits = self._scalar_fill
-        if limits is not None and not scopes.ACTIVE and _plain_scalar(limits, value):
+        if limits is not None and not scopes.ACTIVE and plain_scalar(limits, value):
             storage = self._storage
             if storage is not None:
                 region = cached_basic_region(self._shape, key)  # IndexError before anything is written

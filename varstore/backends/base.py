@@ -90,7 +90,7 @@ class Backend(abc.ABC):
     def fill(self, storage, word) -> None:
         """Set every element of the C-contiguous ``storage`` to ``word``: a NumPy scalar
         of its dtype, or a Python scalar that NumPy converts to it as we do (see
-        ``variable._SCALAR_FILLS``)."""
+        ``values.SCALAR_FILLS``)."""
         storage.fill(word)
 
     def allocator(self, shape: tuple, dtype: np.dtype, device: str):
