@@ -81,3 +81,32 @@ def test_huge_slice_bounds_select_as_numpy_does(store):
     expected = host.copy()
     expected[slice(-2**100, 2**100, 2**62)] = 5.0
     np.testing.assert_array_equal(to_host(v.value), expected)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: vs.Variable(1.0, name=3, store=vs.VariableStore(device="cpu")),
+    lambda: vs.VariableStore(device=3),
+    lambda: vs.VariableStore(memory_limit=[1]),
+    lambda: vs.initializers.RandomNormal(seed="a"),
+    lambda: vs.set_seed(1.5),
+    lambda: vs.VariableStore(device="cpu").variable("zeros", shape="ab"),
+    lambda: vs.VariableStore(device="cpu").variable("zeros", shape=(2, 1.5)),
+    lambda: vs.VariableStore(device="cpu").get_or_create(7, 1.0, ()),
+], ids=["name", "device", "memory_limit", "seed", "set_seed", "shape", "dimension", "path"])
+def test_wrong_types_are_type_errors_that_keras_code_still_catches_as_value_errors(call):
+    with pytest.raises(TypeError) as info:
+        call()
+    assert isinstance(info.value, ValueError) and isinstance(info.value, vs.ArgumentTypeError)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: vs.Variable(1.0, name="a/b", store=vs.VariableStore(device="cpu")),
+    lambda: vs.VariableStore(device="tpu:0"),
+    lambda: vs.VariableStore(memory_limit=-1),
+    lambda: vs.set_seed(2**64),
+    lambda: vs.VariableStore(device="cpu").variable("zeros", shape=(2, -1)),
+], ids=["name", "device", "memory_limit", "seed", "dimension"])
+def test_wrong_values_are_value_errors_only(call):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert not isinstance(info.value, TypeError)

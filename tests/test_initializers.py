@@ -386,13 +386,14 @@ BAD_ARGUMENTS = [
     (I.Constant, {"value": [1, 2]}, ValueError, r"arrays are not supported. Received: value=\[1, 2\]"),
     (I.Constant, {"value": np.ones(2)}, ValueError, R + r"value=array\(\[1., 1.\]\)"),
     (I.Constant, {"value": 2**70}, ValueError, r"fit in 64 bits.*value=1180591620717411303424"),
-    # seeds: ints in [-2**63, 2**63) or None, as vs.set_seed (a ValueError, as Keras's)
-    (I.RandomNormal, {"seed": 1.0}, ValueError, R + "seed=1.0"),
-    (I.TruncatedNormal, {"seed": "1"}, ValueError, R + "seed='1'"),
+    # seeds: ints in [-2**63, 2**63) or None, as vs.set_seed (a wrong type: ArgumentTypeError, a
+    # TypeError that is also the ValueError Keras raises)
+    (I.RandomNormal, {"seed": 1.0}, vs.ArgumentTypeError, R + "seed=1.0"),
+    (I.TruncatedNormal, {"seed": "1"}, vs.ArgumentTypeError, R + "seed='1'"),
     (I.VarianceScaling, {"seed": 2**64}, ValueError, r"\[-2\*\*63, 2\*\*63\)"),
-    (I.GlorotUniform, {"seed": True}, ValueError, R + "seed=True"),
-    (I.HeNormal, {"seed": np.float64(3)}, ValueError, "`seed`"),
-    (I.LecunUniform, {"seed": [1]}, ValueError, "`seed`"),
+    (I.GlorotUniform, {"seed": True}, vs.ArgumentTypeError, R + "seed=True"),
+    (I.HeNormal, {"seed": np.float64(3)}, vs.ArgumentTypeError, "`seed`"),
+    (I.LecunUniform, {"seed": [1]}, vs.ArgumentTypeError, "`seed`"),
     (I.Orthogonal, {"seed": -(2**63) - 1}, ValueError, "`seed`"),
     # the Glorot/He/Lecun shorthands take a seed only
     (I.GlorotUniform, {"scale": 2.0}, TypeError,

@@ -13,7 +13,7 @@ from . import distributed, initializers
 from .backends import backend, devices
 from .distributed.store import ReplicatedStore, SyncStats
 from .dtypes import DTYPES, floatx, set_floatx, standardize_dtype
-from .errors import BackendUnavailableError, OutOfMemoryError
+from .errors import ArgumentTypeError, BackendUnavailableError, OutOfMemoryError
 from .random import set_seed
 from .scopes import AutocastScope, StatelessScope, name_scope
 from .store import VariableStore, default_store
@@ -25,6 +25,7 @@ __all__ = [
     "DTYPES",
     "AutocastScope",
     "StatelessScope",
+    "ArgumentTypeError",
     "BackendUnavailableError",
     "OutOfMemoryError",
     "ReplicatedStore",

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import initializers
 from .backends import for_device
+from .errors import ArgumentTypeError
 from .memory import format_bytes
 from .store import VariableStore
 
@@ -87,7 +88,8 @@ def run(device=None, steps: int = 300, checkpoint: str | None = None, seed: int 
         ValueError: ``steps`` is not a positive integer, or ``device`` is not a device here.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"Invalid value for argument `steps`. Expected a positive integer. Received: steps={steps!r}")
+        raise (ValueError if type(steps) is int else ArgumentTypeError)(
+            f"Invalid value for argument `steps`. Expected a positive integer. Received: steps={steps!r}")
     backend, device = for_device(device)
     xp = backend.xp
     started = time.perf_counter()

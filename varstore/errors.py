@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type (a name that is not a string, a seed that is not an
+    int, a device that is not a device name...). A TypeError, as varstore raises for every
+    wrong type; also a ValueError, which Keras raises for some of these arguments, so code
+    written against Keras catches it too."""
+
+
 class BackendUnavailableError(RuntimeError):
     """The backend asked for (``VARSTORE_BACKEND=cuda``, ``device="cuda:0"``) cannot run here."""
 

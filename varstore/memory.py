@@ -19,7 +19,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .errors import OutOfMemoryError
+from .errors import ArgumentTypeError, OutOfMemoryError
 
 _UNITS = {
     "": 1, "b": 1,
@@ -45,7 +45,8 @@ def parse_memory_limit(value) -> int | None:
             number = Fraction(match.group(1)) * _UNITS[match.group(2).lower()]  # exact: no float overflow
             if number >= 1:
                 return int(number)
-    raise ValueError(
+    error = ValueError if isinstance(value, (int, np.integer, str)) else ArgumentTypeError
+    raise error(
         f"Invalid value for argument `memory_limit`: {value!r}. Expected None, a positive int "
         f"(bytes) or a string such as '512MiB', '8GiB' or '1.5GB' (KiB/MiB/GiB/TiB or KB/MB/GB/TB)."
     )

@@ -16,6 +16,7 @@ import numpy as np
 from . import kernels
 from .casting import destination_words
 from .dtypes import record, storage_dtype
+from .errors import ArgumentTypeError
 
 _source = _random.Random()
 _source_lock = threading.Lock()
@@ -46,7 +47,7 @@ def draw_seed() -> int:
 def check_seed(seed) -> int:
     """``seed`` as an int, or a ValueError naming it (ints from -2**63 to 2**63 - 1)."""
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"Invalid value for argument `seed`. Expected an int or None. Received: seed={seed!r}")
+        raise ArgumentTypeError(f"Invalid value for argument `seed`. Expected an int or None. Received: seed={seed!r}")
     if not _SEED_RANGE[0] <= int(seed) < _SEED_RANGE[1]:
         raise ValueError(
             f"Invalid value for argument `seed`. Expected an int in [-2**63, 2**63). Received: seed={seed!r}"

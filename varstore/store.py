@@ -13,6 +13,7 @@ import weakref
 
 from . import backends, checkpoint, initializers, scopes
 from .dtypes import floatx, standardize_dtype, storage_dtype
+from .errors import ArgumentTypeError
 from .initializers import is_initializer
 from .memory import StoreMemory, parse_memory_limit
 from .validation import check_utf8, standardize_shape
@@ -121,7 +122,8 @@ class VariableStore(collections.abc.Mapping):
             ValueError: a variable exists at ``path`` with another shape or dtype.
         """
         if not isinstance(path, str) or not path or path.startswith("/") or path.endswith("/") or "//" in path:
-            raise ValueError(f"Invalid path {path!r}: expected a non-empty string of '/'-separated names.")
+            raise (ValueError if isinstance(path, str) else ArgumentTypeError)(
+                f"Invalid path {path!r}: expected a non-empty string of '/'-separated names.")
         check_utf8("path", path)
         existing = self._variables.get(path)
         if existing is None:

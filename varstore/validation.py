@@ -10,6 +10,7 @@ import threading
 import numpy as np
 
 from .dtypes import FLOAT_DTYPES, INT_DTYPES, WORD_DTYPES
+from .errors import ArgumentTypeError
 
 _NUMERIC_DTYPES = FLOAT_DTYPES | INT_DTYPES
 
@@ -70,7 +71,7 @@ def check_name(name):
     if name is None:
         return None
     if not isinstance(name, str) or name == "" or "/" in name:
-        raise ValueError(
+        raise (ValueError if isinstance(name, str) else ArgumentTypeError)(
             f"Invalid value for argument `name`. Expected a non-empty string without '/' "
             f"(or None for an automatic name). Received: name={name!r}"
         )
@@ -92,18 +93,20 @@ MAX_DIMS = 64  # NumPy's (and CuPy's) most dimensions of an array
 
 
 def standardize_shape(shape) -> tuple:
-    """``shape`` as a tuple of non-negative ints; a clear ValueError otherwise."""
+    """``shape`` as a tuple of non-negative ints; a clear ArgumentTypeError (a TypeError and a
+    ValueError) for a wrong type, ValueError for a negative size or too many dimensions."""
     if type(shape) is tuple and len(shape) <= MAX_DIMS and all(type(d) is int and d >= 0 for d in shape):
         return shape  # the common case, on every variable's creation
     if shape is None or isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
-        raise ValueError(f"Invalid shape: {shape!r}. Expected a tuple or list of non-negative ints.")
+        raise ArgumentTypeError(f"Invalid shape: {shape!r}. Expected a tuple or list of non-negative ints.")
     dims = tuple(shape)
     if len(dims) > MAX_DIMS:
         raise ValueError(f"Invalid shape: {shown(shape)} has {len(dims)} dimensions. Expected at most "
                          f"{MAX_DIMS} (NumPy's and CuPy's limit).")
     for d in dims:
         if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or d < 0:
-            raise ValueError(
+            raise (ArgumentTypeError if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer))
+                   else ValueError)(
                 f"Invalid shape: {shape!r}. Expected a tuple or list of non-negative ints; "
                 f"dimension {d!r} is not one."
             )

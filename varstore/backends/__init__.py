@@ -12,7 +12,7 @@ import importlib.util
 import os
 import threading
 
-from ..errors import BackendUnavailableError
+from ..errors import ArgumentTypeError, BackendUnavailableError
 from .base import Backend
 from .numpy import NumpyBackend
 
@@ -103,7 +103,7 @@ def for_device(device) -> tuple[Backend, str]:
         name = backend()
         return get(name), get(name).devices()[0]
     if not isinstance(device, str):
-        raise ValueError(f"Invalid device: {device!r}. Expected a device name such as 'cpu' or 'cuda:0'.")
+        raise ArgumentTypeError(f"Invalid device: {device!r}. Expected a device name such as 'cpu' or 'cuda:0'.")
     if device == "cpu":
         return get("numpy"), "cpu"
     if device == "cuda":

@@ -40,6 +40,7 @@ import numpy as np
 from .. import checkpoint, scopes
 from ..casting import accumulate_into
 from ..dtypes import INT_DTYPES
+from ..errors import ArgumentTypeError
 from ..store import VariableStore
 from ..values import write
 from ..variable import accumulate_in_place, assign_in_place, setitem_in_place, write_operand
@@ -84,7 +85,8 @@ class ReplicatedStore(VariableStore):
         if not isinstance(group, Group):
             raise TypeError(f"group must come from vs.distributed.init() or a LocalGroup; received {group!r}.")
         if isinstance(bucket_mb, bool) or not isinstance(bucket_mb, (int, float)) or not bucket_mb >= 0:
-            raise ValueError(f"bucket_mb must be a number of MiB >= 0; received bucket_mb={bucket_mb!r}.")
+            raise (ValueError if type(bucket_mb) in (int, float) else ArgumentTypeError)(
+                f"bucket_mb must be a number of MiB >= 0; received bucket_mb={bucket_mb!r}.")
         super().__init__(group.device if device is None else device, memory_limit)
         self._group = group
         self._bucket_bytes = float(bucket_mb) * 2**20
@@ -327,7 +329,8 @@ class ReplicatedStore(VariableStore):
         ``root``'s, bit for bit: after initialization with different seeds, or to repair
         a divergence (collective)."""
         if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < self._group.size:
-            raise ValueError(f"broadcast: root must be a rank in [0, {self._group.size}); received {root!r}.")
+            raise (ValueError if type(root) is int else ArgumentTypeError)(
+                f"broadcast: root must be a rank in [0, {self._group.size}); received {root!r}.")
         chosen = self._chosen(variables, "broadcast")
         self._broadcast(chosen, root, "broadcast()")
 
