@@ -24,16 +24,10 @@ import sys
 
 from varstore.memory import parse_memory_limit
 
+from .report import format_size
+
 #: A marked table: the command line's arguments, then the table (possibly none yet).
 MARKED = re.compile(r"(<!-- table: (?P<args>[^\n]*?) -->\n)(?P<table>.*?)(<!-- end table -->)", re.S)
-
-
-def format_size(nbytes: int) -> str:
-    """``4096`` -> ``"4 KiB"``."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if nbytes >= scale and nbytes % scale == 0:
-            return f"{nbytes // scale} {unit}"
-    return f"{nbytes} B"
 
 
 def _digits(value: float) -> str:
