@@ -387,3 +387,17 @@ def test_bound_launch_takes_several_given_arguments_and_refuses_unknown_ones():
         assert out.tobytes() == expected.tobytes() and out.any()
     with pytest.raises(TypeError, match=r"\['nope'\] are not arguments"):
         backend.bound_launch(kernel, 2, sample, ("dst", "nope"))
+
+
+def test_bound_random_fills_keep_no_variable_alive():
+    import gc
+    import weakref
+
+    store = vs.VariableStore(device="cpu")
+    variables = [store.variable("glorot_uniform", shape=(24, 40), name=f"w{i}") for i in range(3)]
+    storages = [weakref.ref(v.stored.storage) for v in variables]
+    for v in variables:
+        v.release()
+    del variables
+    gc.collect()
+    assert all(ref() is None for ref in storages)

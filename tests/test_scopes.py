@@ -141,3 +141,19 @@ def test_scopes_must_nest():
         a.__exit__(None, None, None)
     b.__exit__(None, None, None)
     a.__exit__(None, None, None)
+
+
+def test_a_scope_still_reads_and_returns_a_variable_released_inside_it():
+    store = vs.VariableStore(device="cpu")
+    v = store.variable(np.array([1.0, 2.0], np.float32), name="v")
+    with vs.StatelessScope({v: np.array([3.0, 4.0], np.float32)}) as scope:
+        v.release()
+        np.testing.assert_array_equal(scope.get_current_value(v), [3.0, 4.0])
+    w = store.variable(np.array([1.0, 2.0], np.float32), name="w")
+
+    def fn():
+        w.assign(np.array([5.0, 6.0], np.float32))
+        w.release()
+
+    _, new_state = store.stateless_call(fn, {"w": np.zeros(2, np.float32)})
+    np.testing.assert_array_equal(new_state["w"], [5.0, 6.0])

@@ -456,3 +456,25 @@ def test_out_of_memory_past_the_device_free_memory():
         store.variable("zeros", shape=(free // 4 + (1 << 30),), dtype="float32", name="too_big")
     assert len(store) == 0 and store.memory_info()["variable_bytes"] == 0
     assert store.variable("ones", shape=(4,), name="too_big").numpy().tolist() == [1.0] * 4
+
+
+def test_a_failed_registration_in_the_default_store_counts_the_bytes_back_once(monkeypatch):
+    import gc
+
+    import varstore.store as store_module
+
+    store = vs.default_store()
+    before = store.memory_info()["variable_bytes"]
+    register = store_module.VariableStore._register
+
+    def fail_once(self, *args):
+        monkeypatch.setattr(store_module.VariableStore, "_register", register)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_module.VariableStore, "_register", fail_once)
+    with pytest.raises(KeyboardInterrupt):
+        vs.Variable(np.zeros(1024, np.float32))
+    gc.collect()  # (a finalizer left behind would count the bytes back a second time here)
+    kept = vs.Variable(np.zeros(1024, np.float32))
+    assert store.memory_info()["variable_bytes"] == before + 4096
+    del kept

@@ -41,7 +41,11 @@ def set_seed(seed: int) -> None:
 def draw_seed() -> int:
     """A fresh seed from the source :func:`set_seed` controls."""
     with _source_lock:
-        return _source.getrandbits(63) or 1  # in [1, 2**63)
+        # randrange(1, 2**63)'s draw (the same seeds after set_seed), without its overhead
+        r = _source.getrandbits(63)
+        while r == 2**63 - 1:
+            r = _source.getrandbits(63)
+        return r + 1
 
 
 def check_seed(seed) -> int:

@@ -190,7 +190,7 @@ class VariableStore(collections.abc.Mapping):
             result = fn(*args, **kwargs)
         new_state = {}
         for variable, array in scope.written():
-            if variable.store is self and not variable.released:
+            if variable.store is self:
                 _, dtype, backend, _ = variable.stored
                 new_state[variable.path] = backend.present(array, dtype)
         return result, new_state
@@ -394,11 +394,17 @@ class _DefaultStore(VariableStore):
         # holds the store's lock.
         finalizer = weakref.finalize(variable, self._memory.release, nbytes, backend)
         finalizer.atexit = False
-        with self._lock:
-            if len(self._finalizers) > 2 * len(self._variables) + 64:
-                self._finalizers = {p: f for p, f in self._finalizers.items() if f.alive}
-            self._finalizers[path] = finalizer
-            super()._register(path, variable, nbytes, backend)
+        try:
+            with self._lock:
+                if len(self._finalizers) > 2 * len(self._variables) + 64:
+                    self._finalizers = {p: f for p, f in self._finalizers.items() if f.alive}
+                self._finalizers[path] = finalizer
+                super()._register(path, variable, nbytes, backend)
+        except BaseException:  # (create_storage gives the bytes back: the finalizer must not too)
+            finalizer.detach()
+            if self._finalizers.get(path) is finalizer:
+                del self._finalizers[path]
+            raise
 
     def _forget(self, variable) -> None:
         # (the variable is alive here, so its finalizer is the path's entry)

@@ -29,8 +29,7 @@ def as_storage_array(value, backend, device):
     else:
         read = getattr(value, "read_stored", None)  # a Variable: what its `value` reads (scopes too)
         if read is not None:
-            array, dtype = read()
-            source = value.stored.backend
+            array, dtype, source = read()
             if source is not backend:
                 array = source.host_view(array)
             elif value.device != device:
@@ -134,14 +133,14 @@ def state_array(variable, value, what: str):
     """``value`` as a new storage array of ``variable``'s dtype and exact shape (for
     ``load_state``, ``stateless_call`` and StatelessScope); ValueError naming both shapes
     otherwise."""
-    storage, dtype, backend, device = variable.stored
+    _, dtype, backend, device = variable.stored
     array, array_dtype = as_storage_array(value, backend, device)
-    if array.shape != storage.shape:
+    if array.shape != variable.shape:
         raise ValueError(
             f"{what}: the value for variable {variable.path!r} has shape {array.shape}; expected "
-            f"the variable's shape {storage.shape}."
+            f"the variable's shape {variable.shape}."
         )
-    out = backend.empty(storage.shape, storage.dtype, device)
+    out = backend.empty(variable.shape, storage_dtype(dtype), device)
     write(backend, out, dtype, array, array_dtype)
     return out
 

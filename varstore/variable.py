@@ -140,13 +140,9 @@ class Variable(VariableAttributes, ArrayProtocols):
     def stored(self) -> Stored:
         """What the variable stores, for code that moves storage (checkpoints, stores,
         replicas): ``(storage, dtype, backend, device)``, the storage array as it is
-        (bfloat16/float8 as raw words on CuPy), the variable's own dtype (not an
-        AutocastScope's), its backend and device. Scopes do not change it. RuntimeError
-        once released."""
-        storage = self._storage
-        if storage is None:
-            self._raise_released()
-        return Stored(storage, self._dtype, self._backend, self._device)
+        (bfloat16/float8 as raw words on CuPy; None once released), the variable's own
+        dtype (not an AutocastScope's), its backend and device. Scopes do not change it."""
+        return Stored(self._storage, self._dtype, self._backend, self._device)
 
     @property
     def released(self) -> bool:
@@ -163,10 +159,12 @@ class Variable(VariableAttributes, ArrayProtocols):
 
     # ------------------------------------------------------------------- reading
     def read_stored(self) -> tuple:
-        """``(array, dtype)``: what :attr:`value` reads, in storage form (bfloat16/float8
-        as raw words on CuPy) with its dtype: a StatelessScope's value where one maps or
-        wrote this variable, cast by an AutocastScope where one applies."""
-        return self._read()
+        """``(array, dtype, backend)``: what :attr:`value` reads, in storage form
+        (bfloat16/float8 as raw words on CuPy), its dtype and its backend: a
+        StatelessScope's value where one maps or wrote this variable, cast by an
+        AutocastScope where one applies. RuntimeError once released."""
+        array, dtype = self._read()
+        return array, dtype, self._backend
 
     def _read(self):
         """``(storage-form array, dtype)`` of what reads see: the storage, or a
@@ -440,6 +438,11 @@ _store.variable_class_is(Variable)
 # ---------------------------------------------------------------- write routing
 # A replicated store routes the writes of its synced variables (Variable._replica); once
 # it has decided to write now, it applies them through these functions.
+def live_storage(variable: Variable):
+    """The variable's storage array; RuntimeError, saying so, once it is released."""
+    return variable._live_storage()
+
+
 def write_operand(variable: Variable, value, method: str, private: bool = False):
     """``value`` checked against ``variable`` and cast to its dtype, as an array of its
     backend (``private``: never the caller's memory, for an update applied later)."""

@@ -181,7 +181,8 @@ def _bound_call(loop, n: int, names: tuple, values: tuple, given: tuple):
         raise TypeError(f"bound_launch: {unknown} are not arguments of the loop (it takes {list(names)}).")
     parameters = [f"g{given.index(name)}" if name in given else f"c{i}" for i, name in enumerate(names)]
     signature = ", ".join(f"g{i}" for i in range(len(given)))
-    namespace = {"loop": loop, "n": n, **{f"c{i}": v for i, v in enumerate(values)}}
+    namespace = {"loop": loop, "n": n, **{f"c{i}": v for i, (name, v) in enumerate(zip(names, values, strict=True))
+                                          if name not in given}}  # (not the samples of the given ones)
     exec(f"def run({signature}):\n    return loop(0, n, {', '.join(parameters)})", namespace)  # noqa: S102
     return namespace["run"]
 

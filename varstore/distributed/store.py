@@ -43,7 +43,7 @@ from ..dtypes import INT_DTYPES
 from ..errors import ArgumentTypeError
 from ..store import VariableStore
 from ..values import write
-from ..variable import accumulate_in_place, assign_in_place, setitem_in_place, write_operand
+from ..variable import accumulate_in_place, assign_in_place, live_storage, setitem_in_place, write_operand
 from . import buckets as B
 from . import default_group
 from .group import Collective, DistributedError, Group
@@ -313,7 +313,7 @@ class ReplicatedStore(VariableStore):
         are not changed."""
         if variable.store is not self:
             raise ValueError(f"read_aggregated: variable {variable.path!r} is not in this store.")
-        storage = variable.stored.storage
+        storage = live_storage(variable)
         out = self._backend.empty(variable.shape, storage.dtype, self._device)
         if variable.synchronization != "on_read" or variable.aggregation == "none":
             self._backend.xp.copyto(out, storage)
@@ -335,7 +335,7 @@ class ReplicatedStore(VariableStore):
         self._broadcast(chosen, root, "broadcast()")
 
     def _broadcast(self, variables, root, what):
-        updates = [B.Update(v, "assign", v.stored.storage, False, self._order[v]) for v in variables]
+        updates = [B.Update(v, "assign", live_storage(v), False, self._order[v]) for v in variables]
         plan = B.plan(updates, self._bucket_bytes, raw=True)
         plan = [b._replace(collective="broadcast") for b in plan]
         self._agree_on_plan(plan, what)
@@ -358,7 +358,7 @@ class ReplicatedStore(VariableStore):
         equal). Raises DistributedError when the ranks do not hold the same variables."""
         variables = [v for v in self._chosen(None, "check_replicas") if v.aggregation != "none"]
         names = [v.path for v in variables]
-        sums = [hashlib.blake2b(self._backend.to_host(v.stored.storage).tobytes(), digest_size=16).hexdigest()
+        sums = [hashlib.blake2b(self._backend.to_host(live_storage(v)).tobytes(), digest_size=16).hexdigest()
                 for v in variables]
         gathered = [json.loads(m) for m in self._group.allgather_bytes(json.dumps([names, sums]).encode())]
         if any(g[0] != names for g in gathered):
@@ -414,7 +414,7 @@ class ReplicatedStore(VariableStore):
 
 def _storage_of(presented, variable):
     """A presented value (``Variable.value`` form) back as the variable's storage words."""
-    words = variable.stored.storage.dtype
+    words = live_storage(variable).dtype
     return presented.view(words) if presented.dtype != words else presented
 
 
