@@ -97,7 +97,7 @@ OPS += [
        metric="us"),
     Op("calls/assign_add", "v.assign_add(x), x an array of the variable's dtype and shape", build_calls_assign_add,
        metric="us"),
-    Op("calls/assign_add_keras", "calls/assign_add against keras.Variable.assign_add (an op of its own)",
+    Op("calls/assign_add_keras", "calls/assign_add against keras.Variable.assign_add (np.add(out=) without Keras)",
        build_calls_assign_add_keras, metric="us"),
     Op("calls/create", f"{CREATED} glorot_uniform (4, 4) variables in a new store (one call)", build_calls_create,
        metric="us"),

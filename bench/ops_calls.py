@@ -121,17 +121,21 @@ def build_calls_assign_add_keras(ctx, nbytes):
     v = store.variable("zeros", shape=(n,), dtype="float32", name="sum")
     x = ctx.native.from_host(np.full(n, 0.5, np.float32))
     fns = {"ours": lambda: v.assign_add(x)}
+    out = ctx.native.xp.zeros((n,), np.float32)
     keras = ctx.keras_for(nbytes)
     if keras:
         host = np.full(n, 0.5, np.float32)
         kv = keras.Variable(np.zeros(n, np.float32))
         fns["keras.Variable.assign_add (numpy backend)"] = lambda: kv.assign_add(host)
+    else:  # (the array module's add, so that the op keeps a baseline where Keras is not installed)
+        label, fn = ctx.native.add(out, x)
+        fns[label] = fn
 
     def check():
         got = ctx.native.to_host(storage_of(v))
         require(bool(np.all(got == got[0])) and got[0] > 0 and got[0] % 0.5 == 0, "v.assign_add(x): uneven sums")
 
-    return Case(fns, 3 * n * ELEMENT, check, keep=[store, x])
+    return Case(fns, 3 * n * ELEMENT, check, keep=[store, x, out])
 
 
 CREATED = 300  # variables of shape (4, 4) per call (the size does not change them)
