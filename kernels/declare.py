@@ -175,7 +175,7 @@ class Kernel:
             with self._lock:
                 loop = self._compiled.get(key)
                 if loop is None:
-                    from . import build
+                    from . import build  # (numba: loaded by the first compile, not with the declarations)
 
                     loop = self._compiled[key] = build.compile_loop(self, target, spec)
         return loop

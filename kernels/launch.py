@@ -73,7 +73,7 @@ def cuda_arguments(kernel, spec, args: dict, address) -> list:
     """The CUDA loop's flat parameters after start and stop, as the numbers a launch
     passes: each array as ``address(array)``, tuples field by field, each value of the
     parameter's width (Python ints and floats are 64-bit)."""
-    from .templates import FORMAT_FIELDS, loop_arrays
+    from .templates import FORMAT_FIELDS, loop_arrays  # (numba: loaded by the first launch)
 
     flat = [address(args[a.name]) for a in loop_arrays(kernel)]
     for s in kernel.scalars:

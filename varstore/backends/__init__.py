@@ -78,7 +78,7 @@ def get(name: str) -> Backend:
                 reason = cuda_unavailable_reason()
                 if reason is not None:
                     raise BackendUnavailableError(f"The cuda backend cannot run here: {reason}")
-                from .cuda import CudaBackend
+                from .cuda import CudaBackend  # (CuPy and numba-cuda: loaded when a GPU is used)
 
                 _instances[name] = CudaBackend()
             else:
