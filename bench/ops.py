@@ -40,6 +40,7 @@ from .ops_calls import (
     build_import,
 )
 from .ops_casts import CASTS, make_build_cast
+from .ops_foreach import build_foreach_assign_sub
 from .ops_random import (
     INITIALIZERS,
     RANDOM,
@@ -101,6 +102,8 @@ OPS += [
        build_calls_assign_add_keras, metric="us"),
     Op("calls/create", f"{CREATED} glorot_uniform (4, 4) variables in a new store (one call)", build_calls_create,
        metric="us"),
+    Op("foreach/assign_sub", "vs.foreach.assign_sub over 1,000 float32 variables (the size: all of them)",
+       build_foreach_assign_sub),
     Op("checkpoint/save", "store.save(file): atomic safetensors write with fsync", build_save),
     Op("checkpoint/load", "store.load(file) into the existing variable", build_load),
 ]

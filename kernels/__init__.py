@@ -11,7 +11,7 @@ import importlib
 #: first needed, not when varstore is imported.
 _SUBMODULES = frozenset({
     "access", "build", "cast", "declare", "intrinsics", "launch", "multi_tensor", "philox", "random_fill",
-    "strided", "templates",
+    "strided", "templates", "updates",
 })
 
 

@@ -24,7 +24,9 @@ Templates (the element function is ``f``; ``s...`` are the kernel's other scalar
   element j of it, ``staging[j] = f(j, row..., types..., s...)`` ("out" staging) or
   ``f(j, staging[j], row..., types..., s...)`` ("in" staging), where ``row`` are the
   per-tensor table columns (option ``row``) at t and ``types`` a zero of each "type"
-  array's word (the tensors' word types). Option ``fast = (flag, g)``: on the CPU, a chunk
+  array's word (the tensors' word types). A kernel whose first array is not named
+  "staging" has none: ``f(j, row..., types..., s...)`` reaches every tensor through the
+  row's addresses (the multi-tensor updates). Option ``fast = (flag, g)``: on the CPU, a chunk
   runs ``g`` instead of ``f`` when the scalar ``flag`` is nonzero (chosen outside the
   element loop; a GPU keeps f: a branch uniform across threads costs little there).
 """
@@ -231,15 +233,23 @@ def _index_check(src: _Source, array: str) -> list[str]:
 _TABLES = ("chunk_tensor", "chunk_first", "chunk_count")
 
 
+def _staging(kernel):
+    """The chunks kernel's staging array, or None for one that only reaches its tensors
+    through the table's addresses (the element function loads and stores them)."""
+    first = kernel.arrays[0]
+    return first if first.name == "staging" else None
+
+
 def _chunk_call(src: _Source, fn: str, j: str) -> list[str]:
     kernel = src.kernel
-    staging = kernel.arrays[0]
+    staging = _staging(kernel)
     row = list(kernel.options["row"])
     used = set(kernel.options.get("fast", ("",))[:1])
-    args = [j] + ([src.load("staging", j)] if staging.role == "in" else []) + [f"_row_{c}" for c in row]
+    loaded = [src.load("staging", j)] if staging is not None and staging.role == "in" else []
+    args = [j] + loaded + [f"_row_{c}" for c in row]
     args += [a.name for a in kernel.arrays if a.role == "type"]
     call = f"{fn}({', '.join(args + _element_scalars(kernel, used))})"
-    return [src.store("staging", j, call)] if staging.role == "out" else [call]
+    return [src.store("staging", j, call)] if staging is not None and staging.role == "out" else [call]
 
 
 def _chunk_row(src: _Source) -> list[str]:
@@ -247,8 +257,9 @@ def _chunk_row(src: _Source) -> list[str]:
     # compiler knows, so it would reload them for every element.
     lines = ["_t = " + src.load("chunk_tensor", "_c"), "_first = " + src.load("chunk_first", "_c"),
              "_end = _first + " + src.load("chunk_count", "_c")]
-    if not src.cuda:  # (a GPU cannot raise: buckets.py builds the tables)
-        lines += ["if _first < 0 or _end > staging.size or _t < 0 or _t >= " + src.kernel.options["row"][0] + ".size:",
+    if not src.cuda:  # (a GPU cannot raise: the callers build the tables)
+        outside = "_end > staging.size or " if _staging(src.kernel) is not None else ""
+        lines += [f"if _first < 0 or {outside}_t < 0 or _t >= " + src.kernel.options["row"][0] + ".size:",
                   "    raise IndexError('a chunk reaches outside the staging buffer or the tensor table')"]
     lines += [f"_row_{c} = " + src.load(c, "_t") for c in src.kernel.options["row"]]
     return lines
@@ -400,7 +411,8 @@ def cuda_source(kernel, spec) -> str:
                   + "\n".join(_indent(_chunk_row(src) + [f"return {row_values}"], 1))
                   + "\n\n\n")
         step = src.type_values() + _chunk_call(src, "f", "_k")
-        step_params = ", ".join(["_k", "staging"] + [f"_row_{c}" for c in row] + list(kernel.scalar_names))
+        staged = ["staging"] if _staging(kernel) is not None else []
+        step_params = ", ".join(["_k"] + staged + [f"_row_{c}" for c in row] + list(kernel.scalar_names))
         loop = ["for _c in range(start + cuda.blockIdx.x, stop, cuda.gridDim.x):",
                 f"    {row_values} = _row_of(_c, {tables})",
                 "    for _k in range(_first + cuda.threadIdx.x, _end, cuda.blockDim.x):",

@@ -9,7 +9,7 @@ those load on first use.
 array([[2., 3.]], dtype=float32)
 """
 
-from . import distributed, initializers
+from . import distributed, foreach, initializers
 from .backends import backend, devices
 from .distributed.store import ReplicatedStore, SyncStats
 from .dtypes import DTYPES, floatx, set_floatx, standardize_dtype
@@ -37,6 +37,7 @@ __all__ = [
     "distributed",
     "devices",
     "floatx",
+    "foreach",
     "initializers",
     "name_scope",
     "set_floatx",

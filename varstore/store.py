@@ -46,10 +46,17 @@ class VariableStore(collections.abc.Mapping):
         self._claimed: dict = {}  # paths of variables being created -> (base, next count) or None
         self._auto_counts: dict[str, int] = {}
         self._lock = threading.RLock()
+        self._releases = 0
 
     @property
     def device(self) -> str:
         return self._device
+
+    @property
+    def releases(self) -> int:
+        """How many variables the store has released so far: what the multi-tensor
+        updates compare to know that the storage they remember is still there."""
+        return self._releases
 
     def locked(self):
         """The store's lock, as a context manager (re-entrant): while it is held no
@@ -348,6 +355,7 @@ class VariableStore(collections.abc.Mapping):
                 return
             if self._variables.get(variable.path) is variable:
                 del self._variables[variable.path]
+            self._releases += 1
             self._forget(variable)
         storage, backend = detached
         self._memory.release(storage.nbytes, backend)

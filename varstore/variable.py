@@ -438,6 +438,11 @@ _store.variable_class_is(Variable)
 # ---------------------------------------------------------------- write routing
 # A replicated store routes the writes of its synced variables (Variable._replica); once
 # it has decided to write now, it applies them through these functions.
+def is_routed(variable: Variable) -> bool:
+    """True where a replicated store routes the variable's writes (its synced variables)."""
+    return variable._replica is not None
+
+
 def live_storage(variable: Variable):
     """The variable's storage array; RuntimeError, saying so, once it is released."""
     return variable._live_storage()

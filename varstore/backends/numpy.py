@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 import operator
@@ -21,6 +22,8 @@ from .base import EXACT_OVERLAP_WORK, Backend, is_device_array
 #: where an index repeats, the last write wins).
 SPLIT = {"elementwise": "elements", "gather": "elements", "region": "rows", "chunks": "chunks"}
 
+_addressof = ctypes.addressof
+_c_char = ctypes.c_char
 _CHECKED_BYTES = 64 << 20  # allocations this large are checked against available memory
 
 
@@ -85,7 +88,7 @@ class NumpyBackend(Backend):
         if loop is None:
             loop = self._loops[(kernel, key)] = kernel.loop_for("cpu", key, args)[0]
         split = SPLIT.get(kernel.template)
-        if split is None or (split in ("elements", "rows") and n < 2 * MIN_CPU_CHUNK):
+        if split is None or _elements(split, n, args) < 2 * MIN_CPU_CHUNK:
             loop(0, n, *values)  # in this thread: handing small work to the pool costs more
             return
         if split == "elements":
@@ -120,7 +123,8 @@ class NumpyBackend(Backend):
         return _same
 
     def bound_launch(self, kernel, n, args, given):
-        if not n or (SPLIT.get(kernel.template) is not None and n >= 2 * MIN_CPU_CHUNK):
+        split = SPLIT.get(kernel.template)
+        if not n or (split is not None and _elements(split, n, args) >= 2 * MIN_CPU_CHUNK):
             return super().bound_launch(kernel, n, args, given)  # (no work, or split over threads)
         key, values = kernel.bind(args, n)
         loop = self._loops.get((kernel, key))
@@ -164,13 +168,24 @@ class NumpyBackend(Backend):
             return True
 
     def address(self, array) -> int:
-        return array.__array_interface__["data"][0]
+        try:  # (a third of the time of __array_interface__, which builds a dict)
+            return _addressof(_c_char.from_buffer(array))
+        except (TypeError, ValueError, BufferError):  # read-only, not contiguous, or empty
+            return array.__array_interface__["data"][0]
 
     def write_bytes(self, storage, write):
         write(memoryview(storage.reshape(-1).view(np.uint8)))  # the array's own memory
 
     def read_bytes(self, storage, readinto):
         readinto(memoryview(storage.reshape(-1).view(np.uint8)))
+
+
+def _elements(split: str, n: int, args: dict) -> int:
+    """The elements a launch over ``n`` indices touches: ``n``, or for a multi-tensor
+    launch (``n`` chunks) the elements of its chunks."""
+    if split != "chunks" or not n:
+        return n
+    return int(args["chunk_first"][n - 1] + args["chunk_count"][n - 1])
 
 
 def _bound_call(loop, n: int, names: tuple, values: tuple, given: tuple):

@@ -1,0 +1,273 @@
+"""Multi-tensor updates: ``vs.foreach`` and the fused optimizer steps, one launch for a
+whole group of tensors.
+
+Chunks kernels without a staging buffer (``kernels.templates``, "chunks"): the table has
+one row per tensor with the byte address of each of its arrays (the variable, its value
+or gradient, its slots) and the tensor's first index in the launch's flat index space;
+element ``j`` of chunk ``c`` is element ``j - start`` of every array of its tensor.
+
+Arithmetic: variables and values of any float dtype are converted to the *compute*
+dtype (float32, or float64 for float64 variables) by ``cast.convert_word``, updated there,
+and rounded once to the variable's dtype. A value is first converted to the variable's
+dtype, as ``v.assign_add(x)`` converts it, then to the compute dtype. Slots are stored in
+the compute dtype. Every multiply-add is one ``fma`` (see ``kernels.intrinsics``): one
+rounding, the same bits on every target.
+
+The formulas are Keras 3's (``keras.optimizers.SGD``, ``Adam``; ``AdamW`` is Adam with
+decoupled weight decay): the host computes the step's scalars (bias correction included)
+in float32 as Keras does, and passes them as float64 holding float32 values.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import float32, float64, uint32, uint64
+
+from ._targets import element
+from .access import load_word, store_word
+from .cast import SAME, convert_word  # noqa: F401 (SAME: the route callers compare with)
+from .declare import Array, Scalar, kernel
+from .intrinsics import fma
+
+#: The compute dtype of an update (the ``kind`` scalar).
+COMPUTE_F32 = 0
+COMPUTE_F64 = 1
+
+#: ``vs.foreach`` modes: ``v = alpha * x``, ``v = v + alpha * x``, ``v = v * alpha``.
+ASSIGN = 0
+ADD = 1
+SCALE = 2
+
+
+# ------------------------------------------------------------------ words <-> numbers
+@element
+def to_number(bits, kind):
+    """A compute word (float32 bits, or float64 bits, in a uint64) as a float32 / float64."""
+    if kind == COMPUTE_F32:
+        return float64(np.uint32(bits).view(np.float32))
+    return np.uint64(bits).view(np.float64)
+
+
+@element
+def f32_bits(x):
+    return uint64(np.float32(x).view(np.uint32))
+
+
+@element
+def f64_bits(x):
+    return np.float64(x).view(np.uint64)
+
+
+@element
+def loaded(address, index, like, route, src_fmt, dst_fmt, lo, hi, mask):
+    """Element ``index`` of the array at ``address`` converted by one conversion."""
+    return convert_word(load_word(address, index, like), route, src_fmt, dst_fmt, lo, hi, mask)
+
+
+# ------------------------------------------------------------------ foreach
+@element
+def foreach_f32(w, x, alpha, mode):
+    a = float32(alpha)
+    if mode == SCALE:
+        return float32(w * a)
+    if mode == ADD:
+        return fma(a, x, w)
+    return float32(a * x)
+
+
+@element
+def foreach_f64(w, x, alpha, mode):
+    if mode == SCALE:
+        return float64(w * alpha)
+    if mode == ADD:
+        return fma(alpha, x, w)
+    return float64(alpha * x)
+
+
+@element
+def foreach_element(j, start, w_address, x_address, x_step, like_w, like_wd, like_x, alpha, mode, kind,
+                    xw_route, xw_src, xw_dst, xw_lo, xw_hi, xw_mask, wc_route, wc_src, wc_dst, wc_lo, wc_hi, wc_mask,
+                    cw_route, cw_src, cw_dst, cw_lo, cw_hi, cw_mask):
+    """Element ``j - start`` of one tensor: ``w = alpha * x``, ``w + alpha * x`` or
+    ``w * alpha`` by ``mode``. ``xw``: the value's words -> the variable's; ``wc``: the
+    variable's words -> compute bits; ``cw``: compute bits -> the variable's words."""
+    i = j - start
+    x = uint64(0)
+    if mode != SCALE:
+        x = loaded(x_address, i * x_step, like_x, xw_route, xw_src, xw_dst, xw_lo, xw_hi, xw_mask)
+        if mode == ASSIGN and alpha == 1.0:
+            store_word(w_address, i, x, like_wd)
+            return
+        x = convert_word(x, wc_route, wc_src, wc_dst, wc_lo, wc_hi, wc_mask)
+    w = loaded(w_address, i, like_w, wc_route, wc_src, wc_dst, wc_lo, wc_hi, wc_mask)
+    if kind == COMPUTE_F32:
+        r = f32_bits(foreach_f32(np.uint32(w).view(np.float32), np.uint32(x).view(np.float32), alpha, mode))
+    else:
+        r = f64_bits(foreach_f64(np.uint64(w).view(np.float64), np.uint64(x).view(np.float64), alpha, mode))
+    store_word(w_address, i, convert_word(r, cw_route, cw_src, cw_dst, cw_lo, cw_hi, cw_mask), like_wd)
+
+
+@element
+def foreach_same(j, start, w_address, x_address, x_step, like_w, like_wd, like_x, alpha, mode, kind,
+                 xw_route, xw_src, xw_dst, xw_lo, xw_hi, xw_mask, wc_route, wc_src, wc_dst, wc_lo, wc_hi, wc_mask,
+                 cw_route, cw_src, cw_dst, cw_lo, cw_hi, cw_mask):
+    """:func:`foreach_element` where the variable and the value are of the compute dtype
+    (no conversion: the CPU loop's fast path; see ``kernels.multi_tensor``)."""
+    i = j - start
+    if kind == COMPUTE_F32:
+        w = np.uint32(load_word(w_address, i, like_w)).view(np.float32)
+        x = np.uint32(load_word(x_address, i * x_step, like_x)).view(np.float32)
+        store_word(w_address, i, np.float32(foreach_f32(w, x, alpha, mode)).view(np.uint32), like_wd)
+    else:
+        w = np.uint64(load_word(w_address, i, like_wd)).view(np.float64)
+        x = np.uint64(load_word(x_address, i * x_step, like_wd)).view(np.float64)
+        store_word(w_address, i, np.float64(foreach_f64(w, x, alpha, mode)).view(np.uint64), like_wd)
+
+
+# ------------------------------------------------------------------ optimizers
+@element
+def clipped(g, scale, clip):
+    """The gradient after clipping: times its tensor's ``scale`` (clipping by norm; 1
+    where none) and bounded to ``[-clip, clip]`` (clipping by value; inf where none)."""
+    g = g * scale
+    return min(max(g, -clip), clip)
+
+
+@element
+def sgd_math(w, g, m, lr, momentum, nesterov, has_momentum):
+    """Keras's SGD: ``m = m * momentum - g * lr``; ``w += m`` (nesterov:
+    ``w += m * momentum - g * lr``); without momentum ``w -= g * lr``."""
+    if not has_momentum:
+        return fma(-g, lr, w), m
+    step = -(g * lr)
+    m = fma(m, momentum, step)
+    if nesterov:
+        return w + fma(m, momentum, step), m
+    return w + m, m
+
+
+@element
+def adam_math(w, g, m, v, vhat, c1, c2, alpha, epsilon, decay, amsgrad):
+    """Keras's Adam (``decay``: ``weight_decay * lr``, 0 for none, applied first):
+    ``m += (g - m) * (1 - beta_1)``; ``v += (g*g - v) * (1 - beta_2)``; with amsgrad
+    ``vhat = max(vhat, v)`` takes v's place; ``w -= m * alpha / (sqrt(v) + epsilon)``."""
+    if decay != 0:
+        w = fma(-w, decay, w)
+    m = fma(g - m, c1, m)
+    v = fma(fma(g, g, -v), c2, v)
+    if amsgrad:
+        vhat = max(vhat, v)
+        return w - m * alpha / (math.sqrt(vhat) + epsilon), m, v, vhat
+    return w - m * alpha / (math.sqrt(v) + epsilon), m, v, vhat
+
+
+@element
+def sgd_element(j, start, w_address, g_address, m_address, scale, like_w, like_wd, like_g, like_s,
+                lr, momentum, nesterov, has_momentum, clip, kind,
+                g_route, g_src, g_dst, g_lo, g_hi, g_mask, wc_route, wc_src, wc_dst, wc_lo, wc_hi, wc_mask,
+                cw_route, cw_src, cw_dst, cw_lo, cw_hi, cw_mask):
+    """One element of a fused SGD step (``g``: gradient -> compute bits, ``wc``/``cw``:
+    the variable's words <-> compute bits; slots are compute-dtype words)."""
+    i = j - start
+    gb = loaded(g_address, i, like_g, g_route, g_src, g_dst, g_lo, g_hi, g_mask)
+    wb = loaded(w_address, i, like_w, wc_route, wc_src, wc_dst, wc_lo, wc_hi, wc_mask)
+    if kind == COMPUTE_F32:
+        m = float32(load_word(m_address, i, like_s)) if has_momentum else float32(0)
+        g = clipped(np.uint32(gb).view(np.float32), float32(scale), float32(clip))
+        w, m = sgd_math(np.uint32(wb).view(np.float32), g, m, float32(lr), float32(momentum), nesterov,
+                        has_momentum)
+        r = f32_bits(w)
+        if has_momentum:
+            store_word(m_address, i, m, like_s)
+    else:
+        m = float64(load_word(m_address, i, like_s)) if has_momentum else float64(0)
+        g = clipped(np.uint64(gb).view(np.float64), scale, clip)
+        w, m = sgd_math(np.uint64(wb).view(np.float64), g, m, lr, momentum, nesterov, has_momentum)
+        r = f64_bits(w)
+        if has_momentum:
+            store_word(m_address, i, m, like_s)
+    store_word(w_address, i, convert_word(r, cw_route, cw_src, cw_dst, cw_lo, cw_hi, cw_mask), like_wd)
+
+
+@element
+def adam_element(j, start, w_address, g_address, m_address, v_address, vhat_address, scale, like_w, like_wd, like_g,
+                 like_s, c1, c2, alpha, epsilon, decay, amsgrad, clip, kind,
+                 g_route, g_src, g_dst, g_lo, g_hi, g_mask, wc_route, wc_src, wc_dst, wc_lo, wc_hi, wc_mask,
+                 cw_route, cw_src, cw_dst, cw_lo, cw_hi, cw_mask):
+    """One element of a fused Adam / AdamW step (slots m, v and, with amsgrad, vhat)."""
+    i = j - start
+    gb = loaded(g_address, i, like_g, g_route, g_src, g_dst, g_lo, g_hi, g_mask)
+    wb = loaded(w_address, i, like_w, wc_route, wc_src, wc_dst, wc_lo, wc_hi, wc_mask)
+    if kind == COMPUTE_F32:
+        vhat = float32(load_word(vhat_address, i, like_s)) if amsgrad else float32(0)
+        g = clipped(np.uint32(gb).view(np.float32), float32(scale), float32(clip))
+        w, m, v, vhat = adam_math(np.uint32(wb).view(np.float32), g, float32(load_word(m_address, i, like_s)),
+                                  float32(load_word(v_address, i, like_s)), vhat, float32(c1), float32(c2),
+                                  float32(alpha), float32(epsilon), float32(decay), amsgrad)
+        r = f32_bits(w)
+    else:
+        vhat = float64(load_word(vhat_address, i, like_s)) if amsgrad else float64(0)
+        g = clipped(np.uint64(gb).view(np.float64), scale, clip)
+        w, m, v, vhat = adam_math(np.uint64(wb).view(np.float64), g, float64(load_word(m_address, i, like_s)),
+                                  float64(load_word(v_address, i, like_s)), vhat, c1, c2, alpha, epsilon, decay,
+                                  amsgrad)
+        r = f64_bits(w)
+    store_word(m_address, i, m, like_s)
+    store_word(v_address, i, v, like_s)
+    if amsgrad:
+        store_word(vhat_address, i, vhat, like_s)
+    store_word(w_address, i, convert_word(r, cw_route, cw_src, cw_dst, cw_lo, cw_hi, cw_mask), like_wd)
+
+
+# ---------------------------------------------------------------------------- kernels
+# Tables (see kernels.multi_tensor): chunk_tensor, chunk_first, chunk_count per chunk;
+# per tensor its first flat index (tensor_start) and its arrays' byte addresses.
+_CHUNKS = (Array("chunk_tensor", word="int64"), Array("chunk_first", word="int64"),
+           Array("chunk_count", word="int64"))
+_FLOATS = ("uint32", "uint16", "uint8", "float64", "uint64")  # (what casting.source_words gives a float)
+_WORDS = ("uint32", "uint16", "uint8", "uint64")  # destination words of a float variable
+_SLOTS = ("float32", "float64")
+_CONVERSIONS = (Scalar("to_variable", "conversion"), Scalar("to_compute", "conversion"),
+                Scalar("from_compute", "conversion"))
+_GRADIENT = (Scalar("gradient", "conversion"), Scalar("to_compute", "conversion"), Scalar("from_compute", "conversion"))
+
+
+def _address(name):
+    return Array(name, word="uint64")
+
+
+foreach = kernel(
+    "foreach", "chunks", foreach_element,
+    (*_CHUNKS, Array("tensor_start", word="int64"), _address("tensor_variable"), _address("tensor_value"),
+     Array("tensor_step", word="int64"), Array("like_w", "type", words=_FLOATS),
+     Array("like_wd", "type", words=_WORDS), Array("like_x", "type", words=_FLOATS)),
+    (Scalar("alpha", "f64"), Scalar("mode", "i64"), Scalar("kind", "i64"), *_CONVERSIONS, Scalar("same", "u32")),
+    row=("tensor_start", "tensor_variable", "tensor_value", "tensor_step"), fast=("same", foreach_same),
+    doc="vs.foreach: every variable of a group <- alpha * value, + alpha * value, or * alpha.")
+
+sgd = kernel(
+    "sgd", "chunks", sgd_element,
+    (*_CHUNKS, Array("tensor_start", word="int64"), _address("tensor_variable"), _address("tensor_gradient"),
+     _address("tensor_momentum"), Array("tensor_scale", word="float64"), Array("like_w", "type", words=_FLOATS),
+     Array("like_wd", "type", words=_WORDS), Array("like_g", "type", words=_FLOATS),
+     Array("like_s", "type", words=_SLOTS)),
+    (Scalar("lr", "f64"), Scalar("momentum", "f64"), Scalar("nesterov", "u32"), Scalar("has_momentum", "u32"),
+     Scalar("clip", "f64"), Scalar("kind", "i64"), *_GRADIENT),
+    row=("tensor_start", "tensor_variable", "tensor_gradient", "tensor_momentum", "tensor_scale"),
+    doc="A fused SGD step (momentum, nesterov) over a group of variables.")
+
+adam = kernel(
+    "adam", "chunks", adam_element,
+    (*_CHUNKS, Array("tensor_start", word="int64"), _address("tensor_variable"), _address("tensor_gradient"),
+     _address("tensor_m"), _address("tensor_v"), _address("tensor_vhat"), Array("tensor_scale", word="float64"),
+     Array("like_w", "type", words=_FLOATS), Array("like_wd", "type", words=_WORDS),
+     Array("like_g", "type", words=_FLOATS), Array("like_s", "type", words=_SLOTS)),
+    (Scalar("c1", "f64"), Scalar("c2", "f64"), Scalar("alpha", "f64"), Scalar("epsilon", "f64"),
+     Scalar("decay", "f64"), Scalar("amsgrad", "u32"), Scalar("clip", "f64"), Scalar("kind", "i64"), *_GRADIENT),
+    row=("tensor_start", "tensor_variable", "tensor_gradient", "tensor_m", "tensor_v", "tensor_vhat",
+         "tensor_scale"),
+    doc="A fused Adam / AdamW step (weight decay, moments, bias correction, amsgrad) over a group of variables.")
+
+KERNELS = (foreach, sgd, adam)

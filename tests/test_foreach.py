@@ -1,0 +1,176 @@
+"""Tier b: vs.foreach gives the bits of the per-variable calls, refuses bad input with
+nothing written, and keeps the scopes' and replica steps' semantics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import varstore as vs
+from helpers import to_host
+from varstore.distributed import LocalGroup
+
+FLOATS = ["float16", "bfloat16", "float32", "float64", "float8_e4m3fn", "float8_e5m2"]
+SHAPES = [(3,), (5, 7), (), (40_000,)]  # (40,000 elements: several chunks of one tensor)
+
+
+def _values(seed: int, shape: tuple) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-4, 4, size=shape)
+
+
+def _pair(store, dtype: str, seed: int):
+    """Two variables holding the same values: one for foreach, one for the per-variable calls."""
+    values = [_values(seed + i, shape) for i, shape in enumerate(SHAPES)]
+    made = [[store.variable(v, dtype=dtype, name=f"{tag}{seed}_{i}") for i, v in enumerate(values)]
+            for tag in ("f", "p")]
+    return made
+
+
+def _bits(variables) -> list:
+    return [to_host(v.stored.storage).tobytes() for v in variables]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("value_dtype", ["float32", "float64", "bfloat16", "float16"])
+def test_assign_add_and_sub_give_the_per_variable_bits(store, dtype, value_dtype):
+    ours, theirs = _pair(store, dtype, 1)
+    values = [vs.Variable(_values(9 + i, shape), dtype=value_dtype, store=store).value
+              for i, shape in enumerate(SHAPES)]
+    vs.foreach.assign_add(ours, values)
+    for v, x in zip(theirs, values, strict=True):
+        v.assign_add(x)
+    assert _bits(ours) == _bits(theirs)
+    vs.foreach.assign_sub(ours, values)
+    for v, x in zip(theirs, values, strict=True):
+        v.assign_sub(x)
+    assert _bits(ours) == _bits(theirs)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_assign_gives_the_per_variable_bits(store, dtype):
+    ours, theirs = _pair(store, dtype, 2)
+    values = [_values(20 + i, shape) for i, shape in enumerate(SHAPES)]
+    vs.foreach.assign(ours, values)
+    for v, x in zip(theirs, values, strict=True):
+        v.assign(x)
+    assert _bits(ours) == _bits(theirs)
+
+
+def _fma_reference(w: np.ndarray, alpha: float, x: np.ndarray) -> np.ndarray:
+    """``w + alpha * x`` rounded once to float32 (the product and the sum are exact in
+    Python's fractions)."""
+    from fractions import Fraction
+
+    a = Fraction(float(np.float32(alpha)))
+    out = [np.float32(float(Fraction(float(wi)) + a * Fraction(float(xi)))) for wi, xi in zip(w.ravel(), x.ravel(),
+                                                                                             strict=True)]
+    return np.array(out, np.float32).reshape(w.shape)
+
+
+def test_alpha_is_one_fused_multiply_add_in_float32(store):
+    """``v + alpha * x`` is rounded once (an fma on every target), not twice as
+    ``v.assign_add(x * alpha)`` would round it."""
+    ours, _ = _pair(store, "float32", 3)
+    before = [v.numpy() for v in ours]
+    values = [_values(30 + i, shape).astype(np.float32) for i, shape in enumerate(SHAPES)]
+    vs.foreach.assign_sub(ours, values, alpha=0.1)
+    for v, w, x in zip(ours[:3], before[:3], values[:3], strict=True):  # (the small ones: Fractions are slow)
+        np.testing.assert_array_equal(v.numpy(), _fma_reference(w, -0.1, x))
+    twice = [(w + np.float32(-0.1) * x).astype(np.float32) for w, x in zip(before, values, strict=True)]
+    assert any(not np.array_equal(v.numpy(), t) for v, t in zip(ours, twice, strict=True))  # (the test can tell)
+
+
+def test_alpha_in_float64_variables_is_computed_in_float64(store):
+    ours, _ = _pair(store, "float64", 4)
+    before = [v.numpy() for v in ours]
+    values = [_values(40 + i, shape) for i, shape in enumerate(SHAPES)]
+    vs.foreach.assign_add(ours, values, alpha=0.3)
+    for v, w, x in zip(ours, before, values, strict=True):
+        exact = w.astype(np.longdouble) + np.longdouble(0.3) * x.astype(np.longdouble)
+        assert np.all(np.abs(v.numpy() - exact) <= np.spacing(np.abs(v.numpy())))  # (float32 math: 1e-8)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_scale_multiplies_in_float32_and_rounds_once(store, dtype):
+    ours, theirs = _pair(store, dtype, 4)
+    work = np.float64 if dtype == "float64" else np.float32
+    vs.foreach.scale(ours, 0.37)
+    for v in theirs:
+        v.assign(v.numpy().astype(work) * work(0.37))
+    assert _bits(ours) == _bits(theirs)
+
+
+def test_one_element_values_fill_and_python_scalars_work(store):
+    a = store.variable(np.ones((2, 3), np.float32), name="a")
+    b = store.variable(np.ones(4, np.float32), name="b")
+    vs.foreach.assign_add([a, b], [2.0, np.array(3.0)], alpha=2.0)
+    np.testing.assert_array_equal(a.numpy(), np.full((2, 3), 5.0))
+    np.testing.assert_array_equal(b.numpy(), np.full(4, 7.0))
+
+
+def _refused(store, call, match: str, error=ValueError):
+    variables = [store.variable(np.ones(3, np.float32)), store.variable(np.ones(2, np.float32))]
+    before = _bits(variables)
+    with pytest.raises(error, match=match):
+        call(variables)
+    assert _bits(variables) == before  # nothing written
+
+
+def test_bad_input_is_refused_with_nothing_written(store):
+    ones = [np.ones(3), np.ones(2)]
+    _refused(store, lambda vs_: vs.foreach.assign_add(vs_, ones[:1]), "2 variables and 1 values")
+    _refused(store, lambda vs_: vs.foreach.assign_add(vs_, [np.ones(3), np.ones(5)]), r"shape \(5,\)")
+    _refused(store, lambda vs_: vs.foreach.assign_add(vs_ + [vs_[0]], ones + [ones[0]]), "given twice")
+    _refused(store, lambda vs_: vs.foreach.assign_add(vs_, [np.ones(3), "text"]), "str", TypeError)
+    _refused(store, lambda vs_: vs.foreach.assign_add(vs_, ones, alpha=float("nan")), "alpha")
+    _refused(store, lambda vs_: vs.foreach.assign_add(vs_ + [np.ones(2)], ones + [ones[1]]), "Variable",
+             vs.ArgumentTypeError)
+    _refused(store, lambda vs_: vs.foreach.scale(vs_, "2"), "factor", TypeError)
+    _refused(store, lambda vs_: vs.foreach.assign(vs_[0], ones), "list or tuple", TypeError)
+    ints = store.variable(np.ones(2, np.int32), name="ints")
+    _refused(store, lambda vs_: vs.foreach.assign_add(vs_ + [ints], ones + [ones[1]]), "int32")
+    other = vs.VariableStore(device="cpu").variable(np.ones(2, np.float32), name="elsewhere")
+    _refused(store, lambda vs_: vs.foreach.assign_add(vs_ + [other], ones + [ones[1]]), "one store and device")
+
+
+def test_a_released_variable_is_refused(store):
+    a = store.variable(np.ones(3, np.float32), name="gone")
+    a.release()
+    with pytest.raises(RuntimeError, match="released"):
+        vs.foreach.assign_add([a], [np.ones(3)])
+
+
+def test_inside_a_stateless_scope_the_updates_go_to_the_scope(store):
+    a = store.variable(np.ones(3, np.float32), name="a")
+    b = store.variable(np.ones(2, np.float64), name="b")
+    with vs.StatelessScope() as scope:
+        vs.foreach.assign_sub([a, b], [np.ones(3), np.ones(2)], alpha=0.5)
+        np.testing.assert_array_equal(to_host(scope.get_current_value(a)), np.full(3, 0.5))
+        np.testing.assert_array_equal(to_host(scope.get_current_value(b)), np.full(2, 0.5))
+    np.testing.assert_array_equal(a.numpy(), np.ones(3))  # the storage is untouched
+    np.testing.assert_array_equal(b.numpy(), np.ones(2))
+
+
+def test_inside_a_replica_step_the_updates_queue_until_sync():
+    store = vs.ReplicatedStore(group=LocalGroup(1).groups[0], device="cpu")
+    a = store.variable(np.ones(3, np.float32), name="a", aggregation="mean", synchronization="on_write")
+    b = store.variable(np.ones(2, np.float32), name="b", aggregation="sum", synchronization="on_write")
+    with store.replica_step():
+        vs.foreach.assign_add([a, b], [np.ones(3), np.ones(2)], alpha=2.0)
+        np.testing.assert_array_equal(a.numpy(), np.ones(3))  # queued, not written
+    assert store.pending == ["a", "b"]
+    store.sync()
+    np.testing.assert_array_equal(a.numpy(), np.full(3, 3.0))
+    np.testing.assert_array_equal(b.numpy(), np.full(2, 3.0))
+
+
+def test_global_norm_of_variables_and_arrays(store):
+    a = store.variable(np.full(3, 2.0, np.float32), name="a")
+    b = store.variable(np.array([1.0, -2.0], dtype=np.float64), dtype="bfloat16", name="b")
+    expected = math.sqrt(3 * 4.0 + 1.0 + 4.0 + 9.0 + 16.0)
+    assert vs.foreach.global_norm([a, b, np.array([3.0, 4.0])]) == expected
+    assert vs.foreach.global_norm([]) == 0.0
+    with pytest.raises(TypeError, match="real numbers"):
+        vs.foreach.global_norm([np.array(["x"])])

@@ -1,0 +1,95 @@
+"""The host side of the multi-tensor update kernels (``varstore.kernels.updates``): word
+types, conversions and the per-tensor tables of one launch over a group of tensors.
+
+A group is tensors of one variable dtype and one value (or gradient) dtype; its table
+has one row per tensor (its first index in the launch's flat index space and the byte
+address of each of its arrays) and the chunks that cut the tensors into pieces of at
+most ``kernels.multi_tensor.CHUNK`` elements. Tables are uploaded as one array (one
+transfer on a GPU).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from . import kernels
+from .casting import destination_words, element_conversion, source_words
+from .dtypes import storage_dtype
+
+
+def compute_dtype(dtype: str) -> str:
+    """The dtype an update of a ``dtype`` variable computes in: float64 for float64,
+    float32 for every other float (float16, bfloat16 and float8 included)."""
+    return "float64" if dtype == "float64" else "float32"
+
+
+@functools.cache
+def source_word(dtype: str, to: str) -> np.dtype:
+    """The word type a kernel reads a ``dtype`` element as, converting it to ``to``."""
+    return source_words(np.empty(0, storage_dtype(dtype)), dtype, to).dtype
+
+
+@functools.cache
+def destination_word(dtype: str) -> np.dtype:
+    """The word type a kernel stores a ``dtype`` element as."""
+    return destination_words(np.empty(1, storage_dtype(dtype))).dtype
+
+
+@functools.cache
+def conversions(value_dtype: str, dtype: str) -> dict:
+    """The kernels' three conversions for ``dtype`` variables and ``value_dtype`` values:
+    value -> variable words (``to_variable``, as ``assign_add`` converts its operand),
+    variable words -> compute bits (``to_compute``) and back (``from_compute``)."""
+    compute = compute_dtype(dtype)
+    return {"to_variable": element_conversion(value_dtype, dtype), "to_compute": element_conversion(dtype, compute),
+            "from_compute": element_conversion(compute, dtype)}
+
+
+def is_same(conversion: tuple) -> bool:
+    return conversion[0] == kernels.cast.SAME
+
+
+class Tables:
+    """Uploads a launch's tables as one array, and keeps the one-element arrays that tell
+    the kernels a word type."""
+
+    def __init__(self, backend, device):
+        self.backend = backend
+        self.device = device
+        self._likes: dict = {}
+
+    def like(self, dtype) -> object:
+        dtype = np.dtype(dtype)
+        array = self._likes.get(dtype)
+        if array is None:
+            array = self._likes[dtype] = self.backend.empty((1,), dtype, self.device)
+        return array
+
+    def chunked(self, sizes, columns: dict) -> dict:
+        """The kernel arguments of a launch over tensors of ``sizes`` elements:
+        ``chunk_tensor``, ``chunk_first``, ``chunk_count``, ``tensor_start`` and each of
+        ``columns`` (name -> one value per tensor: addresses as uint64, scales as
+        float64, anything else as int64), as arrays of the backend."""
+        counts = np.asarray(sizes, np.int64)
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64) if counts.size else counts
+        tensor, first, count = kernels.multi_tensor.chunks(counts)
+        names = ["chunk_tensor", "chunk_first", "chunk_count", "tensor_start", *columns]
+        host = [tensor, first, count, starts] + [_int64_words(values) for values in columns.values()]
+        lengths = [len(c) for c in host]
+        array = self.backend.from_host(np.concatenate(host) if host else np.empty(0, np.int64), self.device)
+        out, at = {}, 0
+        for name, length, values in zip(names, lengths, [None] * 4 + list(columns.values()), strict=True):
+            part = array[at:at + length]
+            at += length
+            kind = np.asarray(values).dtype if values is not None else np.dtype(np.int64)
+            out[name] = part.view(kind) if kind in (np.dtype(np.uint64), np.dtype(np.float64)) else part
+        return out
+
+
+def _int64_words(values) -> np.ndarray:
+    values = np.asarray(values)
+    if values.dtype in (np.dtype(np.uint64), np.dtype(np.float64)):
+        return values.view(np.int64)
+    return values.astype(np.int64)
