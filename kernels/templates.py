@@ -29,6 +29,9 @@ Templates (the element function is ``f``; ``s...`` are the kernel's other scalar
   row's addresses (the multi-tensor updates). Option ``fast = (flag, g)``: on the CPU, a chunk
   runs ``g`` instead of ``f`` when the scalar ``flag`` is nonzero (chosen outside the
   element loop; a GPU keeps f: a branch uniform across threads costs little there).
+
+Conversions reach f as their six fields, or with the kernel option ``tuples`` as one
+tuple each (numba cannot inline a function of more than 30 parameters).
 """
 
 from __future__ import annotations
@@ -111,10 +114,11 @@ def _element_scalars(kernel, used: set) -> list[str]:
     """f's scalar arguments: the kernel's scalars not consumed by the template, a
     conversion spread into its six fields."""
     out = []
+    spread = not kernel.options.get("tuples")
     for s in kernel.scalars:
         if s.name in used:
             continue
-        if s.kind == "conversion":
+        if s.kind == "conversion" and spread:
             out += [f"{s.name}[{k}]" for k in range(len(CONVERSION_FIELDS))]
         else:
             out.append(s.name)

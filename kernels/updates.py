@@ -43,14 +43,6 @@ SCALE = 2
 
 # ------------------------------------------------------------------ words <-> numbers
 @element
-def to_number(bits, kind):
-    """A compute word (float32 bits, or float64 bits, in a uint64) as a float32 / float64."""
-    if kind == COMPUTE_F32:
-        return float64(np.uint32(bits).view(np.float32))
-    return np.uint64(bits).view(np.float64)
-
-
-@element
 def f32_bits(x):
     return uint64(np.float32(x).view(np.uint32))
 
@@ -61,9 +53,16 @@ def f64_bits(x):
 
 
 @element
-def loaded(address, index, like, route, src_fmt, dst_fmt, lo, hi, mask):
-    """Element ``index`` of the array at ``address`` converted by one conversion."""
-    return convert_word(load_word(address, index, like), route, src_fmt, dst_fmt, lo, hi, mask)
+def converted(word, conversion):
+    """``word`` converted by ``conversion`` (the six arguments of ``convert_word``)."""
+    return convert_word(word, conversion[0], conversion[1], conversion[2], conversion[3], conversion[4],
+                        conversion[5])
+
+
+@element
+def loaded(address, index, like, conversion):
+    """Element ``index`` of the array at ``address``, converted by ``conversion``."""
+    return converted(load_word(address, index, like), conversion)
 
 
 # ------------------------------------------------------------------ foreach
@@ -87,32 +86,30 @@ def foreach_f64(w, x, alpha, mode):
 
 
 @element
-def foreach_element(j, start, w_address, x_address, x_step, like_w, like_wd, like_x, alpha, mode, kind,
-                    xw_route, xw_src, xw_dst, xw_lo, xw_hi, xw_mask, wc_route, wc_src, wc_dst, wc_lo, wc_hi, wc_mask,
-                    cw_route, cw_src, cw_dst, cw_lo, cw_hi, cw_mask):
+def foreach_element(j, start, w_address, x_address, x_step, like_w, like_wd, like_x, alpha, mode, kind, to_variable,
+                    to_compute, from_compute):
     """Element ``j - start`` of one tensor: ``w = alpha * x``, ``w + alpha * x`` or
     ``w * alpha`` by ``mode``. ``xw``: the value's words -> the variable's; ``wc``: the
     variable's words -> compute bits; ``cw``: compute bits -> the variable's words."""
     i = j - start
     x = uint64(0)
     if mode != SCALE:
-        x = loaded(x_address, i * x_step, like_x, xw_route, xw_src, xw_dst, xw_lo, xw_hi, xw_mask)
-        if mode == ASSIGN and alpha == 1.0:
+        x = loaded(x_address, i * x_step, like_x, to_variable)
+        if mode == ASSIGN:
             store_word(w_address, i, x, like_wd)
             return
-        x = convert_word(x, wc_route, wc_src, wc_dst, wc_lo, wc_hi, wc_mask)
-    w = loaded(w_address, i, like_w, wc_route, wc_src, wc_dst, wc_lo, wc_hi, wc_mask)
+        x = converted(x, to_compute)
+    w = loaded(w_address, i, like_w, to_compute)
     if kind == COMPUTE_F32:
         r = f32_bits(foreach_f32(np.uint32(w).view(np.float32), np.uint32(x).view(np.float32), alpha, mode))
     else:
         r = f64_bits(foreach_f64(np.uint64(w).view(np.float64), np.uint64(x).view(np.float64), alpha, mode))
-    store_word(w_address, i, convert_word(r, cw_route, cw_src, cw_dst, cw_lo, cw_hi, cw_mask), like_wd)
+    store_word(w_address, i, converted(r, from_compute), like_wd)
 
 
 @element
-def foreach_same(j, start, w_address, x_address, x_step, like_w, like_wd, like_x, alpha, mode, kind,
-                 xw_route, xw_src, xw_dst, xw_lo, xw_hi, xw_mask, wc_route, wc_src, wc_dst, wc_lo, wc_hi, wc_mask,
-                 cw_route, cw_src, cw_dst, cw_lo, cw_hi, cw_mask):
+def foreach_same(j, start, w_address, x_address, x_step, like_w, like_wd, like_x, alpha, mode, kind, to_variable,
+                 to_compute, from_compute):
     """:func:`foreach_element` where the variable and the value are of the compute dtype
     (no conversion: the CPU loop's fast path; see ``kernels.multi_tensor``)."""
     i = j - start
@@ -132,7 +129,11 @@ def clipped(g, scale, clip):
     """The gradient after clipping: times its tensor's ``scale`` (clipping by norm; 1
     where none) and bounded to ``[-clip, clip]`` (clipping by value; inf where none)."""
     g = g * scale
-    return min(max(g, -clip), clip)
+    if g > clip:
+        return clip
+    if g < -clip:
+        return -clip
+    return g
 
 
 @element
@@ -165,14 +166,12 @@ def adam_math(w, g, m, v, vhat, c1, c2, alpha, epsilon, decay, amsgrad):
 
 @element
 def sgd_element(j, start, w_address, g_address, m_address, scale, like_w, like_wd, like_g, like_s,
-                lr, momentum, nesterov, has_momentum, clip, kind,
-                g_route, g_src, g_dst, g_lo, g_hi, g_mask, wc_route, wc_src, wc_dst, wc_lo, wc_hi, wc_mask,
-                cw_route, cw_src, cw_dst, cw_lo, cw_hi, cw_mask):
+                lr, momentum, nesterov, has_momentum, clip, kind, gradient, to_compute, from_compute):
     """One element of a fused SGD step (``g``: gradient -> compute bits, ``wc``/``cw``:
     the variable's words <-> compute bits; slots are compute-dtype words)."""
     i = j - start
-    gb = loaded(g_address, i, like_g, g_route, g_src, g_dst, g_lo, g_hi, g_mask)
-    wb = loaded(w_address, i, like_w, wc_route, wc_src, wc_dst, wc_lo, wc_hi, wc_mask)
+    gb = loaded(g_address, i, like_g, gradient)
+    wb = loaded(w_address, i, like_w, to_compute)
     if kind == COMPUTE_F32:
         m = float32(load_word(m_address, i, like_s)) if has_momentum else float32(0)
         g = clipped(np.uint32(gb).view(np.float32), float32(scale), float32(clip))
@@ -188,18 +187,16 @@ def sgd_element(j, start, w_address, g_address, m_address, scale, like_w, like_w
         r = f64_bits(w)
         if has_momentum:
             store_word(m_address, i, m, like_s)
-    store_word(w_address, i, convert_word(r, cw_route, cw_src, cw_dst, cw_lo, cw_hi, cw_mask), like_wd)
+    store_word(w_address, i, converted(r, from_compute), like_wd)
 
 
 @element
 def adam_element(j, start, w_address, g_address, m_address, v_address, vhat_address, scale, like_w, like_wd, like_g,
-                 like_s, c1, c2, alpha, epsilon, decay, amsgrad, clip, kind,
-                 g_route, g_src, g_dst, g_lo, g_hi, g_mask, wc_route, wc_src, wc_dst, wc_lo, wc_hi, wc_mask,
-                 cw_route, cw_src, cw_dst, cw_lo, cw_hi, cw_mask):
+                 like_s, c1, c2, alpha, epsilon, decay, amsgrad, clip, kind, gradient, to_compute, from_compute):
     """One element of a fused Adam / AdamW step (slots m, v and, with amsgrad, vhat)."""
     i = j - start
-    gb = loaded(g_address, i, like_g, g_route, g_src, g_dst, g_lo, g_hi, g_mask)
-    wb = loaded(w_address, i, like_w, wc_route, wc_src, wc_dst, wc_lo, wc_hi, wc_mask)
+    gb = loaded(g_address, i, like_g, gradient)
+    wb = loaded(w_address, i, like_w, to_compute)
     if kind == COMPUTE_F32:
         vhat = float32(load_word(vhat_address, i, like_s)) if amsgrad else float32(0)
         g = clipped(np.uint32(gb).view(np.float32), float32(scale), float32(clip))
@@ -218,7 +215,7 @@ def adam_element(j, start, w_address, g_address, m_address, v_address, vhat_addr
     store_word(v_address, i, v, like_s)
     if amsgrad:
         store_word(vhat_address, i, vhat, like_s)
-    store_word(w_address, i, convert_word(r, cw_route, cw_src, cw_dst, cw_lo, cw_hi, cw_mask), like_wd)
+    store_word(w_address, i, converted(r, from_compute), like_wd)
 
 
 # ---------------------------------------------------------------------------- kernels
@@ -244,7 +241,7 @@ foreach = kernel(
      Array("tensor_step", word="int64"), Array("like_w", "type", words=_FLOATS),
      Array("like_wd", "type", words=_WORDS), Array("like_x", "type", words=_FLOATS)),
     (Scalar("alpha", "f64"), Scalar("mode", "i64"), Scalar("kind", "i64"), *_CONVERSIONS, Scalar("same", "u32")),
-    row=("tensor_start", "tensor_variable", "tensor_value", "tensor_step"), fast=("same", foreach_same),
+    row=("tensor_start", "tensor_variable", "tensor_value", "tensor_step"), fast=("same", foreach_same), tuples=True,
     doc="vs.foreach: every variable of a group <- alpha * value, + alpha * value, or * alpha.")
 
 sgd = kernel(
@@ -255,7 +252,7 @@ sgd = kernel(
      Array("like_s", "type", words=_SLOTS)),
     (Scalar("lr", "f64"), Scalar("momentum", "f64"), Scalar("nesterov", "u32"), Scalar("has_momentum", "u32"),
      Scalar("clip", "f64"), Scalar("kind", "i64"), *_GRADIENT),
-    row=("tensor_start", "tensor_variable", "tensor_gradient", "tensor_momentum", "tensor_scale"),
+    row=("tensor_start", "tensor_variable", "tensor_gradient", "tensor_momentum", "tensor_scale"), tuples=True,
     doc="A fused SGD step (momentum, nesterov) over a group of variables.")
 
 adam = kernel(
@@ -267,7 +264,7 @@ adam = kernel(
     (Scalar("c1", "f64"), Scalar("c2", "f64"), Scalar("alpha", "f64"), Scalar("epsilon", "f64"),
      Scalar("decay", "f64"), Scalar("amsgrad", "u32"), Scalar("clip", "f64"), Scalar("kind", "i64"), *_GRADIENT),
     row=("tensor_start", "tensor_variable", "tensor_gradient", "tensor_m", "tensor_v", "tensor_vhat",
-         "tensor_scale"),
+         "tensor_scale"), tuples=True,
     doc="A fused Adam / AdamW step (weight decay, moments, bias correction, amsgrad) over a group of variables.")
 
 KERNELS = (foreach, sgd, adam)

@@ -9,7 +9,7 @@ those load on first use.
 array([[2., 3.]], dtype=float32)
 """
 
-from . import distributed, foreach, initializers
+from . import distributed, foreach, initializers, optimizers
 from .backends import backend, devices
 from .distributed.store import ReplicatedStore, SyncStats
 from .dtypes import DTYPES, floatx, set_floatx, standardize_dtype
@@ -40,6 +40,7 @@ __all__ = [
     "foreach",
     "initializers",
     "name_scope",
+    "optimizers",
     "set_floatx",
     "set_seed",
     "standardize_dtype",

@@ -48,7 +48,7 @@ from .backends.base import is_device_array
 from .casting import element_conversion, readable
 from .dtypes import is_float, standardize_dtype
 from .errors import ArgumentTypeError
-from .multi_tensor import Tables, compute_dtype, conversions, destination_word, is_same, source_word
+from .multi_tensor import Tables, compute_dtype, conversions, destination_word, float_name, is_same, source_word
 from .validation import check_number
 from .variable import is_routed, live_storage, write_operand
 
@@ -214,32 +214,13 @@ def _operand(variable, value, backend, device, method: str, stores: dict) -> tup
             stores.setdefault(id(value.store), value.store)
             return storage, dtype, True
     elif backend.owns(value) and (value.shape == shape or value.ndim == 0) and backend.device_of(value) == device:
-        dtype = _float_name(value.dtype)
+        dtype = float_name(value.dtype)
         if dtype is not None and value.flags.c_contiguous:
             return value, dtype, True
     operand = write_operand(variable, value, method)  # checked, converted to the variable's dtype
     if not operand.flags.c_contiguous:
         operand = backend.xp.ascontiguousarray(operand)
     return operand, variable.stored.dtype, False
-
-
-_FLOAT_NAMES: dict = {}  # type(dtype) -> float dtype name, or None
-
-
-def _float_name(dtype) -> str | None:
-    """The float dtype name of an array dtype, or None (looked up by the dtype's class:
-    a dtype's ``name`` takes microseconds)."""
-    kind = type(dtype)
-    if kind in _FLOAT_NAMES:
-        return _FLOAT_NAMES[kind]
-    try:
-        name = standardize_dtype(dtype)
-    except (TypeError, ValueError):
-        name = None
-    name = name if name is not None and is_float(name) else None
-    if dtype.kind != "V" or name is not None:  # (structured dtypes share one class)
-        _FLOAT_NAMES[kind] = name
-    return name
 
 
 class _Extents:
@@ -326,7 +307,7 @@ def _by_device(values) -> dict:
             backend = backends.get("cuda" if is_device_array(value) else "numpy")
             array = backend.xp.asarray(value)
             device = backend.device_of(array)
-            dtype = _float_name(array.dtype) or _real_name(array.dtype, i)
+            dtype = float_name(array.dtype) or _real_name(array.dtype, i)
             storage = array if array.flags.c_contiguous else backend.xp.ascontiguousarray(array)
         out.setdefault((backend, device), []).append((storage, dtype))
     return out

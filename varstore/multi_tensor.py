@@ -16,7 +16,7 @@ import numpy as np
 
 from . import kernels
 from .casting import destination_words, element_conversion, source_words
-from .dtypes import storage_dtype
+from .dtypes import is_float, standardize_dtype, storage_dtype
 
 
 def compute_dtype(dtype: str) -> str:
@@ -45,6 +45,25 @@ def conversions(value_dtype: str, dtype: str) -> dict:
     compute = compute_dtype(dtype)
     return {"to_variable": element_conversion(value_dtype, dtype), "to_compute": element_conversion(dtype, compute),
             "from_compute": element_conversion(compute, dtype)}
+
+
+_FLOAT_NAMES: dict = {}  # type(dtype) -> float dtype name, or None
+
+
+def float_name(dtype) -> str | None:
+    """The float dtype name of an array dtype, or None (looked up by the dtype's class:
+    a dtype's ``name`` takes microseconds)."""
+    kind = type(dtype)
+    if kind in _FLOAT_NAMES:
+        return _FLOAT_NAMES[kind]
+    try:
+        name = standardize_dtype(dtype)
+    except (TypeError, ValueError):
+        name = None
+    name = name if name is not None and is_float(name) else None
+    if dtype.kind != "V" or name is not None:  # (structured dtypes share one class)
+        _FLOAT_NAMES[kind] = name
+    return name
 
 
 def is_same(conversion: tuple) -> bool:

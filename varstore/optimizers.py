@@ -1,0 +1,385 @@
+"""Fused optimizers over a store: ``vs.optimizers.SGD``, ``Adam`` and ``AdamW``.
+
+Keras 3's constructor arguments, defaults and update formulas; one fused multi-tensor
+kernel (``kernels.updates``) per (variable dtype, gradient dtype) group does a whole
+step: clipping, weight decay, the moments, bias correction and the weight write, in
+float32 (float64 for float64 variables), every multiply-add one fused multiply-add,
+each stored value rounded once. The step's scalars (``lr``, ``beta ** t``, the bias
+correction) are computed on the host in float32 exactly as Keras computes them.
+
+Slots live in the variables' store, named as Keras names them: ``adam/iteration``,
+``adam/learning_rate``, ``adam/<variable path with '/' as '_'>_momentum`` (and
+``_velocity``, ``_velocity_hat`` with amsgrad), so ``store.save``/``store.load`` resume
+training exactly: :meth:`Optimizer.build` takes the slots that are already in the store.
+float16, bfloat16 and float8 variables keep float32 slots (Keras keeps them in the
+variable's dtype), and their update reads the gradient in float32 before any rounding.
+
+Differences from Keras, by design: each multiply-add is rounded once (an fma), where
+Keras's separate NumPy operations round twice, so steps agree to float32 rounding, not
+bit for bit; weight decay is ``w - w * (weight_decay * lr)``; a callable
+``learning_rate`` is called with the iteration number (as a Keras
+``LearningRateSchedule`` is).
+
+>>> import numpy as np, varstore as vs
+>>> store = vs.VariableStore(device="cpu")
+>>> with vs.name_scope("dense"):
+...     w = store.variable(np.ones(3, np.float32), name="kernel")
+>>> opt = vs.optimizers.Adam(learning_rate=0.1)
+>>> opt.apply([np.full(3, 0.5, np.float32)], [w])
+>>> w.numpy().round(4), int(opt.iterations.numpy())
+(array([0.9, 0.9, 0.9], dtype=float32), 1)
+>>> [p for p in store if p.startswith("adam/")]
+['adam/iteration', 'adam/learning_rate', 'adam/dense_kernel_momentum', 'adam/dense_kernel_velocity']
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from . import foreach, kernels, scopes
+from .array_protocols import ArrayProtocols
+from .backends.base import is_device_array
+from .casting import element_conversion
+from .dtypes import is_float
+from .errors import ArgumentTypeError
+from .multi_tensor import Tables, compute_dtype, destination_word, float_name, source_word
+from .validation import check_number
+from .variable import is_routed, live_storage
+
+__all__ = ["SGD", "Adam", "AdamW", "Optimizer"]
+
+
+class Optimizer:
+    """What SGD, Adam and AdamW share: the learning rate, clipping, weight decay, the
+    iteration count, the slots and the fused step (see the module docstring)."""
+
+    _slot_names: tuple = ()
+
+    def __init__(self, learning_rate, weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
+                 name=None):
+        if not (callable(learning_rate) or _is_real(learning_rate)):
+            raise ArgumentTypeError(f"Invalid value for argument `learning_rate`. Expected a float, or a callable "
+                                    f"of the iteration. Received: learning_rate={learning_rate!r}")
+        if not callable(learning_rate):
+            learning_rate = check_number("learning_rate", learning_rate, "a finite number >= 0", minimum=0.0)
+        self.weight_decay = None if weight_decay is None else check_number(
+            "weight_decay", weight_decay, "None or a finite number >= 0", minimum=0.0)
+        self.clipnorm = _clip("clipnorm", clipnorm)
+        self.clipvalue = _clip("clipvalue", clipvalue)
+        self.global_clipnorm = _clip("global_clipnorm", global_clipnorm)
+        given = [(k, v) for k, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue),
+                                     ("global_clipnorm", global_clipnorm)) if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: "
+                             f"{', '.join(f'{k}={v!r}' for k, v in given)}")
+        name = type(self).__name__.lower() if name is None else name
+        if not isinstance(name, str) or not name or "/" in name:
+            raise (ValueError if isinstance(name, str) else ArgumentTypeError)(
+                f"Invalid value for argument `name`. Expected a non-empty string without '/'. Received: name={name!r}")
+        self.name = name
+        self._initial_learning_rate = learning_rate
+        self._store = None
+        self._iterations = None
+        self._learning_rate = None  # the store's variable, for a float learning rate
+        self._slots: dict = {}  # id(variable) -> (variable, [slot variables])
+        self.built = False
+
+    # ------------------------------------------------------------------ state
+    @property
+    def iterations(self):
+        """The step count: a variable (int64, ``<name>/iteration``) once built."""
+        return self._iterations
+
+    @property
+    def learning_rate(self):
+        """The learning rate of the next step (a float), or the schedule."""
+        if callable(self._initial_learning_rate):
+            return self._initial_learning_rate
+        if self._learning_rate is None:
+            return self._initial_learning_rate
+        return float(self._learning_rate.numpy())
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        value = check_number("learning_rate", value, "a finite number >= 0", minimum=0.0)
+        if callable(self._initial_learning_rate):
+            raise TypeError("This optimizer's learning rate is a schedule; it cannot be set to a number.")
+        self._initial_learning_rate = value
+        if self._learning_rate is not None:
+            self._learning_rate.assign(value)
+
+    @property
+    def variables(self) -> list:
+        """The optimizer's own variables: the iteration, the learning rate, every slot."""
+        own = [v for v in (self._iterations, self._learning_rate) if v is not None]
+        return own + [slot for _, slots in self._slots.values() for slot in slots if slot is not None]
+
+    def build(self, variables) -> None:
+        """Create (or take, where the store has them) the iteration count, the learning
+        rate and each variable's slots, in the variables' store."""
+        variables = _variable_list(variables, "build")
+        if not variables:
+            return
+        store = variables[0].store
+        if self._store is None:
+            self._store = store
+            self._iterations = store.get_or_create(f"{self.name}/iteration", "zeros", (), "int64",
+                                                   trainable=False, aggregation="only_first_replica")
+            if not callable(self._initial_learning_rate):
+                self._learning_rate = store.get_or_create(
+                    f"{self.name}/learning_rate", self._initial_learning_rate, (), "float32", trainable=False,
+                    aggregation="only_first_replica")
+        for variable in variables:
+            if variable.store is not self._store:
+                raise ValueError(f"{self.name}: variable {variable.path!r} is in another store than the variables "
+                                 f"this optimizer was built for; an optimizer serves one store.")
+            if id(variable) in self._slots:
+                continue
+            slot_dtype = "float64" if variable.stored.dtype == "float64" else "float32"
+            prefix = f"{self.name}/{variable.path.replace('/', '_')}"
+            slots = [self._store.get_or_create(f"{prefix}_{slot}", "zeros", variable.shape, slot_dtype,
+                                               trainable=False) if slot is not None else None
+                     for slot in self._slot_list()]
+            self._slots[id(variable)] = (variable, slots)
+        self.built = True
+
+    def _slot_list(self) -> tuple:
+        return self._slot_names
+
+    # ------------------------------------------------------------------ steps
+    def apply_gradients(self, grads_and_vars) -> None:
+        """``apply`` of ``(gradient, variable)`` pairs."""
+        pairs = list(grads_and_vars)
+        self.apply([g for g, _ in pairs], [v for _, v in pairs])
+
+    def apply(self, grads, variables) -> None:
+        """One step: ``grads[i]`` (an array, host or the store's device, or a variable,
+        of any float dtype, the variable's shape; None skips its variable) updates
+        ``variables[i]``. Every entry is checked before anything is written."""
+        grads, variables = list(grads), _variable_list(variables, "apply")
+        if len(grads) != len(variables):
+            raise ValueError(f"{self.name}.apply: {len(grads)} gradients and {len(variables)} variables; expected "
+                             f"one gradient per variable.")
+        kept = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
+        if not kept:
+            raise ValueError(f"{self.name}.apply: no gradients provided for any variable.")
+        if len(kept) < len(variables):
+            missing = [v.path for g, v in zip(grads, variables, strict=True) if g is None]
+            warnings.warn(f"Gradients do not exist for variables {missing}.", stacklevel=2)
+        if scopes.ACTIVE:
+            raise RuntimeError(f"{self.name}.apply inside a scope: the fused step writes the store's variables "
+                               f"in place; apply it outside StatelessScope/AutocastScope.")
+        routed = [v.path for _, v in kept if is_routed(v)]
+        if routed:
+            raise RuntimeError(f"{self.name}.apply: {routed} are synced variables of a ReplicatedStore; the fused "
+                               f"optimizers do not run on replicated stores yet.")
+        self.build([v for _, v in kept])
+        _, _, backend, device = kept[0][1].stored
+        operands = [(_gradient(g, v, backend, device, i), v) for i, (g, v) in enumerate(kept)]
+        step = int(self._iterations.numpy())
+        lr = float(self._current_learning_rate(step))
+        scales, clip = self._clipping([g for (g, _), _ in operands])
+        groups: dict = {}
+        for ((array, gdtype), variable), scale in zip(operands, scales, strict=True):
+            groups.setdefault((variable.stored.dtype, gdtype), []).append((variable, array, scale))
+        tables = Tables(backend, device)
+        for (dtype, gdtype), members in groups.items():
+            compute = compute_dtype(dtype)
+            real = np.float64 if compute == "float64" else np.float32
+            columns, kernel, scalars = self._launch(members, real, lr, step, backend)
+            columns["tensor_variable"] = np.array([backend.address(live_storage(v)) for v, _, _ in members],
+                                                  np.uint64)
+            columns["tensor_gradient"] = np.array([backend.address(a) for _, a, _ in members], np.uint64)
+            columns["tensor_scale"] = np.array([s for _, _, s in members], np.float64)
+            args = tables.chunked([v.size for v, _, _ in members], columns)
+            args.update(like_w=tables.like(source_word(dtype, compute)), like_wd=tables.like(destination_word(dtype)),
+                        like_g=tables.like(source_word(gdtype, compute)), like_s=tables.like(np.dtype(real)),
+                        clip=float(real(clip)), kind=0 if compute == "float32" else 1,
+                        gradient=element_conversion(gdtype, compute), to_compute=element_conversion(dtype, compute),
+                        from_compute=element_conversion(compute, dtype), **scalars)
+            backend.launch(kernel, len(args["chunk_tensor"]), **args)
+        self._iterations.assign_add(1)
+
+    def _current_learning_rate(self, step: int) -> float:
+        if callable(self._initial_learning_rate):
+            value = self._initial_learning_rate(step)
+            return check_number("learning_rate(iteration)", float(np.asarray(value)), "a finite number >= 0",
+                                minimum=0.0)
+        return self.learning_rate
+
+    def _clipping(self, arrays) -> tuple:
+        """``(per-gradient scales, clip value)``: Keras's clipnorm (each gradient times
+        ``clipnorm / max(norm, clipnorm)``), global_clipnorm (every gradient times
+        ``clip * min(1 / norm, 1 / clip)``, NaN where the norm is not finite) or
+        clipvalue (bounded to [-clipvalue, clipvalue])."""
+        ones = [1.0] * len(arrays)
+        if self.clipnorm:
+            c = np.float32(self.clipnorm)
+            return [float(c / max(np.float32(foreach.global_norm([a])), c)) for a in arrays], math.inf
+        if self.global_clipnorm:
+            norm = np.float32(foreach.global_norm(arrays))
+            c = np.float32(self.global_clipnorm)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                scale = c * min(np.float32(1) / norm, np.float32(1) / c) + (norm - norm)
+            return [float(scale)] * len(arrays), math.inf
+        if self.clipvalue:
+            return ones, self.clipvalue
+        return ones, math.inf
+
+    def _launch(self, members, real, lr: float, step: int, backend) -> tuple:
+        """``(slot address columns, kernel, scalars)`` of one group's fused step."""
+        raise NotImplementedError
+
+    def _slot_columns(self, members, names, backend) -> dict:
+        columns = {}
+        for k, column in enumerate(names):
+            addresses = []
+            for variable, _, _ in members:
+                slot = self._slots[id(variable)][1][k]
+                addresses.append(0 if slot is None else backend.address(live_storage(slot)))
+            columns[column] = np.array(addresses, np.uint64)
+        return columns
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name!r} learning_rate={self._initial_learning_rate!r}>"
+
+
+class SGD(Optimizer):
+    """Keras's SGD: ``m = m * momentum - g * lr``, ``w += m`` (nesterov:
+    ``w += m * momentum - g * lr``); without momentum ``w -= g * lr``."""
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=None, clipnorm=None,
+                 clipvalue=None, global_clipnorm=None, name="SGD"):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name)
+        momentum = check_number("momentum", momentum, "a float in [0, 1]", minimum=0.0)
+        if momentum > 1:
+            raise ValueError(f"Invalid value for argument `momentum`. Expected a float in [0, 1]. Received: "
+                             f"momentum={momentum}")
+        self.momentum = momentum
+        self.nesterov = bool(nesterov)
+
+    def _slot_list(self) -> tuple:
+        return ("momentum",) if self.momentum else ()
+
+    def _launch(self, members, real, lr, step, backend):
+        if self.weight_decay:
+            decay = real(self.weight_decay) * real(lr)
+            foreach.scale([v for v, _, _ in members], float(real(1) - decay))
+        has_momentum = bool(self.momentum)
+        columns = self._slot_columns(members, ("tensor_momentum",), backend) if has_momentum else {
+            "tensor_momentum": np.zeros(len(members), np.uint64)}
+        return columns, kernels.updates.sgd, {"lr": float(real(lr)), "momentum": float(real(self.momentum)),
+                                              "nesterov": int(self.nesterov), "has_momentum": int(has_momentum)}
+
+
+class Adam(Optimizer):
+    """Keras's Adam: ``m += (g - m) * (1 - beta_1)``, ``v += (g*g - v) * (1 - beta_2)``,
+    ``alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``, ``w -= m * alpha /
+    (sqrt(v) + epsilon)``; amsgrad: ``vhat = max(vhat, v)`` in v's place."""
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, weight_decay=None,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None, name="adam"):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name)
+        self.beta_1 = _unit("beta_1", beta_1)
+        self.beta_2 = _unit("beta_2", beta_2)
+        self.epsilon = check_number("epsilon", epsilon, "a finite number >= 0", minimum=0.0)
+        self.amsgrad = bool(amsgrad)
+
+    def _slot_list(self) -> tuple:
+        return ("momentum", "velocity", "velocity_hat") if self.amsgrad else ("momentum", "velocity")
+
+    def _launch(self, members, real, lr, step, backend):
+        columns = self._slot_columns(members, ("tensor_m", "tensor_v", "tensor_vhat")[:len(self._slot_list())], backend)
+        columns.setdefault("tensor_vhat", np.zeros(len(members), np.uint64))
+        lr, t = real(lr), real(step + 1)
+        with np.errstate(over="ignore", under="ignore"):
+            b1, b2 = np.power(real(self.beta_1), t), np.power(real(self.beta_2), t)
+            alpha = lr * np.sqrt(real(1) - b2) / (real(1) - b1)
+        decay = real(self.weight_decay) * lr if self.weight_decay else real(0)
+        return columns, kernels.updates.adam, {
+            "c1": float(real(1 - self.beta_1)), "c2": float(real(1 - self.beta_2)), "alpha": float(alpha),
+            "epsilon": float(real(self.epsilon)), "decay": float(decay), "amsgrad": int(self.amsgrad)}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Keras's AdamW: ``weight_decay=0.004``)."""
+
+    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 amsgrad=False, clipnorm=None, clipvalue=None, global_clipnorm=None, name="adamw"):
+        if weight_decay is None:
+            raise ValueError("Argument `weight_decay` must be a float for AdamW. Received: weight_decay=None")
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay, clipnorm, clipvalue,
+                         global_clipnorm, name)
+
+
+# ------------------------------------------------------------------ checks
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _clip(argument: str, value):
+    if value is None:
+        return None
+    return check_number(argument, value, "None or a finite number > 0", minimum=0.0, strict=True)
+
+
+def _unit(argument: str, value) -> float:
+    value = check_number(argument, value, "a float in [0, 1)", minimum=0.0)
+    if value >= 1:
+        raise ValueError(f"Invalid value for argument `{argument}`. Expected a float in [0, 1). Received: "
+                         f"{argument}={value}")
+    return value
+
+
+def _variable_list(variables, what: str) -> list:
+    if isinstance(variables, (str, bytes)) or not hasattr(variables, "__iter__") or hasattr(variables, "shape"):
+        raise ArgumentTypeError(f"{what}: `variables` must be a list of variables; received "
+                                f"{type(variables).__name__}.")
+    variables = list(variables)
+    seen = set()
+    for i, v in enumerate(variables):
+        if not isinstance(v, ArrayProtocols):
+            raise ArgumentTypeError(f"{what}: variables[{i}] is {type(v).__name__}; expected a varstore Variable.")
+        live_storage(v)
+        if not is_float(v.stored.dtype):
+            raise ValueError(f"{what}: variable {v.path!r} is {v.stored.dtype}; optimizers update float variables.")
+        if id(v) in seen:
+            raise ValueError(f"{what}: variable {v.path!r} is given twice.")
+        seen.add(id(v))
+    if variables:
+        first = variables[0]
+        for v in variables[1:]:
+            if v.store is not first.store or v.device != first.device:
+                raise ValueError(f"{what}: the variables must be of one store and device; {first.path!r} is on "
+                                 f"{first.device}, {v.path!r} on {v.device} (or in another store).")
+    return variables
+
+
+def _gradient(value, variable, backend, device, i: int) -> tuple:
+    """``(array, dtype)``: gradient ``i`` as a contiguous float array on the variable's
+    device, of its shape."""
+    if isinstance(value, ArrayProtocols):
+        storage, dtype, value_backend, value_device = value.stored
+        if storage is None:
+            live_storage(value)
+        if value_backend is not backend or value_device != device:
+            raise ValueError(f"gradient {i} (variable {value.path!r}) is on {value_device}; expected {device}.")
+        array = storage
+    else:
+        if not (backend.owns(value) or isinstance(value, np.ndarray) or is_device_array(value)):
+            value = np.asarray(value)
+        array = value if backend.owns(value) and backend.device_of(value) == device else backend.asarray(value,
+                                                                                                         device)
+        dtype = float_name(array.dtype)
+        if dtype is None:
+            raise ArgumentTypeError(f"gradient {i} (for {variable.path!r}) holds {array.dtype} elements; expected "
+                                    f"floats.")
+        if not array.flags.c_contiguous:
+            array = backend.xp.ascontiguousarray(array)
+    if tuple(value.shape) != variable.shape:
+        raise ValueError(f"gradient {i} has shape {tuple(value.shape)}; expected {variable.shape}, the shape of "
+                         f"{variable.path!r}.")
+    return array, dtype
