@@ -1,0 +1,160 @@
+"""Tier c: the multi-tensor update kernels (foreach, SGD, Adam) on both targets (CPU
+loop; CUDA loop in the simulator or on a GPU): the CPU's bits on the CUDA loop, and the
+formulas against a float64 reference."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from helpers import SIMULATOR, device_address, run_kernel
+from varstore.casting import element_conversion
+from varstore.kernels import multi_tensor as M
+from varstore.kernels import updates as K
+from varstore.multi_tensor import conversions, destination_word, source_word
+
+pytestmark = pytest.mark.kernels
+
+SIZES = [5, 1, 0, 40, 7] if SIMULATOR else [5, 1, 0, 2 * M.CHUNK + 3, 7]
+BF16 = ml_dtypes.bfloat16
+
+
+def _launch(target, kernel, columns: dict, sizes, **args) -> None:
+    """Launch ``kernel`` over tensors of ``sizes``: ``columns`` maps each address column
+    to one host array per tensor (None: address 0), updated in place."""
+    tensor, first, count = M.chunks(sizes)
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+    devices = {}
+    if target == "cuda":
+        from numba import cuda
+
+        devices = {name: [None if a is None else cuda.to_device(a) for a in arrays] for name, arrays in columns.items()}
+    addresses = {}
+    for name, arrays in columns.items():
+        if target == "cuda":
+            addresses[name] = np.array([0 if d is None else device_address(d) for d in devices[name]], np.uint64)
+        else:
+            addresses[name] = np.array([0 if a is None else a.__array_interface__["data"][0] for a in arrays],
+                                       np.uint64)
+    run_kernel(target, kernel, len(tensor), chunk_tensor=tensor, chunk_first=first, chunk_count=count,
+               tensor_start=starts, **addresses, **args)
+    for name, arrays in devices.items():
+        for host, dev in zip(columns[name], arrays, strict=True):
+            if dev is not None:
+                dev.copy_to_host(host)
+
+
+def _like(word) -> np.ndarray:
+    return np.zeros(1, word)
+
+
+def _state(seed: int, dtype, slots: int, via=None):
+    """Variables, gradients (``dtype``; rounded through ``via`` first) and slots."""
+    rng = np.random.default_rng(seed)
+    via = via or dtype
+    w = [rng.normal(size=n).astype(via).astype(dtype) for n in SIZES]
+    g = [rng.normal(size=n).astype(via).astype(dtype) for n in SIZES]
+    s = [[np.abs(rng.normal(size=n)).astype(np.float32) * (k + 1) * 0.1 for n in SIZES] for k in range(slots)]
+    return w, g, s
+
+
+def _adam(target, dtype: str, host, amsgrad=0, decay=0.0, clip=np.inf, via=None):
+    w, g, (m, v, vhat) = _state(1, host, 3, via)
+    conv = conversions(dtype, dtype)
+    _launch(target, K.adam, {"tensor_variable": w, "tensor_gradient": g, "tensor_m": m, "tensor_v": v,
+                             "tensor_vhat": vhat if amsgrad else [None] * len(SIZES)}, SIZES,
+            tensor_scale=np.full(len(SIZES), 0.5), like_w=_like(source_word(dtype, "float32")),
+            like_wd=_like(destination_word(dtype)), like_g=_like(source_word(dtype, "float32")),
+            like_s=_like(np.float32), c1=float(np.float32(0.1)), c2=float(np.float32(0.001)), alpha=0.01,
+            epsilon=float(np.float32(1e-7)), decay=decay, amsgrad=amsgrad, clip=clip, kind=K.COMPUTE_F32,
+            gradient=element_conversion(dtype, "float32"), to_compute=conv["to_compute"],
+            from_compute=conv["from_compute"])
+    return w, m, v, vhat
+
+
+@pytest.mark.parametrize("amsgrad, decay, clip", [(0, 0.0, np.inf), (1, 0.004, 0.3)])
+def test_adam_follows_the_formulas_and_gives_the_cpus_bits(target, amsgrad, decay, clip):
+    w, m, v, vhat = _adam(target, "float32", np.float32, amsgrad, decay, clip)
+    w0, g0, (m0, v0, vhat0) = _state(1, np.float32, 3)
+    for k in range(len(SIZES)):
+        x = np.clip(g0[k].astype(np.float64) * 0.5, -clip, clip)
+        ww = w0[k] - w0[k] * np.float64(np.float32(decay))
+        mm = m0[k] + (x - m0[k]) * np.float64(np.float32(0.1))
+        vv = v0[k] + (x * x - v0[k]) * np.float64(np.float32(0.001))
+        vh = np.maximum(vhat0[k], vv) if amsgrad else vv
+        ww = ww - mm * 0.01 / (np.sqrt(vh) + np.float64(np.float32(1e-7)))
+        np.testing.assert_allclose(m[k], mm, rtol=2e-6, atol=1e-7)
+        np.testing.assert_allclose(v[k], vv, rtol=2e-6, atol=1e-7)
+        np.testing.assert_allclose(w[k], ww, rtol=2e-6, atol=1e-6)
+    if target != "cpu":
+        expected = _adam("cpu", "float32", np.float32, amsgrad, decay, clip)
+        for got, want in zip((w, m, v, vhat), expected, strict=True):
+            assert [a.tobytes() for a in got] == [a.tobytes() for a in want]
+
+
+def test_adam_on_bfloat16_variables_rounds_once_from_float32_math(target):
+    """bfloat16 variables and gradients: the float32 step of the same numbers, rounded
+    once to bfloat16 at the end (the slots stay float32)."""
+    w, m, v, _ = _adam(target, "bfloat16", BF16)
+    w32, m32, v32, _ = _adam("cpu", "float32", np.float32, via=BF16)
+    for k in range(len(SIZES)):
+        np.testing.assert_array_equal(w[k], w32[k].astype(BF16))
+        np.testing.assert_array_equal(m[k], m32[k])
+        np.testing.assert_array_equal(v[k], v32[k])
+    if target != "cpu":
+        expected = _adam("cpu", "bfloat16", BF16)
+        assert [a.tobytes() for a in w] == [a.tobytes() for a in expected[0]]
+
+
+def _sgd(target, nesterov: int):
+    w, g, (m,) = _state(2, np.float32, 1)
+    conv = conversions("float32", "float32")
+    _launch(target, K.sgd, {"tensor_variable": w, "tensor_gradient": g, "tensor_momentum": m}, SIZES,
+            tensor_scale=np.ones(len(SIZES)), like_w=_like(np.uint32), like_wd=_like(np.uint32),
+            like_g=_like(np.uint32), like_s=_like(np.float32), lr=float(np.float32(0.01)),
+            momentum=float(np.float32(0.9)), nesterov=nesterov, has_momentum=1, clip=np.inf, kind=K.COMPUTE_F32,
+            gradient=conv["to_compute"], to_compute=conv["to_compute"], from_compute=conv["from_compute"])
+    return w, m
+
+
+@pytest.mark.parametrize("nesterov", [0, 1])
+def test_sgd_with_momentum_follows_keras_and_gives_the_cpus_bits(target, nesterov):
+    w, m = _sgd(target, nesterov)
+    w0, g0, (m0,) = _state(2, np.float32, 1)
+    lr, mom = np.float64(np.float32(0.01)), np.float64(np.float32(0.9))
+    for k in range(len(SIZES)):
+        mm = m0[k] * mom - g0[k] * lr
+        ww = w0[k] + (mm * mom - g0[k] * lr if nesterov else mm)
+        np.testing.assert_allclose(m[k], mm, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(w[k], ww, rtol=1e-6, atol=1e-7)
+    if target != "cpu":
+        want = _sgd("cpu", nesterov)
+        assert [a.tobytes() for a in w + m] == [a.tobytes() for a in want[0] + want[1]]
+
+
+def _foreach(target, mode: int, alpha: float):
+    rng = np.random.default_rng(3)
+    w = [rng.normal(size=n).astype(BF16) for n in SIZES]
+    x = [rng.normal(size=n).astype(np.float32) for n in SIZES]
+    conv = conversions("float32", "bfloat16")
+    _launch(target, K.foreach, {"tensor_variable": w, "tensor_value": x}, SIZES,
+            tensor_step=np.ones(len(SIZES), np.int64), like_w=_like(source_word("bfloat16", "float32")),
+            like_wd=_like(destination_word("bfloat16")), like_x=_like(source_word("float32", "bfloat16")),
+            alpha=alpha, mode=mode, kind=K.COMPUTE_F32, same=0, **conv)
+    return w, x
+
+
+@pytest.mark.parametrize("mode", [K.ASSIGN, K.ADD, K.SCALE])
+def test_foreach_converts_the_value_to_the_variables_dtype_first(target, mode):
+    w, x = _foreach(target, mode, 1.0 if mode == K.ASSIGN else 0.5)
+    rng = np.random.default_rng(3)
+    w0 = [rng.normal(size=n).astype(BF16) for n in SIZES]
+    for k in range(len(SIZES)):
+        xb = x[k].astype(BF16).astype(np.float64)  # (converted to bfloat16 first, as assign_add does)
+        want = {K.ASSIGN: xb, K.ADD: w0[k].astype(np.float64) + 0.5 * xb,
+                K.SCALE: w0[k].astype(np.float64) * 0.5}[mode]
+        np.testing.assert_array_equal(w[k], want.astype(np.float32).astype(BF16))
+    if target != "cpu":
+        assert [a.tobytes() for a in w] == [a.tobytes() for a in _foreach("cpu", mode, 1.0 if mode == K.ASSIGN
+                                                                            else 0.5)[0]]
