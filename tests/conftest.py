@@ -8,9 +8,14 @@ process with ``NUMBA_ENABLE_CUDASIM=1``, in the simulator).
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from helpers import SIMULATOR
+
+# Tests that compare with Keras run it on its numpy backend (it has no other dependency).
+os.environ.setdefault("KERAS_BACKEND", "numpy")
 from helpers import cuda_reason as _cuda_reason
 
 

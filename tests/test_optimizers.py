@@ -1,0 +1,222 @@
+"""Tier b: vs.optimizers against Keras's own optimizers (numpy backend) step by step,
+slots in the store under Keras's names, resume through save/load, and bad input refused
+with nothing written."""
+
+from __future__ import annotations
+
+import warnings
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import varstore as vs
+from varstore.distributed import LocalGroup
+
+SHAPES = [(17, 5), (5,), (300,), ()]
+CONFIGS = [
+    ("Adam", {}), ("Adam", {"amsgrad": True}), ("Adam", {"weight_decay": 0.01}), ("AdamW", {}),
+    ("AdamW", {"weight_decay": 0.1, "amsgrad": True}), ("SGD", {}), ("SGD", {"momentum": 0.9}),
+    ("SGD", {"momentum": 0.9, "nesterov": True}), ("SGD", {"momentum": 0.5, "weight_decay": 0.01}),
+    ("Adam", {"clipnorm": 1.0}), ("Adam", {"global_clipnorm": 1.0}), ("SGD", {"clipvalue": 0.5, "learning_rate": 0.1}),
+]
+
+
+def _model(store, seed: int = 0, dtype="float32"):
+    rng = np.random.default_rng(seed)
+    with vs.name_scope("dense"):
+        return [store.variable(rng.normal(size=s).astype(np.float32), dtype=dtype, name=f"v{i}")
+                for i, s in enumerate(SHAPES)]
+
+
+def _grads(step: int, dtype=np.float32):
+    rng = np.random.default_rng(1000 + step)
+    return [rng.normal(size=s).astype(dtype) for s in SHAPES]
+
+
+def _keras():
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "numpy":
+        pytest.skip(f"Keras runs on the {keras.backend.backend()} backend here; the comparison uses numpy")
+    return keras
+
+
+@pytest.mark.parametrize("name, kwargs", CONFIGS, ids=[f"{n}-{'-'.join(k) or 'default'}" for n, k in CONFIGS])
+def test_each_optimizer_follows_keras_step_by_step(store, name, kwargs):
+    keras = _keras()
+    ours = _model(store)
+    theirs = [keras.Variable(v.numpy(), name=f"v{i}") for i, v in enumerate(ours)]
+    k_opt, v_opt = getattr(keras.optimizers, name)(**kwargs), getattr(vs.optimizers, name)(**kwargs)
+    for step in range(20):
+        grads = _grads(step)
+        k_opt.apply(grads, theirs)
+        v_opt.apply(grads, ours)
+        for k, v in zip(theirs, ours, strict=True):
+            np.testing.assert_allclose(v.numpy(), np.asarray(k.value), rtol=1e-4, atol=1e-6)
+    assert int(v_opt.iterations.numpy()) == int(np.asarray(k_opt.iterations.value)) == 20
+
+
+def test_adam_follows_the_formulas_in_float64(store):
+    """Without Keras: three steps against the formulas computed in float64."""
+    ours = _model(store)
+    w = [v.numpy().astype(np.float64) for v in ours]
+    m = [np.zeros_like(x) for x in w]
+    s = [np.zeros_like(x) for x in w]
+    opt = vs.optimizers.Adam(learning_rate=0.01, weight_decay=0.1)
+    for step in range(3):
+        grads = _grads(step)
+        opt.apply(grads, ours)
+        t = step + 1
+        alpha = 0.01 * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+        for k, g in enumerate(grads):
+            w[k] = w[k] - w[k] * 0.1 * 0.01
+            m[k] += (g - m[k]) * 0.1
+            s[k] += (g * g - s[k]) * 0.001
+            w[k] = w[k] - m[k] * alpha / (np.sqrt(s[k]) + 1e-7)
+    for v, x in zip(ours, w, strict=True):
+        np.testing.assert_allclose(v.numpy(), x, rtol=1e-5, atol=1e-6)
+
+
+def test_slots_live_in_the_store_under_keras_names(store):
+    ours = _model(store, dtype="bfloat16")
+    opt = vs.optimizers.Adam(amsgrad=True)
+    opt.apply(_grads(0), ours)
+    assert "adam/iteration" in store and "adam/learning_rate" in store
+    for v in ours:
+        stem = "adam/" + v.path.replace("/", "_")
+        for slot in ("momentum", "velocity", "velocity_hat"):
+            assert store[f"{stem}_{slot}"].dtype == "float32"  # (float32 slots for bfloat16 variables)
+            assert store[f"{stem}_{slot}"].shape == v.shape
+    assert store["adam/iteration"].dtype == "int64" and int(store["adam/iteration"].numpy()) == 1
+    assert len(opt.variables) == 2 + 3 * len(ours)
+    assert not store[f"adam/{ours[0].path.replace('/', '_')}_momentum"].trainable
+
+
+def test_bfloat16_variables_step_from_float32_math(store):
+    """A bfloat16 variable's step is the float32 step of its value, rounded once."""
+    low = _model(store, dtype="bfloat16")
+    wide = [store.variable(v.numpy().astype(np.float32), name=f"wide{i}") for i, v in enumerate(low)]
+    for opt, variables in ((vs.optimizers.Adam(name="a"), low), (vs.optimizers.Adam(name="b"), wide)):
+        opt.apply(_grads(0), variables)
+    for a, b in zip(low, wide, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy().astype(ml_dtypes.bfloat16))
+
+
+def test_bfloat16_gradients_are_read_as_their_float32_values(store):
+    a, b = _model(store, 1), _model(vs.VariableStore(device=store.device), 1)
+    grads = _grads(0, ml_dtypes.bfloat16)
+    vs.optimizers.SGD(momentum=0.9, name="s1").apply(grads, a)
+    vs.optimizers.SGD(momentum=0.9, name="s2").apply([g.astype(np.float32) for g in grads], b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.numpy(), y.numpy())
+
+
+def test_a_none_gradient_skips_its_variable(store):
+    ours = _model(store)
+    before = [v.numpy() for v in ours]
+    grads = _grads(0)
+    grads[1] = None
+    opt = vs.optimizers.SGD()
+    with pytest.warns(UserWarning, match="dense/v1"):
+        opt.apply(grads, ours)
+    np.testing.assert_array_equal(ours[1].numpy(), before[1])
+    assert not np.array_equal(ours[0].numpy(), before[0])
+    with pytest.raises(ValueError, match="no gradients"):
+        opt.apply([None] * len(ours), ours)
+
+
+def test_resume_through_save_and_load_equals_uninterrupted_training(store, tmp_path, backend):
+    device = store.device
+    whole = _model(store, 3)
+    opt = vs.optimizers.Adam(learning_rate=0.01, amsgrad=True)
+    for step in range(10):
+        opt.apply(_grads(step), whole)
+
+    first = vs.VariableStore(device=device)
+    part = _model(first, 3)
+    opt1 = vs.optimizers.Adam(learning_rate=0.01, amsgrad=True)
+    for step in range(6):
+        opt1.apply(_grads(step), part)
+    first.save(tmp_path / "ckpt.safetensors")
+
+    second = vs.VariableStore(device=device)
+    resumed = _model(second, 99)  # (other values: the file restores them)
+    opt2 = vs.optimizers.Adam(learning_rate=0.01, amsgrad=True)
+    opt2.build(resumed)
+    second.load(tmp_path / "ckpt.safetensors")
+    assert int(opt2.iterations.numpy()) == 6
+    for step in range(6, 10):
+        opt2.apply(_grads(step), resumed)
+    for a, b in zip(whole, resumed, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_learning_rate_schedule_setter_and_variables(store):
+    ours = _model(store)
+    seen = []
+    opt = vs.optimizers.SGD(learning_rate=lambda step: seen.append(step) or 0.1 / (1 + step))
+    opt.apply(_grads(0), ours)
+    opt.apply(_grads(1), ours)
+    assert seen == [0, 1] and "SGD/learning_rate" not in store
+    fixed = vs.optimizers.SGD(learning_rate=0.5, name="fixed")
+    fixed.build(ours)
+    fixed.learning_rate = 0.25
+    assert store["fixed/learning_rate"].numpy() == np.float32(0.25) and fixed.learning_rate == 0.25
+
+
+def _unchanged(store):
+    return {p: v.numpy().tobytes() for p, v in store.items()}
+
+
+@pytest.mark.parametrize("case", ["length", "shape", "integer variable", "text gradient", "twice", "other store"])
+def test_bad_input_is_refused_with_nothing_written(store, case):
+    ours = _model(store)
+    opt = vs.optimizers.Adam()
+    opt.apply(_grads(0), ours)  # (built: slots exist)
+    grads = _grads(1)
+    variables = list(ours)
+    error = ValueError
+    if case == "length":
+        grads = grads[:-1]
+    elif case == "shape":
+        grads[2] = np.ones(7, np.float32)
+    elif case == "integer variable":
+        variables[1] = store.variable(np.arange(5), dtype="int32", name="counts")
+    elif case == "text gradient":
+        grads[3] = np.array("x")
+        error = TypeError
+    elif case == "twice":
+        variables[1] = variables[0]
+        grads[1] = grads[0]
+    else:
+        variables[1] = vs.VariableStore(device=store.device).variable(np.ones(5, np.float32), name="elsewhere")
+    before = _unchanged(store)
+    with pytest.raises(error):
+        opt.apply(grads, variables)
+    assert _unchanged(store) == before
+
+
+def test_bad_arguments_are_refused_when_given():
+    with pytest.raises(ValueError, match="Only one of"):
+        vs.optimizers.Adam(clipnorm=1.0, clipvalue=1.0)
+    with pytest.raises(TypeError):
+        vs.optimizers.Adam(learning_rate="fast")
+    with pytest.raises(ValueError, match="beta_1"):
+        vs.optimizers.Adam(beta_1=1.0)
+    with pytest.raises(ValueError, match="momentum"):
+        vs.optimizers.SGD(momentum=1.5)
+    with pytest.raises(ValueError, match="weight_decay"):
+        vs.optimizers.AdamW(weight_decay=None)
+    with pytest.raises(ValueError, match="name"):
+        vs.optimizers.SGD(name="a/b")
+
+
+def test_replicated_variables_and_scopes_are_refused_not_written(store):
+    ours = _model(store)
+    with vs.StatelessScope(), pytest.raises(RuntimeError, match="scope"):
+        vs.optimizers.SGD().apply(_grads(0), ours)
+    replicated = vs.ReplicatedStore(LocalGroup(1).groups[0], device="cpu")
+    w = replicated.variable(np.ones(3, np.float32), name="w", synchronization="on_write", aggregation="mean")
+    with warnings.catch_warnings(), pytest.raises(RuntimeError, match="ReplicatedStore"):
+        vs.optimizers.SGD().apply([np.ones(3, np.float32)], [w])
+    np.testing.assert_array_equal(w.numpy(), np.ones(3, np.float32))
