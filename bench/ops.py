@@ -40,7 +40,7 @@ from .ops_calls import (
     build_import,
 )
 from .ops_casts import CASTS, make_build_cast
-from .ops_foreach import build_foreach_assign_sub
+from .ops_foreach import build_foreach_assign_sub, build_optimizer_adam
 from .ops_random import (
     INITIALIZERS,
     RANDOM,
@@ -104,6 +104,8 @@ OPS += [
        metric="us"),
     Op("foreach/assign_sub", "vs.foreach.assign_sub over 1,000 float32 variables (the size: all of them)",
        build_foreach_assign_sub),
+    Op("optimizer/adam", "one vs.optimizers.Adam step over 50 float32 variables (the size: all of them)",
+       build_optimizer_adam),
     Op("checkpoint/save", "store.save(file): atomic safetensors write with fsync", build_save),
     Op("checkpoint/load", "store.load(file) into the existing variable", build_load),
 ]

@@ -47,9 +47,9 @@ class Context:
     def new_store(self):
         return vs.VariableStore(device=self.device)
 
-    def keras_for(self, nbytes: int):
-        """Keras (numpy backend) for per-call baselines at small sizes, or None."""
-        if nbytes > KERAS_MAX_BYTES:
+    def keras_for(self, nbytes: int, limit: int = KERAS_MAX_BYTES):
+        """Keras (numpy backend) for per-call baselines at sizes up to ``limit``, or None."""
+        if nbytes > limit:
             return None
         if not self._use_keras:
             self.left_out["Keras"] = "--no-keras"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import float32, float64, uint32, uint64
+from numba import float32, float64, uint64
 
 from ._targets import element
 from .access import load_word, store_word

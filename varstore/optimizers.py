@@ -120,8 +120,10 @@ class Optimizer:
     def build(self, variables) -> None:
         """Create (or take, where the store has them) the iteration count, the learning
         rate and each variable's slots, in the variables' store."""
-        variables = _variable_list(variables, "build")
-        if not variables:
+        self._build(_variable_list(variables, "build"))
+
+    def _build(self, variables) -> None:
+        if not variables or (self._store is not None and all(id(v) in self._slots for v in variables)):
             return
         store = variables[0].store
         if self._store is None:
@@ -176,7 +178,7 @@ class Optimizer:
         if routed:
             raise RuntimeError(f"{self.name}.apply: {routed} are synced variables of a ReplicatedStore; the fused "
                                f"optimizers do not run on replicated stores yet.")
-        self.build([v for _, v in kept])
+        self._build([v for _, v in kept])
         _, _, backend, device = kept[0][1].stored
         operands = [(_gradient(g, v, backend, device, i), v) for i, (g, v) in enumerate(kept)]
         step = int(self._iterations.numpy())
