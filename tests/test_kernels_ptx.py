@@ -27,10 +27,11 @@ from varstore.kernels import cast as K  # noqa: E402
 from varstore.kernels import multi_tensor as M  # noqa: E402
 from varstore.kernels import random_fill as R  # noqa: E402
 from varstore.kernels import strided as S  # noqa: E402
+from varstore.kernels import updates as U  # noqa: E402
 from varstore.kernels.philox import philox4x32_10  # noqa: E402
 
 FMT = types.UniTuple(types.uint32, 8)
-ALL_KERNELS = K.KERNELS + R.KERNELS + S.KERNELS + M.KERNELS
+ALL_KERNELS = K.KERNELS + R.KERNELS + S.KERNELS + M.KERNELS + U.KERNELS
 
 # Integer ALU instructions on 64-bit operands (address arithmetic uses add.s64 too, so the
 # check is made on the element functions alone, compiled as device functions).
@@ -156,6 +157,22 @@ def test_random_kernels_use_only_correctly_rounded_operations(kernel):
     assert not re.search(r"\.approx\b|\bex2\.|\blg2\.|\bsin\.|\bcos\.|\brcp\.|\bcall\b", ptx)
     float_ops = re.findall(r"\b(?:div|sqrt)\.(\w+)\.f(?:32|64)\b", ptx)
     assert all(mode == "rn" for mode in float_ops), float_ops
+
+
+@needs_nvvm
+@pytest.mark.parametrize("kernel", U.KERNELS, ids=lambda k: k.name)
+def test_update_kernels_round_like_the_cpu(kernel):
+    """Why the optimizer steps give the CPU's bits: every multiply-add is an explicit
+    fma (NVVM would fuse a plain ``a * b + c`` on its own, and the CPU does not), the
+    other float operations round to nearest, and nothing is approximate or a library
+    call."""
+    ptx = _ptx(kernel).ptx
+    assert not re.search(r"\.approx\b|\.ftz\b|\brcp\.|\bcall\b", ptx)
+    modes = re.findall(r"\b(?:add|sub|mul|fma|div|sqrt)\.(\w+)\.f(?:32|64)\b", ptx)
+    assert modes and all(mode == "rn" for mode in modes), sorted(set(modes))
+    assert re.search(r"\bfma\.rn\.f32\b", ptx)
+    if kernel is U.adam:
+        assert re.search(r"\bsqrt\.rn\.f32\b", ptx) and re.search(r"\bdiv\.rn\.f32\b", ptx)
 
 
 # Integer division and remainder instructions, of any width.
