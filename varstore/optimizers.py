@@ -160,7 +160,9 @@ class Optimizer:
     def apply(self, grads, variables) -> None:
         """One step: ``grads[i]`` (an array, host or the store's device, or a variable,
         of any float dtype, the variable's shape; None skips its variable) updates
-        ``variables[i]``. Every entry is checked before anything is written."""
+        ``variables[i]``. Every entry is checked before anything is written. Inside a
+        ``ReplicatedStore.replica_step()`` the gradients are queued, and ``sync()``
+        reduces them by each variable's aggregation and then runs this step once."""
         grads, variables = list(grads), _variable_list(variables, "apply")
         if len(grads) != len(variables):
             raise ValueError(f"{self.name}.apply: {len(grads)} gradients and {len(variables)} variables; expected "
@@ -171,16 +173,24 @@ class Optimizer:
         if len(kept) < len(variables):
             missing = [v.path for g, v in zip(grads, variables, strict=True) if g is None]
             warnings.warn(f"Gradients do not exist for variables {missing}.", stacklevel=2)
-        if scopes.ACTIVE:
-            raise RuntimeError(f"{self.name}.apply inside a scope: the fused step writes the store's variables "
-                               f"in place; apply it outside StatelessScope/AutocastScope.")
-        routed = [v.path for _, v in kept if is_routed(v)]
-        if routed:
-            raise RuntimeError(f"{self.name}.apply: {routed} are synced variables of a ReplicatedStore; the fused "
-                               f"optimizers do not run on replicated stores yet.")
+        if scopes.ACTIVE and scopes.stateless_scope() is not None:
+            raise RuntimeError(f"{self.name}.apply inside a StatelessScope: the fused step writes the store's "
+                               f"variables in place; apply it outside the scope.")
         self._build([v for _, v in kept])
-        _, _, backend, device = kept[0][1].stored
-        operands = [(_gradient(g, v, backend, device, i), v) for i, (g, v) in enumerate(kept)]
+        if self._store.queue_gradients(self._step, [(v, g) for g, v in kept]):
+            return  # (a replicated store inside a replica step: its sync() runs the step)
+        on_read = [v.path for _, v in kept if is_routed(v) and v.synchronization == "on_read"]
+        if on_read:
+            raise ValueError(f"{self.name}.apply: {on_read} are on_read variables of a ReplicatedStore, whose "
+                             f"replicas differ by design; an optimizer updates on_write/auto variables.")
+        self._step([g for g, _ in kept], [v for _, v in kept])
+
+    def _step(self, grads, variables) -> None:
+        """The fused step of checked, built ``variables`` (every gradient checked before
+        anything is written)."""
+        _, _, backend, device = variables[0].stored
+        operands = [(_gradient(g, v, backend, device, i), v) for i, (g, v) in enumerate(zip(grads, variables,
+                                                                                            strict=True))]
         step = int(self._iterations.numpy())
         lr = float(self._current_learning_rate(step))
         scales, clip = self._clipping([g for (g, _), _ in operands])
@@ -203,7 +213,8 @@ class Optimizer:
                         gradient=element_conversion(gdtype, compute), to_compute=element_conversion(dtype, compute),
                         from_compute=element_conversion(compute, dtype), **scalars)
             backend.launch(kernel, len(args["chunk_tensor"]), **args)
-        self._iterations.assign_add(1)
+        count = live_storage(self._iterations)
+        count += 1  # (in place, as the kernel writes the slots: also when a replicated store's sync() runs it)
 
     def _current_learning_rate(self, step: int) -> float:
         if callable(self._initial_learning_rate):

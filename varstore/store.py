@@ -52,6 +52,12 @@ class VariableStore(collections.abc.Mapping):
     def device(self) -> str:
         return self._device
 
+    def queue_gradients(self, apply, pairs) -> bool:
+        """Where a store defers optimizer steps (a replicated store inside a replica step),
+        queue ``pairs`` of (variable, gradient) for ``apply(gradients, variables)`` and
+        return True; a plain store returns False: the caller applies them now."""
+        return False
+
     @property
     def releases(self) -> int:
         """How many variables the store has released so far: what the multi-tensor

@@ -91,6 +91,7 @@ class ReplicatedStore(VariableStore):
         self._group = group
         self._bucket_bytes = float(bucket_mb) * 2**20
         self._pending: dict = {}
+        self._gradient_steps: list = []  # (apply, [(variable, private operand), ...]) in queue order
         self._order: dict = {}
         self._routing = _ReplicaWrites(self)
         self._created = 0
@@ -227,9 +228,28 @@ class ReplicatedStore(VariableStore):
                 mode, operand, negate = previous.mode, combined, False
             self._pending[variable] = B.Update(variable, mode, operand, negate, self._order[variable])
 
+    def queue_gradients(self, apply, pairs) -> bool:
+        """Inside a replica step, queue an optimizer step: ``pairs`` of (variable,
+        gradient), each gradient checked and copied in the variable's dtype now;
+        ``sync()`` reduces them by each variable's aggregation, then calls
+        ``apply(gradients, variables)`` once. Outside a step: False (apply now)."""
+        if not self._stepping():
+            return False
+        for variable, _ in pairs:
+            if variable.store is not self or variable.synchronization not in ("on_write", "auto"):
+                raise ValueError(f"An optimizer step inside replica_step() updates on_write/auto variables of this "
+                                 f"store; {variable.path!r} is {variable.synchronization} (or in another store).")
+        operands = [(v, write_operand(v, g, "assign", private=True)) for v, g in pairs]
+        with self._lock:
+            self._gradient_steps.append((apply, operands))
+        return True
+
     # --------------------------------------------------------------------- sync
     def sync(self) -> SyncStats:
-        """Apply the queued updates, reduced across the ranks (collective).
+        """Apply the queued updates, reduced across the ranks (collective); then each
+        queued optimizer step, in queue order: its gradients reduced by each variable's
+        aggregation (as an ``assign_add`` would be), then the optimizer's fused step,
+        once, on every rank.
 
         The ranks first compare a hash of their bucket plans and all raise
         DistributedError, naming the difference, if they differ; the updates then stay
@@ -237,6 +257,7 @@ class ReplicatedStore(VariableStore):
         with self._lock:
             updates = [u for u in self._pending.values() if not u.variable.released]
             self._pending = {}
+            steps, self._gradient_steps = self._gradient_steps, []
         try:
             plan = B.plan(updates, self._bucket_bytes)
             self._agree_on_plan(plan, "sync()")
@@ -244,12 +265,34 @@ class ReplicatedStore(VariableStore):
             with self._lock:
                 for u in updates:
                     self._pending.setdefault(u.variable, u)
+                self._gradient_steps[:0] = steps
             raise
         before = self._group.calls["sum"] + self._group.calls["broadcast"]
         self._reduce(plan, divisor=self._group.size)
+        buckets, nbytes = sum(1 for b in plan if b.collective), sum(b.nbytes for b in plan if b.collective)
+        for k, (apply, operands) in enumerate(steps):
+            try:
+                gradient_plan, gradients = self._reduce_gradients(operands)
+            except BaseException:
+                with self._lock:
+                    self._gradient_steps[:0] = steps[k:]
+                raise
+            apply(gradients, [v for v, _ in operands])
+            buckets += sum(1 for b in gradient_plan if b.collective)
+            nbytes += sum(b.nbytes for b in gradient_plan if b.collective)
         collectives = self._group.calls["sum"] + self._group.calls["broadcast"] - before
-        return SyncStats(len(updates), sum(1 for b in plan if b.collective), collectives,
-                         sum(b.nbytes for b in plan if b.collective))
+        return SyncStats(len(updates) + sum(len(o) for _, o in steps), buckets, collectives, nbytes)
+
+    def _reduce_gradients(self, operands) -> tuple:
+        """``(plan, gradients)``: the queued gradients of one optimizer step reduced by
+        their variables' aggregation, as arrays of the variables' dtypes."""
+        updates = [B.Update(v, "assign", g, False, self._order[v]) for v, g in operands]
+        plan = B.plan(updates, self._bucket_bytes)
+        self._agree_on_plan(plan, "sync() (optimizer step)")
+        out = {id(v): self._backend.empty(v.shape, live_storage(v).dtype, self._device) for v, _ in operands}
+        self._reduce(plan, self._group.size, targets=[[out[id(u.variable)] for u in b.updates] for b in plan],
+                     keep=False)
+        return plan, [self._backend.present(out[id(v)], v.stored.dtype) for v, _ in operands]
 
     def _tables_(self) -> B.Tables:
         if self._tables is None:
