@@ -4,8 +4,6 @@ with nothing written."""
 
 from __future__ import annotations
 
-import warnings
-
 import ml_dtypes
 import numpy as np
 import pytest
