@@ -28,6 +28,11 @@ def build_foreach_assign_sub(ctx, nbytes):
             v.assign_sub(g)
 
     fns = {"ours": lambda: vs.foreach.assign_sub(ours, grads), "Python loop of v.assign_sub": python_loop}
+    if ctx.torch:
+        torch = ctx.torch.torch
+        t_vars = [ctx.torch.tensor(np.zeros(each, np.float32)) for _ in range(VARIABLES)]
+        t_grads = [ctx.torch.tensor(np.full(each, 0.5, np.float32)) for _ in range(VARIABLES)]
+        fns["torch._foreach_sub_"] = lambda: torch._foreach_sub_(t_vars, t_grads)
 
     def check():
         got = np.stack([ctx.native.to_host(storage_of(v)) for v in ours])

@@ -1,9 +1,10 @@
 """``varstore demo``: a small real training loop whose weights are varstore variables.
 
 A 2-layer MLP (tanh hidden layer) learns a teacher network's outputs on synthetic data,
-by full-batch SGD: the forward pass, the loss and the hand-written gradients are array
-math on the store's device (CuPy on cuda, NumPy on the CPU), and every update goes through
-``Variable.assign_sub``. At the end the weights are saved to a safetensors checkpoint,
+by full-batch Adam: the forward pass, the loss and the hand-written gradients are array
+math on the store's device (CuPy on cuda, NumPy on the CPU), and each step is one fused
+``vs.optimizers.Adam`` update of the four variables (its slots live in the same store).
+At the end the store (weights and optimizer state) is saved to a safetensors checkpoint,
 reloaded into a fresh store, and the reloaded model's loss is checked to be the same.
 
 >>> result = run(device="cpu", steps=50, out=lambda line: None)
@@ -23,10 +24,11 @@ from . import initializers
 from .backends import for_device
 from .errors import ArgumentTypeError
 from .memory import format_bytes
+from .optimizers import Adam
 from .store import VariableStore
 
 INPUTS, HIDDEN, OUTPUTS, SAMPLES = 32, 64, 4, 4096
-LEARNING_RATE = 0.1
+LEARNING_RATE = 0.01
 
 
 def build_model(store: VariableStore, seed: int) -> dict:
@@ -59,7 +61,7 @@ def loss_of(xp, model: dict, x, y) -> float:
     return float(xp.mean((forward(xp, model, x)[1] - y) ** 2))
 
 
-def sgd_step(xp, model: dict, x, y, learning_rate: float) -> float:
+def train_step(xp, model: dict, x, y, optimizer) -> float:
     """One full-batch step of mean squared error; returns the loss before the update."""
     hidden, prediction = forward(xp, model, x)
     error = prediction - y
@@ -72,8 +74,7 @@ def sgd_step(xp, model: dict, x, y, learning_rate: float) -> float:
         "w1": x.T @ d_hidden,
         "b1": d_hidden.sum(axis=0),
     }
-    for name, gradient in gradients.items():
-        model[name].assign_sub(learning_rate * gradient)
+    optimizer.apply(list(gradients.values()), [model[name] for name in gradients])
     return loss
 
 
@@ -95,15 +96,17 @@ def run(device=None, steps: int = 300, checkpoint: str | None = None, seed: int 
     started = time.perf_counter()
     store = VariableStore(device=device)
     model = build_model(store, seed)
+    optimizer = Adam(learning_rate=LEARNING_RATE)
+    optimizer.build(list(model.values()))
     x, y = synthetic_data(xp, seed)
     out(f"varstore demo: a {INPUTS}-{HIDDEN}-{OUTPUTS} MLP on {SAMPLES} synthetic samples, "
-        f"{steps} SGD steps, on {device} ({backend.name} backend)")
+        f"{steps} Adam steps, on {device} ({backend.name} backend)")
     for path, variable in store.items():
         out(f"  {path:16s} {str(variable.shape):10s} {variable.dtype}")
     first = None
     report_every = max(1, steps // 10)
     for step in range(steps):
-        loss = sgd_step(xp, model, x, y, LEARNING_RATE)
+        loss = train_step(xp, model, x, y, optimizer)
         first = loss if first is None else first
         if step % report_every == 0:
             out(f"  step {step:4d}  loss {loss:.6f}")
@@ -116,6 +119,7 @@ def run(device=None, steps: int = 300, checkpoint: str | None = None, seed: int 
         store.save(path)
         restored_store = VariableStore(device=device)
         restored = build_model(restored_store, seed + 100)  # other initial values, then loaded
+        Adam(learning_rate=LEARNING_RATE).build(list(restored.values()))  # (its slots: the file holds them)
         restored_store.load(path)
         reloaded = loss_of(xp, restored, x, y)
         size = os.path.getsize(path)
