@@ -175,3 +175,32 @@ def test_global_norm_of_variables_and_arrays(store):
     assert vs.foreach.global_norm([]) == 0.0
     with pytest.raises(TypeError, match="real numbers"):
         vs.foreach.global_norm([np.array(["x"])])
+
+
+def test_a_remembered_plan_reads_the_values_anew_and_notices_releases(store):
+    """The second call with the same variables and value objects reuses the first
+    call's tables: it reads the values' current contents; a released variable or a new
+    value object makes a new plan (and a released variable is refused)."""
+    a, b = (store.variable(np.zeros(4, np.float32), name=n) for n in ("a", "b"))
+    x, y = np.ones(4, np.float32), np.full(4, 2.0, np.float32)
+    vs.foreach.assign_add([a, b], [x, y])
+    x[:] = 10.0  # same object, new contents
+    vs.foreach.assign_add([a, b], [x, y])
+    np.testing.assert_array_equal(a.numpy(), np.full(4, 11.0, np.float32))
+    vs.foreach.assign_add([a, b], [np.ones(4, np.float32), y])  # a new object
+    np.testing.assert_array_equal(a.numpy(), np.full(4, 12.0, np.float32))
+    np.testing.assert_array_equal(b.numpy(), np.full(4, 6.0, np.float32))
+    b.release()
+    with pytest.raises(RuntimeError, match="released"):
+        vs.foreach.assign_add([a, b], [x, y])
+    np.testing.assert_array_equal(a.numpy(), np.full(4, 12.0, np.float32))
+
+
+def test_values_that_are_variables_being_updated_are_read_as_before_the_call(store):
+    a = store.variable(np.arange(3, dtype=np.float32), name="a")
+    b = store.variable(np.arange(3, dtype=np.float32) * 10, name="b")
+    vs.foreach.assign_add([a, b], [b, a])  # each value read as it was when the call began
+    np.testing.assert_array_equal(a.numpy(), [0.0, 11.0, 22.0])
+    np.testing.assert_array_equal(b.numpy(), [0.0, 11.0, 22.0])
+    vs.foreach.assign_sub([a], [a])  # (its own storage, element by element: 0)
+    np.testing.assert_array_equal(a.numpy(), [0.0, 0.0, 0.0])

@@ -99,11 +99,12 @@ def global_norm(values) -> float:
 class _Plan:
     """The launches of one call: per group, the kernel arguments (tables uploaded)."""
 
-    __slots__ = ("variables", "values", "mode", "backend", "stores", "launches", "cacheable")
+    __slots__ = ("variables", "values", "mode", "backend", "stores", "launches", "cacheable", "operands")
 
-    def __init__(self, variables, values, mode, backend, stores, launches, cacheable):
+    def __init__(self, variables, values, mode, backend, stores, launches, cacheable, operands):
         self.variables, self.values, self.mode = variables, values, mode
         self.backend, self.stores, self.launches, self.cacheable = backend, stores, launches, cacheable
+        self.operands = operands  # every array the launches read by address, alive while the plan is
 
     def valid(self) -> bool:
         return all(store.releases == count for store, count in self.stores)
@@ -171,6 +172,7 @@ def _plan(variables: tuple, values, mode: int, what: str) -> _Plan:
     target_addresses = [address(storage) for _, storage, _ in targets]
     extents = _Extents(target_addresses, [storage.nbytes for _, storage, _ in targets])
     groups: dict = {}
+    keep: list = []
     cacheable = True
     for i, (variable, storage, dtype) in enumerate(targets):
         if values is None:
@@ -182,6 +184,7 @@ def _plan(variables: tuple, values, mode: int, what: str) -> _Plan:
                 operand = operand.copy()  # read as it was before the call
                 at, direct = address(operand), False
             cacheable = cacheable and direct
+        keep.append(operand)  # (the kernel reads it through its address: it must live as long as the plan)
         member = (variable.size, target_addresses[i], at, 0 if operand.ndim == 0 and variable.size != 1 else 1)
         groups.setdefault((dtype, operand_dtype), []).append(member)
     tables = Tables(backend, device)
@@ -198,7 +201,8 @@ def _plan(variables: tuple, values, mode: int, what: str) -> _Plan:
                     kind=0 if compute == "float32" else 1, same=int(same), **conv)
         launches.append(backend.bound_launch(kernels.updates.foreach, len(args["chunk_tensor"]), args, "alpha"))
     counts = tuple((store, store.releases) for store in stores.values())
-    return _Plan(variables, None if values is None else list(values), mode, backend, counts, launches, cacheable)
+    return _Plan(variables, None if values is None else list(values), mode, backend, counts, launches, cacheable,
+                 keep)
 
 
 def _operand(variable, value, backend, device, method: str, stores: dict) -> tuple:
