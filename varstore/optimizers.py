@@ -85,6 +85,8 @@ class Optimizer:
         self._iterations = None
         self._learning_rate = None  # the store's variable, for a float learning rate
         self._slots: dict = {}  # id(variable) -> (variable, [slot variables])
+        self._addresses: dict = {}  # id(variable) -> (its address, its slots' addresses)
+        self._releases = -1  # the store's release count when the addresses were taken
         self.built = False
 
     # ------------------------------------------------------------------ state
@@ -163,7 +165,7 @@ class Optimizer:
         ``variables[i]``. Every entry is checked before anything is written. Inside a
         ``ReplicatedStore.replica_step()`` the gradients are queued, and ``sync()``
         reduces them by each variable's aggregation and then runs this step once."""
-        grads, variables = list(grads), _variable_list(variables, "apply")
+        grads, variables = list(grads), self._checked(variables)
         if len(grads) != len(variables):
             raise ValueError(f"{self.name}.apply: {len(grads)} gradients and {len(variables)} variables; expected "
                              f"one gradient per variable.")
@@ -185,6 +187,29 @@ class Optimizer:
                              f"replicas differ by design; an optimizer updates on_write/auto variables.")
         self._step([g for g, _ in kept], [v for _, v in kept])
 
+    def _checked(self, variables) -> list:
+        """``variables`` as a checked list: at once where each was built by this
+        optimizer, none twice, and the store has released none since; else every check."""
+        if isinstance(variables, (list, tuple)) and self._store is not None and \
+                self._store.releases == self._releases and all(id(v) in self._slots for v in variables) and \
+                len(set(map(id, variables))) == len(variables):
+            return list(variables)
+        return _variable_list(variables, "apply")
+
+    def _addresses_of(self, variable, backend) -> tuple:
+        """``(variable address, slot addresses)``, remembered until the store releases a
+        variable."""
+        if self._store.releases != self._releases:
+            self._addresses.clear()
+            self._releases = self._store.releases
+        found = self._addresses.get(id(variable))
+        if found is None:
+            slots = self._slots[id(variable)][1]
+            found = self._addresses[id(variable)] = (
+                backend.address(live_storage(variable)),
+                tuple(0 if slot is None else backend.address(live_storage(slot)) for slot in slots))
+        return found
+
     def _step(self, grads, variables) -> None:
         """The fused step of checked, built ``variables`` (every gradient checked before
         anything is written)."""
@@ -202,7 +227,7 @@ class Optimizer:
             compute = compute_dtype(dtype)
             real = np.float64 if compute == "float64" else np.float32
             columns, kernel, scalars = self._launch(members, real, lr, step, backend)
-            columns["tensor_variable"] = np.array([backend.address(live_storage(v)) for v, _, _ in members],
+            columns["tensor_variable"] = np.array([self._addresses_of(v, backend)[0] for v, _, _ in members],
                                                   np.uint64)
             columns["tensor_gradient"] = np.array([backend.address(a) for _, a, _ in members], np.uint64)
             columns["tensor_scale"] = np.array([s for _, _, s in members], np.float64)
@@ -247,14 +272,8 @@ class Optimizer:
         raise NotImplementedError
 
     def _slot_columns(self, members, names, backend) -> dict:
-        columns = {}
-        for k, column in enumerate(names):
-            addresses = []
-            for variable, _, _ in members:
-                slot = self._slots[id(variable)][1][k]
-                addresses.append(0 if slot is None else backend.address(live_storage(slot)))
-            columns[column] = np.array(addresses, np.uint64)
-        return columns
+        slots = [self._addresses_of(variable, backend)[1] for variable, _, _ in members]
+        return {column: np.array([s[k] for s in slots], np.uint64) for k, column in enumerate(names)}
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name!r} learning_rate={self._initial_learning_rate!r}>"
