@@ -28,6 +28,11 @@ done
 timeout 240 varstore bench --ops cast fill init slice --sizes 1GiB --json "$OUT/roofline-1GiB.json" \
   > "$OUT/bench-roofline.txt" 2>&1
 echo "bench (1 GiB): exit $?" >> "$OUT/summary.txt"
+# The training-loop primitives: foreach over 1,000 small variables against torch._foreach_sub_,
+# Adam against torch.optim.Adam(fused=True) and the bandwidth bound (28 bytes per parameter).
+timeout 240 varstore bench --ops foreach optimizer --sizes 256KiB,16MiB,1GiB --json "$OUT/training.json" \
+  > "$OUT/bench-training.txt" 2>&1
+echo "bench (training): exit $?" >> "$OUT/summary.txt"
 timeout 240 varstore bench --quick --json "$OUT/quick.json" > "$OUT/bench-quick.txt" 2>&1
 echo "bench (quick): exit $?" >> "$OUT/summary.txt"
 cat "$OUT/summary.txt"
