@@ -39,7 +39,7 @@ def build_foreach_assign_sub(ctx, nbytes):
         require(bool(np.all(got == got.flat[0])) and got.flat[0] < 0 and got.flat[0] % 0.5 == 0,
                 "foreach.assign_sub: the variables differ or are not whole multiples of the update")
 
-    return Case(fns, 3 * VARIABLES * each * ELEMENT, check, keep=[store, grads])
+    return Case(fns, 3 * VARIABLES * each * ELEMENT, check, ceiling="copy", keep=[store, grads])
 
 
 #: Adam's parameters are spread over this many variables (the target's 50 x (256, 256)
@@ -82,4 +82,4 @@ def build_optimizer_adam(ctx, nbytes):
         require(bool(np.all(np.isfinite(w))) and int(opt.iterations.numpy()) > 0,
                 "optimizer/adam: the weights are not finite or no step was counted")
 
-    return Case(fns, 28 * ADAM_VARIABLES * each, check, keep=[store, grads])
+    return Case(fns, 28 * ADAM_VARIABLES * each, check, ceiling="copy", keep=[store, grads])

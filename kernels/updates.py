@@ -218,6 +218,24 @@ def adam_element(j, start, w_address, g_address, m_address, v_address, vhat_addr
     store_word(w_address, i, converted(r, from_compute), like_wd)
 
 
+@element
+def adam_same(j, start, w_address, g_address, m_address, v_address, vhat_address, scale, like_w, like_wd, like_g,
+              like_s, c1, c2, alpha, epsilon, decay, amsgrad, clip, kind, gradient, to_compute, from_compute):
+    """:func:`adam_element` for float32 variables and gradients: no conversion (the CPU
+    loop's fast path; a GPU keeps the general function)."""
+    i = j - start
+    vhat = load_word(vhat_address, i, like_s) if amsgrad else float32(0)
+    g = clipped(np.uint32(load_word(g_address, i, like_g)).view(np.float32), float32(scale), float32(clip))
+    w, m, v, vhat = adam_math(np.uint32(load_word(w_address, i, like_w)).view(np.float32), g,
+                              load_word(m_address, i, like_s), load_word(v_address, i, like_s), vhat, float32(c1),
+                              float32(c2), float32(alpha), float32(epsilon), float32(decay), amsgrad)
+    store_word(m_address, i, m, like_s)
+    store_word(v_address, i, v, like_s)
+    if amsgrad:
+        store_word(vhat_address, i, vhat, like_s)
+    store_word(w_address, i, np.float32(w).view(np.uint32), like_wd)
+
+
 # ---------------------------------------------------------------------------- kernels
 # Tables (see kernels.multi_tensor): chunk_tensor, chunk_first, chunk_count per chunk;
 # per tensor its first flat index (tensor_start) and its arrays' byte addresses.
@@ -262,9 +280,10 @@ adam = kernel(
      Array("like_w", "type", words=_FLOATS), Array("like_wd", "type", words=_WORDS),
      Array("like_g", "type", words=_FLOATS), Array("like_s", "type", words=_SLOTS)),
     (Scalar("c1", "f64"), Scalar("c2", "f64"), Scalar("alpha", "f64"), Scalar("epsilon", "f64"),
-     Scalar("decay", "f64"), Scalar("amsgrad", "u32"), Scalar("clip", "f64"), Scalar("kind", "i64"), *_GRADIENT),
+     Scalar("decay", "f64"), Scalar("amsgrad", "u32"), Scalar("clip", "f64"), Scalar("kind", "i64"), *_GRADIENT,
+     Scalar("same", "u32")),
     row=("tensor_start", "tensor_variable", "tensor_gradient", "tensor_m", "tensor_v", "tensor_vhat",
-         "tensor_scale"), tuples=True,
+         "tensor_scale"), tuples=True, fast=("same", adam_same),
     doc="A fused Adam / AdamW step (weight decay, moments, bias correction, amsgrad) over a group of variables.")
 
 KERNELS = (foreach, sgd, adam)
