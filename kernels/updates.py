@@ -137,9 +137,12 @@ def clipped(g, scale, clip):
 
 
 @element
-def sgd_math(w, g, m, lr, momentum, nesterov, has_momentum):
-    """Keras's SGD: ``m = m * momentum - g * lr``; ``w += m`` (nesterov:
-    ``w += m * momentum - g * lr``); without momentum ``w -= g * lr``."""
+def sgd_math(w, g, m, lr, momentum, nesterov, has_momentum, decay):
+    """Keras's SGD (``decay``: ``weight_decay * lr``, 0 for none, applied first):
+    ``m = m * momentum - g * lr``; ``w += m`` (nesterov: ``w += m * momentum - g * lr``);
+    without momentum ``w -= g * lr``."""
+    if decay != 0:
+        w = fma(-w, decay, w)
     if not has_momentum:
         return fma(-g, lr, w), m
     step = -(g * lr)
@@ -166,7 +169,7 @@ def adam_math(w, g, m, v, vhat, c1, c2, alpha, epsilon, decay, amsgrad):
 
 @element
 def sgd_element(j, start, w_address, g_address, m_address, scale, like_w, like_wd, like_g, like_s,
-                lr, momentum, nesterov, has_momentum, clip, kind, gradient, to_compute, from_compute):
+                lr, momentum, nesterov, has_momentum, decay, clip, kind, gradient, to_compute, from_compute):
     """One element of a fused SGD step (``g``: gradient -> compute bits, ``wc``/``cw``:
     the variable's words <-> compute bits; slots are compute-dtype words)."""
     i = j - start
@@ -176,14 +179,14 @@ def sgd_element(j, start, w_address, g_address, m_address, scale, like_w, like_w
         m = float32(load_word(m_address, i, like_s)) if has_momentum else float32(0)
         g = clipped(np.uint32(gb).view(np.float32), float32(scale), float32(clip))
         w, m = sgd_math(np.uint32(wb).view(np.float32), g, m, float32(lr), float32(momentum), nesterov,
-                        has_momentum)
+                        has_momentum, float32(decay))
         r = f32_bits(w)
         if has_momentum:
             store_word(m_address, i, m, like_s)
     else:
         m = float64(load_word(m_address, i, like_s)) if has_momentum else float64(0)
         g = clipped(np.uint64(gb).view(np.float64), scale, clip)
-        w, m = sgd_math(np.uint64(wb).view(np.float64), g, m, lr, momentum, nesterov, has_momentum)
+        w, m = sgd_math(np.uint64(wb).view(np.float64), g, m, lr, momentum, nesterov, has_momentum, decay)
         r = f64_bits(w)
         if has_momentum:
             store_word(m_address, i, m, like_s)
@@ -224,10 +227,11 @@ def adam_same(j, start, w_address, g_address, m_address, v_address, vhat_address
     """:func:`adam_element` for float32 variables and gradients: no conversion (the CPU
     loop's fast path; a GPU keeps the general function)."""
     i = j - start
-    vhat = load_word(vhat_address, i, like_s) if amsgrad else float32(0)
+    vhat = float32(load_word(vhat_address, i, like_s)) if amsgrad else float32(0)
     g = clipped(np.uint32(load_word(g_address, i, like_g)).view(np.float32), float32(scale), float32(clip))
     w, m, v, vhat = adam_math(np.uint32(load_word(w_address, i, like_w)).view(np.float32), g,
-                              load_word(m_address, i, like_s), load_word(v_address, i, like_s), vhat, float32(c1),
+                              float32(load_word(m_address, i, like_s)), float32(load_word(v_address, i, like_s)),
+                              vhat, float32(c1),
                               float32(c2), float32(alpha), float32(epsilon), float32(decay), amsgrad)
     store_word(m_address, i, m, like_s)
     store_word(v_address, i, v, like_s)
@@ -269,9 +273,9 @@ sgd = kernel(
      Array("like_wd", "type", words=_WORDS), Array("like_g", "type", words=_FLOATS),
      Array("like_s", "type", words=_SLOTS)),
     (Scalar("lr", "f64"), Scalar("momentum", "f64"), Scalar("nesterov", "u32"), Scalar("has_momentum", "u32"),
-     Scalar("clip", "f64"), Scalar("kind", "i64"), *_GRADIENT),
+     Scalar("decay", "f64"), Scalar("clip", "f64"), Scalar("kind", "i64"), *_GRADIENT),
     row=("tensor_start", "tensor_variable", "tensor_gradient", "tensor_momentum", "tensor_scale"), tuples=True,
-    doc="A fused SGD step (momentum, nesterov) over a group of variables.")
+    doc="A fused SGD step (weight decay, momentum, nesterov) over a group of variables.")
 
 adam = kernel(
     "adam", "chunks", adam_element,

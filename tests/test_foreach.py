@@ -204,3 +204,50 @@ def test_values_that_are_variables_being_updated_are_read_as_before_the_call(sto
     np.testing.assert_array_equal(b.numpy(), [0.0, 11.0, 22.0])
     vs.foreach.assign_sub([a], [a])  # (its own storage, element by element: 0)
     np.testing.assert_array_equal(a.numpy(), [0.0, 0.0, 0.0])
+
+
+def test_byte_swapped_values_and_generators_are_read_as_numbers(store):
+    a = store.variable(np.zeros(3, np.float32), name="a")
+    swapped = np.array([1.0, 2.0, 3.0], ">f4")
+    vs.foreach.assign([a], [swapped])
+    np.testing.assert_array_equal(a.numpy(), [1.0, 2.0, 3.0])
+    assert vs.foreach.global_norm([swapped]) == pytest.approx(math.sqrt(14.0))
+    for _ in range(2):  # (the second call takes the remembered plan's path)
+        vs.foreach.assign_add([a], (x for x in [np.ones(3, np.float32)]))
+    np.testing.assert_array_equal(a.numpy(), [3.0, 4.0, 5.0])
+
+
+def test_threads_updating_their_own_stores_at_once(backend):
+    import threading
+
+    if backend != "numpy":
+        pytest.skip("the CPU shows the race as well as a GPU would")
+    errors = []
+
+    def body(k):
+        try:
+            store = vs.VariableStore(device="cpu")
+            variables = [store.variable(np.zeros(4, np.float32), name=f"v{i}") for i in range(3)]
+            values = [np.ones(4, np.float32) for _ in variables]
+            for _ in range(200):
+                vs.foreach.assign_add(variables, values)
+            assert all(np.array_equal(v.numpy(), np.full(4, 200.0, np.float32)) for v in variables)
+        except Exception as error:  # noqa: BLE001 (reported below, with the thread's number)
+            errors.append((k, error))
+
+    threads = [threading.Thread(target=body, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_on_read_sum_variables_are_refused_before_anything_is_written():
+    group = LocalGroup(1).groups[0]
+    store = vs.ReplicatedStore(group, device="cpu")
+    a = store.variable(np.zeros(2, np.float32), name="a")
+    r = store.variable(np.zeros(2, np.float32), name="r", synchronization="on_read", aggregation="sum")
+    with pytest.raises(ValueError, match="on_read"):
+        vs.foreach.assign_add([a, r], [np.ones(2, np.float32), np.ones(2, np.float32)])
+    np.testing.assert_array_equal(a.numpy(), [0.0, 0.0])

@@ -257,3 +257,62 @@ def test_replica_step_reduces_the_gradients_then_steps_once(ranks, name):
         assert iterations == 4
         for got, want in zip(values, reference, strict=True):
             np.testing.assert_allclose(got, want.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_two_optimizers_of_one_name_in_one_store_are_refused(store):
+    ours = _model(store)
+    vs.optimizers.Adam().build(ours)
+    with pytest.raises(ValueError, match="another name"):
+        vs.optimizers.Adam().build(ours)
+    other = vs.optimizers.Adam(name="adam_1")
+    other.apply(_grads(0), ours)
+    assert int(store["adam/iteration"].numpy()) == 0 and int(other.iterations.numpy()) == 1
+
+
+def test_a_failure_in_any_group_writes_nothing(store):
+    """Two dtype groups: the second fails while the step is prepared (a released slot),
+    so neither group is written and the iteration count stays."""
+    a = store.variable(np.ones(3, np.float32), name="a")
+    b = store.variable(np.ones(3), dtype="float64", name="b")
+    opt = vs.optimizers.Adam()
+    opt.apply([np.ones(3, np.float32), np.ones(3)], [a, b])
+    before = a.numpy().copy()
+    store["adam/b_momentum"].release()
+    with pytest.raises(RuntimeError, match="released"):
+        opt.apply([np.ones(3, np.float32), np.ones(3)], [a, b])
+    np.testing.assert_array_equal(a.numpy(), before)
+    assert int(opt.iterations.numpy()) == 1
+
+
+def test_byte_swapped_and_strided_gradients_are_read_as_numbers(store):
+    a, b = _model(store, 7)[:2], _model(vs.VariableStore(device=store.device), 7)[:2]
+    grads = _grads(0)[:2]
+    swapped = [g.astype(g.dtype.newbyteorder(">")) for g in grads]
+    strided = [np.repeat(g, 2, axis=-1)[..., ::2] for g in grads]
+    vs.optimizers.SGD(name="s1").apply(grads, a)
+    vs.optimizers.SGD(name="s2").apply(swapped, b)
+    vs.optimizers.SGD(name="s3").apply(strided, b)
+    vs.optimizers.SGD(name="s4").apply(grads, a)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.numpy(), y.numpy())
+
+
+def test_a_schedule_gives_the_current_rate_as_keras_does(store):
+    ours = _model(store)
+    opt = vs.optimizers.SGD(learning_rate=lambda step: 0.5 / (1 + step))
+    assert opt.learning_rate == 0.5
+    opt.apply(_grads(0), ours)
+    assert opt.learning_rate == 0.25
+
+
+def test_a_write_after_a_queued_step_is_refused_in_the_replica_step():
+    store = vs.ReplicatedStore(LocalGroup(1).groups[0], device="cpu")
+    w = store.variable(np.ones(2, np.float32), name="w", aggregation="mean")
+    opt = vs.optimizers.SGD(learning_rate=1.0)
+    with store.replica_step():
+        w.assign(np.full(2, 3.0, np.float32))  # (before the step: sync applies it first)
+        opt.apply([np.ones(2, np.float32)], [w])
+        with pytest.raises(ValueError, match="optimizer step queued"):
+            w.assign(np.full(2, 5.0, np.float32))
+    store.sync()
+    np.testing.assert_array_equal(w.numpy(), [2.0, 2.0])

@@ -113,7 +113,8 @@ def _sgd(target, nesterov: int):
     _launch(target, K.sgd, {"tensor_variable": w, "tensor_gradient": g, "tensor_momentum": m}, SIZES,
             tensor_scale=np.ones(len(SIZES)), like_w=_like(np.uint32), like_wd=_like(np.uint32),
             like_g=_like(np.uint32), like_s=_like(np.float32), lr=float(np.float32(0.01)),
-            momentum=float(np.float32(0.9)), nesterov=nesterov, has_momentum=1, clip=np.inf, kind=K.COMPUTE_F32,
+            momentum=float(np.float32(0.9)), nesterov=nesterov, has_momentum=1, decay=0.0, clip=np.inf,
+            kind=K.COMPUTE_F32,
             gradient=conv["to_compute"], to_compute=conv["to_compute"], from_compute=conv["from_compute"])
     return w, m
 

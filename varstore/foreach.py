@@ -39,6 +39,7 @@ from __future__ import annotations
 import bisect
 import math
 import operator
+import threading
 
 import numpy as np
 
@@ -91,7 +92,7 @@ def global_norm(values) -> float:
     values = _sequence(values, "values", "foreach.global_norm")
     total = 0.0
     for (backend, device), arrays in _by_device(values).items():
-        total += _sum_of_squares(backend, device, arrays)
+        total += sum_of_squares(backend, device, arrays)
     return math.sqrt(total)
 
 
@@ -114,7 +115,8 @@ class _Plan:
             launch(alpha)
 
 
-_plans: dict = {}  # (variables, mode) -> _Plan, oldest first
+_plans: dict = {}  # (variables, mode) -> _Plan, oldest made first
+_plans_lock = threading.Lock()
 
 
 def _cached(variables: tuple, values, mode: int):
@@ -129,12 +131,15 @@ def _cached(variables: tuple, values, mode: int):
     if values is not None and (len(values) != len(plan.values) or not all(map(operator.is_, values, plan.values))):
         return None
     if not plan.valid():
-        del _plans[(variables, mode)]
+        with _plans_lock:
+            _plans.pop((variables, mode), None)
         return None
     return plan
 
 
 def _update(variables, values, mode: int, alpha: float, what: str) -> None:
+    if values is not None and not isinstance(values, (list, tuple)):
+        values = _sequence(values, "values", what)  # (a generator: read once)
     if isinstance(variables, (list, tuple)) and not scopes.ACTIVE:
         key = tuple(variables)
         plan = _cached(key, values, mode)
@@ -143,7 +148,7 @@ def _update(variables, values, mode: int, alpha: float, what: str) -> None:
             return
     variables = _variables(variables, what)
     if values is not None:
-        values = _sequence(values, "values", what)
+        values = list(values)
         if len(values) != len(variables):
             raise ValueError(f"{what}: {len(variables)} variables and {len(values)} values; expected one value "
                              f"per variable.")
@@ -154,10 +159,11 @@ def _update(variables, values, mode: int, alpha: float, what: str) -> None:
         return
     plan = _plan(tuple(variables), values, mode, what)
     if plan.cacheable and not scopes.ACTIVE:
-        _plans.pop((plan.variables, mode), None)
-        _plans[(plan.variables, mode)] = plan
-        if len(_plans) > PLANS:
-            del _plans[next(iter(_plans))]
+        with _plans_lock:
+            _plans.pop((plan.variables, mode), None)
+            _plans[(plan.variables, mode)] = plan
+            while len(_plans) > PLANS:
+                del _plans[next(iter(_plans))]
     plan.run(alpha)
 
 
@@ -169,10 +175,11 @@ def _plan(variables: tuple, values, mode: int, what: str) -> _Plan:
     method = "assign" if mode == _ASSIGN else "assign_add"
     address = backend.address
     targets = [(v, *v.stored[:2]) for v in variables]
+    keep: list = [storage for _, storage, _ in targets]  # (a variable released by another thread: its memory
+    # stays ours until the plan is dropped, so a launch never writes freed memory)
     target_addresses = [address(storage) for _, storage, _ in targets]
     extents = _Extents(target_addresses, [storage.nbytes for _, storage, _ in targets])
     groups: dict = {}
-    keep: list = []
     cacheable = True
     for i, (variable, storage, dtype) in enumerate(targets):
         if values is None:
@@ -219,7 +226,7 @@ def _operand(variable, value, backend, device, method: str, stores: dict) -> tup
             return storage, dtype, True
     elif backend.owns(value) and (value.shape == shape or value.ndim == 0) and backend.device_of(value) == device:
         dtype = float_name(value.dtype)
-        if dtype is not None and value.flags.c_contiguous:
+        if dtype is not None and value.flags.c_contiguous and value.flags.aligned:
             return value, dtype, True
     operand = write_operand(variable, value, method)  # checked, converted to the variable's dtype
     if not operand.flags.c_contiguous:
@@ -251,6 +258,9 @@ def _one_by_one(variables, values, mode: int, alpha: float, what: str) -> None:
     else:
         method = "assign" if mode == _ASSIGN else "assign_add"
         operands = [write_operand(v, x, method, private=True) for v, x in zip(variables, values, strict=True)]
+    if mode != _ASSIGN:  # (reads the variable: a replicated store's cross-replica rules, checked for every one first)
+        for variable in variables:
+            variable.store.check_write(variable, what)
     for variable, operand in zip(variables, operands, strict=True):
         _, dtype, backend, _ = variable.stored
         wide = np.float64 if dtype == "float64" else np.float32
@@ -310,6 +320,8 @@ def _by_device(values) -> dict:
         else:
             backend = backends.get("cuda" if is_device_array(value) else "numpy")
             array = backend.xp.asarray(value)
+            if not array.dtype.isnative:  # (the kernels read native words)
+                array = array.astype(array.dtype.newbyteorder("="))
             device = backend.device_of(array)
             dtype = float_name(array.dtype) or _real_name(array.dtype, i)
             storage = array if array.flags.c_contiguous else backend.xp.ascontiguousarray(array)
@@ -323,9 +335,10 @@ def _real_name(dtype, i: int) -> str:
     raise ArgumentTypeError(f"foreach.global_norm: values[{i}] holds {dtype} elements; expected real numbers.")
 
 
-def _sum_of_squares(backend, device, arrays) -> float:
-    """The sum of squares of ``arrays`` (``(array, dtype)`` pairs on one device): one
-    pack launch per dtype into a float32 (float64) buffer, then one dot product."""
+def sum_of_squares(backend, device, arrays) -> float:
+    """The sum of squares of ``arrays``: ``(storage array, dtype)`` pairs (contiguous,
+    native words) on one device; one pack launch per dtype into a float32 (float64)
+    buffer, then one dot product in float64."""
     K = kernels.multi_tensor
     tables = Tables(backend, device)
     total = 0.0

@@ -51,8 +51,11 @@ _FLOAT_NAMES: dict = {}  # type(dtype) -> float dtype name, or None
 
 
 def float_name(dtype) -> str | None:
-    """The float dtype name of an array dtype, or None (looked up by the dtype's class:
-    a dtype's ``name`` takes microseconds)."""
+    """The float dtype name of an array dtype in native byte order, or None (a
+    byte-swapped dtype too: the kernels read native words). Looked up by the dtype's
+    class: a dtype's ``name`` takes microseconds."""
+    if not dtype.isnative:
+        return None
     kind = type(dtype)
     if kind in _FLOAT_NAMES:
         return _FLOAT_NAMES[kind]

@@ -82,6 +82,7 @@ class Optimizer:
         self.name = name
         self._initial_learning_rate = learning_rate
         self._store = None
+        self._device = None
         self._iterations = None
         self._learning_rate = None  # the store's variable, for a float learning rate
         self._slots: dict = {}  # id(variable) -> (variable, [slot variables])
@@ -96,10 +97,11 @@ class Optimizer:
         return self._iterations
 
     @property
-    def learning_rate(self):
-        """The learning rate of the next step (a float), or the schedule."""
+    def learning_rate(self) -> float:
+        """The learning rate of the next step (a schedule's value at the current
+        iteration, as Keras's property gives it)."""
         if callable(self._initial_learning_rate):
-            return self._initial_learning_rate
+            return self._current_learning_rate(0 if self._iterations is None else int(self._iterations.numpy()))
         if self._learning_rate is None:
             return self._initial_learning_rate
         return float(self._learning_rate.numpy())
@@ -127,25 +129,31 @@ class Optimizer:
     def _build(self, variables) -> None:
         if not variables or (self._store is not None and all(id(v) in self._slots for v in variables)):
             return
-        store = variables[0].store
+        store, device = variables[0].store, variables[0].device
         if self._store is None:
-            self._store = store
-            self._iterations = store.get_or_create(f"{self.name}/iteration", "zeros", (), "int64",
+            if f"{self.name}/iteration" in store:
+                raise ValueError(f"The store already holds the state of an optimizer named {self.name!r} "
+                                 f"({self.name}/iteration): two optimizers of one name would share their slots. "
+                                 f"Give this one another name (name=...); to resume training, build the "
+                                 f"optimizer first and then load the checkpoint.")
+            self._store, self._device = store, device
+            self._iterations = store.get_or_create(f"{self.name}/iteration", "zeros", (), "int64", device=device,
                                                    trainable=False, aggregation="only_first_replica")
             if not callable(self._initial_learning_rate):
                 self._learning_rate = store.get_or_create(
-                    f"{self.name}/learning_rate", self._initial_learning_rate, (), "float32", trainable=False,
-                    aggregation="only_first_replica")
+                    f"{self.name}/learning_rate", self._initial_learning_rate, (), "float32", device=device,
+                    trainable=False, aggregation="only_first_replica")
         for variable in variables:
-            if variable.store is not self._store:
-                raise ValueError(f"{self.name}: variable {variable.path!r} is in another store than the variables "
-                                 f"this optimizer was built for; an optimizer serves one store.")
+            if variable.store is not self._store or variable.device != self._device:
+                raise ValueError(f"{self.name}: variable {variable.path!r} is in another store, or on another "
+                                 f"device, than the variables this optimizer was built for ({self._device}); an "
+                                 f"optimizer serves the variables of one store and device.")
             if id(variable) in self._slots:
                 continue
             slot_dtype = "float64" if variable.stored.dtype == "float64" else "float32"
             prefix = f"{self.name}/{variable.path.replace('/', '_')}"
             slots = [self._store.get_or_create(f"{prefix}_{slot}", "zeros", variable.shape, slot_dtype,
-                                               trainable=False) if slot is not None else None
+                                               device=self._device, trainable=False) if slot is not None else None
                      for slot in self._slot_list()]
             self._slots[id(variable)] = (variable, slots)
         self.built = True
@@ -210,19 +218,24 @@ class Optimizer:
                 tuple(0 if slot is None else backend.address(live_storage(slot)) for slot in slots))
         return found
 
-    def _step(self, grads, variables) -> None:
-        """The fused step of checked, built ``variables`` (every gradient checked before
-        anything is written)."""
+    def _step(self, grads, variables, dtypes=None) -> None:
+        """The fused step of checked, built ``variables``: every gradient is checked and
+        every group's arguments made before the first launch. ``dtypes``: the gradients'
+        dtypes where they are storage arrays (a replicated store's reduced gradients)."""
         _, _, backend, device = variables[0].stored
-        operands = [(_gradient(g, v, backend, device, i), v) for i, (g, v) in enumerate(zip(grads, variables,
-                                                                                            strict=True))]
+        if dtypes is None:
+            operands = [(_gradient(g, v, backend, device, i), v) for i, (g, v) in enumerate(zip(grads, variables,
+                                                                                                strict=True))]
+        else:
+            operands = [((g, d), v) for g, d, v in zip(grads, dtypes, variables, strict=True)]
         step = int(self._iterations.numpy())
         lr = float(self._current_learning_rate(step))
-        scales, clip = self._clipping([g for (g, _), _ in operands])
+        scales, clip = self._clipping([g for g, _ in operands], backend, device)
         groups: dict = {}
         for ((array, gdtype), variable), scale in zip(operands, scales, strict=True):
             groups.setdefault((variable.stored.dtype, gdtype), []).append((variable, array, scale))
         tables = Tables(backend, device)
+        launches = []
         for (dtype, gdtype), members in groups.items():
             compute = compute_dtype(dtype)
             real = np.float64 if compute == "float64" else np.float32
@@ -239,6 +252,8 @@ class Optimizer:
                         from_compute=element_conversion(compute, dtype), **scalars)
             if kernel is kernels.updates.adam:  # (float32 variables and gradients: the CPU loop converts nothing)
                 args["same"] = int(dtype == gdtype == "float32")
+            launches.append((kernel, args))
+        for kernel, args in launches:
             backend.launch(kernel, len(args["chunk_tensor"]), **args)
         count = live_storage(self._iterations)
         count += 1  # (in place, as the kernel writes the slots: also when a replicated store's sync() runs it)
@@ -248,23 +263,26 @@ class Optimizer:
             value = self._initial_learning_rate(step)
             return check_number("learning_rate(iteration)", float(np.asarray(value)), "a finite number >= 0",
                                 minimum=0.0)
-        return self.learning_rate
+        if self._learning_rate is None:
+            return self._initial_learning_rate
+        return float(self._learning_rate.numpy())
 
-    def _clipping(self, arrays) -> tuple:
+    def _clipping(self, gradients, backend, device) -> tuple:
         """``(per-gradient scales, clip value)``: Keras's clipnorm (each gradient times
         ``clipnorm / max(norm, clipnorm)``), global_clipnorm (every gradient times
         ``clip * min(1 / norm, 1 / clip)``, NaN where the norm is not finite) or
         clipvalue (bounded to [-clipvalue, clipvalue])."""
-        ones = [1.0] * len(arrays)
+        ones = [1.0] * len(gradients)
         if self.clipnorm:
             c = np.float32(self.clipnorm)
-            return [float(c / max(np.float32(foreach.global_norm([a])), c)) for a in arrays], math.inf
+            norms = [np.float32(math.sqrt(foreach.sum_of_squares(backend, device, [g]))) for g in gradients]
+            return [float(c / max(norm, c)) for norm in norms], math.inf
         if self.global_clipnorm:
-            norm = np.float32(foreach.global_norm(arrays))
+            norm = np.float32(math.sqrt(foreach.sum_of_squares(backend, device, gradients)))
             c = np.float32(self.global_clipnorm)
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 scale = c * min(np.float32(1) / norm, np.float32(1) / c) + (norm - norm)
-            return [float(scale)] * len(arrays), math.inf
+            return [float(scale)] * len(gradients), math.inf
         if self.clipvalue:
             return ones, self.clipvalue
         return ones, math.inf
@@ -299,14 +317,13 @@ class SGD(Optimizer):
         return ("momentum",) if self.momentum else ()
 
     def _launch(self, members, real, lr, step, backend):
-        if self.weight_decay:
-            decay = real(self.weight_decay) * real(lr)
-            foreach.scale([v for v, _, _ in members], float(real(1) - decay))
+        decay = real(self.weight_decay) * real(lr) if self.weight_decay else real(0)
         has_momentum = bool(self.momentum)
         columns = self._slot_columns(members, ("tensor_momentum",), backend) if has_momentum else {
             "tensor_momentum": np.zeros(len(members), np.uint64)}
         return columns, kernels.updates.sgd, {"lr": float(real(lr)), "momentum": float(real(self.momentum)),
-                                              "nesterov": int(self.nesterov), "has_momentum": int(has_momentum)}
+                                              "nesterov": int(self.nesterov), "has_momentum": int(has_momentum),
+                                              "decay": float(decay)}
 
 
 class Adam(Optimizer):
@@ -407,12 +424,14 @@ def _gradient(value, variable, backend, device, i: int) -> tuple:
             value = np.asarray(value)
         array = value if backend.owns(value) and backend.device_of(value) == device else backend.asarray(value,
                                                                                                          device)
+        if not array.dtype.isnative:  # (the kernels read native words)
+            array = array.astype(array.dtype.newbyteorder("="))
         dtype = float_name(array.dtype)
         if dtype is None:
             raise ArgumentTypeError(f"gradient {i} (for {variable.path!r}) holds {array.dtype} elements; expected "
                                     f"floats.")
-        if not array.flags.c_contiguous:
-            array = backend.xp.ascontiguousarray(array)
+        if not (array.flags.c_contiguous and array.flags.aligned):
+            array = backend.xp.ascontiguousarray(array) if array.flags.aligned else array.copy()
     if tuple(value.shape) != variable.shape:
         raise ValueError(f"gradient {i} has shape {tuple(value.shape)}; expected {variable.shape}, the shape of "
                          f"{variable.path!r}.")

@@ -58,6 +58,11 @@ class VariableStore(collections.abc.Mapping):
         return True; a plain store returns False: the caller applies them now."""
         return False
 
+    def check_write(self, variable, method: str) -> None:
+        """Raise the error ``method`` (an update that reads the variable: ``assign_add``,
+        ``scale``...) would raise on ``variable`` under this store's write rules, before a
+        call that writes several variables writes any. A plain store refuses nothing."""
+
     @property
     def releases(self) -> int:
         """How many variables the store has released so far: what the multi-tensor

@@ -215,6 +215,10 @@ class ReplicatedStore(VariableStore):
 
     def _queue(self, variable, mode, operand, negate):
         with self._lock:
+            if self._stepped(variable):  # (sync() runs queued writes before the steps: the order would change)
+                raise ValueError(
+                    f"{variable.path!r} has an optimizer step queued in this replica step; a write queued after "
+                    f"it would be applied before it by sync(). Write it after store.sync(), or before the step.")
             previous = self._pending.get(variable)
             if previous is not None and mode == "add":  # fold into one private full array
                 storage, dtype, backend, device = variable.stored
@@ -230,9 +234,11 @@ class ReplicatedStore(VariableStore):
 
     def queue_gradients(self, apply, pairs) -> bool:
         """Inside a replica step, queue an optimizer step: ``pairs`` of (variable,
-        gradient), each gradient checked and copied in the variable's dtype now;
-        ``sync()`` reduces them by each variable's aggregation, then calls
-        ``apply(gradients, variables)`` once. Outside a step: False (apply now)."""
+        gradient), each gradient checked and copied now, converted to the variable's dtype
+        (as a queued ``assign_add`` converts its operand, so the reduction, and the step,
+        see the gradient rounded to a bfloat16 variable's dtype); ``sync()`` reduces them
+        by each variable's aggregation, then calls ``apply(gradients, variables, dtypes)``
+        once (storage arrays and their dtypes). Outside a step: False (apply now)."""
         if not self._stepping():
             return False
         for variable, _ in pairs:
@@ -243,6 +249,14 @@ class ReplicatedStore(VariableStore):
         with self._lock:
             self._gradient_steps.append((apply, operands))
         return True
+
+    def check_write(self, variable, method: str) -> None:
+        if variable.store is self and variable.synchronization in SYNCED:
+            self._refuse_cross_replica(variable, method)
+
+    def _stepped(self, variable) -> bool:
+        """Whether an optimizer step queued in this sync period updates ``variable``."""
+        return any(v is variable for _, operands in self._gradient_steps for v, _ in operands)
 
     # --------------------------------------------------------------------- sync
     def sync(self) -> SyncStats:
@@ -268,31 +282,32 @@ class ReplicatedStore(VariableStore):
                 self._gradient_steps[:0] = steps
             raise
         before = self._group.calls["sum"] + self._group.calls["broadcast"]
-        self._reduce(plan, divisor=self._group.size)
-        buckets, nbytes = sum(1 for b in plan if b.collective), sum(b.nbytes for b in plan if b.collective)
-        for k, (apply, operands) in enumerate(steps):
-            try:
+        k = 0
+        try:
+            self._reduce(plan, divisor=self._group.size)
+            buckets, nbytes = sum(1 for b in plan if b.collective), sum(b.nbytes for b in plan if b.collective)
+            for k, (apply, operands) in enumerate(steps):  # noqa: B007 (k: where a failure re-queues from)
                 gradient_plan, gradients = self._reduce_gradients(operands)
-            except BaseException:
-                with self._lock:
-                    self._gradient_steps[:0] = steps[k:]
-                raise
-            apply(gradients, [v for v, _ in operands])
-            buckets += sum(1 for b in gradient_plan if b.collective)
-            nbytes += sum(b.nbytes for b in gradient_plan if b.collective)
+                apply(gradients, [v for v, _ in operands], [v.stored.dtype for v, _ in operands])
+                buckets += sum(1 for b in gradient_plan if b.collective)
+                nbytes += sum(b.nbytes for b in gradient_plan if b.collective)
+        except BaseException:
+            with self._lock:  # (the steps not run stay queued: a step checks everything before it writes)
+                self._gradient_steps[:0] = steps[k:]
+            raise
         collectives = self._group.calls["sum"] + self._group.calls["broadcast"] - before
         return SyncStats(len(updates) + sum(len(o) for _, o in steps), buckets, collectives, nbytes)
 
     def _reduce_gradients(self, operands) -> tuple:
         """``(plan, gradients)``: the queued gradients of one optimizer step reduced by
-        their variables' aggregation, as arrays of the variables' dtypes."""
+        their variables' aggregation, as storage arrays of the variables' dtypes."""
         updates = [B.Update(v, "assign", g, False, self._order[v]) for v, g in operands]
         plan = B.plan(updates, self._bucket_bytes)
         self._agree_on_plan(plan, "sync() (optimizer step)")
         out = {id(v): self._backend.empty(v.shape, live_storage(v).dtype, self._device) for v, _ in operands}
         self._reduce(plan, self._group.size, targets=[[out[id(u.variable)] for u in b.updates] for b in plan],
                      keep=False)
-        return plan, [self._backend.present(out[id(v)], v.stored.dtype) for v, _ in operands]
+        return plan, [out[id(v)] for v, _ in operands]
 
     def _tables_(self) -> B.Tables:
         if self._tables is None:
