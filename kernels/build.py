@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numba
 from numba import types
 
-from . import templates
+from . import _inlining, templates
 from ._targets import _numba_cache_dir, _source_hash, cache_dir
 
 _FORMAT = types.UniTuple(types.uint32, templates.FORMAT_FIELDS)
@@ -151,6 +151,7 @@ def _cacheable(kernel) -> bool:
 
 def compile_loop(kernel, target: str, spec):
     """The compiled loop of ``kernel`` for ``target`` and ``spec`` (see the module docstring)."""
+    _inlining.install(cuda=target != "cpu" and not numba.config.ENABLE_CUDASIM)
     module, path = _import_generated(kernel, spec, target)
     cacheable = _cacheable(kernel)
     if target == "cpu":
