@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numba
 from numba import types
 
-from . import templates
+from . import _inlining, templates
 from ._targets import _numba_cache_dir, _source_hash, cache_dir
 
 _FORMAT = types.UniTuple(types.uint32, templates.FORMAT_FIELDS)
@@ -151,6 +151,7 @@ def _cacheable(kernel) -> bool:
 
 def compile_loop(kernel, target: str, spec):
     """The compiled loop of ``kernel`` for ``target`` and ``spec`` (see the module docstring)."""
+    _inlining.install(cuda=target != "cpu" and not numba.config.ENABLE_CUDASIM)
     module, path = _import_generated(kernel, spec, target)
     cacheable = _cacheable(kernel)
     if target == "cpu":
@@ -164,6 +165,7 @@ def compile_loop(kernel, target: str, spec):
     signature = cuda_signature(kernel, spec)
     if target == "numba":
         if numba.config.ENABLE_CUDASIM:
+            _cache_simulated_steps(module, cacheable)
             return cuda.jit(module.loop)
         from numba.cuda.core import config as cuda_config
 
@@ -192,6 +194,20 @@ def compile_loop(kernel, target: str, spec):
             _write(cubin_path, cubin)
     params = ("int64", "int64") + tuple(t for _, t in templates.cuda_params(kernel, spec))
     return PtxLoop(ptx, cubin, entries[0], params)
+
+
+def _cache_simulated_steps(module, cacheable: bool) -> None:
+    """The simulator runs the CUDA loop in Python and its step functions (``step``,
+    ``vstep``, ``_row_of``: element functions of the generated module) as compiled CPU
+    code: cache them on disk too, so that processes simulating the same kernel compile
+    each step once."""
+    with _numba_cache_dir([numba.config]) as cache:
+        if not (cache and cacheable):
+            return
+        for name in ("step", "vstep", "_row_of"):
+            fn = getattr(module, name, None)
+            if fn is not None:  # (the loop and vstep look these up in the module's globals)
+                setattr(module, name, numba.njit(inline="always", cache=True)(fn.py_func))
 
 
 def link_cubin(ptx: str, major: int, minor: int) -> bytes | None:
