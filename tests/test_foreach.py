@@ -177,15 +177,20 @@ def test_global_norm_of_variables_and_arrays(store):
         vs.foreach.global_norm([np.array(["x"])])
 
 
-def test_a_remembered_plan_reads_the_values_anew_and_notices_releases(store):
+def test_a_remembered_plan_reads_the_values_anew_and_notices_releases(store, monkeypatch):
     """The second call with the same variables and value objects reuses the first
     call's tables: it reads the values' current contents; a released variable or a new
     value object makes a new plan (and a released variable is refused)."""
+    from varstore import foreach
+
+    made = []
+    monkeypatch.setattr(foreach, "_plan", lambda *args, _plan=foreach._plan: made.append(1) or _plan(*args))
     a, b = (store.variable(np.zeros(4, np.float32), name=n) for n in ("a", "b"))
     x, y = np.ones(4, np.float32), np.full(4, 2.0, np.float32)
     vs.foreach.assign_add([a, b], [x, y])
     x[:] = 10.0  # same object, new contents
     vs.foreach.assign_add([a, b], [x, y])
+    assert len(made) == 1  # (the second call took the remembered plan)
     np.testing.assert_array_equal(a.numpy(), np.full(4, 11.0, np.float32))
     vs.foreach.assign_add([a, b], [np.ones(4, np.float32), y])  # a new object
     np.testing.assert_array_equal(a.numpy(), np.full(4, 12.0, np.float32))

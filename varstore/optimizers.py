@@ -10,7 +10,9 @@ correction) are computed on the host in float32 exactly as Keras computes them.
 Slots live in the variables' store, named as Keras names them: ``adam/iteration``,
 ``adam/learning_rate``, ``adam/<variable path with '/' as '_'>_momentum`` (and
 ``_velocity``, ``_velocity_hat`` with amsgrad), so ``store.save``/``store.load`` resume
-training exactly: :meth:`Optimizer.build` takes the slots that are already in the store.
+training exactly: build the optimizer, then load the checkpoint. A store holds the state
+of one optimizer per name (a second one of the same name is refused: they would share
+their slots).
 float16, bfloat16 and float8 variables keep float32 slots (Keras keeps them in the
 variable's dtype), and their update reads the gradient in float32 before any rounding.
 
@@ -122,8 +124,9 @@ class Optimizer:
         return own + [slot for _, slots in self._slots.values() for slot in slots if slot is not None]
 
     def build(self, variables) -> None:
-        """Create (or take, where the store has them) the iteration count, the learning
-        rate and each variable's slots, in the variables' store."""
+        """Create the iteration count, the learning rate and each variable's slots in the
+        variables' store, on their device (a variable's slots that the store already
+        holds, from an earlier build of this optimizer, are taken as they are)."""
         self._build(_variable_list(variables, "build"))
 
     def _build(self, variables) -> None:
