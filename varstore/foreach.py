@@ -358,6 +358,11 @@ def sum_of_squares(backend, device, arrays) -> float:
         backend.launch(K.pack, len(args["chunk_tensor"]), staging=staging.view(destination_word(staging_dtype)),
                        like=tables.like(source_word(dtype, staging_dtype)), kind=K.STAGE_F64 if staging_dtype ==
                        "float64" else K.STAGE_F32, conversion=conversion, same=int(is_same(conversion)), **args)
-        wide = staging.astype(np.float64)
-        total += float(backend.xp.dot(wide, wide))
+        for start in range(0, staging.size, _NORM_PIECE):  # (float64 pieces: a bounded temporary)
+            wide = staging[start:start + _NORM_PIECE].astype(np.float64)
+            total += float(backend.xp.dot(wide, wide))
     return total
+
+
+#: Elements of the staging buffer widened to float64 at a time by ``sum_of_squares``.
+_NORM_PIECE = 1 << 22
