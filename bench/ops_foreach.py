@@ -60,7 +60,7 @@ def build_optimizer_adam(ctx, nbytes):
     grads = [ctx.native.from_host(rng.normal(size=each).astype(np.float32)) for _ in range(ADAM_VARIABLES)]
     opt = vs.optimizers.Adam(learning_rate=1e-3)
     opt.build(weights)
-    fns = {"ours": lambda: opt.apply(grads, weights)}
+    fns = {"ours": lambda: opt.apply(grads, weights), "array ufuncs per variable": _numpy_adam(ctx, grads, each)}
     keras = ctx.keras_for(nbytes, limit=KERAS_ADAM_BYTES)
     if keras:
         kw = [keras.Variable(rng.normal(size=each).astype(np.float32)) for _ in range(ADAM_VARIABLES)]
@@ -83,3 +83,24 @@ def build_optimizer_adam(ctx, nbytes):
                 "optimizer/adam: the weights are not finite or no step was counted")
 
     return Case(fns, 28 * ADAM_VARIABLES * each, check, ceiling="copy", keep=[store, grads])
+
+
+def _numpy_adam(ctx, grads, each: int):
+    """Adam written with the array module's ufuncs, one variable at a time (in place
+    where a ufunc can write in place): what a hand-written loop without a fused kernel
+    does."""
+    xp = ctx.native.xp
+    rng = np.random.default_rng(1)
+    state = [(ctx.native.from_host(rng.normal(size=each).astype(np.float32)), ctx.native.from_host(np.zeros(
+        each, np.float32)), ctx.native.from_host(np.zeros(each, np.float32))) for _ in grads]
+    step = [0]
+
+    def run():
+        step[0] += 1
+        alpha = np.float32(1e-3 * np.sqrt(1 - 0.999 ** step[0]) / (1 - 0.9 ** step[0]))
+        for (w, m, v), g in zip(state, grads, strict=True):
+            m += (g - m) * np.float32(0.1)
+            v += (g * g - v) * np.float32(0.001)
+            w -= m * alpha / (xp.sqrt(v) + np.float32(1e-7))
+
+    return run

@@ -215,10 +215,10 @@ class ReplicatedStore(VariableStore):
 
     def _queue(self, variable, mode, operand, negate):
         with self._lock:
-            if self._stepped(variable):  # (sync() runs queued writes before the steps: the order would change)
-                raise ValueError(
-                    f"{variable.path!r} has an optimizer step queued in this replica step; a write queued after "
-                    f"it would be applied before it by sync(). Write it after store.sync(), or before the step.")
+            if any(v is variable for _, queued in self._gradient_steps for v, _ in queued):  # (sync() runs the
+                # queued writes before the queued optimizer steps: a write after a step would change their order)
+                raise ValueError(f"{variable.path!r} has an optimizer step queued in this replica step, which "
+                                 f"sync() would apply after this write. Write it after store.sync().")
             previous = self._pending.get(variable)
             if previous is not None and mode == "add":  # fold into one private full array
                 storage, dtype, backend, device = variable.stored
@@ -233,12 +233,10 @@ class ReplicatedStore(VariableStore):
             self._pending[variable] = B.Update(variable, mode, operand, negate, self._order[variable])
 
     def queue_gradients(self, apply, pairs) -> bool:
-        """Inside a replica step, queue an optimizer step: ``pairs`` of (variable,
-        gradient), each gradient checked and copied now, converted to the variable's dtype
-        (as a queued ``assign_add`` converts its operand, so the reduction, and the step,
-        see the gradient rounded to a bfloat16 variable's dtype); ``sync()`` reduces them
-        by each variable's aggregation, then calls ``apply(gradients, variables, dtypes)``
-        once (storage arrays and their dtypes). Outside a step: False (apply now)."""
+        """Inside a replica step, queue an optimizer step (False outside one): each
+        gradient checked and copied now in its variable's dtype, as a queued ``assign_add``
+        is; ``sync()`` reduces them by aggregation and calls ``apply(gradients, variables,
+        dtypes)`` once, with storage arrays."""
         if not self._stepping():
             return False
         for variable, _ in pairs:
@@ -254,16 +252,11 @@ class ReplicatedStore(VariableStore):
         if variable.store is self and variable.synchronization in SYNCED:
             self._refuse_cross_replica(variable, method)
 
-    def _stepped(self, variable) -> bool:
-        """Whether an optimizer step queued in this sync period updates ``variable``."""
-        return any(v is variable for _, operands in self._gradient_steps for v, _ in operands)
-
     # --------------------------------------------------------------------- sync
     def sync(self) -> SyncStats:
         """Apply the queued updates, reduced across the ranks (collective); then each
-        queued optimizer step, in queue order: its gradients reduced by each variable's
-        aggregation (as an ``assign_add`` would be), then the optimizer's fused step,
-        once, on every rank.
+        queued optimizer step in order: its gradients reduced by aggregation, then the
+        step, once, on every rank.
 
         The ranks first compare a hash of their bucket plans and all raise
         DistributedError, naming the difference, if they differ; the updates then stay
@@ -299,8 +292,7 @@ class ReplicatedStore(VariableStore):
         return SyncStats(len(updates) + sum(len(o) for _, o in steps), buckets, collectives, nbytes)
 
     def _reduce_gradients(self, operands) -> tuple:
-        """``(plan, gradients)``: the queued gradients of one optimizer step reduced by
-        their variables' aggregation, as storage arrays of the variables' dtypes."""
+        """``(plan, gradients)``: one step's gradients reduced, as storage arrays."""
         updates = [B.Update(v, "assign", g, False, self._order[v]) for v, g in operands]
         plan = B.plan(updates, self._bucket_bytes)
         self._agree_on_plan(plan, "sync() (optimizer step)")
