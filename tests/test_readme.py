@@ -119,3 +119,8 @@ def test_relative_links_point_at_files_and_headings(page):
         assert linked.exists(), f"{_name(page)} links to {target}, which does not exist"
         if anchor and linked.suffix == ".md":
             assert anchor in _anchors(linked), f"{_name(page)} links to {target}#{anchor}, a heading it lacks"
+
+
+def test_the_readme_stays_one_screenful_of_pages():
+    """README.md is the entry point (at most 250 lines); the full guide is in docs/."""
+    assert len(README.read_text().splitlines()) <= 250
