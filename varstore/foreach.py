@@ -49,7 +49,17 @@ from .backends.base import is_device_array
 from .casting import element_conversion, readable
 from .dtypes import is_float, standardize_dtype
 from .errors import ArgumentTypeError
-from .multi_tensor import Tables, compute_dtype, conversions, destination_word, float_name, is_same, source_word
+from .multi_tensor import (
+    Tables,
+    check_variables,
+    compute_dtype,
+    conversions,
+    destination_word,
+    float_name,
+    is_same,
+    sequence,
+    source_word,
+)
 from .validation import check_number
 from .variable import is_routed, live_storage, write_operand
 
@@ -89,7 +99,7 @@ def global_norm(values) -> float:
     (host or device); a None is skipped. The squares are summed in float64, from one
     multi-tensor pack of every value into one float32 (float64 for float64 values)
     buffer per device."""
-    values = _sequence(values, "values", "foreach.global_norm")
+    values = sequence(values, "values", "foreach.global_norm")
     total = 0.0
     for (backend, device), arrays in _by_device(values).items():
         total += sum_of_squares(backend, device, arrays)
@@ -139,14 +149,14 @@ def _cached(variables: tuple, values, mode: int):
 
 def _update(variables, values, mode: int, alpha: float, what: str) -> None:
     if values is not None and not isinstance(values, (list, tuple)):
-        values = _sequence(values, "values", what)  # (a generator: read once)
+        values = sequence(values, "values", what)  # (a generator: read once)
     if isinstance(variables, (list, tuple)) and not scopes.ACTIVE:
         key = tuple(variables)
         plan = _cached(key, values, mode)
         if plan is not None:
             plan.run(alpha)
             return
-    variables = _variables(variables, what)
+    variables = check_variables(variables, what)
     if values is not None:
         values = list(values)
         if len(values) != len(variables):
@@ -276,34 +286,6 @@ def _one_by_one(variables, values, mode: int, alpha: float, what: str) -> None:
             variable.assign_sub(numbers)
         else:
             variable.assign_add(numbers.astype(wide) * wide(alpha))
-
-
-def _variables(variables, what: str) -> list:
-    variables = _sequence(variables, "variables", what)
-    seen = set()
-    for i, v in enumerate(variables):
-        if not isinstance(v, ArrayProtocols):
-            raise ArgumentTypeError(f"{what}: variables[{i}] is {type(v).__name__}; expected a varstore Variable.")
-        live_storage(v)  # raises, naming it, for a released variable
-        if not is_float(v.stored.dtype):
-            raise ValueError(f"{what}: variable {v.path!r} is {v.stored.dtype}; expected float variables.")
-        if id(v) in seen:
-            raise ValueError(f"{what}: variable {v.path!r} is given twice; give each variable once.")
-        seen.add(id(v))
-    if variables:
-        first = variables[0]
-        for v in variables[1:]:
-            if v.store is not first.store or v.device != first.device:
-                raise ValueError(
-                    f"{what}: variables of one store and device are updated together; {first.path!r} is on "
-                    f"{first.device} in {first.store!r}, {v.path!r} on {v.device} in {v.store!r}.")
-    return variables
-
-
-def _sequence(items, name: str, what: str) -> list:
-    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__") or hasattr(items, "shape"):
-        raise ArgumentTypeError(f"{what}: `{name}` must be a list or tuple; received {type(items).__name__}.")
-    return list(items)
 
 
 # ------------------------------------------------------------------ global norm

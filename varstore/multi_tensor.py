@@ -15,8 +15,11 @@ import functools
 import numpy as np
 
 from . import kernels
+from .array_protocols import ArrayProtocols
 from .casting import destination_words, element_conversion, source_words
 from .dtypes import is_float, standardize_dtype, storage_dtype
+from .errors import ArgumentTypeError
+from .variable import live_storage
 
 
 def compute_dtype(dtype: str) -> str:
@@ -69,6 +72,37 @@ def float_name(dtype) -> str | None:
     return name
 
 
+def sequence(items, name: str, what: str) -> list:
+    """``items`` (a list, tuple or other iterable, not an array or a string) as a list."""
+    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__") or hasattr(items, "shape"):
+        raise ArgumentTypeError(f"{what}: `{name}` must be a list or tuple; received {type(items).__name__}.")
+    return list(items)
+
+
+def check_variables(variables, what: str) -> list:
+    """``variables`` as a list of live float variables of one store and device, each
+    given once; else the error naming the first that is not."""
+    variables = sequence(variables, "variables", what)
+    seen = set()
+    for i, v in enumerate(variables):
+        if not isinstance(v, ArrayProtocols):
+            raise ArgumentTypeError(f"{what}: variables[{i}] is {type(v).__name__}; expected a varstore Variable.")
+        live_storage(v)  # raises, naming it, for a released variable
+        if not is_float(v.stored.dtype):
+            raise ValueError(f"{what}: variable {v.path!r} is {v.stored.dtype}; expected float variables.")
+        if id(v) in seen:
+            raise ValueError(f"{what}: variable {v.path!r} is given twice; give each variable once.")
+        seen.add(id(v))
+    if variables:
+        first = variables[0]
+        for v in variables[1:]:
+            if v.store is not first.store or v.device != first.device:
+                raise ValueError(
+                    f"{what}: variables of one store and device are updated together; {first.path!r} is on "
+                    f"{first.device} in {first.store!r}, {v.path!r} on {v.device} in {v.store!r}.")
+    return variables
+
+
 def is_same(conversion: tuple) -> bool:
     return conversion[0] == kernels.cast.SAME
 
@@ -88,6 +122,16 @@ class Tables:
         if array is None:
             array = self._likes[dtype] = self.backend.empty((1,), dtype, self.device)
         return array
+
+    def upload(self, columns: list) -> list:
+        """``columns`` (int64 values each) as arrays of the backend, in one transfer."""
+        host = np.concatenate([np.asarray(c, np.int64) for c in columns])
+        array = self.backend.from_host(host, self.device)
+        out, start = [], 0
+        for c in columns:
+            out.append(array[start:start + len(c)])
+            start += len(c)
+        return out
 
     def chunked(self, sizes, columns: dict) -> dict:
         """The kernel arguments of a launch over tensors of ``sizes`` elements:

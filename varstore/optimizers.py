@@ -45,9 +45,8 @@ from . import foreach, kernels, scopes
 from .array_protocols import ArrayProtocols
 from .backends.base import is_device_array
 from .casting import element_conversion
-from .dtypes import is_float
 from .errors import ArgumentTypeError
-from .multi_tensor import Tables, compute_dtype, destination_word, float_name, source_word
+from .multi_tensor import Tables, check_variables, compute_dtype, destination_word, float_name, source_word
 from .validation import check_number
 from .variable import is_routed, live_storage
 
@@ -127,7 +126,7 @@ class Optimizer:
         """Create the iteration count, the learning rate and each variable's slots in the
         variables' store, on their device (a variable's slots that the store already
         holds, from an earlier build of this optimizer, are taken as they are)."""
-        self._build(_variable_list(variables, "build"))
+        self._build(check_variables(variables, f"{self.name}.build"))
 
     def _build(self, variables) -> None:
         if not variables or (self._store is not None and all(id(v) in self._slots for v in variables)):
@@ -205,7 +204,7 @@ class Optimizer:
                 self._store.releases == self._releases and all(id(v) in self._slots for v in variables) and \
                 len(set(map(id, variables))) == len(variables):
             return list(variables)
-        return _variable_list(variables, "apply")
+        return check_variables(variables, f"{self.name}.apply")
 
     def _addresses_of(self, variable, backend) -> tuple:
         """``(variable address, slot addresses)``, remembered until the store releases a
@@ -386,30 +385,6 @@ def _unit(argument: str, value) -> float:
         raise ValueError(f"Invalid value for argument `{argument}`. Expected a float in [0, 1). Received: "
                          f"{argument}={value}")
     return value
-
-
-def _variable_list(variables, what: str) -> list:
-    if isinstance(variables, (str, bytes)) or not hasattr(variables, "__iter__") or hasattr(variables, "shape"):
-        raise ArgumentTypeError(f"{what}: `variables` must be a list of variables; received "
-                                f"{type(variables).__name__}.")
-    variables = list(variables)
-    seen = set()
-    for i, v in enumerate(variables):
-        if not isinstance(v, ArrayProtocols):
-            raise ArgumentTypeError(f"{what}: variables[{i}] is {type(v).__name__}; expected a varstore Variable.")
-        live_storage(v)
-        if not is_float(v.stored.dtype):
-            raise ValueError(f"{what}: variable {v.path!r} is {v.stored.dtype}; optimizers update float variables.")
-        if id(v) in seen:
-            raise ValueError(f"{what}: variable {v.path!r} is given twice.")
-        seen.add(id(v))
-    if variables:
-        first = variables[0]
-        for v in variables[1:]:
-            if v.store is not first.store or v.device != first.device:
-                raise ValueError(f"{what}: the variables must be of one store and device; {first.path!r} is on "
-                                 f"{first.device}, {v.path!r} on {v.device} (or in another store).")
-    return variables
 
 
 def _gradient(value, variable, backend, device, i: int) -> tuple:

@@ -18,6 +18,7 @@ import numpy as np
 from .. import kernels
 from ..casting import destination_words, element_conversion, source_words
 from ..dtypes import REGISTRY, storage_dtype
+from ..multi_tensor import Tables
 
 #: Staging dtype of each variable dtype: one that every engine can add.
 STAGING = {name: r.staging for name, r in REGISTRY.items()}
@@ -103,32 +104,6 @@ def _conversions(bucket: Bucket) -> tuple:
         same = element_conversion(bucket.staging, bucket.staging)
         return same, same  # raw staging: words move unchanged
     return element_conversion(bucket.dtype, bucket.staging), element_conversion(bucket.staging, bucket.dtype)
-
-
-class Tables:
-    """Uploads a kernel's int64 tables as one array (one transfer on a GPU), and keeps
-    the one-element prototype arrays that tell the kernels a word type."""
-
-    def __init__(self, backend, device):
-        self.backend = backend
-        self.device = device
-        self._likes: dict = {}
-
-    def like(self, dtype) -> object:
-        dtype = np.dtype(dtype)
-        array = self._likes.get(dtype)
-        if array is None:
-            array = self._likes[dtype] = self.backend.empty((1,), dtype, self.device)
-        return array
-
-    def upload(self, columns: list) -> list:
-        host = np.concatenate([np.asarray(c, np.int64) for c in columns])
-        array = self.backend.from_host(host, self.device)
-        out, start = [], 0
-        for c in columns:
-            out.append(array[start:start + len(c)])
-            start += len(c)
-        return out
 
 
 def _kernels():
