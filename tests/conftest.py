@@ -54,9 +54,7 @@ def _gpu_present() -> bool:
 
 
 TARGET_PARAMS = [
-    # The CPU loops run in the main pytest process; the simulator process (the same CPU
-    # code) runs the CUDA loops only.
-    pytest.param("cpu", marks=pytest.mark.skipif(SIMULATOR, reason="the CPU loops run in the main pytest process")),
+    "cpu",
     pytest.param(
         "cuda",
         marks=pytest.mark.skipif(
