@@ -67,22 +67,14 @@ def loaded(address, index, like, conversion):
 
 # ------------------------------------------------------------------ foreach
 @element
-def foreach_f32(w, x, alpha, mode):
-    a = float32(alpha)
+def foreach_math(w, x, alpha, mode):
+    """``alpha * x``, ``w + alpha * x`` (one fma) or ``w * alpha``, in the type of its
+    arguments (float32 or float64: the caller passes ``alpha`` in that type)."""
     if mode == SCALE:
-        return float32(w * a)
-    if mode == ADD:
-        return fma(a, x, w)
-    return float32(a * x)
-
-
-@element
-def foreach_f64(w, x, alpha, mode):
-    if mode == SCALE:
-        return float64(w * alpha)
+        return w * alpha
     if mode == ADD:
         return fma(alpha, x, w)
-    return float64(alpha * x)
+    return alpha * x
 
 
 @element
@@ -101,9 +93,11 @@ def foreach_element(j, start, w_address, x_address, x_step, like_w, like_wd, lik
         x = converted(x, to_compute)
     w = loaded(w_address, i, like_w, to_compute)
     if kind == COMPUTE_F32:
-        r = f32_bits(foreach_f32(np.uint32(w).view(np.float32), np.uint32(x).view(np.float32), alpha, mode))
+        r = f32_bits(foreach_math(np.uint32(w).view(np.float32), np.uint32(x).view(np.float32), float32(alpha),
+                                  mode))
     else:
-        r = f64_bits(foreach_f64(np.uint64(w).view(np.float64), np.uint64(x).view(np.float64), alpha, mode))
+        r = f64_bits(foreach_math(np.uint64(w).view(np.float64), np.uint64(x).view(np.float64), float64(alpha),
+                                  mode))
     store_word(w_address, i, converted(r, from_compute), like_wd)
 
 
@@ -116,11 +110,11 @@ def foreach_same(j, start, w_address, x_address, x_step, like_w, like_wd, like_x
     if kind == COMPUTE_F32:
         w = np.uint32(load_word(w_address, i, like_w)).view(np.float32)
         x = np.uint32(load_word(x_address, i * x_step, like_x)).view(np.float32)
-        store_word(w_address, i, np.float32(foreach_f32(w, x, alpha, mode)).view(np.uint32), like_wd)
+        store_word(w_address, i, np.float32(foreach_math(w, x, float32(alpha), mode)).view(np.uint32), like_wd)
     else:
         w = np.uint64(load_word(w_address, i, like_wd)).view(np.float64)
         x = np.uint64(load_word(x_address, i * x_step, like_wd)).view(np.float64)
-        store_word(w_address, i, np.float64(foreach_f64(w, x, alpha, mode)).view(np.uint64), like_wd)
+        store_word(w_address, i, np.float64(foreach_math(w, x, float64(alpha), mode)).view(np.uint64), like_wd)
 
 
 # ------------------------------------------------------------------ optimizers
