@@ -20,9 +20,11 @@ from __future__ import annotations
 import numpy as np
 
 import varstore as vs
+from varstore import backends
 from varstore.distributed import LocalGroup
 from varstore.distributed import buckets as B
 from varstore.dtypes import host_dtype
+from varstore.variable import write_operand
 
 from .ops_base import ELEMENT, Case, cycle, require, rotation
 
@@ -45,16 +47,15 @@ def _buckets(ctx, dtype: str, n: int, copies: int):
 
     def setup(group):
         store = vs.ReplicatedStore(group=group, device=ctx.device, bucket_mb=1 << 20)
-        backend = store._backend
+        backend, _ = backends.for_device(store.device)
         made = [store.variable("zeros", shape=(each,), dtype=dtype, name=f"v{i}", aggregation="mean",
                                synchronization="on_write") for i in range(copies * variables)]
         ones = backend.empty((each,), np.dtype(np.float32), store.device)
         ones.fill(1)
-        with store.replica_step():
-            for v in made:
-                v.assign_add(ones)
-        updates = list(store._pending.values())
-        store._pending.clear()  # the benchmark runs the kernels itself, no sync
+        # What `v.assign_add(ones)` queues in a replica step; the benchmark runs the
+        # kernels itself, no sync.
+        updates = [B.Update(v, "add", write_operand(v, ones, "assign_add", private=True), False, i)
+                   for i, v in enumerate(made)]
         buckets = B.plan(updates, staging_bytes)
         tables = B.Tables(backend, store.device)
         stagings = [backend.empty((b.elements,), np.dtype(b.staging), store.device) for b in buckets]
@@ -94,7 +95,7 @@ def make_build_sync(kernel: str, dtype: str):
             require(bool(np.all(staging == 1.0)), f"pack {dtype}: the staging buffer does not hold the updates (1.0)")
             expected = 0.5 * (calls[0] if kernel == "unpack" else 0)  # every unpack added 1 / 2
             for u in buckets[0].updates[:: max(1, len(buckets[0].updates) // 8)]:
-                got = ctx.native.to_host(u.variable._storage).view(host_dtype(dtype)).astype(np.float64)
+                got = ctx.native.to_host(u.variable.stored.storage).view(host_dtype(dtype)).astype(np.float64)
                 require(bool(np.all(got == expected)),
                         f"{kernel} {dtype}: {u.variable.path} holds {got[:3]}..., expected {expected} after "
                         f"{calls[0]} unpacks")

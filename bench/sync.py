@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 import varstore as vs
+from varstore import backends
 
 
 def _median_seconds(fn, repeats, barrier):
@@ -46,10 +47,10 @@ def _median_seconds(fn, repeats, barrier):
 def measure(group, count, total_bytes, repeats, bucket_mb, device):
     elements = max(1, total_bytes // 4 // count)
     rows = {}
-    backend_store = vs.ReplicatedStore(group=group, device=device)
-    flat = backend_store._backend.empty((elements * count,), np.dtype(np.float32), backend_store.device)
+    backend, device = backends.for_device(device)
+    flat = backend.empty((elements * count,), np.dtype(np.float32), device)
     flat.fill(1)
-    sync_device = backend_store._backend.synchronize
+    sync_device = backend.synchronize
     rows["raw"] = {"seconds": _median_seconds(lambda: group.raw_allreduce(flat), repeats, group.barrier),
                    "collectives": 1}
     for label, mb in (("fused", bucket_mb), ("unfused", 0)):
@@ -59,7 +60,7 @@ def measure(group, count, total_bytes, repeats, bucket_mb, device):
         for i in range(count):
             made.append(store.variable("zeros", shape=(elements,), name=f"v{i}", aggregation="mean",
                                        synchronization="on_write"))
-            grads.append(store._backend.empty((elements,), np.dtype(np.float32), store.device))
+            grads.append(backend.empty((elements,), np.dtype(np.float32), store.device))
             grads[-1].fill(1)
         stats, queue_times, times = [], [], []
         for i in range(2 + repeats):  # two untimed rounds, then the timed ones

@@ -171,7 +171,7 @@ def test_cuda_fills_match_cupys_fill_and_the_cpu(dtype):
         for n in (1, 3, 1000, 4097):
             word = np.asarray(value).astype(storage_dtype(dtype))
             ours, theirs = cupy.empty(n, word.dtype), cupy.empty(n, word.dtype)
-            gpu._backend.fill(ours, word[()])
+            backends.for_device(gpu.device)[0].fill(ours, word[()])
             theirs.fill(word[()])
             assert cupy.asnumpy(ours).tobytes() == cupy.asnumpy(theirs).tobytes(), (dtype, value, n)
             init = vs.initializers.Constant(value)

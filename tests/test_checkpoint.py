@@ -60,7 +60,7 @@ def filled_store(backend: str, seed: int = 0) -> vs.VariableStore:
     for dtype in vs.DTYPES:
         for i, shape in enumerate(SHAPES):
             v = store.variable("zeros", shape=shape, dtype=dtype, name=f"{dtype}_{i}")
-            v._backend.copy_from_host(v._live_storage(), random_words(dtype, shape, rng))
+            v.stored.backend.copy_from_host(v.stored.storage, random_words(dtype, shape, rng))
     return store
 
 
@@ -710,7 +710,7 @@ def test_a_failure_between_write_and_replace_keeps_the_old_file(backend, tmp_pat
 
 def test_a_failure_while_writing_keeps_the_old_file(backend, tmp_path, monkeypatch):
     store, file, old = _saved_twice(backend, tmp_path)
-    backend_object = store["b"]._backend
+    backend_object = store["b"].stored.backend
     real = backend_object.write_bytes
     calls = []
 

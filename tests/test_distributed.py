@@ -530,6 +530,27 @@ def test_outside_a_step_on_write_writes_are_local_and_reads_inside_a_step_see_th
     assert store.sync() == vs.SyncStats(0, 0, 0, 0)
 
 
+def test_every_write_of_a_synced_variable_goes_through_the_replica_strategy():
+    # The shortcuts of a plain variable (a scalar fill, the array module's add of a value of
+    # its dtype and shape) must not bypass the queue of a synced one.
+    store = _store(_one_rank())
+    w = store.variable(np.zeros(4, np.float32), name="w", aggregation="sum", synchronization="on_write")
+    local = store.variable(np.zeros(4, np.float32), name="local", synchronization="none")
+    ones = np.ones(4, np.float32)
+    with store.replica_step():
+        w.assign(1.5)
+        w.assign_add(ones)
+        local.assign(1.5)
+        local.assign_add(ones)
+        np.testing.assert_array_equal(w.numpy(), 0)
+        np.testing.assert_array_equal(local.numpy(), 2.5)
+        assert store.pending == ["w"]
+        with pytest.raises(ValueError, match="sliced writes are not synced"):
+            w[0] = 1.0
+    assert store.sync().updates == 1
+    np.testing.assert_array_equal(w.numpy(), 2.5)
+
+
 def test_a_queued_update_holds_the_value_as_written_not_the_callers_array():
     ml_dtypes = pytest.importorskip("ml_dtypes")
     store = _store(_one_rank())

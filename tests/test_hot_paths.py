@@ -2,8 +2,8 @@
 fill, same-dtype assign_add/assign_sub through its add, cached basic-key regions) give
 exactly the bits of the general paths they skip, and keep their checks.
 
-The general paths are reached through ``Variable._assign_local``, ``_setitem_local`` and
-``_accumulate``, which the fast paths never enter.
+The general paths are reached through the local write strategy (``LOCAL_WRITES``), which
+the fast paths never enter.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 import varstore as vs
 from helpers import to_host
 from varstore.indexing import basic_region, cached_basic_region
+from varstore.variable import LOCAL_WRITES
 
 FLOATS = ["float16", "bfloat16", "float32", "float64", "float8_e4m3fn", "float8_e5m2"]
 INTS = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"]
@@ -63,7 +64,7 @@ def test_scalar_assign_matches_the_general_path(store, dtype):
     for value in SCALARS:
         with np.errstate(all="ignore"):
             got = _outcome(fast.assign, value)
-            want = _outcome(general._assign_local, value)
+            want = _outcome(LOCAL_WRITES.assign, general, value)
         assert got == want, (dtype, value)
         assert _bits(fast) == _bits(general), (dtype, value, to_host(fast.value).ravel()[:2],
                                                to_host(general.value).ravel()[:2])
@@ -76,7 +77,7 @@ def test_scalar_setitem_matches_the_general_path(store, dtype):
         for value in SCALARS:
             with np.errstate(all="ignore"):
                 got = _outcome(fast.__setitem__, key, value)
-                want = _outcome(general._setitem_local, key, value)
+                want = _outcome(LOCAL_WRITES.setitem, general, key, value)
             assert got == want, (dtype, key, value)
             assert _bits(fast) == _bits(general), (dtype, key, value)
 
@@ -170,10 +171,10 @@ def test_same_dtype_accumulate_matches_the_general_path(store, dtype):
     for _ in range(3):
         with np.errstate(all="ignore"):
             fast.assign_add(step)
-            general._accumulate(step, 1, "assign_add")
+            LOCAL_WRITES.accumulate(general, step, 1, "assign_add")
             assert _bits(fast) == _bits(general)
             fast.assign_sub(step[::-1])  # a view: not contiguous in the general path's sense either
-            general._accumulate(step[::-1], -1, "assign_sub")
+            LOCAL_WRITES.accumulate(general, step[::-1], -1, "assign_sub")
             assert _bits(fast) == _bits(general)
 
 
@@ -243,8 +244,8 @@ def test_prepared_astype_matches_the_general_cast_and_follows_writes(store, shap
                     store=store, name="src")
 
     def general():
-        storage = v._storage
-        return to_host(v._backend.present(cast(v._backend, storage, "float32", dst, v._device), dst))
+        storage = v.stored.storage
+        return to_host(v.stored.backend.present(cast(v.stored.backend, storage, "float32", dst, v.stored.device), dst))
 
     for _ in range(2):  # the first call prepares, the second runs the prepared cast
         got = to_host(v.astype(dst))
@@ -300,7 +301,7 @@ def test_astype_to_the_same_dtype_keeps_every_bit(store, dtype):
     words = (np.arange(count, dtype=np.uint64) * ((1 << bits) // count)).astype(word)
     words[-1] = 0x7FC00001 if bits == 32 else words[-1]  # (a float32 NaN with a payload)
     v = vs.Variable(np.zeros(count, np.float32), dtype=dtype, store=store)
-    v._storage.view(word)[...] = v._backend.from_host(words, v._device)  # NaNs included
+    v.stored.storage.view(word)[...] = v.stored.backend.from_host(words, v.stored.device)  # NaNs included
     for _ in range(2):
         assert to_host(v.astype(dtype)).view(word).tobytes() == words.tobytes()
     with vs.StatelessScope():

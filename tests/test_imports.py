@@ -5,6 +5,8 @@
   heavy dependency loaded on first use (numba, CuPy, the benchmark suite).
 - ``import varstore`` loads neither numba nor CuPy.
 - No library module over 500 lines.
+- No module reads another module's private attributes: ``obj._name`` (obj not ``self``,
+  ``cls`` or ``super()``) only for a ``_name`` its own module defines.
 """
 
 from __future__ import annotations
@@ -143,3 +145,61 @@ def test_no_library_module_over_500_lines():
     long = {f"{path.relative_to(ROOT)}: {n}" for path, _ in MODULES.values()
             if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
     assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by concern): {sorted(long)}"
+
+
+# Private names of other libraries' objects the package calls on purpose.
+FOREIGN_PRIVATE = {"_replace", "_fields", "_asdict", "_make",  # NamedTuple's API
+                   "_exit",  # os._exit
+                   }
+
+
+def _defined_private_names(tree) -> set:
+    """The ``_names`` a module defines: functions, classes, assignments to attributes of
+    ``self``/``cls``, ``__slots__`` entries and module-level names."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__slots__" for t in node.targets):
+            names.update(c.value for c in ast.walk(node.value) if isinstance(c, ast.Constant))
+    return {n for n in names if isinstance(n, str) and n.startswith("_") and not n.startswith("__")}
+
+
+def _foreign_private_reads(path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    own = _defined_private_names(tree)
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute) or not node.attr.startswith("_") or node.attr.startswith("__"):
+            continue
+        base = node.value
+        if isinstance(base, ast.Name) and base.id in ("self", "cls"):
+            continue
+        if isinstance(base, ast.Call) and getattr(base.func, "id", None) == "super":
+            continue
+        if node.attr in own or node.attr in FOREIGN_PRIVATE or ast.unparse(base) == "torch":
+            continue
+        found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_module_reads_another_modules_private_attributes():
+    found = [hit for path, _ in MODULES.values() for hit in _foreign_private_reads(path)]
+    assert not found, "private attributes read outside their module (add a named interface):\n" + "\n".join(found)
+
+
+def test_the_private_read_finder_finds_one(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("class A:\n    def f(self, store):\n        self._mine = 1\n"
+                      "        return store._claim(self._mine)\n")
+    module = module.relative_to(tmp_path)
+    global ROOT
+    saved, ROOT = ROOT, tmp_path
+    try:
+        assert _foreign_private_reads(tmp_path / module) == ["m.py:4: store._claim"]
+    finally:
+        ROOT = saved

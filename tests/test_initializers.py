@@ -15,6 +15,7 @@ import pytest
 
 import varstore as vs
 from helpers import to_host
+from varstore import backends
 from varstore import initializers as I
 from varstore.initializers import compute_fans
 
@@ -226,7 +227,7 @@ def test_orthogonal_sign_correction(store, shape):
     q = values(store, init, shape=shape).reshape(rows, cols)
     if rows < cols:
         q = q.T
-    backend = vs.VariableStore(device=store.device)._backend
+    backend, _ = backends.for_device(store.device)
     a, _ = normal_matrix(backend, q.shape, "float32", init.seed, store.device)
     assert (np.diag(q.T @ to_host(a).astype(np.float64)) > 0).all()
 
@@ -300,9 +301,9 @@ def test_fill_makes_no_temporary_of_the_variable_size():
     for init in (I.RandomNormal(seed=1), I.TruncatedNormal(seed=1), I.GlorotUniform(seed=1), I.Ones()):
         for dtype in ("float32", "bfloat16"):
             var = vs.Variable("zeros", shape=(2048, 1024), dtype=dtype, store=store)
-            init.fill(var._backend, var._storage, dtype)  # compiling the kernel allocates: not measured
+            init.fill(var.stored.backend, var.stored.storage, dtype)  # compiling the kernel allocates: not measured
             tracemalloc.start()
-            init.fill(var._backend, var._storage, dtype)
+            init.fill(var.stored.backend, var.stored.storage, dtype)
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
             assert peak < var.nbytes // 50, f"{init!r} {dtype}: {peak} bytes for a {var.nbytes}-byte variable"

@@ -127,8 +127,8 @@ def test_every_write_asks_and_disjoint_sources_are_read_in_place(store, monkeypa
     v = vs.Variable(np.zeros(8, np.float32), dtype="bfloat16", store=store)
     other = vs.Variable(np.arange(8, dtype=np.float32), store=store)
     answers = []
-    check = v._backend.shares_memory
-    monkeypatch.setattr(v._backend, "shares_memory", lambda a, b: answers.append(check(a, b)) or answers[-1])
+    check = v.stored.backend.shares_memory
+    monkeypatch.setattr(v.stored.backend, "shares_memory", lambda a, b: answers.append(check(a, b)) or answers[-1])
     v[::-1] = other.value
     v[[0, 1]] = other.value[:2]
     v.assign(other.value)

@@ -124,3 +124,19 @@ def test_relative_links_point_at_files_and_headings(page):
 def test_the_readme_stays_one_screenful_of_pages():
     """README.md is the entry point (at most 250 lines); the full guide is in docs/."""
     assert len(README.read_text().splitlines()) <= 250
+
+
+def test_the_layout_names_every_module():
+    layout = README.read_text().split("## Layout", 1)[1]
+    layout = layout[layout.index("```"):][3:]
+    layout = layout[:layout.index("```")]
+    words = set(re.findall(r"[A-Za-z_]+", layout))
+    root = README.parent
+    missing = []
+    for folder in ("varstore", "varstore/backends", "varstore/distributed", "bench"):
+        for path in sorted((root / folder).glob("*.py")):
+            name = path.stem
+            if name.startswith("__") or name in words or name.startswith("ops_") and "ops_" in layout:
+                continue
+            missing.append(f"{folder}/{path.name}")
+    assert not missing, f"README's Layout leaves out {missing}"

@@ -340,7 +340,7 @@ def test_the_default_store_frees_variables_nobody_references():
         vs.Variable(np.zeros(1000, np.float32))
     assert (store.memory_info()["variable_bytes"], len(store)) == before
     v = vs.Variable(np.zeros(1000, np.float32), name="weakly_held")
-    storage = weakref.ref(v._storage)
+    storage = weakref.ref(v.stored.storage)
     gc.collect()
     assert store["weakly_held"] is v and store.memory_info()["variable_bytes"] == before[0] + 4000
     del v

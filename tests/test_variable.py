@@ -661,3 +661,14 @@ def test_duplicate_path_is_refused_before_initializing(store):
         vs.Variable(lambda shape, dtype: calls.append(shape) or 0.0, shape=(2,), name="w", store=store)
     assert calls == []
 
+
+
+def test_stored_reads_the_one_record_which_release_replaces_whole(store):
+    v = store.variable("ones", shape=(3,), dtype="bfloat16", name="record")
+    first = v.stored
+    storage, dtype, backend, device = first
+    assert v.stored == first and v.stored.storage is storage
+    assert (dtype, device, storage.shape) == ("bfloat16", store.device, (3,))
+    v.release()
+    assert v.released and v.stored == (None, dtype, backend, device)
+    assert first.storage is storage  # what was read before is not changed

@@ -14,21 +14,21 @@ from .dtypes import WORD_DTYPES, host_dtype
 class ArrayProtocols:
     """Base of :class:`varstore.Variable` holding these protocols. They read the variable
     through its ``_read``, ``_live_storage``, ``_numbers`` and ``numpy`` methods and its
-    ``_backend``, ``_storage``, ``_dtype``, ``_shape``, ``_device`` and ``_path`` fields."""
+    ``_stored`` (a StorageRecord: storage, dtype, backend, device), ``_shape`` and ``_path`` fields."""
 
     __slots__ = ()
 
     # ------------------------------------------------------------------- interop
     def __array__(self, dtype=None, copy=None):
         storage, read_dtype = self._read()
-        host = self._backend.host_view(storage)
+        host = self._stored.backend.host_view(storage)
         fresh = host is not storage  # already a copy (from a GPU)
         if read_dtype in WORD_DTYPES:
             host = host.view(host_dtype(read_dtype))
         converts = dtype is not None and np.dtype(dtype) != host.dtype
         if copy is False and (fresh or converts):
             raise ValueError(
-                f"A NumPy array of variable {self._path!r} ({self._dtype} on {self._device}) "
+                f"A NumPy array of variable {self._path!r} ({self._stored.dtype} on {self._stored.device}) "
                 f"needs a copy{' to convert it to ' + str(np.dtype(dtype)) if converts else ''}; copy=False was given."
             )
         if converts:
@@ -38,20 +38,20 @@ class ArrayProtocols:
     @property
     def __cuda_array_interface__(self):
         storage = self._live_storage()
-        if self._dtype in WORD_DTYPES:
+        if self._stored.dtype in WORD_DTYPES:
             raise AttributeError(
-                f"{self._dtype} has no __cuda_array_interface__ type; use var.value (raw words) "
+                f"{self._stored.dtype} has no __cuda_array_interface__ type; use var.value (raw words) "
                 f"or var.astype('float32')"
             )
-        return self._backend.cuda_array_interface(storage)
+        return self._stored.backend.cuda_array_interface(storage)
 
     def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
         """Zero-copy export of the *stored* array (as ``__cuda_array_interface__``): a
         scope's value is a separate array, read through ``value``/``np.asarray``."""
         storage = self._live_storage()
-        if self._dtype in WORD_DTYPES:
+        if self._stored.dtype in WORD_DTYPES:
             raise BufferError(
-                f"DLPack export of {self._dtype} is not supported by NumPy/CuPy storage; use "
+                f"DLPack export of {self._stored.dtype} is not supported by NumPy/CuPy storage; use "
                 f"var.astype('float32'), or var.value for the raw {storage.dtype} words."
             )
         options = {"stream": stream, "max_version": max_version, "dl_device": dl_device, "copy": copy}
@@ -61,12 +61,16 @@ class ArrayProtocols:
         return self._live_storage().__dlpack_device__()
 
     # ----------------------------------------------------------------- operators
+    def _numbers(self):
+        """The value as real numbers to compute with (Variable supplies it)."""
+        raise NotImplementedError
+
     def _operand_of(self, other):
         if isinstance(other, ArrayProtocols):
             return other._numbers()
         if isinstance(other, (bool, int, float, complex)):
             return other
-        return self._backend.xp.asarray(other)
+        return self._stored.backend.xp.asarray(other)
 
     def __bool__(self):
         raise TypeError(f"A Variable cannot be used as a boolean (variable {self._path!r}).")
@@ -92,7 +96,7 @@ class ArrayProtocols:
 
     def __round__(self, ndigits=None):
         """An array of the value rounded to ``ndigits`` decimals (0 for None), as Keras."""
-        return self._backend.xp.round(self._numbers(), decimals=ndigits or 0)
+        return self._stored.backend.xp.round(self._numbers(), decimals=ndigits or 0)
 
     def __neg__(self):
         return -self._numbers()
@@ -108,11 +112,13 @@ class ArrayProtocols:
 
     def __repr__(self) -> str:
         """Keras's repr, of the stored value (inside scopes too)."""
+        record = self._stored
+        storage, dtype, backend = record.storage, record.dtype, record.backend
         value = ""
-        if self._storage is not None:
-            host = self._backend.to_host(self._storage)
-            value = f", value={host.view(host_dtype(self._dtype)) if self._dtype in WORD_DTYPES else host}"
-        return f"<Variable path={self._path}, shape={self._shape}, dtype={self._dtype}{value}>"
+        if storage is not None:
+            host = backend.to_host(storage)
+            value = f", value={host.view(host_dtype(dtype)) if dtype in WORD_DTYPES else host}"
+        return f"<Variable path={self._path}, shape={self._shape}, dtype={dtype}{value}>"
 
 
 def _binary(op):
@@ -142,10 +148,10 @@ for _name, _op in {
 
 def _logical(function: str):
     def forward(self, other):
-        return getattr(self._backend.xp, function)(self._numbers(), self._operand_of(other))
+        return getattr(self._stored.backend.xp, function)(self._numbers(), self._operand_of(other))
 
     def reflected(self, other):
-        return getattr(self._backend.xp, function)(self._operand_of(other), self._numbers())
+        return getattr(self._stored.backend.xp, function)(self._operand_of(other), self._numbers())
 
     return forward, reflected
 

@@ -14,9 +14,10 @@ from .validation import check_callable_or_none
 
 class VariableAttributes:
     """Base of :class:`varstore.Variable` holding these properties. They read the fields
-    ``Variable.__init__`` and its store set: ``_shape``, ``_dtype``, ``_trainable``,
-    ``_autocast``, ``_overwrite_with_gradient``, ``_regularizer``, ``_constraint``,
-    ``_aggregation``, ``_synchronization``, ``_name``, ``_path``, ``_device``, ``_store``."""
+    ``Variable.__init__`` and its store set: ``_stored`` (the record of storage, dtype,
+    backend and device), ``_shape``, ``_trainable``, ``_autocast``,
+    ``_overwrite_with_gradient``, ``_regularizer``, ``_constraint``, ``_aggregation``,
+    ``_synchronization``, ``_name``, ``_path``, ``_store``."""
 
     __slots__ = ()
 
@@ -34,7 +35,7 @@ class VariableAttributes:
 
     @property
     def nbytes(self) -> int:
-        return self.size * storage_dtype(self._dtype).itemsize
+        return self.size * storage_dtype(self._stored.dtype).itemsize
 
     @property
     def dtype(self) -> str:
@@ -42,9 +43,9 @@ class VariableAttributes:
         variable with ``autocast=True`` (as Keras)."""
         if scopes.ACTIVE and self._autocast:
             target = scopes.autocast_dtype()
-            if target is not None and is_float(self._dtype):
+            if target is not None and is_float(self._stored.dtype):
                 return target
-        return self._dtype
+        return self._stored.dtype
 
     @property
     def trainable(self) -> bool:
@@ -111,7 +112,7 @@ class VariableAttributes:
 
     @property
     def device(self) -> str:
-        return self._device
+        return self._stored.device
 
     @property
     def store(self):

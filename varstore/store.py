@@ -305,9 +305,9 @@ class VariableStore(collections.abc.Mapping):
         return backends.for_device(device)
 
     def _write_routing(self, synchronization: str):
-        """What routes a new variable's writes: None (written in place, here), or an
-        object whose ``assign``, ``accumulate`` and ``setitem`` take them (a replicated
-        store's synced variables)."""
+        """The write strategy of a new variable: None for ``variable.LOCAL_WRITES``
+        (written in place, here), or an object with the same ``shortcuts``, ``assign``,
+        ``accumulate`` and ``setitem`` (a replicated store's synced variables)."""
         return None
 
     def _admit(self, path: str, dtype: str, aggregation: str, synchronization: str) -> None:

@@ -3,8 +3,6 @@ storage lives on the store's device."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
 from . import scopes
@@ -15,18 +13,9 @@ from .casting import accumulate_into, cast, prepared_cast, readable
 from .dtypes import WORD_DTYPES, host_dtype, is_float, standardize_dtype
 from .indexing import broadcast_strides, cached_basic_region, flat_indices
 from .regions import read_indexed, read_region, write_indexed, write_region
+from .stored import StorageRecord, Stored
 from .validation import check_choice, check_name
 from .values import NATIVE_ADD, SCALAR_FILLS, as_operand, as_region_source, as_storage_array, plain_scalar, write
-
-
-class Stored(NamedTuple):
-    """:attr:`Variable.stored`."""
-
-    storage: object
-    dtype: str
-    backend: object
-    device: str
-
 
 AGGREGATIONS = ("none", "mean", "sum", "only_first_replica")
 SYNCHRONIZATIONS = ("none", "on_read", "on_write", "auto")
@@ -61,11 +50,8 @@ class Variable(VariableAttributes, ArrayProtocols):
     """
 
     __slots__ = (
-        "_storage",
-        "_dtype",
+        "_stored",  # StorageRecord(storage, dtype, backend, device)
         "_shape",
-        "_backend",
-        "_device",
         "_store",
         "_path",
         "_name",
@@ -77,7 +63,7 @@ class Variable(VariableAttributes, ArrayProtocols):
         "_scalar_fill",
         "_add_dtype",
         "_casts",
-        "_replica",
+        "_writes",
         "_overwrite_with_gradient",
         "_regularizer",
         "_constraint",
@@ -121,33 +107,36 @@ class Variable(VariableAttributes, ArrayProtocols):
                              kwargs, verbatim_path)
 
     def _adopt(self, path: str, storage, dtype: str, backend, device: str, writes) -> Variable:
-        """Take the storage the store made (``store.create_storage`` calls this once)."""
-        self._storage = storage
-        self._dtype = dtype
+        """Take the storage the store made (``store.create_storage`` calls this once).
+        ``writes``: the strategy that applies this variable's writes (see
+        :class:`LocalWrites`), or None for :data:`LOCAL_WRITES`."""
+        self._stored = StorageRecord(storage, dtype, backend, device)
         self._shape = tuple(storage.shape)
-        self._backend = backend
-        self._device = device
         self._path = path
         self._name = path.rsplit("/", 1)[-1]
+        self._writes = LOCAL_WRITES if writes is None else writes
+        # The shortcuts of assign, assign_add/assign_sub and var[k] = scalar: writes that
+        # apply here and now, so only under the local strategy (see LocalWrites.shortcuts).
+        shortcuts = self._writes.shortcuts
         self._fast_dtype = None if dtype in WORD_DTYPES else storage.dtype
-        self._scalar_fill = SCALAR_FILLS.get(dtype)  # see plain_scalar
-        self._add_dtype = storage.dtype if dtype in NATIVE_ADD else None
-        self._replica = writes  # None, or the replicated store's write routing (see _write_routing)
+        self._scalar_fill = SCALAR_FILLS.get(dtype) if shortcuts else None  # see plain_scalar
+        self._add_dtype = storage.dtype if shortcuts and dtype in NATIVE_ADD else None
         return self
 
     # ------------------------------------------------------------------ storage
     @property
     def stored(self) -> Stored:
         """What the variable stores, for code that moves storage (checkpoints, stores,
-        replicas): ``(storage, dtype, backend, device)``, the storage array as it is
-        (bfloat16/float8 as raw words on CuPy; None once released), the variable's own
-        dtype (not an AutocastScope's), its backend and device. Scopes do not change it."""
-        return Stored(self._storage, self._dtype, self._backend, self._device)
+        replicas): ``(storage, dtype, backend, device)`` of the record it holds, with the
+        storage array as it is (bfloat16/float8 as raw words on CuPy; None once
+        released), the variable's own dtype (not an AutocastScope's), its backend and
+        device. Scopes do not change it."""
+        return self._stored.as_tuple()
 
     @property
     def released(self) -> bool:
         """Whether :meth:`release` has given the memory back."""
-        return self._storage is None
+        return self._stored.storage is None
 
     @property
     def value(self):
@@ -155,7 +144,7 @@ class Variable(VariableAttributes, ArrayProtocols):
         CuPy on "cuda" (bfloat16/float8 as their raw uint16/uint8 words). Inside a
         StatelessScope that maps or wrote this variable, the scope's value; inside an
         AutocastScope, a copy cast to the scope's dtype (float variables, autocast=True)."""
-        return self._backend.present(*self._read())
+        return self._stored.backend.present(*self._read())
 
     # ------------------------------------------------------------------- reading
     def read_stored(self) -> tuple:
@@ -164,65 +153,67 @@ class Variable(VariableAttributes, ArrayProtocols):
         StatelessScope's value where one maps or wrote this variable, cast by an
         AutocastScope where one applies. RuntimeError once released."""
         array, dtype = self._read()
-        return array, dtype, self._backend
+        return array, dtype, self._stored.backend
 
     def _read(self):
         """``(storage-form array, dtype)`` of what reads see: the storage, or a
         StatelessScope's value, cast by an AutocastScope where one applies."""
-        storage = self._storage
+        record = self._stored
+        storage, dtype = record.storage, record.dtype
         if storage is None:
             self._raise_released()
         if not scopes.ACTIVE:
-            return storage, self._dtype
+            return storage, dtype
         scope = scopes.stateless_scope()
         if scope is not None:
             mapped = scope.stored_value(self)
             if mapped is not None:
                 storage = mapped
         target = scopes.autocast_dtype() if self._autocast else None
-        if target is not None and target != self._dtype and is_float(self._dtype):
-            return cast(self._backend, storage, self._dtype, target, self._device), target
-        return storage, self._dtype
+        if target is not None and target != dtype and is_float(dtype):
+            return cast(record.backend, storage, dtype, target, record.device), target
+        return storage, dtype
 
     def numpy(self) -> np.ndarray:
         """A host NumPy copy (bfloat16/float8 as ``ml_dtypes`` arrays) of what ``value``
         reads."""
         array, dtype = self._read()
-        host = self._backend.to_host(array)
+        host = self._stored.backend.to_host(array)
         return host.view(host_dtype(dtype)) if dtype in WORD_DTYPES else host
 
     def astype(self, dtype):
         """A copy converted to ``dtype`` by our cast kernels, on the variable's device."""
         casts = self._casts
+        stored = self._stored
         if casts is not None and not scopes.ACTIVE:
             try:
                 storage, convert = casts[dtype]
             except (KeyError, TypeError):  # (TypeError: an unhashable dtype argument)
                 pass
             else:
-                if storage is self._storage:
+                if storage is stored.storage:
                     return convert()
         dtype_given, dtype = dtype, standardize_dtype(dtype)
-        array = self._storage
+        array, backend, device = stored.storage, stored.backend, stored.device
         if array is not None and not scopes.ACTIVE:
             # The cast of this storage to this dtype, prepared once (see prepared_cast).
-            convert = prepared_cast(self._backend, array, self._dtype, dtype, self._device)
+            convert = prepared_cast(backend, array, stored.dtype, dtype, device)
             # Kept by the argument as given, except None (floatx, which set_floatx changes).
             if dtype_given is not None and getattr(dtype_given, "__hash__", None) is not None:
                 if casts is None:
                     casts = {}
                 if len(casts) < _PREPARED_CASTS:
                     casts[dtype_given] = (array, convert)
-                if self._storage is array:  # (not if the variable was released meanwhile)
+                if self._stored.storage is array:  # (not if the variable was released meanwhile)
                     self._casts = casts
             return convert()
         array, array_dtype = self._read()
-        out = cast(self._backend, array, array_dtype, dtype, self._device)
-        return self._backend.present(out, dtype)
+        out = cast(backend, array, array_dtype, dtype, device)
+        return backend.present(out, dtype)
 
     def _numbers(self):
         """The value as real numbers to compute with (float32 for bfloat16/float8 on cuda)."""
-        return readable(self._backend, *self._read())
+        return readable(self._stored.backend, *self._read())
 
     def __getitem__(self, key):
         """A copy of the selected elements, as real numbers.
@@ -231,19 +222,23 @@ class Variable(VariableAttributes, ArrayProtocols):
         integer-array and boolean keys (NumPy's rules) by our indexed one.
         """
         array, dtype = self._read()
+        backend = self._stored.backend
         region = cached_basic_region(self._shape, key)
         if region is not None:
-            return readable(self._backend, read_region(self._backend, array, region), dtype)
+            return readable(backend, read_region(backend, array, region), dtype)
         index = flat_indices(self._shape, self._host_key(key))  # NumPy's rules and IndexError
-        return readable(self._backend, read_indexed(self._backend, array, index), dtype)
+        return readable(backend, read_indexed(backend, array, index), dtype)
 
     def _host_key(self, key):
         """``key`` with any device arrays in it copied to the host (keys are parsed there)."""
+        backend = self._stored.backend
         if isinstance(key, tuple):
-            return tuple(self._backend.host_view(k) if self._backend.owns(k) else k for k in key)
-        return self._backend.host_view(key) if self._backend.owns(key) else key
+            return tuple(backend.host_view(k) if backend.owns(k) else k for k in key)
+        return backend.host_view(key) if backend.owns(key) else key
 
     # ------------------------------------------------------------------- writing
+    # Each write goes to the variable's write strategy (``_writes``: LOCAL_WRITES, or a
+    # replicated store's), after the shortcuts that only the local strategy enables.
     def assign(self, value):
         """Write ``value`` (same shape, or a scalar / 0-d array that fills) in place.
 
@@ -251,35 +246,34 @@ class Variable(VariableAttributes, ArrayProtocols):
         Returns the variable. (In a ReplicatedStore, the store's synchronization rules
         apply: see :class:`varstore.ReplicatedStore`.)
         """
-        if self._replica is not None:
-            return self._replica.assign(self, value)
         limits = self._scalar_fill
         if limits is not None and not scopes.ACTIVE and plain_scalar(limits, value):
-            storage = self._storage
-            if storage is not None:  # (a released variable raises below)
-                self._backend.fill(storage, value)  # NumPy's conversion: our bits (see SCALAR_FILLS)
+            record = self._stored
+            if record.storage is not None:  # (a released variable raises below)
+                record.backend.fill(record.storage, value)  # NumPy's conversion: our bits (see SCALAR_FILLS)
                 return self
-        return self._assign_local(value)
+        return self._writes.assign(self, value)
 
-    def _assign_local(self, value):
-        storage = self._storage
+    def _assign_here(self, value):
+        record = self._stored
+        storage, backend = record.storage, record.backend
         if storage is None:
             self._raise_released()
         fast = self._fast_dtype
         if (
             not scopes.ACTIVE
             and fast is not None
-            and self._backend.owns(value)
+            and backend.owns(value)
             and value.dtype == fast
             and value.shape == self._shape
         ):
-            self._backend.copyto(storage, value)
+            backend.copyto(storage, value)
             return self
-        array, array_dtype = as_storage_array(value, self._backend, self._device)
+        array, array_dtype = as_storage_array(value, backend, record.device)
         if array.ndim != 0 and array.shape != self._shape:
             raise ValueError(self._shape_error(array.shape, "assign"))
         target, scope = self._write_target(overwrite=True)
-        write(self._backend, target, self._dtype, self._unaliased(target, array), array_dtype)
+        write(backend, target, record.dtype, self._unaliased(target, array), array_dtype)
         if scope is not None:
             scope.record(self, target)
         return self
@@ -287,35 +281,30 @@ class Variable(VariableAttributes, ArrayProtocols):
     def assign_add(self, value):
         """``self += value`` in place (value cast to the variable's dtype first)."""
         add_dtype = self._add_dtype
-        if add_dtype is not None and not scopes.ACTIVE and self._replica is None:
+        if add_dtype is not None and not scopes.ACTIVE:
             # the same dtype and shape: the array module's add (`is`: the canonical dtype object; any other
             # equal dtype takes the general path, with the same result)
-            backend = self._backend
+            record = self._stored
+            storage, backend = record.storage, record.backend
             if backend.owns(value) and value.dtype is add_dtype and value.shape == self._shape:
-                storage = self._storage
                 if storage is not None and not backend.shares_memory(storage, value):
                     backend.xp.add(storage, value, out=storage)
                     return self
-        return self._accumulate(value, 1, "assign_add")
+        return self._writes.accumulate(self, value, 1, "assign_add")
 
     def assign_sub(self, value):
         """``self -= value`` in place (value cast to the variable's dtype first)."""
         add_dtype = self._add_dtype
-        if add_dtype is not None and not scopes.ACTIVE and self._replica is None:
+        if add_dtype is not None and not scopes.ACTIVE:
             # as assign_add (`is`: the canonical dtype object; any other
             # equal dtype takes the general path, with the same result)
-            backend = self._backend
+            record = self._stored
+            storage, backend = record.storage, record.backend
             if backend.owns(value) and value.dtype is add_dtype and value.shape == self._shape:
-                storage = self._storage
                 if storage is not None and not backend.shares_memory(storage, value):
                     backend.xp.subtract(storage, value, out=storage)
                     return self
-        return self._accumulate(value, -1, "assign_sub")
-
-    def _accumulate(self, value, sign: int, method: str):
-        if self._replica is not None:
-            return self._replica.accumulate(self, value, sign, method)
-        return self._accumulate_local(self._operand(value, method), sign)
+        return self._writes.accumulate(self, value, -1, "assign_sub")
 
     def _operand(self, value, method: str, private: bool = False):
         """``value`` checked (this shape, or one element) and cast to this dtype, as an
@@ -323,17 +312,20 @@ class Variable(VariableAttributes, ArrayProtocols):
         is "assign"). ``private``: never the caller's own memory (a copy where it would
         be), for an update applied later."""
         self._live_storage()
-        if self._dtype == "bool" and method != "assign":
+        record = self._stored
+        dtype, backend, device = record.dtype, record.backend, record.device
+        if dtype == "bool" and method != "assign":
             raise TypeError(f"{method} is not defined for the bool variable {self._path!r}; use assign.")
-        array, array_dtype = as_storage_array(value, self._backend, self._device)
+        array, array_dtype = as_storage_array(value, backend, device)
         if array.ndim != 0 and array.shape != self._shape:
             raise ValueError(self._shape_error(array.shape, method))
-        operand = as_operand(self._backend, array, array_dtype, self._dtype, self._device)
+        operand = as_operand(backend, array, array_dtype, dtype, device)
         return operand.copy() if private and operand is array else operand
 
-    def _accumulate_local(self, operand, sign: int):
+    def _accumulate_here(self, operand, sign: int):
         target, scope = self._write_target()
-        accumulate_into(self._backend, target, self._unaliased(target, operand), self._dtype, sign)
+        record = self._stored
+        accumulate_into(record.backend, target, self._unaliased(target, operand), record.dtype, sign)
         if scope is not None:
             scope.record(self, target)
         return self
@@ -346,12 +338,9 @@ class Variable(VariableAttributes, ArrayProtocols):
         Integer-array and boolean keys (NumPy's rules) scatter through our indexed kernel:
         where an index repeats, the last write wins on the CPU, one unspecified write on a
         GPU. Every check runs before anything is written."""
-        if self._replica is not None:
-            self._replica.setitem(self, key, value)
-            return
         limits = self._scalar_fill
         if limits is not None and not scopes.ACTIVE and plain_scalar(limits, value):
-            storage = self._storage
+            storage = self._stored.storage
             if storage is not None:
                 region = cached_basic_region(self._shape, key)  # IndexError before anything is written
                 if region is not None:
@@ -360,24 +349,26 @@ class Variable(VariableAttributes, ArrayProtocols):
                     if region.size:
                         storage[key] = value
                     return
-        self._setitem_local(key, value)
+        self._writes.setitem(self, key, value)
 
-    def _setitem_local(self, key, value):
+    def _setitem_here(self, key, value):
         self._live_storage()
+        record = self._stored
+        dtype, backend, device = record.dtype, record.backend, record.device
         region = cached_basic_region(self._shape, key)  # IndexError before anything is written
-        array, array_dtype = as_storage_array(value, self._backend, self._device)
+        array, array_dtype = as_storage_array(value, backend, device)
         if region is not None:
             broadcast_strides(array.shape, region.shape)  # ValueError naming both shapes
         else:
             index = flat_indices(self._shape, self._host_key(key))  # NumPy's rules and IndexError
             broadcast_strides(array.shape, index.shape)  # ValueError naming both shapes
-        operand, operand_dtype = as_region_source(self._backend, array, array_dtype, self._dtype, self._device)
+        operand, operand_dtype = as_region_source(backend, array, array_dtype, dtype, device)
         target, scope = self._write_target()
         operand = self._unaliased(target, operand)
         if region is not None:
-            write_region(self._backend, target, self._dtype, region, operand, operand_dtype)
+            write_region(backend, target, dtype, region, operand, operand_dtype)
         else:
-            write_indexed(self._backend, target, self._dtype, index, operand, operand_dtype)
+            write_indexed(backend, target, dtype, index, operand, operand_dtype)
         if scope is not None:
             scope.record(self, target)
 
@@ -389,17 +380,18 @@ class Variable(VariableAttributes, ArrayProtocols):
         scope = scopes.stateless_scope() if scopes.ACTIVE else None
         if scope is None:
             return storage, None
-        target = self._backend.empty(self._shape, storage.dtype, self._device)
+        backend = self._stored.backend
+        target = backend.empty(self._shape, storage.dtype, self._stored.device)
         if not overwrite:
             current = scope.stored_value(self)
-            self._backend.xp.copyto(target, storage if current is None else current)
+            backend.xp.copyto(target, storage if current is None else current)
         return target, scope
 
     def _unaliased(self, target, source):
         """``source``, or a copy of it where it shares memory with ``target``: our kernels
         read the source while they write, so a source that is a view of the storage
         (``v[1:] = np.asarray(v)[:-1]``) is copied first, which gives NumPy's result."""
-        return source.copy() if self._backend.shares_memory(target, source) else source
+        return source.copy() if self._stored.backend.shares_memory(target, source) else source
 
     # ------------------------------------------------------------------ lifetime
     def release(self) -> None:
@@ -410,11 +402,14 @@ class Variable(VariableAttributes, ArrayProtocols):
     def _detach(self):
         """Drop the storage (and the prepared casts that hold it); return ``(storage,
         backend)``, or None if it was dropped before (the store calls this under its lock)."""
-        storage, self._storage, self._casts = self._storage, None, None
-        return None if storage is None else (storage, self._backend)
+        record = self._stored
+        if record.storage is None:
+            return None
+        self._stored, self._casts = record.released(), None
+        return record.storage, record.backend
 
     def _live_storage(self):
-        storage = self._storage
+        storage = self._stored.storage
         if storage is None:
             self._raise_released()
         return storage
@@ -435,12 +430,37 @@ class Variable(VariableAttributes, ArrayProtocols):
 _store.variable_class_is(Variable)
 
 
-# ---------------------------------------------------------------- write routing
-# A replicated store routes the writes of its synced variables (Variable._replica); once
-# it has decided to write now, it applies them through these functions.
+# ------------------------------------------------------------ write strategies
+# A variable's writes go to its strategy (Variable._writes). LOCAL_WRITES applies them
+# here and now; a replicated store gives its synced variables a strategy of its own
+# (with the same three methods and ``shortcuts = False``), which queues them in a replica
+# step or, once it has decided to write now, applies them through the functions below.
+class LocalWrites:
+    """The write strategy of every variable of a plain store (and of a replicated
+    store's unsynced ones): each write applies to the variable's own storage, now."""
+
+    __slots__ = ()
+
+    # Whether Variable's shortcuts (a scalar fill, the array module's add for a value of
+    # the variable's dtype and shape) may bypass the strategy: they write here and now.
+    shortcuts = True
+
+    # (Variable's own methods, called without a layer between: these are per-call paths.)
+    assign = staticmethod(Variable._assign_here)  # (variable, value) -> variable
+    setitem = staticmethod(Variable._setitem_here)  # (variable, key, value) -> None
+
+    @staticmethod
+    def accumulate(variable: Variable, value, sign: int, method: str) -> Variable:
+        return variable._accumulate_here(variable._operand(value, method), sign)
+
+
+LOCAL_WRITES = LocalWrites()
+
+
 def is_routed(variable: Variable) -> bool:
-    """True where a replicated store routes the variable's writes (its synced variables)."""
-    return variable._replica is not None
+    """True where a strategy other than :data:`LOCAL_WRITES` takes the variable's writes
+    (a replicated store's synced variables)."""
+    return variable._writes is not LOCAL_WRITES
 
 
 def live_storage(variable: Variable):
@@ -455,15 +475,15 @@ def write_operand(variable: Variable, value, method: str, private: bool = False)
 
 
 def assign_in_place(variable: Variable, value) -> Variable:
-    """``variable.assign(value)`` applied here, whatever routes its writes."""
-    return variable._assign_local(value)
+    """``variable.assign(value)`` applied here, whatever strategy takes its writes."""
+    return variable._assign_here(value)
 
 
 def accumulate_in_place(variable: Variable, operand, sign: int) -> Variable:
     """``variable += sign * operand`` (from :func:`write_operand`) applied here."""
-    return variable._accumulate_local(operand, sign)
+    return variable._accumulate_here(operand, sign)
 
 
 def setitem_in_place(variable: Variable, key, value) -> None:
     """``variable[key] = value`` applied here."""
-    variable._setitem_local(key, value)
+    variable._setitem_here(key, value)

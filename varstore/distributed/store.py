@@ -162,7 +162,7 @@ class ReplicatedStore(VariableStore):
         with self._lock:
             return [u.variable.path for u in sorted(self._pending.values(), key=lambda u: u.order)]
 
-    # Writes of synced variables come here (through _ReplicaWrites).
+    # Writes of synced variables come here (through their strategy, _ReplicaWrites).
     def _assign(self, variable, value):
         if self._stepping() and variable.synchronization != "on_read":
             self._queue(variable, "assign", write_operand(variable, value, "assign", private=True), False)
@@ -481,11 +481,11 @@ def _summary(plan: list) -> str:
 
 
 class _ReplicaWrites:
-    """The write routing of a ReplicatedStore's synced variables (``Variable.assign``,
-    ``assign_add``/``assign_sub`` and ``var[key] = ...`` come here): queued inside a
-    replica step, applied in place outside one."""
+    """The write strategy (as ``varstore.variable.LocalWrites``) of a ReplicatedStore's
+    synced variables: their writes queued inside a replica step, applied in place outside."""
 
     __slots__ = ("store",)
+    shortcuts = False  # every write comes here: a step may queue it
 
     def __init__(self, store: ReplicatedStore):
         self.store = store
