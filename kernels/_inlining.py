@@ -13,10 +13,22 @@ copy all blocks of one IR with one memo. The copy has the same structure as the
 original (its blocks share one scope, as the original's do), so the compiled code is the
 same. The method is rewritten from its own source, and only where that source holds the
 exact lines below (numba is pinned in pyproject.toml); elsewhere it is left as it is.
+
+It also replaces ``InlineWorker.inline_function``, which runs the untyped pipeline over
+the callee (bytecode to IR, and the inlining of the callee's own callees, recursively)
+at every call site: the IR is made once per function, typing context, target and
+flags, and each call site inlines it under a fresh function identity, so the names of
+the inlined variables are unique per call site, as numba makes them. ``inline_ir``
+copies the callee's IR before it changes anything, so the kept IR is never changed.
+Twelve PTX specializations (convert, normal_words, unpack, foreach) compiled in 36 s
+instead of 47, twelve CPU ones (foreach, copy_region_converting, scatter_indexed, adam)
+in 28 s instead of 34, to the same PTX text and the same machine code.
 """
 
 from __future__ import annotations
 
+import copy
+import importlib
 import inspect
 import sys
 import textwrap
@@ -36,6 +48,9 @@ _REWRITES = {
         ("block_label: copy.deepcopy(block)\n", "block_label: copy.deepcopy(block, memo)\n"),
     ],
 }
+# Where each module's ``FunctionIdentity`` is (the identity of an inlined copy).
+_BYTECODE = {"numba.core.inline_closurecall": "numba.core.bytecode",
+             "numba.cuda.core.inline_closurecall": "numba.cuda.core.bytecode"}
 _lock = threading.Lock()
 _done: set = set()
 
@@ -81,5 +96,33 @@ def _rewrite(module_name: str) -> bool:
         rewritten.__doc__ = method.__doc__
         rewritten.__qualname__ = method.__qualname__
         worker.inline_ir = rewritten
+        worker.inline_function = _inline_function(importlib.import_module(_BYTECODE[module_name]).FunctionIdentity)
         _done.add(module_name)
         return True
+
+
+def _inline_function(identity):
+    """``InlineWorker.inline_function`` with the callee's untyped IR made once (see the
+    module docstring); ``identity``: the module's ``FunctionIdentity``."""
+    # (function, typing context, target context class, flags) -> untyped IR. The class:
+    # each compile takes a target context of its own, made from the flags.
+    made: dict = {}
+    lock = threading.Lock()
+
+    def inline_function(self, caller_ir, block, i, function, arg_typs=None):
+        if self.locals:  # (typed locals shape the IR: made afresh, as numba does)
+            callee_ir = self.run_untyped_passes(function)
+        else:
+            self.flags.enable_ssa = False  # (as run_untyped_passes leaves the caller's flags)
+            key = (function, self.typingctx, type(self.targetctx), self.flags.copy())
+            with lock:
+                kept = made.get(key)
+            if kept is None:
+                kept = self.run_untyped_passes(function)
+                with lock:
+                    made.setdefault(key, kept)
+            callee_ir = copy.copy(kept)
+            callee_ir.func_id = identity.from_function(function)
+        return self.inline_ir(caller_ir, block, i, callee_ir, function.__code__.co_freevars, arg_typs=arg_typs)
+
+    return inline_function

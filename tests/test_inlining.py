@@ -1,6 +1,6 @@
-"""Tier a: the one-memo IR copy of numba's ``inline="always"`` (``kernels._inlining``) is
-in place with the pinned numba and numba-cuda, and inlined functions still compute the
-same."""
+"""Tier a: the one-memo IR copy of numba's ``inline="always"`` and the callee IR made once
+per function (``kernels._inlining``) are in place with the pinned numba and numba-cuda,
+and inlined functions still compute the same."""
 
 from __future__ import annotations
 
@@ -38,3 +38,36 @@ def test_inlined_callees_of_many_blocks_compute_the_same():
     assert _inlining.install()
     for x in (-2, 3, 4, 10):
         assert _twice(x) == _branchy(x) + _branchy(x + 1)
+
+
+def _leaf(x):
+    return x * x - 7 if x > 0 else 3 - x
+
+
+_leaf_inlined = numba.njit(inline="always")(_leaf)  # (inlined by this test only)
+
+
+@numba.njit(inline="always")
+def _nested(x):
+    return _leaf_inlined(x) * 3 + _leaf_inlined(-x)
+
+
+def _three_sites(x):
+    return _nested(x) - _nested(x + 2) + _leaf_inlined(x * 5)
+
+
+def test_a_callee_is_made_once_and_every_call_site_computes_the_same(monkeypatch):
+    import numba.core.inline_closurecall as inlining
+
+    assert _inlining.install()
+    made = []
+    run = inlining.InlineWorker.run_untyped_passes
+    monkeypatch.setattr(inlining.InlineWorker, "run_untyped_passes",
+                        lambda self, func, enable_ssa=False: made.append(func.__name__) or run(self, func, enable_ssa))
+    first, second = numba.njit(_three_sites), numba.njit(lambda x: _nested(x) + _nested(x * 7))
+    for x in (-3, 0, 4, 9):
+        assert first(x) == _nested.py_func(x) - _nested.py_func(x + 2) + _leaf(x * 5)
+        assert second(x) == _nested.py_func(x) + _nested.py_func(x * 7)
+    # Five call sites of _nested and _leaf in two compiles (and two inside _nested): the
+    # IR of each made once.
+    assert sorted(made) == ["_leaf", "_nested"], made
