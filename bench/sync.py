@@ -47,7 +47,7 @@ def _median_seconds(fn, repeats, barrier):
 def measure(group, count, total_bytes, repeats, bucket_mb, device):
     elements = max(1, total_bytes // 4 // count)
     rows = {}
-    backend, device = backends.for_device(device)
+    backend, device = backends.for_device(group.device if device is None else device)  # (as ReplicatedStore)
     flat = backend.empty((elements * count,), np.dtype(np.float32), device)
     flat.fill(1)
     sync_device = backend.synchronize

@@ -1,4 +1,5 @@
-"""Linear-time IR copies for numba's ``inline="always"``.
+"""Faster inlining for numba's ``inline="always"``: linear-time IR copies, and a callee's
+untyped IR made once.
 
 Every element function is inlined as IR (``_targets.element``), and numba copies the
 callee's IR at each call site block by block, each block with a deepcopy memo of its
@@ -19,7 +20,11 @@ the callee (bytecode to IR, and the inlining of the callee's own callees, recurs
 at every call site: the IR is made once per function, typing context, target and
 flags, and each call site inlines it under a fresh function identity, so the names of
 the inlined variables are unique per call site, as numba makes them. ``inline_ir``
-copies the callee's IR before it changes anything, so the kept IR is never changed.
+copies the callee's IR before it changes anything, so the kept IR is never changed. The
+IR holds the callee's globals as they were when it was made: only functions of this
+package (``MEMOISED_MODULES``), whose globals are fixed, are kept; the rest of the
+process inlines as numba does. Here too, only where numba's method holds the exact lines
+of ``_INLINE_FUNCTION_LINES``.
 Twelve PTX specializations (convert, normal_words, unpack, foreach) compiled in 36 s
 instead of 47, twelve CPU ones (foreach, copy_region_converting, scatter_indexed, adam)
 in 28 s instead of 34, to the same PTX text and the same machine code.
@@ -51,13 +56,19 @@ _REWRITES = {
 # Where each module's ``FunctionIdentity`` is (the identity of an inlined copy).
 _BYTECODE = {"numba.core.inline_closurecall": "numba.core.bytecode",
              "numba.cuda.core.inline_closurecall": "numba.cuda.core.bytecode"}
+# Functions of these modules (by ``__module__`` prefix) have their untyped IR kept:
+# the kernels' element functions and the generated loops' steps.
+MEMOISED_MODULES = ("varstore.", "varstore_generated_")
+# The body of ``InlineWorker.inline_function`` that the kept-IR version replaces.
+_INLINE_FUNCTION_LINES = ("callee_ir = self.run_untyped_passes(function)",
+                          "freevars = function.__code__.co_freevars", "return self.inline_ir(")
 _lock = threading.Lock()
 _done: set = set()
 
 
 def install(cuda: bool = False) -> bool:
-    """Rewrite numba's ``InlineWorker.inline_ir`` (and numba-cuda's, with ``cuda``) once;
-    True when every rewritten method is in place."""
+    """Rewrite numba's ``InlineWorker.inline_ir`` and ``inline_function`` (and
+    numba-cuda's, with ``cuda``) once; True when every rewritten method is in place."""
     import numba.core.inline_closurecall  # noqa: F401
 
     names = ["numba.core.inline_closurecall"]
@@ -96,33 +107,40 @@ def _rewrite(module_name: str) -> bool:
         rewritten.__doc__ = method.__doc__
         rewritten.__qualname__ = method.__qualname__
         worker.inline_ir = rewritten
-        worker.inline_function = _inline_function(importlib.import_module(_BYTECODE[module_name]).FunctionIdentity)
+        original = worker.inline_function
+        try:
+            pinned = all(line in inspect.getsource(original) for line in _INLINE_FUNCTION_LINES)
+        except (OSError, TypeError):
+            pinned = False
+        if pinned:  # (another numba version: its own method stays)
+            identity = importlib.import_module(_BYTECODE[module_name]).FunctionIdentity
+            worker.inline_function = _inline_function(original, identity)
         _done.add(module_name)
-        return True
+        return pinned
 
 
-def _inline_function(identity):
-    """``InlineWorker.inline_function`` with the callee's untyped IR made once (see the
-    module docstring); ``identity``: the module's ``FunctionIdentity``."""
+def _inline_function(original, identity):
+    """``InlineWorker.inline_function`` (``original``) with the callee's untyped IR made
+    once (see the module docstring); ``identity``: the module's ``FunctionIdentity``."""
     # (function, typing context, target context class, flags) -> untyped IR. The class:
     # each compile takes a target context of its own, made from the flags.
     made: dict = {}
     lock = threading.Lock()
 
     def inline_function(self, caller_ir, block, i, function, arg_typs=None):
-        if self.locals:  # (typed locals shape the IR: made afresh, as numba does)
-            callee_ir = self.run_untyped_passes(function)
-        else:
-            self.flags.enable_ssa = False  # (as run_untyped_passes leaves the caller's flags)
-            key = (function, self.typingctx, type(self.targetctx), self.flags.copy())
+        if self.locals or not getattr(function, "__module__", "").startswith(MEMOISED_MODULES):
+            # (typed locals shape the IR; other code's globals may change: as numba does)
+            return original(self, caller_ir, block, i, function, arg_typs)
+        self.flags.enable_ssa = False  # (as run_untyped_passes leaves the caller's flags)
+        key = (function, self.typingctx, type(self.targetctx), self.flags.copy())
+        with lock:
+            kept = made.get(key)
+        if kept is None:
+            kept = self.run_untyped_passes(function)
             with lock:
-                kept = made.get(key)
-            if kept is None:
-                kept = self.run_untyped_passes(function)
-                with lock:
-                    made.setdefault(key, kept)
-            callee_ir = copy.copy(kept)
-            callee_ir.func_id = identity.from_function(function)
+                made.setdefault(key, kept)
+        callee_ir = copy.copy(kept)
+        callee_ir.func_id = identity.from_function(function)
         return self.inline_ir(caller_ir, block, i, callee_ir, function.__code__.co_freevars, arg_typs=arg_typs)
 
     return inline_function

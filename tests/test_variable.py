@@ -665,10 +665,10 @@ def test_duplicate_path_is_refused_before_initializing(store):
 
 def test_stored_reads_the_one_record_which_release_replaces_whole(store):
     v = store.variable("ones", shape=(3,), dtype="bfloat16", name="record")
-    first = v.stored
-    storage, dtype, backend, device = first
-    assert v.stored == first and v.stored.storage is storage
+    record = v._stored
+    storage, dtype, backend, device = v.stored
+    assert v.stored == (record.storage, record.dtype, record.backend, record.device)
     assert (dtype, device, storage.shape) == ("bfloat16", store.device, (3,))
     v.release()
     assert v.released and v.stored == (None, dtype, backend, device)
-    assert first.storage is storage  # what was read before is not changed
+    assert v._stored is not record and record.storage is storage  # replaced, not changed

@@ -205,7 +205,7 @@ class ReplicatedStore(VariableStore):
     def _replica_share(self, variable, value):
         """This rank's part of a cross-replica assign of an on_read sum variable."""
         n = self._group.size
-        storage, dtype, backend, _ = variable.stored
+        storage, (_, dtype, backend, _) = live_storage(variable), variable.stored
         array = np.asarray(backend.host_view(value) if backend.owns(value) else value)
         if dtype in INT_DTYPES:
             whole = array.astype(storage.dtype)
