@@ -128,7 +128,7 @@ def _inline_function(original, identity):
     lock = threading.Lock()
 
     def inline_function(self, caller_ir, block, i, function, arg_typs=None):
-        if self.locals or not getattr(function, "__module__", "").startswith(MEMOISED_MODULES):
+        if self.locals or not (getattr(function, "__module__", None) or "").startswith(MEMOISED_MODULES):
             # (typed locals shape the IR; other code's globals may change: as numba does)
             return original(self, caller_ir, block, i, function, arg_typs)
         self.flags.enable_ssa = False  # (as run_untyped_passes leaves the caller's flags)
