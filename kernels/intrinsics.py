@@ -12,6 +12,7 @@ CUDA, and the simulator, which runs the CPU build).
   through a precomputed "magic" multiplier needs (``varstore.regions.division_magic``):
   numba would widen a 32-bit product to 64 bits and shift it, and has no 128-bit
   integers. On a GPU one ``mul.hi.u32`` / ``mul.hi.u64``, on x86 one ``mul``.
+- ``prefetch_for_write``: a write hint for a NumPy array's element (CPU loops only).
 - ``fma``: NVVM fuses ``a * b + c`` into one fused multiply-add by default and the CPU does
   not, so the same source would round differently on the two targets. Element functions
   write every multiply-add as ``fma(a, b, c)`` (one rounding, on both), and a product
@@ -146,6 +147,29 @@ def store_at(typingctx, address, index, value, like):
         return context.get_dummy_value()
 
     return types.none(address, index, value, like), codegen
+
+
+@intrinsic
+def prefetch_for_write(typingctx, array, index):
+    """Ask the cache for the line holding ``array[index]``, to be written soon
+    (``llvm.prefetch``, read-write, keep in all levels: ``prefetchw`` on x86). A hint:
+    it never faults, so ``index`` may lie past the array's end. For the CPU loops, which
+    take NumPy arrays: a strided row write reads every line it touches, and the
+    hardware prefetcher does not follow it from one row (page) to the next."""
+    if not isinstance(array, types.Array) or not isinstance(index, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        at = context.cast(builder, args[1], signature.args[1], types.intp)
+        byte = ir.IntType(8).as_pointer()
+        int32 = ir.IntType(32)
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [byte],
+                                              ir.FunctionType(ir.VoidType(), [byte, int32, int32, int32]))
+        builder.call(fn, [builder.bitcast(builder.gep(data, [at]), byte), int32(1), int32(3), int32(1)])
+        return context.get_dummy_value()
+
+    return types.none(array, index), codegen
 
 
 # Wide access for the generated CUDA loops (kernels.templates): several consecutive

@@ -4,6 +4,7 @@ the GIL), and the flat parameter list of a CUDA launch."""
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -27,6 +28,22 @@ def grid_for(n: int, sm_count: int, simulator: bool = False) -> tuple[int, int]:
 # Below this many elements per thread, handing work to another thread costs more than it
 # saves (a few microseconds per task against about 0.7 ns per element).
 MIN_CPU_CHUNK = 1 << 16
+# Where a hand-off is slower (a virtual machine wakes an idle core in 40-80 µs), a thread's
+# share must be worth SHARE_PER_HANDOFF hand-offs at ELEMENTS_PER_SECOND, the rate of a
+# loop out of cache (the strided write ``v[::2, 1::3] = b``: 174,592 elements in about
+# 195 µs on one core). Two threads on memory-bound work do not halve its time: on a
+# 2-core VM with 60-75 µs hand-offs, that write took as long on two threads as on one.
+ELEMENTS_PER_SECOND = 1e9
+SHARE_PER_HANDOFF = 2.0
+
+
+def cpu_chunk_minimum(handoff_seconds: float) -> int:
+    """Elements per thread below which a launch stays on one thread, given the measured
+    time to hand a task to a pool thread and get its result back."""
+    if not math.isfinite(handoff_seconds) or handoff_seconds < 0:
+        raise ValueError(f"cpu_chunk_minimum: the hand-off time must be a finite number of seconds >= 0, "
+                         f"got {handoff_seconds!r}.")
+    return max(MIN_CPU_CHUNK, math.ceil(handoff_seconds * SHARE_PER_HANDOFF * ELEMENTS_PER_SECOND))
 
 
 def cpu_workers() -> int:

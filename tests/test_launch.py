@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -11,7 +12,15 @@ from helpers import SIMULATOR, cuda_reason, record_cpu_runs, run_kernel
 from varstore.backends.numpy import NumpyBackend
 from varstore.casting import element_conversion
 from varstore.kernels import cast as K
-from varstore.kernels.launch import MIN_CPU_CHUNK, SIMULATOR_GEOMETRY, cpu_chunks, grid_for
+from varstore.kernels.launch import (
+    ELEMENTS_PER_SECOND,
+    MIN_CPU_CHUNK,
+    SHARE_PER_HANDOFF,
+    SIMULATOR_GEOMETRY,
+    cpu_chunk_minimum,
+    cpu_chunks,
+    grid_for,
+)
 
 
 @pytest.mark.parametrize("n", [0, 1, MIN_CPU_CHUNK, 2 * MIN_CPU_CHUNK - 1, 2 * MIN_CPU_CHUNK + 3, 10**7 + 1])
@@ -24,6 +33,51 @@ def test_cpu_chunks_cover_the_range(n, workers):
     assert all(start % 64 == 0 for start, _ in chunks)
     if len(chunks) > 1:
         assert all(stop - start >= MIN_CPU_CHUNK // 2 for start, stop in chunks[:-1])
+
+
+def test_the_chunk_minimum_grows_with_the_hand_off():
+    assert cpu_chunk_minimum(0.0) == MIN_CPU_CHUNK  # (never below the floor)
+    assert cpu_chunk_minimum(1e-6) == MIN_CPU_CHUNK
+    assert cpu_chunk_minimum(1e-4) == math.ceil(1e-4 * SHARE_PER_HANDOFF * ELEMENTS_PER_SECOND) > MIN_CPU_CHUNK
+    assert cpu_chunk_minimum(2e-4) > cpu_chunk_minimum(1e-4)
+    for bad in (float("nan"), float("inf"), -1e-6):
+        with pytest.raises(ValueError, match="hand-off time"):
+            cpu_chunk_minimum(bad)
+
+
+def test_a_slow_hand_off_keeps_mid_sized_launches_on_one_thread(monkeypatch):
+    """The backend measures its pool's round trip at the first launch large enough to
+    split, and splits only launches whose threads each get their share's worth."""
+    import varstore.backends.numpy as numpy_backend
+
+    monkeypatch.setenv("VARSTORE_NUM_THREADS", "2")
+    backend = NumpyBackend()
+    monkeypatch.setattr(numpy_backend, "_handoff_seconds", lambda pool: 1e-4)
+    minimum = cpu_chunk_minimum(1e-4)
+    runs = []
+    record_cpu_runs(monkeypatch, K.encode_f32, runs)
+    for n, split in ((2 * MIN_CPU_CHUNK + 1, False), (2 * minimum - 64, False), (2 * minimum + 64, True)):
+        x = np.arange(n, dtype=np.float32)
+        out = np.empty(n, np.uint16)
+        runs.clear()
+        backend.launch(K.encode_f32, n, src=x.view(np.uint32), dst=out, fmt=K.BFLOAT16)
+        assert (len(runs) == 2) == split, (n, runs)
+        assert sorted(runs)[0][0] == 0 and sorted(runs)[-1][1] == n
+    assert backend._chunk_minimum() == minimum
+
+
+def test_the_hand_off_is_measured_on_the_pool():
+    from concurrent.futures import ThreadPoolExecutor
+
+    import varstore.backends.numpy as numpy_backend
+
+    calls = []
+    with ThreadPoolExecutor(1) as pool:
+        real_submit = pool.submit
+        pool.submit = lambda fn, *a: calls.append(fn) or real_submit(fn, *a)
+        seconds = numpy_backend._handoff_seconds(pool, rounds=5)
+    assert len(calls) == 6  # a round that starts the thread, then the measured ones
+    assert 0 < seconds < 1.0
 
 
 def test_grid_geometry():
@@ -40,6 +94,7 @@ def test_threaded_launch_equals_serial(monkeypatch, workers):
     serial._cpu_workers()  # (read now: the variable changes below)
     monkeypatch.setenv("VARSTORE_NUM_THREADS", str(workers))
     threaded = NumpyBackend()
+    threaded._min_chunk = MIN_CPU_CHUNK  # (not this machine's measured hand-off)
     rng = np.random.default_rng(0)
     n = 3 * MIN_CPU_CHUNK + 5
     x = rng.standard_normal(n).astype(np.float32) * 1000
@@ -149,6 +204,7 @@ def test_region_writes_split_by_whole_rows(monkeypatch, workers, key):
     backend = backends.get("numpy")
     monkeypatch.setattr(backend, "_workers", None)  # (read again: the variable changed)
     monkeypatch.setattr(backend, "_pool", None)
+    monkeypatch.setattr(backend, "_min_chunk", MIN_CPU_CHUNK)  # (not this machine's measured hand-off)
     monkeypatch.setattr(backend, "_loops", {})  # (compiled loops looked up again: recorded below)
     store = vs.VariableStore(device="cpu")
     shape = (1200, 700)

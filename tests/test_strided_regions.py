@@ -235,3 +235,20 @@ def test_write_and_read_regions_match_numpy(store, dtype):
                 expected[key] = b.astype(numpy_dtype)
                 np.testing.assert_array_equal(to_host(v.numpy()), expected, err_msg=f"{key} = {value_shape}")
         np.testing.assert_array_equal(to_host(v[key]), expected[key], err_msg=repr(key))
+
+
+def test_the_cpu_region_copy_prefetches_the_next_row_for_writing():
+    """The four-at-a-time rows of the CPU copy (contiguous source, strided destination)
+    prefetch the next row's destination lines; the converting region loops do not."""
+    import numba
+
+    from varstore.kernels import build
+    from varstore.kernels import strided as S
+
+    def llvm_of(kernel):
+        spec = kernel.examples()[0]
+        module, _ = build._import_generated(kernel, spec, "cpu")  # compiled afresh: a cached one has no IR
+        return "".join(numba.njit(build.cpu_signature(kernel, spec), nogil=True)(module.loop).inspect_llvm().values())
+
+    assert "@llvm.prefetch" in llvm_of(S.copy_region)
+    assert "@llvm.prefetch" not in llvm_of(S.copy_region_converting)

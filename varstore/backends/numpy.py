@@ -7,13 +7,15 @@ import functools
 import math
 import operator
 import os
+import statistics
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..dtypes import WORD_DTYPES, host_dtype
-from ..kernels.launch import MIN_CPU_CHUNK, cpu_chunks, cpu_workers
+from ..kernels.launch import MIN_CPU_CHUNK, cpu_chunk_minimum, cpu_chunks, cpu_workers
 from .base import EXACT_OVERLAP_WORK, Backend, is_device_array
 
 #: How a template's CPU loop splits over threads: by element ranges, by whole rows of a
@@ -38,6 +40,7 @@ class NumpyBackend(Backend):
         self._loops: dict = {}  # (kernel, bind key) -> compiled CPU loop
         self._pool = None
         self._pool_lock = threading.Lock()
+        self._min_chunk = None  # elements per thread worth a hand-off (measured with the pool)
 
     def devices(self) -> list[str]:
         return ["cpu"]
@@ -88,19 +91,20 @@ class NumpyBackend(Backend):
         if loop is None:
             loop = self._loops[(kernel, key)] = kernel.loop_for("cpu", key, args)[0]
         split = SPLIT.get(kernel.template)
-        if split is None or _elements(split, n, args) < 2 * MIN_CPU_CHUNK:
+        if not self._splits(split, n, args):
             loop(0, n, *values)  # in this thread: handing small work to the pool costs more
             return
+        minimum = self._chunk_minimum()
         if split == "elements":
-            ranges = cpu_chunks(n, self._cpu_workers())
+            ranges = cpu_chunks(n, self._cpu_workers(), minimum)
         elif split == "rows":  # (the region loop takes whole rows of the last axis)
             inner = int(args["shape"][-1])
             ranges = [(start * inner, stop * inner) for start, stop in cpu_chunks(n // inner, self._cpu_workers(),
-                                                                                   minimum=-(-MIN_CPU_CHUNK // inner))]
+                                                                                   minimum=-(-minimum // inner))]
         else:  # whole chunks of a multi-tensor table, split where the elements split
             first = args["chunk_first"]
             total = int(first[-1] + args["chunk_count"][-1])
-            starts = [start for start, _ in cpu_chunks(total, self._cpu_workers())]
+            starts = [start for start, _ in cpu_chunks(total, self._cpu_workers(), minimum)]
             bounds = np.searchsorted(first, starts + [total])
             ranges = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
         if len(ranges) == 1:
@@ -123,8 +127,7 @@ class NumpyBackend(Backend):
         return _same
 
     def bound_launch(self, kernel, n, args, given):
-        split = SPLIT.get(kernel.template)
-        if not n or (split is not None and _elements(split, n, args) >= 2 * MIN_CPU_CHUNK):
+        if not n or self._splits(SPLIT.get(kernel.template), n, args):
             return super().bound_launch(kernel, n, args, given)  # (no work, or split over threads)
         key, values = kernel.bind(args, n)
         loop = self._loops.get((kernel, key))
@@ -143,6 +146,23 @@ class NumpyBackend(Backend):
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(self._workers - 1, thread_name_prefix="varstore")
         return self._pool
+
+    def _splits(self, split, n: int, args: dict) -> bool:
+        """Whether a launch goes to several threads: its elements fill two chunks."""
+        if split is None or self._cpu_workers() == 1:
+            return False
+        elements = _elements(split, n, args)
+        return elements >= 2 * MIN_CPU_CHUNK and elements >= 2 * self._chunk_minimum()
+
+    def _chunk_minimum(self) -> int:
+        """Elements per thread worth a hand-off, from the pool's measured round trip
+        (``kernels.launch.cpu_chunk_minimum``), the first time a launch is large enough."""
+        if self._min_chunk is None:
+            pool = self._thread_pool()
+            with self._pool_lock:
+                if self._min_chunk is None:
+                    self._min_chunk = cpu_chunk_minimum(_handoff_seconds(pool))
+        return self._min_chunk
 
     def present(self, storage, dtype):
         if dtype in WORD_DTYPES:
@@ -186,6 +206,18 @@ def _elements(split: str, n: int, args: dict) -> int:
     if split != "chunks" or not n:
         return n
     return int(args["chunk_first"][n - 1] + args["chunk_count"][n - 1])
+
+
+def _handoff_seconds(pool, rounds: int = 7) -> float:
+    """The median time to hand ``pool`` a task that does nothing and get its result
+    (after one round that starts the thread): about 0.1 ms in all."""
+    pool.submit(int).result()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        pool.submit(int).result()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def _bound_call(loop, n: int, names: tuple, values: tuple, given: tuple):
