@@ -88,7 +88,7 @@ def _module_source(kernel, spec, target: str) -> str:
              "from varstore.kernels._targets import element",
              "from varstore.kernels.access import load_word, store_word, vector_split",
              "from varstore.kernels.intrinsics import load_vector, prefetch_for_write, store_vector",
-             "from varstore.kernels.strided import region_fits, region_offsets, region_offsets_narrow, "
+             "from varstore.kernels.strided import region_fits, region_offsets_narrow, "
              "region_offsets_wide"]
     module, name = _reference(kernel.element)
     lines.append(f"from {module} import {name} as f")

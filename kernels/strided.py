@@ -18,22 +18,6 @@ from .intrinsics import mulhi32, mulhi64, shl32, shr32
 
 
 @element
-def region_offsets(j, shape, a_strides, b_strides, axes):
-    """Offsets of element ``j`` (C order over the first ``axes`` axes of ``shape``) under
-    two sets of strides, by 64-bit division (the indexed scatter's unravel)."""
-    j = int64(j)
-    a = int64(0)
-    b = int64(0)
-    for d in range(axes - 1, -1, -1):
-        n = int64(shape[d])
-        i = j % n
-        j = j // n
-        a += i * int64(a_strides[d])
-        b += i * int64(b_strides[d])
-    return a, b
-
-
-@element
 def region_offsets_wide(j, shape, magic, shift, a_strides, b_strides, axes):
     """Offsets of element ``j`` (C order over the first ``axes`` axes of ``shape``) under
     two sets of strides, without a division: each axis but the first takes its index as
@@ -123,7 +107,8 @@ copy_region_converting = kernel("copy_region_converting", "region", convert_word
                                 doc="As copy_region, each element converted by cast.convert_word.")
 scatter_indexed = kernel("scatter_indexed", "scatter", convert_word,
                          (Array("dst", "out", words=UNSIGNED), Array("index", word="int64"), Array("src")),
-                         (Scalar("src_strides", "axes"), Scalar("shape", "axes"), _CONVERSION),
+                         (Scalar("src_strides", "axes"), Scalar("shape", "axes"), Scalar("magic", "axes"),
+                          Scalar("shift", "axes"), Scalar("narrow", "u32"), _CONVERSION),
                          doc="dst[index[j]] = convert(src[<unravel(j over shape), src_strides>]): where an index "
                              "repeats the last write wins on the CPU, one of them (unspecified) on a GPU.")
 gather_indexed = kernel("gather_indexed", "gather", same_word,

@@ -18,7 +18,8 @@ Templates (the element function is ``f``; ``s...`` are the kernel's other scalar
   numbers; see ``_region_unravel``); the CPU loop walks whole rows. Option ``unroll``
   (for cheap element functions, copies): on the CPU, rows from a contiguous source take
   four elements at a time.
-- scatter: ``dst[index[j]] = f(src[<j, src_strides>], s...)``, in order on the CPU.
+- scatter: ``dst[index[j]] = f(src[<j, src_strides>], s...)``, in order on the CPU; ``j``
+  unravelled as the region's (magic numbers).
 - gather: ``dst[j] = f(src[index[j]], s...)``.
 - chunks: multi-tensor: for chunk c (of tensor t = chunk_tensor[c]) and each staging
   element j of it, ``staging[j] = f(j, row..., types..., s...)`` ("out" staging) or
@@ -225,13 +226,15 @@ def _next_row(src: _Source, last: int) -> list[str]:
             "    _pa = uint64(_pa + dst_offset)", "else:", "    _pa = _a"]
 
 
-_SCATTER_SCALARS = {"src_strides", "shape"}
+_SCATTER_SCALARS = {"src_strides", "shape", "magic", "shift", "narrow"}
 
 
 def _scatter_body(src: _Source, j: str) -> list[str]:
     extra = ", ".join(["_x"] + _element_scalars(src.kernel, _SCATTER_SCALARS))
+    args = f"{j}, shape, magic, shift, src_strides, src_strides, {src.axes}"
     return [
-        f"_, _b = region_offsets({j}, shape, src_strides, src_strides, {src.axes})",
+        "if narrow != 0:", f"    _, _b = region_offsets_narrow({args})",
+        "else:", f"    _, _b = region_offsets_wide({args})",
         "_x = " + src.load("src", "uint64(_b)"),
         "_at = " + src.load("index", j),
         *_index_check(src, "dst"),
@@ -405,13 +408,18 @@ def _vector_loop(src: _Source, v: int, names: list[str]) -> list[str]:
     return [
         f"_head, _groups = vector_split(start, stop, {v}, ({checks},))",
         "_first = start + _head",
-        "for _q in range(cuda.grid(1), _groups, cuda.gridsize(1)):",
-        f"    vstep(_first + _q * {v}, {call})",
+        *_grid_stride("_q", "cuda.grid(1)", "_groups", "cuda.gridsize(1)", [f"vstep(_first + _q * {v}, {call})"]),
         f"_tail = _first + _groups * {v}",
-        "for _t in range(cuda.grid(1), _head + (stop - _tail), cuda.gridsize(1)):",
-        "    _k = start + _t if _t < _head else _tail + (_t - _head)",
-        f"    step(_k, {call})",
+        *_grid_stride("_t", "cuda.grid(1)", "_head + (stop - _tail)", "cuda.gridsize(1)",
+                      ["_k = start + _t if _t < _head else _tail + (_t - _head)", f"step(_k, {call})"]),
     ]
+
+
+def _grid_stride(i: str, first: str, stop: str, stride: str, body: list[str]) -> list[str]:
+    """``for i in range(first, stop, stride): body`` as a while loop: numba's ``range``
+    works out its trip count with a 64-bit division (per thread, before the first
+    element), which a running index does not need."""
+    return [f"{i} = int64({first})", f"while {i} < {stop}:", *_indent(body, 1), f"    {i} += {stride}"]
 
 
 def cuda_source(kernel, spec) -> str:
@@ -435,10 +443,9 @@ def cuda_source(kernel, spec) -> str:
         step = src.type_values() + _chunk_call(src, "f", "_k")
         staged = ["staging"] if _staging(kernel) is not None else []
         step_params = ", ".join(["_k"] + staged + [f"_row_{c}" for c in row] + list(kernel.scalar_names))
-        loop = ["for _c in range(start + cuda.blockIdx.x, stop, cuda.gridDim.x):",
-                f"    {row_values} = _row_of(_c, {tables})",
-                "    for _k in range(_first + cuda.threadIdx.x, _end, cuda.blockDim.x):",
-                f"        step({step_params})"]
+        inner = _grid_stride("_k", "_first + cuda.threadIdx.x", "_end", "cuda.blockDim.x", [f"step({step_params})"])
+        loop = _grid_stride("_c", "start + cuda.blockIdx.x", "stop", "cuda.gridDim.x",
+                            [f"{row_values} = _row_of(_c, {tables})", *inner])
         return (helper + f"@element\ndef step({step_params}):\n" + "\n".join(_indent(step, 1)) + "\n\n\n"
                 f"def loop({flat}):\n" + "\n".join(_indent(prologue + loop, 1)) + "\n")
     body = {"elementwise": _elementwise_body, "region": _region_step, "scatter": _scatter_body,
@@ -451,6 +458,6 @@ def cuda_source(kernel, spec) -> str:
         loop = _vector_loop(src, v, names)
         functions += f"@element\ndef vstep({step_params}):\n" + "\n".join(_indent(_vector_step(src, v), 1)) + "\n\n\n"
     else:
-        loop = ["for _k in range(start + cuda.grid(1), stop, cuda.gridsize(1)):",
-                f"    step({', '.join(['_k'] + names)})"]
+        call = f"step({', '.join(['_k'] + names)})"
+        loop = _grid_stride("_k", "start + cuda.grid(1)", "stop", "cuda.gridsize(1)", [call])
     return functions + f"def loop({flat}):\n" + "\n".join(_indent(prologue + loop, 1)) + "\n"

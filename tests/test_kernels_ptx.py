@@ -102,10 +102,19 @@ def test_every_kernel_module_declares_its_kernels():
 @pytest.mark.parametrize("kernel", ALL_KERNELS, ids=lambda k: k.name)
 def test_kernel_compiles_for_sm90(kernel):
     """Every specialization the schema declares compiles to one sm_90 entry whose
-    parameters are the flat scalars the launch passes, in width and number."""
+    parameters are the flat scalars the launch passes, in width and number.
+
+    The region, scatter and multi-tensor kernels have no integer division or remainder
+    at all: not in the index math (magic numbers), not in the grid-stride loops (running
+    indices, where numba's ``range`` divides to get its trip count). The elementwise and
+    gather kernels keep one, outside their steps: LLVM unrolls their short scalar loop at
+    run time and divides once per thread, before its first index, to count the trips
+    (:func:`test_steps_have_no_division` checks the steps)."""
     for spec in kernel.examples():
         loop = _ptx(kernel, spec)
         assert ".target sm_90" in loop.ptx
+        if kernel.template not in ("elementwise", "gather"):
+            assert DIVISION.findall(loop.ptx) == [], (kernel.name, spec)
         header = loop.ptx[loop.ptx.index(".entry " + loop.entry):]
         header = header[:header.index(")")]
         widths = [_PARAM_BYTES[t] for t in re.findall(r"\.param\s+\.(\w+)", header)]
@@ -179,10 +188,9 @@ def test_update_kernels_round_like_the_cpu(kernel):
 DIVISION = re.compile(r"\b(?:div|rem)\.[su](?:32|64)\b")
 
 
-def _step_ptx(kernel, spec) -> str:
+def _step_ptx(kernel, spec, name: str = "step") -> str:
     """The PTX of a kernel's generated per-element ``step`` (index math, loads, element
-    call, stores), compiled alone as a device function: the CUDA loop around it adds
-    numba's trip count of the grid-stride ``range``, one 64-bit division per thread."""
+    call, stores), or its wide ``vstep``, compiled alone as a device function."""
     from numba import cuda
 
     from varstore.kernels import build, templates
@@ -191,12 +199,27 @@ def _step_ptx(kernel, spec) -> str:
     arrays = len(templates.loop_arrays(kernel))
     scalars = build.cpu_signature(kernel, spec).args[2 + arrays:]
     argtypes = (types.int64,) + (types.uint64,) * arrays + tuple(scalars)
-    ptx, _ = cuda.compile_ptx(module.step.py_func, argtypes, device=True, cc=(9, 0))
+    ptx, _ = cuda.compile_ptx(getattr(module, name).py_func, argtypes, device=True, cc=(9, 0))
     return ptx
 
 
 @needs_nvvm
-@pytest.mark.parametrize("kernel", [S.copy_region, S.copy_region_converting], ids=lambda k: k.name)
+@pytest.mark.parametrize("kernel", [k for k in ALL_KERNELS if k.template in ("elementwise", "gather")],
+                         ids=lambda k: k.name)
+def test_steps_have_no_division(kernel):
+    """The per-index work of the elementwise and gather kernels (the scalar ``step`` and
+    the wide ``vstep``) has no integer division or remainder."""
+    from varstore.kernels import build
+
+    spec = kernel.examples()[0]
+    module, _ = build._import_generated(kernel, spec, PTX_TARGET)
+    for name in ["step", "vstep"] if hasattr(module, "vstep") else ["step"]:
+        assert DIVISION.findall(_step_ptx(kernel, spec, name)) == [], (kernel.name, name)
+
+
+@needs_nvvm
+@pytest.mark.parametrize("kernel", [S.copy_region, S.copy_region_converting, S.scatter_indexed],
+                         ids=lambda k: k.name)
 def test_region_kernels_unravel_without_division(kernel):
     """A region element's offsets take no division on either path: each axis divides by
     its extent through a magic multiplier, ``mul.hi.u32`` for arrays under 2**31
@@ -210,11 +233,10 @@ def test_region_kernels_unravel_without_division(kernel):
 @needs_nvvm
 def test_region_copy_has_a_32bit_unravel():
     """Arrays under 2**31 elements unravel element numbers with a 32-bit multiply-high,
-    and the whole kernel has no remainder and no unsigned 64-bit division (its one
-    division is the grid-stride loop's signed trip count)."""
+    and the whole kernel, its grid-stride loop included, has no division."""
     ptx = _ptx(S.copy_region, S.copy_region.examples(axes=3)[0]).ptx
     assert re.search(r"\bmul\.hi\.u32\b", ptx)
-    assert not re.search(r"\brem\.[su](?:32|64)\b|\bdiv\.u64\b", ptx)
+    assert DIVISION.findall(ptx) == []
 
 
 # ------------------------------------------------------------------ wide access

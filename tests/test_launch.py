@@ -178,6 +178,7 @@ def test_cpu_loops_refuse_regions_and_indices_outside_their_arrays():
             backend.launch(S.gather_indexed, 1, dst=np.zeros(1, np.uint32), index=index, src=dst)
     with pytest.raises(IndexError, match="index reaches outside its array"):
         backend.launch(S.scatter_indexed, 1, dst=dst, index=np.array([16]), src=src[:1], src_strides=(0,), shape=(1,),
+                       magic=(0,), shift=(0,), narrow=1,
                        conversion=element_conversion("uint32", "uint32"))
     tensor = np.ones(8, np.float32)
     tables = dict(chunk_tensor=np.array([0]), chunk_first=np.array([0]), chunk_count=np.array([8]),

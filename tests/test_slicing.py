@@ -15,7 +15,7 @@ from varstore.casting import element_conversion
 from varstore.dtypes import host_dtype
 from varstore.indexing import basic_region, broadcast_strides, c_strides
 from varstore.kernels.strided import copy_region, gather_indexed, scatter_indexed
-from varstore.regions import unravel_magic
+from varstore.regions import region_arguments, unravel_magic
 
 # ------------------------------------------------------------------ tier c
 CASES = [
@@ -87,7 +87,8 @@ def _check_converting_kernels(target, src_dtype, dst_dtype):
     words[:] = 0
     index = np.arange(n, dtype=np.int64) * 2 + 1
     run_kernel(target, scatter_indexed, n, dst=words, index=index, src=source_words(src, src_dtype, dst_dtype),
-               src_strides=(1,), shape=(n,), conversion=element_conversion(src_dtype, dst_dtype))
+               src_strides=(1,), shape=(n,), magic=(0,), shift=(0,), narrow=1,
+               conversion=element_conversion(src_dtype, dst_dtype))
     np.testing.assert_array_equal(words[1::2], expected, err_msg=f"{src_dtype} -> {dst_dtype} (indexed)")
 
 
@@ -265,14 +266,29 @@ def test_indexed_kernels(target, n):
     value = (np.arange(n, dtype=np.uint16) + 7)
     same = element_conversion("uint16", "uint16")
     run_kernel(target, scatter_indexed, n, dst=dst, index=unique, src=value, src_strides=(1,), shape=(n,),
-               conversion=same)
+               magic=(0,), shift=(0,), narrow=1, conversion=same)
     expected = np.zeros(2000, np.uint16)
     expected[unique] = value
     np.testing.assert_array_equal(dst, expected)
     dst[:] = 0
     run_kernel(target, scatter_indexed, n, dst=dst, index=unique, src=np.array([9], np.uint16), src_strides=(0,),
-               shape=(n,), conversion=same)  # a broadcast scalar
+               shape=(n,), magic=(0,), shift=(0,), narrow=1, conversion=same)  # a broadcast scalar
     assert (dst[unique] == 9).all() and dst.sum() == 9 * n
+    # An index of three axes and a source that broadcasts over the middle one: the
+    # kernel unravels j over the index's shape with the host's magic numbers.
+    for narrow in (1, 0):
+        shape = (3, 5, 7)
+        index = rng.permutation(2000)[:105].astype(np.int64).reshape(shape)
+        value = (np.arange(21, dtype=np.uint16) + 1).reshape(3, 1, 7)
+        axes = region_arguments(shape, broadcast_strides(value.shape, shape), broadcast_strides(value.shape, shape),
+                                narrow)
+        dst[:] = 0
+        run_kernel(target, scatter_indexed, index.size, dst=dst, index=index.reshape(-1), src=value.reshape(-1),
+                   src_strides=axes["src_strides"], shape=axes["shape"], magic=axes["magic"], shift=axes["shift"],
+                   narrow=narrow, conversion=same)
+        expected = np.zeros(2000, np.uint16)
+        expected[index] = value
+        np.testing.assert_array_equal(dst, expected)
 
 
 @st.composite
