@@ -156,7 +156,8 @@ def prefetch_for_write(typingctx, array, index):
     it never faults, so ``index`` may lie past the array's end. For the CPU loops, which
     take NumPy arrays: a strided row write reads every line it touches, and the
     hardware prefetcher does not follow it from one row (page) to the next."""
-    if not isinstance(array, types.Array) or not isinstance(index, types.Integer):
+    if not (isinstance(array, types.Array) and array.ndim == 1 and array.layout == "C"
+            and isinstance(index, types.Integer)):
         return None
 
     def codegen(context, builder, signature, args):

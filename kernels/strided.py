@@ -110,7 +110,9 @@ scatter_indexed = kernel("scatter_indexed", "scatter", convert_word,
                          (Scalar("src_strides", "axes"), Scalar("shape", "axes"), Scalar("magic", "axes"),
                           Scalar("shift", "axes"), Scalar("narrow", "u32"), _CONVERSION),
                          doc="dst[index[j]] = convert(src[<unravel(j over shape), src_strides>]): where an index "
-                             "repeats the last write wins on the CPU, one of them (unspecified) on a GPU.")
+                             "repeats the last write wins on the CPU, one of them (unspecified) on a GPU. The "
+                             "unravel is the region's (magic numbers; narrow when index and src have fewer than "
+                             "2**31 elements: dst is reached through the int64 index).")
 gather_indexed = kernel("gather_indexed", "gather", same_word,
                         (Array("dst", "out", words=UNSIGNED), Array("index", word="int64"),
                          Array("src", words=UNSIGNED)),

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import math
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -13,9 +13,8 @@ from varstore.backends.numpy import NumpyBackend
 from varstore.casting import element_conversion
 from varstore.kernels import cast as K
 from varstore.kernels.launch import (
-    ELEMENTS_PER_SECOND,
+    MAX_HANDOFF_SECONDS,
     MIN_CPU_CHUNK,
-    SHARE_PER_HANDOFF,
     SIMULATOR_GEOMETRY,
     cpu_chunk_minimum,
     cpu_chunks,
@@ -35,35 +34,53 @@ def test_cpu_chunks_cover_the_range(n, workers):
         assert all(stop - start >= MIN_CPU_CHUNK // 2 for start, stop in chunks[:-1])
 
 
-def test_the_chunk_minimum_grows_with_the_hand_off():
-    assert cpu_chunk_minimum(0.0) == MIN_CPU_CHUNK  # (never below the floor)
-    assert cpu_chunk_minimum(1e-6) == MIN_CPU_CHUNK
-    assert cpu_chunk_minimum(1e-4) == math.ceil(1e-4 * SHARE_PER_HANDOFF * ELEMENTS_PER_SECOND) > MIN_CPU_CHUNK
-    assert cpu_chunk_minimum(2e-4) > cpu_chunk_minimum(1e-4)
-    for bad in (float("nan"), float("inf"), -1e-6):
+def test_the_chunk_minimum_weighs_the_hand_off_against_the_loops_rate():
+    assert cpu_chunk_minimum(0.0, 1e-9) == MIN_CPU_CHUNK  # (never below the floor)
+    assert cpu_chunk_minimum(1e-6, 1e-9) == MIN_CPU_CHUNK
+    assert cpu_chunk_minimum(1e-4, 1e-9) == 200_000  # each share worth two hand-offs
+    assert cpu_chunk_minimum(1e-4, 5e-9) == MIN_CPU_CHUNK  # a slower loop shares sooner
+    assert cpu_chunk_minimum(1e-4, 1e-10) == 2_000_000
+    assert cpu_chunk_minimum(1.0, 1e-9) == cpu_chunk_minimum(MAX_HANDOFF_SECONDS, 1e-9) == 500_000  # (capped)
+    assert cpu_chunk_minimum(1e-4, 0.0) > 10**10  # a loop too fast to time stays on one thread
+    for bad in (float("nan"), float("inf"), -1e-6, "1e-4", None):
         with pytest.raises(ValueError, match="hand-off time"):
-            cpu_chunk_minimum(bad)
+            cpu_chunk_minimum(bad, 1e-9)
+        with pytest.raises(ValueError, match="time per element"):
+            cpu_chunk_minimum(1e-4, bad)
 
 
-def test_a_slow_hand_off_keeps_mid_sized_launches_on_one_thread(monkeypatch):
-    """The backend measures its pool's round trip at the first launch large enough to
-    split, and splits only launches whose threads each get their share's worth."""
-    import varstore.backends.numpy as numpy_backend
-
+def test_a_launch_goes_to_threads_when_each_share_is_worth_the_hand_off(monkeypatch):
+    """With a slow hand-off (100 µs), a mid-sized launch runs on one thread and is timed;
+    the measured rate then decides: a loop at 1 ns per element shares from 2 x 200,000
+    elements; a launch far above what a copy's rate needs shares before any timing."""
     monkeypatch.setenv("VARSTORE_NUM_THREADS", "2")
     backend = NumpyBackend()
-    monkeypatch.setattr(numpy_backend, "_handoff_seconds", lambda pool: 1e-4)
-    minimum = cpu_chunk_minimum(1e-4)
+    backend._handoff = 1e-4
     runs = []
     record_cpu_runs(monkeypatch, K.encode_f32, runs)
-    for n, split in ((2 * MIN_CPU_CHUNK + 1, False), (2 * minimum - 64, False), (2 * minimum + 64, True)):
+
+    def launch(n):
         x = np.arange(n, dtype=np.float32)
         out = np.empty(n, np.uint16)
         runs.clear()
         backend.launch(K.encode_f32, n, src=x.view(np.uint32), dst=out, fmt=K.BFLOAT16)
-        assert (len(runs) == 2) == split, (n, runs)
         assert sorted(runs)[0][0] == 0 and sorted(runs)[-1][1] == n
-    assert backend._chunk_minimum() == minimum
+        np.testing.assert_array_equal(out, x.astype(ml_dtypes.bfloat16).view(np.uint16))
+        return len(runs)
+
+    assert launch(2 * MIN_CPU_CHUNK + 1) == 1  # not timed yet: a copy's rate, one thread
+    key = next(k for (kernel, k) in backend._rates if kernel is K.encode_f32)
+    assert backend._rates[(K.encode_f32, key)] > 0  # ... and now timed
+    backend._rates[(K.encode_f32, key)] = 1e-9
+    assert launch(2 * 200_000 - 64) == 1
+    assert backend._rates[(K.encode_f32, key)] != 1e-9  # (timed again: the last run alone decides)
+    backend._rates[(K.encode_f32, key)] = 1e-9
+    assert launch(2 * 200_000 + 64) == 2
+    assert backend._rates[(K.encode_f32, key)] == 1e-9  # (a split launch is not timed)
+    backend._rates.clear()
+    assert launch(2 * 2_000_000 + 64) == 2  # large enough at any rate: not timed first
+    assert not backend._rates
+    backend._pool.shutdown()
 
 
 def test_the_hand_off_is_measured_on_the_pool():
@@ -94,7 +111,7 @@ def test_threaded_launch_equals_serial(monkeypatch, workers):
     serial._cpu_workers()  # (read now: the variable changes below)
     monkeypatch.setenv("VARSTORE_NUM_THREADS", str(workers))
     threaded = NumpyBackend()
-    threaded._min_chunk = MIN_CPU_CHUNK  # (not this machine's measured hand-off)
+    threaded._handoff = 0.0  # (a free hand-off: chunks of MIN_CPU_CHUNK, whatever this machine measures)
     rng = np.random.default_rng(0)
     n = 3 * MIN_CPU_CHUNK + 5
     x = rng.standard_normal(n).astype(np.float32) * 1000
@@ -180,6 +197,10 @@ def test_cpu_loops_refuse_regions_and_indices_outside_their_arrays():
         backend.launch(S.scatter_indexed, 1, dst=dst, index=np.array([16]), src=src[:1], src_strides=(0,), shape=(1,),
                        magic=(0,), shift=(0,), narrow=1,
                        conversion=element_conversion("uint32", "uint32"))
+    with pytest.raises(IndexError, match="source region reaches outside its array"):  # 5 elements of a 4
+        backend.launch(S.scatter_indexed, 5, dst=dst, index=np.arange(5), src=src, src_strides=(1,), shape=(5,),
+                       magic=(0,), shift=(0,), narrow=1, conversion=element_conversion("uint32", "uint32"))
+    assert dst[:5].tolist() == [3, 2, 1, 0, 0]  # (nothing written)
     tensor = np.ones(8, np.float32)
     tables = dict(chunk_tensor=np.array([0]), chunk_first=np.array([0]), chunk_count=np.array([8]),
                   tensor_address=np.array([tensor.__array_interface__["data"][0]], np.uint64),
@@ -205,7 +226,7 @@ def test_region_writes_split_by_whole_rows(monkeypatch, workers, key):
     backend = backends.get("numpy")
     monkeypatch.setattr(backend, "_workers", None)  # (read again: the variable changed)
     monkeypatch.setattr(backend, "_pool", None)
-    monkeypatch.setattr(backend, "_min_chunk", MIN_CPU_CHUNK)  # (not this machine's measured hand-off)
+    monkeypatch.setattr(backend, "_handoff", 0.0)  # (a free hand-off: chunks of MIN_CPU_CHUNK)
     monkeypatch.setattr(backend, "_loops", {})  # (compiled loops looked up again: recorded below)
     store = vs.VariableStore(device="cpu")
     shape = (1200, 700)

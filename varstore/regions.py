@@ -124,7 +124,7 @@ def write_indexed(backend, storage, dtype: str, index, value, value_dtype: str) 
     if index.size == 0:
         return
     shape, src_strides = _axes(index.shape, broadcast_strides(value.shape, index.shape))
-    axes = region_arguments(shape, src_strides, src_strides, int(index.size < 2**31 and value.size < 2**31))
+    axes = region_arguments(shape, src_strides, src_strides, _narrow(index, value))  # (dst: indexed in int64)
     device_index = backend.from_host(index.reshape(-1), backend.device_of(storage))
     backend.launch(kernels.strided.scatter_indexed, index.size, dst=destination_words(storage), index=device_index,
                    src=source_words(value, value_dtype, dtype), src_strides=axes["src_strides"], shape=axes["shape"],

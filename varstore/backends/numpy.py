@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..dtypes import WORD_DTYPES, host_dtype
-from ..kernels.launch import MIN_CPU_CHUNK, cpu_chunk_minimum, cpu_chunks, cpu_workers
+from ..kernels.launch import FASTEST_SECONDS_PER_ELEMENT, MIN_CPU_CHUNK, cpu_chunk_minimum, cpu_chunks, cpu_workers
 from .base import EXACT_OVERLAP_WORK, Backend, is_device_array
 
 #: How a template's CPU loop splits over threads: by element ranges, by whole rows of a
@@ -40,7 +40,8 @@ class NumpyBackend(Backend):
         self._loops: dict = {}  # (kernel, bind key) -> compiled CPU loop
         self._pool = None
         self._pool_lock = threading.Lock()
-        self._min_chunk = None  # elements per thread worth a hand-off (measured with the pool)
+        self._handoff = None  # seconds to hand the pool a task and get its result (measured once)
+        self._rates: dict = {}  # (kernel, bind key) -> seconds per element of the loop on one thread
 
     def devices(self) -> list[str]:
         return ["cpu"]
@@ -91,10 +92,16 @@ class NumpyBackend(Backend):
         if loop is None:
             loop = self._loops[(kernel, key)] = kernel.loop_for("cpu", key, args)[0]
         split = SPLIT.get(kernel.template)
-        if not self._splits(split, n, args):
+        elements = _elements(split, n, args) if split is not None and self._cpu_workers() > 1 else 0
+        if elements < 2 * MIN_CPU_CHUNK:
             loop(0, n, *values)  # in this thread: handing small work to the pool costs more
             return
-        minimum = self._chunk_minimum()
+        minimum = self._chunk_minimum(kernel, key)
+        if elements < 2 * minimum:  # in this thread, timed: the time decides the next launches
+            started = time.perf_counter()
+            loop(0, n, *values)
+            self._rates[(kernel, key)] = (time.perf_counter() - started) / elements
+            return
         if split == "elements":
             ranges = cpu_chunks(n, self._cpu_workers(), minimum)
         elif split == "rows":  # (the region loop takes whole rows of the last axis)
@@ -127,8 +134,9 @@ class NumpyBackend(Backend):
         return _same
 
     def bound_launch(self, kernel, n, args, given):
-        if not n or self._splits(SPLIT.get(kernel.template), n, args):
-            return super().bound_launch(kernel, n, args, given)  # (no work, or split over threads)
+        split = SPLIT.get(kernel.template)
+        if not n or (split is not None and self._cpu_workers() > 1 and _elements(split, n, args) >= 2 * MIN_CPU_CHUNK):
+            return super().bound_launch(kernel, n, args, given)  # (no work, or perhaps split over threads)
         key, values = kernel.bind(args, n)
         loop = self._loops.get((kernel, key))
         if loop is None:
@@ -147,22 +155,17 @@ class NumpyBackend(Backend):
                     self._pool = ThreadPoolExecutor(self._workers - 1, thread_name_prefix="varstore")
         return self._pool
 
-    def _splits(self, split, n: int, args: dict) -> bool:
-        """Whether a launch goes to several threads: its elements fill two chunks."""
-        if split is None or self._cpu_workers() == 1:
-            return False
-        elements = _elements(split, n, args)
-        return elements >= 2 * MIN_CPU_CHUNK and elements >= 2 * self._chunk_minimum()
-
-    def _chunk_minimum(self) -> int:
-        """Elements per thread worth a hand-off, from the pool's measured round trip
-        (``kernels.launch.cpu_chunk_minimum``), the first time a launch is large enough."""
-        if self._min_chunk is None:
+    def _chunk_minimum(self, kernel, key) -> int:
+        """Elements per thread worth a hand-off for the loop of ``(kernel, key)``
+        (``kernels.launch.cpu_chunk_minimum``): from the pool's round trip, measured at
+        the first launch large enough, and the loop's rate on one thread, measured at its
+        last launch that ran on one (a copy's rate before the first)."""
+        if self._handoff is None:
             pool = self._thread_pool()
             with self._pool_lock:
-                if self._min_chunk is None:
-                    self._min_chunk = cpu_chunk_minimum(_handoff_seconds(pool))
-        return self._min_chunk
+                if self._handoff is None:
+                    self._handoff = _handoff_seconds(pool)
+        return cpu_chunk_minimum(self._handoff, self._rates.get((kernel, key), FASTEST_SECONDS_PER_ELEMENT))
 
     def present(self, storage, dtype):
         if dtype in WORD_DTYPES:
@@ -209,8 +212,8 @@ def _elements(split: str, n: int, args: dict) -> int:
 
 
 def _handoff_seconds(pool, rounds: int = 7) -> float:
-    """The median time to hand ``pool`` a task that does nothing and get its result
-    (after one round that starts the thread): about 0.1 ms in all."""
+    """The median time to hand ``pool`` a task that does nothing and get its result,
+    after one round that starts the thread: 8 round trips, well under a millisecond."""
     pool.submit(int).result()
     times = []
     for _ in range(rounds):
