@@ -4,7 +4,6 @@ the GIL), and the flat parameter list of a CUDA launch."""
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
@@ -25,33 +24,9 @@ def grid_for(n: int, sm_count: int, simulator: bool = False) -> tuple[int, int]:
     return min(blocks, max(int(sm_count), 1) * BLOCKS_PER_SM), THREADS_PER_BLOCK
 
 
-# A CPU launch goes to several threads only when each thread's share of it takes at least
-# SHARE_PER_HANDOFF times the time to hand a task to a pool thread and get its result
-# back (measured once per process: a few µs on a workstation, 40-80 µs on a virtual
-# machine, which wakes an idle core by an interrupt), at the loop's own rate, measured on
-# one thread; and holds at least MIN_CPU_CHUNK elements. Twice, because two threads on
-# memory-bound work do not halve it: on a 2-core VM the strided write
-# ``v[::2, 1::3] = b`` of 174,592 elements took 195 µs on one thread, as long on two.
+# Below this many elements per thread, handing work to another thread costs more than it
+# saves (a few microseconds per task against about 0.7 ns per element).
 MIN_CPU_CHUNK = 1 << 16
-SHARE_PER_HANDOFF = 2.0
-# The rate assumed for a loop not yet timed (about a copy's, in cache), and the longest
-# hand-off believed (a longer reading was disturbed, by another thread holding the GIL).
-FASTEST_SECONDS_PER_ELEMENT = 1e-10
-MAX_HANDOFF_SECONDS = 250e-6
-
-
-def cpu_chunk_minimum(handoff_seconds: float, seconds_per_element: float) -> int:
-    """Elements per thread below which a launch stays on one thread, for a loop that takes
-    ``seconds_per_element`` on one thread where a hand-off to the pool takes
-    ``handoff_seconds``."""
-    for name, value in (("hand-off time", handoff_seconds), ("time per element", seconds_per_element)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            raise ValueError(f"cpu_chunk_minimum: the {name} must be a finite number of seconds >= 0, "
-                             f"got {value!r}.")
-    wanted = min(handoff_seconds, MAX_HANDOFF_SECONDS) * SHARE_PER_HANDOFF
-    if wanted == 0:
-        return MIN_CPU_CHUNK
-    return max(MIN_CPU_CHUNK, math.ceil(wanted / max(seconds_per_element, 1e-15)))
 
 
 def cpu_workers() -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 
-import ml_dtypes
 import numpy as np
 import pytest
 
@@ -12,14 +11,7 @@ from helpers import SIMULATOR, cuda_reason, record_cpu_runs, run_kernel
 from varstore.backends.numpy import NumpyBackend
 from varstore.casting import element_conversion
 from varstore.kernels import cast as K
-from varstore.kernels.launch import (
-    MAX_HANDOFF_SECONDS,
-    MIN_CPU_CHUNK,
-    SIMULATOR_GEOMETRY,
-    cpu_chunk_minimum,
-    cpu_chunks,
-    grid_for,
-)
+from varstore.kernels.launch import MIN_CPU_CHUNK, SIMULATOR_GEOMETRY, cpu_chunks, grid_for
 
 
 @pytest.mark.parametrize("n", [0, 1, MIN_CPU_CHUNK, 2 * MIN_CPU_CHUNK - 1, 2 * MIN_CPU_CHUNK + 3, 10**7 + 1])
@@ -32,69 +24,6 @@ def test_cpu_chunks_cover_the_range(n, workers):
     assert all(start % 64 == 0 for start, _ in chunks)
     if len(chunks) > 1:
         assert all(stop - start >= MIN_CPU_CHUNK // 2 for start, stop in chunks[:-1])
-
-
-def test_the_chunk_minimum_weighs_the_hand_off_against_the_loops_rate():
-    assert cpu_chunk_minimum(0.0, 1e-9) == MIN_CPU_CHUNK  # (never below the floor)
-    assert cpu_chunk_minimum(1e-6, 1e-9) == MIN_CPU_CHUNK
-    assert cpu_chunk_minimum(1e-4, 1e-9) == 200_000  # each share worth two hand-offs
-    assert cpu_chunk_minimum(1e-4, 5e-9) == MIN_CPU_CHUNK  # a slower loop shares sooner
-    assert cpu_chunk_minimum(1e-4, 1e-10) == 2_000_000
-    assert cpu_chunk_minimum(1.0, 1e-9) == cpu_chunk_minimum(MAX_HANDOFF_SECONDS, 1e-9) == 500_000  # (capped)
-    assert cpu_chunk_minimum(1e-4, 0.0) > 10**10  # a loop too fast to time stays on one thread
-    for bad in (float("nan"), float("inf"), -1e-6, "1e-4", None):
-        with pytest.raises(ValueError, match="hand-off time"):
-            cpu_chunk_minimum(bad, 1e-9)
-        with pytest.raises(ValueError, match="time per element"):
-            cpu_chunk_minimum(1e-4, bad)
-
-
-def test_a_launch_goes_to_threads_when_each_share_is_worth_the_hand_off(monkeypatch):
-    """With a slow hand-off (100 µs), a mid-sized launch runs on one thread and is timed;
-    the measured rate then decides: a loop at 1 ns per element shares from 2 x 200,000
-    elements; a launch far above what a copy's rate needs shares before any timing."""
-    monkeypatch.setenv("VARSTORE_NUM_THREADS", "2")
-    backend = NumpyBackend()
-    backend._handoff = 1e-4
-    runs = []
-    record_cpu_runs(monkeypatch, K.encode_f32, runs)
-
-    def launch(n):
-        x = np.arange(n, dtype=np.float32)
-        out = np.empty(n, np.uint16)
-        runs.clear()
-        backend.launch(K.encode_f32, n, src=x.view(np.uint32), dst=out, fmt=K.BFLOAT16)
-        assert sorted(runs)[0][0] == 0 and sorted(runs)[-1][1] == n
-        np.testing.assert_array_equal(out, x.astype(ml_dtypes.bfloat16).view(np.uint16))
-        return len(runs)
-
-    assert launch(2 * MIN_CPU_CHUNK + 1) == 1  # not timed yet: a copy's rate, one thread
-    key = next(k for (kernel, k) in backend._rates if kernel is K.encode_f32)
-    assert backend._rates[(K.encode_f32, key)] > 0  # ... and now timed
-    backend._rates[(K.encode_f32, key)] = 1e-9
-    assert launch(2 * 200_000 - 64) == 1
-    assert backend._rates[(K.encode_f32, key)] != 1e-9  # (timed again: the last run alone decides)
-    backend._rates[(K.encode_f32, key)] = 1e-9
-    assert launch(2 * 200_000 + 64) == 2
-    assert backend._rates[(K.encode_f32, key)] == 1e-9  # (a split launch is not timed)
-    backend._rates.clear()
-    assert launch(2 * 2_000_000 + 64) == 2  # large enough at any rate: not timed first
-    assert not backend._rates
-    backend._pool.shutdown()
-
-
-def test_the_hand_off_is_measured_on_the_pool():
-    from concurrent.futures import ThreadPoolExecutor
-
-    import varstore.backends.numpy as numpy_backend
-
-    calls = []
-    with ThreadPoolExecutor(1) as pool:
-        real_submit = pool.submit
-        pool.submit = lambda fn, *a: calls.append(fn) or real_submit(fn, *a)
-        seconds = numpy_backend._handoff_seconds(pool, rounds=5)
-    assert len(calls) == 6  # a round that starts the thread, then the measured ones
-    assert 0 < seconds < 1.0
 
 
 def test_grid_geometry():
@@ -111,7 +40,6 @@ def test_threaded_launch_equals_serial(monkeypatch, workers):
     serial._cpu_workers()  # (read now: the variable changes below)
     monkeypatch.setenv("VARSTORE_NUM_THREADS", str(workers))
     threaded = NumpyBackend()
-    threaded._handoff = 0.0  # (a free hand-off: chunks of MIN_CPU_CHUNK, whatever this machine measures)
     rng = np.random.default_rng(0)
     n = 3 * MIN_CPU_CHUNK + 5
     x = rng.standard_normal(n).astype(np.float32) * 1000
@@ -226,7 +154,6 @@ def test_region_writes_split_by_whole_rows(monkeypatch, workers, key):
     backend = backends.get("numpy")
     monkeypatch.setattr(backend, "_workers", None)  # (read again: the variable changed)
     monkeypatch.setattr(backend, "_pool", None)
-    monkeypatch.setattr(backend, "_handoff", 0.0)  # (a free hand-off: chunks of MIN_CPU_CHUNK)
     monkeypatch.setattr(backend, "_loops", {})  # (compiled loops looked up again: recorded below)
     store = vs.VariableStore(device="cpu")
     shape = (1200, 700)

@@ -127,7 +127,6 @@ def test_a_threaded_cpu_launch_splits_at_chunk_boundaries_and_equals_serial(monk
     serial_backend._cpu_workers()  # (read now: the variable changes below)
     monkeypatch.setenv("VARSTORE_NUM_THREADS", "3")
     backend = NumpyBackend()
-    backend._handoff = 0.0  # (a free hand-off: chunks of MIN_CPU_CHUNK, whatever this machine measures)
     rng = np.random.default_rng(1)
     sizes = [3 * MIN_CPU_CHUNK + 11, 5, MIN_CPU_CHUNK - 1, 2 * K.CHUNK + 7]
     tensors = [rng.standard_normal(s).astype(np.float32) for s in sizes]

@@ -7,15 +7,13 @@ import functools
 import math
 import operator
 import os
-import statistics
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..dtypes import WORD_DTYPES, host_dtype
-from ..kernels.launch import FASTEST_SECONDS_PER_ELEMENT, MIN_CPU_CHUNK, cpu_chunk_minimum, cpu_chunks, cpu_workers
+from ..kernels.launch import MIN_CPU_CHUNK, cpu_chunks, cpu_workers
 from .base import EXACT_OVERLAP_WORK, Backend, is_device_array
 
 #: How a template's CPU loop splits over threads: by element ranges, by whole rows of a
@@ -40,8 +38,6 @@ class NumpyBackend(Backend):
         self._loops: dict = {}  # (kernel, bind key) -> compiled CPU loop
         self._pool = None
         self._pool_lock = threading.Lock()
-        self._handoff = None  # seconds to hand the pool a task and get its result (measured once)
-        self._rates: dict = {}  # (kernel, bind key) -> seconds per element of the loop on one thread
 
     def devices(self) -> list[str]:
         return ["cpu"]
@@ -92,26 +88,19 @@ class NumpyBackend(Backend):
         if loop is None:
             loop = self._loops[(kernel, key)] = kernel.loop_for("cpu", key, args)[0]
         split = SPLIT.get(kernel.template)
-        elements = _elements(split, n, args) if split is not None and self._cpu_workers() > 1 else 0
-        if elements < 2 * MIN_CPU_CHUNK:
+        if split is None or _elements(split, n, args) < 2 * MIN_CPU_CHUNK:
             loop(0, n, *values)  # in this thread: handing small work to the pool costs more
             return
-        minimum = self._chunk_minimum(kernel, key)
-        if elements < 2 * minimum:  # in this thread, timed: the time decides the next launches
-            started = time.perf_counter()
-            loop(0, n, *values)
-            self._rates[(kernel, key)] = (time.perf_counter() - started) / elements
-            return
         if split == "elements":
-            ranges = cpu_chunks(n, self._cpu_workers(), minimum)
+            ranges = cpu_chunks(n, self._cpu_workers())
         elif split == "rows":  # (the region loop takes whole rows of the last axis)
             inner = int(args["shape"][-1])
             ranges = [(start * inner, stop * inner) for start, stop in cpu_chunks(n // inner, self._cpu_workers(),
-                                                                                   minimum=-(-minimum // inner))]
+                                                                                   minimum=-(-MIN_CPU_CHUNK // inner))]
         else:  # whole chunks of a multi-tensor table, split where the elements split
             first = args["chunk_first"]
             total = int(first[-1] + args["chunk_count"][-1])
-            starts = [start for start, _ in cpu_chunks(total, self._cpu_workers(), minimum)]
+            starts = [start for start, _ in cpu_chunks(total, self._cpu_workers())]
             bounds = np.searchsorted(first, starts + [total])
             ranges = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
         if len(ranges) == 1:
@@ -135,8 +124,8 @@ class NumpyBackend(Backend):
 
     def bound_launch(self, kernel, n, args, given):
         split = SPLIT.get(kernel.template)
-        if not n or (split is not None and self._cpu_workers() > 1 and _elements(split, n, args) >= 2 * MIN_CPU_CHUNK):
-            return super().bound_launch(kernel, n, args, given)  # (no work, or perhaps split over threads)
+        if not n or (split is not None and _elements(split, n, args) >= 2 * MIN_CPU_CHUNK):
+            return super().bound_launch(kernel, n, args, given)  # (no work, or split over threads)
         key, values = kernel.bind(args, n)
         loop = self._loops.get((kernel, key))
         if loop is None:
@@ -154,18 +143,6 @@ class NumpyBackend(Backend):
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(self._workers - 1, thread_name_prefix="varstore")
         return self._pool
-
-    def _chunk_minimum(self, kernel, key) -> int:
-        """Elements per thread worth a hand-off for the loop of ``(kernel, key)``
-        (``kernels.launch.cpu_chunk_minimum``): from the pool's round trip, measured at
-        the first launch large enough, and the loop's rate on one thread, measured at its
-        last launch that ran on one (a copy's rate before the first)."""
-        if self._handoff is None:
-            pool = self._thread_pool()
-            with self._pool_lock:
-                if self._handoff is None:
-                    self._handoff = _handoff_seconds(pool)
-        return cpu_chunk_minimum(self._handoff, self._rates.get((kernel, key), FASTEST_SECONDS_PER_ELEMENT))
 
     def present(self, storage, dtype):
         if dtype in WORD_DTYPES:
@@ -209,18 +186,6 @@ def _elements(split: str, n: int, args: dict) -> int:
     if split != "chunks" or not n:
         return n
     return int(args["chunk_first"][n - 1] + args["chunk_count"][n - 1])
-
-
-def _handoff_seconds(pool, rounds: int = 7) -> float:
-    """The median time to hand ``pool`` a task that does nothing and get its result,
-    after one round that starts the thread: 8 round trips, well under a millisecond."""
-    pool.submit(int).result()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        pool.submit(int).result()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _bound_call(loop, n: int, names: tuple, values: tuple, given: tuple):
