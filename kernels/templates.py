@@ -224,7 +224,7 @@ def _region_cpu_loop(src: _Source) -> list[str]:
         f"_inner = shape[{last}]",
         f"_dst_step = uint64(dst_strides[{last}])",
         f"_src_step = uint64(src_strides[{last}])",
-        f"_near = {row_bytes} <= {NEXT_ROW_BYTES}",
+        *([f"_near = {row_bytes} <= {NEXT_ROW_BYTES}"] if src.kernel.options.get("unroll") else []),
         "_rows = stop // _inner",
         "for _r in range(start // _inner, _rows):",
         *_indent(_region_unravel("_r", last), 1),
