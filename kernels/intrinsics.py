@@ -12,6 +12,12 @@ CUDA, and the simulator, which runs the CPU build).
   through a precomputed "magic" multiplier needs (``varstore.regions.division_magic``):
   numba would widen a 32-bit product to 64 bits and shift it, and has no 128-bit
   integers. On a GPU one ``mul.hi.u32`` / ``mul.hi.u64``, on x86 one ``mul``.
+- ``mulwide32``: the whole 64-bit product of two uint32 values (Philox's rounds). From
+  the generic form (zero-extend, multiply) NVVM emits one ``mul.wide.u32`` only while it
+  still sees the zero-extensions: where an operand is the low word of a 64-bit value
+  (the element's index, in a grid-stride loop), LLVM rewrites ``zext(trunc(x))`` as
+  ``x & 0xFFFFFFFF`` and multiplies in 64 bits (``mul.lo.s64``: three multiplies on a
+  GPU). On a GPU it is the instruction itself, as inline PTX.
 - ``prefetch_for_write``: a write hint for a NumPy array's element (CPU loops only).
 - ``fma``: NVVM fuses ``a * b + c`` into one fused multiply-add by default and the CPU does
   not, so the same source would round differently on the two targets. Element functions
@@ -94,6 +100,21 @@ def _mulhi(bits: int):
         return builder.trunc(builder.lshr(product, wide(bits)), a.type)
 
     return codegen
+
+
+@intrinsic
+def mulwide32(typingctx, a, b):
+    """``a * b`` of two uint32 values as a uint64, as one 32x32 -> 64 multiply."""
+
+    def codegen(context, builder, signature, args):
+        a, b = (context.cast(builder, v, t, types.uint32) for v, t in zip(args, signature.args, strict=True))
+        wide = ir.IntType(64)
+        if builder.module.triple.startswith("nvptx"):
+            return builder.asm(ir.FunctionType(wide, [a.type, b.type]), "mul.wide.u32 $0, $1, $2;", "=l,r,r",
+                               [a, b], False)
+        return builder.mul(builder.zext(a, wide), builder.zext(b, wide))
+
+    return types.uint64(a, b), codegen
 
 
 @intrinsic

@@ -11,6 +11,7 @@ from __future__ import annotations
 from numba import uint32, uint64
 
 from ._targets import element
+from .intrinsics import mulwide32
 
 U32 = uint32
 U64 = uint64
@@ -24,7 +25,7 @@ PHILOX_W1 = 0xBB67AE85
 @element
 def mulhilo32(a, b):
     """(high, low) 32-bit halves of the 64-bit product of two uint32 (one mul.wide.u32)."""
-    product = U64(U64(U32(a)) * U64(U32(b)))
+    product = mulwide32(a, b)
     return U32(product >> U64(32)), U32(product)
 
 

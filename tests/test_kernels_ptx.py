@@ -288,3 +288,69 @@ def test_wide_loops_link_without_spills():
         report = cubin_resources(loop.ptx, 9, 0)
         assert report["spill_stores"] == 0 and report["spill_loads"] == 0, (kernel.name, report)
         assert 0 < report["registers"] <= 128, (kernel.name, report)
+
+
+# ------------------------------------------------------------------ index math
+# 64-bit multiplies (three IMADs each on a GPU) and integer division, of any width.
+WIDE_MULTIPLY_OR_DIVISION = re.compile(r"\b(?:mul\.lo\.[su]64|mad\.lo\.[su]64|(?:div|rem)\.[su](?:32|64))\b")
+
+
+def _loops(ptx: str) -> list[list[str]]:
+    """The loops of a kernel's PTX that load or store global memory (the per-element
+    work), each as the lines of its basic blocks: the cycles (strongly connected
+    components) of the control-flow graph, wherever the blocks are laid out."""
+    blocks, jumps, falls, labels = [[]], [[]], [True], {}
+    for line in ptx[ptx.index(".entry "):].splitlines():
+        text = line.strip()
+        label = re.fullmatch(r"(\$L__BB\d+_\d+):", text)
+        if label:
+            if blocks[-1]:
+                blocks.append([]), jumps.append([]), falls.append(True)
+            labels[label.group(1)] = len(blocks) - 1
+            continue
+        blocks[-1].append(text)
+        target = re.search(r"\bbra(?:\.uni)?\s+(\$L__BB\d+_\d+);", text)
+        if target or re.match(r"(?:@!?%p\d+\s+)?(?:ret|exit);", text):
+            jumps[-1] += [target.group(1)] if target else []
+            falls[-1] = text.startswith("@")  # a conditional branch also falls through
+            blocks.append([]), jumps.append([]), falls.append(True)
+    successors = [[labels[t] for t in jumps[v]] + ([v + 1] if falls[v] and v + 1 < len(blocks) else [])
+                  for v in range(len(blocks))]
+    order, low, stack, components = {}, {}, [], []
+
+    def visit(v):  # Tarjan's strongly connected components
+        order[v] = low[v] = len(order)
+        stack.append(v)
+        for w in successors[v]:
+            if w not in order:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], order[w])
+        if low[v] == order[v]:
+            components.append(stack[stack.index(v):])
+            del stack[stack.index(v):]
+
+    for v in range(len(blocks)):
+        if v not in order:
+            visit(v)
+    bodies = [[line for v in sorted(c) for line in blocks[v]] for c in components
+              if len(c) > 1 or c[0] in successors[c[0]]]
+    return [body for body in bodies if any(re.search(r"\b(?:ld|st)\.global\.", line) for line in body)]
+
+
+@needs_nvvm
+@pytest.mark.parametrize("kernel", [k for k in ALL_KERNELS if k.template == "elementwise"
+                                    and not any(a.step for a in k.arrays)], ids=lambda k: k.name)
+def test_elementwise_loops_index_without_64bit_multiplies(kernel):
+    """The per-element loops of the elementwise kernels (the wide groups, the scalar head
+    and tail) walk their arrays with running 64-bit addresses, one add each per trip:
+    no 64-bit multiply and no division. The random fills had one 64-bit multiply per
+    Philox call until its rounds multiplied through ``intrinsics.mulwide32``: LLVM turned
+    the multiply of the index's low word into a 64x64 one."""
+    for spec in kernel.examples():
+        loops = _loops(_ptx(kernel, spec).ptx)
+        assert loops, (kernel.name, spec)
+        for body in loops:
+            found = WIDE_MULTIPLY_OR_DIVISION.findall("\n".join(body))
+            assert found == [], (kernel.name, spec, found)
