@@ -205,25 +205,40 @@ def prepared_cast(backend, src, src_dtype: str, dst_dtype: str, device: str):
     kernel, src_view, dst_view, scalars = _plan(src_dtype, dst_dtype)
     shape, n = src.shape, src.size
     storage = storage_dtype(dst_dtype)
-    present = backend.present
-    if src_dtype == dst_dtype or kernel is None or n == 0 or dst_view is None or dst_view != storage:
+    if src_dtype == dst_dtype or kernel is None or n == 0:
         # (the same dtype is a copy, bits kept: the plan's kernel is for other dtypes)
-        return lambda: present(cast(backend, src, src_dtype, dst_dtype, device), dst_dtype)
+        allocate = backend.allocator(shape, storage, device)
+        present = backend.presenter(dst_dtype)
+
+        def convert():
+            out = allocate()
+            cast_into(backend, src, src_dtype, out, dst_dtype)
+            return present(out)
+
+        return convert
     flat_src = src.reshape(-1)
     if src_view is not None and flat_src.dtype != src_view:
         flat_src = flat_src.view(src_view)
     allocate = backend.allocator((n,), storage, device)
-    run = backend.bound_launch(kernel, n, {"src": flat_src, "dst": allocate(), **scalars}, "dst")
+    word = storage if dst_view is None else np.dtype(dst_view)  # the kernel's view of the output
+    sample = allocate()
+    run = backend.bound_launch(kernel, n, {"src": flat_src, "dst": sample if word == storage else sample.view(word),
+                                           **scalars}, "dst")
     present = backend.presenter(dst_dtype)
-    if len(shape) == 1:
+    if word == storage and len(shape) == 1:
         def convert():
             out = allocate()
             run(out)
             return present(out)
-    else:
+    elif word == storage:
         def convert():
             out = allocate()
             run(out)
+            return present(out.reshape(shape))
+    else:  # (a float32 or float64 output written as its bits by the decode kernels)
+        def convert():
+            out = allocate()
+            run(out.view(word))
             return present(out.reshape(shape))
 
     return convert

@@ -15,6 +15,7 @@ import numpy as np
 from ..dtypes import WORD_DTYPES, host_dtype
 from ..kernels.launch import MIN_CPU_CHUNK, cpu_chunks, cpu_workers
 from .base import EXACT_OVERLAP_WORK, Backend, is_device_array
+from .host_cache import HostCache, host_cache_limit
 
 #: How a template's CPU loop splits over threads: by element ranges, by whole rows of a
 #: region (a basic key's region never holds an element twice, so threads write apart),
@@ -35,6 +36,9 @@ class NumpyBackend(Backend):
         # The CPU loops release the GIL: large launches use threads. Read now, so that a
         # bad VARSTORE_NUM_THREADS is refused before any work, not in the middle of it.
         self._workers = cpu_workers()
+        # Large arrays returned call after call (prepared casts) reuse freed memory.
+        self.host_cache = HostCache(host_cache_limit(),
+                                    allocate=lambda nbytes: self.empty((nbytes,), np.dtype(np.uint8), "cpu"))
         self._loops: dict = {}  # (kernel, bind key) -> compiled CPU loop
         self._pool = None
         self._pool_lock = threading.Lock()
@@ -113,7 +117,10 @@ class NumpyBackend(Backend):
             task.result()
 
     def allocator(self, shape, dtype, device):
-        if math.prod(shape) * dtype.itemsize >= _CHECKED_BYTES:
+        nbytes = math.prod(shape) * dtype.itemsize
+        if self.host_cache.caches(nbytes):
+            return functools.partial(self.host_cache.empty, shape, dtype)
+        if nbytes >= _CHECKED_BYTES:
             return super().allocator(shape, dtype, device)  # (checked against available memory)
         return functools.partial(np.empty, shape, dtype)
 
