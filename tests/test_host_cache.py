@@ -10,9 +10,15 @@ import pytest
 
 import varstore as vs
 from varstore.backends import host_cache
-from varstore.backends.host_cache import MIN_BYTES, HostCache, host_cache_limit
+from varstore.backends.host_cache import HostCache, host_cache_limit
 
+MIN_BYTES = 1 << 20  # the tests' threshold (the library's is larger: less memory here)
 N = MIN_BYTES // 4  # float32 elements of the smallest cached array
+
+
+@pytest.fixture(autouse=True)
+def small_threshold(monkeypatch):
+    monkeypatch.setattr(host_cache, "MIN_BYTES", MIN_BYTES)
 
 
 def _address(array) -> int:

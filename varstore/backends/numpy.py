@@ -201,12 +201,24 @@ def _bound_call(loop, n: int, names: tuple, values: tuple, given: tuple):
     unknown = sorted(set(given) - set(names))
     if unknown:
         raise TypeError(f"bound_launch: {unknown} are not arguments of the loop (it takes {list(names)}).")
-    parameters = [f"g{given.index(name)}" if name in given else f"c{i}" for i, name in enumerate(names)]
-    signature = ", ".join(f"g{i}" for i in range(len(given)))
-    namespace = {"loop": loop, "n": n, **{f"c{i}": v for i, (name, v) in enumerate(zip(names, values, strict=True))
-                                          if name not in given}}  # (not the samples of the given ones)
-    exec(f"def run({signature}):\n    return loop(0, n, {', '.join(parameters)})", namespace)  # noqa: S102
-    return namespace["run"]
+    positions = tuple(given.index(name) if name in given else -1 for name in names)
+    fixed = [v for name, v in zip(names, values, strict=True) if name not in given]  # (not the given samples)
+    return _call_maker(positions, len(given))(loop, n, *fixed)
+
+
+@functools.lru_cache(maxsize=256)
+def _call_maker(positions: tuple, given: int):
+    """``make(loop, n, *fixed) -> run(*given)``, generated once per layout: argument ``i``
+    of the loop is the call's given argument ``positions[i]``, or (-1) the next fixed one
+    (generating the source per bind took most of a prepared cast's first call)."""
+    fixed = [f"c{i}" for i, p in enumerate(positions) if p < 0]
+    parameters = [f"g{p}" if p >= 0 else f"c{i}" for i, p in enumerate(positions)]
+    signature = ", ".join(f"g{i}" for i in range(given))
+    source = (f"def make(loop, n{''.join(', ' + c for c in fixed)}):\n"
+              f"    def run({signature}):\n        return loop(0, n, {', '.join(parameters)})\n    return run\n")
+    namespace: dict = {}
+    exec(source, namespace)  # noqa: S102
+    return namespace["make"]
 
 
 def _same(array):
