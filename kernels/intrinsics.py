@@ -105,6 +105,8 @@ def _mulhi(bits: int):
 @intrinsic
 def mulwide32(typingctx, a, b):
     """``a * b`` of two uint32 values as a uint64, as one 32x32 -> 64 multiply."""
+    if not (isinstance(a, types.Integer) and isinstance(b, types.Integer)):
+        return None  # (numba then reports the argument types it was given)
 
     def codegen(context, builder, signature, args):
         a, b = (context.cast(builder, v, t, types.uint32) for v, t in zip(args, signature.args, strict=True))

@@ -235,7 +235,7 @@ def prepared_cast(backend, src, src_dtype: str, dst_dtype: str, device: str):
             out = allocate()
             run(out)
             return present(out.reshape(shape))
-    else:  # (a float32 or float64 output written as its bits by the decode kernels)
+    else:  # (the kernel writes the output's words through a view: float16/float32 bits, ints, bools)
         def convert():
             out = allocate()
             run(out.view(word))
