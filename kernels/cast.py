@@ -346,12 +346,17 @@ float_to_uint64 = kernel("float_to_uint64", "elementwise", float_to_uint64_satur
                          (_FLOAT_IN, Array("dst", "out", words=("uint64",))),
                          doc="float32/float64 -> uint64, saturating.")
 accumulate = kernel("accumulate", "elementwise", add_in_format,
-                    (Array("dst", "inout", words=_SMALL), Array("src", step="src_step", words=_SMALL)),
-                    (Scalar("src_step", "i64"), Scalar("sign", "i64"), Scalar("fmt", "format")),
-                    doc="dst += sign * src in a small format (src_step 0: a one-element src).")
+                    (Array("dst", "inout", words=_SMALL), Array("src", words=_SMALL)),
+                    (Scalar("sign", "i64"), Scalar("fmt", "format")),
+                    doc="dst += sign * src in a small format, src of dst's size (wide accesses on a GPU).")
+accumulate_broadcast = kernel("accumulate_broadcast", "elementwise", add_in_format,
+                              (Array("dst", "inout", words=_SMALL), Array("src", step="src_step", words=_SMALL)),
+                              (Scalar("src_step", "i64"), Scalar("sign", "i64"), Scalar("fmt", "format")),
+                              doc="dst += sign * src[i * src_step] in a small format (src_step 0: a one-element "
+                                  "src; one element per access).")
 convert = kernel("convert", "elementwise", convert_word, (Array("src"), Array("dst", "out", words=UNSIGNED)),
                  (Scalar("conversion", "conversion"),),
                  doc="Any source -> the destination's words by a convert_word route (no temporary).")
 
 KERNELS = (encode_f32, encode_f64, decode, decode_f64, transcode, widen_f32, narrow_f64, float_to_int, float_to_uint64,
-           accumulate, convert)
+           accumulate, accumulate_broadcast, convert)

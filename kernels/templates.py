@@ -126,14 +126,18 @@ def _element_scalars(kernel, used: set) -> list[str]:
     return out
 
 
-def _elementwise_body(src: _Source, i: str) -> list[str]:
+def _elementwise_body(src: _Source, i: str, hoisted: bool = False) -> list[str]:
+    """One index's loads, call and stores; ``hoisted``: the stepped arrays' one element is
+    in the local ``_h_<name>`` (their steps are 0)."""
     kernel = src.kernel
     index = kernel.options.get("index")
     used = {a.step for a in kernel.arrays if a.step} | ({index} if index else set())
     values = [f"{index} + {i}"] if index else []
     out = None
     for a in loop_arrays(kernel):
-        if a.role in ("in", "inout"):
+        if a.role in ("in", "inout") and a.step and hoisted:
+            values.append(f"_h_{a.name}")
+        elif a.role in ("in", "inout"):
             at = f"{i} * {a.step}" if a.step else i
             values.append(src.load(a.name, at))
         if a.role in ("out", "inout"):
@@ -306,7 +310,15 @@ def cpu_source(kernel, spec) -> str:
     params = ", ".join(["start", "stop"] + [a.name for a in loop_arrays(kernel)] + list(kernel.scalar_names))
     body = src.type_values()
     if kernel.template == "elementwise":
-        body += ["for _i in range(start, stop):"] + _indent(_elementwise_body(src, "_i"), 1)
+        general = ["for _i in range(start, stop):"] + _indent(_elementwise_body(src, "_i"), 1)
+        stepped = [a for a in loop_arrays(kernel) if a.step]
+        if stepped:  # all steps 0 (scalar operands): each read once, so that LLVM vectorizes the loop
+            scalar = ["for _i in range(start, stop):"] + _indent(_elementwise_body(src, "_i", hoisted=True), 1)
+            body += [f"if start < stop and {' and '.join(f'{a.step} == 0' for a in stepped)}:",
+                     *_indent([f"_h_{a.name} = {src.load(a.name, '0')}" for a in stepped] + scalar, 1),
+                     "else:", *_indent(general, 1)]
+        else:
+            body += general
     elif kernel.template == "region":
         body += _region_cpu_loop(src)
     elif kernel.template == "scatter":  # in order: where an index repeats, the last write wins

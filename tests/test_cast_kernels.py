@@ -286,11 +286,12 @@ def test_accumulate_rounds_float32_sum_once(target, name, sign):
         expected = (decode_reference(a, name) + np.float32(sign) * decode_reference(b, name))
         expected = expected.astype(NUMPY_TYPES[name]).view(WORD[name])
     dst = a.copy()
-    run_kernel(target, K.accumulate, dst.size, dst=dst, src=b, src_step=1, sign=sign, fmt=K.FORMATS[name])
+    run_kernel(target, K.accumulate, dst.size, dst=dst, src=b, sign=sign, fmt=K.FORMATS[name])
     assert_words_equal(dst, expected, a.astype(np.float64), f"{name} accumulate")
     # A one-element operand is a scalar added to every element.
     dst = a.copy()
-    run_kernel(target, K.accumulate, dst.size, dst=dst, src=b[:1].copy(), src_step=0, sign=sign, fmt=K.FORMATS[name])
+    run_kernel(target, K.accumulate_broadcast, dst.size, dst=dst, src=b[:1].copy(), src_step=0, sign=sign,
+               fmt=K.FORMATS[name])
     scalar = (decode_reference(a, name) + np.float32(sign) * decode_reference(b[:1], name)[0])
     with np.errstate(over="ignore", invalid="ignore"):
         assert_words_equal(dst, scalar.astype(NUMPY_TYPES[name]).view(WORD[name]), a.astype(np.float64), "scalar")
@@ -362,8 +363,10 @@ def test_strided_view_through_contiguous_copies(target):
      "float32"),
     ("encode_f64", {"src": np.zeros(4, np.complex128), "dst": np.zeros(4, np.uint16), "fmt": K.BFLOAT16}, "src",
      "complex128"),
-    ("accumulate", {"dst": np.zeros(4, np.uint16), "src": np.zeros(4, np.uint32), "src_step": 1, "sign": 1,
+    ("accumulate", {"dst": np.zeros(4, np.uint16), "src": np.zeros(4, np.uint32), "sign": 1,
                     "fmt": K.BFLOAT16}, "src", "uint32"),
+    ("accumulate_broadcast", {"dst": np.zeros(4, np.uint16), "src": np.zeros(1, np.uint32), "src_step": 0,
+                              "sign": 1, "fmt": K.BFLOAT16}, "src", "uint32"),
 ])
 def test_wrong_dtype_is_a_type_error(target, kernel, args, argument, received):
     args = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in args.items()}
@@ -406,3 +409,18 @@ def test_wrong_argument_names_are_a_type_error(target, warm, change, missing, un
     assert "'encode_f32_probe' takes the arguments ['src', 'dst', 'fmt']" in message
     assert f"missing {missing}" in message and f"unexpected {unexpected}" in message
     assert not args["dst"].any()
+
+
+def test_a_scalar_operand_is_read_once_per_cpu_loop():
+    """With step 0 (``v.assign_add(0.5)``), the CPU loop reads the operand's one element
+    before the loop, not at ``i * 0`` per element: only then does LLVM vectorize it (a
+    bfloat16 variable of 2**20 elements: 4.2 ms -> 0.5 ms on one core)."""
+    from varstore.kernels.declare import Specialization
+    from varstore.kernels.templates import cpu_source
+
+    source = cpu_source(K.accumulate_broadcast, Specialization(("uint16", "uint16"), 0))
+    branch, hoisted, loop = source.splitlines()[1:4]
+    assert branch.strip() == "if start < stop and src_step == 0:"
+    assert hoisted.strip() == "_h_src = src[uint64(0)]" and loop.strip().startswith("for _i in range(start, stop)")
+    assert "_h_src" in source.splitlines()[4] and "src[" not in source.splitlines()[4]
+    assert "else:" in source and "src[uint64(_i * src_step)]" in source  # (any other step: the general loop)

@@ -55,9 +55,10 @@ def test_threaded_launch_equals_serial(monkeypatch, workers):
     np.testing.assert_array_equal(out, serial_out)
     # A one-element operand is not split (it is a scalar for every chunk).
     acc = serial_out.copy()
-    threaded.launch(K.accumulate, n, dst=acc, src=np.array([0x3F80], np.uint16), src_step=0, sign=1, fmt=K.BFLOAT16)
+    one = np.array([0x3F80], np.uint16)
+    threaded.launch(K.accumulate_broadcast, n, dst=acc, src=one, src_step=0, sign=1, fmt=K.BFLOAT16)
     expected = serial_out.copy()
-    serial.launch(K.accumulate, n, dst=expected, src=np.array([0x3F80], np.uint16), src_step=0, sign=1, fmt=K.BFLOAT16)
+    serial.launch(K.accumulate_broadcast, n, dst=expected, src=one, src_step=0, sign=1, fmt=K.BFLOAT16)
     np.testing.assert_array_equal(acc, expected)
 
 
@@ -76,8 +77,12 @@ def test_an_array_smaller_than_the_launch_is_refused(target):
     assert not out.any()
     acc = np.zeros(10, np.uint16)
     with pytest.raises(ValueError, match=r"'accumulate'.*'src' has 3 elements; the launch touches 10"):
-        run_kernel(target, K.accumulate, 10, dst=acc, src=np.ones(3, np.uint16), src_step=1, sign=1, fmt=K.BFLOAT16)
-    run_kernel(target, K.accumulate, 10, dst=acc, src=np.array([0x3F80], np.uint16), src_step=0, sign=1,
+        run_kernel(target, K.accumulate, 10, dst=acc, src=np.ones(3, np.uint16), sign=1, fmt=K.BFLOAT16)
+    with pytest.raises(ValueError, match=r"'accumulate_broadcast'.*'src' has 3 elements; the launch touches 10"):
+        run_kernel(target, K.accumulate_broadcast, 10, dst=acc, src=np.ones(3, np.uint16), src_step=1, sign=1,
+                   fmt=K.BFLOAT16)
+    assert not acc.any()
+    run_kernel(target, K.accumulate_broadcast, 10, dst=acc, src=np.array([0x3F80], np.uint16), src_step=0, sign=1,
                fmt=K.BFLOAT16)  # a one-element operand with step 0 is a scalar
     assert (acc == 0x3F80).all()
 

@@ -55,6 +55,7 @@ CASES = [
     ("decode_f64", K.decode_f64, np.uint16, np.float64, {"fmt": K.BFLOAT16}),
     ("widen_f32", K.widen_f32, np.uint32, np.float64, {}),
     ("float_to_int int8", K.float_to_int, np.float32, np.int8, {"lo": -128, "hi": 127}),
+    ("accumulate bf16 (dst read and written)", K.accumulate, np.uint16, np.uint16, {"sign": -1, "fmt": K.BFLOAT16}),
 ]
 
 
@@ -140,6 +141,7 @@ def test_vector_widths_give_16_byte_accesses():
     assert vector_width(K.encode_f32, spec) == 8  # 8 x 2 bytes out, 2 x 16 bytes in
     assert vector_width(K.encode_f32, Specialization(("uint32", "uint8"), 0)) == 16
     assert vector_width(K.widen_f32, Specialization(("uint32", "float64"), 0)) == 4
-    assert vector_width(K.accumulate, Specialization(("uint16", "uint16"), 0)) == 1  # a stepped operand
+    assert vector_width(K.accumulate, Specialization(("uint16", "uint16"), 0)) == 8
+    assert vector_width(K.accumulate_broadcast, Specialization(("uint16", "uint16"), 0)) == 1  # a stepped operand
     assert vector_width(R.uniform_words, Specialization(("uint32",), 0)) == 1  # already 16 bytes a group
     assert vector_width(R.uniform_words, Specialization(("uint8",), 0)) == 4

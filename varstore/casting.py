@@ -267,9 +267,12 @@ def accumulate_into(backend, dst, src, dtype: str, sign: int) -> None:
     """
     fmt = record(dtype).format
     if fmt is not None:
-        step = 0 if src.size == 1 else 1  # a one-element src is a scalar operand
-        backend.launch(kernels.cast.accumulate, dst.size, dst=destination_words(dst), src=destination_words(src),
-                       src_step=step, sign=sign, fmt=fmt.kernel_args)
+        if src.size == dst.size:
+            backend.launch(kernels.cast.accumulate, dst.size, dst=destination_words(dst), src=destination_words(src),
+                           sign=sign, fmt=fmt.kernel_args)
+        else:  # a one-element src: a scalar operand
+            backend.launch(kernels.cast.accumulate_broadcast, dst.size, dst=destination_words(dst),
+                           src=destination_words(src), src_step=0, sign=sign, fmt=fmt.kernel_args)
         return
     xp = backend.xp
     operand = src.reshape(()) if src.size == 1 and dst.size != 1 else src.reshape(dst.shape)
