@@ -57,6 +57,7 @@ from .ops_writes import (
     build_fill,
     build_row_write,
     build_strided,
+    make_build_accumulate,
     make_build_converting_strided,
 )
 
@@ -85,6 +86,10 @@ OPS += [
     Op("slice/strided_float64->bfloat16", "v[::2, 1::3] = b, b float64 on the device, converted into a bfloat16 "
        "variable", make_build_converting_strided("bfloat16")),
     Op("slice/row", "v[0, :] = 99 against copy, modify, assign back", build_row_write, metric="us"),
+    Op("accumulate/bfloat16", "v.assign_add(x) on a bfloat16 variable, x a bfloat16 variable of its shape",
+       make_build_accumulate("bfloat16", scalar=False)),
+    Op("accumulate/bfloat16_scalar", "v.assign_add(0.5) on a bfloat16 variable",
+       make_build_accumulate("bfloat16", scalar=True)),
     Op("create", "store.variable('zeros', shape): a new variable (the previous one deleted)", build_create,
        metric="us"),
     Op("store/build", "(256, 256) glorot_uniform kernels and (256,) zeros biases filling the size, in a new store",

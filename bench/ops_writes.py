@@ -4,7 +4,8 @@ write.
 
 Byte accounting: a fill writes N·4; an assign moves 2·N·4; a strided assign moves the
 region's bytes twice (read and written; a converting one reads float64 and writes the
-variable's dtype); a row write counts the row.
+variable's dtype); a row write counts the row; an accumulate reads and writes the
+variable and reads a same-shape operand (3·N·2 for bfloat16; 2·N·2 with a scalar).
 """
 
 from __future__ import annotations
@@ -233,3 +234,41 @@ def build_row_write(ctx, nbytes):
         require(bool(np.array_equal(rest, host[1:2])), "v[0, :] = 99: row 1 changed")
 
     return Case(fns, shape[1] * ELEMENT, check, ceiling=None, keep=[store, plain])
+
+
+# ---------------------------------------------------------------- accumulate
+
+
+def make_build_accumulate(dtype: str, scalar: bool):
+    """``v.assign_add(x)`` on a ``dtype`` variable: ``x`` a variable of its shape and
+    dtype (on the device), or the Python scalar 0.5. Computed in float32 and rounded
+    once, as ml_dtypes' and PyTorch's in-place adds of these dtypes."""
+
+    def build(ctx, nbytes):
+        n = nbytes // ELEMENT
+        shape = square_shape(n)
+        item = host_dtype(dtype)
+        arrays = 2 if scalar else 3  # (read and write the variable; read the operand)
+        k = rotation(ctx, n * item.itemsize * (arrays - 1))
+        store = ctx.new_store()
+        variables = [store.variable("zeros", shape=shape, dtype=dtype, name=f"v{i}") for i in range(k)]
+        half = np.full(shape, 0.5, item)
+        x = 0.5 if scalar else store.variable(half, dtype=dtype, name="x")
+        fns = {"ours": cycle([lambda v=v: v.assign_add(x) for v in variables])}
+        if ctx.native.name == "numpy":  # (CuPy has no bfloat16 or float8 dtype)
+            hosts = [np.zeros(shape, item) for _ in range(k)]
+            operand = item.type(0.5) if scalar else half
+            fns["NumPy add(out=) (ml_dtypes)"] = cycle([lambda h=h: np.add(h, operand, out=h) for h in hosts])
+        if ctx.torch:
+            entries = [ctx.torch.add_(np.zeros(shape, item), 0.5 if scalar else half, dtype) for _ in range(k)]
+            if entries[0]:
+                fns[entries[0][0]] = cycle([e[1] for e in entries])
+
+        def check():
+            got = sample(ctx, storage_of(variables[0])).view(item).astype(np.float32)
+            require(bool(np.all(got == got.reshape(-1)[0])) and got.reshape(-1)[0] > 0,
+                    f"v.assign_add({'0.5' if scalar else 'x'}) on {dtype}: uneven or zero sums")
+
+        return Case(fns, arrays * n * item.itemsize, check, ceiling="copy", keep=[store])
+
+    return build

@@ -25,7 +25,7 @@ for mechanism in driver numba; do
 done
 # The memory-roofline targets: casts, fills, Philox and strided writes at 1 GiB against the
 # copy ceiling, memset, PyTorch and CuPy (wide access, driver memsets, division-free regions).
-timeout 240 varstore bench --ops cast fill init slice --sizes 1GiB --json "$OUT/roofline-1GiB.json" \
+timeout 240 varstore bench --ops cast fill init slice accumulate random --sizes 1GiB --json "$OUT/roofline-1GiB.json" \
   > "$OUT/bench-roofline.txt" 2>&1
 echo "bench (1 GiB): exit $?" >> "$OUT/summary.txt"
 # The training-loop primitives: foreach over 1,000 small variables against torch._foreach_sub_,
