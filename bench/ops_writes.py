@@ -242,32 +242,38 @@ def build_row_write(ctx, nbytes):
 def make_build_accumulate(dtype: str, scalar: bool):
     """``v.assign_add(x)`` on a ``dtype`` variable: ``x`` a variable of its shape and
     dtype (on the device), or the Python scalar 0.5. Computed in float32 and rounded
-    once, as ml_dtypes' and PyTorch's in-place adds of these dtypes."""
+    once, as ml_dtypes' in-place add (PyTorch's ``add_`` keeps a Python scalar in
+    float32: the same sums for 0.5)."""
 
     def build(ctx, nbytes):
         n = nbytes // ELEMENT
         shape = square_shape(n)
         item = host_dtype(dtype)
         arrays = 2 if scalar else 3  # (read and write the variable; read the operand)
-        k = rotation(ctx, n * item.itemsize * (arrays - 1))
+        k = rotation(ctx, n * item.itemsize)  # (the variables rotate; the operand is shared)
         store = ctx.new_store()
         variables = [store.variable("zeros", shape=shape, dtype=dtype, name=f"v{i}") for i in range(k)]
-        half = np.full(shape, 0.5, item)
-        x = 0.5 if scalar else store.variable(half, dtype=dtype, name="x")
+        steps = np.where(np.arange(n).reshape(shape) % 3 == 0, 0.5, 0.25).astype(item)  # (not one value)
+        x = 0.5 if scalar else store.variable(steps, dtype=dtype, name="x")
         fns = {"ours": cycle([lambda v=v: v.assign_add(x) for v in variables])}
+        operand = item.type(0.5) if scalar else steps
         if ctx.native.name == "numpy":  # (CuPy has no bfloat16 or float8 dtype)
             hosts = [np.zeros(shape, item) for _ in range(k)]
-            operand = item.type(0.5) if scalar else half
             fns["NumPy add(out=) (ml_dtypes)"] = cycle([lambda h=h: np.add(h, operand, out=h) for h in hosts])
         if ctx.torch:
-            entries = [ctx.torch.add_(np.zeros(shape, item), 0.5 if scalar else half, dtype) for _ in range(k)]
-            if entries[0]:
-                fns[entries[0][0]] = cycle([e[1] for e in entries])
+            entry = ctx.torch.add_([np.zeros(shape, item) for _ in range(k)], 0.5 if scalar else steps, dtype)
+            if entry:
+                fns[entry[0]] = cycle(entry[1])
 
         def check():
-            got = sample(ctx, storage_of(variables[0])).view(item).astype(np.float32)
-            require(bool(np.all(got == got.reshape(-1)[0])) and got.reshape(-1)[0] > 0,
-                    f"v.assign_add({'0.5' if scalar else 'x'}) on {dtype}: uneven or zero sums")
+            # One more call on the first variable, against ml_dtypes' sum of the same words.
+            before = np.array(ctx.native.to_host(storage_of(variables[0])), copy=True).view(item)
+            variables[0].assign_add(x)
+            got = ctx.native.to_host(storage_of(variables[0])).view(item)
+            want = (before.astype(np.float32) + np.asarray(operand).astype(np.float32)).astype(item)
+            wrong = np.count_nonzero(bits(got) != bits(want))
+            require(wrong == 0, f"v.assign_add({'0.5' if scalar else 'x'}) on {dtype}: {wrong} elements differ "
+                                f"from ml_dtypes' sum")
 
         return Case(fns, arrays * n * item.itemsize, check, ceiling="copy", keep=[store])
 

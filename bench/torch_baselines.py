@@ -43,21 +43,22 @@ class TorchBaselines:
         x = torch.from_numpy(np.ascontiguousarray(host).view(words)).to(self.device).view(source)
         return "torch .to()", lambda: x.to(target)
 
-    def add_(self, dst_host: np.ndarray, src, dtype: str):
-        """``dst.add_(src)`` on a ``dtype`` tensor made from the host array ``dst_host``;
-        ``src`` a host array of the same dtype, or a Python scalar."""
+    def add_(self, dst_hosts: list, src, dtype: str):
+        """``("torch add_", [fn, ...])``: ``dst.add_(src)`` on ``dtype`` tensors made from
+        the host arrays ``dst_hosts``, one operand shared by all (``src``: a host array of
+        the same dtype, or a Python scalar)."""
         torch = self.torch
         target = getattr(torch, dtype, None)
         if target is None:
             return None
-        words = {1: np.uint8, 2: np.int16, 4: np.int32}[dst_host.dtype.itemsize]
+        words = {1: np.uint8, 2: np.int16, 4: np.int32}[dst_hosts[0].dtype.itemsize]
 
         def tensor(host):
             return torch.from_numpy(np.ascontiguousarray(host).view(words)).to(self.device).view(target)
 
-        dst = tensor(dst_host)
         operand = tensor(src) if isinstance(src, np.ndarray) else src
-        return "torch add_", lambda: dst.add_(operand)
+        tensors = [tensor(h) for h in dst_hosts]
+        return "torch add_", [lambda dst=dst: dst.add_(operand) for dst in tensors]
 
     def initializer(self, name: str, out, scale_mode_distribution=None):
         """PyTorch's in-place init functions, for the initializers PyTorch has."""

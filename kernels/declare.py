@@ -56,6 +56,10 @@ class Array:
     step: str | None = None  # name of an int64 scalar the element index is multiplied by
     width: int = 1  # words written per element-function call ("out" arrays)
 
+    def __post_init__(self):
+        if self.step and self.role != "in":  # (a step-0 operand is read once per loop)
+            raise ValueError(f"Array {self.name!r}: only an 'in' array can have a step; it is {self.role!r}.")
+
 
 @dataclass(frozen=True)
 class Scalar:

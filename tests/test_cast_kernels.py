@@ -419,8 +419,26 @@ def test_a_scalar_operand_is_read_once_per_cpu_loop():
     from varstore.kernels.templates import cpu_source
 
     source = cpu_source(K.accumulate_broadcast, Specialization(("uint16", "uint16"), 0))
-    branch, hoisted, loop = source.splitlines()[1:4]
-    assert branch.strip() == "if start < stop and src_step == 0:"
-    assert hoisted.strip() == "_h_src = src[uint64(0)]" and loop.strip().startswith("for _i in range(start, stop)")
-    assert "_h_src" in source.splitlines()[4] and "src[" not in source.splitlines()[4]
-    assert "else:" in source and "src[uint64(_i * src_step)]" in source  # (any other step: the general loop)
+    scalar, general = source.split("\n    else:\n")
+    assert "if start < stop and src_step == 0:" in scalar and "_h_src = src[uint64(0)]" in scalar
+    assert scalar.count("src[") == 1 and "f(dst[uint64(_i)], _h_src" in scalar  # (none inside the loop)
+    assert "src[uint64(_i * src_step)]" in general  # (any other step: the general loop)
+
+
+def test_accumulate_into_refuses_an_operand_of_another_size():
+    """A small-float operand is the destination's size or one element (a scalar); any
+    other size is refused, nothing written (not src[0] added everywhere)."""
+    from varstore import backends
+    from varstore.casting import accumulate_into
+
+    dst = np.zeros(10, np.uint16)
+    with pytest.raises(ValueError, match="the operand has 3 elements; expected 10"):
+        accumulate_into(backends.get("numpy"), dst, np.array([0x3F80] * 3, np.uint16), "bfloat16", 1)
+    assert not dst.any()
+
+
+def test_only_an_input_array_can_have_a_step():
+    from varstore.kernels.declare import Array
+
+    with pytest.raises(ValueError, match="only an 'in' array can have a step"):
+        Array("dst", "inout", step="dst_step")

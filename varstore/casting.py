@@ -270,9 +270,12 @@ def accumulate_into(backend, dst, src, dtype: str, sign: int) -> None:
         if src.size == dst.size:
             backend.launch(kernels.cast.accumulate, dst.size, dst=destination_words(dst), src=destination_words(src),
                            sign=sign, fmt=fmt.kernel_args)
-        else:  # a one-element src: a scalar operand
+        elif src.size == 1:  # a scalar operand
             backend.launch(kernels.cast.accumulate_broadcast, dst.size, dst=destination_words(dst),
                            src=destination_words(src), src_step=0, sign=sign, fmt=fmt.kernel_args)
+        else:
+            raise ValueError(f"accumulate_into: the operand has {src.size} elements; expected {dst.size} (the "
+                             f"destination's) or 1.")
         return
     xp = backend.xp
     operand = src.reshape(()) if src.size == 1 and dst.size != 1 else src.reshape(dst.shape)
