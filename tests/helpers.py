@@ -83,3 +83,30 @@ def record_cpu_runs(monkeypatch, kernel, runs):
         return run, spec
 
     monkeypatch.setattr(kernel, "loop_for", recorded)
+
+
+def strongly_connected_components(successors: dict) -> list[list]:
+    """The strongly connected components (Tarjan) of the graph ``{node: successors}``,
+    nodes visited in sorted order; each component a list of nodes."""
+    order, low, stack, on_stack, components = {}, {}, [], set(), []
+
+    def visit(v):
+        order[v] = low[v] = len(order)
+        stack.append(v)
+        on_stack.add(v)
+        for w in successors[v]:
+            if w not in order:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], order[w])
+        if low[v] == order[v]:
+            component = stack[stack.index(v):]
+            del stack[stack.index(v):]
+            on_stack.difference_update(component)
+            components.append(component)
+
+    for v in sorted(successors):
+        if v not in order:
+            visit(v)
+    return components

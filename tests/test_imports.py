@@ -16,6 +16,8 @@ import pathlib
 import subprocess
 import sys
 
+from helpers import strongly_connected_components
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Source folder -> the package it installs as (kernels/ and bench/ install inside varstore).
 PACKAGES = {"varstore": ROOT / "varstore", "varstore.kernels": ROOT / "kernels", "varstore.bench": ROOT / "bench"}
@@ -79,33 +81,7 @@ def _cycles(edges) -> list[set]:
     graph: dict = {m: set() for m in MODULES}
     for source, target, *_ in edges:
         graph[source].add(target)
-    index, low, stack, on_stack, components = {}, {}, [], set(), []
-
-    def connect(v):
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in graph[v]:
-            if w not in index:
-                connect(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = set()
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.add(w)
-                if w == v:
-                    break
-            if len(component) > 1:
-                components.append(component)
-
-    for v in sorted(graph):
-        if v not in index:
-            connect(v)
-    return components
+    return [set(c) for c in strongly_connected_components(graph) if len(c) > 1]
 
 
 def test_the_module_list_is_complete():

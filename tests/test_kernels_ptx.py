@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pytest
 
-from helpers import SIMULATOR
+from helpers import SIMULATOR, strongly_connected_components
 
 pytestmark = [
     pytest.mark.kernels,
@@ -318,24 +318,7 @@ def _loops(ptx: str) -> list[list[str]]:
             blocks.append([]), jumps.append([]), falls.append(True)
     successors = [[labels[t] for t in jumps[v]] + ([v + 1] if falls[v] and v + 1 < len(blocks) else [])
                   for v in range(len(blocks))]
-    order, low, stack, components = {}, {}, [], []
-
-    def visit(v):  # Tarjan's strongly connected components
-        order[v] = low[v] = len(order)
-        stack.append(v)
-        for w in successors[v]:
-            if w not in order:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in stack:
-                low[v] = min(low[v], order[w])
-        if low[v] == order[v]:
-            components.append(stack[stack.index(v):])
-            del stack[stack.index(v):]
-
-    for v in range(len(blocks)):
-        if v not in order:
-            visit(v)
+    components = strongly_connected_components(dict(enumerate(successors)))
     bodies = [[line for v in sorted(c) for line in blocks[v]] for c in components
               if len(c) > 1 or c[0] in successors[c[0]]]
     # (global or generic addresses: not parameters, locals, shared or constant memory)
