@@ -402,3 +402,64 @@ def test_bound_random_fills_keep_no_variable_alive():
     del variables
     gc.collect()
     assert all(ref() is None for ref in storages)
+
+
+# ---------------------------------------------------------------- bound accumulates
+SMALL_FLOATS = ["float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"]
+
+
+@pytest.mark.parametrize("dtype", SMALL_FLOATS)
+def test_bound_accumulates_match_the_general_launch(dtype):
+    """accumulate_into binds its launch once per (dtype, size, sign, operand size); the
+    bound call, given other variables' words, writes the bits of the general launch."""
+    from varstore import casting
+    from varstore.backends import get
+    from varstore.dtypes import record, storage_dtype
+    from varstore.kernels import cast as K
+
+    backend = get("numpy")
+    storage = storage_dtype(dtype)
+    word = np.dtype(f"u{storage.itemsize}")
+    rng = np.random.default_rng(5)
+    fmt = record(dtype).format.kernel_args
+    casting._accumulates.clear()
+
+    def words(size):  # random bit patterns (NaNs, infinities, subnormals included)
+        return rng.integers(0, 2 ** (8 * word.itemsize), size, dtype=np.uint64).astype(word)
+
+    for sign in (1, -1):
+        for operand_size in (24, 1):
+            for _ in range(3):  # one bind, three destinations
+                start, operand = words(24), words(operand_size)
+                bound, general = start.copy(), start.copy()
+                casting.accumulate_into(backend, bound.view(storage), operand.view(storage), dtype, sign)
+                if operand_size == 1:
+                    backend.launch(K.accumulate_broadcast, 24, dst=general, src=operand, src_step=0, sign=sign,
+                                   fmt=fmt)
+                else:
+                    backend.launch(K.accumulate, 24, dst=general, src=operand, sign=sign, fmt=fmt)
+                assert bound.tobytes() == general.tobytes()
+                assert bound.tobytes() != start.tobytes()
+            assert (backend, dtype, 24, sign, operand_size) in casting._accumulates
+
+
+def test_bound_accumulates_keep_no_array_alive_and_refuse_other_sizes():
+    import gc
+    import weakref
+
+    from varstore import casting
+    from varstore.backends import get
+
+    backend = get("numpy")
+    dst, src = np.zeros(40, np.uint16), np.full(40, 0x3F80, np.uint16)
+    casting.accumulate_into(backend, dst, src, "bfloat16", 1)
+    casting.accumulate_into(backend, dst, src, "bfloat16", 1)
+    assert (dst == 0x3F80 + 0x80).all()  # 1 + 1 = 2 in bfloat16
+    refs = [weakref.ref(dst), weakref.ref(src)]
+    del dst, src
+    gc.collect()
+    assert all(ref() is None for ref in refs)
+    dst = np.zeros(40, np.uint16)
+    with pytest.raises(ValueError, match="the operand has 3 elements; expected 40"):
+        casting.accumulate_into(backend, dst, np.zeros(3, np.uint16), "bfloat16", 1)
+    assert not dst.any()
