@@ -9,19 +9,23 @@ import os
 import numpy as np
 
 THREADS_PER_BLOCK = 256
-# Enough resident blocks to fill every SM a few times over; a grid-stride loop covers
-# the rest, so large arrays do not need one thread per element.
+# Blocks per SM where the launch does not know how many fit at once (the numba-cuda
+# launch); a grid-stride loop covers the rest, so large arrays do not need one thread
+# per element. The driver launch asks the driver instead (``blocks_per_sm``): a grid of
+# exactly the blocks that fit runs in one wave, where a fixed 8 leaves a part-full last
+# wave for kernels of more than 32 registers per thread.
 BLOCKS_PER_SM = 8
 # The simulator runs each thread as a Python thread (0.1-0.8 ms each): keep it tiny.
 SIMULATOR_GEOMETRY = (4, 32)
 
 
-def grid_for(n: int, sm_count: int, simulator: bool = False) -> tuple[int, int]:
-    """(blocks, threads_per_block) for a grid-stride loop over ``n`` elements."""
+def grid_for(n: int, sm_count: int, simulator: bool = False, blocks_per_sm: int = BLOCKS_PER_SM) -> tuple[int, int]:
+    """(blocks, threads_per_block) for a grid-stride loop over ``n`` elements: one thread
+    per element up to ``blocks_per_sm`` blocks on each SM."""
     if simulator:
         return SIMULATOR_GEOMETRY
     blocks = (max(int(n), 1) + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
-    return min(blocks, max(int(sm_count), 1) * BLOCKS_PER_SM), THREADS_PER_BLOCK
+    return min(blocks, max(int(sm_count), 1) * max(int(blocks_per_sm), 1)), THREADS_PER_BLOCK
 
 
 # Below this many elements per thread, handing work to another thread costs more than it
@@ -57,16 +61,17 @@ def cpu_chunks(n: int, workers: int, minimum: int = MIN_CPU_CHUNK) -> list[tuple
 
 
 # ------------------------------------------------------------------ launching
-def cuda_grid(kernel, n: int, sm_count: int, simulator: bool = False, per_thread: int = 1) -> tuple[int, int]:
+def cuda_grid(kernel, n: int, sm_count: int, simulator: bool = False, per_thread: int = 1,
+              blocks_per_sm: int = BLOCKS_PER_SM) -> tuple[int, int]:
     """(blocks, threads_per_block) of ``kernel`` over ``n`` indices: a grid-stride loop
     over elements (``per_thread`` indices per thread on the wide path: see
-    ``templates.vector_width``), or for multi-tensor kernels one block per chunk (at most
-    enough blocks to fill the device)."""
+    ``wide.vector_width``), or for multi-tensor kernels one block per chunk; at most
+    ``blocks_per_sm`` blocks per SM."""
     if kernel.template != "chunks":
-        return grid_for(-(-int(n) // per_thread), sm_count, simulator)
+        return grid_for(-(-int(n) // per_thread), sm_count, simulator, blocks_per_sm)
     if simulator:
         return SIMULATOR_GEOMETRY
-    return min(max(int(n), 1), max(int(sm_count), 1) * BLOCKS_PER_SM), THREADS_PER_BLOCK
+    return min(max(int(n), 1), max(int(sm_count), 1) * max(int(blocks_per_sm), 1)), THREADS_PER_BLOCK
 
 
 def cuda_arguments(kernel, spec, args: dict, address) -> list:
@@ -111,10 +116,10 @@ def numba_launch(kernel, n: int, args: dict, address, sm_count: int, stream=0) -
     """Launch ``kernel``'s CUDA loop through numba-cuda's own dispatcher (one explicit
     signature, every argument a scalar): the launch of the CUDA simulator, and of numba
     device arrays. ``address(array)`` gives an array's device address."""
-    from . import _targets, templates  # (numba: loaded by the first launch, not with the backends)
+    from . import _targets, wide  # (numba: loaded by the first launch, not with the backends)
 
     key, _ = kernel.bind(args, n)
     loop, spec = kernel.loop_for("numba", key, args)
-    blocks, threads = cuda_grid(kernel, n, sm_count, _targets.simulator_enabled(), templates.vector_width(kernel, spec))
+    blocks, threads = cuda_grid(kernel, n, sm_count, _targets.simulator_enabled(), wide.vector_width(kernel, spec))
     loop[blocks, threads, stream](0, n, *cuda_arguments(kernel, spec, args, address))
 

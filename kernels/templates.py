@@ -6,7 +6,8 @@ and indexes them; the CUDA loop takes each array as its raw device address (uint
 reads and writes words through ``kernels.access``; every other argument is a plain scalar
 (tuples are passed field by field and rebuilt in the loop's prologue), so a launch is a
 list of numbers. The CUDA loop calls a generated *step* function per index (one index's
-loads, element call and stores), which the simulator runs as compiled CPU code.
+loads, element call and stores), which the simulator runs as compiled CPU code; the
+elementwise CUDA loop also has a wide path (``kernels.wide``), several indices per step.
 
 Templates (the element function is ``f``; ``s...`` are the kernel's other scalars):
 
@@ -37,8 +38,10 @@ tuple each (numba cannot inline a function of more than 30 parameters).
 
 from __future__ import annotations
 
+from .source import ITEMSIZE, Source, element_scalars, grid_stride, hoisted, indent, loop_arrays
+from .wide import is_wide, vector_loop, vector_step, vector_width
+
 FORMAT_FIELDS = 8
-CONVERSION_FIELDS = ("route", "src_fmt", "dst_fmt", "lo", "hi", "mask")
 _PARAM_TYPES = {"u32": "uint32", "i64": "int64", "u64": "uint64", "f32": "float32", "f64": "float64"}
 
 
@@ -71,11 +74,6 @@ def _rebuild(scalar, axes: int) -> str | None:
     return None
 
 
-def loop_arrays(kernel) -> list:
-    """The arrays the loops take (type-only arrays just choose the word)."""
-    return [a for a in kernel.arrays if a.role != "type"]
-
-
 def cuda_params(kernel, spec) -> list[tuple[str, str]]:
     """The CUDA loop's parameters after start and stop, in order."""
     params = [(a.name, "uint64") for a in loop_arrays(kernel)]
@@ -84,65 +82,23 @@ def cuda_params(kernel, spec) -> list[tuple[str, str]]:
     return params
 
 
-# ------------------------------------------------------------------ source
-class _Source:
-    """Access expressions of one target: arrays indexed (CPU) or raw addresses (CUDA)."""
-
-    def __init__(self, kernel, spec, target: str):
-        self.kernel = kernel
-        self.cuda = target != "cpu"
-        self.words = dict(zip(kernel.array_names, spec.words, strict=True))
-        self.axes = spec.axes
-
-    def load(self, array: str, index: str) -> str:
-        if self.cuda:
-            return f"load_word({array}, int64({index}), {self.words[array]}(0))"
-        # Unsigned indices (every index here is >= 0): numba then skips the negative-index
-        # wraparound, and LLVM vectorizes the loops (casts ran twice as fast).
-        return f"{array}[uint64({index})]"
-
-    def store(self, array: str, index: str, value: str) -> str:
-        if self.cuda:
-            return f"store_word({array}, int64({index}), {value}, {self.words[array]}(0))"
-        return f"{array}[uint64({index})] = {value}"
-
-    def type_values(self) -> list[str]:
-        """Locals holding a zero of each type-only array's word (``like`` arguments)."""
-        return [f"{a.name} = {self.words[a.name]}(0)" for a in self.kernel.arrays if a.role == "type"]
-
-
-def _element_scalars(kernel, used: set) -> list[str]:
-    """f's scalar arguments: the kernel's scalars not consumed by the template, a
-    conversion spread into its six fields."""
-    out = []
-    spread = not kernel.options.get("tuples")
-    for s in kernel.scalars:
-        if s.name in used:
-            continue
-        if s.kind == "conversion" and spread:
-            out += [f"{s.name}[{k}]" for k in range(len(CONVERSION_FIELDS))]
-        else:
-            out.append(s.name)
-    return out
-
-
-def _elementwise_body(src: _Source, i: str, hoisted: bool = False) -> list[str]:
-    """One index's loads, call and stores; ``hoisted``: the stepped arrays' one element is
-    in the local ``_h_<name>`` (their steps are 0)."""
+def _elementwise_body(src: Source, i: str, once: bool = False) -> list[str]:
+    """One index's loads, call and stores; ``once``: the stepped arrays' steps are 0 and
+    each one's element is in its local ``source.hoisted(array)``, read before the loop."""
     kernel = src.kernel
     index = kernel.options.get("index")
     used = {a.step for a in kernel.arrays if a.step} | ({index} if index else set())
     values = [f"{index} + {i}"] if index else []
     out = None
     for a in loop_arrays(kernel):
-        if a.role in ("in", "inout") and a.step and hoisted:
-            values.append(f"_h_{a.name}")
+        if a.role in ("in", "inout") and a.step and once:
+            values.append(hoisted(a))
         elif a.role in ("in", "inout"):
             at = f"{i} * {a.step}" if a.step else i
             values.append(src.load(a.name, at))
         if a.role in ("out", "inout"):
             out = a
-    call = f"f({', '.join(values + _element_scalars(kernel, used))})"
+    call = f"f({', '.join(values + element_scalars(kernel, used))})"
     if out.width == 1:
         return [src.store(out.name, i, call)]
     w = out.width
@@ -164,8 +120,8 @@ def _region_unravel(j: str, axes: int, into: str = "_a, _b", strides: str = "dst
             "else:", f"    {into} = region_offsets_wide({args})"]
 
 
-def _region_step(src: _Source, j: str) -> list[str]:
-    extra = ", ".join(["_x"] + _element_scalars(src.kernel, _REGION_SCALARS))
+def _region_step(src: Source, j: str) -> list[str]:
+    extra = ", ".join(["_x"] + element_scalars(src.kernel, _REGION_SCALARS))
     return _region_unravel(j, src.axes) + [
         "_x = " + src.load("src", "src_offset + _b"),
         src.store("dst", "dst_offset + _a", f"f({extra})"),
@@ -179,7 +135,7 @@ NEXT_ROW_BYTES = 1 << 16
 PREFETCH_AHEAD = 64
 
 
-def _region_cpu_row(src: _Source, last: int) -> list[str]:
+def _region_cpu_row(src: Source, last: int) -> list[str]:
     """The body of the CPU loop's row: ``_inner`` elements from ``_a`` (dst) and ``_b``
     (src), unsigned running indices stepping by ``_dst_step`` and ``_src_step`` (offsets
     inside a region are never negative; a negative step wraps modulo 2**64 to the same
@@ -195,7 +151,7 @@ def _region_cpu_row(src: _Source, last: int) -> list[str]:
     and the hardware prefetcher starts again at every row that begins a new page: out of
     cache, the loop of ``v[::2, 1::3] = b`` on (1024, 1024) took 10-20% less time
     (prefetching two rows ahead gained no more)."""
-    scalars = _element_scalars(src.kernel, _REGION_SCALARS)
+    scalars = element_scalars(src.kernel, _REGION_SCALARS)
     call = lambda at: f"f({', '.join([f'src[{at}]'] + scalars)})"  # noqa: E731
     plain = ["for _i in range(_n):", f"    dst[_a] = {call('_b')}", "    _a += _dst_step", "    _b += _src_step"]
     if not src.kernel.options.get("unroll"):
@@ -205,20 +161,20 @@ def _region_cpu_row(src: _Source, last: int) -> list[str]:
     step = ["_a += uint64(4) * _dst_step", "_p += uint64(4) * _dst_step", "_b += uint64(4)", "_n -= 4"]
     ahead = [
         "if _near and _r + 1 < _rows:",
-        *_indent(_region_unravel("_r + 1", last, into="_pa, _"), 1),
+        *indent(_region_unravel("_r + 1", last, into="_pa, _"), 1),
         "    _p = uint64(_pa + dst_offset)",
         "else:",
         f"    _p = _a + uint64({PREFETCH_AHEAD}) * _dst_step",
     ]
-    return ["_n = _inner", "if _src_step == 1 and _dst_step != 1:", *_indent(ahead, 1), "    while _n >= 4:",
-            "        prefetch_for_write(dst, _p)", *_indent(four + step, 2)] + plain
+    return ["_n = _inner", "if _src_step == 1 and _dst_step != 1:", *indent(ahead, 1), "    while _n >= 4:",
+            "        prefetch_for_write(dst, _p)", *indent(four + step, 2)] + plain
 
 
-def _region_cpu_loop(src: _Source) -> list[str]:
+def _region_cpu_loop(src: Source) -> list[str]:
     # Whole rows of the last axis (start and stop are multiples of its extent): one
     # unravel per row, then the row's stride loop.
     last = src.axes - 1
-    row_bytes = f"uint64(_inner) * uint64(abs(dst_strides[{last}])) * uint64({_ITEMSIZE[src.words['dst']]})"
+    row_bytes = f"uint64(_inner) * uint64(abs(dst_strides[{last}])) * uint64({ITEMSIZE[src.words['dst']]})"
     return [
         # The CPU loops check their bounds once, up front (a GPU cannot raise: callers
         # compute regions inside their arrays, as indexing.py does).
@@ -231,18 +187,18 @@ def _region_cpu_loop(src: _Source) -> list[str]:
         *([f"_near = {row_bytes} <= {NEXT_ROW_BYTES}"] if src.kernel.options.get("unroll") else []),
         "_rows = stop // _inner",
         "for _r in range(start // _inner, _rows):",
-        *_indent(_region_unravel("_r", last), 1),
+        *indent(_region_unravel("_r", last), 1),
         "    _a = uint64(_a + dst_offset)",
         "    _b = uint64(_b + src_offset)",
-        *_indent(_region_cpu_row(src, last), 1),
+        *indent(_region_cpu_row(src, last), 1),
     ]
 
 
 _SCATTER_SCALARS = {"src_strides", "shape", "magic", "shift", "narrow"}
 
 
-def _scatter_body(src: _Source, j: str) -> list[str]:
-    extra = ", ".join(["_x"] + _element_scalars(src.kernel, _SCATTER_SCALARS))
+def _scatter_body(src: Source, j: str) -> list[str]:
+    extra = ", ".join(["_x"] + element_scalars(src.kernel, _SCATTER_SCALARS))
     return [
         *_region_unravel(j, src.axes, into="_, _b", strides="src_strides, src_strides"),
         "_x = " + src.load("src", "uint64(_b)"),
@@ -252,13 +208,13 @@ def _scatter_body(src: _Source, j: str) -> list[str]:
     ]
 
 
-def _gather_body(src: _Source, j: str) -> list[str]:
-    extra = ", ".join(["_x"] + _element_scalars(src.kernel, set()))
+def _gather_body(src: Source, j: str) -> list[str]:
+    extra = ", ".join(["_x"] + element_scalars(src.kernel, set()))
     return ["_at = " + src.load("index", j)] + _index_check(src, "src") + [
         "_x = " + src.load("src", "uint64(_at)"), src.store("dst", j, f"f({extra})")]
 
 
-def _index_check(src: _Source, array: str) -> list[str]:
+def _index_check(src: Source, array: str) -> list[str]:
     """On the CPU, an index outside ``array`` raises (a GPU cannot raise)."""
     if src.cuda:
         return []
@@ -275,7 +231,7 @@ def _staging(kernel):
     return first if first.name == "staging" else None
 
 
-def _chunk_call(src: _Source, fn: str, j: str) -> list[str]:
+def _chunk_call(src: Source, fn: str, j: str) -> list[str]:
     kernel = src.kernel
     staging = _staging(kernel)
     row = list(kernel.options["row"])
@@ -283,11 +239,11 @@ def _chunk_call(src: _Source, fn: str, j: str) -> list[str]:
     loaded = [src.load("staging", j)] if staging is not None and staging.role == "in" else []
     args = [j] + loaded + [f"_row_{c}" for c in row]
     args += [a.name for a in kernel.arrays if a.role == "type"]
-    call = f"{fn}({', '.join(args + _element_scalars(kernel, used))})"
+    call = f"{fn}({', '.join(args + element_scalars(kernel, used))})"
     return [src.store("staging", j, call)] if staging is not None and staging.role == "out" else [call]
 
 
-def _chunk_row(src: _Source) -> list[str]:
+def _chunk_row(src: Source) -> list[str]:
     # The row in locals: stores through staging may alias the tables for all the
     # compiler knows, so it would reload them for every element.
     lines = ["_t = " + src.load("chunk_tensor", "_c"), "_first = " + src.load("chunk_first", "_c"),
@@ -300,23 +256,17 @@ def _chunk_row(src: _Source) -> list[str]:
     return lines
 
 
-def _indent(lines: list[str], depth: int) -> list[str]:
-    return ["    " * depth + line for line in lines]
-
-
 def cpu_source(kernel, spec) -> str:
     """The CPU loop ``loop(start, stop, <arrays>, <scalars>)``."""
-    src = _Source(kernel, spec, "cpu")
+    src = Source(kernel, spec, "cpu")
     params = ", ".join(["start", "stop"] + [a.name for a in loop_arrays(kernel)] + list(kernel.scalar_names))
     body = src.type_values()
     if kernel.template == "elementwise":
-        general = ["for _i in range(start, stop):"] + _indent(_elementwise_body(src, "_i"), 1)
+        general = ["for _i in range(start, stop):"] + indent(_elementwise_body(src, "_i"), 1)
         stepped = [a for a in loop_arrays(kernel) if a.step]
         if stepped:  # all steps 0 (scalar operands): each read once, so that LLVM vectorizes the loop
-            scalar = ["for _i in range(start, stop):"] + _indent(_elementwise_body(src, "_i", hoisted=True), 1)
-            body += [f"if start < stop and {' and '.join(f'{a.step} == 0' for a in stepped)}:",
-                     *_indent([f"_h_{a.name} = {src.load(a.name, '0')}" for a in stepped] + scalar, 1),
-                     "else:", *_indent(general, 1)]
+            scalar = ["for _i in range(start, stop):"] + indent(_elementwise_body(src, "_i", once=True), 1)
+            body += _when_steps_are_zero(src, stepped, scalar, general)
         else:
             body += general
     elif kernel.template == "region":
@@ -324,130 +274,23 @@ def cpu_source(kernel, spec) -> str:
     elif kernel.template == "scatter":  # in order: where an index repeats, the last write wins
         body += [f"if not region_fits(0, src_strides, shape, {src.axes}, src.size):",
                  "    raise IndexError('the source region reaches outside its array')",
-                 "for _j in range(start, stop):"] + _indent(_scatter_body(src, "_j"), 1)
+                 "for _j in range(start, stop):"] + indent(_scatter_body(src, "_j"), 1)
     elif kernel.template == "gather":
-        body += ["for _j in range(start, stop):"] + _indent(_gather_body(src, "_j"), 1)
+        body += ["for _j in range(start, stop):"] + indent(_gather_body(src, "_j"), 1)
     else:
-        inner = ["for _j in range(_first, _end):"] + _indent(_chunk_call(src, "f", "_j"), 1)
+        inner = ["for _j in range(_first, _end):"] + indent(_chunk_call(src, "f", "_j"), 1)
         fast = kernel.options.get("fast")
         if fast:
             inner = ([f"if {fast[0]} != 0:", "    for _j in range(_first, _end):"]
-                     + _indent(_chunk_call(src, "g", "_j"), 2) + ["else:"] + _indent(inner, 1))
-        body += ["for _c in range(start, stop):"] + _indent(_chunk_row(src) + inner, 1)
-    return f"def loop({params}):\n" + "\n".join(_indent(body, 1)) + "\n"
-
-
-# ------------------------------------------------------------------ wide access
-#: The CUDA elementwise loop moves up to this many bytes per load or store (one
-#: ``ld.global.v4.u32``), and at most this many accesses per array and thread.
-VECTOR_BYTES = 16
-MAX_VECTOR_ACCESSES = 8
-
-
-def _index_bytes(src: _Source, array) -> int:
-    """Bytes of ``array`` per loop index (its word times its width)."""
-    return _ITEMSIZE[src.words[array.name]] * array.width
-
-
-_ITEMSIZE = {"uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "uint32": 4, "int32": 4, "float32": 4,
-             "uint64": 8, "int64": 8, "float64": 8}
-
-
-def vector_width(kernel, spec) -> int:
-    """Loop indices per thread on the CUDA elementwise loop's wide path (1: no wide path).
-
-    Enough indices that the narrowest array moves :data:`VECTOR_BYTES` per access, but no
-    array more than :data:`MAX_VECTOR_ACCESSES` accesses. Arrays read with a step (a
-    broadcast operand) keep one element per access, so such kernels have no wide path.
-    A kernel with a width of 1 still takes the wide path where an array has several
-    words per index (the random fills: four words per Philox group, one 16-byte store).
-    """
-    if kernel.template != "elementwise" or any(a.step for a in loop_arrays(kernel)):
-        return 1
-    src = _Source(kernel, spec, "cuda")
-    sizes = [_index_bytes(src, a) for a in loop_arrays(kernel)]
-    if any(size & (size - 1) for size in sizes):  # (the alignment arithmetic needs powers of two)
-        raise ValueError(f"Kernel {kernel.name!r}: bytes per index {sizes} must be powers of two.")
-    width = max(1, VECTOR_BYTES // min(sizes))
-    while width > 1 and max(sizes) * width > VECTOR_BYTES * MAX_VECTOR_ACCESSES:
-        width //= 2
-    return width
-
-
-def _vector_pieces(src: _Source, array, v: int) -> list[tuple[int, int]]:
-    """``[(first word, words), ...]``: the vector accesses of ``array`` for ``v`` indices."""
-    words = v * array.width
-    per_access = min(words, VECTOR_BYTES // _ITEMSIZE[src.words[array.name]])
-    return [(first, per_access) for first in range(0, words, per_access)]
-
-
-def _vector_step(src: _Source, v: int) -> list[str]:
-    """The wide step: indices ``_k .. _k + v - 1``, each array loaded and stored by vectors
-    (the loop checked their alignment)."""
-    kernel = src.kernel
-    index = kernel.options.get("index")
-    used = {index} if index else set()
-    lines = []
-    loaded = {}
-    for a in loop_arrays(kernel):
-        lines.append(f"_z_{a.name} = {src.words[a.name]}(0)")
-        if a.role in ("in", "inout"):
-            names = []
-            for first, count in _vector_pieces(src, a, v):
-                part = [f"_{a.name}{first + c}" for c in range(count)]
-                like = ", ".join([f"_z_{a.name}"] * count)
-                lines.append(f"{', '.join(part)}, = load_vector({a.name}, int64({a.width} * _k + {first}), ({like},))")
-                names += part
-            loaded[a.name] = names
-    out = next(a for a in loop_arrays(kernel) if a.role in ("out", "inout"))
-    results = []
-    for e in range(v):
-        values = [f"{index} + _k + {e}"] if index else []
-        values += [loaded[a.name][e] for a in loop_arrays(kernel) if a.role in ("in", "inout")]
-        call = f"called_f({', '.join(values + _element_scalars(kernel, used))})"
-        if out.width == 1:
-            results.append(call)
-        else:
-            lines.append(f"_r{e} = {call}")
-            results += [f"_r{e}[{k}]" for k in range(out.width)]
-    for first, count in _vector_pieces(src, out, v):
-        like = ", ".join([f"_z_{out.name}"] * count)
-        lines.append(f"store_vector({out.name}, int64({out.width} * _k + {first}), "
-                     f"({', '.join(results[first:first + count])},), ({like},))")
-    return lines
-
-
-def _vector_loop(src: _Source, v: int, names: list[str]) -> list[str]:
-    """The grid-stride loop of the wide path: a scalar head up to the first index where
-    every array is aligned, whole groups of ``v`` indices, a scalar tail. Where the arrays
-    are not aligned alike (or the range is short), every index takes the scalar step."""
-    arrays = loop_arrays(src.kernel)
-    checks = ", ".join(f"({a.name}, {_index_bytes(src, a)}, {min(VECTOR_BYTES, v * _index_bytes(src, a))})"
-                       for a in arrays)
-    call = ", ".join(names)
-    return [
-        f"_head, _groups = vector_split(start, stop, {v}, ({checks},))",
-        "_first = start + _head",
-        *_grid_stride("_q", "cuda.grid(1)", "_groups", "cuda.gridsize(1)", [f"vstep(_first + _q * {v}, {call})"]),
-        f"_tail = _first + _groups * {v}",
-        *_grid_stride("_t", "cuda.grid(1)", "_head + (stop - _tail)", "cuda.gridsize(1)",
-                      ["_k = start + _t if _t < _head else _tail + (_t - _head)", f"step(_k, {call})"]),
-    ]
-
-
-def _grid_stride(i: str, first: str, stop: str, stride: str, body: list[str]) -> list[str]:
-    """``for i in range(first, stop, stride): body`` as a while loop: numba's ``range``
-    works out its trip count with a 64-bit division (per thread, before the first
-    element), which a running index does not need. ``stop`` is read once, as by
-    ``range``; ``body`` must not ``continue`` (it would skip the step)."""
-    return [f"{i} = int64({first})", f"{i}_stop = {stop}", f"while {i} < {i}_stop:", *_indent(body, 1),
-            f"    {i} += {stride}"]
+                     + indent(_chunk_call(src, "g", "_j"), 2) + ["else:"] + indent(inner, 1))
+        body += ["for _c in range(start, stop):"] + indent(_chunk_row(src) + inner, 1)
+    return f"def loop({params}):\n" + "\n".join(indent(body, 1)) + "\n"
 
 
 def cuda_source(kernel, spec) -> str:
     """The CUDA step ``step(index, <arrays>, <scalars>)`` and grid-stride loop
     ``loop(start, stop, <flat parameters>)``."""
-    src = _Source(kernel, spec, "cuda")
+    src = Source(kernel, spec, "cuda")
     names = [a.name for a in loop_arrays(kernel)] + list(kernel.scalar_names)
     step_params = ", ".join(["_k"] + names)
     flat = ", ".join(["start", "stop"] + [p for p, _ in cuda_params(kernel, spec)])
@@ -460,26 +303,44 @@ def cuda_source(kernel, spec) -> str:
         tables = ", ".join(list(_TABLES) + row)
         row_values = ", ".join(["_first", "_end"] + [f"_row_{c}" for c in row])
         helper = (f"@element\ndef _row_of(_c, {tables}):\n"
-                  + "\n".join(_indent(_chunk_row(src) + [f"return {row_values}"], 1))
+                  + "\n".join(indent(_chunk_row(src) + [f"return {row_values}"], 1))
                   + "\n\n\n")
         step = src.type_values() + _chunk_call(src, "f", "_k")
         staged = ["staging"] if _staging(kernel) is not None else []
         step_params = ", ".join(["_k"] + staged + [f"_row_{c}" for c in row] + list(kernel.scalar_names))
-        inner = _grid_stride("_k", "_first + cuda.threadIdx.x", "_end", "cuda.blockDim.x", [f"step({step_params})"])
-        loop = _grid_stride("_c", "start + cuda.blockIdx.x", "stop", "cuda.gridDim.x",
+        inner = grid_stride("_k", "_first + cuda.threadIdx.x", "_end", "cuda.blockDim.x", [f"step({step_params})"])
+        loop = grid_stride("_c", "start + cuda.blockIdx.x", "stop", "cuda.gridDim.x",
                             [f"{row_values} = _row_of(_c, {tables})", *inner])
-        return (helper + f"@element\ndef step({step_params}):\n" + "\n".join(_indent(step, 1)) + "\n\n\n"
-                f"def loop({flat}):\n" + "\n".join(_indent(prologue + loop, 1)) + "\n")
+        return (helper + f"@element\ndef step({step_params}):\n" + "\n".join(indent(step, 1)) + "\n\n\n"
+                f"def loop({flat}):\n" + "\n".join(indent(prologue + loop, 1)) + "\n")
     body = {"elementwise": _elementwise_body, "region": _region_step, "scatter": _scatter_body,
             "gather": _gather_body}[kernel.template]
     step = src.type_values() + body(src, "_k")
-    v = vector_width(kernel, spec)
-    functions = f"@element\ndef step({step_params}):\n" + "\n".join(_indent(step, 1)) + "\n\n\n"
-    wide = kernel.template == "elementwise" and not any(a.step for a in loop_arrays(kernel))
-    if wide and any(v * a.width > 1 for a in loop_arrays(kernel)):
-        loop = _vector_loop(src, v, names)
-        functions += f"@element\ndef vstep({step_params}):\n" + "\n".join(_indent(_vector_step(src, v), 1)) + "\n\n\n"
+    functions = f"@element\ndef step({step_params}):\n" + "\n".join(indent(step, 1)) + "\n\n\n"
+    general = grid_stride("_k", "start + cuda.grid(1)", "stop", "cuda.gridsize(1)", [f"step({step_params})"])
+    stepped = [a for a in loop_arrays(kernel) if a.step] if kernel.template == "elementwise" else []
+    # Where every step is 0, the steps below take each stepped array's element as an
+    # argument, read once before the loop: ostep (one index) and vstep (the wide path).
+    once = ", ".join(["_k"] + names + [hoisted(a) for a in stepped])
+    scalar_step = "step"
+    if stepped:
+        scalar_step = "ostep"
+        body = src.type_values() + _elementwise_body(src, "_k", once=True)
+        functions += f"@element\ndef ostep({once}):\n" + "\n".join(indent(body, 1)) + "\n\n\n"
+    if is_wide(kernel, spec):
+        v = vector_width(kernel, spec)
+        functions += f"@element\ndef vstep({once}):\n" + "\n".join(indent(vector_step(src, v), 1)) + "\n\n\n"
+        loop = vector_loop(src, v, once.split(", ")[1:], scalar_step)
     else:
-        call = f"step({', '.join(['_k'] + names)})"
-        loop = _grid_stride("_k", "start + cuda.grid(1)", "stop", "cuda.gridsize(1)", [call])
-    return functions + f"def loop({flat}):\n" + "\n".join(_indent(prologue + loop, 1)) + "\n"
+        loop = grid_stride("_k", "start + cuda.grid(1)", "stop", "cuda.gridsize(1)", [f"{scalar_step}({once})"])
+    if stepped:
+        loop = _when_steps_are_zero(src, stepped, loop, general)
+    return functions + f"def loop({flat}):\n" + "\n".join(indent(prologue + loop, 1)) + "\n"
+
+
+def _when_steps_are_zero(src: Source, stepped: list, once: list[str], general: list[str]) -> list[str]:
+    """``once`` (the stepped arrays' elements read first, into their hoisted locals) where
+    the range is not empty and every step is 0, else ``general``."""
+    zero = " and ".join(f"{a.step} == 0" for a in stepped)
+    reads = [f"{hoisted(a)} = {src.load(a.name, '0')}" for a in stepped]
+    return [f"if start < stop and {zero}:", *indent(reads + once, 1), "else:", *indent(general, 1)]

@@ -81,18 +81,51 @@ def test_info_command_runs_anywhere():
 @pytest.mark.gpu
 def test_small_launches_do_not_warn_and_reuse_the_stream():
     """A one-element write launches a one-block grid on purpose: no NumbaPerformanceWarning
-    (building it cost more than the launch), and the numba wrapper of CuPy's stream is
-    made once."""
+    (building it cost more than the launch); the numba launch wraps CuPy's stream once,
+    the driver launch (the default) keeps one launcher per kernel and device and no
+    numba stream."""
     import warnings
+
+    from varstore.backends.cuda import launch_mechanism
 
     store = vs.VariableStore(device="cuda:0")
     v = store.variable("zeros", shape=(4, 4), dtype="float32")
+    v[0, 0] = 1.0  # (the first write compiles and loads the kernel: not what is checked here)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for _ in range(3):
             v[1, 2] = 3.0
     assert float(v.numpy()[1, 2]) == 3.0
-    assert len(store._backend._streams) == 1
+    backend = store._backend
+    if launch_mechanism() == "numba":
+        assert len(backend._numba_streams) == 1
+    else:
+        assert not backend._numba_streams
+        assert len(backend._launchers) == len(set(backend._launchers)) >= 1
+
+
+@pytest.mark.gpu
+def test_driver_launch_grids_fill_one_wave_of_resident_blocks():
+    """The driver launch sizes a large grid to the blocks that fit on the SMs at once
+    (the driver's occupancy for the loaded function), not a fixed 8 per SM."""
+    from varstore.backends.cuda import launch_mechanism
+    from varstore.kernels.launch import THREADS_PER_BLOCK
+
+    if launch_mechanism() != "driver":
+        pytest.skip("VARSTORE_CUDA_LAUNCH=numba: numba-cuda's launch keeps the fixed geometry")
+    import cupy
+
+    store = vs.VariableStore(device="cuda:0")
+    v = store.variable(vs.initializers.RandomNormal(seed=1), shape=(1 << 22,), dtype="bfloat16")
+    v.astype("float32")
+    launchers = [launcher for launcher in store._backend._launchers.values() if launcher.functions]
+    assert launchers
+    for launcher in launchers:
+        for function, *_, blocks_per_sm in launcher.functions.values():
+            if function is None:
+                continue
+            want = cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(function.ptr, THREADS_PER_BLOCK, 0)
+            assert blocks_per_sm == want >= 1
 
 
 @pytest.mark.gpu

@@ -82,14 +82,15 @@ def _ptx(kernel, spec=None):
 
 def test_every_kernel_module_declares_its_kernels():
     """Loops are generated from declarations: no kernel module writes a CPU or CUDA loop
-    by hand (the templates are the one place that does)."""
+    by hand (the templates, with the wide path of their CUDA loop, are the one place that
+    does)."""
     import pathlib
 
     import varstore.kernels as package
 
     folder = pathlib.Path(package.__file__).parent
     for path in sorted(folder.glob("*.py")):
-        if path.name == "templates.py":
+        if path.name in ("templates.py", "wide.py"):
             continue
         text = path.read_text()
         assert "cuda.grid(" not in text and "cuda.gridsize(" not in text, path.name
@@ -190,7 +191,8 @@ DIVISION = re.compile(r"\b(?:div|rem)\.[su](?:32|64)\b")
 
 def _step_ptx(kernel, spec, name: str = "step") -> str:
     """The PTX of a kernel's generated per-element ``step`` (index math, loads, element
-    call, stores), or its wide ``vstep``, compiled alone as a device function."""
+    call, stores), or its wide ``vstep``, compiled alone as a device function (``vstep``
+    of a kernel with a stepped operand also takes that operand's one word)."""
     from numba import cuda
 
     from varstore.kernels import build, templates
@@ -199,6 +201,9 @@ def _step_ptx(kernel, spec, name: str = "step") -> str:
     arrays = len(templates.loop_arrays(kernel))
     scalars = build.cpu_signature(kernel, spec).args[2 + arrays:]
     argtypes = (types.int64,) + (types.uint64,) * arrays + tuple(scalars)
+    if name != "step":
+        words = dict(zip(kernel.array_names, spec.words, strict=True))
+        argtypes += tuple(getattr(types, words[a.name]) for a in templates.loop_arrays(kernel) if a.step)
     ptx, _ = cuda.compile_ptx(getattr(module, name).py_func, argtypes, device=True, cc=(9, 0))
     return ptx
 
@@ -252,19 +257,19 @@ _VECTOR_OPS = {  # bytes per access -> the PTX operand types that move that many
 def test_elementwise_loops_load_and_store_wide(kernel):
     """Where the wide path applies, every array moves its share of 16 bytes per index
     group in single vector instructions (``ld.global.v4.u32``, ``st.global.v2.f64``...):
-    the narrowest array 16 bytes per access."""
-    from varstore.kernels.templates import VECTOR_BYTES, loop_arrays, vector_width
+    the narrowest array 16 bytes per access. A stepped operand (step 0 on the wide path)
+    is read once, before the loop, and has no share."""
+    from varstore.kernels.templates import loop_arrays
+    from varstore.kernels.wide import VECTOR_BYTES, vector_width
 
     for spec in kernel.examples():
         v = vector_width(kernel, spec)
         words = dict(zip(kernel.array_names, spec.words, strict=True))
-        sizes = {a.name: np.dtype(words[a.name]).itemsize * a.width for a in loop_arrays(kernel)}
-        if any(a.step for a in loop_arrays(kernel)):
-            assert v == 1
-            continue
+        arrays = [a for a in loop_arrays(kernel) if not a.step]
+        sizes = {a.name: np.dtype(words[a.name]).itemsize * a.width for a in arrays}
         ptx = _ptx(kernel, spec).ptx
         assert min(VECTOR_BYTES, v * min(sizes.values())) == VECTOR_BYTES, (kernel.name, spec)
-        for a in loop_arrays(kernel):
+        for a in arrays:
             nbytes = min(VECTOR_BYTES, v * sizes[a.name])
             if nbytes < 4:
                 continue
@@ -327,16 +332,21 @@ def _loops(ptx: str) -> list[list[str]]:
 
 
 @needs_nvvm
-@pytest.mark.parametrize("kernel", [k for k in ALL_KERNELS if k.template == "elementwise"
-                                    and not any(a.step for a in k.arrays)], ids=lambda k: k.name)
+@pytest.mark.parametrize("kernel", [k for k in ALL_KERNELS if k.template == "elementwise"], ids=lambda k: k.name)
 def test_elementwise_loops_index_without_64bit_multiplies(kernel):
     """The per-element loops of the elementwise kernels (the wide groups, the scalar head
     and tail) walk their arrays with running 64-bit addresses, one add each per trip:
     no 64-bit multiply and no division. The random fills had one 64-bit multiply per
     Philox call until its rounds multiplied through ``intrinsics.mulwide32``: LLVM turned
-    the multiply of the index's low word into a 64x64 one."""
+    the multiply of the index's low word into a 64x64 one. A kernel with a stepped
+    operand is checked on its wide loop (its steps 0): its general loop, for other
+    steps, multiplies the index by the step."""
+    stepped = any(a.step for a in kernel.arrays)
+    vector = re.compile(r"\b(?:ld|st)\.global\.v[24]\.")
     for spec in kernel.examples():
         loops = _loops(_ptx(kernel, spec).ptx)
+        if stepped:
+            loops = [body for body in loops if any(vector.search(line) for line in body)]
         assert loops, (kernel.name, spec)
         for body in loops:
             found = WIDE_MULTIPLY_OR_DIVISION.findall("\n".join(body))

@@ -11,7 +11,7 @@ from helpers import SIMULATOR, cuda_reason, record_cpu_runs, run_kernel
 from varstore.backends.numpy import NumpyBackend
 from varstore.casting import element_conversion
 from varstore.kernels import cast as K
-from varstore.kernels.launch import MIN_CPU_CHUNK, SIMULATOR_GEOMETRY, cpu_chunks, grid_for
+from varstore.kernels.launch import MIN_CPU_CHUNK, SIMULATOR_GEOMETRY, cpu_chunks, cuda_grid, grid_for
 
 
 @pytest.mark.parametrize("n", [0, 1, MIN_CPU_CHUNK, 2 * MIN_CPU_CHUNK - 1, 2 * MIN_CPU_CHUNK + 3, 10**7 + 1])
@@ -31,6 +31,22 @@ def test_grid_geometry():
     assert grid_for(10**9, 132) == (132 * 8, 256)
     assert grid_for(0, 132) == (1, 256)
     assert grid_for(10**9, 132, simulator=True) == SIMULATOR_GEOMETRY
+    # the driver launch passes the blocks that fit on an SM at once (5 for 46 registers)
+    assert grid_for(10**9, 132, blocks_per_sm=5) == (132 * 5, 256)
+    assert grid_for(1000, 132, blocks_per_sm=5) == (4, 256)
+    assert grid_for(10**9, 132, blocks_per_sm=0) == (132, 256)  # (at least one per SM)
+
+
+def test_cuda_grid_per_thread_and_blocks_per_sm():
+    from varstore.kernels import cast as K
+    from varstore.kernels import multi_tensor as M
+
+    assert cuda_grid(K.accumulate, 8 * 256 * 10, 132, per_thread=8) == (10, 256)
+    assert cuda_grid(K.accumulate, 10**9, 132, per_thread=8, blocks_per_sm=3) == (396, 256)
+    chunks = M.KERNELS[0]
+    assert chunks.template == "chunks"
+    assert cuda_grid(chunks, 50, 132) == (50, 256)  # one block per chunk
+    assert cuda_grid(chunks, 10**6, 132, blocks_per_sm=3) == (396, 256)
 
 
 @pytest.mark.parametrize("workers", [2, 3])

@@ -17,7 +17,7 @@ from varstore.kernels import cast as K
 from varstore.kernels import random_fill as R
 from varstore.kernels.access import vector_split
 from varstore.kernels.declare import Specialization
-from varstore.kernels.templates import VECTOR_BYTES, vector_width
+from varstore.kernels.wide import VECTOR_BYTES, vector_width
 
 pytestmark = pytest.mark.kernels
 
@@ -97,6 +97,28 @@ def test_random_fills_store_whole_groups_at_any_offset(word, offset):
         assert got["dst"].tobytes() == want["dst"].tobytes(), (groups, offset)
 
 
+@pytest.mark.skipif(not SIMULATOR and not __import__("conftest")._gpu_present(),
+                    reason="CUDA loops run in the simulator process (NUMBA_ENABLE_CUDASIM=1) or on a GPU")
+@pytest.mark.parametrize("word", [np.uint16, np.uint8])
+@pytest.mark.parametrize("offset", [0, 1, 3])
+@pytest.mark.parametrize("step", [0, 1])
+def test_broadcast_operand_goes_wide_at_any_offset(word, offset, step):
+    """accumulate_broadcast: with src_step 0 the operand is read once and dst takes the
+    wide path (head, groups, tail); with step 1 every index takes the general step. Both
+    give the CPU loop's bits, and write nothing outside dst's range."""
+    fmt = K.BFLOAT16 if word == np.uint16 else K.FORMATS["float8_e4m3fn"]
+    rng = np.random.default_rng(11)
+    for n in LENGTHS:
+        arrays = {"dst": _source(word, n + 8, rng), "src": _source(word, n + 8, rng)}
+        where = {"dst": offset, "src": 2}
+        scalars = {"src_step": step, "sign": -1, "fmt": fmt}
+        want = _cpu_run(K.accumulate_broadcast, n, arrays, where, **scalars)
+        got = _cuda_run(K.accumulate_broadcast, n, arrays, where, **scalars)
+        assert got["dst"].tobytes() == want["dst"].tobytes(), (n, offset, step)
+        if n:
+            assert want["dst"].tobytes() != arrays["dst"].tobytes()
+
+
 # ------------------------------------------------------------------ the split
 def _split(start, stop, v, arrays):
     return tuple(int(x) for x in vector_split(start, stop, v, tuple(arrays)))
@@ -144,6 +166,6 @@ def test_vector_widths_give_16_byte_accesses():
     assert vector_width(K.encode_f32, Specialization(("uint32", "uint8"), 0)) == 16
     assert vector_width(K.widen_f32, Specialization(("uint32", "float64"), 0)) == 4
     assert vector_width(K.accumulate, Specialization(("uint16", "uint16"), 0)) == 8
-    assert vector_width(K.accumulate_broadcast, Specialization(("uint16", "uint16"), 0)) == 1  # a stepped operand
+    assert vector_width(K.accumulate_broadcast, Specialization(("uint16", "uint16"), 0)) == 8  # (src read once)
     assert vector_width(R.uniform_words, Specialization(("uint32",), 0)) == 1  # already 16 bytes a group
     assert vector_width(R.uniform_words, Specialization(("uint8",), 0)) == 4

@@ -1,43 +1,71 @@
 #!/usr/bin/env bash
-# The kernel layer's first run on a GPU host: verify, then measure, in one call.
+# The first run on a GPU host, in parts sized for a few short calls:
 #
-#   OUT=/path/to/results bash bench/scripts/gpu_first_run.sh
+#   OUT=/path/to/results bash bench/scripts/gpu_first_run.sh [PART ...]
 #
-# Order matters (see bench/RESULTS.md, "Not yet run on a GPU"): the GPU tiers with the
-# default driver launch, the same with numba-cuda's launch, then per-call host time at
-# 4 KiB and throughput at 16 MiB under each mechanism, then the quick suite (every op). Each step
-# writes its log or JSON under $OUT and the script goes on after a failure.
+# PART, in the order given (default: install verify roofline, about 8 minutes at most):
+#   install   NumPy from .wheels/ where there is one (numba-cuda 0.30 needs NumPy < 2.5),
+#             then this checkout, editable, without dependencies; checks the imports
+#   verify    the GPU tiers with the default (driver) launch: pytest -m "gpu or kernels"
+#   roofline  the memory-roofline ops at 16 MiB and 1 GiB against the copy ceiling, memset,
+#             PyTorch and CuPy: casts to and from 16/8-bit types, the scalar fill, the
+#             Philox fills, `v[::2, 1::3] = b`, the wide accumulate
+#   calls     per-call host time at 4 KiB against CuPy (the driver launch)
+#   numba     the GPU tiers again with VARSTORE_CUDA_LAUNCH=numba, and its per-call time
+#   training  vs.foreach and Adam at 256 KiB, 16 MiB and 1 GiB against PyTorch
+#   quick     the quick suite: every op, 4 KiB to 64 MiB
+#
+# Everything lands in at most six files under $OUT (a device host may return few):
+# summary.txt (device, versions, each part's exit status and seconds), log.txt (every
+# part's output, in order) and one JSON per bench part. A part that fails or runs out of
+# time is recorded and the next one runs.
 set -uo pipefail
+cd "$(dirname "$0")/../.."  # (pytest reads pyproject.toml and tests/ from the repository root)
 OUT=${OUT:-/tmp/varstore-gpu}
 mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/device.txt" 2>&1
-python -m pip list 2>/dev/null | grep -i -E "^(cupy|numba|numpy|torch|ml.dtypes|cuda)" >> "$OUT/device.txt"
+: > "$OUT/summary.txt"
+: > "$OUT/log.txt"
+export PYTHONUNBUFFERED=1
 
-for mechanism in driver numba; do
-  VARSTORE_CUDA_LAUNCH=$mechanism timeout 300 python -m pytest -m "gpu or kernels" -q -n 8 -p no:cacheprovider \
-    > "$OUT/tests-$mechanism.txt" 2>&1
-  echo "tests ($mechanism): exit $?" >> "$OUT/summary.txt"
+part() {  # part NAME TIMEOUT COMMAND...: run, log, record status and time
+  local name=$1 limit=$2 start=$SECONDS
+  shift 2
+  echo "=== $name: $*" >> "$OUT/log.txt"
+  timeout "$limit" "$@" >> "$OUT/log.txt" 2>&1
+  local status=$?
+  echo "$name: exit $status in $((SECONDS - start)) s" | tee -a "$OUT/summary.txt"
+}
+
+INSTALL='if ls .wheels/numpy-*.whl > /dev/null 2>&1; then
+  python -m pip install --no-deps --no-index .wheels/numpy-*.whl || exit 1
+fi
+python -m pip install --no-deps --no-build-isolation -e . || exit 1
+python -c "import cupy, numba_cuda, numpy, varstore, xdist, hypothesis; print(\"numpy\", numpy.__version__)"'
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
+  python -m pip list 2>/dev/null | grep -i -E "^(cupy|numba|numpy|torch|ml.dtypes|cuda|nvidia-nvjitlink)"
+  git rev-parse HEAD 2>/dev/null
+} >> "$OUT/summary.txt"
+
+ROOFLINE_OPS="cast/float32->bfloat16 cast/float32->float16 cast/float32->float8_e4m3fn cast/bfloat16->float32
+  fill init/ones init/random_uniform init/random_normal random slice/strided accumulate"
+for name in "${@:-install verify roofline}"; do
+  for p in $name; do
+    case $p in
+      install) part install 150 bash -c "$INSTALL" ;;
+      verify) part verify 240 python -m pytest -m "gpu or kernels" -q -n 8 -p no:cacheprovider ;;
+      roofline) part roofline 240 varstore bench --ops $ROOFLINE_OPS --sizes 16MiB,1GiB \
+                  --json "$OUT/roofline.json" ;;
+      calls) part calls 150 varstore bench --ops calls cast fill slice init --sizes 4KiB --json "$OUT/calls.json" ;;
+      numba) part numba 240 env VARSTORE_CUDA_LAUNCH=numba python -m pytest -m "gpu or kernels" -q -n 8 \
+               -p no:cacheprovider
+             part numba-calls 120 env VARSTORE_CUDA_LAUNCH=numba varstore bench --ops calls --sizes 4KiB \
+               --json "$OUT/calls-numba.json" ;;
+      training) part training 180 varstore bench --ops foreach optimizer --sizes 256KiB,16MiB,1GiB \
+                  --json "$OUT/training.json" ;;
+      quick) part quick 240 varstore bench --quick --json "$OUT/quick.json" ;;
+      *) echo "unknown part $p (install verify roofline calls numba training quick)" | tee -a "$OUT/summary.txt" ;;
+    esac
+  done
 done
-for mechanism in driver numba; do
-  VARSTORE_CUDA_LAUNCH=$mechanism timeout 240 varstore bench --ops calls cast fill slice init --sizes 4KiB,16MiB \
-    --json "$OUT/kernels-$mechanism.json" > "$OUT/bench-$mechanism.txt" 2>&1
-  echo "bench ($mechanism): exit $?" >> "$OUT/summary.txt"
-done
-# The memory-roofline targets: casts, fills, Philox and strided writes at 1 GiB against the
-# copy ceiling, memset, PyTorch and CuPy (wide access, driver memsets, division-free regions).
-timeout 240 varstore bench --ops cast fill init slice --sizes 1GiB --json "$OUT/roofline-1GiB.json" \
-  > "$OUT/bench-roofline.txt" 2>&1
-echo "bench (1 GiB): exit $?" >> "$OUT/summary.txt"
-# The wide accumulate and the Philox fills of bfloat16/float64 variables (a file of their
-# own: a timeout loses only these).
-timeout 180 varstore bench --ops accumulate random --sizes 16MiB,1GiB --json "$OUT/accumulate-random.json" \
-  > "$OUT/bench-accumulate-random.txt" 2>&1
-echo "bench (accumulate, random): exit $?" >> "$OUT/summary.txt"
-# The training-loop primitives: foreach over 1,000 small variables against torch._foreach_sub_,
-# Adam against torch.optim.Adam(fused=True) and the bandwidth bound (28 bytes per parameter).
-timeout 240 varstore bench --ops foreach optimizer --sizes 256KiB,16MiB,1GiB --json "$OUT/training.json" \
-  > "$OUT/bench-training.txt" 2>&1
-echo "bench (training): exit $?" >> "$OUT/summary.txt"
-timeout 240 varstore bench --quick --json "$OUT/quick.json" > "$OUT/bench-quick.txt" 2>&1
-echo "bench (quick): exit $?" >> "$OUT/summary.txt"
-cat "$OUT/summary.txt"

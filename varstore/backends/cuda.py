@@ -14,8 +14,8 @@ import warnings
 
 import numpy as np
 
-from ..kernels.launch import cuda_arguments, cuda_grid, numba_launch
-from ..kernels.templates import vector_width
+from ..kernels.launch import BLOCKS_PER_SM, THREADS_PER_BLOCK, cuda_arguments, cuda_grid, numba_launch
+from ..kernels.wide import vector_width
 from .base import Backend, byte_bounds, is_device_array, layouts_share_memory
 
 _POOL_UNIT = 512  # cupy.cuda.MemoryPool rounds every allocation up to a multiple of this
@@ -346,7 +346,8 @@ class _Launcher:
         self.device_id = device_id
         self.sm_count = backend._sm_count_of(device_id)
         self.mechanism = launch_mechanism()
-        # bind key -> (CuPy Function or None, Specialization, parameter count, indices per thread)
+        # bind key -> (CuPy Function or None, Specialization, parameter count, indices per
+        # thread, blocks per SM)
         self.functions: dict = {}
         cc = backend._cupy.cuda.Device(device_id).compute_capability  # e.g. "90"
         self.target = "numba" if self.mechanism == "numba" else f"ptx:{int(cc[:-1])}.{int(cc[-1])}"
@@ -361,15 +362,17 @@ class _Launcher:
                 hit = self.functions.get(key)
                 if hit is None:
                     loop, spec = self.kernel.loop_for(self.target, key, args)
-                    hit = self.functions[key] = (self._load(loop), spec, len(loop.params),
-                                                 vector_width(self.kernel, spec))
-                function, spec, count, per_thread = hit
+                    function = self._load(loop)
+                    hit = self.functions[key] = (function, spec, len(loop.params), vector_width(self.kernel, spec),
+                                                 self._resident_blocks(function))
+                function, spec, count, per_thread, blocks_per_sm = hit
                 if function is not None:
                     flat = cuda_arguments(self.kernel, spec, args, _address)
                     if len(flat) + 2 != count:  # (a tuple of the wrong length: the launch would read past it)
                         raise ValueError(f"Kernel {self.kernel.name!r} takes {count - 2} flat parameters after "
                                          f"start and stop; the arguments give {len(flat)}.")
-                    blocks, threads = cuda_grid(self.kernel, n, self.sm_count, per_thread=per_thread)
+                    blocks, threads = cuda_grid(self.kernel, n, self.sm_count, per_thread=per_thread,
+                                                blocks_per_sm=blocks_per_sm)
                     function((blocks,), (threads,), (0, n, *flat))
                     return
             stream = self.backend._numba_stream(self.device_id)
@@ -377,6 +380,19 @@ class _Launcher:
         finally:
             if previous != self.device_id:
                 cupy.cuda.runtime.setDevice(previous)
+
+    def _resident_blocks(self, function) -> int:
+        """Blocks of ``THREADS_PER_BLOCK`` threads of ``function`` that fit on one SM at
+        once (its registers decide), from the driver; ``BLOCKS_PER_SM`` where it cannot
+        say."""
+        if function is None:
+            return BLOCKS_PER_SM
+        try:
+            blocks = self.backend._cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(
+                function.ptr, THREADS_PER_BLOCK, 0)
+        except Exception:  # noqa: BLE001 - (an older CuPy or driver: the fixed geometry still works)
+            return BLOCKS_PER_SM
+        return max(int(blocks), 1)
 
     def _load(self, loop):
         """The loaded function of ``loop``: its cubin, else its PTX (JIT-compiled by the

@@ -1,0 +1,111 @@
+"""The wide path of the CUDA elementwise loop: each thread takes ``v`` consecutive
+indices, and each array moves up to 16 bytes per load or store
+(``intrinsics.load_vector``/``store_vector``), between a scalar head and tail
+(``access.vector_split``) where the ends are not aligned.
+
+An array read with a step (a broadcast operand) takes part only where its step is 0: it
+is then read once, before the loop (``source.hoisted``), and the others go wide.
+"""
+
+from __future__ import annotations
+
+from .source import ITEMSIZE, Source, element_scalars, grid_stride, hoisted, loop_arrays
+
+#: The CUDA elementwise loop moves up to this many bytes per load or store (one
+#: ``ld.global.v4.u32``), and at most this many accesses per array and thread.
+VECTOR_BYTES = 16
+MAX_VECTOR_ACCESSES = 8
+
+
+def vector_width(kernel, spec) -> int:
+    """Loop indices per thread on the CUDA elementwise loop's wide path (1: no wide path).
+
+    Enough indices that the narrowest array moves :data:`VECTOR_BYTES` per access, but no
+    array more than :data:`MAX_VECTOR_ACCESSES` accesses. Stepped arrays count for
+    nothing: the wide path runs where their steps are 0, and reads each once.
+    A kernel with a width of 1 still takes the wide path where an array has several
+    words per index (the random fills: four words per Philox group, one 16-byte store).
+    """
+    if kernel.template != "elementwise":
+        return 1
+    src = Source(kernel, spec, "cuda")
+    sizes = [src.index_bytes(a) for a in loop_arrays(kernel) if not a.step]
+    if any(size & (size - 1) for size in sizes):  # (the alignment arithmetic needs powers of two)
+        raise ValueError(f"Kernel {kernel.name!r}: bytes per index {sizes} must be powers of two.")
+    width = max(1, VECTOR_BYTES // min(sizes))
+    while width > 1 and max(sizes) * width > VECTOR_BYTES * MAX_VECTOR_ACCESSES:
+        width //= 2
+    return width
+
+
+def is_wide(kernel, spec) -> bool:
+    """Whether the CUDA elementwise loop has a wide path: some array moves more than one
+    word per thread and index group."""
+    v = vector_width(kernel, spec)
+    return kernel.template == "elementwise" and any(v * a.width > 1 for a in loop_arrays(kernel) if not a.step)
+
+
+def vector_pieces(src: Source, array, v: int) -> list[tuple[int, int]]:
+    """``[(first word, words), ...]``: the vector accesses of ``array`` for ``v`` indices."""
+    words = v * array.width
+    per_access = min(words, VECTOR_BYTES // ITEMSIZE[src.words[array.name]])
+    return [(first, per_access) for first in range(0, words, per_access)]
+
+
+def vector_step(src: Source, v: int) -> list[str]:
+    """The body of the wide step ``vstep``: indices ``_k .. _k + v - 1``, each array
+    loaded and stored by vectors (the loop checked their alignment); a stepped array's
+    element is the hoisted local the step takes."""
+    kernel = src.kernel
+    index = kernel.options.get("index")
+    used = {a.step for a in kernel.arrays if a.step} | ({index} if index else set())
+    lines = []
+    loaded = {}
+    for a in loop_arrays(kernel):
+        if a.step:
+            loaded[a.name] = [hoisted(a)] * v
+            continue
+        lines.append(f"_z_{a.name} = {src.words[a.name]}(0)")
+        if a.role in ("in", "inout"):
+            names = []
+            for first, count in vector_pieces(src, a, v):
+                part = [f"_{a.name}{first + c}" for c in range(count)]
+                like = ", ".join([f"_z_{a.name}"] * count)
+                lines.append(f"{', '.join(part)}, = load_vector({a.name}, int64({a.width} * _k + {first}), ({like},))")
+                names += part
+            loaded[a.name] = names
+    out = next(a for a in loop_arrays(kernel) if a.role in ("out", "inout"))
+    results = []
+    for e in range(v):
+        values = [f"{index} + _k + {e}"] if index else []
+        values += [loaded[a.name][e] for a in loop_arrays(kernel) if a.role in ("in", "inout")]
+        call = f"called_f({', '.join(values + element_scalars(kernel, used))})"
+        if out.width == 1:
+            results.append(call)
+        else:
+            lines.append(f"_r{e} = {call}")
+            results += [f"_r{e}[{k}]" for k in range(out.width)]
+    for first, count in vector_pieces(src, out, v):
+        like = ", ".join([f"_z_{out.name}"] * count)
+        lines.append(f"store_vector({out.name}, int64({out.width} * _k + {first}), "
+                     f"({', '.join(results[first:first + count])},), ({like},))")
+    return lines
+
+
+def vector_loop(src: Source, v: int, names: list[str], scalar_step: str) -> list[str]:
+    """The grid-stride loops of the wide path: a scalar head up to the first index where
+    every array is aligned, whole groups of ``v`` indices (``vstep``), a scalar tail
+    (``scalar_step``). Where the arrays are not aligned alike (or the range is short),
+    every index takes the scalar step. ``names``: the steps' arguments after the index."""
+    arrays = [a for a in loop_arrays(src.kernel) if not a.step]
+    checks = ", ".join(f"({a.name}, {src.index_bytes(a)}, {min(VECTOR_BYTES, v * src.index_bytes(a))})"
+                       for a in arrays)
+    call = ", ".join(names)
+    return [
+        f"_head, _groups = vector_split(start, stop, {v}, ({checks},))",
+        "_first = start + _head",
+        *grid_stride("_q", "cuda.grid(1)", "_groups", "cuda.gridsize(1)", [f"vstep(_first + _q * {v}, {call})"]),
+        f"_tail = _first + _groups * {v}",
+        *grid_stride("_t", "cuda.grid(1)", "_head + (stop - _tail)", "cuda.gridsize(1)",
+                     ["_k = start + _t if _t < _head else _tail + (_t - _head)", f"{scalar_step}(_k, {call})"]),
+    ]
