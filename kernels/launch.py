@@ -8,6 +8,8 @@ import os
 
 import numpy as np
 
+from .templates import FORMAT_FIELDS, loop_arrays, scalar_params
+
 THREADS_PER_BLOCK = 256
 # Blocks per SM where the launch does not know how many fit at once (the numba-cuda
 # launch); a grid-stride loop covers the rest, so large arrays do not need one thread
@@ -78,33 +80,47 @@ def cuda_arguments(kernel, spec, args: dict, address) -> list:
     """The CUDA loop's flat parameters after start and stop, as the numbers a launch
     passes: each array as ``address(array)``, tuples field by field, each value of the
     parameter's width (Python ints and floats are 64-bit)."""
-    from .templates import FORMAT_FIELDS, loop_arrays  # (numba: loaded by the first launch)
-
     flat = [address(args[a.name]) for a in loop_arrays(kernel)]
     for s in kernel.scalars:
-        value = args[s.name]
-        kind = s.kind
-        if kind == "i64":
-            flat.append(int(value))
-        elif kind == "u32":
-            flat.append(_U32(value))
-        elif kind == "u64":
-            flat.append(_U64(value))
-        elif kind == "f32":
-            flat.append(_F32(value))
-        elif kind == "f64":
-            flat.append(float(value))
-        elif kind == "format":
-            flat.extend(_U32(v) for v in value)
-        elif kind == "axes":
-            flat.extend(int(v) for v in value)
-        else:  # conversion: route, two formats, lo, hi, mask
-            route, src_fmt, dst_fmt, lo, hi, mask = value
-            flat.append(int(route))
-            flat.extend(_U32(v) for v in src_fmt[:FORMAT_FIELDS])
-            flat.extend(_U32(v) for v in dst_fmt[:FORMAT_FIELDS])
-            flat += [int(lo), int(hi), _U64(mask)]
+        flat_scalar(s.kind, args[s.name], flat)
     return flat
+
+
+def flat_scalar(kind: str, value, flat: list) -> None:
+    """Append scalar ``value`` of ``kind`` to ``flat`` as the CUDA loop's parameters take
+    it: tuples field by field, each value of its parameter's width."""
+    if kind == "i64":
+        flat.append(int(value))
+    elif kind == "u32":
+        flat.append(_U32(value))
+    elif kind == "u64":
+        flat.append(_U64(value))
+    elif kind == "f32":
+        flat.append(_F32(value))
+    elif kind == "f64":
+        flat.append(float(value))
+    elif kind == "format":
+        flat.extend(_U32(v) for v in value)
+    elif kind == "axes":
+        flat.extend(int(v) for v in value)
+    else:  # conversion: route, two formats, lo, hi, mask
+        route, src_fmt, dst_fmt, lo, hi, mask = value
+        flat.append(int(route))
+        flat.extend(_U32(v) for v in src_fmt[:FORMAT_FIELDS])
+        flat.extend(_U32(v) for v in dst_fmt[:FORMAT_FIELDS])
+        flat += [int(lo), int(hi), _U64(mask)]
+
+
+def argument_slots(kernel, spec) -> dict:
+    """``{argument name: (first flat parameter, how many)}`` of the list
+    :func:`cuda_arguments` makes (after start and stop)."""
+    slots = {a.name: (i, 1) for i, a in enumerate(loop_arrays(kernel))}
+    offset = len(slots)
+    for s in kernel.scalars:
+        width = len(scalar_params(s, spec.axes))
+        slots[s.name] = (offset, width)
+        offset += width
+    return slots
 
 
 _U32 = np.uint32

@@ -69,3 +69,15 @@ TARGET_PARAMS = [
 def target(request):
     """"cpu" (the numba CPU loop) or "cuda" (the CUDA loop: simulator or GPU)."""
     return request.param
+
+
+@pytest.fixture
+def sm90_without_a_gpu(monkeypatch):
+    """numba-cuda compiles overloads (e.g. scalar ``.view``) for the *current* device's
+    compute capability; with no GPU there is none, so stand in an sm_90 one."""
+    import numba.cuda.dispatcher as dispatcher
+
+    class _Sm90:
+        compute_capability = (9, 0)
+
+    monkeypatch.setattr(dispatcher, "get_current_device", lambda: _Sm90())

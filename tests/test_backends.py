@@ -86,7 +86,7 @@ def test_small_launches_do_not_warn_and_reuse_the_stream():
     numba stream."""
     import warnings
 
-    from varstore.backends.cuda import launch_mechanism
+    from varstore.backends.cuda_launch import launch_mechanism
 
     store = vs.VariableStore(device="cuda:0")
     v = store.variable("zeros", shape=(4, 4), dtype="float32")
@@ -108,7 +108,7 @@ def test_small_launches_do_not_warn_and_reuse_the_stream():
 def test_driver_launch_grids_fill_one_wave_of_resident_blocks():
     """The driver launch sizes a large grid to the blocks that fit on the SMs at once
     (the driver's occupancy for the loaded function), not a fixed 8 per SM."""
-    from varstore.backends.cuda import launch_mechanism
+    from varstore.backends.cuda_launch import launch_mechanism
     from varstore.kernels.launch import THREADS_PER_BLOCK
 
     if launch_mechanism() != "driver":

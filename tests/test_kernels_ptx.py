@@ -54,15 +54,8 @@ needs_nvvm = pytest.mark.skipif(
 
 
 @pytest.fixture(autouse=True)
-def sm90_without_a_gpu(monkeypatch):
-    """numba-cuda compiles overloads (e.g. scalar ``.view``) for the *current* device's
-    compute capability; with no GPU there is none, so stand in an sm_90 one."""
-    import numba.cuda.dispatcher as dispatcher
-
-    class _Sm90:
-        compute_capability = (9, 0)
-
-    monkeypatch.setattr(dispatcher, "get_current_device", lambda: _Sm90())
+def _sm90(sm90_without_a_gpu):
+    """Every test here compiles for sm_90 (conftest's ``sm90_without_a_gpu``)."""
 
 
 PTX_TARGET = "ptx:9.0"

@@ -112,7 +112,7 @@ class Backend(abc.ABC):
         skip the per-call binding override this; the default launches as :meth:`launch`
         does.
         """
-        names = (given,) if isinstance(given, str) else tuple(given)
+        names = given_names(kernel, given)
         kernel.bind(args, n)
         fixed = {k: v for k, v in args.items() if k not in names}
 
@@ -211,6 +211,17 @@ def byte_bounds(address: int, shape: tuple, strides: tuple, itemsize: int) -> tu
 
 
 _DLPACK_CUDA_DEVICES = (2, 13)  # kDLCUDA, kDLCUDAManaged
+
+
+def given_names(kernel, given) -> tuple:
+    """``given`` (an argument name, or several) of :meth:`Backend.bound_launch` as a
+    tuple; TypeError for a name that is not one of ``kernel``'s arguments."""
+    names = (given,) if isinstance(given, str) else tuple(given)
+    unknown = sorted(set(names) - set(kernel.argument_names))
+    if unknown:
+        raise TypeError(f"bound_launch: {unknown} are not arguments of kernel {kernel.name!r} (it takes "
+                        f"{list(kernel.argument_names)}).")
+    return names
 
 
 def is_device_array(obj) -> bool:

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 
 import numpy as np
 
-from ..kernels.launch import BLOCKS_PER_SM, THREADS_PER_BLOCK, cuda_arguments, cuda_grid, numba_launch
-from ..kernels.wide import vector_width
-from .base import Backend, byte_bounds, is_device_array, layouts_share_memory
+from .base import Backend, byte_bounds, given_names, is_device_array, layouts_share_memory
+from .cuda_launch import Launcher
 
 _POOL_UNIT = 512  # cupy.cuda.MemoryPool rounds every allocation up to a multiple of this
 STAGING_BYTES = 16 << 20  # each of the two pinned host buffers checkpoints stream through
@@ -76,9 +74,9 @@ class CudaBackend(Backend):
         self.pool = cupy.cuda.MemoryPool()
         self.out_of_memory_errors = (cupy.cuda.memory.OutOfMemoryError, MemoryError)
         self._sm_count: dict[int, int] = {}
-        self._launchers: dict = {}  # (kernel, device id) -> _Launcher
+        self._launchers: dict = {}  # (kernel, device id) -> Launcher
         self._numba_streams: dict = {}  # (device id, CuPy stream pointer) -> numba stream
-        self._load_lock = threading.Lock()
+        self.load_lock = threading.Lock()  # (modules load one at a time: see cuda_launch)
         self._staging = None  # two pinned host buffers, made on the first checkpoint
         self._staging_lock = threading.Lock()
         self._memsets = None  # {bits: the driver's memset}, looked up on the first fill
@@ -192,7 +190,7 @@ class CudaBackend(Backend):
         # One synchronous host -> device copy into the existing buffer; no device temporary.
         dst.set(np.asarray(host, order="C"))
 
-    def _numba_stream(self, device_id: int):
+    def numba_stream(self, device_id: int):
         """numba-cuda's handle of CuPy's current stream (the "numba" launch mechanism):
         kernels run after the work CuPy already queued there."""
         cuda = _load_numba_cuda()
@@ -202,7 +200,7 @@ class CudaBackend(Backend):
             stream = self._numba_streams[(device_id, ptr)] = cuda.external_stream(ptr)
         return stream
 
-    def _sm_count_of(self, device_id: int) -> int:
+    def sm_count_of(self, device_id: int) -> int:
         if device_id not in self._sm_count:
             attrs = self._cupy.cuda.Device(device_id).attributes
             self._sm_count[device_id] = int(attrs["MultiProcessorCount"])
@@ -212,6 +210,21 @@ class CudaBackend(Backend):
         if not n:
             return
         key, values = kernel.bind(args, n)
+        self._launcher(kernel, values)(int(n), key, args)
+
+    def bound_launch(self, kernel, n, args, given):
+        # The driver launch binds once: the loaded function, the grid and the flat
+        # parameters but the given ones (see cuda_launch.Launcher.bound).
+        names = given_names(kernel, given)
+        if n:
+            key, values = kernel.bind(args, n)
+            run = self._launcher(kernel, values).bound(int(n), key, args, names)
+            if run is not None:
+                return run
+        return super().bound_launch(kernel, n, args, given)
+
+    def _launcher(self, kernel, values):
+        """The launcher of ``kernel`` on the one device that its arrays ``values`` are on."""
         devices = {a.device.id for a in values if isinstance(a, self._cupy.ndarray)}
         if len(devices) != 1:
             raise ValueError(f"Kernel {kernel.name!r} reads and writes one device's memory; its arrays are on "
@@ -219,8 +232,8 @@ class CudaBackend(Backend):
         device_id = devices.pop()
         launcher = self._launchers.get((kernel, device_id))
         if launcher is None:
-            launcher = self._launchers[(kernel, device_id)] = _Launcher(self, kernel, device_id)
-        launcher(int(n), key, args)
+            launcher = self._launchers[(kernel, device_id)] = Launcher(self, kernel, device_id)
+        return launcher
 
     def _staging_buffers(self):
         if self._staging is None:
@@ -319,102 +332,3 @@ def _byte_range(array) -> tuple:
         return array.data.ptr, array.data.ptr + array.nbytes
     return byte_bounds(array.data.ptr, array.shape, array.strides, array.itemsize)
 
-
-#: How kernels are launched: "driver" (default: the PTX numba-cuda compiled, loaded with
-#: the CUDA driver through CuPy and launched with raw pointers and typed scalars) or
-#: "numba" (numba-cuda's own launch of the same loop; for comparison and as a fallback).
-LAUNCH_MECHANISMS = ("driver", "numba")
-
-
-def launch_mechanism() -> str:
-    value = os.environ.get("VARSTORE_CUDA_LAUNCH", "driver")
-    if value not in LAUNCH_MECHANISMS:
-        raise ValueError(f"Invalid value for environment variable VARSTORE_CUDA_LAUNCH. Expected one of "
-                         f"{list(LAUNCH_MECHANISMS)}. Received: VARSTORE_CUDA_LAUNCH={value!r}")
-    return value
-
-
-class _Launcher:
-    """Launches one kernel on one device: per specialization, the loaded function and
-    what its launch needs, so that a call is a dictionary lookup, the flat argument list
-    and one driver launch on CuPy's current stream. No host synchronization, no
-    allocation."""
-
-    def __init__(self, backend, kernel, device_id: int):
-        self.backend = backend
-        self.kernel = kernel
-        self.device_id = device_id
-        self.sm_count = backend._sm_count_of(device_id)
-        self.mechanism = launch_mechanism()
-        # bind key -> (CuPy Function or None, Specialization, parameter count, indices per
-        # thread, blocks per SM)
-        self.functions: dict = {}
-        cc = backend._cupy.cuda.Device(device_id).compute_capability  # e.g. "90"
-        self.target = "numba" if self.mechanism == "numba" else f"ptx:{int(cc[:-1])}.{int(cc[-1])}"
-
-    def __call__(self, n: int, key: tuple, args: dict) -> None:
-        cupy = self.backend._cupy
-        previous = cupy.cuda.runtime.getDevice()
-        if previous != self.device_id:
-            cupy.cuda.runtime.setDevice(self.device_id)
-        try:
-            if self.mechanism == "driver":
-                hit = self.functions.get(key)
-                if hit is None:
-                    loop, spec = self.kernel.loop_for(self.target, key, args)
-                    function = self._load(loop)
-                    hit = self.functions[key] = (function, spec, len(loop.params), vector_width(self.kernel, spec),
-                                                 self._resident_blocks(function))
-                function, spec, count, per_thread, blocks_per_sm = hit
-                if function is not None:
-                    flat = cuda_arguments(self.kernel, spec, args, _address)
-                    if len(flat) + 2 != count:  # (a tuple of the wrong length: the launch would read past it)
-                        raise ValueError(f"Kernel {self.kernel.name!r} takes {count - 2} flat parameters after "
-                                         f"start and stop; the arguments give {len(flat)}.")
-                    blocks, threads = cuda_grid(self.kernel, n, self.sm_count, per_thread=per_thread,
-                                                blocks_per_sm=blocks_per_sm)
-                    function((blocks,), (threads,), (0, n, *flat))
-                    return
-            stream = self.backend._numba_stream(self.device_id)
-            numba_launch(self.kernel, n, args, _address, self.sm_count, stream)
-        finally:
-            if previous != self.device_id:
-                cupy.cuda.runtime.setDevice(previous)
-
-    def _resident_blocks(self, function) -> int:
-        """Blocks of ``THREADS_PER_BLOCK`` threads of ``function`` that fit on one SM at
-        once (its registers decide), from the driver; ``BLOCKS_PER_SM`` where it cannot
-        say."""
-        if function is None:
-            return BLOCKS_PER_SM
-        try:
-            blocks = self.backend._cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(
-                function.ptr, THREADS_PER_BLOCK, 0)
-        except Exception:  # noqa: BLE001 - (an older CuPy or driver: the fixed geometry still works)
-            return BLOCKS_PER_SM
-        return max(int(blocks), 1)
-
-    def _load(self, loop):
-        """The loaded function of ``loop``: its cubin, else its PTX (JIT-compiled by the
-        driver). None when the driver refuses both (e.g. PTX newer than the driver and no
-        nvJitLink): that specialization then launches through numba-cuda, which links
-        with its own tools, and a warning says why."""
-        cupy = self.backend._cupy
-        errors = []
-        with self.backend._load_lock:
-            for image in (loop.cubin, loop.ptx.encode()):
-                if image is None:
-                    continue
-                module = cupy.cuda.function.Module()
-                try:
-                    module.load(image)
-                    return module.get_function(loop.entry)
-                except Exception as exc:  # CUDADriverError: unsupported PTX version, no kernel image...
-                    errors.append(f"{type(exc).__name__}: {exc}")
-        warnings.warn(f"varstore: the CUDA driver cannot load kernel {self.kernel.name!r} ({'; '.join(errors)}); "
-                      f"it launches through numba-cuda instead.", RuntimeWarning, stacklevel=4)
-        return None
-
-
-def _address(array) -> int:
-    return array.data.ptr

@@ -1,0 +1,226 @@
+"""Tier c: the driver launch (``backends/cuda_launch.py``) on a host without a GPU.
+
+A stand-in for CuPy records what a launch hands the driver: the loaded image, the grid
+and the parameter tuple. The kernels are the real ones, compiled to sm_90 PTX (and a
+cubin where nvJitLink is installed). Checked: the parameters are ``(0, n, *flat)`` in
+the PTX's count and widths, arrays by address; the grid is one wave of the blocks the
+driver's occupancy allows; a bound launch passes what the plain launch passes for the
+same values, keeps its fixed arrays alive and refuses an array of another device; the
+launch runs on the arrays' device and puts the caller's device back. What only a GPU
+can show (the driver accepting the image, the kernel's bits and speed) is in the gpu
+tier.
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from helpers import SIMULATOR
+
+pytestmark = [
+    pytest.mark.kernels,
+    pytest.mark.skipif(SIMULATOR, reason="the simulator replaces numba.cuda's compiler"),
+    pytest.mark.usefixtures("sm90_without_a_gpu"),
+]
+
+numba = pytest.importorskip("numba")
+
+from varstore.kernels import cast as K  # noqa: E402
+from varstore.kernels import random_fill as R  # noqa: E402
+from varstore.kernels.launch import BLOCKS_PER_SM, THREADS_PER_BLOCK, cuda_arguments  # noqa: E402
+
+SM_COUNT = 132
+
+
+class DeviceArray(np.ndarray):
+    """A host array posing as a CuPy array: ``.data.ptr`` and ``.device.id``."""
+
+    @property
+    def data(self):
+        return SimpleNamespace(ptr=self.__array_interface__["data"][0])
+
+    @property
+    def device(self):
+        return SimpleNamespace(id=getattr(self, "_device", 0))
+
+
+def device_array(values, dtype, device: int = 0) -> DeviceArray:
+    array = np.array(values, dtype).view(DeviceArray)
+    array._device = device
+    return array
+
+
+class FakeCuPy:
+    """What the cuda backend and its launcher use of CuPy, recording the launches.
+    ``occupancy``: the blocks per SM the driver reports, or the exception it raises."""
+
+    def __init__(self, occupancy=5):
+        self.launches: list = []  # (function, grid, block, parameters, current device)
+        self.images: list = []  # what each Module.load was given
+        self.current = 0
+        self.device_calls: list = []
+        self.ndarray = DeviceArray
+        fake = self
+
+        class Module:
+            def load(self, image):
+                fake.images.append(image)
+
+            def get_function(self, entry):
+                return _Function(fake, entry)
+
+        def blocks_per_sm(ptr, threads, shared):
+            assert threads == THREADS_PER_BLOCK and shared == 0
+            if isinstance(occupancy, Exception):
+                raise occupancy
+            return occupancy
+
+        self.cuda = SimpleNamespace(
+            MemoryPool=lambda: None,
+            memory=SimpleNamespace(OutOfMemoryError=MemoryError),
+            runtime=SimpleNamespace(getDevice=lambda: fake.current, setDevice=self._set_device,
+                                    getDeviceCount=lambda: 2),
+            Device=lambda index=0: SimpleNamespace(compute_capability="90",
+                                                   attributes={"MultiProcessorCount": SM_COUNT}),
+            function=SimpleNamespace(Module=Module),
+            driver=SimpleNamespace(occupancyMaxActiveBlocksPerMultiprocessor=blocks_per_sm),
+        )
+
+    def _set_device(self, index):
+        self.device_calls.append(index)
+        self.current = index
+
+
+class _Function:
+    def __init__(self, fake, entry):
+        self.fake, self.entry, self.ptr = fake, entry, 1000 + len(fake.images)
+
+    def __call__(self, grid, block, parameters):
+        self.fake.launches.append((self, grid, block, parameters, self.fake.current))
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """(the stand-in CuPy, a CudaBackend over it), driver launch."""
+    monkeypatch.delenv("VARSTORE_CUDA_LAUNCH", raising=False)
+    cupy = FakeCuPy()
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    from varstore.backends.cuda import CudaBackend
+
+    return cupy, CudaBackend()
+
+
+def _cast_args(n, device=0):
+    rng = np.random.default_rng(n)
+    return {"src": device_array(rng.standard_normal(n).astype(np.float32).view(np.uint32), np.uint32, device),
+            "dst": device_array(np.zeros(n), np.uint16, device), "fmt": K.BFLOAT16}
+
+
+def _typed(parameters) -> list:
+    return [(type(p), p.item() if isinstance(p, np.generic) else p) for p in parameters]
+
+
+def test_driver_launch_passes_the_ptx_parameters_and_a_one_wave_grid(fake):
+    cupy, backend = fake
+    n = 1 << 22
+    args = _cast_args(n)
+    backend.launch(K.encode_f32, n, **args)
+    (function, grid, block, parameters, device) = cupy.launches[-1]
+    loop, spec = K.encode_f32.loop_for("ptx:9.0", K.encode_f32.bind(args, n)[0], args)
+    assert function.entry == loop.entry and cupy.images[-1] in (loop.cubin, loop.ptx.encode())
+    assert len(parameters) == len(loop.params)  # start, stop, then the flat list
+    assert parameters[:2] == (0, n) and _typed(parameters[2:]) == _typed(cuda_arguments(K.encode_f32, spec, args,
+                                                                                        lambda a: a.data.ptr))
+    assert parameters[2] == args["src"].data.ptr and parameters[3] == args["dst"].data.ptr
+    assert all(type(p) is np.uint32 for p in parameters[4:])  # the format's eight 32-bit fields
+    # 8 indices per thread (2 x 16-byte loads, 1 x 16-byte store); 5 blocks fit per SM
+    assert grid == (SM_COUNT * 5,) and block == (THREADS_PER_BLOCK,) and device == 0
+    backend.launch(K.encode_f32, 1000, **_cast_args(1000))
+    assert cupy.launches[-1][1] == (-(-1000 // 8 // THREADS_PER_BLOCK),)  # a small launch: no more blocks than work
+
+
+def test_the_fixed_geometry_where_the_driver_gives_no_occupancy(monkeypatch):
+    monkeypatch.delenv("VARSTORE_CUDA_LAUNCH", raising=False)
+    cupy = FakeCuPy(occupancy=RuntimeError("no occupancy API"))
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    from varstore.backends.cuda import CudaBackend
+
+    n = 1 << 22
+    CudaBackend().launch(K.encode_f32, n, **_cast_args(n))
+    assert cupy.launches[-1][1] == (SM_COUNT * BLOCKS_PER_SM,)
+
+
+def test_launches_run_on_the_arrays_device_and_restore_the_callers(fake):
+    cupy, backend = fake
+    cupy.current = 1
+    backend.launch(K.encode_f32, 64, **_cast_args(64, device=0))
+    assert cupy.launches[-1][4] == 0 and cupy.current == 1 and cupy.device_calls[-2:] == [0, 1]
+    args = {**_cast_args(64), "dst": device_array(np.zeros(64), np.uint16, device=1)}
+    with pytest.raises(ValueError, match=r"one device's memory; its arrays are on devices \[0, 1\]"):
+        backend.launch(K.encode_f32, 64, **args)
+
+
+@pytest.mark.parametrize("n", [1000, 1 << 20])
+def test_bound_launches_pass_what_the_plain_launch_passes(fake, n):
+    """Arrays given (a prepared cast's output, an accumulate's two operands) and scalars
+    given (a random fill's key and range) take the places and widths of the plain
+    launch's parameters."""
+    cupy, backend = fake
+    sample = _cast_args(n)
+    run = backend.bound_launch(K.encode_f32, n, sample, "dst")
+    for _ in range(2):
+        other = _cast_args(n)
+        run(other["dst"])
+        bound = cupy.launches[-1]
+        backend.launch(K.encode_f32, n, **{**sample, "dst": other["dst"]})
+        plain = cupy.launches[-1]
+        assert bound[1:3] == plain[1:3] and _typed(bound[3]) == _typed(plain[3])
+        assert bound[3][3] == other["dst"].data.ptr != sample["dst"].data.ptr
+
+    dst, src = device_array(np.zeros(n), np.uint16), device_array(np.ones(1), np.uint16)
+    acc = {"dst": dst, "src": src, "src_step": 0, "sign": -1, "fmt": K.BFLOAT16}
+    run = backend.bound_launch(K.accumulate_broadcast, n, acc, ("dst", "src"))
+    dst2, src2 = device_array(np.zeros(n), np.uint16), device_array(np.ones(1), np.uint16)
+    run(dst2, src2)
+    bound = cupy.launches[-1]
+    backend.launch(K.accumulate_broadcast, n, **{**acc, "dst": dst2, "src": src2})
+    assert _typed(bound[3]) == _typed(cupy.launches[-1][3]) and bound[1] == cupy.launches[-1][1]
+
+    kernel = R.FILL_KERNELS[(R.UNIFORM, False)]
+    out = device_array(np.zeros(4 * n), np.uint32)
+    fill = {"dst": out, "first": 0, "k0": 1, "k1": 2, "a": 0.0, "b": 1.0, "encode": 0, "fmt": K.BFLOAT16}
+    run = backend.bound_launch(kernel, n, fill, ("dst", "k0", "k1", "a", "b"))
+    run(out, 2**32 - 1, 7, -1.5, 2.5)
+    bound = cupy.launches[-1]
+    backend.launch(kernel, n, **{**fill, "k0": 2**32 - 1, "k1": 7, "a": -1.5, "b": 2.5})
+    assert _typed(bound[3]) == _typed(cupy.launches[-1][3])
+
+
+def test_bound_launches_hold_their_fixed_arrays_and_check_the_given_ones(fake):
+    cupy, backend = fake
+    args = _cast_args(256)
+    source = weakref.ref(args["src"])
+    run = backend.bound_launch(K.encode_f32, 256, args, "dst")
+    del args
+    assert source() is not None  # (its address is in every launch the bound call makes)
+    with pytest.raises(ValueError, match="bound on device 0; an array on device 1 was given"):
+        run(device_array(np.zeros(256), np.uint16, device=1))
+    with pytest.raises(TypeError, match=r"\['nope'\] are not arguments of kernel 'encode_f32'"):
+        backend.bound_launch(K.encode_f32, 256, _cast_args(256), ("dst", "nope"))
+    del run
+    assert source() is None
+
+
+def test_the_numba_mechanism_binds_nothing(fake, monkeypatch):
+    cupy, backend = fake
+    monkeypatch.setenv("VARSTORE_CUDA_LAUNCH", "numba")
+    from varstore.backends.cuda import CudaBackend
+    from varstore.backends.cuda_launch import BoundLaunch
+
+    run = CudaBackend().bound_launch(K.encode_f32, 64, _cast_args(64), "dst")
+    assert not isinstance(run, BoundLaunch) and callable(run) and cupy.launches == []
