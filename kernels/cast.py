@@ -188,10 +188,19 @@ def float_to_uint64_saturating(x):
 
 @element
 def add_in_format(a, b, sign, fmt):
-    """``a + sign * b`` for two words of ``fmt``: computed in float32, rounded once."""
-    x = np.uint32(decode_to_f32_bits(a, fmt)).view(np.float32)
-    y = np.uint32(decode_to_f32_bits(b, fmt)).view(np.float32)
-    return encode_from_f32_bits(np.float32(x + float32(sign) * y).view(np.uint32), fmt)
+    """``a + sign * b`` for two words of ``fmt``: computed in float32, rounded once.
+
+    A NaN sum takes its bits by the CPU's rule (x86 SSE) on every target: ``a`` quieted
+    where it is a NaN, else ``b`` quieted (the sign multiply keeps a NaN as it is), else
+    (infinities of opposite signs) the default NaN 0xFFC00000. A GPU's float
+    operations return 0x7FFFFFFF for every NaN."""
+    xb = np.uint32(decode_to_f32_bits(a, fmt))
+    yb = np.uint32(decode_to_f32_bits(b, fmt))
+    s = np.float32(xb.view(np.float32) + float32(sign) * yb.view(np.float32))
+    # (selects, not branches: the CPU loop stays vectorized)
+    y_nan = U32(yb | U32(0x400000)) if U32(yb & U32(0x7FFFFFFF)) > U32(0x7F800000) else U32(0xFFC00000)
+    nan = U32(xb | U32(0x400000)) if U32(xb & U32(0x7FFFFFFF)) > U32(0x7F800000) else y_nan
+    return encode_from_f32_bits(nan if s != s else U32(s.view(np.uint32)), fmt)
 
 
 @element
@@ -353,7 +362,7 @@ accumulate_broadcast = kernel("accumulate_broadcast", "elementwise", add_in_form
                               (Array("dst", "inout", words=_SMALL), Array("src", step="src_step", words=_SMALL)),
                               (Scalar("src_step", "i64"), Scalar("sign", "i64"), Scalar("fmt", "format")),
                               doc="dst += sign * src[i * src_step] in a small format (src_step 0: a one-element "
-                                  "src; one element per access).")
+                                  "src, read once; dst then takes wide accesses on a GPU).")
 convert = kernel("convert", "elementwise", convert_word, (Array("src"), Array("dst", "out", words=UNSIGNED)),
                  (Scalar("conversion", "conversion"),),
                  doc="Any source -> the destination's words by a convert_word route (no temporary).")

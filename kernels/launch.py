@@ -76,6 +76,15 @@ def cuda_grid(kernel, n: int, sm_count: int, simulator: bool = False, per_thread
     return min(max(int(n), 1), max(int(sm_count), 1) * max(int(blocks_per_sm), 1)), THREADS_PER_BLOCK
 
 
+def indices_per_thread(kernel, width: int, args: dict) -> int:
+    """Indices per thread of a launch whose wide path takes ``width``
+    (``wide.vector_width``): 1 where a stepped array's step is not 0, since every index
+    then takes the general step."""
+    if width > 1 and any(args[a.step] for a in kernel.arrays if a.step):
+        return 1
+    return width
+
+
 def cuda_arguments(kernel, spec, args: dict, address) -> list:
     """The CUDA loop's flat parameters after start and stop, as the numbers a launch
     passes: each array as ``address(array)``, tuples field by field, each value of the
@@ -136,6 +145,7 @@ def numba_launch(kernel, n: int, args: dict, address, sm_count: int, stream=0) -
 
     key, _ = kernel.bind(args, n)
     loop, spec = kernel.loop_for("numba", key, args)
-    blocks, threads = cuda_grid(kernel, n, sm_count, _targets.simulator_enabled(), wide.vector_width(kernel, spec))
+    per_thread = indices_per_thread(kernel, wide.vector_width(kernel, spec), args)
+    blocks, threads = cuda_grid(kernel, n, sm_count, _targets.simulator_enabled(), per_thread)
     loop[blocks, threads, stream](0, n, *cuda_arguments(kernel, spec, args, address))
 

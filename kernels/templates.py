@@ -321,16 +321,17 @@ def cuda_source(kernel, spec) -> str:
     stepped = [a for a in loop_arrays(kernel) if a.step] if kernel.template == "elementwise" else []
     # Where every step is 0, the steps below take each stepped array's element as an
     # argument, read once before the loop: ostep (one index) and vstep (the wide path).
-    once = ", ".join(["_k"] + names + [hoisted(a) for a in stepped])
+    arguments = names + [hoisted(a) for a in stepped]  # (the hoisted elements last)
+    once = ", ".join(["_k"] + arguments)
     scalar_step = "step"
     if stepped:
         scalar_step = "ostep"
-        body = src.type_values() + _elementwise_body(src, "_k", once=True)
-        functions += f"@element\ndef ostep({once}):\n" + "\n".join(indent(body, 1)) + "\n\n\n"
+        lines = src.type_values() + _elementwise_body(src, "_k", once=True)
+        functions += f"@element\ndef ostep({once}):\n" + "\n".join(indent(lines, 1)) + "\n\n\n"
     if is_wide(kernel, spec):
         v = vector_width(kernel, spec)
         functions += f"@element\ndef vstep({once}):\n" + "\n".join(indent(vector_step(src, v), 1)) + "\n\n\n"
-        loop = vector_loop(src, v, once.split(", ")[1:], scalar_step)
+        loop = vector_loop(src, v, arguments, scalar_step)
     else:
         loop = grid_stride("_k", "start + cuda.grid(1)", "stop", "cuda.gridsize(1)", [f"{scalar_step}({once})"])
     if stepped:
@@ -338,9 +339,9 @@ def cuda_source(kernel, spec) -> str:
     return functions + f"def loop({flat}):\n" + "\n".join(indent(prologue + loop, 1)) + "\n"
 
 
-def _when_steps_are_zero(src: Source, stepped: list, once: list[str], general: list[str]) -> list[str]:
-    """``once`` (the stepped arrays' elements read first, into their hoisted locals) where
-    the range is not empty and every step is 0, else ``general``."""
+def _when_steps_are_zero(src: Source, stepped: list, zero_steps: list[str], general: list[str]) -> list[str]:
+    """Loop lines: ``zero_steps`` (after the stepped arrays' elements are read into their
+    hoisted locals) where the range is not empty and every step is 0, else ``general``."""
     zero = " and ".join(f"{a.step} == 0" for a in stepped)
     reads = [f"{hoisted(a)} = {src.load(a.name, '0')}" for a in stepped]
-    return [f"if start < stop and {zero}:", *indent(reads + once, 1), "else:", *indent(general, 1)]
+    return [f"if start < stop and {zero}:", *indent(reads + zero_steps, 1), "else:", *indent(general, 1)]

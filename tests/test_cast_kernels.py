@@ -442,3 +442,23 @@ def test_only_an_input_array_can_have_a_step():
 
     with pytest.raises(ValueError, match="only an 'in' array can have a step"):
         Array("dst", "inout", step="dst_step")
+
+
+@pytest.mark.parametrize("name", FORMAT_NAMES)
+@pytest.mark.parametrize("sign", [1, -1])
+def test_accumulate_gives_nan_bits_by_one_rule(target, name, sign):
+    """Sums that are NaN (a NaN operand with payloads and either sign, or infinities of
+    opposite signs) take the x86 rule's bits on every target, as NumPy's float32 sum
+    gives them here; a GPU's own float add would return 0x7FFFFFFF for each."""
+    words = all_words(name)
+    values = decode_reference(words, name)
+    special = words[~np.isfinite(values)]
+    some = np.concatenate([special, words[np.isfinite(values)][:: max(1, words.size // 64)]])
+    a, b = (x.ravel() for x in np.meshgrid(some, some))
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = (decode_reference(a, name) + np.float32(sign) * decode_reference(b, name))
+        expected = expected.astype(NUMPY_TYPES[name]).view(WORD[name])
+    assert np.isnan(decode_reference(expected, name)).sum() > special.size  # (NaN sums are tested)
+    dst = a.copy()
+    run_kernel(target, K.accumulate, dst.size, dst=dst, src=b, sign=sign, fmt=K.FORMATS[name])
+    np.testing.assert_array_equal(dst, expected)

@@ -144,6 +144,16 @@ def test_driver_launch_passes_the_ptx_parameters_and_a_one_wave_grid(fake):
     assert cupy.launches[-1][1] == (-(-1000 // 8 // THREADS_PER_BLOCK),)  # a small launch: no more blocks than work
 
 
+def test_a_stepped_operand_gets_the_wide_grid_only_with_step_0(fake):
+    cupy, backend = fake
+    n = 8 * THREADS_PER_BLOCK * 10
+    dst = device_array(np.zeros(n), np.uint16)
+    for step, blocks in [(0, 10), (1, 80)]:  # 8 indices per thread on the wide path, else 1
+        src = device_array(np.ones(n), np.uint16)
+        backend.launch(K.accumulate_broadcast, n, dst=dst, src=src, src_step=step, sign=1, fmt=K.BFLOAT16)
+        assert cupy.launches[-1][1] == (blocks,)
+
+
 def test_the_fixed_geometry_where_the_driver_gives_no_occupancy(monkeypatch):
     monkeypatch.delenv("VARSTORE_CUDA_LAUNCH", raising=False)
     cupy = FakeCuPy(occupancy=RuntimeError("no occupancy API"))

@@ -339,7 +339,7 @@ def test_bound_random_fills_match_the_general_launch(dtype, distribution):
         out = np.empty(shape, storage_dtype(dtype))
         R.fill_random(backend, out, dtype, seed, distribution, -0.5, 2.0)
         general.append(out.tobytes())
-    key = (backend, dtype, distribution, 48)
+    key = (backend, "cpu", dtype, distribution, 48)
     assert key in R._bound_fills  # the third fill went through the bound loop
     R._bound_fills.clear()
     R._seen_fills.clear()
@@ -440,7 +440,7 @@ def test_bound_accumulates_match_the_general_launch(dtype):
                     backend.launch(K.accumulate, 24, dst=general, src=operand, sign=sign, fmt=fmt)
                 assert bound.tobytes() == general.tobytes()
                 assert bound.tobytes() != start.tobytes()
-            assert (backend, dtype, 24, sign, operand_size) in casting._accumulates
+            assert (backend, "cpu", dtype, 24, sign, operand_size) in casting._accumulates
 
 
 def test_bound_accumulates_keep_no_array_alive_and_refuse_other_sizes():
@@ -463,3 +463,18 @@ def test_bound_accumulates_keep_no_array_alive_and_refuse_other_sizes():
     with pytest.raises(ValueError, match="the operand has 3 elements; expected 40"):
         casting.accumulate_into(backend, dst, np.zeros(3, np.uint16), "bfloat16", 1)
     assert not dst.any()
+
+
+def test_bound_accumulates_refuse_strided_arrays_and_keep_to_their_device():
+    from varstore import casting
+    from varstore.backends import get
+
+    backend = get("numpy")
+    dst = np.zeros(80, np.uint16)
+    with pytest.raises(ValueError, match=r"must be C-contiguous; their strides are \(4,\) and \(2,\)"):
+        casting.accumulate_into(backend, dst[::2], np.full(40, 0x3F80, np.uint16), "bfloat16", 1)
+    with pytest.raises(ValueError, match=r"strides are \(2,\) and \(4,\)"):
+        casting.accumulate_into(backend, dst[:40], np.full(80, 0x3F80, np.uint16)[::2], "bfloat16", 1)
+    assert not dst.any()
+    casting.accumulate_into(backend, dst[:40], np.full(40, 0x3F80, np.uint16), "bfloat16", 1)
+    assert any(key[1] == "cpu" and key[3] == 40 for key in casting._accumulates)  # (the device is in the key)

@@ -268,16 +268,20 @@ def accumulate_into(backend, dst, src, dtype: str, sign: int) -> None:
 
     Small floats are computed in float32 and rounded once, by our kernel; other dtypes
     use the array module's in-place add/subtract (integers wrap, as NumPy's). Both
-    arrays are C-contiguous (storage, and operands from ``values.as_storage_array``).
+    arrays are C-contiguous (storage, and operands from ``values.as_storage_array``):
+    the kernel's launch is bound once per key and its calls do not check them again.
     """
     if record(dtype).format is not None:
         n = dst.size
         if src.size != n and src.size != 1:
             raise ValueError(f"accumulate_into: the operand has {src.size} elements; expected {n} (the "
                              f"destination's) or 1.")
-        key = (backend, dtype, n, sign, src.size)
-        run = _accumulates.get(key)
+        if not (dst.flags.c_contiguous and src.flags.c_contiguous):
+            raise ValueError(f"accumulate_into: the destination and the operand must be C-contiguous; their "
+                             f"strides are {dst.strides} and {src.strides}.")
         dst_words, src_words = destination_words(dst), destination_words(src)
+        key = (backend, backend.device_of(dst), dtype, n, sign, src.size)  # (a bound launch keeps to its device)
+        run = _accumulates.get(key)
         if run is None:
             run = _prepared_accumulate(backend, dtype, n, sign, dst_words, src_words)
             if len(_accumulates) >= _MAX_PREPARED_ACCUMULATES:
@@ -290,7 +294,7 @@ def accumulate_into(backend, dst, src, dtype: str, sign: int) -> None:
     (xp.add if sign > 0 else xp.subtract)(dst, operand, out=dst)
 
 
-# (backend, dtype, elements, sign, operand elements) -> run(dst words, src words): the
+# (backend, device, dtype, elements, sign, operand elements) -> run(dst words, src words): the
 # launch of accumulate_into bound once (its checks and argument binding took 4 µs of a
 # 9 µs `v.assign_add(x)` on 2,048 bfloat16 elements). Bounded: cleared when full.
 _accumulates: dict = {}

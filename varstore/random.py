@@ -89,7 +89,7 @@ def fill_random(backend, storage, dtype: str, seed: int, distribution: str, a: f
         out = out.view(view)
     a, b = float(a), float(b)  # (rounded to float32 by the launch for float32 and smaller)
     n = out.size
-    key = (backend, dtype, distribution, n)
+    key = (backend, backend.device_of(storage), dtype, distribution, n)  # (a bound launch keeps to its device)
     run = _bound_fills.get(key)
     if run is not None:
         run(out, k0, k1, a, b)
@@ -114,7 +114,7 @@ def fill_random(backend, storage, dtype: str, seed: int, distribution: str, a: f
 
 
 # Fills of one size repeat (a model's layers share shapes): from the second fill of a
-# (backend, dtype, distribution, size), the launch is bound once and later fills pass only the
+# (backend, device, dtype, distribution, size), the launch is bound once and later fills pass only the
 # output, the key and the scale (Backend.bound_launch). Bounded: cleared when full.
 _BOUND_FILLS = 256
 _bound_fills: dict = {}

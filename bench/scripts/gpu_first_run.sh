@@ -3,7 +3,7 @@
 #
 #   OUT=/path/to/results bash bench/scripts/gpu_first_run.sh [PART ...]
 #
-# PART, in the order given (default: install verify roofline, about 8 minutes at most):
+# PART, in the order given (default: install verify roofline, 9 minutes at most):
 #   install   NumPy from .wheels/ where there is one (numba-cuda 0.30 needs NumPy < 2.5),
 #             then this checkout, editable, without dependencies; checks the imports
 #   verify    the GPU tiers with the default (driver) launch: pytest -m "gpu or kernels"
@@ -15,14 +15,15 @@
 #   training  vs.foreach and Adam at 256 KiB, 16 MiB and 1 GiB against PyTorch
 #   quick     the quick suite: every op, 4 KiB to 64 MiB
 #
-# Everything lands in at most six files under $OUT (a device host may return few):
-# summary.txt (device, versions, each part's exit status and seconds), log.txt (every
-# part's output, in order) and one JSON per bench part. A part that fails or runs out of
+# Everything lands in at most seven files under $OUT (a device host may return few):
+# summary.txt (device, versions after the install, each part's exit status and seconds),
+# log.txt (every part's output, in order) and one JSON per bench part. A part that fails or runs out of
 # time is recorded and the next one runs.
 set -uo pipefail
-cd "$(dirname "$0")/../.."  # (pytest reads pyproject.toml and tests/ from the repository root)
 OUT=${OUT:-/tmp/varstore-gpu}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)  # (absolute: the next line moves to the repository root)
+cd "$(dirname "$0")/../.."  # (pytest reads pyproject.toml and tests/ from the repository root)
 : > "$OUT/summary.txt"
 : > "$OUT/log.txt"
 export PYTHONUNBUFFERED=1
@@ -31,30 +32,36 @@ part() {  # part NAME TIMEOUT COMMAND...: run, log, record status and time
   local name=$1 limit=$2 start=$SECONDS
   shift 2
   echo "=== $name: $*" >> "$OUT/log.txt"
-  timeout "$limit" "$@" >> "$OUT/log.txt" 2>&1
+  timeout -k 10 "$limit" "$@" >> "$OUT/log.txt" 2>&1
   local status=$?
   echo "$name: exit $status in $((SECONDS - start)) s" | tee -a "$OUT/summary.txt"
 }
 
-INSTALL='if ls .wheels/numpy-*.whl > /dev/null 2>&1; then
-  python -m pip install --no-deps --no-index .wheels/numpy-*.whl || exit 1
+INSTALL='wheel=$(ls .wheels/numpy-*.whl 2> /dev/null | sort -V | tail -1)
+if [ -n "$wheel" ]; then
+  python -m pip install --no-deps --no-index "$wheel" || exit 1
 fi
 python -m pip install --no-deps --no-build-isolation -e . || exit 1
 python -c "import cupy, numba_cuda, numpy, varstore, xdist, hypothesis; print(\"numpy\", numpy.__version__)"'
 
-{
+versions() {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
   python -m pip list 2>/dev/null | grep -i -E "^(cupy|numba|numpy|torch|ml.dtypes|cuda|nvidia-nvjitlink)"
   git rev-parse HEAD 2>/dev/null
-} >> "$OUT/summary.txt"
+}
+case " ${*:-install} " in
+  *" install "*) ;;  # (recorded after it)
+  *) versions >> "$OUT/summary.txt" ;;
+esac
 
 ROOFLINE_OPS="cast/float32->bfloat16 cast/float32->float16 cast/float32->float8_e4m3fn cast/bfloat16->float32
   fill init/ones init/random_uniform init/random_normal random slice/strided accumulate"
 for name in "${@:-install verify roofline}"; do
   for p in $name; do
     case $p in
-      install) part install 150 bash -c "$INSTALL" ;;
-      verify) part verify 240 python -m pytest -m "gpu or kernels" -q -n 8 -p no:cacheprovider ;;
+      install) part install 120 bash -c "$INSTALL"
+               versions >> "$OUT/summary.txt" ;;
+      verify) part verify 200 python -m pytest -m "gpu or kernels" -q -n 8 -p no:cacheprovider ;;
       roofline) part roofline 240 varstore bench --ops $ROOFLINE_OPS --sizes 16MiB,1GiB \
                   --json "$OUT/roofline.json" ;;
       calls) part calls 150 varstore bench --ops calls cast fill slice init --sizes 4KiB --json "$OUT/calls.json" ;;

@@ -18,6 +18,7 @@ from ..kernels.launch import (
     cuda_arguments,
     cuda_grid,
     flat_scalar,
+    indices_per_thread,
     numba_launch,
 )
 from ..kernels.wide import vector_width
@@ -64,6 +65,7 @@ class Launcher:
                 function, spec, count, per_thread, blocks_per_sm = self._function(key, args)
                 if function is not None:
                     flat = self._flat(spec, args, count)
+                    per_thread = indices_per_thread(self.kernel, per_thread, args)
                     blocks, threads = cuda_grid(self.kernel, n, self.sm_count, per_thread=per_thread,
                                                 blocks_per_sm=blocks_per_sm)
                     function((blocks,), (threads,), (0, n, *flat))
@@ -87,6 +89,7 @@ class Launcher:
         kinds = {s.name: s.kind for s in self.kernel.scalars}
         places = tuple((2 + slots[name][0], 2 + sum(slots[name]), kinds.get(name)) for name in names)
         held = tuple(args[a.name] for a in self.kernel.arrays if a.name in slots and a.name not in names)
+        per_thread = indices_per_thread(self.kernel, per_thread, args)
         blocks, threads = cuda_grid(self.kernel, n, self.sm_count, per_thread=per_thread, blocks_per_sm=blocks_per_sm)
         return BoundLaunch(self, function, (blocks,), (threads,), [0, n, *self._flat(spec, args, count)], places,
                             held)
