@@ -475,6 +475,8 @@ def test_bound_accumulates_refuse_strided_arrays_and_keep_to_their_device():
         casting.accumulate_into(backend, dst[::2], np.full(40, 0x3F80, np.uint16), "bfloat16", 1)
     with pytest.raises(ValueError, match=r"strides are \(2,\) and \(4,\)"):
         casting.accumulate_into(backend, dst[:40], np.full(80, 0x3F80, np.uint16)[::2], "bfloat16", 1)
+    with pytest.raises(TypeError, match=r"operand's words \(float32\) are not the destination's \(uint16\)"):
+        casting.accumulate_into(backend, dst[:40], np.ones(40, np.float32), "bfloat16", 1)
     assert not dst.any()
     casting.accumulate_into(backend, dst[:40], np.full(40, 0x3F80, np.uint16), "bfloat16", 1)
     assert any(key[1] == "cpu" and key[3] == 40 for key in casting._accumulates)  # (the device is in the key)

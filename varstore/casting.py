@@ -267,9 +267,10 @@ def accumulate_into(backend, dst, src, dtype: str, sign: int) -> None:
     """``dst += sign * src`` in place; ``src`` has ``dst``'s dtype and its shape or one element.
 
     Small floats are computed in float32 and rounded once, by our kernel; other dtypes
-    use the array module's in-place add/subtract (integers wrap, as NumPy's). Both
-    arrays are C-contiguous (storage, and operands from ``values.as_storage_array``):
-    the kernel's launch is bound once per key and its calls do not check them again.
+    use the array module's in-place add/subtract (integers wrap, as NumPy's). The kernel's
+    launch is bound once per key, and a bound call does not check the arrays again: so
+    both are checked here to be C-contiguous (storage, and operands from
+    ``values.as_storage_array``) and of one word size.
     """
     if record(dtype).format is not None:
         n = dst.size
@@ -279,6 +280,9 @@ def accumulate_into(backend, dst, src, dtype: str, sign: int) -> None:
         if not (dst.flags.c_contiguous and src.flags.c_contiguous):
             raise ValueError(f"accumulate_into: the destination and the operand must be C-contiguous; their "
                              f"strides are {dst.strides} and {src.strides}.")
+        if src.dtype.itemsize != dst.dtype.itemsize:
+            raise TypeError(f"accumulate_into: the operand's words ({src.dtype}) are not the destination's "
+                            f"({dst.dtype}); cast it to {dtype!r} first.")
         dst_words, src_words = destination_words(dst), destination_words(src)
         key = (backend, backend.device_of(dst), dtype, n, sign, src.size)  # (a bound launch keeps to its device)
         run = _accumulates.get(key)
