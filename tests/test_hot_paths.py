@@ -480,3 +480,17 @@ def test_bound_accumulates_refuse_strided_arrays_and_keep_to_their_device():
     assert not dst.any()
     casting.accumulate_into(backend, dst[:40], np.full(40, 0x3F80, np.uint16), "bfloat16", 1)
     assert any(key[1] == "cpu" and key[3] == 40 for key in casting._accumulates)  # (the device is in the key)
+
+
+def test_prepared_astype_results_are_new_arrays_from_the_first_call_on(store):
+    """The first astype of a variable returns the output its launch was checked with;
+    later ones return new arrays: no result is another's memory."""
+    v = vs.Variable(np.arange(300, dtype=np.float32) % 100, store=store)
+    results = [v.astype("bfloat16") for _ in range(3)]
+    v.assign(np.zeros(300, np.float32))
+    results.append(v.astype("bfloat16"))
+    hosts = [to_host(r) for r in results]
+    assert all((h.astype(np.float32) == np.arange(300) % 100).all() for h in hosts[:3])
+    assert not hosts[3].astype(np.float32).any()
+    pointers = {store._backend.address(r) for r in results}
+    assert len(pointers) == len(results)
