@@ -15,7 +15,7 @@
 #   training  vs.foreach and Adam at 256 KiB, 16 MiB and 1 GiB against PyTorch
 #   quick     the quick suite: every op, 4 KiB to 64 MiB
 #
-# Everything lands in at most seven files under $OUT (a device host may return few):
+# Everything lands in at most seven files under $OUT:
 # summary.txt (device, versions after the install, each part's exit status and seconds),
 # log.txt (every part's output, in order) and one JSON per bench part. A part that fails or runs out of
 # time is recorded and the next one runs.
