@@ -494,3 +494,38 @@ def test_prepared_astype_results_are_new_arrays_from_the_first_call_on(store):
     assert not hosts[3].astype(np.float32).any()
     pointers = {store._backend.address(r) for r in results}
     assert len(pointers) == len(results)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"])
+def test_small_float_accumulate_shortcut_matches_the_general_path(store, dtype):
+    """assign_add/assign_sub of an array of the variable's own small-float dtype and shape
+    skip the general path's checks (values.add_own_words): the same bits, NaNs and
+    infinities included; a byte-swapped or overlapping operand takes the general path."""
+    from varstore.dtypes import host_dtype, storage_dtype
+
+    fast, general = _pair(store, dtype, shape=(6, 5))
+    word = np.dtype(f"u{storage_dtype(dtype).itemsize}")
+    rng = np.random.default_rng(4)
+    for sign in (1, -1):
+        words = rng.integers(0, 2 ** (8 * word.itemsize), (6, 5), dtype=np.uint64).astype(word)
+        operand = words.view(host_dtype(dtype))
+        with np.errstate(all="ignore"):
+            (fast.assign_add if sign > 0 else fast.assign_sub)(operand)
+            LOCAL_WRITES.accumulate(general, operand, sign, "assign_add" if sign > 0 else "assign_sub")
+        assert _bits(fast) == _bits(general)
+    if dtype == "float16" and store.device == "cpu":
+        swapped = np.full((6, 5), 1.5, np.dtype(">f2"))
+        fast.assign_add(swapped)
+        LOCAL_WRITES.accumulate(general, swapped.astype(np.float16), 1, "assign_add")
+        assert _bits(fast) == _bits(general)
+    other = vs.Variable(np.full((6, 5), 0.75, np.float32), dtype=dtype, store=store)  # a variable operand
+    wide = vs.Variable(np.full((6, 5), 0.75, np.float32), store=store)  # float32: the general path's cast
+    for operand in (other, wide, fast):  # (fast itself: the same memory, the general path's copy)
+        fast.assign_sub(operand)
+        LOCAL_WRITES.accumulate(general, other if operand is not fast else general, -1, "assign_sub")
+        assert _bits(fast) == _bits(general)
+    if store.device == "cpu":
+        v = vs.Variable(np.arange(6, dtype=np.float32), dtype=dtype, store=store)
+        v.assign_add(v.value[::-1].copy()[::-1])  # (contiguous again, and apart: the shortcut)
+        v.assign_sub(np.asarray(v.value))  # the storage itself, seen as the dtype: overlaps
+        assert not to_host(v.value).astype(np.float32).any()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .casting import cast, cast_into, cast_on_host, needs_kernel
+from .casting import accumulate_into, cast, cast_into, cast_on_host, needs_kernel
 from .dtypes import DTYPES, INT_DTYPES, WORD_DTYPES, infer_python_dtype, storage_dtype
 
 _PY_SCALARS = (bool, int, float)
@@ -101,6 +101,37 @@ def as_operand(backend, array, array_dtype: str, dtype: str, device: str):
     if array_dtype == dtype:
         return array
     return cast(backend, array, array_dtype, dtype, device)
+
+
+def add_own_words(stored, shape: tuple, value, sign: int) -> bool:
+    """The shortcut of ``assign_add``/``assign_sub`` on a small-float variable (record
+    ``stored``, ``shape``): a C-contiguous array of its backend, of the variable's own
+    dtype (``ml_dtypes.bfloat16``...) and shape, or a variable of that dtype and shape on
+    the same device, added as its words by our kernel without the general path's checks
+    and conversion. False, with nothing written, for any other value (and for one that
+    shares the storage's memory)."""
+    storage, backend = stored.storage, stored.backend
+    if storage is None:
+        return False
+    if type(value) is np.ndarray:
+        if value.shape != shape or not value.flags.c_contiguous or not backend.owns(value):
+            return False
+        if dtype_name(value.dtype) != stored.dtype or not value.dtype.isnative:
+            return False
+        words = value.view(storage.dtype)
+    else:
+        read = getattr(value, "read_stored", None)  # a variable: what its value reads, in storage form
+        if read is None:
+            return False
+        words, dtype, source = read()
+        if source is not backend or dtype != stored.dtype or words.shape != shape:
+            return False
+        if backend.device_of(words) != stored.device:
+            return False
+    if backend.shares_memory(storage, words):
+        return False
+    accumulate_into(backend, storage, words, stored.dtype, sign)
+    return True
 
 
 def as_region_source(backend, array, array_dtype: str, dtype: str, device: str):

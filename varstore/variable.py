@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import scopes
+from . import scopes, values
 from . import store as _store
 from .array_protocols import ArrayProtocols
 from .attributes import VariableAttributes
 from .casting import accumulate_into, cast, prepared_cast, readable
-from .dtypes import WORD_DTYPES, host_dtype, is_float, standardize_dtype
+from .dtypes import SMALL_FLOAT_DTYPES, WORD_DTYPES, host_dtype, is_float, standardize_dtype
 from .indexing import broadcast_strides, cached_basic_region, flat_indices
 from .regions import read_indexed, read_region, write_indexed, write_region
 from .stored import StorageRecord, Stored
@@ -62,6 +62,7 @@ class Variable(VariableAttributes, ArrayProtocols):
         "_fast_dtype",
         "_scalar_fill",
         "_add_dtype",
+        "_kernel_add",
         "_casts",
         "_writes",
         "_overwrite_with_gradient",
@@ -121,6 +122,7 @@ class Variable(VariableAttributes, ArrayProtocols):
         self._fast_dtype = None if dtype in WORD_DTYPES else storage.dtype
         self._scalar_fill = SCALAR_FILLS.get(dtype) if shortcuts else None  # see plain_scalar
         self._add_dtype = storage.dtype if shortcuts and dtype in NATIVE_ADD else None
+        self._kernel_add = shortcuts and dtype in SMALL_FLOAT_DTYPES  # (see values.add_own_words)
         return self
 
     # ------------------------------------------------------------------ storage
@@ -290,6 +292,8 @@ class Variable(VariableAttributes, ArrayProtocols):
                 if storage is not None and not backend.shares_memory(storage, value):
                     backend.xp.add(storage, value, out=storage)
                     return self
+        elif self._kernel_add and not scopes.ACTIVE and values.add_own_words(self._stored, self._shape, value, 1):
+            return self
         return self._writes.accumulate(self, value, 1, "assign_add")
 
     def assign_sub(self, value):
@@ -304,6 +308,8 @@ class Variable(VariableAttributes, ArrayProtocols):
                 if storage is not None and not backend.shares_memory(storage, value):
                     backend.xp.subtract(storage, value, out=storage)
                     return self
+        elif self._kernel_add and not scopes.ACTIVE and values.add_own_words(self._stored, self._shape, value, -1):
+            return self
         return self._writes.accumulate(self, value, -1, "assign_sub")
 
     def _operand(self, value, method: str, private: bool = False):
