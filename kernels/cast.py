@@ -196,10 +196,12 @@ def add_in_format(a, b, sign, fmt):
     operations return 0x7FFFFFFF for every NaN."""
     xb = np.uint32(decode_to_f32_bits(a, fmt))
     yb = np.uint32(decode_to_f32_bits(b, fmt))
-    s = np.float32(xb.view(np.float32) + float32(sign) * yb.view(np.float32))
+    x = xb.view(np.float32)
+    y = yb.view(np.float32)
+    s = np.float32(x + float32(sign) * y)
     # (selects, not branches: the CPU loop stays vectorized)
-    y_nan = U32(yb | U32(0x400000)) if U32(yb & U32(0x7FFFFFFF)) > U32(0x7F800000) else U32(0xFFC00000)
-    nan = U32(xb | U32(0x400000)) if U32(xb & U32(0x7FFFFFFF)) > U32(0x7F800000) else y_nan
+    y_nan = U32(yb | U32(0x400000)) if y != y else U32(0xFFC00000)
+    nan = U32(xb | U32(0x400000)) if x != x else y_nan
     return encode_from_f32_bits(nan if s != s else U32(s.view(np.uint32)), fmt)
 
 
