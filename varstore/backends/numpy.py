@@ -14,7 +14,7 @@ import numpy as np
 
 from ..dtypes import WORD_DTYPES, host_dtype
 from ..kernels.launch import MIN_CPU_CHUNK, cpu_chunks, cpu_workers
-from .base import EXACT_OVERLAP_WORK, Backend, is_device_array
+from .base import EXACT_OVERLAP_WORK, Backend, given_names, is_device_array
 from .host_cache import HostCache, host_cache_limit
 
 #: How a template's CPU loop splits over threads: by element ranges, by whole rows of a
@@ -130,6 +130,7 @@ class NumpyBackend(Backend):
         return _same
 
     def bound_launch(self, kernel, n, args, given):
+        given = given_names(kernel, given)
         split = SPLIT.get(kernel.template)
         if not n or (split is not None and _elements(split, n, args) >= 2 * MIN_CPU_CHUNK):
             return super().bound_launch(kernel, n, args, given)  # (no work, or split over threads)
@@ -137,7 +138,7 @@ class NumpyBackend(Backend):
         loop = self._loops.get((kernel, key))
         if loop is None:
             loop = self._loops[(kernel, key)] = kernel.loop_for("cpu", key, args)[0]
-        return _bound_call(loop, n, kernel.loop_names, values, (given,) if isinstance(given, str) else tuple(given))
+        return _bound_call(loop, n, kernel.loop_names, values, given)
 
     def _cpu_workers(self) -> int:
         if self._workers is None:
