@@ -31,7 +31,7 @@ import numba
 from numba import types
 
 from . import _inlining, templates
-from ._targets import _numba_cache_dir, _source_hash, cache_dir
+from ._targets import CPU_OPTIONS, _numba_cache_dir, _source_hash, cache_dir
 
 _FORMAT = types.UniTuple(types.uint32, templates.FORMAT_FIELDS)
 _CONVERSION = types.Tuple((types.int64, _FORMAT, _FORMAT, types.int64, types.int64, types.uint64))
@@ -157,7 +157,7 @@ def compile_loop(kernel, target: str, spec):
     if target == "cpu":
         signature = cpu_signature(kernel, spec)
         with _numba_cache_dir([numba.config]) as cache:
-            dispatcher = numba.njit(signature, cache=cache and cacheable, nogil=True)(module.loop)
+            dispatcher = numba.njit(signature, cache=cache and cacheable, nogil=True, **CPU_OPTIONS)(module.loop)
         DISPATCHERS[(kernel.name, spec)] = dispatcher
         return dispatcher.overloads[signature.args].entry_point
     from numba import cuda
@@ -207,7 +207,7 @@ def _cache_simulated_steps(module, cacheable: bool) -> None:
         for name in ("step", "vstep", "_row_of"):
             fn = getattr(module, name, None)
             if fn is not None:  # (the loop and vstep look these up in the module's globals)
-                setattr(module, name, numba.njit(inline="always", cache=True)(fn.py_func))
+                setattr(module, name, numba.njit(inline="always", cache=True, **CPU_OPTIONS)(fn.py_func))
 
 
 def link_cubin(ptx: str, major: int, minor: int) -> bytes | None:

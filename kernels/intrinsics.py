@@ -23,6 +23,10 @@ CUDA, and the simulator, which runs the CPU build).
   not, so the same source would round differently on the two targets. Element functions
   write every multiply-add as ``fma(a, b, c)`` (one rounding, on both), and a product
   that feeds an addition otherwise must be exact.
+- ``sqrt``: the correctly rounded square root (``llvm.sqrt``: ``sqrt.rn`` on a GPU,
+  ``sqrtss``/``sqrtps`` on x86). numba's ``math.sqrt`` calls the C library's ``sqrtf``
+  on the CPU, which may set ``errno``: LLVM keeps that call in the loop and does not
+  vectorize it.
 """
 
 from __future__ import annotations
@@ -67,6 +71,20 @@ def fma(typingctx, a, b, c):
         return builder.call(fn, args)
 
     return a(a, b, c), codegen
+
+
+@intrinsic
+def sqrt(typingctx, x):
+    """The square root of a float32 or float64 ``x``, rounded once (``llvm.sqrt``)."""
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        t = args[0].type
+        fn = builder.module.declare_intrinsic("llvm.sqrt", [t], ir.FunctionType(t, [t]))
+        return builder.call(fn, args)
+
+    return x(x), codegen
 
 
 @intrinsic

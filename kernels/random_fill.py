@@ -39,7 +39,7 @@ from numba import float32, float64, int64, uint32, uint64
 from ._targets import element
 from .cast import encode_from_f32_bits
 from .declare import Array, Scalar, kernel
-from .intrinsics import fma
+from .intrinsics import fma, sqrt
 from .philox import philox4x32_10
 
 U32 = uint32
@@ -176,7 +176,7 @@ def sincos_2pi_f64(u):
 def box_muller_f32(wa, wb):
     """Two independent standard normals (float32) from two words (24-bit uniforms),
     computed in float64 and rounded once."""
-    r = math.sqrt(-2.0 * log_f64(float64(unit_open_f32(wa))))
+    r = sqrt(-2.0 * log_f64(float64(unit_open_f32(wa))))
     s, c = sincos_2pi_f64(float64(unit_f32(wb)))
     return float32(r * c), float32(r * s)
 
@@ -184,7 +184,7 @@ def box_muller_f32(wa, wb):
 @element
 def box_muller_f64(w0, w1, w2, w3):
     """Two independent standard normals (float64) from four words (53-bit uniforms)."""
-    r = math.sqrt(-2.0 * log_f64(unit_open_f64(w0, w1)))
+    r = sqrt(-2.0 * log_f64(unit_open_f64(w0, w1)))
     s, c = sincos_2pi_f64(unit_f64(w2, w3))
     return r * c, r * s
 

@@ -13,14 +13,22 @@ dtype, as ``v.assign_add(x)`` converts it, then to the compute dtype. Slots are 
 the compute dtype. Every multiply-add is one ``fma`` (see ``kernels.intrinsics``): one
 rounding, the same bits on every target.
 
+NaN: every number an update computes and stores (the variable, its slots) is stored as
+NumPy's ``np.nan`` where it is NaN (:func:`settled32`, :func:`settled64`). A GPU's float
+operations give 0x7FFFFFFF for any NaN; the CPU's keep an operand's payload or give
+0xFFC00000; a fused multiply-add's choice among its operands is the compiler's. So only
+a NaN of one fixed word gives the same bits on every target. ``vs.foreach.assign``
+computes nothing: it stores the value's words, payloads included, as casts do. Each
+compute dtype stores its own numbers in its own branch: a float32 slot value passed
+through a float64 variable would be converted twice, and a GPU's conversions do not keep
+a NaN's bits either.
+
 The formulas are Keras 3's (``keras.optimizers.SGD``, ``Adam``; ``AdamW`` is Adam with
 decoupled weight decay): the host computes the step's scalars (bias correction included)
 in float32 as Keras does, and passes them as float64 holding float32 values.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 from numba import float32, float64, uint64
@@ -29,7 +37,7 @@ from ._targets import element
 from .access import load_word, store_word
 from .cast import SAME, convert_word  # noqa: F401 (SAME: the route callers compare with)
 from .declare import Array, Scalar, kernel
-from .intrinsics import fma
+from .intrinsics import fma, sqrt
 
 #: The compute dtype of an update (the ``kind`` scalar).
 COMPUTE_F32 = 0
@@ -43,13 +51,35 @@ SCALE = 2
 
 # ------------------------------------------------------------------ words <-> numbers
 @element
+def settled32(x):
+    """``x``, or NumPy's NaN (0x7FC00000) where ``x`` is NaN."""
+    return x if x == x else float32(np.nan)
+
+
+@element
+def settled64(x):
+    """``x``, or NumPy's NaN (0x7FF8000000000000) where ``x`` is NaN."""
+    return x if x == x else float64(np.nan)
+
+
+@element
+def larger(a, b):
+    """``max(a, b)`` that propagates a NaN operand, as Keras's ``ops.maximum`` does
+    (Python's ``max`` keeps ``a`` where ``b`` is NaN, a GPU's ``max.f32`` keeps the
+    number where either is NaN)."""
+    return b if b > a or b != b else a
+
+
+@element
 def f32_bits(x):
-    return uint64(np.float32(x).view(np.uint32))
+    """The float32 bits to store for ``x`` (a NaN settled)."""
+    return uint64(np.float32(settled32(x)).view(np.uint32))
 
 
 @element
 def f64_bits(x):
-    return np.float64(x).view(np.uint64)
+    """The float64 bits to store for ``x`` (a NaN settled)."""
+    return np.float64(settled64(x)).view(np.uint64)
 
 
 @element
@@ -107,14 +137,21 @@ def foreach_same(j, start, w_address, x_address, x_step, like_w, like_wd, like_x
     """:func:`foreach_element` where the variable and the value are of the compute dtype
     (no conversion: the CPU loop's fast path; see ``kernels.multi_tensor``)."""
     i = j - start
-    if kind == COMPUTE_F32:
+    if mode == ASSIGN:  # (the words as they are, as foreach_element stores them)
+        if kind == COMPUTE_F32:
+            store_word(w_address, i, load_word(x_address, i * x_step, like_x), like_wd)
+        else:
+            store_word(w_address, i, load_word(x_address, i * x_step, like_wd), like_wd)
+    elif kind == COMPUTE_F32:
         w = np.uint32(load_word(w_address, i, like_w)).view(np.float32)
         x = np.uint32(load_word(x_address, i * x_step, like_x)).view(np.float32)
-        store_word(w_address, i, np.float32(foreach_math(w, x, float32(alpha), mode)).view(np.uint32), like_wd)
+        store_word(w_address, i, np.float32(settled32(foreach_math(w, x, float32(alpha), mode))).view(np.uint32),
+                   like_wd)
     else:
         w = np.uint64(load_word(w_address, i, like_wd)).view(np.float64)
         x = np.uint64(load_word(x_address, i * x_step, like_wd)).view(np.float64)
-        store_word(w_address, i, np.float64(foreach_math(w, x, float64(alpha), mode)).view(np.uint64), like_wd)
+        store_word(w_address, i, np.float64(settled64(foreach_math(w, x, float64(alpha), mode))).view(np.uint64),
+                   like_wd)
 
 
 # ------------------------------------------------------------------ optimizers
@@ -156,9 +193,9 @@ def adam_math(w, g, m, v, vhat, c1, c2, alpha, epsilon, decay, amsgrad):
     m = fma(g - m, c1, m)
     v = fma(fma(g, g, -v), c2, v)
     if amsgrad:
-        vhat = max(vhat, v)
-        return w - m * alpha / (math.sqrt(vhat) + epsilon), m, v, vhat
-    return w - m * alpha / (math.sqrt(v) + epsilon), m, v, vhat
+        vhat = larger(vhat, v)
+        return w - m * alpha / (sqrt(vhat) + epsilon), m, v, vhat
+    return w - m * alpha / (sqrt(v) + epsilon), m, v, vhat
 
 
 @element
@@ -174,16 +211,16 @@ def sgd_element(j, start, w_address, g_address, m_address, scale, like_w, like_w
         g = clipped(np.uint32(gb).view(np.float32), float32(scale), float32(clip))
         w, m = sgd_math(np.uint32(wb).view(np.float32), g, m, float32(lr), float32(momentum), nesterov,
                         has_momentum, float32(decay))
-        r = f32_bits(w)
         if has_momentum:
-            store_word(m_address, i, m, like_s)
+            store_word(m_address, i, settled32(m), like_s)
+        r = f32_bits(w)
     else:
         m = float64(load_word(m_address, i, like_s)) if has_momentum else float64(0)
         g = clipped(np.uint64(gb).view(np.float64), scale, clip)
         w, m = sgd_math(np.uint64(wb).view(np.float64), g, m, lr, momentum, nesterov, has_momentum, decay)
-        r = f64_bits(w)
         if has_momentum:
-            store_word(m_address, i, m, like_s)
+            store_word(m_address, i, settled64(m), like_s)
+        r = f64_bits(w)
     store_word(w_address, i, converted(r, from_compute), like_wd)
 
 
@@ -200,6 +237,10 @@ def adam_element(j, start, w_address, g_address, m_address, v_address, vhat_addr
         w, m, v, vhat = adam_math(np.uint32(wb).view(np.float32), g, float32(load_word(m_address, i, like_s)),
                                   float32(load_word(v_address, i, like_s)), vhat, float32(c1), float32(c2),
                                   float32(alpha), float32(epsilon), float32(decay), amsgrad)
+        store_word(m_address, i, settled32(m), like_s)
+        store_word(v_address, i, settled32(v), like_s)
+        if amsgrad:
+            store_word(vhat_address, i, settled32(vhat), like_s)
         r = f32_bits(w)
     else:
         vhat = float64(load_word(vhat_address, i, like_s)) if amsgrad else float64(0)
@@ -207,11 +248,11 @@ def adam_element(j, start, w_address, g_address, m_address, v_address, vhat_addr
         w, m, v, vhat = adam_math(np.uint64(wb).view(np.float64), g, float64(load_word(m_address, i, like_s)),
                                   float64(load_word(v_address, i, like_s)), vhat, c1, c2, alpha, epsilon, decay,
                                   amsgrad)
+        store_word(m_address, i, settled64(m), like_s)
+        store_word(v_address, i, settled64(v), like_s)
+        if amsgrad:
+            store_word(vhat_address, i, settled64(vhat), like_s)
         r = f64_bits(w)
-    store_word(m_address, i, m, like_s)
-    store_word(v_address, i, v, like_s)
-    if amsgrad:
-        store_word(vhat_address, i, vhat, like_s)
     store_word(w_address, i, converted(r, from_compute), like_wd)
 
 
@@ -227,11 +268,11 @@ def adam_same(j, start, w_address, g_address, m_address, v_address, vhat_address
                               float32(load_word(m_address, i, like_s)), float32(load_word(v_address, i, like_s)),
                               vhat, float32(c1),
                               float32(c2), float32(alpha), float32(epsilon), float32(decay), amsgrad)
-    store_word(m_address, i, m, like_s)
-    store_word(v_address, i, v, like_s)
+    store_word(m_address, i, settled32(m), like_s)
+    store_word(v_address, i, settled32(v), like_s)
     if amsgrad:
-        store_word(vhat_address, i, vhat, like_s)
-    store_word(w_address, i, np.float32(w).view(np.uint32), like_wd)
+        store_word(vhat_address, i, settled32(vhat), like_s)
+    store_word(w_address, i, np.float32(settled32(w)).view(np.uint32), like_wd)
 
 
 # ---------------------------------------------------------------------------- kernels

@@ -178,6 +178,21 @@ def test_update_kernels_round_like_the_cpu(kernel):
         assert re.search(r"\bsqrt\.rn\.f32\b", ptx) and re.search(r"\bdiv\.rn\.f32\b", ptx)
 
 
+@needs_nvvm
+@pytest.mark.parametrize("kernel", U.KERNELS, ids=lambda k: k.name)
+def test_update_kernels_store_one_nan_word(kernel):
+    """Why a NaN an update computes has the CPU's bits: each number it stores (the
+    variable; Adam's m, v and vhat, SGD's momentum) is selected against NumPy's NaN,
+    0x7FC00000 or 0x7FF8000000000000 by compute dtype (a GPU's float operations give
+    0x7FFFFFFF for any NaN); and no ``max`` instruction drops a NaN (amsgrad's maximum
+    propagates it, as NumPy's does)."""
+    stored = {U.foreach: 1, U.sgd: 2, U.adam: 4}[kernel]
+    for spec in kernel.examples():
+        ptx = _ptx(kernel, spec).ptx
+        assert ptx.count("0f7FC00000") >= stored and ptx.count("0d7FF8000000000000") >= stored, spec
+        assert not re.search(r"\b(?:max|min)\.f(?:32|64)\b", ptx), spec
+
+
 # Integer division and remainder instructions, of any width.
 DIVISION = re.compile(r"\b(?:div|rem)\.[su](?:32|64)\b")
 

@@ -54,6 +54,22 @@ def test_each_optimizer_follows_keras_step_by_step(store, name, kwargs):
     assert int(v_opt.iterations.numpy()) == int(np.asarray(k_opt.iterations.value)) == 20
 
 
+def test_a_division_by_zero_gives_nan_as_keras_does_and_writes_every_element(store):
+    """Adam with ``epsilon=0`` and a zero gradient divides 0 by 0: NaN, as in Keras (and
+    IEEE arithmetic, and a GPU), stored as NumPy's NaN; elements with a gradient step as
+    usual. The CPU loop once raised ZeroDivisionError there, after writing the elements
+    before it."""
+    w = store.variable(np.ones(40_000, np.float32), name="w")
+    g = np.ones(40_000, np.float32)
+    g[::3] = 0
+    opt = vs.optimizers.Adam(learning_rate=1e-3, epsilon=0.0)
+    opt.apply([g], [w])
+    got = w.numpy()
+    assert set(got.view(np.uint32)[::3].tolist()) == {0x7FC00000}
+    np.testing.assert_allclose(np.delete(got, np.s_[::3]), 1 - 1e-3, rtol=1e-6)
+    assert int(opt.iterations.numpy()) == 1
+
+
 def test_adam_follows_the_formulas_in_float64(store):
     """Without Keras: three steps against the formulas computed in float64."""
     ours = _model(store)

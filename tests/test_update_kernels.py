@@ -159,3 +159,114 @@ def test_foreach_converts_the_value_to_the_variables_dtype_first(target, mode):
     if target != "cpu":
         assert [a.tobytes() for a in w] == [a.tobytes() for a in _foreach("cpu", mode, 1.0 if mode == K.ASSIGN
                                                                             else 0.5)[0]]
+
+
+# ------------------------------------------------------------------ NaN and inf
+NAN32 = 0x7FC00000  # np.float32(np.nan): the one NaN an update stores
+NAN_BF16 = 0x7FC0
+#: Payload, signalling and negative NaNs, infinities, a number: what a diverging step reads.
+_ODD_WORDS = np.array([0x7FC12345, 0x7F800001, 0xFFC00000, 0x7F800000, 0xFF800000, 0x3F800000], np.uint32)
+
+
+def _odd(seed: int, dtype=np.float32, n: int = 24) -> np.ndarray:
+    """``n`` float32 numbers: every word of ``_ODD_WORDS`` at places of ``seed``, normal
+    numbers elsewhere; converted to ``dtype``."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n).astype(np.float32)
+    x.view(np.uint32)[rng.choice(n, len(_ODD_WORDS), replace=False)] = _ODD_WORDS
+    with np.errstate(invalid="ignore"):  # (NumPy warns of the signalling NaN)
+        return x.astype(dtype)
+
+
+def _settled(arrays, nan_word) -> None:
+    for a in arrays:
+        words = a.view(np.uint32 if a.dtype.itemsize == 4 else np.uint16)
+        assert np.isnan(a.astype(np.float32)).any()
+        assert set(words[np.isnan(a.astype(np.float32))].tolist()) == {nan_word}
+
+
+@pytest.mark.parametrize("amsgrad, same", [(0, 0), (1, 0), (1, 1)])
+def test_adam_stores_nan_as_one_word_where_its_math_gives_nan(target, amsgrad, same):
+    """A step over NaNs (payload, signalling, negative) and infinities: NaN exactly where
+    the float64 formulas give NaN (amsgrad's maximum propagates a NaN, as Keras's
+    ``ops.maximum`` does), stored as 0x7FC00000 in the variable and every slot, the same
+    bits on every target (a GPU gives 0x7FFFFFFF for any NaN, the CPU keeps payloads)."""
+    def run(on):
+        w, g, m, v, vhat = (_odd(seed) for seed in range(5))
+        m, v, vhat = np.abs(m), np.abs(v), np.abs(vhat)  # (vhat keeps a NaN: max must propagate it)
+        _launch(on, K.adam, {"tensor_variable": [w], "tensor_gradient": [g], "tensor_m": [m], "tensor_v": [v],
+                             "tensor_vhat": [vhat] if amsgrad else [None]}, [len(w)],
+                tensor_scale=np.ones(1), like_w=_like(np.uint32), like_wd=_like(np.uint32), like_g=_like(np.uint32),
+                like_s=_like(np.float32), c1=float(np.float32(0.1)), c2=float(np.float32(0.001)), alpha=0.01,
+                epsilon=float(np.float32(1e-7)), decay=0.0, amsgrad=amsgrad, clip=np.inf, kind=K.COMPUTE_F32,
+                gradient=element_conversion("float32", "float32"), same=same,
+                **{k: c for k, c in conversions("float32", "float32").items() if k != "to_variable"})
+        return w, m, v, vhat
+
+    w, m, v, vhat = run(target)
+    w0, g0, m0, v0, vhat0 = (_odd(seed, np.float64) for seed in range(5))
+    m0, v0, vhat0 = np.abs(m0), np.abs(v0), np.abs(vhat0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        mm = m0 + (g0 - m0) * np.float64(np.float32(0.1))
+        vv = v0 + (g0 * g0 - v0) * np.float64(np.float32(0.001))
+        vh = np.maximum(vhat0, vv) if amsgrad else vv
+        ww = w0 - mm * 0.01 / (np.sqrt(vh) + np.float64(np.float32(1e-7)))
+    for got, want in ((w, ww), (m, mm), (v, vv)) + (((vhat, vh),) if amsgrad else ()):
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6, equal_nan=True)
+    _settled((w, m, v) + ((vhat,) if amsgrad else ()), NAN32)
+    if target != "cpu":
+        assert [a.tobytes() for a in (w, m, v, vhat)] == [a.tobytes() for a in run("cpu")]
+
+
+def test_sgd_stores_nan_as_one_word_where_its_math_gives_nan(target):
+    def run(on):
+        w, g, m = _odd(5), _odd(6), _odd(7)
+        _launch(on, K.sgd, {"tensor_variable": [w], "tensor_gradient": [g], "tensor_momentum": [m]}, [len(w)],
+                tensor_scale=np.ones(1), like_w=_like(np.uint32), like_wd=_like(np.uint32), like_g=_like(np.uint32),
+                like_s=_like(np.float32), lr=float(np.float32(0.01)), momentum=float(np.float32(0.9)), nesterov=0,
+                has_momentum=1, decay=float(np.float32(0.004)), clip=np.inf, kind=K.COMPUTE_F32,
+                gradient=element_conversion("float32", "float32"),
+                **{k: c for k, c in conversions("float32", "float32").items() if k != "to_variable"})
+        return w, m
+
+    w, m = run(target)
+    w0, g0, m0 = (_odd(seed, np.float64) for seed in (5, 6, 7))
+    with np.errstate(invalid="ignore", over="ignore"):
+        w0 = w0 - w0 * np.float64(np.float32(0.004))
+        mm = m0 * np.float64(np.float32(0.9)) - g0 * np.float64(np.float32(0.01))
+    np.testing.assert_allclose(m, mm, rtol=1e-6, atol=1e-7, equal_nan=True)
+    np.testing.assert_allclose(w, w0 + mm, rtol=1e-6, atol=1e-6, equal_nan=True)
+    _settled((w, m), NAN32)
+    if target != "cpu":
+        assert [a.tobytes() for a in (w, m)] == [a.tobytes() for a in run("cpu")]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("mode", [K.ASSIGN, K.ADD, K.SCALE])
+def test_foreach_stores_a_computed_nan_as_one_word_and_assigns_words_as_they_are(target, dtype, mode):
+    """``v + alpha * x`` and ``v * alpha`` store NaN as NumPy's NaN (0x7FC00000, bfloat16
+    0x7FC0); ``assign`` computes nothing and stores the value's words (a NaN's payload
+    kept, as a cast keeps it), on the CPU's fast path for float32 and the general path."""
+    host = np.float32 if dtype == "float32" else BF16
+
+    def run(on):
+        w, x = _odd(8, host), _odd(9)
+        _launch(on, K.foreach, {"tensor_variable": [w], "tensor_value": [x]}, [len(w)],
+                tensor_step=np.ones(1, np.int64), like_w=_like(source_word(dtype, "float32")),
+                like_wd=_like(destination_word(dtype)), like_x=_like(source_word("float32", dtype)),
+                alpha=1.0 if mode == K.ASSIGN else 0.5, mode=mode, kind=K.COMPUTE_F32,
+                same=int(dtype == "float32"), **conversions("float32", dtype))
+        return w
+
+    w = run(target)
+    w0, x0 = _odd(8, host), _odd(9, host)
+    if mode == K.ASSIGN:
+        assert w.tobytes() == x0.tobytes()  # (payloads and the signalling NaN's word included)
+    else:
+        with np.errstate(invalid="ignore", over="ignore"):
+            w0 = w0.astype(np.float64)
+            want = w0 + 0.5 * x0.astype(np.float64) if mode == K.ADD else w0 * 0.5
+            np.testing.assert_array_equal(w.astype(np.float64), want.astype(np.float32).astype(host).astype(np.float64))
+        _settled((w,), NAN32 if dtype == "float32" else NAN_BF16)
+    if target != "cpu":
+        assert w.tobytes() == run("cpu").tobytes()
