@@ -40,7 +40,7 @@ from .ops_calls import (
     build_import,
 )
 from .ops_casts import CASTS, make_build_cast
-from .ops_foreach import build_foreach_assign_sub, build_optimizer_adam
+from .ops_foreach import build_foreach_assign_sub, build_optimizer_adam, build_optimizer_sgd
 from .ops_random import (
     INITIALIZERS,
     RANDOM,
@@ -111,6 +111,8 @@ OPS += [
        build_foreach_assign_sub),
     Op("optimizer/adam", "one vs.optimizers.Adam step over 50 float32 variables (the size: all of them)",
        build_optimizer_adam),
+    Op("optimizer/sgd", "one vs.optimizers.SGD step, momentum 0.9, over 50 float32 variables (the size: all of them)",
+       build_optimizer_sgd),
     Op("checkpoint/save", "store.save(file): atomic safetensors write with fsync", build_save),
     Op("checkpoint/load", "store.load(file) into the existing variable", build_load),
 ]

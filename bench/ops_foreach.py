@@ -53,36 +53,63 @@ def build_optimizer_adam(ctx, nbytes):
     """One Adam step over ``nbytes`` of float32 parameters in 50 variables: ours (one
     fused launch), Keras's Adam (numpy backend) and ``torch.optim.Adam(fused=True)`` where
     they run. Bytes: 16 read and 12 written per parameter (w, g, m, v; w, m, v)."""
+    return _optimizer_case(ctx, nbytes, "Adam", {"learning_rate": 1e-3}, 28, _numpy_adam)
+
+
+def build_optimizer_sgd(ctx, nbytes):
+    """One SGD step with momentum 0.9, as :func:`build_optimizer_adam`. Bytes: 12 read
+    and 8 written per parameter (w, g, m; w, m)."""
+    return _optimizer_case(ctx, nbytes, "SGD", {"learning_rate": 1e-2, "momentum": 0.9}, 20, _numpy_sgd)
+
+
+def _optimizer_case(ctx, nbytes, name: str, kwargs: dict, bytes_per_parameter: int, ufuncs):
     each = max(1, nbytes // ELEMENT // ADAM_VARIABLES)
     rng = np.random.default_rng(0)
     store = ctx.new_store()
     weights = [store.variable(rng.normal(size=each).astype(np.float32), name=f"w{i}") for i in range(ADAM_VARIABLES)]
     grads = [ctx.native.from_host(rng.normal(size=each).astype(np.float32)) for _ in range(ADAM_VARIABLES)]
-    opt = vs.optimizers.Adam(learning_rate=1e-3)
+    opt = getattr(vs.optimizers, name)(**kwargs)
     opt.build(weights)
-    fns = {"ours": lambda: opt.apply(grads, weights), "array ufuncs per variable": _numpy_adam(ctx, grads, each)}
+    fns = {"ours": lambda: opt.apply(grads, weights), "array ufuncs per variable": ufuncs(ctx, grads, each)}
     keras = ctx.keras_for(nbytes, limit=KERAS_ADAM_BYTES)
     if keras:
         kw = [keras.Variable(rng.normal(size=each).astype(np.float32)) for _ in range(ADAM_VARIABLES)]
-        k_opt = keras.optimizers.Adam(learning_rate=1e-3)
+        k_opt = getattr(keras.optimizers, name)(**kwargs)
         k_opt.build(kw)
         host_grads = [ctx.native.to_host(g) for g in grads]
-        fns["keras.optimizers.Adam (numpy backend)"] = lambda: k_opt.apply(host_grads, kw)
+        fns[f"keras.optimizers.{name} (numpy backend)"] = lambda: k_opt.apply(host_grads, kw)
     if ctx.torch and ctx.torch.device != "cpu":
         torch = ctx.torch.torch
         tw = [torch.nn.Parameter(ctx.torch.tensor(rng.normal(size=each).astype(np.float32))) for _ in
               range(ADAM_VARIABLES)]
         for p, g in zip(tw, grads, strict=True):
             p.grad = ctx.torch.tensor(ctx.native.to_host(g))
-        t_opt = torch.optim.Adam(tw, lr=1e-3, fused=True)
-        fns["torch.optim.Adam(fused=True)"] = t_opt.step
+        t_kwargs = {"lr" if k == "learning_rate" else k: v for k, v in kwargs.items()}
+        t_opt = getattr(torch.optim, name)(tw, fused=True, **t_kwargs)
+        fns[f"torch.optim.{name}(fused=True)"] = t_opt.step
 
     def check():
         w = ctx.native.to_host(storage_of(weights[0]))
         require(bool(np.all(np.isfinite(w))) and int(opt.iterations.numpy()) > 0,
-                "optimizer/adam: the weights are not finite or no step was counted")
+                f"optimizer/{name.lower()}: the weights are not finite or no step was counted")
 
-    return Case(fns, 28 * ADAM_VARIABLES * each, check, ceiling="copy", keep=[store, grads])
+    return Case(fns, bytes_per_parameter * ADAM_VARIABLES * each, check, ceiling="copy", keep=[store, grads])
+
+
+def _numpy_sgd(ctx, grads, each: int):
+    """SGD with momentum written with the array module's ufuncs, one variable at a time,
+    in place (Keras's formulas: ``m = m * momentum - g * lr``, ``w += m``)."""
+    rng = np.random.default_rng(1)
+    state = [(ctx.native.from_host(rng.normal(size=each).astype(np.float32)),
+              ctx.native.from_host(np.zeros(each, np.float32))) for _ in grads]
+
+    def run():
+        for (w, m), g in zip(state, grads, strict=True):
+            m *= np.float32(0.9)
+            m -= g * np.float32(1e-2)
+            w += m
+
+    return run
 
 
 def _numpy_adam(ctx, grads, each: int):

@@ -225,6 +225,21 @@ def sgd_element(j, start, w_address, g_address, m_address, scale, like_w, like_w
 
 
 @element
+def sgd_same(j, start, w_address, g_address, m_address, scale, like_w, like_wd, like_g, like_s,
+             lr, momentum, nesterov, has_momentum, decay, clip, kind, gradient, to_compute, from_compute):
+    """:func:`sgd_element` for float32 variables and gradients: no conversion (the CPU
+    loop's fast path; a GPU keeps the general function)."""
+    i = j - start
+    m = float32(load_word(m_address, i, like_s)) if has_momentum else float32(0)
+    g = clipped(np.uint32(load_word(g_address, i, like_g)).view(np.float32), float32(scale), float32(clip))
+    w, m = sgd_math(np.uint32(load_word(w_address, i, like_w)).view(np.float32), g, m, float32(lr),
+                    float32(momentum), nesterov, has_momentum, float32(decay))
+    if has_momentum:
+        store_word(m_address, i, settled32(m), like_s)
+    store_word(w_address, i, np.float32(settled32(w)).view(np.uint32), like_wd)
+
+
+@element
 def adam_element(j, start, w_address, g_address, m_address, v_address, vhat_address, scale, like_w, like_wd, like_g,
                  like_s, c1, c2, alpha, epsilon, decay, amsgrad, clip, kind, gradient, to_compute, from_compute):
     """One element of a fused Adam / AdamW step (slots m, v and, with amsgrad, vhat)."""
@@ -308,9 +323,9 @@ sgd = kernel(
      Array("like_wd", "type", words=_WORDS), Array("like_g", "type", words=_FLOATS),
      Array("like_s", "type", words=_SLOTS)),
     (Scalar("lr", "f64"), Scalar("momentum", "f64"), Scalar("nesterov", "u32"), Scalar("has_momentum", "u32"),
-     Scalar("decay", "f64"), Scalar("clip", "f64"), Scalar("kind", "i64"), *_GRADIENT),
+     Scalar("decay", "f64"), Scalar("clip", "f64"), Scalar("kind", "i64"), *_GRADIENT, Scalar("same", "u32")),
     row=("tensor_start", "tensor_variable", "tensor_gradient", "tensor_momentum", "tensor_scale"), tuples=True,
-    doc="A fused SGD step (weight decay, momentum, nesterov) over a group of variables.")
+    fast=("same", sgd_same), doc="A fused SGD step (weight decay, momentum, nesterov) over a group of variables.")
 
 adam = kernel(
     "adam", "chunks", adam_element,

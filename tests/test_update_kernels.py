@@ -59,7 +59,7 @@ def _state(seed: int, dtype, slots: int, via=None):
     return w, g, s
 
 
-def _adam(target, dtype: str, host, amsgrad=0, decay=0.0, clip=np.inf, via=None):
+def _adam(target, dtype: str, host, amsgrad=0, decay=0.0, clip=np.inf, via=None, same=None):
     w, g, (m, v, vhat) = _state(1, host, 3, via)
     conv = conversions(dtype, dtype)
     _launch(target, K.adam, {"tensor_variable": w, "tensor_gradient": g, "tensor_m": m, "tensor_v": v,
@@ -69,7 +69,8 @@ def _adam(target, dtype: str, host, amsgrad=0, decay=0.0, clip=np.inf, via=None)
             like_s=_like(np.float32), c1=float(np.float32(0.1)), c2=float(np.float32(0.001)), alpha=0.01,
             epsilon=float(np.float32(1e-7)), decay=decay, amsgrad=amsgrad, clip=clip, kind=K.COMPUTE_F32,
             gradient=element_conversion(dtype, "float32"), to_compute=conv["to_compute"],
-            from_compute=conv["from_compute"], same=int(dtype == "float32"))  # (the CPU's fast path for float32)
+            from_compute=conv["from_compute"],
+            same=int(dtype == "float32") if same is None else same)  # (the CPU's fast path for float32)
     return w, m, v, vhat
 
 
@@ -107,7 +108,7 @@ def test_adam_on_bfloat16_variables_rounds_once_from_float32_math(target):
         assert [a.tobytes() for a in w] == [a.tobytes() for a in expected[0]]
 
 
-def _sgd(target, nesterov: int):
+def _sgd(target, nesterov: int, same: int = 0):
     w, g, (m,) = _state(2, np.float32, 1)
     conv = conversions("float32", "float32")
     _launch(target, K.sgd, {"tensor_variable": w, "tensor_gradient": g, "tensor_momentum": m}, SIZES,
@@ -115,13 +116,14 @@ def _sgd(target, nesterov: int):
             like_g=_like(np.uint32), like_s=_like(np.float32), lr=float(np.float32(0.01)),
             momentum=float(np.float32(0.9)), nesterov=nesterov, has_momentum=1, decay=0.0, clip=np.inf,
             kind=K.COMPUTE_F32,
-            gradient=conv["to_compute"], to_compute=conv["to_compute"], from_compute=conv["from_compute"])
+            gradient=conv["to_compute"], to_compute=conv["to_compute"], from_compute=conv["from_compute"],
+            same=same)  # (the CPU's fast path for float32)
     return w, m
 
 
-@pytest.mark.parametrize("nesterov", [0, 1])
-def test_sgd_with_momentum_follows_keras_and_gives_the_cpus_bits(target, nesterov):
-    w, m = _sgd(target, nesterov)
+@pytest.mark.parametrize("nesterov, same", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_sgd_with_momentum_follows_keras_and_gives_the_cpus_bits(target, nesterov, same):
+    w, m = _sgd(target, nesterov, same)
     w0, g0, (m0,) = _state(2, np.float32, 1)
     lr, mom = np.float64(np.float32(0.01)), np.float64(np.float32(0.9))
     for k in range(len(SIZES)):
@@ -130,8 +132,18 @@ def test_sgd_with_momentum_follows_keras_and_gives_the_cpus_bits(target, nestero
         np.testing.assert_allclose(m[k], mm, rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(w[k], ww, rtol=1e-6, atol=1e-7)
     if target != "cpu":
-        want = _sgd("cpu", nesterov)
+        want = _sgd("cpu", nesterov)  # (the CPU's general path: its fast path gives the same bits)
         assert [a.tobytes() for a in w + m] == [a.tobytes() for a in want[0] + want[1]]
+
+
+@pytest.mark.parametrize("amsgrad, decay, clip", [(0, 0.0, np.inf), (1, 0.004, 0.3)])
+def test_the_cpus_fast_paths_give_the_general_paths_bits(amsgrad, decay, clip):
+    """The CPU loop's float32 fast paths (``adam_same``, ``sgd_same``: no conversions,
+    vectorized) against the general element functions that a GPU runs."""
+    fast, general = (_adam("cpu", "float32", np.float32, amsgrad, decay, clip, same=s) for s in (1, 0))
+    assert [a.tobytes() for arrays in fast for a in arrays] == [a.tobytes() for arrays in general for a in arrays]
+    fast, general = (_sgd("cpu", amsgrad, same=s) for s in (1, 0))
+    assert [a.tobytes() for a in fast[0] + fast[1]] == [a.tobytes() for a in general[0] + general[1]]
 
 
 def _foreach(target, mode: int, alpha: float):
@@ -218,14 +230,15 @@ def test_adam_stores_nan_as_one_word_where_its_math_gives_nan(target, amsgrad, s
         assert [a.tobytes() for a in (w, m, v, vhat)] == [a.tobytes() for a in run("cpu")]
 
 
-def test_sgd_stores_nan_as_one_word_where_its_math_gives_nan(target):
+@pytest.mark.parametrize("same", [0, 1])
+def test_sgd_stores_nan_as_one_word_where_its_math_gives_nan(target, same):
     def run(on):
         w, g, m = _odd(5), _odd(6), _odd(7)
         _launch(on, K.sgd, {"tensor_variable": [w], "tensor_gradient": [g], "tensor_momentum": [m]}, [len(w)],
                 tensor_scale=np.ones(1), like_w=_like(np.uint32), like_wd=_like(np.uint32), like_g=_like(np.uint32),
                 like_s=_like(np.float32), lr=float(np.float32(0.01)), momentum=float(np.float32(0.9)), nesterov=0,
                 has_momentum=1, decay=float(np.float32(0.004)), clip=np.inf, kind=K.COMPUTE_F32,
-                gradient=element_conversion("float32", "float32"),
+                gradient=element_conversion("float32", "float32"), same=same,
                 **{k: c for k, c in conversions("float32", "float32").items() if k != "to_variable"})
         return w, m
 

@@ -252,8 +252,7 @@ class Optimizer:
                         clip=float(real(clip)), kind=0 if compute == "float32" else 1,
                         gradient=element_conversion(gdtype, compute), to_compute=element_conversion(dtype, compute),
                         from_compute=element_conversion(compute, dtype), **scalars)
-            if kernel is kernels.updates.adam:  # (float32 variables and gradients: the CPU loop converts nothing)
-                args["same"] = int(dtype == gdtype == "float32")
+            args["same"] = int(dtype == gdtype == "float32")  # (the CPU loop converts nothing)
             launches.append((kernel, args))
         for kernel, args in launches:
             backend.launch(kernel, len(args["chunk_tensor"]), **args)
