@@ -13,13 +13,17 @@ dtype, as ``v.assign_add(x)`` converts it, then to the compute dtype. Slots are 
 the compute dtype. Every multiply-add is one ``fma`` (see ``kernels.intrinsics``): one
 rounding, the same bits on every target.
 
-NaN: every number an update computes and stores (the variable, its slots) is stored as
-NumPy's ``np.nan`` where it is NaN (:func:`settled32`, :func:`settled64`). A GPU's float
-operations give 0x7FFFFFFF for any NaN; the CPU's keep an operand's payload or give
-0xFFC00000; a fused multiply-add's choice among its operands is the compiler's. So only
-a NaN of one fixed word gives the same bits on every target. ``vs.foreach.assign``
-computes nothing: it stores the value's words, payloads included, as casts do. Each
-compute dtype stores its own numbers in its own branch: a float32 slot value passed
+NaN: a GPU's float operations give 0x7FFFFFFF for any NaN; the CPU's keep an operand's
+payload or give 0xFFC00000; a fused multiply-add's choice among its operands is the
+compiler's. So every NaN an update stores has its bits chosen by a select, the same on
+every target:
+- ``vs.foreach``'s sum ``w + alpha * x`` and product ``w * alpha`` take the CPU's (x86)
+  rule, as ``v.assign_add`` does (``cast.add_in_format``): ``w`` quieted where it is a
+  NaN, else ``x`` quieted, else the default NaN (:func:`x86_nan32`, :func:`x86_nan64`);
+  ``vs.foreach.assign`` computes nothing and stores the value's words, as casts do.
+- The optimizer steps, a chain of operations with no per-variable twin, store NumPy's
+  ``np.nan`` (:func:`settled32`, :func:`settled64`) in the variable and every slot.
+Each compute dtype stores its own numbers in its own branch: a float32 slot value passed
 through a float64 variable would be converted twice, and a GPU's conversions do not keep
 a NaN's bits either.
 
@@ -68,6 +72,40 @@ def larger(a, b):
     (Python's ``max`` keeps ``a`` where ``b`` is NaN, a GPU's ``max.f32`` keeps the
     number where either is NaN)."""
     return b if b > a or b != b else a
+
+
+@element
+def x86_nan32(r, w, x):
+    """The float32 bits to store for ``r``, ``w + alpha * x`` or ``w * x``: where ``r`` is
+    NaN, ``w`` quieted if it is a NaN, else ``x`` quieted if it is one, else the default
+    NaN 0xFFC00000 (an x86 CPU's bits for the same operations, done one by one)."""
+    wb = np.uint32(np.float32(w).view(np.uint32))
+    xb = np.uint32(np.float32(x).view(np.uint32))
+    x_nan = np.uint32(xb | np.uint32(0x400000)) if x != x else np.uint32(0xFFC00000)
+    nan = np.uint32(wb | np.uint32(0x400000)) if w != w else x_nan
+    return uint64(nan if r != r else np.float32(r).view(np.uint32))
+
+
+@element
+def x86_nan64(r, w, x):
+    """:func:`x86_nan32` in float64 (quiet bit 2**51, default NaN 0xFFF8000000000000)."""
+    wb = np.float64(w).view(np.uint64)
+    xb = np.float64(x).view(np.uint64)
+    x_nan = uint64(xb | uint64(0x0008000000000000)) if x != x else uint64(0xFFF8000000000000)
+    nan = uint64(wb | uint64(0x0008000000000000)) if w != w else x_nan
+    return nan if r != r else np.float64(r).view(np.uint64)
+
+
+@element
+def foreach_bits32(w, x, alpha, mode):
+    """The float32 bits :func:`foreach_math` stores for ``mode`` ADD or SCALE."""
+    return x86_nan32(foreach_math(w, x, alpha, mode), w, alpha if mode == SCALE else x)
+
+
+@element
+def foreach_bits64(w, x, alpha, mode):
+    """:func:`foreach_bits32` in float64."""
+    return x86_nan64(foreach_math(w, x, alpha, mode), w, alpha if mode == SCALE else x)
 
 
 @element
@@ -123,11 +161,9 @@ def foreach_element(j, start, w_address, x_address, x_step, like_w, like_wd, lik
         x = converted(x, to_compute)
     w = loaded(w_address, i, like_w, to_compute)
     if kind == COMPUTE_F32:
-        r = f32_bits(foreach_math(np.uint32(w).view(np.float32), np.uint32(x).view(np.float32), float32(alpha),
-                                  mode))
+        r = foreach_bits32(np.uint32(w).view(np.float32), np.uint32(x).view(np.float32), float32(alpha), mode)
     else:
-        r = f64_bits(foreach_math(np.uint64(w).view(np.float64), np.uint64(x).view(np.float64), float64(alpha),
-                                  mode))
+        r = foreach_bits64(np.uint64(w).view(np.float64), np.uint64(x).view(np.float64), float64(alpha), mode)
     store_word(w_address, i, converted(r, from_compute), like_wd)
 
 
@@ -145,13 +181,11 @@ def foreach_same(j, start, w_address, x_address, x_step, like_w, like_wd, like_x
     elif kind == COMPUTE_F32:
         w = np.uint32(load_word(w_address, i, like_w)).view(np.float32)
         x = np.uint32(load_word(x_address, i * x_step, like_x)).view(np.float32)
-        store_word(w_address, i, np.float32(settled32(foreach_math(w, x, float32(alpha), mode))).view(np.uint32),
-                   like_wd)
+        store_word(w_address, i, foreach_bits32(w, x, float32(alpha), mode), like_wd)
     else:
         w = np.uint64(load_word(w_address, i, like_wd)).view(np.float64)
         x = np.uint64(load_word(x_address, i * x_step, like_wd)).view(np.float64)
-        store_word(w_address, i, np.float64(settled64(foreach_math(w, x, float64(alpha), mode))).view(np.uint64),
-                   like_wd)
+        store_word(w_address, i, foreach_bits64(w, x, float64(alpha), mode), like_wd)
 
 
 # ------------------------------------------------------------------ optimizers

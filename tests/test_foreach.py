@@ -48,6 +48,35 @@ def test_assign_add_and_sub_give_the_per_variable_bits(store, dtype, value_dtype
     assert _bits(ours) == _bits(theirs)
 
 
+def _with_specials(seed: int, shape: tuple) -> np.ndarray:
+    """:func:`_values` with NaNs of two payloads and both infinities at places of ``seed``."""
+    x = _values(seed, shape).reshape(-1)
+    specials = np.array([0x7FF8_0000_1234_5678, 0xFFF8_0000_0000_0000, 0x7FF0_0000_0000_0000,
+                         0xFFF0_0000_0000_0000], np.uint64).view(np.float64)
+    places = np.random.default_rng(seed).choice(x.size, min(x.size, 8), replace=False)
+    x[places] = np.resize(specials, places.size)
+    return x.reshape(shape)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"])
+def test_a_nan_sum_gives_the_per_variable_bits(store, dtype):
+    """Sums with NaN operands and opposite infinities: ``foreach`` gives each NaN the bits
+    ``v.assign_add`` gives it (the CPU's rule, on every device)."""
+    made = [[store.variable(_with_specials(40 + i, shape), dtype=dtype, name=f"{tag}n{i}")
+             for i, shape in enumerate(SHAPES)] for tag in ("f", "p")]
+    ours, theirs = made
+    values = [_with_specials(50 + i, shape) for i, shape in enumerate(SHAPES)]
+    vs.foreach.assign_add(ours, values)
+    for v, x in zip(theirs, values, strict=True):
+        v.assign_add(x)
+    assert any(np.isnan(v.numpy().astype(np.float32)).any() for v in ours)
+    assert _bits(ours) == _bits(theirs)
+    vs.foreach.assign_sub(ours, values)
+    for v, x in zip(theirs, values, strict=True):
+        v.assign_sub(x)
+    assert _bits(ours) == _bits(theirs)
+
+
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_assign_gives_the_per_variable_bits(store, dtype):
     ours, theirs = _pair(store, dtype, 2)

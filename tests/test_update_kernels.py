@@ -108,13 +108,14 @@ def test_adam_on_bfloat16_variables_rounds_once_from_float32_math(target):
         assert [a.tobytes() for a in w] == [a.tobytes() for a in expected[0]]
 
 
-def _sgd(target, nesterov: int, same: int = 0):
+def _sgd(target, nesterov: int, same: int = 0, has_momentum: int = 1, decay: float = 0.0, clip: float = np.inf):
     w, g, (m,) = _state(2, np.float32, 1)
     conv = conversions("float32", "float32")
-    _launch(target, K.sgd, {"tensor_variable": w, "tensor_gradient": g, "tensor_momentum": m}, SIZES,
-            tensor_scale=np.ones(len(SIZES)), like_w=_like(np.uint32), like_wd=_like(np.uint32),
+    _launch(target, K.sgd, {"tensor_variable": w, "tensor_gradient": g,
+                            "tensor_momentum": m if has_momentum else [None] * len(SIZES)}, SIZES,
+            tensor_scale=np.full(len(SIZES), 0.5), like_w=_like(np.uint32), like_wd=_like(np.uint32),
             like_g=_like(np.uint32), like_s=_like(np.float32), lr=float(np.float32(0.01)),
-            momentum=float(np.float32(0.9)), nesterov=nesterov, has_momentum=1, decay=0.0, clip=np.inf,
+            momentum=float(np.float32(0.9)), nesterov=nesterov, has_momentum=has_momentum, decay=decay, clip=clip,
             kind=K.COMPUTE_F32,
             gradient=conv["to_compute"], to_compute=conv["to_compute"], from_compute=conv["from_compute"],
             same=same)  # (the CPU's fast path for float32)
@@ -127,8 +128,9 @@ def test_sgd_with_momentum_follows_keras_and_gives_the_cpus_bits(target, nestero
     w0, g0, (m0,) = _state(2, np.float32, 1)
     lr, mom = np.float64(np.float32(0.01)), np.float64(np.float32(0.9))
     for k in range(len(SIZES)):
-        mm = m0[k] * mom - g0[k] * lr
-        ww = w0[k] + (mm * mom - g0[k] * lr if nesterov else mm)
+        g = g0[k] * 0.5  # (the tensor's scale)
+        mm = m0[k] * mom - g * lr
+        ww = w0[k] + (mm * mom - g * lr if nesterov else mm)
         np.testing.assert_allclose(m[k], mm, rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(w[k], ww, rtol=1e-6, atol=1e-7)
     if target != "cpu":
@@ -136,14 +138,24 @@ def test_sgd_with_momentum_follows_keras_and_gives_the_cpus_bits(target, nestero
         assert [a.tobytes() for a in w + m] == [a.tobytes() for a in want[0] + want[1]]
 
 
-@pytest.mark.parametrize("amsgrad, decay, clip", [(0, 0.0, np.inf), (1, 0.004, 0.3)])
-def test_the_cpus_fast_paths_give_the_general_paths_bits(amsgrad, decay, clip):
-    """The CPU loop's float32 fast paths (``adam_same``, ``sgd_same``: no conversions,
-    vectorized) against the general element functions that a GPU runs."""
+@pytest.mark.parametrize("amsgrad, decay, clip", [(0, 0.0, np.inf), (1, 0.0, np.inf), (0, 0.004, 0.3),
+                                                 (1, 0.004, 0.3)])
+def test_adams_cpu_fast_path_gives_the_general_paths_bits(amsgrad, decay, clip):
+    """The CPU loop's float32 fast path (``adam_same``: no conversions, vectorized)
+    against the general element function that a GPU runs."""
     fast, general = (_adam("cpu", "float32", np.float32, amsgrad, decay, clip, same=s) for s in (1, 0))
     assert [a.tobytes() for arrays in fast for a in arrays] == [a.tobytes() for arrays in general for a in arrays]
-    fast, general = (_sgd("cpu", amsgrad, same=s) for s in (1, 0))
-    assert [a.tobytes() for a in fast[0] + fast[1]] == [a.tobytes() for a in general[0] + general[1]]
+
+
+@pytest.mark.parametrize("nesterov, has_momentum, decay, clip", [
+    (0, 1, 0.0, np.inf), (1, 1, 0.0, np.inf), (0, 0, 0.0, np.inf), (1, 1, 0.004, 0.3), (0, 0, 0.004, 0.3)])
+def test_sgds_cpu_fast_path_gives_the_general_paths_bits(nesterov, has_momentum, decay, clip):
+    """``sgd_same`` against ``sgd_element``; without momentum there is no momentum array
+    (address 0), which neither reads nor writes."""
+    (w1, m1), (w0, m0) = (_sgd("cpu", nesterov, s, has_momentum, decay, clip) for s in (1, 0))
+    assert [a.tobytes() for a in w1 + m1] == [a.tobytes() for a in w0 + m0]
+    if not has_momentum:
+        assert [a.tobytes() for a in m1] == [a.tobytes() for a in _state(2, np.float32, 1)[2][0]]
 
 
 def _foreach(target, mode: int, alpha: float):
@@ -197,7 +209,7 @@ def _settled(arrays, nan_word) -> None:
         assert set(words[np.isnan(a.astype(np.float32))].tolist()) == {nan_word}
 
 
-@pytest.mark.parametrize("amsgrad, same", [(0, 0), (1, 0), (1, 1)])
+@pytest.mark.parametrize("amsgrad, same", [(0, 0), (1, 0), (0, 1), (1, 1)])
 def test_adam_stores_nan_as_one_word_where_its_math_gives_nan(target, amsgrad, same):
     """A step over NaNs (payload, signalling, negative) and infinities: NaN exactly where
     the float64 formulas give NaN (amsgrad's maximum propagates a NaN, as Keras's
@@ -256,14 +268,24 @@ def test_sgd_stores_nan_as_one_word_where_its_math_gives_nan(target, same):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("mode", [K.ASSIGN, K.ADD, K.SCALE])
-def test_foreach_stores_a_computed_nan_as_one_word_and_assigns_words_as_they_are(target, dtype, mode):
-    """``v + alpha * x`` and ``v * alpha`` store NaN as NumPy's NaN (0x7FC00000, bfloat16
-    0x7FC0); ``assign`` computes nothing and stores the value's words (a NaN's payload
-    kept, as a cast keeps it), on the CPU's fast path for float32 and the general path."""
+def test_foreach_gives_a_nan_the_cpus_bits_on_every_target_and_assigns_words_as_they_are(target, dtype, mode):
+    """``v + alpha * x`` and ``v * alpha`` give a NaN the bits an x86 CPU gives the same
+    operations one by one, as ``v.assign_add`` does: ``v`` quieted where it is a NaN, else
+    ``x`` quieted, else the default NaN (a GPU's own would be 0x7FFFFFFF); ``assign``
+    computes nothing and stores the value's words (a NaN's payload kept, as a cast keeps
+    it), on the CPU's fast path for float32 and the general path."""
     host = np.float32 if dtype == "float32" else BF16
+    word = np.uint32 if dtype == "float32" else np.uint16
+    quiet, default = (0x400000, 0xFFC00000) if dtype == "float32" else (0x40, 0xFFC0)
+
+    def operands():
+        w, x = _odd(8), _odd(9)
+        w[0], x[0] = np.inf, -np.inf  # (their sum is the default NaN)
+        with np.errstate(invalid="ignore"):
+            return w.astype(host), x
 
     def run(on):
-        w, x = _odd(8, host), _odd(9)
+        w, x = operands()
         _launch(on, K.foreach, {"tensor_variable": [w], "tensor_value": [x]}, [len(w)],
                 tensor_step=np.ones(1, np.int64), like_w=_like(source_word(dtype, "float32")),
                 like_wd=_like(destination_word(dtype)), like_x=_like(source_word("float32", dtype)),
@@ -272,14 +294,22 @@ def test_foreach_stores_a_computed_nan_as_one_word_and_assigns_words_as_they_are
         return w
 
     w = run(target)
-    w0, x0 = _odd(8, host), _odd(9, host)
+    w0, x0 = operands()
+    with np.errstate(invalid="ignore"):
+        x0 = x0.astype(host)  # (the value converted to the variable's dtype first)
     if mode == K.ASSIGN:
         assert w.tobytes() == x0.tobytes()  # (payloads and the signalling NaN's word included)
     else:
         with np.errstate(invalid="ignore", over="ignore"):
-            w0 = w0.astype(np.float64)
-            want = w0 + 0.5 * x0.astype(np.float64) if mode == K.ADD else w0 * 0.5
+            wide = w0.astype(np.float64)
+            want = wide + 0.5 * x0.astype(np.float64) if mode == K.ADD else wide * 0.5
             np.testing.assert_array_equal(w.astype(np.float64), want.astype(np.float32).astype(host).astype(np.float64))
-        _settled((w,), NAN32 if dtype == "float32" else NAN_BF16)
+        w_nan, x_nan = np.isnan(w0.astype(np.float32)), np.isnan(x0.astype(np.float32))
+        if mode == K.SCALE:
+            x_nan = np.zeros_like(x_nan)  # (the other operand is alpha)
+        rule = np.where(w_nan, w0.view(word) | quiet, np.where(x_nan, x0.view(word) | quiet, default))
+        nan = np.isnan(w.astype(np.float32))
+        assert w_nan[nan].any() and (x_nan[nan].any() or mode == K.SCALE) and (mode == K.SCALE or nan[0])
+        np.testing.assert_array_equal(w.view(word)[nan], rule[nan].astype(word))
     if target != "cpu":
         assert w.tobytes() == run("cpu").tobytes()

@@ -252,7 +252,8 @@ class Optimizer:
                         clip=float(real(clip)), kind=0 if compute == "float32" else 1,
                         gradient=element_conversion(gdtype, compute), to_compute=element_conversion(dtype, compute),
                         from_compute=element_conversion(compute, dtype), **scalars)
-            args["same"] = int(dtype == gdtype == "float32")  # (the CPU loop converts nothing)
+            if "same" in kernel.scalar_names:  # (float32 variables and gradients: the CPU loop converts nothing)
+                args["same"] = int(dtype == gdtype == "float32")
             launches.append((kernel, args))
         for kernel, args in launches:
             backend.launch(kernel, len(args["chunk_tensor"]), **args)
