@@ -270,7 +270,7 @@ def sgd_same(j, start, w_address, g_address, m_address, scale, like_w, like_wd, 
                     float32(momentum), nesterov, has_momentum, float32(decay))
     if has_momentum:
         store_word(m_address, i, settled32(m), like_s)
-    store_word(w_address, i, np.float32(settled32(w)).view(np.uint32), like_wd)
+    store_word(w_address, i, f32_bits(w), like_wd)
 
 
 @element
@@ -321,7 +321,7 @@ def adam_same(j, start, w_address, g_address, m_address, v_address, vhat_address
     store_word(v_address, i, settled32(v), like_s)
     if amsgrad:
         store_word(vhat_address, i, settled32(vhat), like_s)
-    store_word(w_address, i, np.float32(settled32(w)).view(np.uint32), like_wd)
+    store_word(w_address, i, f32_bits(w), like_wd)
 
 
 # ---------------------------------------------------------------------------- kernels
