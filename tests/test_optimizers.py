@@ -70,6 +70,48 @@ def test_a_division_by_zero_gives_nan_as_keras_does_and_writes_every_element(sto
     assert int(opt.iterations.numpy()) == 1
 
 
+def test_steps_with_the_same_gradient_arrays_reuse_their_launches(store, monkeypatch):
+    """A step with the same variables and gradient arrays as the last one runs the last
+    step's launches with its own scalars, without checking the gradients again: it reads
+    their current contents, this step's learning rate and iteration, and gives the bits
+    of steps with new arrays. A new array, a released variable or clipping by norm makes
+    new launches."""
+    from varstore import optimizers
+
+    xp = np if store.device == "cpu" else pytest.importorskip("cupy")
+    checked = []
+    monkeypatch.setattr(optimizers, "_gradient", lambda value, variable, *rest, _gradient=optimizers._gradient: (
+        checked.append(variable), _gradient(value, variable, *rest))[1])
+    planned, fresh = _model(store, 5), _model(vs.VariableStore(device=store.device), 5)
+    opts = [vs.optimizers.Adam(learning_rate=0.01, amsgrad=True, weight_decay=0.01, clipvalue=0.8) for _ in "ab"]
+    grads = [xp.asarray(g) for g in _grads(0)]
+    for step in range(4):
+        for g, new in zip(grads, _grads(step), strict=True):
+            g[...] = xp.asarray(new)  # the same objects, new contents
+        if step == 2:
+            for opt in opts:
+                opt.learning_rate = 0.005
+        opts[0].apply(grads, planned)
+        opts[1].apply([xp.asarray(g) for g in _grads(step)], fresh)
+        for p, f in zip(planned, fresh, strict=True):
+            np.testing.assert_array_equal(p.numpy(), f.numpy())
+    def checks_of(variables):
+        return sum(any(v is w for w in variables) for v in checked)
+
+    assert checks_of(planned) == len(SHAPES)  # (the first step's checks only)
+    assert int(opts[0].iterations.numpy()) == 4
+    grads[1] = xp.asarray(_grads(9)[1])  # a new array: checked, new launches
+    opts[0].apply(grads, planned)
+    assert checks_of(planned) == 2 * len(SHAPES)
+    planned[2].release()
+    with pytest.raises(RuntimeError, match="released"):
+        opts[0].apply(grads, planned)
+    clipping = vs.optimizers.SGD(learning_rate=0.1, global_clipnorm=1.0)
+    for _ in range(2):  # (clipping by norm scales by the gradients' current norm: no remembered launches)
+        clipping.apply(grads[:2], fresh[:2])
+    assert checks_of(fresh[:1]) == 4 + 2  # (the fresh optimizer's four steps, then these two)
+
+
 def test_adam_follows_the_formulas_in_float64(store):
     """Without Keras: three steps against the formulas computed in float64."""
     ours = _model(store)

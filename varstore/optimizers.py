@@ -37,7 +37,9 @@ bit for bit; weight decay is ``w - w * (weight_decay * lr)``; a callable
 from __future__ import annotations
 
 import math
+import operator
 import warnings
+import weakref
 
 import numpy as np
 
@@ -89,6 +91,7 @@ class Optimizer:
         self._slots: dict = {}  # id(variable) -> (variable, [slot variables])
         self._addresses: dict = {}  # id(variable) -> (its address, its slots' addresses)
         self._releases = -1  # the store's release count when the addresses were taken
+        self._plan = None  # the last step's bound launches (_StepPlan), for a step with the same arrays
         self.built = False
 
     # ------------------------------------------------------------------ state
@@ -223,15 +226,28 @@ class Optimizer:
     def _step(self, grads, variables, dtypes=None) -> None:
         """The fused step of checked, built ``variables``: every gradient is checked and
         every group's arguments made before the first launch. ``dtypes``: the gradients'
-        dtypes where they are storage arrays (a replicated store's reduced gradients)."""
+        dtypes where they are storage arrays (a replicated store's reduced gradients).
+
+        A step with the same variables and the same gradient arrays as the last one (the
+        same objects, read in place), no clipping by norm, and no variable of the store
+        released since, runs the last step's launches again with this step's scalars
+        (:class:`_StepPlan`): the checks, addresses and tables are the last step's."""
+        step = int(self._iterations.numpy())
+        lr = float(self._current_learning_rate(step))
+        plan = self._plan
+        if dtypes is None and plan is not None and plan.fits(grads, variables, self._store.releases):
+            for run, real in plan.launches:
+                run(*self._step_scalars(real, lr, step))
+            count = live_storage(self._iterations)
+            count += 1
+            return
+        self._plan = None
         _, _, backend, device = variables[0].stored
         if dtypes is None:
             operands = [(_gradient(g, v, backend, device, i), v) for i, (g, v) in enumerate(zip(grads, variables,
                                                                                                 strict=True))]
         else:
             operands = [((g, d), v) for g, d, v in zip(grads, dtypes, variables, strict=True)]
-        step = int(self._iterations.numpy())
-        lr = float(self._current_learning_rate(step))
         scales, clip = self._clipping([g for g, _ in operands], backend, device)
         groups: dict = {}
         for ((array, gdtype), variable), scale in zip(operands, scales, strict=True):
@@ -241,7 +257,8 @@ class Optimizer:
         for (dtype, gdtype), members in groups.items():
             compute = compute_dtype(dtype)
             real = np.float64 if compute == "float64" else np.float32
-            columns, kernel, scalars = self._launch(members, real, lr, step, backend)
+            columns, kernel, scalars = self._launch(members, real, backend)
+            scalars.update(zip(self._STEP_SCALARS, self._step_scalars(real, lr, step), strict=True))
             columns["tensor_variable"] = np.array([self._addresses_of(v, backend)[0] for v, _, _ in members],
                                                   np.uint64)
             columns["tensor_gradient"] = np.array([backend.address(a) for _, a, _ in members], np.uint64)
@@ -254,8 +271,13 @@ class Optimizer:
                         from_compute=element_conversion(compute, dtype), **scalars)
             if "same" in kernel.scalar_names:  # (float32 variables and gradients: the CPU loop converts nothing)
                 args["same"] = int(dtype == gdtype == "float32")
-            launches.append((kernel, args))
-        for kernel, args in launches:
+            launches.append((kernel, args, real))
+        if dtypes is None and not (self.clipnorm or self.global_clipnorm) and all(
+                array is g for ((array, _), _), g in zip(operands, grads, strict=True)):
+            self._plan = _StepPlan.of(grads, variables, self._store.releases, [
+                (backend.bound_launch(kernel, len(args["chunk_tensor"]), args, self._STEP_SCALARS), real)
+                for kernel, args, real in launches])
+        for kernel, args, _ in launches:
             backend.launch(kernel, len(args["chunk_tensor"]), **args)
         count = live_storage(self._iterations)
         count += 1  # (in place, as the kernel writes the slots: also when a replicated store's sync() runs it)
@@ -289,8 +311,18 @@ class Optimizer:
             return ones, self.clipvalue
         return ones, math.inf
 
-    def _launch(self, members, real, lr: float, step: int, backend) -> tuple:
-        """``(slot address columns, kernel, scalars)`` of one group's fused step."""
+    #: The scalars of the step's kernel that change from step to step, in the order
+    #: :meth:`_step_scalars` gives them.
+    _STEP_SCALARS: tuple = ()
+
+    def _launch(self, members, real, backend) -> tuple:
+        """``(slot address columns, kernel, fixed scalars)`` of one group's fused step, in
+        the compute dtype ``real``."""
+        raise NotImplementedError
+
+    def _step_scalars(self, real, lr: float, step: int) -> tuple:
+        """The values of :data:`_STEP_SCALARS` for step ``step`` at learning rate ``lr``,
+        in the compute dtype ``real``."""
         raise NotImplementedError
 
     def _slot_columns(self, members, names, backend) -> dict:
@@ -318,14 +350,18 @@ class SGD(Optimizer):
     def _slot_list(self) -> tuple:
         return ("momentum",) if self.momentum else ()
 
-    def _launch(self, members, real, lr, step, backend):
-        decay = real(self.weight_decay) * real(lr) if self.weight_decay else real(0)
+    _STEP_SCALARS = ("lr", "decay")
+
+    def _launch(self, members, real, backend):
         has_momentum = bool(self.momentum)
         columns = self._slot_columns(members, ("tensor_momentum",), backend) if has_momentum else {
             "tensor_momentum": np.zeros(len(members), np.uint64)}
-        return columns, kernels.updates.sgd, {"lr": float(real(lr)), "momentum": float(real(self.momentum)),
-                                              "nesterov": int(self.nesterov), "has_momentum": int(has_momentum),
-                                              "decay": float(decay)}
+        return columns, kernels.updates.sgd, {"momentum": float(real(self.momentum)),
+                                              "nesterov": int(self.nesterov), "has_momentum": int(has_momentum)}
+
+    def _step_scalars(self, real, lr, step):
+        decay = real(self.weight_decay) * real(lr) if self.weight_decay else real(0)
+        return float(real(lr)), float(decay)
 
 
 class Adam(Optimizer):
@@ -344,17 +380,22 @@ class Adam(Optimizer):
     def _slot_list(self) -> tuple:
         return ("momentum", "velocity", "velocity_hat") if self.amsgrad else ("momentum", "velocity")
 
-    def _launch(self, members, real, lr, step, backend):
+    _STEP_SCALARS = ("alpha", "decay")
+
+    def _launch(self, members, real, backend):
         columns = self._slot_columns(members, ("tensor_m", "tensor_v", "tensor_vhat")[:len(self._slot_list())], backend)
         columns.setdefault("tensor_vhat", np.zeros(len(members), np.uint64))
+        return columns, kernels.updates.adam, {
+            "c1": float(real(1 - self.beta_1)), "c2": float(real(1 - self.beta_2)),
+            "epsilon": float(real(self.epsilon)), "amsgrad": int(self.amsgrad)}
+
+    def _step_scalars(self, real, lr, step):
         lr, t = real(lr), real(step + 1)
         with np.errstate(over="ignore", under="ignore"):
             b1, b2 = np.power(real(self.beta_1), t), np.power(real(self.beta_2), t)
             alpha = lr * np.sqrt(real(1) - b2) / (real(1) - b1)
         decay = real(self.weight_decay) * lr if self.weight_decay else real(0)
-        return columns, kernels.updates.adam, {
-            "c1": float(real(1 - self.beta_1)), "c2": float(real(1 - self.beta_2)), "alpha": float(alpha),
-            "epsilon": float(real(self.epsilon)), "decay": float(decay), "amsgrad": int(self.amsgrad)}
+        return float(alpha), float(decay)
 
 
 class AdamW(Adam):
@@ -366,6 +407,31 @@ class AdamW(Adam):
             raise ValueError("Argument `weight_decay` must be a float for AdamW. Received: weight_decay=None")
         super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay, clipnorm, clipvalue,
                          global_clipnorm, name)
+
+
+class _StepPlan:
+    """A step's launches, bound once (``backend.bound_launch``), for the next step with
+    the same variables and the same gradient arrays. The gradients are held weakly: a
+    plan never keeps a step's gradients alive, and one whose gradient was freed does not
+    fit (an array type without weak references is not planned)."""
+
+    __slots__ = ("variables", "grads", "releases", "launches")
+
+    def __init__(self, variables, grads, releases, launches):
+        self.variables, self.grads, self.releases, self.launches = variables, grads, releases, launches
+
+    @classmethod
+    def of(cls, grads, variables, releases: int, launches):
+        try:
+            refs = [weakref.ref(g) for g in grads]
+        except TypeError:
+            return None
+        return cls(list(variables), refs, releases, launches)
+
+    def fits(self, grads, variables, releases: int) -> bool:
+        return (releases == self.releases and len(grads) == len(self.grads) == len(variables)
+                and all(ref() is g for ref, g in zip(self.grads, grads, strict=True))
+                and all(map(operator.is_, variables, self.variables)))
 
 
 # ------------------------------------------------------------------ checks
