@@ -70,46 +70,76 @@ def test_a_division_by_zero_gives_nan_as_keras_does_and_writes_every_element(sto
     assert int(opt.iterations.numpy()) == 1
 
 
-def test_steps_with_the_same_gradient_arrays_reuse_their_launches(store, monkeypatch):
+PLANNED = [("Adam", {"learning_rate": 0.01, "amsgrad": True, "weight_decay": 0.01, "clipvalue": 0.8}),
+           ("SGD", {"learning_rate": lambda step: 0.1 / (1 + step), "momentum": 0.9, "weight_decay": 0.01})]
+
+
+@pytest.mark.parametrize("name, kwargs", PLANNED, ids=[name for name, _ in PLANNED])
+def test_steps_with_the_same_gradient_arrays_reuse_their_launches(store, monkeypatch, name, kwargs):
     """A step with the same variables and gradient arrays as the last one runs the last
-    step's launches with its own scalars, without checking the gradients again: it reads
-    their current contents, this step's learning rate and iteration, and gives the bits
-    of steps with new arrays. A new array, a released variable or clipping by norm makes
-    new launches."""
+    step's launches with its own scalars (learning rate, schedule, iteration, weight
+    decay), without checking the gradients again: it reads their current contents and
+    gives the bits of steps with new arrays, in every group (float32 and bfloat16). A new
+    array, a release in the store or a changed setting makes new launches."""
     from varstore import optimizers
 
     xp = np if store.device == "cpu" else pytest.importorskip("cupy")
     checked = []
     monkeypatch.setattr(optimizers, "_gradient", lambda value, variable, *rest, _gradient=optimizers._gradient: (
         checked.append(variable), _gradient(value, variable, *rest))[1])
-    planned, fresh = _model(store, 5), _model(vs.VariableStore(device=store.device), 5)
-    opts = [vs.optimizers.Adam(learning_rate=0.01, amsgrad=True, weight_decay=0.01, clipvalue=0.8) for _ in "ab"]
-    grads = [xp.asarray(g) for g in _grads(0)]
-    for step in range(4):
-        for g, new in zip(grads, _grads(step), strict=True):
-            g[...] = xp.asarray(new)  # the same objects, new contents
-        if step == 2:
-            for opt in opts:
-                opt.learning_rate = 0.005
-        opts[0].apply(grads, planned)
-        opts[1].apply([xp.asarray(g) for g in _grads(step)], fresh)
-        for p, f in zip(planned, fresh, strict=True):
-            np.testing.assert_array_equal(p.numpy(), f.numpy())
+
+    def model(into):
+        return _model(into, 5) + [into.variable(np.linspace(-1, 1, 33), dtype="bfloat16", name="b")]
+
+    def grads_of(step):
+        return _grads(step) + [np.random.default_rng(step).normal(size=33).astype(np.float32)]
+
     def checks_of(variables):
         return sum(any(v is w for w in variables) for v in checked)
 
-    assert checks_of(planned) == len(SHAPES)  # (the first step's checks only)
-    assert int(opts[0].iterations.numpy()) == 4
-    grads[1] = xp.asarray(_grads(9)[1])  # a new array: checked, new launches
-    opts[0].apply(grads, planned)
-    assert checks_of(planned) == 2 * len(SHAPES)
+    planned, fresh = model(store), model(vs.VariableStore(device=store.device))
+    opts = [getattr(vs.optimizers, name)(**kwargs) for _ in "ab"]
+    grads = [xp.asarray(g) for g in grads_of(0)]
+    for step in range(5):
+        for g, new in zip(grads, grads_of(step), strict=True):
+            g[...] = xp.asarray(new)  # the same objects, new contents
+        if step == 3 and not callable(kwargs["learning_rate"]):
+            for opt in opts:
+                opt.learning_rate = 0.005
+        opts[0].apply(grads, planned)
+        opts[1].apply([xp.asarray(g) for g in grads_of(step)], fresh)
+        for p, f in zip(planned, fresh, strict=True):
+            np.testing.assert_array_equal(p.numpy(), f.numpy())
+    assert checks_of(planned) == len(planned)  # (the first step's checks only)
+    assert int(opts[0].iterations.numpy()) == 5
+
+    def step_both(new_grads):
+        opts[0].apply(grads, planned)
+        opts[1].apply(new_grads, fresh)
+        for p, f in zip(planned, fresh, strict=True):
+            np.testing.assert_array_equal(p.numpy(), f.numpy())
+
+    grads[1] = xp.asarray(grads_of(9)[1])  # a new array: checked, new launches
+    step_both([xp.asarray(g) for g in grads_of(4)[:1]] + grads[1:])
+    assert checks_of(planned) == 2 * len(planned)
+    store.variable(np.zeros(2), name="other").release()  # a release in the store: new launches
+    step_both(grads)
+    assert checks_of(planned) == 3 * len(planned)
+    setting = "epsilon" if name == "Adam" else "momentum"
+    for opt in opts:
+        setattr(opt, setting, 0.5)  # a changed setting: new launches, which use it
+    step_both(grads)
+    assert checks_of(planned) == 4 * len(planned)
+    step_both(grads)  # (and are remembered again)
+    assert checks_of(planned) == 4 * len(planned)
     planned[2].release()
     with pytest.raises(RuntimeError, match="released"):
         opts[0].apply(grads, planned)
-    clipping = vs.optimizers.SGD(learning_rate=0.1, global_clipnorm=1.0)
+    clipping = vs.optimizers.SGD(learning_rate=0.1, global_clipnorm=1.0, name="clipping")
+    before = checks_of(fresh[:1])
     for _ in range(2):  # (clipping by norm scales by the gradients' current norm: no remembered launches)
         clipping.apply(grads[:2], fresh[:2])
-    assert checks_of(fresh[:1]) == 4 + 2  # (the fresh optimizer's four steps, then these two)
+    assert checks_of(fresh[:1]) == before + 2
 
 
 def test_adam_follows_the_formulas_in_float64(store):

@@ -229,19 +229,20 @@ class Optimizer:
         dtypes where they are storage arrays (a replicated store's reduced gradients).
 
         A step with the same variables and the same gradient arrays as the last one (the
-        same objects, read in place), no clipping by norm, and no variable of the store
-        released since, runs the last step's launches again with this step's scalars
-        (:class:`_StepPlan`): the checks, addresses and tables are the last step's."""
+        same objects, read in place), the same settings, no clipping by norm, and no
+        variable of the store released since, runs the last step's launches again with
+        this step's scalars (:class:`_StepPlan`): the checks, addresses and tables are the
+        last step's."""
         step = int(self._iterations.numpy())
         lr = float(self._current_learning_rate(step))
-        plan = self._plan
-        if dtypes is None and plan is not None and plan.fits(grads, variables, self._store.releases):
-            for run, real in plan.launches:
-                run(*self._step_scalars(real, lr, step))
+        plan, self._plan = self._plan, None
+        if dtypes is None and plan is not None and plan.fits(grads, variables, self._store.releases,
+                                                             self._settings()):
+            plan.run(self, lr, step)
+            self._plan = plan
             count = live_storage(self._iterations)
             count += 1
             return
-        self._plan = None
         _, _, backend, device = variables[0].stored
         if dtypes is None:
             operands = [(_gradient(g, v, backend, device, i), v) for i, (g, v) in enumerate(zip(grads, variables,
@@ -273,10 +274,8 @@ class Optimizer:
                 args["same"] = int(dtype == gdtype == "float32")
             launches.append((kernel, args, real))
         if dtypes is None and not (self.clipnorm or self.global_clipnorm) and all(
-                array is g for ((array, _), _), g in zip(operands, grads, strict=True)):
-            self._plan = _StepPlan.of(grads, variables, self._store.releases, [
-                (backend.bound_launch(kernel, len(args["chunk_tensor"]), args, self._STEP_SCALARS), real)
-                for kernel, args, real in launches])
+                map(operator.is_, (array for (array, _), _ in operands), grads)):
+            self._plan = _StepPlan.of(grads, variables, self._store.releases, self._settings(), backend, launches)
         for kernel, args, _ in launches:
             backend.launch(kernel, len(args["chunk_tensor"]), **args)
         count = live_storage(self._iterations)
@@ -315,6 +314,14 @@ class Optimizer:
     #: :meth:`_step_scalars` gives them.
     _STEP_SCALARS: tuple = ()
 
+    #: The public attributes a step's launches are made from, besides the learning rate
+    #: and the weight decay (read at every step): a remembered step fits only while they
+    #: are unchanged.
+    _SETTINGS: tuple = ("clipnorm", "global_clipnorm", "clipvalue")
+
+    def _settings(self) -> tuple:
+        return tuple(getattr(self, name) for name in self._SETTINGS)
+
     def _launch(self, members, real, backend) -> tuple:
         """``(slot address columns, kernel, fixed scalars)`` of one group's fused step, in
         the compute dtype ``real``."""
@@ -351,6 +358,7 @@ class SGD(Optimizer):
         return ("momentum",) if self.momentum else ()
 
     _STEP_SCALARS = ("lr", "decay")
+    _SETTINGS = Optimizer._SETTINGS + ("momentum", "nesterov")
 
     def _launch(self, members, real, backend):
         has_momentum = bool(self.momentum)
@@ -381,6 +389,7 @@ class Adam(Optimizer):
         return ("momentum", "velocity", "velocity_hat") if self.amsgrad else ("momentum", "velocity")
 
     _STEP_SCALARS = ("alpha", "decay")
+    _SETTINGS = Optimizer._SETTINGS + ("beta_1", "beta_2", "epsilon", "amsgrad")
 
     def _launch(self, members, real, backend):
         columns = self._slot_columns(members, ("tensor_m", "tensor_v", "tensor_vhat")[:len(self._slot_list())], backend)
@@ -410,28 +419,37 @@ class AdamW(Adam):
 
 
 class _StepPlan:
-    """A step's launches, bound once (``backend.bound_launch``), for the next step with
-    the same variables and the same gradient arrays. The gradients are held weakly: a
-    plan never keeps a step's gradients alive, and one whose gradient was freed does not
-    fit (an array type without weak references is not planned)."""
+    """A step's launches for the next step with the same variables, gradient arrays and
+    settings, bound (``backend.bound_launch``) at the first such step. Gradients are held
+    weakly: one freed does not fit (a type without weak references is not planned)."""
 
-    __slots__ = ("variables", "grads", "releases", "launches")
+    __slots__ = ("variables", "grads", "releases", "settings", "backend", "launches", "bound")
 
-    def __init__(self, variables, grads, releases, launches):
-        self.variables, self.grads, self.releases, self.launches = variables, grads, releases, launches
+    def __init__(self, variables, grads, releases, settings, backend, launches):
+        self.variables, self.grads, self.releases, self.settings = variables, grads, releases, settings
+        self.backend, self.launches, self.bound = backend, launches, None
 
     @classmethod
-    def of(cls, grads, variables, releases: int, launches):
-        try:
-            refs = [weakref.ref(g) for g in grads]
+    def of(cls, grads, variables, releases: int, settings: tuple, backend, launches):
+        try:  # (launches: (kernel, args, compute dtype) each)
+            refs = list(map(weakref.ref, grads))
         except TypeError:
             return None
-        return cls(list(variables), refs, releases, launches)
+        return cls(list(variables), refs, releases, settings, backend, launches)
 
-    def fits(self, grads, variables, releases: int) -> bool:
-        return (releases == self.releases and len(grads) == len(self.grads) == len(variables)
-                and all(ref() is g for ref, g in zip(self.grads, grads, strict=True))
+    def fits(self, grads, variables, releases: int, settings: tuple) -> bool:
+        return (releases == self.releases and settings == self.settings and len(grads) == len(self.grads)
+                == len(variables) and all(ref() is g for ref, g in zip(self.grads, grads, strict=True))
                 and all(map(operator.is_, variables, self.variables)))
+
+    def run(self, optimizer, lr: float, step: int) -> None:
+        if self.bound is None:
+            self.bound = [(self.backend.bound_launch(kernel, len(args["chunk_tensor"]), args,
+                                                     optimizer._STEP_SCALARS), real)
+                          for kernel, args, real in self.launches]
+            self.launches = None
+        for run, real in self.bound:
+            run(*optimizer._step_scalars(real, lr, step))
 
 
 # ------------------------------------------------------------------ checks
