@@ -196,13 +196,33 @@ def add_in_format(a, b, sign, fmt):
     operations return 0x7FFFFFFF for every NaN."""
     xb = np.uint32(decode_to_f32_bits(a, fmt))
     yb = np.uint32(decode_to_f32_bits(b, fmt))
-    x = xb.view(np.float32)
-    y = yb.view(np.float32)
-    s = np.float32(x + float32(sign) * y)
-    # (selects, not branches: the CPU loop stays vectorized)
-    y_nan = U32(yb | U32(0x400000)) if y != y else U32(0xFFC00000)
-    nan = U32(xb | U32(0x400000)) if x != x else y_nan
-    return encode_from_f32_bits(nan if s != s else U32(s.view(np.uint32)), fmt)
+    return encode_from_f32_bits(x86_nan32(np.float32(xb.view(np.float32) + float32(sign) * yb.view(np.float32)),
+                                          xb, yb), fmt)
+
+
+@element
+def x86_nan32(r, ab, bb):
+    """The float32 bits of ``r``, a sum or product of the float32 numbers of bits ``ab``
+    and ``bb``: where ``r`` is NaN, the bits an x86 CPU (SSE) gives it: ``a`` quieted
+    where it is a NaN, else ``b`` quieted where it is one, else the default NaN
+    0xFFC00000. A GPU's float operations return 0x7FFFFFFF for every NaN; this chooses by
+    selects on float compares, not branches (the CPU loops stay vectorized), the same on
+    every target."""
+    a = np.uint32(ab).view(np.float32)
+    b = np.uint32(bb).view(np.float32)
+    b_nan = U32(U32(bb) | U32(0x400000)) if b != b else U32(0xFFC00000)
+    nan = U32(U32(ab) | U32(0x400000)) if a != a else b_nan
+    return nan if r != r else U32(np.float32(r).view(np.uint32))
+
+
+@element
+def x86_nan64(r, ab, bb):
+    """:func:`x86_nan32` in float64 (quiet bit 2**51, default NaN 0xFFF8000000000000)."""
+    a = np.uint64(ab).view(np.float64)
+    b = np.uint64(bb).view(np.float64)
+    b_nan = U64(U64(bb) | U64(0x0008000000000000)) if b != b else U64(0xFFF8000000000000)
+    nan = U64(U64(ab) | U64(0x0008000000000000)) if a != a else b_nan
+    return nan if r != r else np.float64(r).view(np.uint64)
 
 
 @element

@@ -19,7 +19,7 @@ compiler's. So every NaN an update stores has its bits chosen by a select, the s
 every target:
 - ``vs.foreach``'s sum ``w + alpha * x`` and product ``w * alpha`` take the CPU's (x86)
   rule, as ``v.assign_add`` does (``cast.add_in_format``): ``w`` quieted where it is a
-  NaN, else ``x`` quieted, else the default NaN (:func:`x86_nan32`, :func:`x86_nan64`);
+  NaN, else ``x`` quieted, else the default NaN (``cast.x86_nan32``, ``x86_nan64``);
   ``vs.foreach.assign`` computes nothing and stores the value's words, as casts do.
 - The optimizer steps, a chain of operations with no per-variable twin, store NumPy's
   ``np.nan`` (:func:`settled32`, :func:`settled64`) in the variable and every slot.
@@ -39,7 +39,7 @@ from numba import float32, float64, uint64
 
 from ._targets import element
 from .access import load_word, store_word
-from .cast import SAME, convert_word  # noqa: F401 (SAME: the route callers compare with)
+from .cast import SAME, convert_word, x86_nan32, x86_nan64  # noqa: F401 (SAME: the route callers compare with)
 from .declare import Array, Scalar, kernel
 from .intrinsics import fma, sqrt
 
@@ -75,37 +75,19 @@ def larger(a, b):
 
 
 @element
-def x86_nan32(r, w, x):
-    """The float32 bits to store for ``r``, ``w + alpha * x`` or ``w * x``: where ``r`` is
-    NaN, ``w`` quieted if it is a NaN, else ``x`` quieted if it is one, else the default
-    NaN 0xFFC00000 (an x86 CPU's bits for the same operations, done one by one)."""
-    wb = np.uint32(np.float32(w).view(np.uint32))
-    xb = np.uint32(np.float32(x).view(np.uint32))
-    x_nan = np.uint32(xb | np.uint32(0x400000)) if x != x else np.uint32(0xFFC00000)
-    nan = np.uint32(wb | np.uint32(0x400000)) if w != w else x_nan
-    return uint64(nan if r != r else np.float32(r).view(np.uint32))
-
-
-@element
-def x86_nan64(r, w, x):
-    """:func:`x86_nan32` in float64 (quiet bit 2**51, default NaN 0xFFF8000000000000)."""
-    wb = np.float64(w).view(np.uint64)
-    xb = np.float64(x).view(np.uint64)
-    x_nan = uint64(xb | uint64(0x0008000000000000)) if x != x else uint64(0xFFF8000000000000)
-    nan = uint64(wb | uint64(0x0008000000000000)) if w != w else x_nan
-    return nan if r != r else np.float64(r).view(np.uint64)
-
-
-@element
 def foreach_bits32(w, x, alpha, mode):
     """The float32 bits :func:`foreach_math` stores for ``mode`` ADD or SCALE."""
-    return x86_nan32(foreach_math(w, x, alpha, mode), w, alpha if mode == SCALE else x)
+    other = alpha if mode == SCALE else x
+    return uint64(x86_nan32(foreach_math(w, x, alpha, mode), np.float32(w).view(np.uint32),
+                            np.float32(other).view(np.uint32)))
 
 
 @element
 def foreach_bits64(w, x, alpha, mode):
     """:func:`foreach_bits32` in float64."""
-    return x86_nan64(foreach_math(w, x, alpha, mode), w, alpha if mode == SCALE else x)
+    other = alpha if mode == SCALE else x
+    return x86_nan64(foreach_math(w, x, alpha, mode), np.float64(w).view(np.uint64),
+                     np.float64(other).view(np.uint64))
 
 
 @element
