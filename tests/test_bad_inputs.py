@@ -59,15 +59,16 @@ def test_a_string_value_is_a_type_error_that_says_so():
     assert v.numpy().tolist() == [1.0, 1.0, 1.0]
 
 
-@pytest.mark.parametrize("bad", ["two", "0", "-2", "1.5", "\u00b2"])
-def test_bad_thread_counts_name_the_environment_variable(bad):
+@pytest.mark.parametrize(("name", "bad"), [("VARSTORE_NUM_THREADS", v) for v in ["two", "0", "-2", "1.5", "\u00b2"]]
+                         + [("VARSTORE_SPIN_US", v) for v in ["-1", "1.5", "fast"]])
+def test_bad_thread_settings_name_the_environment_variable(name, bad):
     code = ("import numpy as np, varstore as vs\n"
             "v = vs.Variable(np.zeros(10**6, np.float32), store=vs.VariableStore(device='cpu'))\n"
             "v.astype('bfloat16')\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**__import__("os").environ, "VARSTORE_NUM_THREADS": bad})
+                            env={**__import__("os").environ, name: bad})
     assert result.returncode != 0
-    assert "VARSTORE_NUM_THREADS" in result.stderr and repr(bad) in result.stderr, result.stderr[-500:]
+    assert name in result.stderr and repr(bad) in result.stderr, result.stderr[-500:]
 
 
 def test_huge_slice_bounds_select_as_numpy_does(store):

@@ -8,13 +8,13 @@ import math
 import operator
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..dtypes import WORD_DTYPES, host_dtype
 from ..kernels.launch import MIN_CPU_CHUNK, cpu_chunks, cpu_workers
 from .base import EXACT_OVERLAP_WORK, Backend, given_names, is_device_array
+from .cpu_threads import CpuThreads, spin_microseconds
 from .host_cache import HostCache, host_cache_limit
 
 #: How a template's CPU loop splits over threads: by element ranges, by whole rows of a
@@ -34,8 +34,10 @@ class NumpyBackend(Backend):
 
     def __init__(self):
         # The CPU loops release the GIL: large launches use threads. Read now, so that a
-        # bad VARSTORE_NUM_THREADS is refused before any work, not in the middle of it.
+        # bad VARSTORE_NUM_THREADS or VARSTORE_SPIN_US is refused before any work, not
+        # in the middle of it.
         self._workers = cpu_workers()
+        self._spin_us = spin_microseconds()
         # Large arrays returned call after call (prepared casts) reuse freed memory.
         self.host_cache = HostCache(host_cache_limit(),
                                     allocate=lambda nbytes: self.empty((nbytes,), np.dtype(np.uint8), "cpu"))
@@ -110,11 +112,7 @@ class NumpyBackend(Backend):
         if len(ranges) == 1:
             loop(0, n, *values)
             return
-        pool = self._thread_pool()
-        tasks = [pool.submit(loop, start, stop, *values) for start, stop in ranges[1:]]
-        loop(*ranges[0], *values)
-        for task in tasks:
-            task.result()
+        self._thread_pool().run(loop, ranges, values)
 
     def allocator(self, shape, dtype, device):
         nbytes = math.prod(shape) * dtype.itemsize
@@ -143,13 +141,14 @@ class NumpyBackend(Backend):
     def _cpu_workers(self) -> int:
         if self._workers is None:
             self._workers = cpu_workers()
+        self._spin_us = spin_microseconds()
         return self._workers
 
     def _thread_pool(self):
         if self._pool is None:
             with self._pool_lock:
                 if self._pool is None:
-                    self._pool = ThreadPoolExecutor(self._workers - 1, thread_name_prefix="varstore")
+                    self._pool = CpuThreads(self._cpu_workers() - 1, self._spin_us)
         return self._pool
 
     def present(self, storage, dtype):
