@@ -43,6 +43,11 @@ def cpu_workers() -> int:
             raise ValueError(f"Invalid value for environment variable VARSTORE_NUM_THREADS. Expected a positive "
                              f"integer (threads for the CPU kernels). Received: VARSTORE_NUM_THREADS={value!r}")
         return int(value)
+    return usable_cores()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

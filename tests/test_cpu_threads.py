@@ -188,3 +188,16 @@ def test_the_workers_keep_no_array_of_a_finished_launch():
     del data
     gc.collect()
     assert ref() is None
+
+
+def test_more_threads_than_cores_sleep_at_once_unless_told(monkeypatch):
+    from varstore.backends.numpy import NumpyBackend
+    from varstore.kernels.launch import usable_cores
+
+    monkeypatch.delenv("VARSTORE_SPIN_US", raising=False)
+    monkeypatch.setenv("VARSTORE_NUM_THREADS", str(usable_cores()))
+    assert NumpyBackend()._spin_us == cpu_threads.SPIN_US_DEFAULT
+    monkeypatch.setenv("VARSTORE_NUM_THREADS", str(usable_cores() + 1))
+    assert NumpyBackend()._spin_us == 0
+    monkeypatch.setenv("VARSTORE_SPIN_US", "250")
+    assert NumpyBackend()._spin_us == 250

@@ -3,12 +3,20 @@
 A launch split over threads gives each worker one range and runs the first range in
 the calling thread. Through ``concurrent.futures`` that hand-off (submit, then wait for
 the result) took 25-77 µs on a 2-core VM: the worker sleeps on a lock, and waking it
-goes through the OS, then through the GIL. Here a worker that has finished a range
-stays awake for ``VARSTORE_SPIN_US`` microseconds (default 1000), waiting for the next
-one in compiled code that holds no GIL (an acquire load in a loop with a pause hint),
-then sleeps on a semaphore; the caller waits for the result the same way. A hand-off to
-a waiting worker takes 3-4 µs, so shorter launches gain from a second thread. OpenMP
-runtimes do the same (``GOMP_SPINCOUNT``, ``KMP_BLOCKTIME``).
+goes through the OS. Here a worker that has finished a range stays awake for
+``VARSTORE_SPIN_US`` microseconds (default 1000), waiting for the next one in compiled
+code that holds no GIL (a load in a loop with a pause hint), then sleeps on a
+semaphore; the caller waits for the result the same way. OpenMP runtimes do the same
+(``GOMP_SPINCOUNT``, ``KMP_BLOCKTIME``).
+
+The GIL is the other half of the hand-off. A thread that asks for it while another
+holds it sleeps in the OS, and waking it costs what waking a worker did. So every
+signal a thread waits for is stored from compiled code that has released the GIL:
+the caller hands a range over (``cpu_spin.hand_over``) and waits there until the worker
+has taken its job and, a moment later, released the GIL again in its loop; the worker
+says it is done (``cpu_spin.finish``) without the GIL and waits there for the next one.
+A split launch of 2**17 elements of a cast took 34 µs, against 46 µs in one thread and
+60-67 µs when the threads handed over through the GIL (2-core VM).
 
 One launch at a time uses the workers: a launch that finds them busy (another Python
 thread's) runs in its own thread, unsplit.
@@ -18,24 +26,27 @@ from __future__ import annotations
 
 import functools
 import os
-import platform
 import threading
 import time
 import weakref
 
 import numpy as np
 
-_LINE = 16  # int64 words per worker row: 128 bytes, so that no two workers share a line
-_POSTED, _DONE = 0, 8  # words of a row: the last range handed to the worker, the last it finished
 SPIN_US_DEFAULT = 1000
+# After a worker has taken its job, the caller waits this long before it asks for the
+# GIL back: the worker's call into its loop (numba's argument checks) holds the GIL for
+# about 1-2 µs before the loop releases it.
+_GRACE_US = 3
+# How long the caller waits for an awake worker to take its job before going on.
+_TAKE_US = 50
 
 
-def spin_microseconds() -> int:
+def spin_microseconds(default: int = SPIN_US_DEFAULT) -> int:
     """How long a worker (or a caller waiting for one) stays awake: ``VARSTORE_SPIN_US``
-    (a non-negative integer; 0 sleeps at once), else 1000."""
+    (a non-negative integer; 0 sleeps at once), else ``default``."""
     value = os.environ.get("VARSTORE_SPIN_US")
     if value is None or not value.strip():
-        return SPIN_US_DEFAULT
+        return default
     if not (value.strip().isascii() and value.strip().isdecimal()):
         raise ValueError(f"Invalid value for environment variable VARSTORE_SPIN_US. Expected a non-negative integer "
                          f"(microseconds a CPU worker thread waits awake for work). Received: "
@@ -43,76 +54,19 @@ def spin_microseconds() -> int:
     return int(value)
 
 
-@functools.cache
-def _spin_functions():
-    """``(wait, publish)``, compiled without the GIL: ``wait(flags, row, word, old,
-    spins)`` returns ``flags[row, word]`` once it differs from ``old``, or ``old`` after
-    ``spins`` tries; ``publish(flags, row, word, value)`` stores with release order."""
-    import numba
-    from llvmlite import ir
-    from numba import types
-    from numba.extending import intrinsic
+def _spin():
+    """The compiled half, ``cpu_spin`` (imported on first use: it compiles with numba)."""
+    from . import cpu_spin
 
-    from ..kernels._targets import _numba_cache_dir
-
-    def word_pointer(context, builder, signature, args):
-        flags = context.make_array(signature.args[0])(context, builder, args[0])
-        row, word = (context.cast(builder, args[i], signature.args[i], types.intp) for i in (1, 2))
-        return builder.gep(flags.data, [builder.add(builder.mul(row, row.type(_LINE)), word)])
-
-    @intrinsic
-    def load_acquire(typingctx, flags, row, word):
-        def codegen(context, builder, signature, args):
-            return builder.load_atomic(word_pointer(context, builder, signature, args), "acquire", 8)
-
-        return types.int64(flags, row, word), codegen
-
-    @intrinsic
-    def store_release(typingctx, flags, row, word, value):
-        def codegen(context, builder, signature, args):
-            item = context.cast(builder, args[3], signature.args[3], types.int64)
-            builder.store_atomic(item, word_pointer(context, builder, signature, args), "release", 8)
-            return context.get_dummy_value()
-
-        return types.none(flags, row, word, value), codegen
-
-    x86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
-
-    @intrinsic
-    def pause(typingctx):
-        """The spin-loop hint (``pause`` on x86: it frees the core's resources for its
-        sibling hyperthread and avoids a memory-order flush when the load changes)."""
-
-        def codegen(context, builder, signature, args):
-            if x86:
-                fn = builder.module.declare_intrinsic("llvm.x86.sse2.pause", (), ir.FunctionType(ir.VoidType(), []))
-                builder.call(fn, [])
-            return context.get_dummy_value()
-
-        return types.none(), codegen
-
-    def wait(flags, row, word, old, spins):
-        for _ in range(spins):
-            value = load_acquire(flags, row, word)
-            if value != old:
-                return value
-            pause()
-        return load_acquire(flags, row, word)
-
-    def publish(flags, row, word, value):
-        store_release(flags, row, word, value)
-
-    with _numba_cache_dir([numba.config]) as cacheable:
-        jit = numba.njit(nogil=True, cache=cacheable)
-        return jit(wait), jit(publish)
+    return cpu_spin
 
 
 @functools.cache
 def _spins_per_microsecond() -> float:
     """Tries of ``wait`` per microsecond on this machine (measured once: a pause takes
     10 to 150 cycles depending on the processor)."""
-    wait, _ = _spin_functions()
-    flags = np.zeros((1, _LINE), np.int64)
+    wait = _spin().wait
+    flags = np.zeros((1, _spin().LINE), np.int64)
     wait(flags, 0, 0, 0, 10)  # (compiled or loaded before it is timed; the word stays 0)
     best = float("inf")
     for _ in range(3):
@@ -124,68 +78,84 @@ def _spins_per_microsecond() -> float:
 
 class _Shared:
     """What the caller and the workers share. Row ``r`` of ``flags`` is worker ``r``'s:
-    the caller posts ticket ``t`` (with the job beside it), the worker runs the job and
-    says ``t`` is done. The threads hold this, not the ``CpuThreads``, so that a dropped
-    one is collected and its threads told to stop."""
+    the caller posts ticket ``t`` (with the job beside it), the worker takes it, runs
+    the job and says ``t`` is done. The threads hold this, not the ``CpuThreads``, so
+    that a dropped one is collected and its threads told to stop."""
 
-    def __init__(self, workers: int, spins: int):
-        self.wait, self.publish = _spin_functions()
-        self.flags = np.zeros((workers, _LINE), np.int64)
+    def __init__(self, workers: int, spin_us: int):
+        self.s = s = _spin()  # (the functions, and the words of a row)
+        self.wait, self.store, self.hand_over, self.finish = s.wait, s.store, s.hand_over, s.finish
+        rate = _spins_per_microsecond() if spin_us else 0.0
+        self.spins = int(spin_us * rate)
+        self.take, self.grace = int(min(spin_us, _TAKE_US) * rate), int(_GRACE_US * rate)
+        self.flags = np.zeros((workers, s.LINE), np.int64)
         self.jobs: list = [None] * workers
         self.errors: list = [None] * workers
-        self.spins = spins
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # (for the sleeping side's flags; held briefly)
         self.worker_asleep = [False] * workers
         self.caller_waits = [0] * workers  # the ticket a sleeping caller waits for (0: none)
         self.wake_worker = [threading.Semaphore(0) for _ in range(workers)]
         self.wake_caller = [threading.Semaphore(0) for _ in range(workers)]
 
+    def read(self, row: int, word: int) -> int:
+        return self.wait(self.flags, row, word, 0, 0)  # (an atomic load, not NumPy's)
+
     def post(self, row: int, job) -> int:
-        """Hand ``job`` to worker ``row``; the number to wait for."""
+        """Hand ``job`` to worker ``row``; the ticket to wait for."""
         self.jobs[row] = job
-        ticket = int(self.flags[row, _POSTED]) + 1
-        self.publish(self.flags, row, _POSTED, ticket)
-        with self.lock:
-            if self.worker_asleep[row]:
-                self.worker_asleep[row] = False
-                self.wake_worker[row].release()
+        ticket = self.read(row, self.s.POSTED) + 1
+        if self.hand_over(self.flags, row, ticket, self.take, self.grace):
+            with self.lock:
+                if self.worker_asleep[row]:
+                    self.worker_asleep[row] = False
+                    self.store(self.flags, row, self.s.ASLEEP, 0)
+                    self.wake_worker[row].release()
         return ticket
 
     def wait_done(self, row: int, ticket: int) -> None:
-        if self.wait(self.flags, row, _DONE, ticket - 1, self.spins) == ticket:
+        if self.wait(self.flags, row, self.s.DONE, ticket - 1, self.spins) == ticket:
             return
         with self.lock:
-            if self.flags[row, _DONE] == ticket:
-                return
             self.caller_waits[row] = ticket
+            self.store(self.flags, row, self.s.CALLER_WAITS, ticket)
+            if self.read(row, self.s.DONE) == ticket:
+                self.caller_waits[row] = 0
+                return
         self.wake_caller[row].acquire()
 
     def serve(self, row: int) -> None:
         """A worker thread's life: wait for a job, run it, say it is done."""
-        wait, publish, flags, seen = self.wait, self.publish, self.flags, 0
+        flags, seen = self.flags, 0
+        ticket = self.wait(flags, row, self.s.POSTED, seen, self.spins)
         while True:
-            ticket = wait(flags, row, _POSTED, seen, self.spins)
             if ticket == seen:  # nothing came while awake: sleep until the caller posts
                 with self.lock:
-                    asleep = self.worker_asleep[row] = flags[row, _POSTED] == seen
+                    self.store(flags, row, self.s.ASLEEP, 1)
+                    asleep = self.worker_asleep[row] = self.read(row, self.s.POSTED) == seen
+                    if not asleep:
+                        self.store(flags, row, self.s.ASLEEP, 0)
                 if asleep:
                     self.wake_worker[row].acquire()
+                ticket = self.wait(flags, row, self.s.POSTED, seen, self.spins)
                 continue
             seen = ticket
             job, self.jobs[row] = self.jobs[row], None
             if job is None:  # (stop)
                 return
             loop, start, stop, values = job
+            self.store(flags, row, self.s.STARTED, ticket)
             try:
                 loop(start, stop, *values)
             except BaseException as error:  # (handed to the caller, which raises it)
                 self.errors[row] = error
             job = loop = values = None  # (the arrays are not kept alive while waiting)
-            publish(flags, row, _DONE, ticket)
-            with self.lock:  # (by ticket: the caller may be past this one, waiting for the next)
-                if self.caller_waits[row] == ticket:
-                    self.caller_waits[row] = 0
-                    self.wake_caller[row].release()
+            ticket = self.finish(flags, row, seen, self.spins)
+            if ticket == -1:  # the caller sleeps: wake it (by ticket: it may be past this one)
+                with self.lock:
+                    if self.caller_waits[row] == seen:
+                        self.caller_waits[row] = 0
+                        self.wake_caller[row].release()
+                ticket = self.wait(flags, row, self.s.POSTED, seen, self.spins)
 
     def stop(self) -> None:
         for row in range(len(self.jobs)):
@@ -206,8 +176,7 @@ class CpuThreads:
         _live.add(self)
 
     def _start(self) -> _Shared:
-        spins = int(self.spin_us * _spins_per_microsecond()) if self.spin_us else 0
-        shared = _Shared(self.workers, spins)
+        shared = _Shared(self.workers, self.spin_us)
         self.threads = [threading.Thread(target=shared.serve, args=(row,), name=f"varstore-cpu-{row + 1}", daemon=True)
                         for row in range(self.workers)]
         for thread in self.threads:

@@ -12,9 +12,9 @@ import threading
 import numpy as np
 
 from ..dtypes import WORD_DTYPES, host_dtype
-from ..kernels.launch import MIN_CPU_CHUNK, cpu_chunks, cpu_workers
+from ..kernels.launch import MIN_CPU_CHUNK, cpu_chunks, cpu_workers, usable_cores
 from .base import EXACT_OVERLAP_WORK, Backend, given_names, is_device_array
-from .cpu_threads import CpuThreads, spin_microseconds
+from .cpu_threads import SPIN_US_DEFAULT, CpuThreads, spin_microseconds
 from .host_cache import HostCache, host_cache_limit
 
 #: How a template's CPU loop splits over threads: by element ranges, by whole rows of a
@@ -37,7 +37,9 @@ class NumpyBackend(Backend):
         # bad VARSTORE_NUM_THREADS or VARSTORE_SPIN_US is refused before any work, not
         # in the middle of it.
         self._workers = cpu_workers()
-        self._spin_us = spin_microseconds()
+        # More threads than cores: a thread that waits awake keeps another from running
+        # (libgomp spins less then too), so they sleep at once unless told otherwise.
+        self._spin_us = spin_microseconds(default=0 if self._workers > usable_cores() else SPIN_US_DEFAULT)
         # Large arrays returned call after call (prepared casts) reuse freed memory.
         self.host_cache = HostCache(host_cache_limit(),
                                     allocate=lambda nbytes: self.empty((nbytes,), np.dtype(np.uint8), "cpu"))
@@ -141,7 +143,9 @@ class NumpyBackend(Backend):
     def _cpu_workers(self) -> int:
         if self._workers is None:
             self._workers = cpu_workers()
-        self._spin_us = spin_microseconds()
+        # More threads than cores: a thread that waits awake keeps another from running
+        # (libgomp spins less then too), so they sleep at once unless told otherwise.
+        self._spin_us = spin_microseconds(default=0 if self._workers > usable_cores() else SPIN_US_DEFAULT)
         return self._workers
 
     def _thread_pool(self):
