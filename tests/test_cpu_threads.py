@@ -45,32 +45,28 @@ def test_every_range_runs_once_on_its_own_thread(spin_us):
     assert (threads._shared.spins == 0) == (spin_us == 0)
 
 
-class _SlowForWorkers:
-    """A lock that the worker threads take 20 ms late."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-
-    def __enter__(self):
-        if threading.current_thread().name.startswith("varstore-cpu-"):
-            time.sleep(0.02)
-        return self._lock.__enter__()
-
-    def __exit__(self, *exc):
-        return self._lock.__exit__(*exc)
-
-
-def test_a_waiting_caller_is_woken_by_its_own_range_only():
-    """A worker that finished range A but is slow to see whether the caller sleeps must
-    not wake the caller that, meanwhile, posted range B and sleeps waiting for it."""
-    threads = CpuThreads(1, 0)
+def test_a_caller_that_saw_its_range_done_is_not_woken_for_the_next_one_early():
+    """The caller says it will sleep for range A, then sees A done and goes on; the
+    worker, which saw the caller's word, is slow to come to the wake-up. By then the
+    caller sleeps waiting for range B: the late wake-up must not end B's launch."""
+    threads = CpuThreads(1, 0)  # (no spinning: every wait goes to sleep)
     threads.run(lambda start, stop: None, [(0, 1), (1, 2)], ())
-    threads._shared.lock = _SlowForWorkers()
-    finished = []
+    shared = threads._shared
+    store, finish = shared.store, shared.finish
 
-    def first(start, stop):
-        if start == 0:
-            time.sleep(0.002)  # (the worker finishes its range first)
+    def slow_store(flags, row, word, value):  # the caller: time for the worker to finish A
+        store(flags, row, word, value)
+        if word == shared.s.CALLER_WAITS:
+            time.sleep(0.02)
+
+    def slow_finish(flags, row, ticket, spins):  # the worker: slow to wake the caller
+        result = finish(flags, row, ticket, spins)
+        if result == -1:
+            time.sleep(0.05)
+        return result
+
+    shared.store, shared.finish = slow_store, slow_finish
+    finished = []
 
     def second(start, stop):
         if start == 1:
@@ -79,9 +75,46 @@ def test_a_waiting_caller_is_woken_by_its_own_range_only():
 
     for _ in range(3):
         finished.clear()
-        threads.run(first, [(0, 1), (1, 2)], ())
+        threads.run(lambda start, stop: None, [(0, 1), (1, 2)], ())
         threads.run(second, [(0, 1), (1, 2)], ())
         assert finished == [1]  # (not returned before the worker's range ran)
+
+
+class _InterruptedOnce:
+    """A semaphore whose first ``acquire`` raises KeyboardInterrupt (a Ctrl-C there)."""
+
+    def __init__(self, semaphore):
+        self.semaphore, self.raised = semaphore, False
+
+    def acquire(self, *args):
+        if not self.raised:
+            self.raised = True
+            raise KeyboardInterrupt
+        return self.semaphore.acquire(*args)
+
+    def release(self):
+        self.semaphore.release()
+
+
+def test_a_ctrl_c_while_the_caller_sleeps_is_raised_after_every_range_ran():
+    threads = CpuThreads(1, 0)
+    threads.run(lambda start, stop: None, [(0, 1), (1, 2)], ())
+    shared = threads._shared
+    shared.wake_caller[0] = _InterruptedOnce(shared.wake_caller[0])
+    finished = []
+
+    def slow(start, stop):
+        if start == 1:
+            time.sleep(0.02)
+            finished.append(start)
+
+    with pytest.raises(KeyboardInterrupt):
+        threads.run(slow, [(0, 1), (1, 2)], ())
+    assert finished == [1]  # (the launch did not end while the worker wrote)
+    for _ in range(3):  # and later launches wait for their own ranges
+        finished.clear()
+        threads.run(slow, [(0, 1), (1, 2)], ())
+        assert finished == [1]
 
 
 def test_an_error_in_a_worker_reaches_the_caller_after_every_range_ran():
@@ -146,6 +179,19 @@ def _child_launch(queue):
     out = np.zeros(20, np.int64)
     backend._thread_pool().run(_recording_loop(seen, lock), [(0, 10), (10, 20)], (out, 7))
     queue.put((int(out.sum()), len({name for *_, name in seen})))
+
+
+def test_a_forked_child_leaves_the_parents_shared_state_alone():
+    """In a child, the parent's workers' state (whose lock a parent thread may have held
+    at the fork) is dropped, and its stop is never run."""
+    threads = CpuThreads(1)
+    threads.run(lambda start, stop: None, [(0, 1), (1, 2)], ())
+    parents_stop = threads._stop
+    threads._forget_threads()  # (what the fork handler does in the child)
+    assert not parents_stop.alive and threads._shared is None and threads.threads == []
+    out = np.zeros(2, np.int64)
+    threads.run(lambda start, stop, o: o.__setitem__(slice(start, stop), 5), [(0, 1), (1, 2)], (out,))
+    assert out.tolist() == [5, 5] and threads._stop.alive
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="fork start method: Linux only")

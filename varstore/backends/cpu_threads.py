@@ -77,10 +77,11 @@ def _spins_per_microsecond() -> float:
 
 
 class _Shared:
-    """What the caller and the workers share. Row ``r`` of ``flags`` is worker ``r``'s:
-    the caller posts ticket ``t`` (with the job beside it), the worker takes it, runs
-    the job and says ``t`` is done. The threads hold this, not the ``CpuThreads``, so
-    that a dropped one is collected and its threads told to stop."""
+    """What the caller and the workers share. Row ``r`` of ``flags`` is worker ``r``'s
+    (``cpu_spin`` names its words): the caller puts the job in ``jobs[r]`` and posts a
+    ticket, the worker takes it, runs the job and says the ticket is done. Tickets only
+    grow, so a word holding an older one never matches. The threads hold this, not the
+    ``CpuThreads``, so that a dropped one is collected and its threads told to stop."""
 
     def __init__(self, workers: int, spin_us: int):
         self.s = s = _spin()  # (the functions, and the words of a row)
@@ -88,7 +89,7 @@ class _Shared:
         rate = _spins_per_microsecond() if spin_us else 0.0
         self.spins = int(spin_us * rate)
         self.take, self.grace = int(min(spin_us, _TAKE_US) * rate), int(_GRACE_US * rate)
-        self.flags = np.zeros((workers, s.LINE), np.int64)
+        self.flags = _aligned_rows(workers, s.LINE)
         self.jobs: list = [None] * workers
         self.errors: list = [None] * workers
         self.lock = threading.Lock()  # (for the sleeping side's flags; held briefly)
@@ -100,50 +101,47 @@ class _Shared:
     def read(self, row: int, word: int) -> int:
         return self.wait(self.flags, row, word, 0, 0)  # (an atomic load, not NumPy's)
 
-    def post(self, row: int, job) -> int:
-        """Hand ``job`` to worker ``row``; the ticket to wait for."""
+    def post(self, row: int, job) -> None:
+        """Hand ``job`` to worker ``row``."""
         self.jobs[row] = job
-        ticket = self.read(row, self.s.POSTED) + 1
-        if self.hand_over(self.flags, row, ticket, self.take, self.grace):
+        if self.hand_over(self.flags, row, self.read(row, self.s.POSTED) + 1, self.take, self.grace):
             with self.lock:
                 if self.worker_asleep[row]:
+                    self.wake_worker[row].release()  # (first: an extra wake-up is harmless, a lost one is not)
                     self.worker_asleep[row] = False
-                    self.store(self.flags, row, self.s.ASLEEP, 0)
-                    self.wake_worker[row].release()
-        return ticket
 
-    def wait_done(self, row: int, ticket: int) -> None:
-        if self.wait(self.flags, row, self.s.DONE, ticket - 1, self.spins) == ticket:
-            return
-        with self.lock:
-            self.caller_waits[row] = ticket
-            self.store(self.flags, row, self.s.CALLER_WAITS, ticket)
-            if self.read(row, self.s.DONE) == ticket:
-                self.caller_waits[row] = 0
-                return
-        self.wake_caller[row].acquire()
+    def wait_done(self, row: int) -> None:
+        """Wait until worker ``row`` has done the last job posted to it."""
+        ticket = self.read(row, self.s.POSTED)
+        while self.wait(self.flags, row, self.s.DONE, ticket - 1, self.spins) != ticket:
+            with self.lock:
+                self.caller_waits[row] = ticket
+                self.store(self.flags, row, self.s.CALLER_WAITS, ticket)
+                if self.read(row, self.s.DONE) == ticket:
+                    self.caller_waits[row] = 0
+                    return
+            self.wake_caller[row].acquire()  # (then look again: the wake-up may be an interrupted wait's)
 
     def serve(self, row: int) -> None:
         """A worker thread's life: wait for a job, run it, say it is done."""
-        flags, seen = self.flags, 0
-        ticket = self.wait(flags, row, self.s.POSTED, seen, self.spins)
+        s, flags, seen = self.s, self.flags, 0
+        ticket = self.wait(flags, row, s.POSTED, seen, self.spins)
         while True:
             if ticket == seen:  # nothing came while awake: sleep until the caller posts
                 with self.lock:
-                    self.store(flags, row, self.s.ASLEEP, 1)
-                    asleep = self.worker_asleep[row] = self.read(row, self.s.POSTED) == seen
-                    if not asleep:
-                        self.store(flags, row, self.s.ASLEEP, 0)
+                    self.store(flags, row, s.ASLEEP, 1)
+                    asleep = self.worker_asleep[row] = self.read(row, s.POSTED) == seen
                 if asleep:
                     self.wake_worker[row].acquire()
-                ticket = self.wait(flags, row, self.s.POSTED, seen, self.spins)
+                self.store(flags, row, s.ASLEEP, 0)
+                ticket = self.wait(flags, row, s.POSTED, seen, self.spins)
                 continue
             seen = ticket
             job, self.jobs[row] = self.jobs[row], None
+            self.store(flags, row, s.STARTED, ticket)
             if job is None:  # (stop)
                 return
             loop, start, stop, values = job
-            self.store(flags, row, self.s.STARTED, ticket)
             try:
                 loop(start, stop, *values)
             except BaseException as error:  # (handed to the caller, which raises it)
@@ -155,11 +153,19 @@ class _Shared:
                     if self.caller_waits[row] == seen:
                         self.caller_waits[row] = 0
                         self.wake_caller[row].release()
-                ticket = self.wait(flags, row, self.s.POSTED, seen, self.spins)
+                ticket = self.wait(flags, row, s.POSTED, seen, self.spins)
 
     def stop(self) -> None:
         for row in range(len(self.jobs)):
             self.post(row, None)
+
+
+def _aligned_rows(rows: int, line: int) -> np.ndarray:
+    """A zeroed (rows, line) int64 array starting on a 128-byte boundary (NumPy aligns
+    to 16 bytes), so that each row has its cache lines to itself."""
+    buffer = np.zeros(rows * line + 16, np.int64)
+    skip = (-buffer.ctypes.data % 128) // 8
+    return buffer[skip:skip + rows * line].reshape(rows, line)
 
 
 class CpuThreads:
@@ -170,39 +176,43 @@ class CpuThreads:
     def __init__(self, workers: int, spin_us: int = SPIN_US_DEFAULT):
         self.workers = workers
         self.spin_us = spin_us
-        self._shared = None
+        self._shared = self._stop = None
         self.threads: list[threading.Thread] = []
         self._busy = threading.Lock()
         _live.add(self)
 
     def _start(self) -> _Shared:
         shared = _Shared(self.workers, self.spin_us)
+        self._stop = weakref.finalize(self, shared.stop)  # (before any thread runs)
+        self._stop.atexit = False  # (at exit the daemon threads just end)
         self.threads = [threading.Thread(target=shared.serve, args=(row,), name=f"varstore-cpu-{row + 1}", daemon=True)
                         for row in range(self.workers)]
         for thread in self.threads:
             thread.start()
-        weakref.finalize(self, shared.stop)
         self._shared = shared
         return shared
 
     def run(self, loop, ranges, values) -> None:
         """``loop(start, stop, *values)`` for every ``(start, stop)`` of ``ranges``: the
         first in this thread, the others on the workers (in this thread too when another
-        launch has them); returns when all are done, raising the first error."""
+        launch has them); returns when all are done, raising the first error. A
+        KeyboardInterrupt meanwhile is raised once every range is done: no part of the
+        launch goes on writing after it returns."""
         if len(ranges) - 1 > self.workers or not self._busy.acquire(blocking=False):
             for start, stop in ranges:
                 loop(start, stop, *values)
             return
+        used = len(ranges) - 1
         try:
             shared = self._shared or self._start()
-            tickets = [shared.post(row, (loop, start, stop, values)) for row, (start, stop) in enumerate(ranges[1:])]
+            shared.errors[:used] = [None] * used  # (an interrupted launch may have left some)
             try:
+                for row, (start, stop) in enumerate(ranges[1:]):
+                    shared.post(row, (loop, start, stop, values))
                 loop(*ranges[0], *values)
             finally:
-                for row, ticket in enumerate(tickets):
-                    shared.wait_done(row, ticket)
-                errors = [shared.errors[row] for row in range(len(tickets))]
-                shared.errors[:len(tickets)] = [None] * len(tickets)
+                _wait_all(shared, used)
+            errors, shared.errors[:used] = shared.errors[:used], [None] * used
             for error in errors:
                 if error is not None:
                     raise error
@@ -210,10 +220,27 @@ class CpuThreads:
             self._busy.release()
 
     def _forget_threads(self) -> None:
-        """In a forked child: the parent's threads are not there; start new ones on use."""
-        self._shared = None
+        """In a forked child: the parent's threads are not there; start new ones on use
+        (and never touch the parent's shared state: its lock may have been held)."""
+        if self._stop is not None:
+            self._stop.detach()
+        self._shared = self._stop = None
         self.threads = []
         self._busy = threading.Lock()
+
+
+def _wait_all(shared: _Shared, rows: int) -> None:
+    """Wait for the first ``rows`` workers' last jobs, through KeyboardInterrupt (raised
+    after)."""
+    interrupted, row = None, 0
+    while row < rows:
+        try:
+            shared.wait_done(row)
+            row += 1
+        except KeyboardInterrupt as error:
+            interrupted = error
+    if interrupted is not None:
+        raise interrupted
 
 
 _live: weakref.WeakSet = weakref.WeakSet()

@@ -36,10 +36,8 @@ class NumpyBackend(Backend):
         # The CPU loops release the GIL: large launches use threads. Read now, so that a
         # bad VARSTORE_NUM_THREADS or VARSTORE_SPIN_US is refused before any work, not
         # in the middle of it.
-        self._workers = cpu_workers()
-        # More threads than cores: a thread that waits awake keeps another from running
-        # (libgomp spins less then too), so they sleep at once unless told otherwise.
-        self._spin_us = spin_microseconds(default=0 if self._workers > usable_cores() else SPIN_US_DEFAULT)
+        self._workers = self._spin_us = None
+        self._cpu_workers()
         # Large arrays returned call after call (prepared casts) reuse freed memory.
         self.host_cache = HostCache(host_cache_limit(),
                                     allocate=lambda nbytes: self.empty((nbytes,), np.dtype(np.uint8), "cpu"))
@@ -143,9 +141,9 @@ class NumpyBackend(Backend):
     def _cpu_workers(self) -> int:
         if self._workers is None:
             self._workers = cpu_workers()
-        # More threads than cores: a thread that waits awake keeps another from running
-        # (libgomp spins less then too), so they sleep at once unless told otherwise.
-        self._spin_us = spin_microseconds(default=0 if self._workers > usable_cores() else SPIN_US_DEFAULT)
+            # More threads than cores: a thread that waits awake keeps another from
+            # running (libgomp spins less then too): they sleep at once unless told to.
+            self._spin_us = spin_microseconds(default=0 if self._workers > usable_cores() else SPIN_US_DEFAULT)
         return self._workers
 
     def _thread_pool(self):
