@@ -81,26 +81,33 @@ def test_a_caller_that_saw_its_range_done_is_not_woken_for_the_next_one_early():
 
 
 class _InterruptedOnce:
-    """A semaphore whose first ``acquire`` raises KeyboardInterrupt (a Ctrl-C there)."""
+    """A semaphore whose first blocking ``acquire`` raises KeyboardInterrupt (a Ctrl-C
+    there): at once, or once ``ready()`` (then the wake-up it should have taken is left
+    counted)."""
 
-    def __init__(self, semaphore):
-        self.semaphore, self.raised = semaphore, False
+    def __init__(self, semaphore, ready=None):
+        self.semaphore, self.ready, self.raised = semaphore, ready, False
 
-    def acquire(self, *args):
-        if not self.raised:
+    def acquire(self, blocking=True, timeout=None):
+        if blocking and not self.raised:
             self.raised = True
+            while self.ready is not None and not self.ready():
+                time.sleep(0.001)
             raise KeyboardInterrupt
-        return self.semaphore.acquire(*args)
+        return self.semaphore.acquire(blocking, timeout)
 
     def release(self):
         self.semaphore.release()
 
 
-def test_a_ctrl_c_while_the_caller_sleeps_is_raised_after_every_range_ran():
+@pytest.mark.parametrize("late", [False, True], ids=["before-the-worker-is-done", "after-it-is-done"])
+def test_a_ctrl_c_while_the_caller_sleeps_is_raised_after_every_range_ran(late):
     threads = CpuThreads(1, 0)
     threads.run(lambda start, stop: None, [(0, 1), (1, 2)], ())
     shared = threads._shared
-    shared.wake_caller[0] = _InterruptedOnce(shared.wake_caller[0])
+    semaphore = shared.wake_caller[0]
+    shared.wake_caller[0] = _InterruptedOnce(semaphore, (lambda: shared.read(0, shared.s.DONE) ==
+                                                         shared.read(0, shared.s.POSTED)) if late else None)
     finished = []
 
     def slow(start, stop):
@@ -115,6 +122,45 @@ def test_a_ctrl_c_while_the_caller_sleeps_is_raised_after_every_range_ran():
         finished.clear()
         threads.run(slow, [(0, 1), (1, 2)], ())
         assert finished == [1]
+
+
+def test_a_post_interrupted_before_it_wakes_the_worker_does_not_hang():
+    """A Ctrl-C between posting to a sleeping worker and waking it: the caller's wait
+    wakes the worker."""
+    threads = CpuThreads(1, 0)
+    threads.run(lambda start, stop: None, [(0, 1), (1, 2)], ())
+    shared = threads._shared
+    for _ in range(300):  # (the worker goes to sleep: no spinning)
+        if shared.worker_asleep[0]:
+            break
+        time.sleep(0.01)
+    assert shared.worker_asleep[0]
+    wake = shared._wake_worker
+    calls = []
+
+    def interrupted(row):
+        if not calls:
+            calls.append(row)
+            raise KeyboardInterrupt
+        wake(row)
+
+    shared._wake_worker = interrupted
+    done, raised = [], []
+
+    def launch():
+        try:
+            threads.run(lambda start, stop: done.append(start), [(0, 1), (1, 2)], ())
+        except KeyboardInterrupt as error:
+            raised.append(error)
+
+    caller = threading.Thread(target=launch)  # (so that a hang fails the test instead of stopping it)
+    caller.start()
+    caller.join(30)
+    assert not caller.is_alive(), "the launch hangs: the worker was never woken"
+    assert raised and done == [1] and calls == [0]  # (the caller's own range was not reached: the worker's ran)
+    done.clear()
+    threads.run(lambda start, stop: done.append(start), [(0, 1), (1, 2)], ())
+    assert sorted(done) == [0, 1]
 
 
 def test_an_error_in_a_worker_reaches_the_caller_after_every_range_ran():
@@ -186,8 +232,9 @@ def test_a_forked_child_leaves_the_parents_shared_state_alone():
     at the fork) is dropped, and its stop is never run."""
     threads = CpuThreads(1)
     threads.run(lambda start, stop: None, [(0, 1), (1, 2)], ())
-    parents_stop = threads._stop
+    parents_stop, parents = threads._stop, threads._shared
     threads._forget_threads()  # (what the fork handler does in the child)
+    parents.stop()  # (here, in one process, the "parent's" threads are real: end them)
     assert not parents_stop.alive and threads._shared is None and threads.threads == []
     out = np.zeros(2, np.int64)
     threads.run(lambda start, stop, o: o.__setitem__(slice(start, stop), 5), [(0, 1), (1, 2)], (out,))

@@ -106,21 +106,28 @@ class _Shared:
         self.jobs[row] = job
         if self.hand_over(self.flags, row, self.read(row, self.s.POSTED) + 1, self.take, self.grace):
             with self.lock:
-                if self.worker_asleep[row]:
-                    self.wake_worker[row].release()  # (first: an extra wake-up is harmless, a lost one is not)
-                    self.worker_asleep[row] = False
+                self._wake_worker(row)
+
+    def _wake_worker(self, row: int) -> None:
+        """Wake worker ``row`` if it sleeps (with ``lock`` held)."""
+        if self.worker_asleep[row]:
+            self.wake_worker[row].release()
+            self.worker_asleep[row] = False
 
     def wait_done(self, row: int) -> None:
         """Wait until worker ``row`` has done the last job posted to it."""
         ticket = self.read(row, self.s.POSTED)
         while self.wait(self.flags, row, self.s.DONE, ticket - 1, self.spins) != ticket:
             with self.lock:
+                # (a post interrupted between its hand-over and its wake-up leaves the
+                # worker asleep on a ticket it has not seen)
+                self._wake_worker(row)
                 self.caller_waits[row] = ticket
                 self.store(self.flags, row, self.s.CALLER_WAITS, ticket)
                 if self.read(row, self.s.DONE) == ticket:
                     self.caller_waits[row] = 0
                     return
-            self.wake_caller[row].acquire()  # (then look again: the wake-up may be an interrupted wait's)
+            self.wake_caller[row].acquire()  # (then look again: it may be the wake-up of a wait an exception ended)
 
     def serve(self, row: int) -> None:
         """A worker thread's life: wait for a job, run it, say it is done."""
@@ -184,7 +191,7 @@ class CpuThreads:
     def _start(self) -> _Shared:
         shared = _Shared(self.workers, self.spin_us)
         self._stop = weakref.finalize(self, shared.stop)  # (before any thread runs)
-        self._stop.atexit = False  # (at exit the daemon threads just end)
+        self._stop.atexit = False  # (at exit the daemon threads stop where they next need the GIL)
         self.threads = [threading.Thread(target=shared.serve, args=(row,), name=f"varstore-cpu-{row + 1}", daemon=True)
                         for row in range(self.workers)]
         for thread in self.threads:
@@ -195,9 +202,9 @@ class CpuThreads:
     def run(self, loop, ranges, values) -> None:
         """``loop(start, stop, *values)`` for every ``(start, stop)`` of ``ranges``: the
         first in this thread, the others on the workers (in this thread too when another
-        launch has them); returns when all are done, raising the first error. A
-        KeyboardInterrupt meanwhile is raised once every range is done: no part of the
-        launch goes on writing after it returns."""
+        launch has them); returns when all are done, raising the first error. An
+        exception from a signal handler meanwhile (Ctrl-C) is raised once every range is
+        done: no part of the launch goes on writing after it returns."""
         if len(ranges) - 1 > self.workers or not self._busy.acquire(blocking=False):
             for start, stop in ranges:
                 loop(start, stop, *values)
@@ -230,15 +237,16 @@ class CpuThreads:
 
 
 def _wait_all(shared: _Shared, rows: int) -> None:
-    """Wait for the first ``rows`` workers' last jobs, through KeyboardInterrupt (raised
-    after)."""
+    """Wait for the first ``rows`` workers' last jobs, through any exception a signal
+    handler raises meanwhile (Ctrl-C's KeyboardInterrupt, an alarm's timeout): the
+    first is raised once all are done."""
     interrupted, row = None, 0
     while row < rows:
         try:
             shared.wait_done(row)
             row += 1
-        except KeyboardInterrupt as error:
-            interrupted = error
+        except BaseException as error:  # (only a signal handler's: the waits raise nothing else)
+            interrupted = interrupted or error
     if interrupted is not None:
         raise interrupted
 
