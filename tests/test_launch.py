@@ -161,11 +161,15 @@ def test_cpu_loops_refuse_regions_and_indices_outside_their_arrays():
 
 
 @pytest.mark.parametrize("workers", [2, 3])
-@pytest.mark.parametrize("key", [(slice(None, None, 2), slice(1, None, 3)), (slice(None, None, -1), slice(None)),
-                                 (slice(3, None), 5)])
-def test_region_writes_split_by_whole_rows(monkeypatch, workers, key):
-    """A region write of at least two chunks' worth of elements runs on several threads,
-    each taking whole rows of the last axis; the result is NumPy's."""
+@pytest.mark.parametrize(("shape", "key"), [((1200, 700), (slice(None, None, 2), slice(1, None, 3))),
+                                            ((512, 512), (slice(None, None, 2), slice(1, None, 3))),
+                                            ((1200, 700), (slice(None, None, -1), slice(None))),
+                                            ((1200, 700), (slice(3, None), 5))])
+def test_region_writes_split_by_whole_rows(monkeypatch, workers, shape, key):
+    """A region write of at least two chunks' worth of work runs on several threads, each
+    taking whole rows of the last axis; the result is NumPy's. A strided row counts its
+    inner step (up to a cache line) per element: ``v[::2, 1::3]`` of (512, 512) holds
+    43,776 elements, under two chunks, and splits."""
     from varstore.kernels import strided as S
 
     monkeypatch.setenv("VARSTORE_NUM_THREADS", str(workers))
@@ -177,7 +181,6 @@ def test_region_writes_split_by_whole_rows(monkeypatch, workers, key):
     monkeypatch.setattr(backend, "_pool", None)
     monkeypatch.setattr(backend, "_loops", {})  # (compiled loops looked up again: recorded below)
     store = vs.VariableStore(device="cpu")
-    shape = (1200, 700)
     v = store.variable(np.zeros(shape, np.float32))
     want = np.zeros(shape, np.float32)
     value = np.arange(want[key].size, dtype=np.float32).reshape(want[key].shape)
@@ -189,8 +192,11 @@ def test_region_writes_split_by_whole_rows(monkeypatch, workers, key):
     region = want[key]
     inner = region.shape[-1] if region.ndim > 1 and region.strides[-1] * region.shape[-1] != region.strides[-2] \
         else None
-    if region.size >= 2 * MIN_CPU_CHUNK:
-        assert len(runs) == min(workers, region.size // MIN_CPU_CHUNK) and sorted(runs)[0][0] == 0
+    step = min(abs(region.strides[-1]) // region.itemsize, 16) if region.ndim else 1
+    work = region.size * max(step, 1)
+    assert (len(runs) > 1) == (work >= 2 * MIN_CPU_CHUNK)
+    if work >= 2 * MIN_CPU_CHUNK:
+        assert len(runs) == min(workers, work // MIN_CPU_CHUNK) and sorted(runs)[0][0] == 0
         assert sorted(runs)[-1][1] == region.size
         if inner:
             assert all(start % inner == 0 and stop % inner == 0 for start, stop in runs)

@@ -239,7 +239,8 @@ def test_write_and_read_regions_match_numpy(store, dtype):
 
 def test_the_cpu_region_copy_prefetches_the_next_row_for_writing():
     """The four-at-a-time rows of the CPU copy (contiguous source, strided destination)
-    prefetch the next row's destination lines; the converting region loops do not."""
+    prefetch the head of the next row's destination lines; the converting region loops
+    do not."""
     import numba
 
     from varstore.kernels import build

@@ -25,6 +25,7 @@ SPLIT = {"elementwise": "elements", "gather": "elements", "region": "rows", "chu
 
 _addressof = ctypes.addressof
 _c_char = ctypes.c_char
+_CACHE_LINE = 64  # bytes
 _CHECKED_BYTES = 64 << 20  # allocations this large are checked against available memory
 
 
@@ -94,15 +95,17 @@ class NumpyBackend(Backend):
         if loop is None:
             loop = self._loops[(kernel, key)] = kernel.loop_for("cpu", key, args)[0]
         split = SPLIT.get(kernel.template)
-        if split is None or _elements(split, n, args) < 2 * MIN_CPU_CHUNK:
+        work = 0 if split is None else _work(split, n, args)
+        if work < 2 * MIN_CPU_CHUNK:
             loop(0, n, *values)  # in this thread: handing small work to the pool costs more
             return
         if split == "elements":
             ranges = cpu_chunks(n, self._cpu_workers())
         elif split == "rows":  # (the region loop takes whole rows of the last axis)
             inner = int(args["shape"][-1])
-            ranges = [(start * inner, stop * inner) for start, stop in cpu_chunks(n // inner, self._cpu_workers(),
-                                                                                   minimum=-(-MIN_CPU_CHUNK // inner))]
+            rows = n // inner
+            minimum = -(-MIN_CPU_CHUNK * rows // work)  # (rows holding a chunk's worth of work)
+            ranges = [(start * inner, stop * inner) for start, stop in cpu_chunks(rows, self._cpu_workers(), minimum)]
         else:  # whole chunks of a multi-tensor table, split where the elements split
             first = args["chunk_first"]
             total = int(first[-1] + args["chunk_count"][-1])
@@ -130,7 +133,7 @@ class NumpyBackend(Backend):
     def bound_launch(self, kernel, n, args, given):
         given = given_names(kernel, given)
         split = SPLIT.get(kernel.template)
-        if not n or (split is not None and _elements(split, n, args) >= 2 * MIN_CPU_CHUNK):
+        if not n or (split is not None and _work(split, n, args) >= 2 * MIN_CPU_CHUNK):
             return super().bound_launch(kernel, n, args, given)  # (no work, or split over threads)
         key, values = kernel.bind(args, n)
         loop = self._loops.get((kernel, key))
@@ -189,12 +192,26 @@ class NumpyBackend(Backend):
         readinto(memoryview(storage.reshape(-1).view(np.uint8)))
 
 
-def _elements(split: str, n: int, args: dict) -> int:
-    """The elements a launch over ``n`` indices touches: ``n``, or for a multi-tensor
-    launch (``n`` chunks) the elements of its chunks."""
-    if split != "chunks" or not n:
-        return n
-    return int(args["chunk_first"][n - 1] + args["chunk_count"][n - 1])
+def _work(split: str, n: int, args: dict) -> int:
+    """The work of a launch over ``n`` indices, in elements of a contiguous loop: ``n``;
+    for a multi-tensor launch (``n`` chunks) the elements of its chunks; for a region, its
+    elements times the inner step of its more strided side, up to a cache line: a row
+    with a step of 3 brings 3 elements' worth of lines into the cache per element it
+    writes, and its stores do not vectorize (one thread writes ``v[::2, 1::3] = b`` on a
+    (512, 512) float32 variable 1.3x slower than the split loop, out of cache)."""
+    if not n:
+        return 0
+    if split == "chunks":
+        return int(args["chunk_first"][n - 1] + args["chunk_count"][n - 1])
+    if split == "rows":
+        return n * max(_line_step(args["dst_strides"][-1], args["dst"]),
+                       _line_step(args["src_strides"][-1], args["src"]))
+    return n
+
+
+def _line_step(step: int, array) -> int:
+    """``|step|`` elements of ``array``, at least 1 and at most a cache line's worth."""
+    return max(1, min(abs(int(step)), _CACHE_LINE // array.itemsize))
 
 
 def _bound_call(loop, n: int, names: tuple, values: tuple, given: tuple):
