@@ -129,8 +129,10 @@ def _region_step(src: Source, j: str) -> list[str]:
 
 
 #: The CPU copy's four-at-a-time rows start by prefetching, for writing, this many
-#: destination lines at the head of the next row.
+#: destination lines at the head of the next row; rows that span at most NEXT_ROW_BYTES
+#: also prefetch the same place in the next row every eight elements.
 NEXT_ROW_LINES = 16
+NEXT_ROW_BYTES = 1 << 16
 _LINE_BYTES = 64
 
 
@@ -144,16 +146,25 @@ def _region_cpu_row(src: Source, last: int) -> list[str]:
     addresses) before the four strided stores: the loop of ``v[::2, 1::3] = b`` on a
     (1024, 1024) float32 variable went from 112 to 81 µs (NumPy: 88 µs), warm cache.
 
-    Those rows start by prefetching, for writing, the first :data:`NEXT_ROW_LINES`
-    destination lines of the next row. A strided store reads each line it touches, and
-    the hardware prefetcher starts again at every row that begins a new page; from the
-    lines at the head it carries on by itself. The loop used to prefetch every four
-    elements (the same place in the next row; rows over 64 KiB: 64 elements ahead):
+    Those rows prefetch destination lines for writing. A strided store reads each line
+    it touches, and the hardware prefetcher starts again at every row that begins a new
+    page. Each row starts with the first :data:`NEXT_ROW_LINES` lines of the next row;
+    where a row spans at most :data:`NEXT_ROW_BYTES` (the lines then stay in cache until
+    written), it also prefetches the same place in the next row every eight elements.
+    The loop used to prefetch every four elements (rows over 64 KiB: 64 elements ahead):
     10-20% less time out of cache at (1024, 1024), but 25-30% more in cache at every
-    shape. NumPy's time over the loop's, out of cache / in cache, lines at the head then
-    every four: (512, 512) 1.07-1.17 / 1.08-1.09 against 0.68-0.75 / 0.69-0.79;
-    (1024, 1024) 1.02-1.23 / 1.12-1.14 against 1.18-1.41 / 0.74-0.77; (32, 65536)
-    1.01-1.02 / 1.20-1.21 against 0.78-0.89 / 0.71-0.72."""
+    shape, and slower than NumPy out of cache at (512, 512). NumPy's time over the
+    loop's, out of cache / in cache, now and then:
+
+    ============  =====================  =====================
+    shape         now                    every four
+    ============  =====================  =====================
+    (512, 512)    0.98-1.13 / 1.02-1.04  0.68-0.75 / 0.69-0.79
+    (1024, 1024)  1.40-1.42 / 1.10       1.18-1.41 / 0.74-0.77
+    (2048, 2048)  1.17-1.25 / 1.23-1.75  1.06-1.16 / 0.79-0.87
+    (32, 65536)   1.01-1.06 / 1.14       0.78-0.89 / 0.71-0.72
+    ============  =====================  =====================
+    """
     scalars = element_scalars(src.kernel, _REGION_SCALARS)
     call = lambda at: f"f({', '.join([f'src[{at}]'] + scalars)})"  # noqa: E731
     plain = ["for _i in range(_n):", f"    dst[_a] = {call('_b')}", "    _a += _dst_step", "    _b += _src_step"]
@@ -161,22 +172,26 @@ def _region_cpu_row(src: Source, last: int) -> list[str]:
         return ["_n = _inner"] + plain
     four = [f"_x{k} = {call(f'_b + uint64({k})' if k else '_b')}" for k in range(4)]
     four += [f"dst[_a + uint64({k}) * _dst_step] = _x{k}" if k else "dst[_a] = _x0" for k in range(4)]
-    step = ["_a += uint64(4) * _dst_step", "_b += uint64(4)", "_n -= 4"]
+    step = ["_a += uint64(4) * _dst_step", "_p += uint64(4) * _dst_step", "_b += uint64(4)", "_n -= 4"]
     line = _LINE_BYTES // ITEMSIZE[src.words["dst"]]
     head = [
+        "_p = uint64(0)",
         "if _r + 1 < _rows:",
         *indent(_region_unravel("_r + 1", last, into="_pa, _"), 1),
+        "    _p = uint64(_pa + dst_offset)",
         f"    for _k in range({NEXT_ROW_LINES}):",
-        f"        prefetch_for_write(dst, uint64(_pa + dst_offset) + uint64(_k * {line}))",
+        f"        prefetch_for_write(dst, _p + uint64(_k * {line}))",
     ]
+    every_eight = ["if _near and (_n & 4) == 0:", "    prefetch_for_write(dst, _p)"]
     return ["_n = _inner", "if _src_step == 1 and _dst_step != 1:", *indent(head, 1), "    while _n >= 4:",
-            *indent(four + step, 2)] + plain
+            *indent(every_eight + four + step, 2)] + plain
 
 
 def _region_cpu_loop(src: Source) -> list[str]:
     # Whole rows of the last axis (start and stop are multiples of its extent): one
     # unravel per row, then the row's stride loop.
     last = src.axes - 1
+    row_bytes = f"uint64(_inner) * uint64(abs(dst_strides[{last}])) * uint64({ITEMSIZE[src.words['dst']]})"
     return [
         # The CPU loops check their bounds once, up front (a GPU cannot raise: callers
         # compute regions inside their arrays, as indexing.py does).
@@ -186,6 +201,7 @@ def _region_cpu_loop(src: Source) -> list[str]:
         f"_inner = shape[{last}]",
         f"_dst_step = uint64(dst_strides[{last}])",
         f"_src_step = uint64(src_strides[{last}])",
+        *([f"_near = {row_bytes} <= {NEXT_ROW_BYTES}"] if src.kernel.options.get("unroll") else []),
         "_rows = stop // _inner",
         "for _r in range(start // _inner, _rows):",
         *indent(_region_unravel("_r", last), 1),
