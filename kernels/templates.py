@@ -151,18 +151,19 @@ def _region_cpu_row(src: Source, last: int) -> list[str]:
     page. Each row starts with the first :data:`NEXT_ROW_LINES` lines of the next row;
     where a row spans at most :data:`NEXT_ROW_BYTES` (the lines then stay in cache until
     written), it also prefetches the same place in the next row every eight elements.
-    The loop used to prefetch every four elements (rows over 64 KiB: 64 elements ahead):
-    10-20% less time out of cache at (1024, 1024), but 25-30% more in cache at every
-    shape, and slower than NumPy out of cache at (512, 512). NumPy's time over the
-    loop's, out of cache / in cache, now and then:
+    The loop used to prefetch every four elements (rows over 64 KiB: 64 elements ahead),
+    which cost 25-30% in cache and left it slower than NumPy out of cache at (512, 512).
+    NumPy's time over the loop's (``bench/scripts/cpu_region_loop.py``, two runs), out of
+    cache / in cache ((4096, 4096) is 64 MiB: never in cache):
 
     ============  =====================  =====================
     shape         now                    every four
     ============  =====================  =====================
-    (512, 512)    0.98-1.13 / 1.02-1.04  0.68-0.75 / 0.69-0.79
-    (1024, 1024)  1.40-1.42 / 1.10       1.18-1.41 / 0.74-0.77
-    (2048, 2048)  1.17-1.25 / 1.23-1.75  1.06-1.16 / 0.79-0.87
-    (32, 65536)   1.01-1.06 / 1.14       0.78-0.89 / 0.71-0.72
+    (512, 512)    1.00 / 1.01-1.02       0.67-0.71 / 0.66-0.70
+    (1024, 1024)  1.08-1.19 / 1.09-1.11  1.34-1.47 / 0.74-0.76
+    (2048, 2048)  1.15-1.18 / 1.16-1.18  1.09-1.16 / 0.80-0.81
+    (4096, 4096)  1.02-1.05 / 1.06-1.30  1.11-1.13 / 1.32-1.33
+    (32, 65536)   1.35-1.39 / 1.15       1.05-1.23 / 0.72
     ============  =====================  =====================
     """
     scalars = element_scalars(src.kernel, _REGION_SCALARS)
