@@ -148,13 +148,18 @@ def _region_cpu_row(src: Source, last: int) -> list[str]:
 
     Those rows prefetch destination lines for writing. A strided store reads each line
     it touches, and the hardware prefetcher starts again at every row that begins a new
-    page. Each row starts with the first :data:`NEXT_ROW_LINES` lines of the next row;
-    where a row spans at most :data:`NEXT_ROW_BYTES` (the lines then stay in cache until
-    written), it also prefetches the same place in the next row every eight elements.
+    page. Each row starts with the first :data:`NEXT_ROW_LINES` lines of the next row
+    (none where the destination runs backwards); where a row spans at most
+    :data:`NEXT_ROW_BYTES` (the lines then stay in cache until written), it also
+    prefetches the same place in the next row every eight elements (the last row of a
+    thread's range: its own lines, as the next row is another thread's). A head loop
+    capped at the lines a row spans (a run-time trip count) made the loop 10-20% slower
+    in cache.
     The loop used to prefetch every four elements (rows over 64 KiB: 64 elements ahead),
     which cost 25-30% in cache and left it slower than NumPy out of cache at (512, 512).
-    NumPy's time over the loop's (``bench/scripts/cpu_region_loop.py``, two runs), out of
-    cache / in cache ((4096, 4096) is 64 MiB: never in cache):
+    NumPy's time over the loop's (``bench/scripts/cpu_region_loop.py``, two runs, before
+    the head lines stopped for rows that run backwards), out of cache / in cache
+    ((4096, 4096) is 64 MiB: never in cache):
 
     ============  =====================  =====================
     shape         now                    every four
@@ -175,13 +180,14 @@ def _region_cpu_row(src: Source, last: int) -> list[str]:
     four += [f"dst[_a + uint64({k}) * _dst_step] = _x{k}" if k else "dst[_a] = _x0" for k in range(4)]
     step = ["_a += uint64(4) * _dst_step", "_p += uint64(4) * _dst_step", "_b += uint64(4)", "_n -= 4"]
     line = _LINE_BYTES // ITEMSIZE[src.words["dst"]]
-    head = [
-        "_p = uint64(0)",
-        "if _r + 1 < _rows:",
+    head = [  # (the last row of a range prefetches its own lines: the next row is another thread's)
+        "_p = _a",
+        "if _r + 1 < _rows and _inner >= 4:",
         *indent(_region_unravel("_r + 1", last, into="_pa, _"), 1),
         "    _p = uint64(_pa + dst_offset)",
-        f"    for _k in range({NEXT_ROW_LINES}):",
-        f"        prefetch_for_write(dst, _p + uint64(_k * {line}))",
+        "    if _forward:",
+        f"        for _k in range({NEXT_ROW_LINES}):",
+        f"            prefetch_for_write(dst, _p + uint64(_k * {line}))",
     ]
     every_eight = ["if _near and (_n & 4) == 0:", "    prefetch_for_write(dst, _p)"]
     return ["_n = _inner", "if _src_step == 1 and _dst_step != 1:", *indent(head, 1), "    while _n >= 4:",
@@ -192,7 +198,8 @@ def _region_cpu_loop(src: Source) -> list[str]:
     # Whole rows of the last axis (start and stop are multiples of its extent): one
     # unravel per row, then the row's stride loop.
     last = src.axes - 1
-    row_bytes = f"uint64(_inner) * uint64(abs(dst_strides[{last}])) * uint64({ITEMSIZE[src.words['dst']]})"
+    span = f"uint64(_inner) * uint64(abs(dst_strides[{last}])) * uint64({ITEMSIZE[src.words['dst']]})"
+    prefetch = [f"_near = {span} <= {NEXT_ROW_BYTES}", f"_forward = dst_strides[{last}] > 0"]
     return [
         # The CPU loops check their bounds once, up front (a GPU cannot raise: callers
         # compute regions inside their arrays, as indexing.py does).
@@ -202,7 +209,7 @@ def _region_cpu_loop(src: Source) -> list[str]:
         f"_inner = shape[{last}]",
         f"_dst_step = uint64(dst_strides[{last}])",
         f"_src_step = uint64(src_strides[{last}])",
-        *([f"_near = {row_bytes} <= {NEXT_ROW_BYTES}"] if src.kernel.options.get("unroll") else []),
+        *(prefetch if src.kernel.options.get("unroll") else []),
         "_rows = stop // _inner",
         "for _r in range(start // _inner, _rows):",
         *indent(_region_unravel("_r", last), 1),

@@ -200,4 +200,22 @@ def test_region_writes_split_by_whole_rows(monkeypatch, workers, shape, key):
         assert sorted(runs)[-1][1] == region.size
         if inner:
             assert all(start % inner == 0 and stop % inner == 0 for start, stop in runs)
-    np.testing.assert_array_equal(v[key], value)  # the read (a gather into a new array) splits too
+    runs.clear()
+    np.testing.assert_array_equal(v[key], value)  # the read: a gather, its source strided, splits alike
+    assert (len(runs) > 1) == (work >= 2 * MIN_CPU_CHUNK)
+
+
+@pytest.mark.parametrize("missing", ["dst", "dst_strides", "src"])
+def test_a_bound_region_launch_missing_an_argument_names_it(missing):
+    """``bound_launch`` of a region kernel weighs the work from its strides and arrays
+    before binding; a missing one is still refused by the kernel's own message (the
+    arguments it takes, what is missing), not a bare KeyError."""
+    from varstore import backends
+    from varstore.kernels import strided as S
+
+    backend = backends.get("numpy")
+    args = dict(dst=np.zeros(64, np.uint32), src=np.zeros(16, np.uint32), dst_offset=0, src_offset=0,
+                dst_strides=(4,), src_strides=(1,), shape=(16,), magic=(0,), shift=(0,), narrow=1)
+    del args[missing]
+    with pytest.raises(TypeError, match=rf"copy_region.*missing \['{missing}'\]"):
+        backend.bound_launch(S.copy_region, 16, args, "src")

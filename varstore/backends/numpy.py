@@ -133,7 +133,7 @@ class NumpyBackend(Backend):
     def bound_launch(self, kernel, n, args, given):
         given = given_names(kernel, given)
         split = SPLIT.get(kernel.template)
-        if not n or (split is not None and _work(split, n, args) >= 2 * MIN_CPU_CHUNK):
+        if not n or (split is not None and _work(split, n, args, missing=0) >= 2 * MIN_CPU_CHUNK):
             return super().bound_launch(kernel, n, args, given)  # (no work, or split over threads)
         key, values = kernel.bind(args, n)
         loop = self._loops.get((kernel, key))
@@ -192,20 +192,27 @@ class NumpyBackend(Backend):
         readinto(memoryview(storage.reshape(-1).view(np.uint8)))
 
 
-def _work(split: str, n: int, args: dict) -> int:
+def _work(split: str, n: int, args: dict, missing: int | None = None) -> int:
     """The work of a launch over ``n`` indices, in elements of a contiguous loop: ``n``;
     for a multi-tensor launch (``n`` chunks) the elements of its chunks; for a region, its
     elements times the inner step of its more strided side, up to a cache line: a row
     with a step of 3 brings 3 elements' worth of lines into the cache per element it
     writes, and its stores do not vectorize (one thread writes ``v[::2, 1::3] = b`` on a
-    (512, 512) float32 variable 1.3x slower than the split loop, out of cache)."""
+    (512, 512) float32 variable 1.3x slower than the split loop, out of cache). Where an
+    argument it reads is missing, ``missing`` if given (the caller's bind then names
+    what is missing), else KeyError."""
     if not n:
         return 0
-    if split == "chunks":
-        return int(args["chunk_first"][n - 1] + args["chunk_count"][n - 1])
-    if split == "rows":
-        return n * max(_line_step(args["dst_strides"][-1], args["dst"]),
-                       _line_step(args["src_strides"][-1], args["src"]))
+    try:
+        if split == "chunks":
+            return int(args["chunk_first"][n - 1] + args["chunk_count"][n - 1])
+        if split == "rows":
+            return n * max(_line_step(args["dst_strides"][-1], args["dst"]),
+                           _line_step(args["src_strides"][-1], args["src"]))
+    except KeyError:
+        if missing is None:
+            raise
+        return missing
     return n
 
 
