@@ -100,7 +100,7 @@ _REGIONS: dict = {}  # (shape, key signature) -> Region
 _REGIONS_MAX = 4096  # distinct keys kept; the cache is emptied when full
 
 
-def _key_signature(key):
+def key_signature(key):
     """A hashable stand-in for a basic ``key`` whose items are exactly ints, slices of
     ints/None, ``...`` and ``None`` (slices are not hashable before Python 3.12), or None
     for any other key. Exact types only: ``True`` and ``1.0`` equal ``1`` but index
@@ -130,7 +130,7 @@ def cached_basic_region(shape: tuple, key) -> Region | None:
     """:func:`basic_region`, remembered for hashable keys (ints, slices, ``...``, ``None``
     and tuples of those) per shape: a key parsed once is a dict lookup afterwards. Errors
     are never cached (each call raises as :func:`basic_region` does)."""
-    signature = _key_signature(key)
+    signature = key_signature(key)
     if signature is None:
         return basic_region(shape, key)
     cache_key = (shape, signature)

@@ -105,6 +105,31 @@ def write_region(backend, storage, dtype: str, region: Region, value, value_dtyp
                        conversion=element_conversion(value_dtype, dtype))
 
 
+def region_writer(backend, storage, dtype: str, region: Region, value, value_dtype: str):
+    """``write(v)``: :func:`write_region` of ``storage[region] = v`` for values ``v`` of
+    ``value``'s dtype, shape and layout (C-contiguous arrays of ``backend``), with the
+    launch bound once (``Backend.bound_launch``): the region's axes, words and
+    conversion are worked out here, not per call."""
+    if region.size == 0:
+        return _nothing
+    axes = region_arguments(region.shape, region.strides, broadcast_strides(value.shape, region.shape),
+                            _narrow(storage, value))
+    if value_dtype == dtype:
+        kernel, words, extra = kernels.strided.copy_region, destination_words, {}
+    else:
+        kernel = kernels.strided.copy_region_converting
+        words = functools.partial(source_words, dtype=value_dtype, dst_dtype=dtype)
+        extra = {"conversion": element_conversion(value_dtype, dtype)}
+    run = backend.bound_launch(kernel, region.size, dict(dst=destination_words(storage), src=words(value),
+                                                          dst_offset=region.offset, src_offset=0, **axes, **extra),
+                               "src")
+    return lambda v: run(words(v))
+
+
+def _nothing(value) -> None:
+    return None
+
+
 def read_region(backend, storage, region: Region):
     """A new C-contiguous array holding ``storage[region]``."""
     out = backend.empty(region.shape, storage.dtype, backend.device_of(storage))

@@ -12,6 +12,7 @@ from .attributes import VariableAttributes
 from .casting import accumulate_into, cast, prepared_cast, readable
 from .dtypes import SMALL_FLOAT_DTYPES, WORD_DTYPES, host_dtype, is_float, standardize_dtype
 from .indexing import broadcast_strides, cached_basic_region, flat_indices
+from .prepared_writes import PreparedWrites
 from .regions import read_indexed, read_region, write_indexed, write_region
 from .stored import StorageRecord, Stored
 from .validation import check_choice, check_name
@@ -59,10 +60,8 @@ class Variable(VariableAttributes, ArrayProtocols):
         "_autocast",
         "_aggregation",
         "_synchronization",
-        "_fast_dtype",
-        "_scalar_fill",
-        "_add_dtype",
-        "_kernel_add",
+        "_fast_dtype", "_scalar_fill", "_add_dtype", "_kernel_add",  # the shortcuts' (see _adopt)
+        "_prepared",  # PreparedWrites, or None where writes go through another strategy
         "_casts",
         "_writes",
         "_overwrite_with_gradient",
@@ -123,6 +122,7 @@ class Variable(VariableAttributes, ArrayProtocols):
         self._scalar_fill = SCALAR_FILLS.get(dtype) if shortcuts else None  # see plain_scalar
         self._add_dtype = storage.dtype if shortcuts and dtype in NATIVE_ADD else None
         self._kernel_add = shortcuts and dtype in SMALL_FLOAT_DTYPES  # (see values.add_own_words)
+        self._prepared = PreparedWrites() if shortcuts else None
         return self
 
     # ------------------------------------------------------------------ storage
@@ -355,6 +355,9 @@ class Variable(VariableAttributes, ArrayProtocols):
                     if region.size:
                         storage[key] = value
                     return
+        prepared = self._prepared
+        if prepared is not None and not scopes.ACTIVE and prepared.write(self._stored, key, value):
+            return
         self._writes.setitem(self, key, value)
 
     def _setitem_here(self, key, value):
@@ -373,6 +376,8 @@ class Variable(VariableAttributes, ArrayProtocols):
         operand = self._unaliased(target, operand)
         if region is not None:
             write_region(backend, target, dtype, region, operand, operand_dtype)
+            if operand is value and scope is None and self._prepared is not None:  # (the value as given)
+                self._prepared.prepare(record, key, region, value, operand_dtype)
         else:
             write_indexed(backend, target, dtype, index, operand, operand_dtype)
         if scope is not None:
@@ -411,7 +416,7 @@ class Variable(VariableAttributes, ArrayProtocols):
         record = self._stored
         if record.storage is None:
             return None
-        self._stored, self._casts = record.released(), None
+        self._stored, self._casts, self._prepared = record.released(), None, None  # (drop what holds the storage)
         return record.storage, record.backend
 
     def _live_storage(self):

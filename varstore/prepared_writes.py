@@ -1,0 +1,61 @@
+"""Prepared slice-assigns: ``v[key] = b`` repeated with arrays ``b`` of one layout.
+
+A training loop writes the same region of a variable again and again with a new array of
+the same dtype and shape. The general path (``Variable._setitem_here``) parses the key,
+checks the value's dtype, shape and memory, works out the region's axes and binds the
+launch on every call. After one such write, a variable keeps the bound write per (key,
+value dtype, value shape); a later write with the same key and an array of that dtype
+and shape (C-contiguous, of the variable's backend, not sharing its memory) goes
+straight to the bound launch. Anything else takes the general path, which raises every
+error as before: an entry is made only after a write that succeeded with the value as it
+was given (no conversion, copy or view made of it).
+"""
+
+from __future__ import annotations
+
+from .indexing import key_signature
+from .regions import region_writer
+
+#: Prepared writes kept per variable; the table is emptied when full.
+MAX_PREPARED_WRITES = 16
+
+
+class PreparedWrites:
+    """The prepared ``v[key] = b`` writes of one variable (see the module docstring)."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self):
+        self._entries: dict = {}  # (key signature, b.dtype, b.shape) -> (storage, write)
+
+    def write(self, record, key, value) -> bool:
+        """Write ``value`` into ``record.storage[key]`` if a prepared write fits it;
+        False (nothing written) otherwise."""
+        entries = self._entries
+        if not entries:
+            return False
+        try:
+            entry = entries.get((key_signature(key), value.dtype, value.shape))
+        except (AttributeError, TypeError):  # (not an array; an unhashable key item)
+            return False
+        if entry is None:
+            return False
+        storage, write = entry
+        backend = record.backend
+        if (storage is not record.storage or not backend.owns(value) or not value.flags.c_contiguous
+                or backend.shares_memory(storage, value)):
+            return False
+        write(value)
+        return True
+
+    def prepare(self, record, key, region, value, value_dtype: str) -> None:
+        """Keep the write of ``value`` (as given, of the record's backend) into ``region``
+        of ``record.storage`` that ``key`` selects, for later writes of its layout."""
+        signature = key_signature(key)
+        if signature is None:
+            return
+        entries = self._entries
+        if len(entries) >= MAX_PREPARED_WRITES:
+            entries.clear()
+        write = region_writer(record.backend, record.storage, record.dtype, region, value, value_dtype)
+        entries[(signature, value.dtype, value.shape)] = (record.storage, write)
