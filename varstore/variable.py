@@ -374,12 +374,12 @@ class Variable(VariableAttributes, ArrayProtocols):
         operand, operand_dtype = as_region_source(backend, array, array_dtype, dtype, device)
         target, scope = self._write_target()
         operand = self._unaliased(target, operand)
-        if region is not None:
-            write_region(backend, target, dtype, region, operand, operand_dtype)
-            if operand is value and scope is None and self._prepared is not None:  # (the value as given)
-                self._prepared.prepare(record, key, region, value, operand_dtype)
-        else:
+        if region is None:
             write_indexed(backend, target, dtype, index, operand, operand_dtype)
+        elif operand is value and scope is None and self._prepared is not None:  # (the value as given)
+            self._prepared.write_new(record, key, region, value, operand_dtype)  # (kept for the next)
+        else:
+            write_region(backend, target, dtype, region, operand, operand_dtype)
         if scope is not None:
             scope.record(self, target)
 

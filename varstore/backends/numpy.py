@@ -203,6 +203,8 @@ def _work(split: str, n: int, args: dict, missing: int | None = None) -> int:
     what is missing), else KeyError."""
     if not n:
         return 0
+    if split == "rows" and n * _CACHE_LINE < 2 * MIN_CPU_CHUNK:
+        return n  # (under the threshold whatever the steps: no need to weigh them)
     try:
         if split == "chunks":
             return int(args["chunk_first"][n - 1] + args["chunk_count"][n - 1])
@@ -224,12 +226,20 @@ def _line_step(step: int, array) -> int:
 def _bound_call(loop, n: int, names: tuple, values: tuple, given: tuple):
     """``run(*given values)``: ``loop(0, n, ...)`` with ``values`` in place except the
     arguments named in ``given``, as one generated call (no per-call list building)."""
+    keep, make = _call_layout(names, given)
+    return make(loop, n, *[v for v, kept in zip(values, keep, strict=True) if kept])  # (not the given samples)
+
+
+@functools.lru_cache(maxsize=256)
+def _call_layout(names: tuple, given: tuple):
+    """``(keep, make)`` for a loop of arguments ``names`` called with ``given`` ones:
+    whether each argument is fixed, and :func:`_call_maker`'s function (worked out once
+    per layout: a prepared write binds one per variable and key)."""
     unknown = sorted(set(given) - set(names))
     if unknown:
         raise TypeError(f"bound_launch: {unknown} are not arguments of the loop (it takes {list(names)}).")
     positions = tuple(given.index(name) if name in given else -1 for name in names)
-    fixed = [v for name, v in zip(names, values, strict=True) if name not in given]  # (not the given samples)
-    return _call_maker(positions, len(given))(loop, n, *fixed)
+    return tuple(p < 0 for p in positions), _call_maker(positions, len(given))
 
 
 @functools.lru_cache(maxsize=256)
