@@ -41,9 +41,10 @@ def _values(shape, dtype, count, seed=0):
 ])
 def test_repeated_writes_take_the_prepared_path_and_match_numpy(store, general_writes, shape, value_dtype, dtype):
     v = store.variable(np.zeros(shape, np.float32), dtype=dtype)
+    xp = v.stored.backend.xp  # (values of the store's backend: a host array goes to a GPU as a copy)
     want = np.zeros(shape, np.float32).astype(vs.dtypes.host_dtype(dtype))
     for value in _values(want[KEY].shape, value_dtype, 4):
-        v[KEY] = value
+        v[KEY] = xp.asarray(value)
         want[KEY] = value.astype(want.dtype)
         np.testing.assert_array_equal(np.asarray(v.numpy(), np.float64), np.asarray(want, np.float64))
     assert len(general_writes) == 2  # the first two writes only (the second prepares)
@@ -138,3 +139,32 @@ def test_a_released_variable_keeps_no_storage_alive():
     v.release()
     gc.collect()
     assert storage() is None
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # (np.matrix)
+@pytest.mark.parametrize("shape", [(40, 30), (1200, 1400)])  # (the second splits over threads)
+def test_an_array_subclass_takes_the_general_path(general_writes, shape):
+    """An ``np.matrix`` of a prepared layout's dtype and shape is not a plain array (its
+    flat view stays 2-D): the general path writes it, as NumPy would."""
+    v = vs.VariableStore(device="cpu").variable(np.zeros(shape, np.float32))
+    region_shape = np.empty(shape)[KEY].shape
+    for _ in range(2):
+        v[KEY] = np.ones(region_shape, np.float32)
+    matrix = np.asmatrix(np.arange(np.prod(region_shape), dtype=np.float32).reshape(region_shape))
+    v[KEY] = matrix
+    np.testing.assert_array_equal(v.numpy()[KEY], np.asarray(matrix))
+    assert len(general_writes) == 3
+
+
+def test_writes_inside_a_name_scope_prepare_once(monkeypatch):
+    """Inside any scope the prepared path is skipped; the general path then reuses the
+    prepared write rather than preparing it again on every call."""
+    made = []
+    real = prepared_writes.region_writer
+    monkeypatch.setattr(prepared_writes, "region_writer", lambda *a: made.append(1) or real(*a))
+    v = vs.VariableStore(device="cpu").variable(np.zeros((6, 8), np.float32))
+    with vs.name_scope("block"):
+        for i in range(5):
+            v[KEY] = np.full((3, 3), i, np.float32)
+    assert len(made) == 1
+    np.testing.assert_array_equal(v.numpy()[KEY], 4)

@@ -43,7 +43,8 @@ class PreparedWrites:
             return False
         storage, write = entry
         backend = record.backend
-        if (storage is not record.storage or not backend.owns(value) or not value.flags.c_contiguous
+        if (storage is not record.storage or type(value) is not backend.xp.ndarray  # (not a subclass: np.matrix)
+                or not value.flags.c_contiguous or backend.device_of(value) != record.device
                 or backend.shares_memory(storage, value)):
             return False
         write(value)
@@ -65,6 +66,8 @@ class PreparedWrites:
                 entries[layout] = None  # (seen once)
             write_region(record.backend, record.storage, record.dtype, region, value, value_dtype)
             return
-        write = region_writer(record.backend, record.storage, record.dtype, region, value, value_dtype)
-        entries[layout] = (record.storage, write)
-        write(value)
+        entry = entries[layout]
+        if entry is None or entry[0] is not record.storage:
+            entry = entries[layout] = (record.storage, region_writer(record.backend, record.storage, record.dtype,
+                                                                     region, value, value_dtype))
+        entry[1](value)  # (prepared before: a write that came here, e.g. inside a name scope, reuses it)
