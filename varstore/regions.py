@@ -92,17 +92,10 @@ def write_region(backend, storage, dtype: str, region: Region, value, value_dtyp
     form with a shape that broadcasts to the region (checked by the caller). A value of
     another dtype is converted element by element inside the strided kernel: no
     temporary is made."""
-    if region.size == 0:
-        return
-    axes = region_arguments(region.shape, region.strides, broadcast_strides(value.shape, region.shape),
-                            _narrow(storage, value))
-    if value_dtype == dtype:
-        backend.launch(kernels.strided.copy_region, region.size, dst=destination_words(storage),
-                       src=destination_words(value), dst_offset=region.offset, src_offset=0, **axes)
-    else:
-        backend.launch(kernels.strided.copy_region_converting, region.size, dst=destination_words(storage),
-                       src=source_words(value, value_dtype, dtype), dst_offset=region.offset, src_offset=0, **axes,
-                       conversion=element_conversion(value_dtype, dtype))
+    if region.size:
+        kernel, words, axes, extra = _region_write(storage, dtype, region, value, value_dtype)
+        backend.launch(kernel, region.size, dst=destination_words(storage), src=words(value), dst_offset=region.offset,
+                       src_offset=0, **axes, **extra)
 
 
 def region_writer(backend, storage, dtype: str, region: Region, value, value_dtype: str):
@@ -112,18 +105,29 @@ def region_writer(backend, storage, dtype: str, region: Region, value, value_dty
     conversion are worked out here, not per call."""
     if region.size == 0:
         return _nothing
+    kernel, words, axes, extra = _region_write(storage, dtype, region, value, value_dtype)
+    args = dict(dst=destination_words(storage), src=words(value), dst_offset=region.offset, src_offset=0, **axes,
+                **extra)
+    run = backend.bound_launch(kernel, region.size, args, "src")
+    return lambda v: run(words(v))
+
+
+def _region_write(storage, dtype: str, region: Region, value, value_dtype: str):
+    """``(kernel, words, axes, extra)`` of ``storage[region] = value``: ``words(value)``
+    is the ``src`` argument (the value's words as the kernel reads them), ``axes`` the
+    region's axis scalars, ``extra`` the conversion where there is one."""
     axes = region_arguments(region.shape, region.strides, broadcast_strides(value.shape, region.shape),
                             _narrow(storage, value))
     if value_dtype == dtype:
-        kernel, words, extra = kernels.strided.copy_region, destination_words, {}
+        kernel, words, extra = kernels.strided.copy_region, destination_words, _NO_EXTRA
     else:
         kernel = kernels.strided.copy_region_converting
         words = functools.partial(source_words, dtype=value_dtype, dst_dtype=dtype)
         extra = {"conversion": element_conversion(value_dtype, dtype)}
-    run = backend.bound_launch(kernel, region.size, dict(dst=destination_words(storage), src=words(value),
-                                                          dst_offset=region.offset, src_offset=0, **axes, **extra),
-                               "src")
-    return lambda v: run(words(v))
+    return kernel, words, axes, extra
+
+
+_NO_EXTRA: dict = {}
 
 
 def _nothing(value) -> None:
