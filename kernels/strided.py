@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from numba import int32, int64, uint32, uint64
 
+from . import cast
 from ._targets import element
 from .cast import convert_word
-from .declare import UNSIGNED, Array, Scalar, kernel
+from .declare import UNSIGNED, Array, Kernel, Scalar, kernel
 from .intrinsics import mulhi32, mulhi64, shl32, shr32
 
 
@@ -118,4 +119,26 @@ gather_indexed = kernel("gather_indexed", "gather", same_word,
                          Array("src", words=UNSIGNED)),
                         doc="dst[j] = src[index[j]].")
 
-KERNELS = (copy_region, copy_region_converting, scatter_indexed, gather_indexed)
+
+
+def _region_cast(whole: Kernel) -> Kernel:
+    """The region form of a whole-array cast kernel of ``kernels.cast``: the same element
+    function, arrays and scalars, on the region loop. A strided write that converts goes
+    through the one of its pair of dtypes (``varstore.casting.region_plan``): the
+    element math is inlined and the CPU row takes four elements at a time, where
+    ``copy_region_converting`` picks the conversion per element at run time (on the CPU
+    that made ``v[::2, 1::3] = b`` from float64 two to four times NumPy's time)."""
+    arrays = {a.name: a for a in whole.arrays}
+    return kernel(f"copy_region_{whole.name}", "region", whole.element,
+                  (Array("dst", "out", words=Kernel.allowed_words(arrays["dst"])),
+                   Array("src", words=Kernel.allowed_words(arrays["src"]))),
+                  _REGION_SCALARS + whole.scalars, stage=True,
+                  doc=f"dst[region] = {whole.name}(src[region]): {whole.doc}")
+
+
+#: Whole-array cast kernel name -> its region form (see :func:`_region_cast`).
+REGION_CASTS = {k.name: _region_cast(k) for k in (cast.encode_f32, cast.encode_f64, cast.decode, cast.decode_f64,
+                                                   cast.transcode, cast.widen_f32, cast.narrow_f64,
+                                                   cast.float_to_int, cast.float_to_uint64)}
+
+KERNELS = (copy_region, copy_region_converting, scatter_indexed, gather_indexed, *REGION_CASTS.values())

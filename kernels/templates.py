@@ -18,7 +18,9 @@ Templates (the element function is ``f``; ``s...`` are the kernel's other scalar
   for element j (C order) of a region of ``shape``, unravelled without a division (magic
   numbers; see ``_region_unravel``); the CPU loop walks whole rows. Option ``unroll``
   (for cheap element functions, copies): on the CPU, rows from a contiguous source take
-  four elements at a time.
+  four elements at a time. Option ``stage`` (conversions): on the CPU, a row from a
+  contiguous source into a strided destination is converted :data:`STAGE` elements at a
+  time into a buffer, then stored.
 - scatter: ``dst[index[j]] = f(src[<j, src_strides>], s...)``, in order on the CPU; ``j``
   unravelled as the region's (magic numbers).
 - gather: ``dst[j] = f(src[index[j]], s...)``.
@@ -135,6 +137,12 @@ NEXT_ROW_LINES = 16
 NEXT_ROW_BYTES = 1 << 16
 _LINE_BYTES = 64
 
+#: The CPU loop of a region kernel with the option ``stage`` (the converting copies):
+#: where the source is contiguous and the destination is not, a row converts up to this
+#: many elements into a buffer (a plain loop, which LLVM vectorizes) and then stores
+#: them with the destination's stride.
+STAGE = 256
+
 
 def _region_cpu_row(src: Source, last: int) -> list[str]:
     """The body of the CPU loop's row: ``_inner`` elements from ``_a`` (dst) and ``_b``
@@ -173,6 +181,11 @@ def _region_cpu_row(src: Source, last: int) -> list[str]:
     scalars = element_scalars(src.kernel, _REGION_SCALARS)
     call = lambda at: f"f({', '.join([f'src[{at}]'] + scalars)})"  # noqa: E731
     plain = ["for _i in range(_n):", f"    dst[_a] = {call('_b')}", "    _a += _dst_step", "    _b += _src_step"]
+    if src.kernel.options.get("stage"):
+        staged = [f"_m = min(_n, {STAGE})", "for _k in range(uint64(_m)):", f"    _stage[_k] = {call('_b + _k')}",
+                  "for _k in range(uint64(_m)):", "    dst[_a] = _stage[_k]", "    _a += _dst_step",
+                  "_b += uint64(_m)", "_n -= _m"]
+        return ["_n = _inner", "if _src_step == 1 and _dst_step != 1:", "    while _n > 0:", *indent(staged, 2)] + plain
     if not src.kernel.options.get("unroll"):
         return ["_n = _inner"] + plain
     four = [f"_x{k} = {call(f'_b + uint64({k})' if k else '_b')}" for k in range(4)]
@@ -209,6 +222,7 @@ def _region_cpu_loop(src: Source) -> list[str]:
         f"_dst_step = uint64(dst_strides[{last}])",
         f"_src_step = uint64(src_strides[{last}])",
         *(prefetch if src.kernel.options.get("unroll") else []),
+        *([f"_stage = np.empty({STAGE}, dst.dtype)"] if src.kernel.options.get("stage") else []),
         "_rows = stop // _inner",
         "for _r in range(start // _inner, _rows):",
         *indent(_region_unravel("_r", last), 1),

@@ -11,7 +11,7 @@ from hypothesis.extra import numpy as hnp
 
 import varstore as vs
 from helpers import SIMULATOR, data_pointer, run_kernel, to_host
-from varstore.casting import element_conversion
+from varstore.casting import element_conversion, flat_view, region_plan
 from varstore.dtypes import host_dtype
 from varstore.indexing import basic_region, broadcast_strides, c_strides
 from varstore.kernels.strided import copy_region, gather_indexed, scatter_indexed
@@ -90,6 +90,15 @@ def _check_converting_kernels(target, src_dtype, dst_dtype):
                src_strides=(1,), shape=(n,), magic=(0,), shift=(0,), narrow=1,
                conversion=element_conversion(src_dtype, dst_dtype))
     np.testing.assert_array_equal(words[1::2], expected, err_msg=f"{src_dtype} -> {dst_dtype} (indexed)")
+    # ... and through the region form of the pair's cast kernel, where it has one.
+    kernel, src_view, dst_view, scalars = region_plan(src_dtype, dst_dtype)
+    if kernel is not None:
+        words[:] = 0
+        run_kernel(target, kernel, n, dst=flat_view(dst, dst_view), src=flat_view(src, src_view),
+                   dst_offset=2 * n - 2, dst_strides=(-2,), src_offset=0, src_strides=(1,), shape=(n,), magic=(0,),
+                   shift=(0,), narrow=1, **scalars)
+        np.testing.assert_array_equal(words[-2::-2], expected, err_msg=f"{src_dtype} -> {dst_dtype} ({kernel.name})")
+        assert not words[1::2].any()
 
 
 @pytest.mark.kernels
@@ -225,6 +234,45 @@ def test_writes_of_another_dtype_convert_in_the_kernel(store, dtype, value_shape
     w = vs.Variable(np.zeros((6, 9, 5)), dtype=dtype, store=store)
     w[::2, ::-1] = vs.Variable(value, dtype="float64", store=store).value  # a device source
     np.testing.assert_array_equal(w.numpy().view(np.uint8), expected.view(np.uint8))
+
+
+def test_region_casts_serve_every_pair_with_a_cast_kernel():
+    """A strided write converts through the region form of its pair's whole-array cast
+    kernel; pairs without one (the array module's cast, ``convert``) keep the general
+    converting kernel."""
+    from varstore.casting import _plan
+    from varstore.kernels.strided import REGION_CASTS
+
+    for src_dtype in vs.DTYPES:
+        for dst_dtype in vs.DTYPES:
+            whole = _plan(src_dtype, dst_dtype)[0]
+            region = region_plan(src_dtype, dst_dtype)[0]
+            if whole is None or whole.name == "convert":
+                assert region is None, (src_dtype, dst_dtype)
+            else:
+                assert region is REGION_CASTS[whole.name] and region.element is whole.element, (src_dtype, dst_dtype)
+
+
+@pytest.mark.parametrize("dtype, value_dtype", [("bfloat16", "float64"), ("float32", "float64"),
+                                                ("bfloat16", "float32"), ("float8_e4m3fn", "float32"),
+                                                ("float64", "bfloat16"), ("int16", "float32"),
+                                                ("float16", "float8_e5m2"), ("uint64", "float64")])
+def test_converting_writes_of_long_rows_give_the_casts_bits(store, dtype, value_dtype):
+    """Rows longer than the CPU loop's stage (several stages and a part one), with a
+    strided destination, written forwards and backwards, the first time and once
+    prepared: the bits of the whole-array cast."""
+    from varstore.casting import cast_on_host
+
+    rng = np.random.default_rng(7)
+    v = vs.Variable(np.zeros((5, 1700)), dtype=dtype, store=store)
+    for key in [(slice(None, None, 2), slice(1, None, 3)), (slice(None, None, -2), slice(None, None, -2))]:
+        region_shape = np.zeros((5, 1700))[key].shape
+        for _ in range(3):  # (the third write goes through the prepared write)
+            value = cast_on_host(rng.normal(0, 300, region_shape), "float64", value_dtype)
+            expected = v.numpy().copy()
+            expected[key] = cast_on_host(value, value_dtype, dtype).view(expected.dtype)
+            v[key] = value.view(host_dtype(value_dtype))
+            np.testing.assert_array_equal(v.numpy().view(np.uint8), expected.view(np.uint8), err_msg=str(key))
 
 
 def test_converting_write_makes_no_region_sized_temporary():

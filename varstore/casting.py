@@ -170,6 +170,24 @@ def _plan(src_dtype: str, dst_dtype: str) -> tuple:
             scalars)
 
 
+def region_plan(src_dtype: str, dst_dtype: str) -> tuple:
+    """``(kernel, source view, destination view, scalar arguments)`` of a strided write
+    converting ``src_dtype`` elements into ``dst_dtype`` storage: the region form of the
+    pair's whole-array cast kernel (``kernels.strided.REGION_CASTS``), reading and
+    writing the views :func:`flat_view` makes; kernel None where the pair has no such
+    kernel (the array module's own cast, or ``convert``): ``copy_region_converting``
+    with :func:`element_conversion` then does it."""
+    kernel, src_view, dst_view, scalars = _plan(src_dtype, dst_dtype)
+    region = None if kernel is None else kernels.strided.REGION_CASTS.get(kernel.name)
+    return region, src_view, dst_view, scalars
+
+
+def flat_view(array, view):
+    """``array`` flat, seen as ``view`` (a dtype of the same width; None: as it is)."""
+    flat = array if array.ndim == 1 else array.reshape(-1)
+    return flat if view is None or flat.dtype == view else flat.view(view)
+
+
 def cast_into(backend, src, src_dtype: str, dst, dst_dtype: str) -> None:
     """Write ``src`` converted to ``dst_dtype`` into ``dst``, in place.
 

@@ -6,7 +6,7 @@ import functools
 import types
 
 from . import kernels
-from .casting import destination_words, element_conversion, source_words
+from .casting import destination_words, element_conversion, flat_view, region_plan, source_words
 from .indexing import Region, broadcast_strides, c_strides
 
 
@@ -90,12 +90,11 @@ def _narrow(a, b) -> int:
 def write_region(backend, storage, dtype: str, region: Region, value, value_dtype: str) -> None:
     """``storage[region] = value`` in place: ``value`` is an array of ``backend`` in storage
     form with a shape that broadcasts to the region (checked by the caller). A value of
-    another dtype is converted element by element inside the strided kernel: no
-    temporary is made."""
+    another dtype is converted inside the strided kernel: no temporary is made."""
     if region.size:
-        kernel, words, axes, extra = _region_write(storage, dtype, region, value, value_dtype)
-        backend.launch(kernel, region.size, dst=destination_words(storage), src=words(value), dst_offset=region.offset,
-                       src_offset=0, **axes, **extra)
+        kernel, dst, words, axes, extra = _region_write(storage, dtype, region, value, value_dtype)
+        backend.launch(kernel, region.size, dst=dst, src=words(value), dst_offset=region.offset, src_offset=0, **axes,
+                       **extra)
 
 
 def region_writer(backend, storage, dtype: str, region: Region, value, value_dtype: str):
@@ -105,26 +104,29 @@ def region_writer(backend, storage, dtype: str, region: Region, value, value_dty
     conversion are worked out here, not per call."""
     if region.size == 0:
         return _nothing
-    kernel, words, axes, extra = _region_write(storage, dtype, region, value, value_dtype)
-    args = dict(dst=destination_words(storage), src=words(value), dst_offset=region.offset, src_offset=0, **axes,
-                **extra)
+    kernel, dst, words, axes, extra = _region_write(storage, dtype, region, value, value_dtype)
+    args = dict(dst=dst, src=words(value), dst_offset=region.offset, src_offset=0, **axes, **extra)
     run = backend.bound_launch(kernel, region.size, args, "src")
     return lambda v: run(words(v))
 
 
 def _region_write(storage, dtype: str, region: Region, value, value_dtype: str):
-    """``(kernel, words, axes, extra)`` of ``storage[region] = value``: ``words(value)``
-    is the ``src`` argument (the value's words as the kernel reads them), ``axes`` the
-    region's axis scalars, ``extra`` the conversion where there is one."""
+    """``(kernel, dst, words, axes, extra)`` of ``storage[region] = value``: ``dst`` is
+    the storage as the kernel writes it, ``words(value)`` the ``src`` argument (the
+    value as the kernel reads it), ``axes`` the region's axis scalars, ``extra`` the
+    conversion's scalars. A conversion goes through the region form of its pair's cast
+    kernel where there is one (``casting.region_plan``), else element by element by
+    route (``copy_region_converting``)."""
     axes = region_arguments(region.shape, region.strides, broadcast_strides(value.shape, region.shape),
                             _narrow(storage, value))
     if value_dtype == dtype:
-        kernel, words, extra = kernels.strided.copy_region, destination_words, _NO_EXTRA
-    else:
-        kernel = kernels.strided.copy_region_converting
-        words = functools.partial(source_words, dtype=value_dtype, dst_dtype=dtype)
-        extra = {"conversion": element_conversion(value_dtype, dtype)}
-    return kernel, words, axes, extra
+        return kernels.strided.copy_region, destination_words(storage), destination_words, axes, _NO_EXTRA
+    kernel, src_view, dst_view, scalars = region_plan(value_dtype, dtype)
+    if kernel is not None:
+        return kernel, flat_view(storage, dst_view), functools.partial(flat_view, view=src_view), axes, scalars
+    return (kernels.strided.copy_region_converting, destination_words(storage),
+            functools.partial(source_words, dtype=value_dtype, dst_dtype=dtype), axes,
+            {"conversion": element_conversion(value_dtype, dtype)})
 
 
 _NO_EXTRA: dict = {}
