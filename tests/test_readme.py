@@ -83,7 +83,7 @@ MARKED = re.compile(r"<!-- table: (?P<args>[^\n]*?) -->\n(?P<table>.*?)<!-- end 
 
 def test_readme_shows_the_cpu_and_h100_tables():
     marked = [m.group("args").split()[0] for m in MARKED.finditer(README.read_text(encoding="utf-8"))]
-    assert marked[:3] == ["bench/results/cpu-calls-4KiB.json", "bench/results/cpu-prepared-slice-cast-1.json",
+    assert marked[:3] == ["bench/results/cpu-calls-4KiB.json", "bench/results/cpu-region-casts-slice-cast-1.json",
                           "bench/results/h100-quick.json"], marked
 
 
