@@ -55,7 +55,8 @@ case " ${*:-install} " in
 esac
 
 ROOFLINE_OPS="cast/float32->bfloat16 cast/float32->float16 cast/float32->float8_e4m3fn cast/bfloat16->float32
-  fill init/ones init/random_uniform init/random_normal random slice/strided accumulate"
+  fill init/ones init/random_uniform init/random_normal random slice/strided slice/strided_float64->bfloat16
+  slice/strided_float64->float32 accumulate"
 for name in "${@:-install verify roofline}"; do
   for p in $name; do
     case $p in
