@@ -125,9 +125,11 @@ def _region_cast(whole: Kernel) -> Kernel:
     """The region form of a whole-array cast kernel of ``kernels.cast``: the same element
     function, arrays and scalars, on the region loop. A strided write that converts goes
     through the one of its pair of dtypes (``varstore.casting.region_plan``): the
-    element math is inlined and the CPU row takes four elements at a time, where
-    ``copy_region_converting`` picks the conversion per element at run time (on the CPU
-    that made ``v[::2, 1::3] = b`` from float64 two to four times NumPy's time)."""
+    element math is inlined, and on the CPU a row from a contiguous source is converted
+    in stages (template option ``stage``: a vectorized loop into a buffer, then strided
+    stores), where ``copy_region_converting`` picks the conversion per element at run
+    time (on the CPU that made ``v[::2, 1::3] = b`` from float64 into bfloat16 0.6-1.0x
+    ml_dtypes' time)."""
     arrays = {a.name: a for a in whole.arrays}
     return kernel(f"copy_region_{whole.name}", "region", whole.element,
                   (Array("dst", "out", words=Kernel.allowed_words(arrays["dst"])),

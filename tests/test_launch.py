@@ -205,6 +205,34 @@ def test_region_writes_split_by_whole_rows(monkeypatch, workers, shape, key):
     assert (len(runs) > 1) == (work >= 2 * MIN_CPU_CHUNK)
 
 
+@pytest.mark.parametrize(("dtype", "value_dtype"), [("bfloat16", "float64"), ("float32", "bfloat16")])
+def test_region_casts_split_by_whole_rows(monkeypatch, dtype, value_dtype):
+    """A strided write that converts (a region cast: its CPU rows staged) splits over two
+    threads by whole rows like the copy, and gives the whole-array cast's bits."""
+    import varstore as vs
+    from varstore import backends
+    from varstore.casting import cast_on_host, region_plan
+    from varstore.dtypes import host_dtype, storage_dtype
+
+    monkeypatch.setenv("VARSTORE_NUM_THREADS", "2")
+    backend = backends.get("numpy")
+    monkeypatch.setattr(backend, "_workers", None)
+    monkeypatch.setattr(backend, "_pool", None)
+    monkeypatch.setattr(backend, "_loops", {})
+    kernel = region_plan(value_dtype, dtype)[0]
+    runs = []
+    record_cpu_runs(monkeypatch, kernel, runs)
+    key = (slice(None, None, 2), slice(1, None, 3))
+    v = vs.VariableStore(device="cpu").variable(np.zeros((400, 1500)), dtype=dtype)
+    value = cast_on_host(np.random.default_rng(3).normal(0, 100, (200, 500)), "float64", value_dtype)
+    v[key] = value.view(host_dtype(value_dtype))
+    want = np.zeros((400, 1500), storage_dtype(dtype))
+    want[key] = cast_on_host(value, value_dtype, dtype)
+    np.testing.assert_array_equal(v.numpy().view(want.dtype), want)
+    assert len(runs) == 2 and all(start % 500 == 0 and stop % 500 == 0 for start, stop in runs), runs
+    assert sorted(runs)[0][0] == 0 and sorted(runs)[-1][1] == 200 * 500
+
+
 @pytest.mark.parametrize("missing", ["dst", "dst_strides", "src"])
 def test_a_bound_region_launch_missing_an_argument_names_it(missing):
     """``bound_launch`` of a region kernel weighs the work from its strides and arrays

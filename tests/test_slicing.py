@@ -90,13 +90,17 @@ def _check_converting_kernels(target, src_dtype, dst_dtype):
                src_strides=(1,), shape=(n,), magic=(0,), shift=(0,), narrow=1,
                conversion=element_conversion(src_dtype, dst_dtype))
     np.testing.assert_array_equal(words[1::2], expected, err_msg=f"{src_dtype} -> {dst_dtype} (indexed)")
-    # ... and through the region form of the pair's cast kernel, where it has one.
+    # ... and through the region form of the pair's cast kernel, where it has one, the
+    # values repeated past a CPU stage (two rows of 300).
     kernel, src_view, dst_view, scalars = region_plan(src_dtype, dst_dtype)
     if kernel is not None:
-        words[:] = 0
-        run_kernel(target, kernel, n, dst=flat_view(dst, dst_view), src=flat_view(src, src_view),
-                   dst_offset=2 * n - 2, dst_strides=(-2,), src_offset=0, src_strides=(1,), shape=(n,), magic=(0,),
-                   shift=(0,), narrow=1, **scalars)
+        src, expected = np.resize(src, 600), np.resize(expected, 600)
+        dst = np.zeros(1200, storage_dtype(dst_dtype))
+        words = destination_words(dst)
+        magic, shift = unravel_magic((2, 300), 1)
+        run_kernel(target, kernel, 600, dst=flat_view(dst, dst_view), src=flat_view(src, src_view), dst_offset=1198,
+                   dst_strides=(-600, -2), src_offset=0, src_strides=(300, 1), shape=(2, 300), magic=magic,
+                   shift=shift, narrow=1, **scalars)
         np.testing.assert_array_equal(words[-2::-2], expected, err_msg=f"{src_dtype} -> {dst_dtype} ({kernel.name})")
         assert not words[1::2].any()
 
@@ -256,7 +260,8 @@ def test_region_casts_serve_every_pair_with_a_cast_kernel():
 @pytest.mark.parametrize("dtype, value_dtype", [("bfloat16", "float64"), ("float32", "float64"),
                                                 ("bfloat16", "float32"), ("float8_e4m3fn", "float32"),
                                                 ("float64", "bfloat16"), ("int16", "float32"),
-                                                ("float16", "float8_e5m2"), ("uint64", "float64")])
+                                                ("float16", "float8_e5m2"), ("uint64", "float64"),
+                                                ("float32", "bfloat16"), ("float64", "float32")])
 def test_converting_writes_of_long_rows_give_the_casts_bits(store, dtype, value_dtype):
     """Rows longer than the CPU loop's stage (several stages and a part one), with a
     strided destination, written forwards and backwards, the first time and once

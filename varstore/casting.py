@@ -1,5 +1,5 @@
 """Converting storage arrays between dtypes, on any backend: one table for whole-array
-casts and for the conversions the strided and indexed kernels do element by element.
+casts and for the conversions the strided and indexed kernels do as they copy.
 
 Every dtype falls in one conversion class (:func:`conversion_class`): bool, int (every
 integer but uint64), uint64, f32, f64, small (float16, bfloat16, float8: a format of
