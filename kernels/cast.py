@@ -10,7 +10,8 @@ to a double, which quiets signalling NaNs; bits keep every payload exact.
 Rounding is to nearest, ties to even. Results match ``ml_dtypes`` bit for bit for a
 float32 source (NaN, inf, overflow, subnormals), and NumPy's ``astype(float16)`` for
 float16. A float64 source is rounded once, directly (``ml_dtypes`` goes through float32
-and can round twice): :func:`f64_to_f32_round_to_odd` keeps the bits needed for that.
+and can round twice): :func:`f64_to_f32_bits_round_to_odd` keeps the bits needed for
+that; an integer source too, past 2**53 through :func:`int_to_f64_round_to_odd`.
 
 Integer arithmetic is wrapped in ``uint32(...)`` at every step and variable shifts use
 :mod:`.intrinsics`: numba otherwise widens them to 64 bits, which costs twice the instructions
@@ -112,6 +113,37 @@ def f64_to_f32_bits_round_to_odd(x):
 def encode_from_f64(x, fmt):
     """float64 value -> word of the small format ``fmt``, rounded once."""
     return encode_from_f32_bits(f64_to_f32_bits_round_to_odd(float64(x)), fmt)
+
+
+@element
+def int_to_f64_round_to_odd(x):
+    """An integer (any width, signed or not; bool as 0/1) -> float64, rounded to odd:
+    exact below 2**53 in magnitude; above, truncated toward zero with the last bit set
+    where bits were dropped. ``float64(x)`` rounds to nearest even there, and a second
+    rounding into a small format could then land on a tie that the integer is not on
+    (``2**62 + 2**54 + 1`` gave bfloat16's ``2**62``, not the next value up).
+
+    Branch-free, so the CPU loops vectorize: the magnitude's correctly rounded float64,
+    one ulp back toward zero where it rounded up (its bits less one), then the last bit
+    set where it was inexact. A magnitude that rounds to 2**64 is taken as the largest
+    float64 below it, whose last bit is set already."""
+    negative = x < 0
+    a = U64(U64(0) - U64(x)) if negative else U64(x)
+    f = float64(a)
+    f = 18446744073709549568.0 if f >= 18446744073709551616.0 else f  # (2**64 - 2**11, 2**64)
+    back = U64(f)  # exact: an integer below 2**64
+    b = U64(np.float64(f).view(np.uint64))
+    b = U64(b - U64(1)) if back > a else b
+    b = U64(b | U64(1)) if back != a else b
+    r = np.uint64(b).view(np.float64)
+    return -r if negative else r
+
+
+@element
+def encode_from_int(x, fmt):
+    """Integer or bool value -> word of the small format ``fmt``, rounded once (round to
+    odd into float64, then into float32, then to nearest even into the format)."""
+    return encode_from_f32_bits(f64_to_f32_bits_round_to_odd(int_to_f64_round_to_odd(x)), fmt)
 
 
 @element
@@ -250,7 +282,7 @@ def f64_to_f32_bits(x):
 # destinations leave as the unsigned word of the storage's width.
 SAME = 0  # the source is the destination's word already
 F32_TO_SMALL = 1
-NUM_TO_SMALL = 2  # float64, ints, bool: rounded once
+NUM_TO_SMALL = 2  # float64: rounded once
 SMALL_TO_SMALL = 3
 SMALL_TO_F32 = 4
 SMALL_TO_F64 = 5
@@ -268,6 +300,7 @@ F64_TO_UINT64 = 16
 NUM_TO_INT = 17  # ints, bool: two's complement wraparound, as NumPy
 NUM_TO_BOOL = 18  # float64, ints: x != 0 (NaN is True)
 F64_TO_F32 = 19
+INT_TO_SMALL = 20  # ints, bool: rounded once
 
 
 @element
@@ -283,6 +316,7 @@ def convert_word(x, route, src_fmt, dst_fmt, lo, hi, mask):
 # The conversion switch calls its element functions, and is called (see _targets.called).
 _c_encode_from_f32_bits = called(encode_from_f32_bits)
 _c_encode_from_f64 = called(encode_from_f64)
+_c_encode_from_int = called(encode_from_int)
 _c_decode_to_f32_bits = called(decode_to_f32_bits)
 _c_decode_to_f64 = called(decode_to_f64)
 _c_f32_bits_to_f64 = called(f32_bits_to_f64)
@@ -299,6 +333,8 @@ def _convert(x, route, src_fmt, dst_fmt, lo, hi):
         return U64(_c_encode_from_f32_bits(x, dst_fmt))
     if route == NUM_TO_SMALL:
         return U64(_c_encode_from_f64(float64(x), dst_fmt))
+    if route == INT_TO_SMALL:
+        return U64(_c_encode_from_int(x, dst_fmt))
     if route == SMALL_TO_SMALL:
         return U64(_c_encode_from_f32_bits(_c_decode_to_f32_bits(x, src_fmt), dst_fmt))
     if route == SMALL_TO_F32:
@@ -345,7 +381,7 @@ def transcode_word(w, src_fmt, dst_fmt):
 # which one serves which pair of dtypes).
 
 _SMALL = ("uint16", "uint8")  # small-float words
-_NUMBERS = ("float64", "int64", "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8")
+_EXACT_IN_F64 = ("float64", "int32", "int16", "int8", "uint32", "uint16", "uint8")  # (ints of at most 32 bits)
 _F32_BITS, _F32_BITS_OUT = Array("src", words=("uint32",)), Array("dst", "out", words=("uint32",))
 _SMALL_IN, _SMALL_OUT = Array("src", words=_SMALL), Array("dst", "out", words=_SMALL)
 _F64_IN, _F64_OUT = Array("src", words=("float64",)), Array("dst", "out", words=("float64",))
@@ -354,9 +390,13 @@ _FLOAT_IN = Array("src", words=("float32", "float64"))
 encode_f32 = kernel("encode_f32", "elementwise", encode_from_f32_bits, (_F32_BITS, _SMALL_OUT),
                     (Scalar("fmt", "format"),),
                     doc="float32 (as uint32 bits) -> small-format words.")
-encode_f64 = kernel("encode_f64", "elementwise", encode_from_f64, (Array("src", words=_NUMBERS), _SMALL_OUT),
+encode_f64 = kernel("encode_f64", "elementwise", encode_from_f64, (Array("src", words=_EXACT_IN_F64), _SMALL_OUT),
                     (Scalar("fmt", "format"),),
-                    doc="float64, integer or bool -> small-format words, rounded once.")
+                    doc="float64, or an integer of at most 32 bits or bool (exact in float64) -> small-format "
+                        "words, rounded once.")
+encode_int64 = kernel("encode_int64", "elementwise", encode_from_int,
+                      (Array("src", words=("int64", "uint64")), _SMALL_OUT), (Scalar("fmt", "format"),),
+                      doc="int64 or uint64 -> small-format words, rounded once (past 2**53 too).")
 decode = kernel("decode", "elementwise", decode_to_f32_bits, (_SMALL_IN, _F32_BITS_OUT), (Scalar("fmt", "format"),),
                 doc="small-format words -> float32 (as uint32 bits).")
 decode_f64 = kernel("decode_f64", "elementwise", decode_to_f64, (_SMALL_IN, _F64_OUT), (Scalar("fmt", "format"),),
@@ -389,5 +429,5 @@ convert = kernel("convert", "elementwise", convert_word, (Array("src"), Array("d
                  (Scalar("conversion", "conversion"),),
                  doc="Any source -> the destination's words by a convert_word route (no temporary).")
 
-KERNELS = (encode_f32, encode_f64, decode, decode_f64, transcode, widen_f32, narrow_f64, float_to_int, float_to_uint64,
-           accumulate, accumulate_broadcast, convert)
+KERNELS = (encode_f32, encode_f64, encode_int64, decode, decode_f64, transcode, widen_f32, narrow_f64, float_to_int,
+           float_to_uint64, accumulate, accumulate_broadcast, convert)

@@ -139,8 +139,8 @@ def _region_cast(whole: Kernel) -> Kernel:
 
 
 #: Whole-array cast kernel name -> its region form (see :func:`_region_cast`).
-REGION_CASTS = {k.name: _region_cast(k) for k in (cast.encode_f32, cast.encode_f64, cast.decode, cast.decode_f64,
-                                                   cast.transcode, cast.widen_f32, cast.narrow_f64,
+REGION_CASTS = {k.name: _region_cast(k) for k in (cast.encode_f32, cast.encode_f64, cast.encode_int64, cast.decode,
+                                                   cast.decode_f64, cast.transcode, cast.widen_f32, cast.narrow_f64,
                                                    cast.float_to_int, cast.float_to_uint64)}
 
 KERNELS = (copy_region, copy_region_converting, scatter_indexed, gather_indexed, *REGION_CASTS.values())

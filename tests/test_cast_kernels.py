@@ -9,6 +9,8 @@ format (:func:`reference_encode`).
 
 from __future__ import annotations
 
+import bisect
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -156,18 +158,45 @@ def test_encode_f64_avoids_double_rounding(target):
     assert x[:1].astype(ml_dtypes.bfloat16).view(np.uint16)[0] == 0x3F80  # ml_dtypes' double rounding
 
 
+def reference_encode_integers(x, name: str) -> np.ndarray:
+    """Exact round-to-nearest-even of the integers ``x`` into ``name`` (words), in
+    Python's exact arithmetic: integers past 2**53 are not rounded to float64 first."""
+    from fractions import Fraction
+
+    fmt = K.FORMATS[name]
+    words, values = positive_table(name)
+    exact = [Fraction(float(v)) for v in values]
+    out = []
+    for v in (int(i) for i in x):
+        a = Fraction(abs(v))
+        hi = min(bisect.bisect_left(exact, a), len(exact) - 1)
+        lo = max(hi - 1, 0)
+        mid = (exact[lo] + exact[hi]) / 2
+        word = words[hi] if a == exact[hi] or a > mid or (a == mid and words[hi] % 2 == 0) else words[lo]
+        word = fmt[4] if word > fmt[3] or a > exact[-1] else word
+        out.append(int(word) | ((1 << int(fmt[0] + fmt[1])) if v < 0 else 0))
+    return np.array(out, np.int64).astype(WORD[name])
+
+
 @pytest.mark.parametrize("name", FORMAT_NAMES)
 @pytest.mark.parametrize("src_dtype", [np.int8, np.int32, np.int64, np.uint64, np.bool_])
 def test_encode_integers_and_bool(target, name, src_dtype):
+    """Integers round once, also past 2**53: ``2**62 + 2**54 + 1`` lies just above a
+    bfloat16 midpoint, and float64 rounds it onto that midpoint."""
     info = np.iinfo(src_dtype) if src_dtype is not np.bool_ else None
     if info is None:
         x = np.array([True, False, True])
     else:
-        candidates = [0, 1, -1, 3, 17, 1000, 65504, 65520, info.min, info.max, info.max - 1, 2**53 + 1]
+        candidates = [0, 1, -1, 3, 17, 1000, 65504, 65520, info.min, info.max, info.max - 1, 2**53 + 1,
+                      2**62 + 2**54 + 1, -(2**62 + 2**54 + 1), 2**62 + 2**54, 2**63 + 2**55 + 1, 2**63 + 2**55,
+                      2**31 + 2**23 + 1, 2**40 + 2**29 + 3, -(2**60 + 2**49 + 1)]
         x = np.array([c for c in candidates if info.min <= c <= info.max], src_dtype)
     out = np.empty(x.size, WORD[name])
-    run_kernel(target, K.encode_f64, x.size, src=x, dst=out, fmt=K.FORMATS[name])
-    assert_words_equal(out, reference_encode(x.astype(np.float64), name), x.astype(np.float64), name)
+    kernel = K.encode_int64 if x.dtype.itemsize == 8 else K.encode_f64  # (as casting._plan chooses)
+    run_kernel(target, kernel, x.size, src=x, dst=out, fmt=K.FORMATS[name])
+    assert_words_equal(out, reference_encode_integers(x, name), x.astype(np.float64), name)
+    if src_dtype is np.int64 and name == "bfloat16":
+        assert out[list(x).index(2**62 + 2**54 + 1)] == 0x5E81  # (float64 first: 0x5E80)
 
 
 # -------------------------------------------------------------------- decoding

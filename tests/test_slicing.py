@@ -129,7 +129,7 @@ def test_route_pairs_cover_every_route():
     from varstore.casting import element_conversion
 
     routes = {element_conversion(a, b)[0] for a, b in ROUTE_PAIRS}
-    assert routes == set(range(20))
+    assert routes == set(range(21))
 
 
 @pytest.mark.kernels

@@ -31,7 +31,7 @@ _NUMBERS = ("bool", "int", "uint64")  # read as values by the kernels (NUM route
 # (kernel, how it reads the source, how it writes the destination): "words" are the
 # unsigned words of the array's width (float32 as its bits), "values" the array as it is.
 _ENCODE_F32 = ("encode_f32", "words", "words")
-_ENCODE_F64 = ("encode_f64", "values", "words")
+_ENCODE_F64 = ("encode_f64", "values", "words")  # (int64 and uint64 sources: encode_int64, see _plan)
 _CONVERT = ("convert", "words", "words")
 _NATIVE = ("native", None, None)
 
@@ -41,7 +41,8 @@ def _table() -> dict:
     for src in CLASSES:
         number = src in _NUMBERS
         table[src, "small"] = ((("transcode", "words", "words"), "SMALL_TO_SMALL") if src == "small" else
-                               (_ENCODE_F32, "F32_TO_SMALL") if src == "f32" else (_ENCODE_F64, "NUM_TO_SMALL"))
+                               (_ENCODE_F32, "F32_TO_SMALL") if src == "f32" else
+                               (_ENCODE_F64, "NUM_TO_SMALL" if src == "f64" else "INT_TO_SMALL"))
         table[src, "f32"] = ((("decode", "words", "words"), "SMALL_TO_F32") if src == "small" else
                              (("narrow_f64", "values", "words"), "F64_TO_F32") if src == "f64" else
                              (_NATIVE, "NUM_TO_F32"))
@@ -150,12 +151,14 @@ def _plan(src_dtype: str, dst_dtype: str) -> tuple:
     """``(kernel, or None for the array module's cast; source view; destination view;
     scalar arguments)`` of the whole-array cast from ``src_dtype`` to ``dst_dtype``."""
     (name, src_how, dst_how), _ = CONVERSIONS[conversion_class(src_dtype), conversion_class(dst_dtype)]
+    if name == "encode_f64" and src_dtype in ("int64", "uint64"):
+        name = "encode_int64"  # (float64 would round these past 2**53: rounded twice)
     if name == "native":
         return None, None, None, {}
     K = kernels.cast
 
     scalars = {}
-    if name in ("encode_f32", "encode_f64"):
+    if name in ("encode_f32", "encode_f64", "encode_int64"):
         scalars = {"fmt": _format_of(dst_dtype)}
     elif name in ("decode", "decode_f64"):
         scalars = {"fmt": _format_of(src_dtype)}
