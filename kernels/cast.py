@@ -130,7 +130,7 @@ def int_to_f64_round_to_odd(x):
     negative = x < 0
     a = U64(U64(0) - U64(x)) if negative else U64(x)
     f = float64(a)
-    f = 18446744073709549568.0 if f >= 18446744073709551616.0 else f  # (2**64 - 2**11, 2**64)
+    f = 18446744073709549568.0 if f >= 18446744073709551616.0 else f  # (to 2**64 - 2**11 from 2**64)
     back = U64(f)  # exact: an integer below 2**64
     b = U64(np.float64(f).view(np.uint64))
     b = U64(b - U64(1)) if back > a else b
@@ -278,8 +278,9 @@ def f64_to_f32_bits(x):
 
 
 # Conversion routes of :func:`convert_word`. Sources arrive as float32 bits (F32), words
-# of a small format (SMALL), or plain values (float64 as F64; ints and bool as NUM);
-# destinations leave as the unsigned word of the storage's width.
+# of a small format (SMALL), or plain values (float64 as F64; ints and bool as NUM or
+# INT; NUM_TO_SMALL takes float64 only); destinations leave as the unsigned word of the
+# storage's width.
 SAME = 0  # the source is the destination's word already
 F32_TO_SMALL = 1
 NUM_TO_SMALL = 2  # float64: rounded once

@@ -280,6 +280,24 @@ def test_converting_writes_of_long_rows_give_the_casts_bits(store, dtype, value_
             np.testing.assert_array_equal(v.numpy().view(np.uint8), expected.view(np.uint8), err_msg=str(key))
 
 
+@pytest.mark.parametrize("value_dtype", [np.int64, np.uint64])
+def test_64_bit_integers_into_bfloat16_round_once_on_every_write_path(store, value_dtype):
+    """Past 2**53 float64 would round first: ``2**62 + 2**54 + 1`` lies just above a
+    bfloat16 midpoint (0x5e81), float64 rounds it onto it (then 0x5e80). The strided
+    write (region cast), the indexed write (``convert_word``) and ``assign`` agree."""
+    values = np.array([2**62 + 2**54 + 1, 2**62 + 2**54, 2**55 + 2**47 + 1, 3], value_dtype)
+    want = [0x5E81, 0x5E80, 0x5B01, 0x4040]  # (float64 first: 0x5E80, 0x5E80, 0x5B00, 0x4040)
+    v = vs.Variable(np.zeros(8), dtype="bfloat16", store=store)
+    v[::2] = values
+    assert v.numpy().view(np.uint16)[::2].tolist() == want
+    w = vs.Variable(np.zeros(8), dtype="bfloat16", store=store)
+    w[[7, 5, 3, 1]] = values
+    assert w.numpy().view(np.uint16)[[7, 5, 3, 1]].tolist() == want
+    u = vs.Variable(np.zeros(4), dtype="bfloat16", store=store)
+    u.assign(values)
+    assert u.numpy().view(np.uint16).tolist() == want
+
+
 def test_converting_write_makes_no_region_sized_temporary():
     import tracemalloc
 
