@@ -102,6 +102,15 @@ def _one_rank():
     return LocalGroup(1).groups[0]
 
 
+def test_a_single_replicas_cross_replica_assign_converts_once():
+    """With one replica the share is the whole value, converted by the assign alone:
+    ``2**62 + 2**54 + 1`` into bfloat16 is 0x5e81 (through float64: 0x5e80)."""
+    store = _store(_one_rank())
+    v = store.variable(np.zeros(2), dtype="bfloat16", name="m", synchronization="on_read", aggregation="sum")
+    v.assign(np.array([2**62 + 2**54 + 1, 3], np.int64))
+    assert v.numpy().view(np.uint16).tolist() == [0x5E81, 0x4040]
+
+
 # ------------------------------------------------------------------------ plans
 def test_bucket_cut_points_follow_bucket_mb_creation_order_and_staging_bytes():
     store = _store(_one_rank(), bucket_mb=10_000 / 2**20)  # 10,000 bytes
