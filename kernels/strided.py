@@ -120,7 +120,6 @@ gather_indexed = kernel("gather_indexed", "gather", same_word,
                         doc="dst[j] = src[index[j]].")
 
 
-
 def _region_cast(whole: Kernel) -> Kernel:
     """The region form of a whole-array cast kernel of ``kernels.cast``: the same element
     function, arrays and scalars, on the region loop. A strided write that converts goes

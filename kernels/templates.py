@@ -162,8 +162,9 @@ def _region_cpu_row(src: Source, last: int) -> list[str]:
     prefetches the same place in the next row every eight elements (the last row of a
     thread's range: its own lines, as the next row is another thread's). A head loop
     capped at the lines a row spans (a run-time trip count) made the loop 10-20% slower
-    in cache. The loop used to prefetch every four elements (rows over 64 KiB: 64 elements ahead),
-    which cost 25-30% in cache and left it slower than NumPy out of cache at (512, 512).
+    in cache. The loop used to prefetch every four elements (rows over 64 KiB: 64
+    elements ahead), which cost 25-30% in cache and left it slower than NumPy out of
+    cache at (512, 512).
     NumPy's time over the loop's (``bench/scripts/cpu_region_loop.py``, two runs, before
     the head lines stopped for rows that run backwards), out of cache / in cache
     ((4096, 4096) is 64 MiB: never in cache):

@@ -205,9 +205,8 @@ class ReplicatedStore(VariableStore):
     def _replica_share(self, variable, value):
         """This rank's part of a cross-replica assign of an on_read sum variable."""
         n = self._group.size
-        if n == 1:
-            return value  # (the whole value, converted once by the assign: through float64 an int64 past
-            # 2**53 would be rounded twice into a small float)
+        if n == 1:  # the whole value, converted once by the assign (through float64, an int64 past 2**53
+            return value  # would be rounded twice into a small float)
         storage, (_, dtype, backend, _) = live_storage(variable), variable.stored
         array = np.asarray(backend.host_view(value) if backend.owns(value) else value)
         if dtype in INT_DTYPES:
