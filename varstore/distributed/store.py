@@ -205,15 +205,13 @@ class ReplicatedStore(VariableStore):
     def _replica_share(self, variable, value):
         """This rank's part of a cross-replica assign of an on_read sum variable."""
         n = self._group.size
-        if n == 1:  # the whole value, converted once by the assign (through float64, an int64 past 2**53
-            return value  # would be rounded twice into a small float)
         storage, (_, dtype, backend, _) = live_storage(variable), variable.stored
         array = np.asarray(backend.host_view(value) if backend.owns(value) else value)
         if dtype in INT_DTYPES:
             whole = array.astype(storage.dtype)
             share = whole // n
             return share + (whole - share * n) if self._group.rank == 0 else share
-        return array.astype(np.float64) / n
+        return array.astype(np.float64) / n if n > 1 else array  # (one replica: converted once, by the assign)
 
     def _queue(self, variable, mode, operand, negate):
         with self._lock:
