@@ -33,19 +33,22 @@ def _values(shape, dtype, count, seed=0):
     return [(rng.standard_normal(shape) * 100).astype(dtype) for _ in range(count)]
 
 
-@pytest.mark.parametrize(("shape", "value_dtype", "dtype"), [
-    ((40, 30), np.float32, "float32"),
-    ((40, 30), np.float64, "float32"),  # converted in the kernel
-    ((40, 30), np.float32, "bfloat16"),
-    ((600, 700), np.float32, "float32"),  # large enough to split over threads
+@pytest.mark.parametrize(("shape", "value_dtype", "dtype", "key"), [
+    ((40, 30), np.float32, "float32", KEY),
+    ((40, 30), np.float64, "float32", KEY),  # converted in the kernel
+    ((40, 30), np.float32, "bfloat16", KEY),
+    ((40, 30), np.float64, "float32", (3, slice(None, None, 2))),  # a 1-D value the kernel reads as it is
+    ((40, 30), np.int32, "int32", (slice(1, 5), -1)),  # 1-D, seen as unsigned words
+    ((600, 700), np.float32, "float32", KEY),  # large enough to split over threads
 ])
-def test_repeated_writes_take_the_prepared_path_and_match_numpy(store, general_writes, shape, value_dtype, dtype):
+def test_repeated_writes_take_the_prepared_path_and_match_numpy(store, general_writes, shape, value_dtype, dtype,
+                                                                 key):
     v = store.variable(np.zeros(shape, np.float32), dtype=dtype)
     xp = v.stored.backend.xp  # (values of the store's backend: a host array goes to a GPU as a copy)
     want = np.zeros(shape, np.float32).astype(vs.dtypes.host_dtype(dtype))
-    for value in _values(want[KEY].shape, value_dtype, 4):
-        v[KEY] = xp.asarray(value)
-        want[KEY] = value.astype(want.dtype)
+    for value in _values(want[key].shape, value_dtype, 4):
+        v[key] = xp.asarray(value)
+        want[key] = value.astype(want.dtype)
         np.testing.assert_array_equal(np.asarray(v.numpy(), np.float64), np.asarray(want, np.float64))
     assert len(general_writes) == 2  # the first two writes only (the second prepares)
 
@@ -64,6 +67,26 @@ def test_other_keys_shapes_and_dtypes_take_the_general_path(general_writes):
     want = np.zeros((6, 8), np.float32)
     want[1], want[2] = row[::-1], row
     np.testing.assert_array_equal(v.numpy(), want)
+
+
+def test_the_last_write_is_found_by_its_key_object_and_only_for_its_layout(general_writes):
+    """The last prepared write is kept with its key object: the same object with a value
+    of another dtype or shape, and an equal key of another object, find their own way."""
+    v = vs.VariableStore(device="cpu").variable(np.zeros((6, 8), np.float32))
+    want = np.zeros((6, 8), np.float32)
+    values = _values((3, 3), np.float32, 7)
+    equal_key = (slice(None, None, 2), slice(1, None, 3))
+    writes = [(KEY, values[0]), (KEY, values[1]),  # the second prepares
+              (KEY, values[2]),  # the last write, by identity
+              (equal_key, values[3]),  # an equal key: found by its signature
+              (KEY, values[4].astype(np.float64)),  # the same key object, another dtype: general
+              (KEY, values[5][:1]),  # the same key object, another shape (broadcast): general
+              (KEY, values[6])]  # prepared again
+    for key, value in writes:
+        v[key] = value
+        want[key] = value
+        np.testing.assert_array_equal(v.numpy(), want)
+    assert len(general_writes) == 4
 
 
 def test_a_prepared_write_refuses_what_the_general_path_refuses():

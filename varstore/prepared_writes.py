@@ -10,6 +10,10 @@ straight to the bound launch (a write made once costs what it did). Anything els
 the general path, which raises every error as before: an entry is made only from a write
 whose checks passed with the value as it was given (no conversion, copy or view made of
 it).
+
+The last prepared write a variable ran is also kept with the key object it ran for: a
+loop that writes with one key object (a constant) and arrays of one dtype and shape finds
+it by identity, without working out the key's signature and hashing the layout.
 """
 
 from __future__ import annotations
@@ -24,24 +28,29 @@ MAX_PREPARED_WRITES = 16
 class PreparedWrites:
     """The prepared ``v[key] = b`` writes of one variable (see the module docstring)."""
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "_last")
 
     def __init__(self):
         self._entries: dict = {}  # (key signature, b.dtype, b.shape) -> (storage, write), or None
+        self._last = None  # (key, b.dtype, b.shape, storage, write) of the last prepared write made or run
 
     def write(self, record, key, value) -> bool:
         """Write ``value`` into ``record.storage[key]`` if a prepared write fits it;
         False (nothing written) otherwise."""
-        entries = self._entries
-        if not entries:
-            return False
         try:
-            entry = entries.get((key_signature(key), value.dtype, value.shape))
+            dtype, shape = value.dtype, value.shape
+            last = self._last
+            # (a key of a signature is immutable: the same object, the same signature)
+            if last is not None and key is last[0] and dtype is last[1] and shape == last[2]:
+                storage, write = last[3], last[4]
+            else:
+                entry = self._entries.get((key_signature(key), dtype, shape)) if self._entries else None
+                if entry is None:  # (not seen, or seen once)
+                    return False
+                storage, write = entry
+                self._last = (key, dtype, shape, storage, write)
         except (AttributeError, TypeError):  # (not an array; an unhashable key item)
             return False
-        if entry is None:  # (not seen, or seen once)
-            return False
-        storage, write = entry
         backend = record.backend
         if (storage is not record.storage or type(value) is not backend.xp.ndarray  # (not a subclass: np.matrix)
                 or not value.flags.c_contiguous or backend.device_of(value) != record.device
@@ -70,4 +79,5 @@ class PreparedWrites:
         if entry is None or entry[0] is not record.storage:
             entry = entries[layout] = (record.storage, region_writer(record.backend, record.storage, record.dtype,
                                                                      region, value, value_dtype))
+        self._last = (key, value.dtype, value.shape, *entry)
         entry[1](value)  # (prepared before: a write that came here, e.g. inside a name scope, reuses it)

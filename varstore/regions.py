@@ -105,9 +105,13 @@ def region_writer(backend, storage, dtype: str, region: Region, value, value_dty
     if region.size == 0:
         return _nothing
     kernel, dst, words, axes, extra = _region_write(storage, dtype, region, value, value_dtype)
-    args = dict(dst=dst, src=words(value), dst_offset=region.offset, src_offset=0, **axes, **extra)
+    src = words(value)
+    args = dict(dst=dst, src=src, dst_offset=region.offset, src_offset=0, **axes, **extra)
     run = backend.bound_launch(kernel, region.size, args, "src")
-    return lambda v: run(words(v))
+    if value.ndim == 1 and value.dtype == src.dtype:
+        return run  # (the value is its own words)
+    word = src.dtype  # (``words`` is the value flat, seen as this: for one layout, ravel and view)
+    return lambda v: run(v.ravel().view(word))
 
 
 def _region_write(storage, dtype: str, region: Region, value, value_dtype: str):
