@@ -284,6 +284,19 @@ def test_calling_an_initializer_returns_an_array(store):
     assert to_host(I.Ones()((2,), "int8")).tolist() == [1, 1]
 
 
+def test_constant_fills_follow_the_value_and_the_dtype(store):
+    """A constant converts its value once per dtype and reuses the word; a value set
+    after a fill, and another dtype, are converted anew (bfloat16 rounds 1/3 to 0x3eab)."""
+    c = I.Constant(1 / 3)
+    for dtype, want in [("bfloat16", 0x3EAB), ("float32", 0x3EAAAAAB), ("bfloat16", 0x3EAB)]:
+        bits = to_host(c((3,), dtype)).view(f"uint{8 * (2 if dtype == 'bfloat16' else 4)}")
+        assert bits.tolist() == [want] * 3, dtype
+    c.value = -2.5
+    assert to_host(c((2,), "bfloat16")).astype(np.float32).tolist() == [-2.5, -2.5]
+    assert to_host(I.Ones()((2,), "float8_e4m3fn")).astype(np.float32).tolist() == [1.0, 1.0]
+    assert to_host(I.Ones()((2,), "int64")).tolist() == [1, 1]
+
+
 def test_ragged_tails_continue_the_stream(store):
     long = values(store, I.RandomNormal(seed=21), shape=(11,))
     for n in range(1, 11):

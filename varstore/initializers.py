@@ -85,10 +85,15 @@ class Constant(Initializer):
 
     def __init__(self, value=0.0):
         self.value = check_scalar(value)
+        self._words: dict = {}  # dtype -> (value, its storage word): converted once per dtype and value
 
     def fill(self, backend, storage, dtype):
-        word = cast_on_host(np.asarray(self.value), np.asarray(self.value).dtype.name, dtype)
-        backend.fill(storage, word[()])
+        value = self.value
+        hit = self._words.get(dtype)
+        if hit is None or hit[0] is not value:  # (a value set since is converted anew)
+            host = np.asarray(value)
+            hit = self._words[dtype] = (value, cast_on_host(host, host.dtype.name, dtype)[()])
+        backend.fill(storage, hit[1])
 
     def get_config(self):
         return {"value": self.value}
@@ -105,7 +110,10 @@ class Ones(Initializer):
     """Fills with 1."""
 
     def fill(self, backend, storage, dtype):
-        Constant(1).fill(backend, storage, dtype)
+        _ONE.fill(backend, storage, dtype)
+
+
+_ONE = Constant(1)  # (Ones' fill, its words converted once per dtype)
 
 
 def compute_fans(shape) -> tuple[int, int]:
