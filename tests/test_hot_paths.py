@@ -234,6 +234,22 @@ def test_cached_regions_tell_equal_keys_of_other_types_apart():
     assert cached_basic_region((4, 5), 1) != cached_basic_region((5, 4), 1)
 
 
+def test_the_last_key_object_is_kept_per_shape_and_never_for_an_error():
+    """The last cacheable key object is remembered with its shape: the same object for
+    another shape is parsed for that shape, and a key that raised is raised again."""
+    key = (3, slice(1, None))
+    for _ in range(2):
+        assert cached_basic_region((4, 5), key) == basic_region((4, 5), key)
+        assert cached_basic_region((5, 4), key) == basic_region((5, 4), key)
+        with pytest.raises(IndexError):
+            cached_basic_region((3, 5), key)
+    a = vs.VariableStore(device="cpu").variable(np.arange(20, dtype=np.float32).reshape(4, 5))
+    b = vs.VariableStore(device="cpu").variable(np.arange(20, dtype=np.float32).reshape(5, 4))
+    for _ in range(2):
+        np.testing.assert_array_equal(a[key], np.arange(20).reshape(4, 5)[key])
+        np.testing.assert_array_equal(b[key], np.arange(20).reshape(5, 4)[key])
+
+
 # ------------------------------------------------------------- prepared casts
 @pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 1, 4), (0,)])
 @pytest.mark.parametrize("dst", ["bfloat16", "float16", "float8_e4m3fn", "float64", "int8", "bool"])

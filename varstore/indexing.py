@@ -98,6 +98,10 @@ def basic_region(shape: tuple, key) -> Region | None:
 
 _REGIONS: dict = {}  # (shape, key signature) -> Region
 _REGIONS_MAX = 4096  # distinct keys kept; the cache is emptied when full
+#: (shape, key, region) of the last lookup of a cacheable key: the same key object again
+#: (a constant key in a loop; ``v[1, 2]``, a tuple of ints, is one constant) skips its
+#: signature and the table.
+_LAST_REGION: tuple = (None, None, None)
 
 
 def key_signature(key):
@@ -130,6 +134,10 @@ def cached_basic_region(shape: tuple, key) -> Region | None:
     """:func:`basic_region`, remembered for hashable keys (ints, slices, ``...``, ``None``
     and tuples of those) per shape: a key parsed once is a dict lookup afterwards. Errors
     are never cached (each call raises as :func:`basic_region` does)."""
+    global _LAST_REGION
+    last_shape, last_key, last_region = _LAST_REGION
+    if key is last_key and shape == last_shape:  # (a key with a signature is immutable)
+        return last_region
     signature = key_signature(key)
     if signature is None:
         return basic_region(shape, key)
@@ -140,6 +148,7 @@ def cached_basic_region(shape: tuple, key) -> Region | None:
         if len(_REGIONS) >= _REGIONS_MAX:
             _REGIONS.clear()
         _REGIONS[cache_key] = region
+    _LAST_REGION = (shape, key, region)
     return region
 
 
