@@ -193,6 +193,13 @@ def _broadcast_strides(value_shape: tuple, region_shape: tuple) -> tuple:
     )
 
 
+def host_key(backend, key):
+    """``key`` with any arrays of ``backend`` in it as host arrays (keys are parsed there)."""
+    if isinstance(key, tuple):
+        return tuple(backend.host_view(k) if backend.owns(k) else k for k in key)
+    return backend.host_view(key) if backend.owns(key) else key
+
+
 def flat_indices(shape: tuple, key) -> np.ndarray:
     """The flat (C-order) storage index of every element ``array[key]`` selects, in the
     selection's order and shape, for any key (integer arrays, boolean masks, mixes).

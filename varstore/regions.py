@@ -151,6 +151,28 @@ def read_region(backend, storage, region: Region):
     return out
 
 
+def region_reader(backend, storage, region: Region):
+    """``read()``: :func:`read_region` of ``storage[region]`` (a new array per call), with
+    the launch bound once (``Backend.bound_launch``): the region's axes and words are
+    worked out here, not per call."""
+    allocate = backend.allocator(region.shape, storage.dtype, backend.device_of(storage))
+    if region.size == 0:
+        return allocate
+    sample = allocate()
+    axes = region_arguments(region.shape, c_strides(region.shape), region.strides, _narrow(storage, sample))
+    dst = destination_words(sample)
+    args = dict(dst=dst, src=destination_words(storage), dst_offset=0, src_offset=region.offset, **axes)
+    run = backend.bound_launch(kernels.strided.copy_region, region.size, args, "dst")
+    word = dst.dtype
+
+    def read():
+        out = allocate()
+        run(out.ravel().view(word))  # (C-contiguous: a view of its words)
+        return out
+
+    return read
+
+
 def write_indexed(backend, storage, dtype: str, index, value, value_dtype: str) -> None:
     """``storage.flat[index] = value`` (``index`` from :func:`indexing.flat_indices`, on the
     host; ``value`` an array of ``backend`` in storage form, of any dtype (converted in

@@ -11,7 +11,8 @@ from .array_protocols import ArrayProtocols
 from .attributes import VariableAttributes
 from .casting import accumulate_into, cast, prepared_cast, readable
 from .dtypes import SMALL_FLOAT_DTYPES, WORD_DTYPES, host_dtype, is_float, standardize_dtype
-from .indexing import broadcast_strides, cached_basic_region, flat_indices
+from .indexing import broadcast_strides, cached_basic_region, flat_indices, host_key
+from .prepared_reads import PreparedReads
 from .prepared_writes import PreparedWrites
 from .regions import read_indexed, read_region, write_indexed, write_region
 from .stored import StorageRecord, Stored
@@ -62,6 +63,7 @@ class Variable(VariableAttributes, ArrayProtocols):
         "_synchronization",
         "_fast_dtype", "_scalar_fill", "_add_dtype", "_kernel_add",  # the shortcuts' (see _adopt)
         "_prepared",  # PreparedWrites, or None where writes go through another strategy
+        "_reads",  # PreparedReads
         "_casts",
         "_writes",
         "_overwrite_with_gradient",
@@ -123,6 +125,7 @@ class Variable(VariableAttributes, ArrayProtocols):
         self._add_dtype = storage.dtype if shortcuts and dtype in NATIVE_ADD else None
         self._kernel_add = shortcuts and dtype in SMALL_FLOAT_DTYPES  # (see values.add_own_words)
         self._prepared = PreparedWrites() if shortcuts else None
+        self._reads = PreparedReads()
         return self
 
     # ------------------------------------------------------------------ storage
@@ -224,19 +227,15 @@ class Variable(VariableAttributes, ArrayProtocols):
         integer-array and boolean keys (NumPy's rules) by our indexed one.
         """
         array, dtype = self._read()
-        backend = self._stored.backend
+        record = self._stored
+        backend = record.backend
         region = cached_basic_region(self._shape, key)
         if region is not None:
+            if array is record.storage:  # (not a scope's value: a read prepared for the storage)
+                return readable(backend, self._reads.read(record, region), dtype)
             return readable(backend, read_region(backend, array, region), dtype)
-        index = flat_indices(self._shape, self._host_key(key))  # NumPy's rules and IndexError
+        index = flat_indices(self._shape, host_key(backend, key))  # NumPy's rules and IndexError
         return readable(backend, read_indexed(backend, array, index), dtype)
-
-    def _host_key(self, key):
-        """``key`` with any device arrays in it copied to the host (keys are parsed there)."""
-        backend = self._stored.backend
-        if isinstance(key, tuple):
-            return tuple(backend.host_view(k) if backend.owns(k) else k for k in key)
-        return backend.host_view(key) if backend.owns(key) else key
 
     # ------------------------------------------------------------------- writing
     # Each write goes to the variable's write strategy (``_writes``: LOCAL_WRITES, or a
@@ -369,7 +368,7 @@ class Variable(VariableAttributes, ArrayProtocols):
         if region is not None:
             broadcast_strides(array.shape, region.shape)  # ValueError naming both shapes
         else:
-            index = flat_indices(self._shape, self._host_key(key))  # NumPy's rules and IndexError
+            index = flat_indices(self._shape, host_key(backend, key))  # NumPy's rules and IndexError
             broadcast_strides(array.shape, index.shape)  # ValueError naming both shapes
         operand, operand_dtype = as_region_source(backend, array, array_dtype, dtype, device)
         target, scope = self._write_target()
@@ -416,7 +415,8 @@ class Variable(VariableAttributes, ArrayProtocols):
         record = self._stored
         if record.storage is None:
             return None
-        self._stored, self._casts, self._prepared = record.released(), None, None  # (drop what holds the storage)
+        # (drop what holds the storage)
+        self._stored, self._casts, self._prepared, self._reads = record.released(), None, None, PreparedReads()
         return record.storage, record.backend
 
     def _live_storage(self):

@@ -1,0 +1,107 @@
+"""Prepared region reads (``varstore.prepared_reads``): from the second ``v[key]`` of a
+region of the storage on, the read runs a launch bound once; it gives what the general
+path gives, follows the storage's writes, and steps aside for a scope's value (tier b)."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+import varstore as vs
+from helpers import to_host
+from varstore import prepared_reads, regions, scopes
+
+KEY = (slice(None, None, 2), slice(1, None, 3))
+
+
+@pytest.fixture
+def general_reads(monkeypatch):
+    """The calls of the general path's ``read_region`` made from prepared_reads."""
+    calls = []
+    real = prepared_reads.read_region
+    monkeypatch.setattr(prepared_reads, "read_region", lambda *a: calls.append(a[2]) or real(*a))
+    return calls
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float8_e4m3fn", "int64", "bool"])
+@pytest.mark.parametrize("key", [KEY, (3,), (Ellipsis, -1), (slice(None, None, -1), None, 2), (1, 2), (slice(5, 2),)])
+def test_repeated_reads_match_numpy_and_follow_writes(store, dtype, key):
+    start = np.arange(8 * 7, dtype=np.float32).reshape(8, 7) - 20
+    v = store.variable(start, dtype=dtype)
+    want = v.numpy()
+    for step in range(4):
+        got = to_host(v[key])
+        np.testing.assert_array_equal(np.asarray(got, np.float64), np.asarray(want[key], np.float64))
+        assert got.shape == want[key].shape
+        v.assign(start + step + 1)  # (a prepared read reads the storage as it is now)
+        want = v.numpy()
+
+
+def test_the_second_read_prepares_and_later_ones_reuse_it(general_reads):
+    v = vs.VariableStore(device="cpu").variable(np.arange(64, dtype=np.float32).reshape(8, 8))
+    made = []
+    real = prepared_reads.region_reader
+    prepared_reads.region_reader = lambda *a: made.append(1) or real(*a)
+    try:
+        for _ in range(5):
+            np.testing.assert_array_equal(v[KEY], np.arange(64).reshape(8, 8)[KEY])
+        other = (slice(None, None, 2), slice(1, None, 3))  # an equal key of another object
+        np.testing.assert_array_equal(v[other], np.arange(64).reshape(8, 8)[KEY])
+    finally:
+        prepared_reads.region_reader = real
+    assert len(general_reads) == 1 and len(made) == 1  # (noted, then prepared once)
+
+
+def test_results_are_new_arrays():
+    v = vs.VariableStore(device="cpu").variable(np.ones((6, 8), np.float32))
+    first, second, third = v[KEY], v[KEY], v[KEY]
+    assert not np.shares_memory(second, third) and not np.shares_memory(third, np.asarray(v))
+    third[...] = 5  # (a caller's result is its own)
+    np.testing.assert_array_equal(v[KEY], 1)
+    assert first.flags.c_contiguous and third.flags.c_contiguous
+
+
+def test_a_scopes_value_takes_the_general_path():
+    v = vs.VariableStore(device="cpu").variable(np.zeros((6, 8), np.float32))
+    for _ in range(3):
+        v[KEY]  # prepared for the storage
+    with scopes.StatelessScope(state_mapping=[(v, np.full((6, 8), 4, np.float32))]):
+        np.testing.assert_array_equal(v[KEY], 4)
+    with scopes.AutocastScope("float16"):
+        got = v[KEY]
+        assert got.dtype == np.float16
+    np.testing.assert_array_equal(v[KEY], 0)
+
+
+def test_the_table_is_bounded_and_a_released_variable_keeps_no_storage():
+    v = vs.VariableStore(device="cpu").variable(np.arange(64 * 4, dtype=np.float32).reshape(64, 4))
+    for i in range(prepared_reads.MAX_PREPARED_READS * 2 + 3):
+        for _ in range(3):
+            np.testing.assert_array_equal(v[i], np.arange(4) + 4 * i)
+    assert len(v._reads._entries) <= prepared_reads.MAX_PREPARED_READS
+    storage = weakref.ref(v.stored.storage)
+    v.release()
+    gc.collect()
+    assert storage() is None
+    with pytest.raises(RuntimeError, match="released"):
+        v[KEY]
+
+
+@pytest.mark.parametrize("shape", [(1200, 1400)])  # (a region that splits over threads)
+def test_a_large_prepared_read(shape):
+    host = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    v = vs.VariableStore(device="cpu").variable(host)
+    for _ in range(3):
+        np.testing.assert_array_equal(v[KEY], host[KEY])
+
+
+def test_region_reader_of_an_empty_region():
+    storage = np.zeros((4, 4), np.float32)
+    from varstore import backends
+    from varstore.indexing import basic_region
+
+    read = regions.region_reader(backends.get("numpy"), storage, basic_region((4, 4), (slice(2, 2),)))
+    assert read().shape == (0, 4)
