@@ -97,6 +97,9 @@ class NumpyNative:
     def setitem(self, out, key, value):
         return "NumPy setitem", lambda: out.__setitem__(key, value)
 
+    def getitem_copy(self, array, key):
+        return "NumPy a[key].copy()", lambda: array[key].copy()
+
     def add(self, out, x):
         return "np.add(out=)", lambda: np.add(out, x, out=out)
 
@@ -225,6 +228,9 @@ class CupyNative:
 
     def setitem(self, out, key, value):
         return "CuPy setitem", lambda: out.__setitem__(key, value)
+
+    def getitem_copy(self, array, key):
+        return "CuPy a[key].copy()", lambda: array[key].copy()
 
     def add(self, out, x):
         return "cupy.add(out=)", lambda: self.cp.add(out, x, out=out)

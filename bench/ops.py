@@ -57,6 +57,7 @@ from .ops_writes import (
     build_fill,
     build_row_write,
     build_strided,
+    build_strided_read,
     make_build_accumulate,
     make_build_converting_strided,
 )
@@ -85,6 +86,7 @@ OPS += [
        make_build_converting_strided("float32")),
     Op("slice/strided_float64->bfloat16", "v[::2, 1::3] = b, b float64 on the device, converted into a bfloat16 "
        "variable", make_build_converting_strided("bfloat16")),
+    Op("slice/read", "v[::2, 1::3]: a new array of the region, float32", build_strided_read),
     Op("slice/row", "v[0, :] = 99 against copy, modify, assign back", build_row_write, metric="us"),
     Op("accumulate/bfloat16", "v.assign_add(x) on a bfloat16 variable, x a bfloat16 variable of its shape",
        make_build_accumulate("bfloat16", scalar=False)),

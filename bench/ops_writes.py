@@ -1,10 +1,11 @@
 """Writes into existing variables: the scalar fill, assigns from the host and from the
 device, the strided slice-assign (same dtype, and converting from float64) and the row
-write.
+write; and the strided read, the slice-assign's mirror.
 
 Byte accounting: a fill writes N·4; an assign moves 2·N·4; a strided assign moves the
 region's bytes twice (read and written; a converting one reads float64 and writes the
-variable's dtype); a row write counts the row; an accumulate reads and writes the
+variable's dtype); a strided read too (read, and written into the new result); a row
+write counts the row; an accumulate reads and writes the
 variable and reads a same-shape operand (3·N·2 for bfloat16; 2·N·2 with a scalar).
 """
 
@@ -159,6 +160,35 @@ def build_strided(ctx, nbytes):
 
     useful = 2 * source.size * ELEMENT
     return Case(fns, useful, check, ceiling="copy", keep=[store, outs])
+
+
+def build_strided_read(ctx, nbytes):
+    """``v[::2, 1::3]``: a new array holding the region, against the array library's
+    ``a[::2, 1::3].copy()`` (a view, then a C-ordered copy; PyTorch: ``.contiguous()``)."""
+    n = nbytes // ELEMENT
+    shape = square_shape(n)
+    k = rotation(ctx, nbytes)
+    host = host_normal(n, seed=13, scale=1.0).reshape(shape)
+    store = ctx.new_store()
+    variables = [store.variable(host, name=f"v{i}") for i in range(k)]
+    for v in variables:  # (the second read of a region prepares it: timed reads are later ones)
+        v[STRIDED], v[STRIDED]
+    fns = {"ours": cycle([lambda v=v: v[STRIDED] for v in variables])}
+    arrays = [ctx.native.from_host(host) for _ in range(k)]
+    entries = [ctx.native.getitem_copy(a, STRIDED) for a in arrays]
+    fns[entries[0][0]] = cycle([e[1] for e in entries])
+    if ctx.torch:
+        entries = [ctx.torch.getitem_copy(ctx.torch.tensor(host), STRIDED) for _ in range(k)]
+        fns[entries[0][0]] = cycle([e[1] for e in entries])
+
+    def check():
+        got = variables[0][STRIDED]
+        require(got.flags.c_contiguous and tuple(got.shape) == host[STRIDED].shape,
+                f"v[::2, 1::3]: a result of shape {tuple(got.shape)}, expected {host[STRIDED].shape} in C order")
+        require(bool(np.array_equal(ctx.native.to_host(got), host[STRIDED])), "v[::2, 1::3]: not the region's values")
+
+    region = host[STRIDED]
+    return Case(fns, 2 * region.size * ELEMENT, check, ceiling="copy", keep=[store, arrays])
 
 
 def make_build_converting_strided(dst: str):

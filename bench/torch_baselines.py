@@ -90,6 +90,9 @@ class TorchBaselines:
     def setitem(self, out, key, value):
         return "torch setitem", lambda: out.__setitem__(key, value)
 
+    def getitem_copy(self, tensor, key):
+        return "torch t[key].contiguous()", lambda: tensor[key].contiguous()
+
     def zeros(self, shape, holder: list):
         torch = self.torch
 
