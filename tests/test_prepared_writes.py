@@ -89,6 +89,31 @@ def test_the_last_write_is_found_by_its_key_object_and_only_for_its_layout(gener
     assert len(general_writes) == 4
 
 
+class _LazyArray:
+    """An array-like whose dtype is unknown until it is converted (``__array__``)."""
+
+    def __init__(self, array):
+        self._array = array
+        self.shape = array.shape
+
+    def __array__(self, dtype=None, copy=None):
+        return self._array
+
+    @property
+    def dtype(self):
+        raise ValueError("the dtype is not known before evaluation")
+
+
+@pytest.mark.parametrize("prepared_before", [False, True])
+def test_an_array_like_whose_dtype_raises_is_written_by_the_general_path(prepared_before):
+    v = vs.VariableStore(device="cpu").variable(np.zeros((6, 8), np.float32))
+    if prepared_before:
+        for _ in range(3):
+            v[1:3] = np.ones((2, 8), np.float32)
+    v[1:3] = _LazyArray(np.full((2, 8), 2, np.float32))
+    np.testing.assert_array_equal(v.numpy()[1:3], 2)
+
+
 def test_a_prepared_write_refuses_what_the_general_path_refuses():
     v = vs.VariableStore(device="cpu").variable(np.zeros((6, 8), np.float32))
     for _ in range(2):

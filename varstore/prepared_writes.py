@@ -37,6 +37,8 @@ class PreparedWrites:
     def write(self, record, key, value) -> bool:
         """Write ``value`` into ``record.storage[key]`` if a prepared write fits it;
         False (nothing written) otherwise."""
+        if not self._entries:
+            return False
         try:
             dtype, shape = value.dtype, value.shape
             last = self._last
@@ -44,12 +46,12 @@ class PreparedWrites:
             if last is not None and key is last[0] and dtype is last[1] and shape == last[2]:
                 storage, write = last[3], last[4]
             else:
-                entry = self._entries.get((key_signature(key), dtype, shape)) if self._entries else None
+                entry = self._entries.get((key_signature(key), dtype, shape))
                 if entry is None:  # (not seen, or seen once)
                     return False
                 storage, write = entry
                 self._last = (key, dtype, shape, storage, write)
-        except (AttributeError, TypeError):  # (not an array; an unhashable key item)
+        except Exception:  # (not an array, or one whose dtype cannot be read yet; an unhashable key item)
             return False
         backend = record.backend
         if (storage is not record.storage or type(value) is not backend.xp.ndarray  # (not a subclass: np.matrix)
