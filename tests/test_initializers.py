@@ -297,6 +297,23 @@ def test_constant_fills_follow_the_value_and_the_dtype(store):
     assert to_host(I.Ones()((2,), "int64")).tolist() == [1, 1]
 
 
+def test_constant_words_survive_subclasses_copies_and_array_values(store):
+    class Three(I.Constant):
+        def __init__(self):  # (no super().__init__: as a user's subclass may do)
+            self.value = 3.0
+
+    assert to_host(Three()((2,), "float32")).tolist() == [3.0, 3.0]
+    a, b = I.get("constant"), I.get("constant")  # (copies of one prototype)
+    a((1,), "float32")
+    b.value = 5.0
+    assert to_host(a((1,), "float32")).tolist() == [0.0] and to_host(b((1,), "float32")).tolist() == [5.0]
+    c = I.Constant(1.0)
+    c.value = np.array(2.0)  # an array value, changed in place between fills
+    assert to_host(c((1,), "float32")).tolist() == [2.0]
+    c.value[()] = 9.0
+    assert to_host(c((1,), "float32")).tolist() == [9.0]
+
+
 def test_ragged_tails_continue_the_stream(store):
     long = values(store, I.RandomNormal(seed=21), shape=(11,))
     for n in range(1, 11):

@@ -90,6 +90,40 @@ def test_the_table_is_bounded_and_a_released_variable_keeps_no_storage():
         v[KEY]
 
 
+def test_a_full_table_drops_the_regions_read_once_first(monkeypatch):
+    made = []
+    real = prepared_reads.region_reader
+    monkeypatch.setattr(prepared_reads, "region_reader", lambda *a: made.append(a[2]) or real(*a))
+    host = np.arange(64 * 4, dtype=np.float32).reshape(64, 4)
+    v = vs.VariableStore(device="cpu").variable(host)
+    for _ in range(2):
+        for row in (0, 1):
+            v[row]  # rows 0 and 1 prepared
+    assert len(made) == 2
+    for _ in range(2):  # more rows read once each than the table holds, twice round
+        for row in range(2, 2 + prepared_reads.MAX_PREPARED_READS * 2):
+            np.testing.assert_array_equal(v[row], host[row])
+    assert len(made) == 2  # (read once between two clears: never prepared)
+    for row in (0, 1, 0, 1):
+        np.testing.assert_array_equal(v[row], host[row])
+    assert len(made) == 2  # (still prepared: not noted and prepared again)
+
+
+def test_a_table_full_of_prepared_reads_drops_its_oldest_one(monkeypatch):
+    made = []
+    real = prepared_reads.region_reader
+    monkeypatch.setattr(prepared_reads, "region_reader", lambda *a: made.append(a[2]) or real(*a))
+    host = np.arange(64 * 4, dtype=np.float32).reshape(64, 4)
+    v = vs.VariableStore(device="cpu").variable(host)
+    full = prepared_reads.MAX_PREPARED_READS
+    for row in [r for r in range(full) for _ in range(2)] + [full, full]:
+        np.testing.assert_array_equal(v[row], host[row])
+    assert len(made) == full + 1  # (each row prepared once; row 0 dropped for the last)
+    for row in range(1, full + 1):
+        np.testing.assert_array_equal(v[row], host[row])
+    assert len(made) == full + 1
+
+
 @pytest.mark.parametrize("shape", [(1200, 1400)])  # (a region that splits over threads)
 def test_a_large_prepared_read(shape):
     host = np.random.default_rng(3).standard_normal(shape).astype(np.float32)

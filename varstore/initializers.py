@@ -85,15 +85,25 @@ class Constant(Initializer):
 
     def __init__(self, value=0.0):
         self.value = check_scalar(value)
-        self._words: dict = {}  # dtype -> (value, its storage word): converted once per dtype and value
 
     def fill(self, backend, storage, dtype):
+        backend.fill(storage, self._word(dtype))
+
+    def _word(self, dtype: str):
+        """``value``'s storage word in ``dtype``, converted on the host once per dtype and
+        value object (kept in ``_words``, made on first use: a subclass need not call
+        ``__init__``); a value set since is converted anew, and an array value (which can
+        change in place) at every fill."""
         value = self.value
-        hit = self._words.get(dtype)
-        if hit is None or hit[0] is not value:  # (a value set since is converted anew)
-            host = np.asarray(value)
-            hit = self._words[dtype] = (value, cast_on_host(host, host.dtype.name, dtype)[()])
-        backend.fill(storage, hit[1])
+        words = self.__dict__.setdefault("_words", {})  # dtype -> (value, word)
+        hit = words.get(dtype)
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        host = np.asarray(value)
+        word = cast_on_host(host, host.dtype.name, dtype)[()]
+        if not isinstance(value, np.ndarray):
+            words[dtype] = (value, word)
+        return word
 
     def get_config(self):
         return {"value": self.value}

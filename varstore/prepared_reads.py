@@ -4,17 +4,20 @@
 kernel (``regions.read_region``), which works out the region's axes and binds the launch
 on every call. A variable notes the first read of a region of its storage and prepares
 the second (``regions.region_reader``: the axes, words and launch bound once); from then
-on a read of that region allocates the result and runs the bound launch. The last
-prepared read is also kept with its region object, which ``cached_basic_region`` gives
-again for the same key: a loop that reads one key finds it by identity. Reads of
-anything but the storage (a scope's value) take the general path.
+on a read of that region allocates the result and runs the bound launch. Regions are
+the objects ``cached_basic_region`` gives (the same object for the same key and shape),
+told apart by identity; the last prepared read is also kept apart, so a loop that reads
+one key finds it at once. A full table drops the regions read only once, or else its
+oldest prepared one: a loop over more distinct regions than it holds reads the ones it
+cannot keep through the general path, and the prepared ones stay. Reads of anything but
+the storage (a scope's value) take the general path.
 """
 
 from __future__ import annotations
 
 from .regions import read_region, region_reader
 
-#: Prepared reads kept per variable; the table is emptied when full.
+#: Regions kept per variable (noted or prepared).
 MAX_PREPARED_READS = 16
 
 
@@ -24,7 +27,9 @@ class PreparedReads:
     __slots__ = ("_entries", "_last")
 
     def __init__(self):
-        self._entries: dict = {}  # Region -> (storage, read), or None (read once)
+        # id(region) -> (region, storage, read); storage and read None for a region read
+        # once. (An entry holds its region: no other object can take its id meanwhile.)
+        self._entries: dict = {}
         self._last = None  # (region, storage, read) of the last prepared read
 
     def read(self, record, region):
@@ -33,14 +38,21 @@ class PreparedReads:
         last = self._last
         if last is not None and region is last[0] and storage is last[1]:
             return last[2]()
-        entries = self._entries
-        entry = entries.get(region, False)
-        if entry is False:  # (not seen: noted)
-            if len(entries) >= MAX_PREPARED_READS:
-                entries.clear()
-            entries[region] = None
+        entry = self._entries.get(id(region))
+        if entry is None:
+            self._note(region)
             return read_region(record.backend, storage, region)
-        if entry is None or entry[0] is not storage:
-            entry = entries[region] = (storage, region_reader(record.backend, storage, region))
-        self._last = (region, storage, entry[1])
-        return entry[1]()
+        read = entry[2]
+        if read is None or entry[1] is not storage:
+            read = region_reader(record.backend, storage, region)
+            self._entries[id(region)] = (region, storage, read)
+        self._last = (region, storage, read)
+        return read()
+
+    def _note(self, region) -> None:
+        entries = self._entries
+        if len(entries) >= MAX_PREPARED_READS:
+            once = [key for key, entry in entries.items() if entry[2] is None]
+            for key in once or [next(iter(entries))]:  # (the regions read once, else the oldest)
+                del entries[key]
+        entries[id(region)] = (region, None, None)

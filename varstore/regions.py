@@ -141,8 +141,9 @@ def _nothing(value) -> None:
 
 
 def read_region(backend, storage, region: Region):
-    """A new C-contiguous array holding ``storage[region]``."""
-    out = backend.empty(region.shape, storage.dtype, backend.device_of(storage))
+    """A new C-contiguous array holding ``storage[region]`` (allocated as ``backend``'s
+    repeated results are: see ``Backend.allocator``)."""
+    out = backend.allocator(region.shape, storage.dtype, backend.device_of(storage))()
     if region.size == 0:
         return out
     axes = region_arguments(region.shape, c_strides(region.shape), region.strides, _narrow(storage, out))
