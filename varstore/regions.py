@@ -144,11 +144,8 @@ def read_region(backend, storage, region: Region):
     """A new C-contiguous array holding ``storage[region]`` (allocated as ``backend``'s
     repeated results are: see ``Backend.allocator``)."""
     out = backend.allocator(region.shape, storage.dtype, backend.device_of(storage))()
-    if region.size == 0:
-        return out
-    axes = region_arguments(region.shape, c_strides(region.shape), region.strides, _narrow(storage, out))
-    backend.launch(kernels.strided.copy_region, region.size, dst=destination_words(out),
-                   src=destination_words(storage), dst_offset=0, src_offset=region.offset, **axes)
+    if region.size:
+        backend.launch(kernels.strided.copy_region, region.size, **_region_read(storage, region, out))
     return out
 
 
@@ -159,12 +156,9 @@ def region_reader(backend, storage, region: Region):
     allocate = backend.allocator(region.shape, storage.dtype, backend.device_of(storage))
     if region.size == 0:
         return allocate
-    sample = allocate()
-    axes = region_arguments(region.shape, c_strides(region.shape), region.strides, _narrow(storage, sample))
-    dst = destination_words(sample)
-    args = dict(dst=dst, src=destination_words(storage), dst_offset=0, src_offset=region.offset, **axes)
+    args = _region_read(storage, region, allocate())
     run = backend.bound_launch(kernels.strided.copy_region, region.size, args, "dst")
-    word = dst.dtype
+    word = args["dst"].dtype
 
     def read():
         out = allocate()
@@ -172,6 +166,14 @@ def region_reader(backend, storage, region: Region):
         return out
 
     return read
+
+
+def _region_read(storage, region: Region, out) -> dict:
+    """The copy kernel's arguments of ``out[...] = storage[region]`` (``out`` C-contiguous,
+    of the region's shape and the storage's dtype)."""
+    axes = region_arguments(region.shape, c_strides(region.shape), region.strides, _narrow(storage, out))
+    return dict(dst=destination_words(out), src=destination_words(storage), dst_offset=0, src_offset=region.offset,
+                **axes)
 
 
 def write_indexed(backend, storage, dtype: str, index, value, value_dtype: str) -> None:
