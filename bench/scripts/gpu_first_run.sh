@@ -9,7 +9,7 @@
 #   verify    the GPU tiers with the default (driver) launch: pytest -m "gpu or kernels"
 #   roofline  the memory-roofline ops at 16 MiB and 1 GiB against the copy ceiling, memset,
 #             PyTorch and CuPy: casts to and from 16/8-bit types, the scalar fill, the
-#             Philox fills, `v[::2, 1::3] = b`, the wide accumulate
+#             Philox fills, `v[::2, 1::3] = b` and its read `v[::2, 1::3]`, the wide accumulate
 #   calls     per-call host time at 4 KiB against CuPy (the driver launch)
 #   numba     the GPU tiers again with VARSTORE_CUDA_LAUNCH=numba, and its per-call time
 #   training  vs.foreach and Adam at 256 KiB, 16 MiB and 1 GiB against PyTorch
@@ -55,7 +55,7 @@ case " ${*:-install} " in
 esac
 
 ROOFLINE_OPS="cast/float32->bfloat16 cast/float32->float16 cast/float32->float8_e4m3fn cast/bfloat16->float32
-  fill init/ones init/random_uniform init/random_normal random slice/strided slice/strided_float64->bfloat16
+  fill init/ones init/random_uniform init/random_normal random slice/strided slice/read slice/strided_float64->bfloat16
   slice/strided_float64->float32 accumulate"
 for name in "${@:-install verify roofline}"; do
   for p in $name; do
