@@ -211,6 +211,22 @@ def test_bound_launches_pass_what_the_plain_launch_passes(fake, n):
     assert _typed(bound[3]) == _typed(cupy.launches[-1][3])
 
 
+def test_a_flat_bound_launch_takes_the_callers_array_by_its_address(fake):
+    """With ``flat``, a given array comes as its caller holds it (here a 2-D float16
+    array where the sample is uint16 words): the driver launch reads only its address
+    and device, so no view is made per call."""
+    cupy, backend = fake
+    sample = _cast_args(64)
+    run = backend.bound_launch(K.encode_f32, 64, sample, "dst", flat=True)
+    value = device_array(np.zeros((8, 8)), np.float16)
+    run(value)
+    bound = cupy.launches[-1]
+    backend.launch(K.encode_f32, 64, **{**sample, "dst": value.reshape(-1).view(np.uint16)})
+    assert _typed(bound[3]) == _typed(cupy.launches[-1][3]) and bound[3][3] == value.data.ptr
+    with pytest.raises(ValueError, match="bound on device 0; an array on device 1 was given"):
+        run(device_array(np.zeros((8, 8)), np.float16, device=1))
+
+
 def test_bound_launches_hold_their_fixed_arrays_and_check_the_given_ones(fake):
     cupy, backend = fake
     args = _cast_args(256)

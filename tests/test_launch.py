@@ -247,3 +247,25 @@ def test_a_bound_region_launch_missing_an_argument_names_it(missing):
     del args[missing]
     with pytest.raises(TypeError, match=rf"copy_region.*missing \['{missing}'\]"):
         backend.bound_launch(S.copy_region, 16, args, "src")
+
+
+@pytest.mark.parametrize("n", [4096, 4 * MIN_CPU_CHUNK])  # (the second is split over threads)
+def test_a_flat_bound_launch_takes_arrays_as_their_callers_hold_them(n):
+    """With ``flat``, given arrays come as their callers hold them (2-D, float32 and
+    bfloat16 where the samples are uint32 and uint16 words): the
+    run passes on their flat words, and writes what the plain launch writes."""
+    from ml_dtypes import bfloat16
+
+    from varstore import backends
+
+    backend = backends.get("numpy")
+    rng = np.random.default_rng(n)
+    src = rng.standard_normal((n // 64, 64)).astype(np.float32)
+    sample = {"src": np.zeros(n, np.uint32), "dst": np.zeros(n, np.uint16), "fmt": K.BFLOAT16}
+    run = backend.bound_launch(K.encode_f32, n, sample, ("src", "dst"), flat=True)
+    out = np.zeros((n // 64, 64), bfloat16)
+    run(src, out)
+    want = np.zeros(n, np.uint16)
+    backend.launch(K.encode_f32, n, src=src.reshape(-1).view(np.uint32), dst=want, fmt=K.BFLOAT16)
+    np.testing.assert_array_equal(out.reshape(-1).view(np.uint16), want)
+    assert want.any()

@@ -105,13 +105,10 @@ def region_writer(backend, storage, dtype: str, region: Region, value, value_dty
     if region.size == 0:
         return _nothing
     kernel, dst, words, axes, extra = _region_write(storage, dtype, region, value, value_dtype)
-    src = words(value)
+    src = words(value)  # (the value flat, seen as the kernel's words: ``flat`` below does the same)
     args = dict(dst=dst, src=src, dst_offset=region.offset, src_offset=0, **axes, **extra)
-    run = backend.bound_launch(kernel, region.size, args, "src")
-    if value.ndim == 1 and value.dtype == src.dtype:
-        return run  # (the value is its own words)
-    word = src.dtype  # (``words`` is the value flat, seen as this: for one layout, ravel and view)
-    return lambda v: run(v.ravel().view(word))
+    own_words = value.ndim == 1 and value.dtype == src.dtype
+    return backend.bound_launch(kernel, region.size, args, "src", flat=not own_words)
 
 
 def _region_write(storage, dtype: str, region: Region, value, value_dtype: str):
@@ -156,13 +153,12 @@ def region_reader(backend, storage, region: Region):
     allocate = backend.allocator(region.shape, storage.dtype, backend.device_of(storage))
     if region.size == 0:
         return allocate
-    args = _region_read(storage, region, allocate())
-    run = backend.bound_launch(kernels.strided.copy_region, region.size, args, "dst")
-    word = args["dst"].dtype
+    run = backend.bound_launch(kernels.strided.copy_region, region.size, _region_read(storage, region, allocate()),
+                               "dst", flat=True)
 
     def read():
         out = allocate()
-        run(out.ravel().view(word))  # (C-contiguous: a view of its words)
+        run(out)
         return out
 
     return read

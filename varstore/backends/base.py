@@ -102,15 +102,18 @@ class Backend(abc.ABC):
         """The function ``storage -> self.present(storage, dtype)``."""
         return functools.partial(self.present, dtype=dtype)
 
-    def bound_launch(self, kernel, n: int, args: dict, given):
+    def bound_launch(self, kernel, n: int, args: dict, given, flat: bool = False):
         """A function ``run(*values)`` that runs ``kernel`` over ``n`` elements with
         ``args``, except the arguments named in ``given`` (a name or a tuple of names),
         which each call gives, in that order.
 
         The arguments are checked once, here (``args`` holds samples of the given ones:
-        arrays of the same dtype and size, scalars of the same type). Backends that can
-        skip the per-call binding override this; the default launches as :meth:`launch`
-        does.
+        arrays of the same dtype and size, scalars of the same type). With ``flat``, a
+        given array may be any C-contiguous array of its sample's size and itemsize (a
+        value as its caller holds it): the run takes its flat words itself (a view of
+        the sample's dtype, or just its address where that is all a launch reads).
+        Backends that can skip the per-call binding override this; the default launches
+        as :meth:`launch` does.
         """
         names = given_names(kernel, given)
         kernel.bind(args, n)
@@ -119,7 +122,7 @@ class Backend(abc.ABC):
         def run(*values):
             self.launch(kernel, n, **fixed, **dict(zip(names, values, strict=True)))
 
-        return run
+        return taking_flat(run, args, names) if flat else run
 
     @abc.abstractmethod
     def present(self, storage, dtype: str):
@@ -222,6 +225,17 @@ def given_names(kernel, given) -> tuple:
         raise TypeError(f"bound_launch: {unknown} are not arguments of kernel {kernel.name!r} (it takes "
                         f"{list(kernel.argument_names)}).")
     return names
+
+
+def taking_flat(run, args: dict, names: tuple):
+    """``run`` (a bound launch given ``names``) taking each given array as any
+    C-contiguous array of its sample's size and itemsize: it passes on the array's flat
+    view of the sample's dtype (see ``Backend.bound_launch``'s ``flat``)."""
+    words = [getattr(args[name], "dtype", None) for name in names]  # (None: a scalar)
+    if words == [words[0]] and words[0] is not None:
+        word = words[0]
+        return lambda value: run(value.ravel().view(word))
+    return lambda *values: run(*[v if w is None else v.ravel().view(w) for v, w in zip(values, words, strict=True)])
 
 
 def is_device_array(obj) -> bool:

@@ -212,16 +212,17 @@ class CudaBackend(Backend):
         key, values = kernel.bind(args, n)
         self._launcher(kernel, values)(int(n), key, args)
 
-    def bound_launch(self, kernel, n, args, given):
+    def bound_launch(self, kernel, n, args, given, flat=False):
         # The driver launch binds once: the loaded function, the grid and the flat
-        # parameters but the given ones (see cuda_launch.Launcher.bound).
+        # parameters but the given ones (see cuda_launch.Launcher.bound). It reads a
+        # given array's address and device only: with ``flat``, the array as it is.
         names = given_names(kernel, given)
         if n:
             key, values = kernel.bind(args, n)
             run = self._launcher(kernel, values).bound(int(n), key, args, names)
             if run is not None:
                 return run
-        return super().bound_launch(kernel, n, args, given)
+        return super().bound_launch(kernel, n, args, given, flat)
 
     def _launcher(self, kernel, values):
         """The launcher of ``kernel`` on the one device that its arrays ``values`` are on."""

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..dtypes import WORD_DTYPES, host_dtype
 from ..kernels.launch import MIN_CPU_CHUNK, cpu_chunks, cpu_workers, usable_cores
-from .base import EXACT_OVERLAP_WORK, Backend, given_names, is_device_array
+from .base import EXACT_OVERLAP_WORK, Backend, given_names, is_device_array, taking_flat
 from .cpu_threads import SPIN_US_DEFAULT, CpuThreads, spin_microseconds
 from .host_cache import HostCache, host_cache_limit
 
@@ -130,16 +130,17 @@ class NumpyBackend(Backend):
             return operator.methodcaller("view", host_dtype(dtype))
         return _same
 
-    def bound_launch(self, kernel, n, args, given):
+    def bound_launch(self, kernel, n, args, given, flat=False):
         given = given_names(kernel, given)
         split = SPLIT.get(kernel.template)
         if not n or (split is not None and _work(split, n, args, missing=0) >= 2 * MIN_CPU_CHUNK):
-            return super().bound_launch(kernel, n, args, given)  # (no work, or split over threads)
+            return super().bound_launch(kernel, n, args, given, flat)  # (no work, or split over threads)
         key, values = kernel.bind(args, n)
         loop = self._loops.get((kernel, key))
         if loop is None:
             loop = self._loops[(kernel, key)] = kernel.loop_for("cpu", key, args)[0]
-        return _bound_call(loop, n, kernel.loop_names, values, given)
+        run = _bound_call(loop, n, kernel.loop_names, values, given)
+        return taking_flat(run, args, given) if flat else run
 
     def _cpu_workers(self) -> int:
         if self._workers is None:
