@@ -17,13 +17,30 @@ from varstore import prepared_reads, regions, scopes
 KEY = (slice(None, None, 2), slice(1, None, 3))
 
 
+def _regions_passed_to(monkeypatch, name: str) -> list:
+    """The regions that prepared_reads passes to its ``name`` (``read_region``,
+    ``region_reader``), in order."""
+    calls = []
+    real = getattr(prepared_reads, name)
+    monkeypatch.setattr(prepared_reads, name, lambda *a: calls.append(a[2]) or real(*a))
+    return calls
+
+
 @pytest.fixture
 def general_reads(monkeypatch):
-    """The calls of the general path's ``read_region`` made from prepared_reads."""
-    calls = []
-    real = prepared_reads.read_region
-    monkeypatch.setattr(prepared_reads, "read_region", lambda *a: calls.append(a[2]) or real(*a))
-    return calls
+    """The reads that took the general path (``read_region``)."""
+    return _regions_passed_to(monkeypatch, "read_region")
+
+
+@pytest.fixture
+def readers_made(monkeypatch):
+    """The regions a read was prepared for (``region_reader``)."""
+    return _regions_passed_to(monkeypatch, "region_reader")
+
+
+def _rows(count: int = 64):
+    host = np.arange(count * 4, dtype=np.float32).reshape(count, 4)
+    return host, vs.VariableStore(device="cpu").variable(host)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float8_e4m3fn", "int64", "bool"])
@@ -40,19 +57,13 @@ def test_repeated_reads_match_numpy_and_follow_writes(store, dtype, key):
         want = v.numpy()
 
 
-def test_the_second_read_prepares_and_later_ones_reuse_it(general_reads):
+def test_the_second_read_prepares_and_later_ones_reuse_it(general_reads, readers_made):
     v = vs.VariableStore(device="cpu").variable(np.arange(64, dtype=np.float32).reshape(8, 8))
-    made = []
-    real = prepared_reads.region_reader
-    prepared_reads.region_reader = lambda *a: made.append(1) or real(*a)
-    try:
-        for _ in range(5):
-            np.testing.assert_array_equal(v[KEY], np.arange(64).reshape(8, 8)[KEY])
-        other = (slice(None, None, 2), slice(1, None, 3))  # an equal key of another object
-        np.testing.assert_array_equal(v[other], np.arange(64).reshape(8, 8)[KEY])
-    finally:
-        prepared_reads.region_reader = real
-    assert len(general_reads) == 1 and len(made) == 1  # (noted, then prepared once)
+    for _ in range(5):
+        np.testing.assert_array_equal(v[KEY], np.arange(64).reshape(8, 8)[KEY])
+    other = (slice(None, None, 2), slice(1, None, 3))  # an equal key of another object
+    np.testing.assert_array_equal(v[other], np.arange(64).reshape(8, 8)[KEY])
+    assert len(general_reads) == 1 and len(readers_made) == 1  # (noted, then prepared once)
 
 
 def test_results_are_new_arrays():
@@ -77,7 +88,7 @@ def test_a_scopes_value_takes_the_general_path():
 
 
 def test_the_table_is_bounded_and_a_released_variable_keeps_no_storage():
-    v = vs.VariableStore(device="cpu").variable(np.arange(64 * 4, dtype=np.float32).reshape(64, 4))
+    _, v = _rows()
     for i in range(prepared_reads.MAX_PREPARED_READS * 2 + 3):
         for _ in range(3):
             np.testing.assert_array_equal(v[i], np.arange(4) + 4 * i)
@@ -90,12 +101,9 @@ def test_the_table_is_bounded_and_a_released_variable_keeps_no_storage():
         v[KEY]
 
 
-def test_a_full_table_drops_the_regions_read_once_first(monkeypatch):
-    made = []
-    real = prepared_reads.region_reader
-    monkeypatch.setattr(prepared_reads, "region_reader", lambda *a: made.append(a[2]) or real(*a))
-    host = np.arange(64 * 4, dtype=np.float32).reshape(64, 4)
-    v = vs.VariableStore(device="cpu").variable(host)
+def test_a_full_table_drops_the_regions_read_once_first(readers_made):
+    made = readers_made
+    host, v = _rows()
     for _ in range(2):
         for row in (0, 1):
             v[row]  # rows 0 and 1 prepared
@@ -109,12 +117,9 @@ def test_a_full_table_drops_the_regions_read_once_first(monkeypatch):
     assert len(made) == 2  # (still prepared: not noted and prepared again)
 
 
-def test_a_table_full_of_prepared_reads_drops_its_oldest_one(monkeypatch):
-    made = []
-    real = prepared_reads.region_reader
-    monkeypatch.setattr(prepared_reads, "region_reader", lambda *a: made.append(a[2]) or real(*a))
-    host = np.arange(64 * 4, dtype=np.float32).reshape(64, 4)
-    v = vs.VariableStore(device="cpu").variable(host)
+def test_a_table_full_of_prepared_reads_drops_its_oldest_one(readers_made):
+    made = readers_made
+    host, v = _rows()
     full = prepared_reads.MAX_PREPARED_READS
     for row in [r for r in range(full) for _ in range(2)] + [full, full]:
         np.testing.assert_array_equal(v[row], host[row])
