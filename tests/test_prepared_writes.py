@@ -173,6 +173,50 @@ def test_the_table_is_bounded(monkeypatch):
     np.testing.assert_array_equal(v.numpy()[:35, 0], np.arange(35, dtype=np.float32))
 
 
+@pytest.fixture
+def writers_made(monkeypatch):
+    """The keys' regions a write was prepared for (``region_writer``)."""
+    made = []
+    real = prepared_writes.region_writer
+    monkeypatch.setattr(prepared_writes, "region_writer", lambda *a: made.append(a[3]) or real(*a))
+    return made
+
+
+def test_a_full_table_drops_the_layouts_written_once_first(writers_made):
+    v = vs.VariableStore(device="cpu").variable(np.zeros((64, 4), np.float32))
+    row = np.ones(4, np.float32)
+    for _ in range(2):
+        for i in (0, 1):
+            v[i] = row * i  # rows 0 and 1 prepared
+    assert len(writers_made) == 2
+    for _ in range(2):  # more rows written once each than the table holds, twice round
+        for i in range(2, 2 + prepared_writes.MAX_PREPARED_WRITES * 2):
+            v[i] = row * i
+    assert len(writers_made) == 2  # (written once between two drops: never prepared)
+    for i in (0, 1, 0, 1):
+        v[i] = row * (i + 100)
+    assert len(writers_made) == 2  # (still prepared: not noted and prepared again)
+    want = np.arange(64, dtype=np.float32)
+    want[:2] += 100
+    want[2 + prepared_writes.MAX_PREPARED_WRITES * 2:] = 0
+    np.testing.assert_array_equal(v.numpy()[:, 0], want)
+
+
+def test_a_table_full_of_prepared_writes_drops_its_oldest_one(writers_made):
+    v = vs.VariableStore(device="cpu").variable(np.zeros((64, 4), np.float32))
+    row = np.ones(4, np.float32)
+    full = prepared_writes.MAX_PREPARED_WRITES
+    for i in [r for r in range(full) for _ in range(2)] + [full, full]:
+        v[i] = row * i
+    assert len(writers_made) == full + 1  # (each row prepared once; row 0 dropped for the last)
+    for i in [r for r in range(1, full + 1) for _ in range(2)]:
+        v[i] = row * -i
+    assert len(writers_made) == full + 1  # (rows 1 to 16 kept: none prepared again)
+    want = -np.arange(64, dtype=np.float32)
+    want[full + 1:] = 0
+    np.testing.assert_array_equal(v.numpy()[:, 0], want)
+
+
 def test_a_released_variable_keeps_no_storage_alive():
     """The prepared writes hold the storage; releasing the variable drops them, so the
     memory goes back to the store."""

@@ -13,7 +13,10 @@ it).
 
 The last prepared write a variable ran is also kept with the key object it ran for: a
 loop that writes with one key object (a constant) and arrays of one dtype and shape finds
-it by identity, without working out the key's signature and hashing the layout.
+it by identity, without working out the key's signature and hashing the layout. A full
+table drops the layouts written only once, or else its oldest prepared one: a loop over
+more layouts than it holds writes the ones it cannot keep through the general path (no
+layout is prepared again and again), and the prepared ones stay.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 from .indexing import key_signature
 from .regions import region_writer, write_region
 
-#: Prepared writes kept per variable; the table is emptied when full.
+#: Layouts kept per variable (noted or prepared).
 MAX_PREPARED_WRITES = 16
 
 
@@ -73,7 +76,7 @@ class PreparedWrites:
         if signature is None or layout not in entries:
             if signature is not None:
                 if len(entries) >= MAX_PREPARED_WRITES:
-                    entries.clear()
+                    _make_room(entries)
                 entries[layout] = None  # (seen once)
             write_region(record.backend, record.storage, record.dtype, region, value, value_dtype)
             return
@@ -83,3 +86,10 @@ class PreparedWrites:
                                                                      region, value, value_dtype))
         self._last = (key, value.dtype, value.shape, *entry)
         entry[1](value)  # (prepared before: a write that came here, e.g. inside a name scope, reuses it)
+
+
+def _make_room(entries: dict) -> None:
+    """Drop the layouts written once, or else the oldest prepared one."""
+    once = [layout for layout, entry in entries.items() if entry is None]
+    for layout in once or [next(iter(entries))]:
+        del entries[layout]
