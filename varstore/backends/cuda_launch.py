@@ -100,9 +100,20 @@ class Launcher:
         hit = self.functions.get(key)
         if hit is None:
             loop, spec = self.kernel.loop_for(self.target, key, args)
-            function = self._load(loop)
+            # (a module loads into the current device's context: a bound launch may be
+            # made while another device is current)
+            runtime = self.backend.xp.cuda.runtime
+            previous = runtime.getDevice()
+            if previous != self.device_id:
+                runtime.setDevice(self.device_id)
+            try:
+                function = self._load(loop)
+                blocks_per_sm = self._resident_blocks(function)
+            finally:
+                if previous != self.device_id:
+                    runtime.setDevice(previous)
             hit = self.functions[key] = (function, spec, len(loop.params), vector_width(self.kernel, spec),
-                                         self._resident_blocks(function))
+                                         blocks_per_sm)
         return hit
 
     def _flat(self, spec, args: dict, count: int) -> list:
@@ -171,6 +182,9 @@ class BoundLaunch:
             else:
                 part: list = []
                 flat_scalar(kind, value, part)
+                if len(part) != stop - first:  # (else every later parameter would shift)
+                    raise ValueError(f"Kernel {self.kernel_name!r} takes {stop - first} parameter(s) for this "
+                                     f"argument; the value given gives {len(part)}: {value!r}.")
                 flat[first:stop] = part
         runtime, device_id = self.runtime, self.device_id
         previous = runtime.getDevice()
