@@ -48,6 +48,17 @@ class DeviceArray(np.ndarray):
     def device(self):
         return SimpleNamespace(id=getattr(self, "_device", 0))
 
+    def __array_finalize__(self, obj):  # (a view is on its base's device)
+        self._device = getattr(obj, "_device", 0)
+
+    #: The current device (the stand-in sets it): CuPy copies onto it.
+    current = staticmethod(lambda: 0)
+
+    def copy(self, order="C"):
+        out = np.ndarray.copy(self, order)
+        out._device = DeviceArray.current()
+        return out
+
 
 def device_array(values, dtype, device: int = 0) -> DeviceArray:
     array = np.array(values, dtype).view(DeviceArray)
@@ -62,6 +73,7 @@ class FakeCuPy:
     def __init__(self, occupancy=5):
         self.launches: list = []  # (function, grid, block, parameters, current device)
         self.images: list = []  # what each Module.load was given
+        self.loaded_on: list = []  # the device current at each Module.load
         self.current = 0
         self.device_calls: list = []
         self.ndarray = DeviceArray
@@ -70,6 +82,7 @@ class FakeCuPy:
         class Module:
             def load(self, image):
                 fake.images.append(image)
+                fake.loaded_on.append(fake.current)
 
             def get_function(self, entry):
                 return _Function(fake, entry)
@@ -85,8 +98,7 @@ class FakeCuPy:
             memory=SimpleNamespace(OutOfMemoryError=MemoryError),
             runtime=SimpleNamespace(getDevice=lambda: fake.current, setDevice=self._set_device,
                                     getDeviceCount=lambda: 2),
-            Device=lambda index=0: SimpleNamespace(compute_capability="90",
-                                                   attributes={"MultiProcessorCount": SM_COUNT}),
+            Device=lambda index=0: _Device(fake, index),
             function=SimpleNamespace(Module=Module),
             driver=SimpleNamespace(occupancyMaxActiveBlocksPerMultiprocessor=blocks_per_sm),
         )
@@ -94,6 +106,22 @@ class FakeCuPy:
     def _set_device(self, index):
         self.device_calls.append(index)
         self.current = index
+
+
+class _Device:
+    """``cupy.cuda.Device(index)``: its attributes, and as a context, current meanwhile."""
+
+    compute_capability = "90"
+    attributes = {"MultiProcessorCount": SM_COUNT}
+
+    def __init__(self, fake, index):
+        self.fake, self.index = fake, index
+
+    def __enter__(self):
+        self.previous, self.fake.current = self.fake.current, self.index
+
+    def __exit__(self, *exc):
+        self.fake.current = self.previous
 
 
 class _Function:
@@ -110,6 +138,7 @@ def fake(monkeypatch):
     monkeypatch.delenv("VARSTORE_CUDA_LAUNCH", raising=False)
     cupy = FakeCuPy()
     monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setattr(DeviceArray, "current", staticmethod(lambda: cupy.current))
     from varstore.backends.cuda import CudaBackend
 
     return cupy, CudaBackend()
@@ -175,6 +204,32 @@ def test_launches_run_on_the_arrays_device_and_restore_the_callers(fake):
         backend.launch(K.encode_f32, 64, **args)
 
 
+def test_a_bound_launch_loads_its_module_on_its_own_device(fake):
+    """A module loads into the current device's context: a launch bound (its module
+    loaded) while another device is current loads it on the arrays' device, then
+    restores the caller's device."""
+    cupy, backend = fake
+    cupy.current = 1
+    run = backend.bound_launch(K.encode_f32, 64, _cast_args(64, device=0), "dst")
+    assert cupy.loaded_on == [0] and cupy.current == 1
+    run(device_array(np.zeros(64), np.uint16))
+    assert cupy.launches[-1][4] == 0 and cupy.current == 1
+    backend.launch(K.encode_f32, 64, **_cast_args(64, device=0))  # (the same specialization: loaded once)
+    assert cupy.loaded_on == [0]
+
+
+def test_copies_land_on_the_arrays_device(fake):
+    """The backend's copies (an overlapping source, a value made C-contiguous) stay on
+    the device of the array copied, whichever device is current (CuPy copies onto the
+    current one), so the launch that reads them finds one device's memory."""
+    cupy, backend = fake
+    cupy.current = 0
+    array = device_array(np.arange(12).reshape(3, 4), np.float32, device=1).T
+    copy = backend.copy(array)
+    assert copy.device.id == 1 and cupy.current == 0
+    assert copy.flags.c_contiguous and np.array_equal(np.asarray(copy), np.asarray(array))
+
+
 @pytest.mark.parametrize("n", [1000, 1 << 20])
 def test_bound_launches_pass_what_the_plain_launch_passes(fake, n):
     """Arrays given (a prepared cast's output, an accumulate's two operands) and scalars
@@ -236,6 +291,11 @@ def test_bound_launches_hold_their_fixed_arrays_and_check_the_given_ones(fake):
     assert source() is not None  # (its address is in every launch the bound call makes)
     with pytest.raises(ValueError, match="bound on device 0; an array on device 1 was given"):
         run(device_array(np.zeros(256), np.uint16, device=1))
+    run_fmt = backend.bound_launch(K.encode_f32, 256, _cast_args(256), ("dst", "fmt"))
+    launches = len(cupy.launches)
+    with pytest.raises(ValueError, match=r"takes 8 parameter\(s\) for this argument; the value given gives 7"):
+        run_fmt(device_array(np.zeros(256), np.uint16), K.BFLOAT16[:7])  # (would shift the parameters after it)
+    assert len(cupy.launches) == launches
     with pytest.raises(TypeError, match=r"\['nope'\] are not arguments of kernel 'encode_f32'"):
         backend.bound_launch(K.encode_f32, 256, _cast_args(256), ("dst", "nope"))
     del run

@@ -198,7 +198,7 @@ def _plan(variables: tuple, values, mode: int, what: str) -> _Plan:
             operand, operand_dtype, direct = _operand(variable, values[i], backend, device, method, stores)
             at = target_addresses[i] if operand is storage else address(operand)
             if operand is not storage and extents.overlap(at, operand.nbytes):
-                operand = operand.copy()  # read as it was before the call
+                operand = backend.copy(operand)  # read as it was before the call
                 at, direct = address(operand), False
             cacheable = cacheable and direct
         keep.append(operand)  # (the kernel reads it through its address: it must live as long as the plan)
@@ -240,7 +240,7 @@ def _operand(variable, value, backend, device, method: str, stores: dict) -> tup
             return value, dtype, True
     operand = write_operand(variable, value, method)  # checked, converted to the variable's dtype
     if not operand.flags.c_contiguous:
-        operand = backend.xp.ascontiguousarray(operand)
+        operand = backend.copy(operand)
     return operand, variable.stored.dtype, False
 
 
@@ -306,7 +306,7 @@ def _by_device(values) -> dict:
                 array = array.astype(array.dtype.newbyteorder("="))
             device = backend.device_of(array)
             dtype = float_name(array.dtype) or _real_name(array.dtype, i)
-            storage = array if array.flags.c_contiguous else backend.xp.ascontiguousarray(array)
+            storage = array if array.flags.c_contiguous else backend.copy(array)
         out.setdefault((backend, device), []).append((storage, dtype))
     return out
 

@@ -493,7 +493,7 @@ def _gradient(value, variable, backend, device, i: int) -> tuple:
             raise ArgumentTypeError(f"gradient {i} (for {variable.path!r}) holds {array.dtype} elements; expected "
                                     f"floats.")
         if not (array.flags.c_contiguous and array.flags.aligned):
-            array = backend.xp.ascontiguousarray(array) if array.flags.aligned else array.copy()
+            array = backend.copy(array)
     if tuple(value.shape) != variable.shape:
         raise ValueError(f"gradient {i} has shape {tuple(value.shape)}; expected {variable.shape}, the shape of "
                          f"{variable.path!r}.")

@@ -179,7 +179,7 @@ class VariableStore(collections.abc.Mapping):
         with self._lock:  # (release and creation take it too)
             for variable in self._variables.values():
                 storage, dtype, backend, _ = variable.stored
-                out[variable.path] = backend.present(storage.copy(), dtype)
+                out[variable.path] = backend.present(backend.copy(storage), dtype)
         return out
 
     def load_state(self, mapping) -> None:

@@ -44,8 +44,7 @@ def as_storage_array(value, backend, device):
     elif name not in _SUPPORTED:
         raise _unsupported(value, array)
     if not array.flags.c_contiguous:
-        xp = backend.xp if backend.owns(array) else np
-        array = xp.asarray(array, order="C")  # (ascontiguousarray would make 0-d 1-d)
+        array = backend.copy(array) if backend.owns(array) else np.asarray(array, order="C")
     return array, name
 
 

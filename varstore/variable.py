@@ -325,7 +325,7 @@ class Variable(VariableAttributes, ArrayProtocols):
         if array.ndim != 0 and array.shape != self._shape:
             raise ValueError(self._shape_error(array.shape, method))
         operand = as_operand(backend, array, array_dtype, dtype, device)
-        return operand.copy() if private and operand is array else operand
+        return backend.copy(operand) if private and operand is array else operand
 
     def _accumulate_here(self, operand, sign: int):
         target, scope = self._write_target()
@@ -401,7 +401,7 @@ class Variable(VariableAttributes, ArrayProtocols):
         """``source``, or a copy of it where it shares memory with ``target``: our kernels
         read the source while they write, so a source that is a view of the storage
         (``v[1:] = np.asarray(v)[:-1]``) is copied first, which gives NumPy's result."""
-        return source.copy() if self._stored.backend.shares_memory(target, source) else source
+        return self._stored.backend.copy(source) if self._stored.backend.shares_memory(target, source) else source
 
     # ------------------------------------------------------------------ lifetime
     def release(self) -> None:

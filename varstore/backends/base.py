@@ -153,6 +153,10 @@ class Backend(abc.ABC):
         """The byte address of ``array``'s first element (what multi-tensor kernels' tables
         hold)."""
 
+    def copy(self, array):
+        """A C-contiguous copy of ``array`` (of this backend), on the device that holds it."""
+        return array.copy()
+
     @abc.abstractmethod
     def copyto(self, dst, src) -> None:
         """``dst[...] = src`` for arrays of this backend of the same shape and dtype, with

@@ -304,10 +304,14 @@ class CudaBackend(Backend):
     def device_of(self, array) -> str:
         return f"cuda:{array.device.id}"
 
+    def copy(self, array):
+        with self._cupy.cuda.Device(array.device.id):  # (CuPy copies onto the current device)
+            return array.copy()
+
     def copyto(self, dst, src):
         # CuPy copies an overlapping input of its elementwise kernels, but a contiguous
         # pair goes to one cudaMemcpyAsync, which overlapping ranges would race.
-        self._cupy.copyto(dst, src.copy() if self.shares_memory(dst, src) else src)
+        self._cupy.copyto(dst, self.copy(src) if self.shares_memory(dst, src) else src)
 
     def shares_memory(self, array, other) -> bool:
         if not isinstance(other, self._cupy.ndarray):
