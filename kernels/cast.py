@@ -334,8 +334,6 @@ def _convert(x, route, src_fmt, dst_fmt, lo, hi):
         return U64(_c_encode_from_f32_bits(x, dst_fmt))
     if route == NUM_TO_SMALL:
         return U64(_c_encode_from_f64(float64(x), dst_fmt))
-    if route == INT_TO_SMALL:
-        return U64(_c_encode_from_int(x, dst_fmt))
     if route == SMALL_TO_SMALL:
         return U64(_c_encode_from_f32_bits(_c_decode_to_f32_bits(x, src_fmt), dst_fmt))
     if route == SMALL_TO_F32:
@@ -357,6 +355,9 @@ def _convert(x, route, src_fmt, dst_fmt, lo, hi):
         return U64(x)
     if route == NUM_TO_BOOL:
         return U64(1) if x != 0 else U64(0)
+    if route == INT_TO_SMALL:  # (after the routes of the pack and unpack loops: tested before
+        # SMALL_TO_F32, it made the CPU pack of bfloat16 tensors 1.3x slower)
+        return U64(_c_encode_from_int(x, dst_fmt))
     # The rest start from a float: a small word or float32 bits as float32, or float64.
     if route == SMALL_TO_INT or route == SMALL_TO_UINT64:
         f = float64(np.uint32(_c_decode_to_f32_bits(x, src_fmt)).view(np.float32))
