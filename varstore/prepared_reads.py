@@ -15,6 +15,8 @@ the storage (a scope's value) take the general path.
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from .regions import read_region, region_reader
 
 #: Regions kept per variable (noted or prepared).
@@ -24,13 +26,11 @@ MAX_PREPARED_READS = 16
 class PreparedReads:
     """The prepared ``v[key]`` reads of one variable's storage (see the module docstring)."""
 
-    __slots__ = ("_entries", "_last")
-
-    def __init__(self):
-        # id(region) -> (region, storage, read); storage and read None for a region read
-        # once. (An entry holds its region: no other object can take its id meanwhile.)
-        self._entries: dict = {}
-        self._last = None  # (region, storage, read) of the last prepared read
+    # id(region) -> (region, storage, read); storage and read None for a region read once.
+    # (An entry holds its region: no other object can take its id meanwhile.) A variable
+    # makes its table when it is created, so the table makes its dict at its first note.
+    _entries = MappingProxyType({})
+    _last = None  # (region, storage, read) of the last prepared read
 
     def read(self, record, region):
         """A new C-contiguous array holding ``record.storage[region]``."""
@@ -51,6 +51,8 @@ class PreparedReads:
 
     def _note(self, region) -> None:
         entries = self._entries
+        if type(entries) is not dict:
+            entries = self._entries = {}
         if len(entries) >= MAX_PREPARED_READS:
             once = [key for key, entry in entries.items() if entry[2] is None]
             for key in once or [next(iter(entries))]:  # (the regions read once, else the oldest)

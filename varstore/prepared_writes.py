@@ -21,6 +21,8 @@ layout is prepared again and again), and the prepared ones stay.
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from .indexing import key_signature
 from .regions import region_writer, write_region
 
@@ -31,11 +33,10 @@ MAX_PREPARED_WRITES = 16
 class PreparedWrites:
     """The prepared ``v[key] = b`` writes of one variable (see the module docstring)."""
 
-    __slots__ = ("_entries", "_last")
-
-    def __init__(self):
-        self._entries: dict = {}  # (key signature, b.dtype, b.shape) -> (storage, write), or None
-        self._last = None  # (key, b.dtype, b.shape, storage, write) of the last prepared write made or run
+    # (key signature, b.dtype, b.shape) -> (storage, write), or None for a layout written
+    # once; made at the first note (a variable makes its table when it is created).
+    _entries = MappingProxyType({})
+    _last = None  # (key, b.dtype, b.shape, storage, write) of the last prepared write made or run
 
     def write(self, record, key, value) -> bool:
         """Write ``value`` into ``record.storage[key]`` if a prepared write fits it;
@@ -75,6 +76,8 @@ class PreparedWrites:
         entries = self._entries
         if signature is None or layout not in entries:
             if signature is not None:
+                if type(entries) is not dict:
+                    entries = self._entries = {}
                 if len(entries) >= MAX_PREPARED_WRITES:
                     _make_room(entries)
                 entries[layout] = None  # (seen once)
