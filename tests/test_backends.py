@@ -220,3 +220,39 @@ def test_cuda_fills_match_cupys_fill_and_the_cpu(dtype):
             assert not cupy.asnumpy(a.value).view(np.uint8).any()
             a.release()
             b.release()
+
+
+@pytest.fixture
+def copies(monkeypatch):
+    """The arrays the numpy backend's ``copy`` was given (``Backend.copy``: copies that
+    stay on the array's device; the cuda backend's override is tested with a stand-in
+    CuPy in tests/test_driver_launch.py)."""
+    import numpy as np
+
+    given = []
+    numpy_backend = type(backends.get("numpy"))
+    monkeypatch.setattr(numpy_backend, "copy", lambda self, array: given.append(array.shape) or np.array(array, order="C"))
+    return given
+
+
+def test_the_copies_writes_and_updates_make_go_through_the_backend(copies):
+    import numpy as np
+
+    store = vs.VariableStore(device="cpu")
+    v = store.variable(np.arange(12, dtype=np.float32).reshape(3, 4), name="v")
+    want = v.numpy()
+    v[1:] = np.asarray(v.value)[:-1]  # a view of the storage: copied before the kernel reads it
+    want[1:] = want[:-1].copy()
+    np.testing.assert_array_equal(v.numpy(), want)
+    assert copies == [(2, 4)]
+    square = store.variable(np.zeros((4, 4), np.float32), name="square")
+    host = np.arange(16, dtype=np.float32).reshape(4, 4)
+    square.assign(host.T)  # (the backend's copyto takes any layout)
+    vs.foreach.assign_add([square], [host.T])  # not C-contiguous: made so on its device
+    np.testing.assert_array_equal(square.numpy(), 2 * host.T)
+    assert copies[1:] == [(4, 4)]
+    vs.optimizers.SGD(learning_rate=1.0).apply([host.T], [square])  # a strided gradient
+    np.testing.assert_array_equal(square.numpy(), host.T)
+    assert copies[2:] == [(4, 4)]
+    state = store.state()  # a snapshot of each variable (the optimizer's among them)
+    assert len(copies[3:]) == len(state) and {(3, 4), (4, 4)} <= set(copies[3:]) and {"v", "square"} <= set(state)

@@ -78,6 +78,7 @@ class FakeCuPy:
         self.device_calls: list = []
         self.ndarray = DeviceArray
         fake = self
+        self.asarray = lambda host: device_array(host, host.dtype, fake.current)  # (onto the current device)
 
         class Module:
             def load(self, image):
@@ -228,6 +229,18 @@ def test_copies_land_on_the_arrays_device(fake):
     copy = backend.copy(array)
     assert copy.device.id == 1 and cupy.current == 0
     assert copy.flags.c_contiguous and np.array_equal(np.asarray(copy), np.asarray(array))
+
+
+def test_a_host_gradient_goes_to_the_stores_device(fake):
+    """A host gradient for a store on cuda:1 (device 0 current) is copied once to
+    device 1, C-contiguous, before the optimizer's kernel reads it by address."""
+    from varstore import optimizers
+
+    cupy, backend = fake
+    host = np.arange(12, dtype=np.float32).reshape(3, 4).T  # (strided)
+    array, dtype = optimizers._gradient(host, SimpleNamespace(shape=(4, 3), path="w"), backend, "cuda:1", 0)
+    assert type(array) is DeviceArray and array.device.id == 1 and array.flags.c_contiguous and cupy.current == 0
+    assert dtype == "float32" and np.array_equal(np.asarray(array), host)
 
 
 @pytest.mark.parametrize("n", [1000, 1 << 20])

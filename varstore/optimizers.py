@@ -472,29 +472,28 @@ def _unit(argument: str, value) -> float:
 
 
 def _gradient(value, variable, backend, device, i: int) -> tuple:
-    """``(array, dtype)``: gradient ``i`` as a contiguous float array on the variable's
-    device, of its shape."""
-    if isinstance(value, ArrayProtocols):
+    """``(array, dtype)``: gradient ``i`` (checked) as a contiguous float array on the variable's device."""
+    protocols = isinstance(value, ArrayProtocols)
+    if not (protocols or backend.owns(value) or isinstance(value, np.ndarray) or is_device_array(value)):
+        value = np.asarray(value)
+    if tuple(value.shape) != variable.shape:
+        raise ValueError(f"gradient {i} has shape {tuple(value.shape)}; expected {variable.shape}, the shape of "
+                         f"{variable.path!r}.")
+    if protocols:
         storage, dtype, value_backend, value_device = value.stored
         if storage is None:
             live_storage(value)
         if value_backend is not backend or value_device != device:
             raise ValueError(f"gradient {i} (variable {value.path!r}) is on {value_device}; expected {device}.")
-        array = storage
-    else:
-        if not (backend.owns(value) or isinstance(value, np.ndarray) or is_device_array(value)):
-            value = np.asarray(value)
-        array = value if backend.owns(value) and backend.device_of(value) == device else backend.asarray(value,
-                                                                                                         device)
-        if not array.dtype.isnative:  # (the kernels read native words)
-            array = array.astype(array.dtype.newbyteorder("="))
-        dtype = float_name(array.dtype)
-        if dtype is None:
-            raise ArgumentTypeError(f"gradient {i} (for {variable.path!r}) holds {array.dtype} elements; expected "
-                                    f"floats.")
-        if not (array.flags.c_contiguous and array.flags.aligned):
-            array = backend.copy(array)
-    if tuple(value.shape) != variable.shape:
-        raise ValueError(f"gradient {i} has shape {tuple(value.shape)}; expected {variable.shape}, the shape of "
-                         f"{variable.path!r}.")
+        return storage, dtype
+    array = value if backend.owns(value) and backend.device_of(value) == device else backend.asarray(value, device)
+    if not array.dtype.isnative:  # (the kernels read native words)
+        array = array.astype(array.dtype.newbyteorder("="))
+    dtype = float_name(array.dtype)
+    if dtype is None:
+        raise ArgumentTypeError(f"gradient {i} (for {variable.path!r}) holds {array.dtype} elements; expected floats.")
+    if not backend.owns(array):  # (host data for a GPU store: the kernels read device memory)
+        array = backend.from_host(np.asarray(array, order="C"), device)
+    if not (array.flags.c_contiguous and array.flags.aligned):
+        array = backend.copy(array)
     return array, dtype

@@ -54,7 +54,8 @@ class PreparedReads:
         if type(entries) is not dict:
             entries = self._entries = {}
         if len(entries) >= MAX_PREPARED_READS:
-            once = [key for key, entry in entries.items() if entry[2] is None]
-            for key in once or [next(iter(entries))]:  # (the regions read once, else the oldest)
-                del entries[key]
+            items = list(entries.items())  # (another thread may read the variable meanwhile)
+            once = [key for key, entry in items if entry[2] is None]
+            for key in once or [items[0][0]]:  # (the regions read once, else the oldest)
+                entries.pop(key, None)
         entries[id(region)] = (region, None, None)

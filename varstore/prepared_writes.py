@@ -93,6 +93,7 @@ class PreparedWrites:
 
 def _make_room(entries: dict) -> None:
     """Drop the layouts written once, or else the oldest prepared one."""
-    once = [layout for layout, entry in entries.items() if entry is None]
-    for layout in once or [next(iter(entries))]:
-        del entries[layout]
+    items = list(entries.items())  # (another thread may write the variable meanwhile)
+    once = [layout for layout, entry in items if entry is None]
+    for layout in once or [items[0][0]]:
+        entries.pop(layout, None)

@@ -63,7 +63,7 @@ class Variable(VariableAttributes, ArrayProtocols):
         "_synchronization",
         "_fast_dtype", "_scalar_fill", "_add_dtype", "_kernel_add",  # the shortcuts' (see _adopt)
         "_prepared",  # PreparedWrites, or None where writes go through another strategy
-        "_reads",  # PreparedReads (None once released)
+        "_reads",  # PreparedReads
         "_casts",
         "_writes",
         "_overwrite_with_gradient",
@@ -416,7 +416,7 @@ class Variable(VariableAttributes, ArrayProtocols):
         if record.storage is None:
             return None
         # (drop what holds the storage)
-        self._stored, self._casts, self._prepared, self._reads = record.released(), None, None, None
+        self._stored, self._casts, self._prepared, self._reads = record.released(), None, None, PreparedReads()
         return record.storage, record.backend
 
     def _live_storage(self):
