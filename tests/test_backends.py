@@ -231,7 +231,8 @@ def copies(monkeypatch):
 
     given = []
     numpy_backend = type(backends.get("numpy"))
-    monkeypatch.setattr(numpy_backend, "copy", lambda self, array: given.append(array.shape) or np.array(array, order="C"))
+    monkeypatch.setattr(numpy_backend, "copy",
+                        lambda self, array: given.append(array.shape) or np.array(array, order="C"))
     return given
 
 
