@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from .prepared_writes import make_room
 from .regions import read_region, region_reader
 
 #: Regions kept per variable (noted or prepared).
@@ -54,8 +55,9 @@ class PreparedReads:
         if type(entries) is not dict:
             entries = self._entries = {}
         if len(entries) >= MAX_PREPARED_READS:
-            items = list(entries.items())  # (another thread may read the variable meanwhile)
-            once = [key for key, entry in items if entry[2] is None]
-            for key in once or [items[0][0]]:  # (the regions read once, else the oldest)
-                entries.pop(key, None)
+            make_room(entries, _read_once)
         entries[id(region)] = (region, None, None)
+
+
+def _read_once(entry) -> bool:
+    return entry[2] is None

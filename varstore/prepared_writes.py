@@ -79,7 +79,7 @@ class PreparedWrites:
                 if type(entries) is not dict:
                     entries = self._entries = {}
                 if len(entries) >= MAX_PREPARED_WRITES:
-                    _make_room(entries)
+                    make_room(entries, _written_once)
                 entries[layout] = None  # (seen once)
             write_region(record.backend, record.storage, record.dtype, region, value, value_dtype)
             return
@@ -91,9 +91,14 @@ class PreparedWrites:
         entry[1](value)  # (prepared before: a write that came here, e.g. inside a name scope, reuses it)
 
 
-def _make_room(entries: dict) -> None:
-    """Drop the layouts written once, or else the oldest prepared one."""
-    items = list(entries.items())  # (another thread may write the variable meanwhile)
-    once = [layout for layout, entry in items if entry is None]
-    for layout in once or [items[0][0]]:
-        entries.pop(layout, None)
+def make_room(entries: dict, seen_once) -> None:
+    """Make room in a full table of prepared entries: drop the entries ``seen_once(entry)``
+    says were seen once (noted, not prepared), or else the oldest one."""
+    items = list(entries.items())  # (another thread may use the variable meanwhile)
+    once = [key for key, entry in items if seen_once(entry)]
+    for key in once or [items[0][0]]:
+        entries.pop(key, None)
+
+
+def _written_once(entry) -> bool:
+    return entry is None
