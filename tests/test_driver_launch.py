@@ -54,10 +54,17 @@ class DeviceArray(np.ndarray):
     #: The current device (the stand-in sets it): CuPy copies onto it.
     current = staticmethod(lambda: 0)
 
+    #: Records ``(operation, current device, the arrays' devices)`` (the stand-in sets it).
+    record = staticmethod(lambda name, *arrays: None)
+
     def copy(self, order="C"):
         out = np.ndarray.copy(self, order)
         out._device = DeviceArray.current()
         return out
+
+    def fill(self, value):
+        DeviceArray.record("fill", self)
+        np.ndarray.fill(self, value)
 
 
 def device_array(values, dtype, device: int = 0) -> DeviceArray:
@@ -79,6 +86,10 @@ class FakeCuPy:
         self.ndarray = DeviceArray
         fake = self
         self.asarray = lambda host: device_array(host, host.dtype, fake.current)  # (onto the current device)
+        self.ran: list = []  # (operation, current device, devices of its arrays)
+        self.copyto = self._recorded("copyto", np.copyto)
+        self.add = self._recorded("add", np.add)
+        self.subtract = self._recorded("subtract", np.subtract)
 
         class Module:
             def load(self, image):
@@ -103,6 +114,16 @@ class FakeCuPy:
             function=SimpleNamespace(Module=Module),
             driver=SimpleNamespace(occupancyMaxActiveBlocksPerMultiprocessor=blocks_per_sm),
         )
+
+    def record(self, name, *arrays):
+        self.ran.append((name, self.current, sorted({a.device.id for a in arrays if isinstance(a, DeviceArray)})))
+
+    def _recorded(self, name, function):
+        """CuPy's ``function``: it runs on the current device, whichever holds its arrays."""
+        def run(*args, **kwargs):
+            self.record(name, *args, *kwargs.values())
+            return function(*args, **kwargs)
+        return run
 
     def _set_device(self, index):
         self.device_calls.append(index)
@@ -140,9 +161,12 @@ def fake(monkeypatch):
     cupy = FakeCuPy()
     monkeypatch.setitem(sys.modules, "cupy", cupy)
     monkeypatch.setattr(DeviceArray, "current", staticmethod(lambda: cupy.current))
+    monkeypatch.setattr(DeviceArray, "record", staticmethod(cupy.record))
     from varstore.backends.cuda import CudaBackend
 
-    return cupy, CudaBackend()
+    backend = CudaBackend()
+    backend._memsets = {}  # (no driver memset: fills are CuPy's, on fake addresses)
+    return cupy, backend
 
 
 def _cast_args(n, device=0):
@@ -229,6 +253,35 @@ def test_copies_land_on_the_arrays_device(fake):
     copy = backend.copy(array)
     assert copy.device.id == 1 and cupy.current == 0
     assert copy.flags.c_contiguous and np.array_equal(np.asarray(copy), np.asarray(array))
+
+
+def test_the_array_modules_own_operations_run_on_the_arrays_device(fake):
+    """CuPy runs its ufuncs, copies and fills on the current device, whichever device
+    holds their arrays: the backend's copyto, add_into and fill, the same-dtype cast
+    and the Identity initializer make the arrays' device current meanwhile, and put the
+    caller's device back."""
+    from varstore import casting, initializers
+
+    cupy, backend = fake
+    cupy.current = 0
+    dst = device_array(np.zeros((3, 3)), np.float32, device=1)
+    src = device_array(np.arange(9).reshape(3, 3), np.float32, device=1)
+    backend.copyto(dst, src)
+    backend.add_into(dst, src, 1)
+    backend.add_into(dst, src[0, 0], -1)
+    casting.cast_into(backend, src, "float32", dst, "float32")
+    backend.fill(dst[:, ::2], 2.5)  # (not contiguous: CuPy's fill)
+    assert [(name, current) for name, current, _ in cupy.ran] == [("copyto", 1), ("add", 1), ("subtract", 1),
+                                                                  ("copyto", 1), ("fill", 1)]
+    assert all(devices == [1] for *_, devices in cupy.ran) and cupy.current == 0
+    np.testing.assert_array_equal(np.asarray(dst), np.where(np.arange(3) % 2 == 0, 2.5, np.arange(9).reshape(3, 3)))
+    cupy.ran.clear()
+    initializers.Identity(gain=2.0).fill(backend, dst, "float32")
+    assert cupy.ran == [("fill", 1, [1]), ("fill", 1, [1])] and cupy.current == 0
+    np.testing.assert_array_equal(np.asarray(dst), 2 * np.eye(3))
+    with backend.on_device("cuda:1"):
+        assert cupy.current == 1
+    assert cupy.current == 0
 
 
 def test_a_host_gradient_goes_to_the_stores_device(fake):

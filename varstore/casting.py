@@ -197,11 +197,12 @@ def cast_into(backend, src, src_dtype: str, dst, dst_dtype: str) -> None:
     Both are C-contiguous storage arrays of ``backend`` with the same number of elements.
     """
     if src_dtype == dst_dtype:
-        backend.xp.copyto(dst, src.reshape(dst.shape))
+        backend.copyto(dst, src.reshape(dst.shape))
         return
     kernel, src_view, dst_view, scalars = _plan(src_dtype, dst_dtype)
     if kernel is None:
-        backend.xp.copyto(dst, src.reshape(dst.shape), casting="unsafe")
+        with backend.on_device(backend.device_of(dst)):
+            backend.xp.copyto(dst, src.reshape(dst.shape), casting="unsafe")
         return
     flat_src = src.ravel()  # (views: storage arrays are C-contiguous)
     flat_dst = dst.ravel()
@@ -314,9 +315,7 @@ def accumulate_into(backend, dst, src, dtype: str, sign: int) -> None:
             _accumulates[key] = run
         run(dst_words, src_words)
         return
-    xp = backend.xp
-    operand = src.reshape(()) if src.size == 1 and dst.size != 1 else src.reshape(dst.shape)
-    (xp.add if sign > 0 else xp.subtract)(dst, operand, out=dst)
+    backend.add_into(dst, src.reshape(()) if src.size == 1 and dst.size != 1 else src.reshape(dst.shape), sign)
 
 
 # (backend, device, dtype, elements, sign, operand elements) -> run(dst words, src words): the

@@ -272,20 +272,21 @@ def _one_by_one(variables, values, mode: int, alpha: float, what: str) -> None:
         for variable in variables:
             variable.store.check_write(variable, what)
     for variable, operand in zip(variables, operands, strict=True):
-        _, dtype, backend, _ = variable.stored
+        _, dtype, backend, device = variable.stored
         wide = np.float64 if dtype == "float64" else np.float32
-        if mode == _SCALE:
-            variable.assign(readable(backend, variable.value, dtype).astype(wide) * wide(alpha))
-            continue
-        numbers = readable(backend, operand, dtype)
-        if mode == _ASSIGN:
-            variable.assign(numbers)
-        elif alpha == 1.0:
-            variable.assign_add(numbers)
-        elif alpha == -1.0:
-            variable.assign_sub(numbers)
-        else:
-            variable.assign_add(numbers.astype(wide) * wide(alpha))
+        with backend.on_device(device):  # (the scaling below is the array module's)
+            if mode == _SCALE:
+                variable.assign(readable(backend, variable.value, dtype).astype(wide) * wide(alpha))
+                continue
+            numbers = readable(backend, operand, dtype)
+            if mode == _ASSIGN:
+                variable.assign(numbers)
+            elif alpha == 1.0:
+                variable.assign_add(numbers)
+            elif alpha == -1.0:
+                variable.assign_sub(numbers)
+            else:
+                variable.assign_add(numbers.astype(wide) * wide(alpha))
 
 
 # ------------------------------------------------------------------ global norm
@@ -340,9 +341,10 @@ def sum_of_squares(backend, device, arrays) -> float:
         backend.launch(K.pack, len(args["chunk_tensor"]), staging=staging.view(destination_word(staging_dtype)),
                        like=tables.like(source_word(dtype, staging_dtype)), kind=K.STAGE_F64 if staging_dtype ==
                        "float64" else K.STAGE_F32, conversion=conversion, same=int(is_same(conversion)), **args)
-        for start in range(0, staging.size, _NORM_PIECE):  # (float64 pieces: a bounded temporary)
-            wide = staging[start:start + _NORM_PIECE].astype(np.float64)
-            total += float(backend.xp.dot(wide, wide))
+        with backend.on_device(device):
+            for start in range(0, staging.size, _NORM_PIECE):  # (float64 pieces: a bounded temporary)
+                wide = staging[start:start + _NORM_PIECE].astype(np.float64)
+                total += float(backend.xp.dot(wide, wide))
     return total
 
 

@@ -340,11 +340,12 @@ class Orthogonal(RandomInitializer):
         xp = backend.xp
         a, work = normal_matrix(backend, (max(rows, cols), min(rows, cols)), dtype, self.seed,
                                 backend.device_of(storage))
-        q, r = xp.linalg.qr(a)
-        q = q * xp.sign(xp.diagonal(r))
-        if rows < cols:
-            q = q.T
-        q = xp.asarray(q * q.dtype.type(self.gain), order="C").reshape(shape)
+        with backend.on_device(backend.device_of(storage)):
+            q, r = xp.linalg.qr(a)
+            q = q * xp.sign(xp.diagonal(r))
+            if rows < cols:
+                q = q.T
+            q = xp.asarray(q * q.dtype.type(self.gain), order="C").reshape(shape)
         cast_into(backend, q, work, storage, dtype)
 
     def get_config(self):
@@ -364,11 +365,12 @@ class Identity(Initializer):
             raise ValueError(
                 f"Identity can only initialize 2-D variables (matrices). Received: shape={shape} of rank {len(shape)}."
             )
-        storage.fill(0)
+        backend.fill(storage, storage.dtype.type(0))  # 0 is the all-zero word in every dtype
         rows, cols = shape
         gain = np.asarray(self.gain)
         word = cast_on_host(gain, gain.dtype.name, dtype)
-        storage.reshape(-1)[:: cols + 1][: min(rows, cols)].fill(word[()])  # the diagonal, in place
+        with backend.on_device(backend.device_of(storage)):
+            storage.reshape(-1)[:: cols + 1][: min(rows, cols)].fill(word[()])  # the diagonal, in place
 
     def get_config(self):
         return {"gain": self.gain}

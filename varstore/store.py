@@ -193,7 +193,7 @@ class VariableStore(collections.abc.Mapping):
             arrays = self._state_arrays(mapping, "load_state")
             for variable, array in arrays:
                 storage, _, backend, _ = variable.stored
-                backend.xp.copyto(storage, array)
+                backend.copyto(storage, array)
 
     def stateless_call(self, fn, state, *args, **kwargs):
         """``(result, new_state)``: ``fn(*args, **kwargs)`` run inside a StatelessScope

@@ -289,7 +289,7 @@ class Variable(VariableAttributes, ArrayProtocols):
             storage, backend = record.storage, record.backend
             if backend.owns(value) and value.dtype is add_dtype and value.shape == self._shape:
                 if storage is not None and not backend.shares_memory(storage, value):
-                    backend.xp.add(storage, value, out=storage)
+                    backend.add_into(storage, value, 1)
                     return self
         elif self._kernel_add and not scopes.ACTIVE and values.add_own_words(self._stored, self._shape, value, 1):
             return self
@@ -305,7 +305,7 @@ class Variable(VariableAttributes, ArrayProtocols):
             storage, backend = record.storage, record.backend
             if backend.owns(value) and value.dtype is add_dtype and value.shape == self._shape:
                 if storage is not None and not backend.shares_memory(storage, value):
-                    backend.xp.subtract(storage, value, out=storage)
+                    backend.add_into(storage, value, -1)
                     return self
         elif self._kernel_add and not scopes.ACTIVE and values.add_own_words(self._stored, self._shape, value, -1):
             return self
@@ -394,7 +394,7 @@ class Variable(VariableAttributes, ArrayProtocols):
         target = backend.empty(self._shape, storage.dtype, self._stored.device)
         if not overwrite:
             current = scope.stored_value(self)
-            backend.xp.copyto(target, storage if current is None else current)
+            backend.copyto(target, storage if current is None else current)
         return target, scope
 
     def _unaliased(self, target, source):

@@ -8,9 +8,12 @@ backend makes and takes are *storage* arrays: C-contiguous, of the storage dtype
 from __future__ import annotations
 
 import abc
+import contextlib
 import functools
 
 import numpy as np
+
+_NOWHERE = contextlib.nullcontext()  # (reusable: it holds no state)
 
 
 class Backend(abc.ABC):
@@ -160,7 +163,21 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def copyto(self, dst, src) -> None:
         """``dst[...] = src`` for arrays of this backend of the same shape and dtype, with
-        NumPy's result when ``src`` overlaps ``dst`` (the same-dtype ``assign``)."""
+        NumPy's result when ``src`` overlaps ``dst`` (the same-dtype ``assign``), run on
+        ``dst``'s device."""
+
+    def on_device(self, device: str):
+        """A context in which the array module's own operations (ufuncs, ``astype``,
+        ``fill``, ``linalg``) run on ``device``; CuPy runs them on the current device,
+        whichever device holds their arrays. On the host it does nothing."""
+        return _NOWHERE
+
+    def add_into(self, dst, operand, sign: int) -> None:
+        """``dst += operand`` (``sign`` 1) or ``dst -= operand`` (-1) by the array
+        module's own ufunc, on ``dst``'s device; ``operand`` is of ``dst``'s dtype and
+        broadcasts to its shape."""
+        with self.on_device(self.device_of(dst)):
+            (self.xp.add if sign > 0 else self.xp.subtract)(dst, operand, out=dst)
 
     @abc.abstractmethod
     def shares_memory(self, array, other) -> bool:

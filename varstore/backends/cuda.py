@@ -90,13 +90,12 @@ class CudaBackend(Backend):
         pattern = memset_pattern(np.asarray(word, storage.dtype)) if storage.size else None
         if self._memsets is None:
             self._memsets = _driver_memsets() or {}
-        if pattern is None or not self._memsets or not storage.flags.c_contiguous:
-            storage.fill(word)
+        if (pattern is None or not self._memsets or not storage.flags.c_contiguous
+                or storage.data.ptr % (pattern[0] // 8)):
+            with self._cupy.cuda.Device(storage.device.id):
+                storage.fill(word)
             return
         bits, value = pattern
-        if storage.data.ptr % (bits // 8):
-            storage.fill(word)
-            return
         runtime = self._cupy.cuda.runtime
         previous = runtime.getDevice()
         # A driver call needs a current context on this thread: setDevice makes the
@@ -311,7 +310,15 @@ class CudaBackend(Backend):
     def copyto(self, dst, src):
         # CuPy copies an overlapping input of its elementwise kernels, but a contiguous
         # pair goes to one cudaMemcpyAsync, which overlapping ranges would race.
-        self._cupy.copyto(dst, self.copy(src) if self.shares_memory(dst, src) else src)
+        with self._cupy.cuda.Device(dst.device.id):
+            self._cupy.copyto(dst, self.copy(src) if self.shares_memory(dst, src) else src)
+
+    def on_device(self, device):
+        return self._cupy.cuda.Device(device_index(device))
+
+    def add_into(self, dst, operand, sign):
+        with self._cupy.cuda.Device(dst.device.id):
+            (self._cupy.add if sign > 0 else self._cupy.subtract)(dst, operand, out=dst)
 
     def shares_memory(self, array, other) -> bool:
         if not isinstance(other, self._cupy.ndarray):

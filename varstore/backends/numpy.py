@@ -168,6 +168,9 @@ class NumpyBackend(Backend):
 
     copyto = staticmethod(np.copyto)  # (NumPy buffers an overlapping source itself)
 
+    def add_into(self, dst, operand, sign):
+        (np.add if sign > 0 else np.subtract)(dst, operand, out=dst)
+
     def shares_memory(self, array, other) -> bool:
         if not isinstance(other, np.ndarray):
             return False

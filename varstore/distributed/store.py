@@ -366,7 +366,7 @@ class ReplicatedStore(VariableStore):
         storage = live_storage(variable)
         out = self._backend.empty(variable.shape, storage.dtype, self._device)
         if variable.synchronization != "on_read" or variable.aggregation == "none":
-            self._backend.xp.copyto(out, storage)
+            self._backend.copyto(out, storage)
         else:
             update = B.Update(variable, "assign", storage, False, self._order[variable])
             plan = B.plan([update], float("inf"))
