@@ -117,7 +117,24 @@ def test_a_full_table_drops_the_regions_read_once_first(readers_made):
     assert len(made) == 2  # (still prepared: not noted and prepared again)
 
 
-def test_a_table_full_of_prepared_reads_drops_its_oldest_one(readers_made):
+def test_a_table_full_of_prepared_reads_drops_its_least_recently_used_one(readers_made):
+    """Row 0, prepared first and read again after the others, stays; row 1, the least
+    recently used, makes room for a 17th row."""
+    made = readers_made
+    host, v = _rows()
+    full = prepared_reads.MAX_PREPARED_READS
+    for row in [r for r in range(full) for _ in range(2)] + [0] + [full, full]:
+        np.testing.assert_array_equal(v[row], host[row])
+    assert len(made) == full + 1
+    for row in [0, 0] + [r for r in range(2, full + 1) for _ in range(2)]:
+        np.testing.assert_array_equal(v[row], host[row])
+    assert len(made) == full + 1  # (row 0 kept: looked up in the table, not prepared again)
+    for _ in range(2):
+        np.testing.assert_array_equal(v[1], host[1])
+    assert len(made) == full + 2  # (row 1 was dropped: prepared again)
+
+
+def test_a_table_full_of_prepared_reads_drops_its_oldest_unused_one(readers_made):
     made = readers_made
     host, v = _rows()
     full = prepared_reads.MAX_PREPARED_READS

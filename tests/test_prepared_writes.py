@@ -202,7 +202,28 @@ def test_a_full_table_drops_the_layouts_written_once_first(writers_made):
     np.testing.assert_array_equal(v.numpy()[:, 0], want)
 
 
-def test_a_table_full_of_prepared_writes_drops_its_oldest_one(writers_made):
+def test_a_table_full_of_prepared_writes_drops_its_least_recently_used_one(writers_made):
+    """Row 0, prepared first and written again after the others, stays; row 1, the least
+    recently used, makes room for a 17th row."""
+    v = vs.VariableStore(device="cpu").variable(np.zeros((64, 4), np.float32))
+    row = np.ones(4, np.float32)
+    full = prepared_writes.MAX_PREPARED_WRITES
+    for i in [r for r in range(full) for _ in range(2)] + [0, 0] + [full, full]:
+        v[i] = row * i
+    assert len(writers_made) == full + 1
+    for i in [0, 0] + [r for r in range(2, full + 1) for _ in range(2)]:
+        v[i] = row * (i + 100)
+    assert len(writers_made) == full + 1  # (row 0 kept: looked up in the table, not prepared again)
+    v[1] = row
+    v[1] = row
+    assert len(writers_made) == full + 2  # (row 1 was dropped: prepared again)
+    want = np.arange(64, dtype=np.float32) + 100
+    want[1] = 1
+    want[full + 1:] = 0
+    np.testing.assert_array_equal(v.numpy()[:, 0], want)
+
+
+def test_a_table_full_of_prepared_writes_drops_its_oldest_unused_one(writers_made):
     v = vs.VariableStore(device="cpu").variable(np.zeros((64, 4), np.float32))
     row = np.ones(4, np.float32)
     full = prepared_writes.MAX_PREPARED_WRITES

@@ -8,7 +8,8 @@ on a read of that region allocates the result and runs the bound launch. Regions
 the objects ``cached_basic_region`` gives (the same object for the same key and shape),
 told apart by identity; the last prepared read is also kept apart, so a loop that reads
 one key finds it at once. A full table drops the regions read only once, or else its
-oldest prepared one: a loop over more distinct regions than it holds reads the ones it
+oldest prepared one unused since the last time it was full (a second chance, as for the
+prepared writes): a loop over more distinct regions than it holds reads the ones it
 cannot keep through the general path, and the prepared ones stay. Reads of anything but
 the storage (a scope's value) take the general path.
 """
@@ -27,7 +28,8 @@ MAX_PREPARED_READS = 16
 class PreparedReads:
     """The prepared ``v[key]`` reads of one variable's storage (see the module docstring)."""
 
-    # id(region) -> (region, storage, read); storage and read None for a region read once.
+    # id(region) -> [region, storage, read, used since prepared or since the last
+    # make_room]; storage and read None for a region read once.
     # (An entry holds its region: no other object can take its id meanwhile.) A variable
     # makes its table when it is created, so the table makes its dict at its first note.
     _entries = MappingProxyType({})
@@ -46,7 +48,9 @@ class PreparedReads:
         read = entry[2]
         if read is None or entry[1] is not storage:
             read = region_reader(record.backend, storage, region)
-            self._entries[id(region)] = (region, storage, read)
+            entry = self._entries[id(region)] = [region, storage, read, False]
+        else:
+            entry[3] = True  # (used since prepared or since the last make_room)
         self._last = (region, storage, read)
         return read()
 
@@ -56,7 +60,7 @@ class PreparedReads:
             entries = self._entries = {}
         if len(entries) >= MAX_PREPARED_READS:
             make_room(entries, _read_once)
-        entries[id(region)] = (region, None, None)
+        entries[id(region)] = [region, None, None, False]
 
 
 def _read_once(entry) -> bool:

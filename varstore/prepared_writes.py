@@ -14,9 +14,10 @@ it).
 The last prepared write a variable ran is also kept with the key object it ran for: a
 loop that writes with one key object (a constant) and arrays of one dtype and shape finds
 it by identity, without working out the key's signature and hashing the layout. A full
-table drops the layouts written only once, or else its oldest prepared one: a loop over
-more layouts than it holds writes the ones it cannot keep through the general path (no
-layout is prepared again and again), and the prepared ones stay.
+table drops the layouts written only once, or else its oldest prepared one not used
+since the table was last full (a second chance: about the least recently used one). A
+loop over more layouts than it holds writes the ones it cannot keep through the general
+path (no layout is prepared again and again), and the prepared ones stay.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ MAX_PREPARED_WRITES = 16
 class PreparedWrites:
     """The prepared ``v[key] = b`` writes of one variable (see the module docstring)."""
 
-    # (key signature, b.dtype, b.shape) -> (storage, write), or None for a layout written
-    # once; made at the first note (a variable makes its table when it is created).
+    # (key signature, b.dtype, b.shape) -> [storage, write, used since prepared or since
+    # the last make_room], or None for a layout written once; made at the first note (a
+    # variable makes its table when it is created).
     _entries = MappingProxyType({})
     _last = None  # (key, b.dtype, b.shape, storage, write) of the last prepared write made or run
 
@@ -53,7 +55,8 @@ class PreparedWrites:
                 entry = self._entries.get((key_signature(key), dtype, shape))
                 if entry is None:  # (not seen, or seen once)
                     return False
-                storage, write = entry
+                storage, write = entry[0], entry[1]
+                entry[2] = True  # (used since prepared or since the last make_room)
                 self._last = (key, dtype, shape, storage, write)
         except Exception:  # (not an array, or one whose dtype cannot be read yet; an unhashable key item)
             return False
@@ -85,19 +88,35 @@ class PreparedWrites:
             return
         entry = entries[layout]
         if entry is None or entry[0] is not record.storage:
-            entry = entries[layout] = (record.storage, region_writer(record.backend, record.storage, record.dtype,
-                                                                     region, value, value_dtype))
-        self._last = (key, value.dtype, value.shape, *entry)
+            entry = entries[layout] = [record.storage, region_writer(record.backend, record.storage, record.dtype,
+                                                                     region, value, value_dtype), False]
+        else:
+            entry[2] = True
+        self._last = (key, value.dtype, value.shape, entry[0], entry[1])
         entry[1](value)  # (prepared before: a write that came here, e.g. inside a name scope, reuses it)
 
 
 def make_room(entries: dict, seen_once) -> None:
     """Make room in a full table of prepared entries: drop the entries ``seen_once(entry)``
-    says were seen once (noted, not prepared), or else the oldest one."""
+    says were seen once (noted, not prepared), or else the oldest one not used since the
+    last call. A second chance, close to least recently used: a prepared entry is a list
+    whose last item is False when prepared and set True by each later use; a used entry
+    passed over here is cleared and moved to the end, as if prepared again. (Keeping the
+    table in the order of use would hash the layout twice more per use: 0.25 µs.)"""
     items = list(entries.items())  # (another thread may use the variable meanwhile)
     once = [key for key, entry in items if seen_once(entry)]
-    for key in once or [items[0][0]]:
+    if once:
+        for key in once:
+            entries.pop(key, None)
+        return
+    for key, entry in items:
+        if not entry[-1]:
+            entries.pop(key, None)
+            return
+        entry[-1] = False
         entries.pop(key, None)
+        entries[key] = entry
+    entries.pop(items[0][0], None)  # (every one used: the oldest)
 
 
 def _written_once(entry) -> bool:
