@@ -42,7 +42,7 @@ class DeviceArray(np.ndarray):
 
     @property
     def data(self):
-        return SimpleNamespace(ptr=self.__array_interface__["data"][0])
+        return SimpleNamespace(ptr=self.__array_interface__["data"][0], device_id=getattr(self, "_device", 0))
 
     @property
     def device(self):
@@ -282,6 +282,17 @@ def test_the_array_modules_own_operations_run_on_the_arrays_device(fake):
     with backend.on_device("cuda:1"):
         assert cupy.current == 1
     assert cupy.current == 0
+
+
+def test_a_prepared_write_takes_a_contiguous_array_apart_on_the_storages_device(fake):
+    cupy, backend = fake
+    storage = device_array(np.zeros((4, 6)), np.float32, device=1)
+    value = device_array(np.ones((2, 3)), np.float32, device=1)
+    assert backend.apart_contiguous(storage, value)
+    assert not backend.apart_contiguous(storage, device_array(np.ones((2, 3)), np.float32, device=0))
+    assert not backend.apart_contiguous(storage, value.T)  # (not C-contiguous)
+    assert not backend.apart_contiguous(storage, storage[1:3])  # (its own memory)
+    assert not backend.apart_contiguous(storage, np.ones((2, 3), np.float32))  # (host memory)
 
 
 def test_a_host_gradient_goes_to_the_stores_device(fake):

@@ -142,6 +142,18 @@ def test_a_value_that_shares_the_variables_memory_is_copied_first():
     np.testing.assert_array_equal(v.numpy(), want)
 
 
+def test_the_storage_itself_as_the_value_is_copied_first():
+    """``v.value`` (the storage array itself on the numpy backend, which owns its memory)
+    written reversed onto the variable: the prepared path sends it to the general one."""
+    v = vs.VariableStore(device="cpu").variable(np.arange(48, dtype=np.float32).reshape(6, 8))
+    want = v.numpy()
+    for _ in range(2):
+        v[::-1] = want  # prepared for (6, 8) float32 values
+    assert v.value is v.stored.storage and v.value.flags.owndata
+    v[::-1] = v.value
+    np.testing.assert_array_equal(v.numpy(), want)
+
+
 def test_a_non_contiguous_value_gives_numpys_result(general_writes):
     v = vs.VariableStore(device="cpu").variable(np.zeros((6, 8), np.float32))
     for _ in range(2):

@@ -60,10 +60,7 @@ class PreparedWrites:
                 self._last = (key, dtype, shape, storage, write)
         except Exception:  # (not an array, or one whose dtype cannot be read yet; an unhashable key item)
             return False
-        backend = record.backend
-        if (storage is not record.storage or type(value) is not backend.xp.ndarray  # (not a subclass: np.matrix)
-                or not value.flags.c_contiguous or backend.device_of(value) != record.device
-                or backend.shares_memory(storage, value)):
+        if storage is not record.storage or not record.backend.apart_contiguous(storage, value):
             return False
         write(value)
         return True

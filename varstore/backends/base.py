@@ -166,6 +166,13 @@ class Backend(abc.ABC):
         NumPy's result when ``src`` overlaps ``dst`` (the same-dtype ``assign``), run on
         ``dst``'s device."""
 
+    def apart_contiguous(self, storage, value) -> bool:
+        """True when ``value`` is a plain (not a subclass) C-contiguous array of this
+        backend on ``storage``'s device that shares none of its memory: what a prepared
+        write takes as it is. One call for the checks a repeated write makes."""
+        return (type(value) is self.xp.ndarray and value.flags.c_contiguous
+                and self.device_of(value) == self.device_of(storage) and not self.shares_memory(storage, value))
+
     def on_device(self, device: str):
         """A context in which the array module's own operations (ufuncs, ``astype``,
         ``fill``, ``linalg``) run on ``device``; CuPy runs them on the current device,

@@ -320,6 +320,10 @@ class CudaBackend(Backend):
         with self._cupy.cuda.Device(dst.device.id):
             (self._cupy.add if sign > 0 else self._cupy.subtract)(dst, operand, out=dst)
 
+    def apart_contiguous(self, storage, value):
+        return (type(value) is self._cupy.ndarray and value.flags.c_contiguous
+                and value.data.device_id == storage.data.device_id and not self.shares_memory(storage, value))
+
     def shares_memory(self, array, other) -> bool:
         if not isinstance(other, self._cupy.ndarray):
             return False  # host memory

@@ -171,6 +171,16 @@ class NumpyBackend(Backend):
     def add_into(self, dst, operand, sign):
         (np.add if sign > 0 else np.subtract)(dst, operand, out=dst)
 
+    def apart_contiguous(self, storage, value):
+        if type(value) is not np.ndarray:
+            return False
+        flags = value.flags
+        if not flags.c_contiguous:
+            return False
+        if flags.owndata:  # (one host; an allocation of its own, the common fresh value: apart)
+            return value is not storage
+        return not self.shares_memory(storage, value)
+
     def shares_memory(self, array, other) -> bool:
         if not isinstance(other, np.ndarray):
             return False
