@@ -295,6 +295,19 @@ def test_a_prepared_write_takes_a_contiguous_array_apart_on_the_storages_device(
     assert not backend.apart_contiguous(storage, np.ones((2, 3), np.float32))  # (host memory)
 
 
+def test_assign_adds_shortcut_adds_on_the_storages_device_and_refuses_an_overlap(fake):
+    cupy, backend = fake
+    storage = device_array(np.arange(6), np.float32, device=1)
+    value = device_array(np.ones(6), np.float32, device=1)
+    assert backend.add_same(storage, value, storage.dtype, (6,), -1)
+    assert cupy.ran == [("subtract", 1, [1])] and cupy.current == 0
+    np.testing.assert_array_equal(np.asarray(storage), np.arange(6) - 1)
+    assert not backend.add_same(storage, storage[::-1], storage.dtype, (6,), 1)  # (CuPy might race)
+    assert not backend.add_same(storage, value, np.dtype(">f4"), (6,), 1)  # (not the dtype object)
+    assert not backend.add_same(None, value, storage.dtype, (6,), 1)  # (released)
+    assert len(cupy.ran) == 1
+
+
 def test_a_host_gradient_goes_to_the_stores_device(fake):
     """A host gradient for a store on cuda:1 (device 0 current) is copied once to
     device 1, C-contiguous, before the optimizer's kernel reads it by address."""

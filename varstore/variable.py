@@ -286,11 +286,8 @@ class Variable(VariableAttributes, ArrayProtocols):
             # the same dtype and shape: the array module's add (`is`: the canonical dtype object; any other
             # equal dtype takes the general path, with the same result)
             record = self._stored
-            storage, backend = record.storage, record.backend
-            if backend.owns(value) and value.dtype is add_dtype and value.shape == self._shape:
-                if storage is not None and not backend.shares_memory(storage, value):
-                    backend.add_into(storage, value, 1)
-                    return self
+            if record.backend.add_same(record.storage, value, add_dtype, self._shape, 1):
+                return self
         elif self._kernel_add and not scopes.ACTIVE and values.add_own_words(self._stored, self._shape, value, 1):
             return self
         return self._writes.accumulate(self, value, 1, "assign_add")
@@ -298,15 +295,10 @@ class Variable(VariableAttributes, ArrayProtocols):
     def assign_sub(self, value):
         """``self -= value`` in place (value cast to the variable's dtype first)."""
         add_dtype = self._add_dtype
-        if add_dtype is not None and not scopes.ACTIVE:
-            # as assign_add (`is`: the canonical dtype object; any other
-            # equal dtype takes the general path, with the same result)
+        if add_dtype is not None and not scopes.ACTIVE:  # (as assign_add)
             record = self._stored
-            storage, backend = record.storage, record.backend
-            if backend.owns(value) and value.dtype is add_dtype and value.shape == self._shape:
-                if storage is not None and not backend.shares_memory(storage, value):
-                    backend.add_into(storage, value, -1)
-                    return self
+            if record.backend.add_same(record.storage, value, add_dtype, self._shape, -1):
+                return self
         elif self._kernel_add and not scopes.ACTIVE and values.add_own_words(self._stored, self._shape, value, -1):
             return self
         return self._writes.accumulate(self, value, -1, "assign_sub")

@@ -166,6 +166,19 @@ class Backend(abc.ABC):
         NumPy's result when ``src`` overlaps ``dst`` (the same-dtype ``assign``), run on
         ``dst``'s device."""
 
+    def add_same(self, storage, value, dtype, shape: tuple, sign: int) -> bool:
+        """``storage += value`` (``sign`` 1; -1: ``-=``) by the array module's ufunc, with
+        NumPy's result, when ``value`` is an array of this backend whose dtype is the
+        object ``dtype`` and whose shape is ``shape`` (``storage`` not None); False,
+        nothing done, otherwise (``assign_add``'s shortcut, in one call). Here a value
+        that shares memory with ``storage`` is refused too; NumPy's override needs no
+        such check."""
+        if (storage is None or not self.owns(value) or value.dtype is not dtype or value.shape != shape
+                or self.shares_memory(storage, value)):
+            return False
+        self.add_into(storage, value, sign)
+        return True
+
     def apart_contiguous(self, storage, value) -> bool:
         """True when ``value`` is a plain (not a subclass) C-contiguous array of this
         backend on ``storage``'s device that shares none of its memory: what a prepared

@@ -27,6 +27,7 @@ _addressof = ctypes.addressof
 _c_char = ctypes.c_char
 _CACHE_LINE = 64  # bytes
 _CHECKED_BYTES = 64 << 20  # allocations this large are checked against available memory
+_add, _subtract = np.add, np.subtract  # (module globals: one lookup each)
 
 
 class NumpyBackend(Backend):
@@ -169,7 +170,14 @@ class NumpyBackend(Backend):
     copyto = staticmethod(np.copyto)  # (NumPy buffers an overlapping source itself)
 
     def add_into(self, dst, operand, sign):
-        (np.add if sign > 0 else np.subtract)(dst, operand, out=dst)
+        (_add if sign > 0 else _subtract)(dst, operand, out=dst)
+
+    def add_same(self, storage, value, dtype, shape, sign):
+        # (no overlap check: NumPy's ufuncs buffer an operand that overlaps out=)
+        if not isinstance(value, np.ndarray) or value.dtype is not dtype or value.shape != shape or storage is None:
+            return False
+        (_add if sign > 0 else _subtract)(storage, value, out=storage)
+        return True
 
     def apart_contiguous(self, storage, value):
         if type(value) is not np.ndarray:
