@@ -134,6 +134,23 @@ def test_a_table_full_of_prepared_reads_drops_its_least_recently_used_one(reader
     assert len(made) == full + 2  # (row 1 was dropped: prepared again)
 
 
+def test_a_region_read_again_as_the_last_one_counts_as_used(readers_made):
+    """Row 0, prepared last and then read only through the last read's check, is used
+    like the others: when row 16 needs room, row 1, the oldest, goes, not row 0."""
+    made = readers_made
+    host, v = _rows()
+    full = prepared_reads.MAX_PREPARED_READS
+    for row in list(range(1, full)) * 3 + [0] * 10 + [full, full]:  # (rows 1-15 used again, round by round)
+        np.testing.assert_array_equal(v[row], host[row])
+    assert len(made) == full + 1
+    for _ in range(2):
+        np.testing.assert_array_equal(v[0], host[0])
+    assert len(made) == full + 1  # (row 0 kept)
+    for _ in range(2):
+        np.testing.assert_array_equal(v[1], host[1])
+    assert len(made) == full + 2  # (row 1 dropped: prepared again)
+
+
 def test_a_table_full_of_prepared_reads_drops_its_oldest_unused_one(readers_made):
     made = readers_made
     host, v = _rows()

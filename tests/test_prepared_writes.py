@@ -235,6 +235,35 @@ def test_a_table_full_of_prepared_writes_drops_its_least_recently_used_one(write
     np.testing.assert_array_equal(v.numpy()[:, 0], want)
 
 
+def test_a_layout_written_again_by_its_key_object_counts_as_used(writers_made):
+    """Row 0, prepared last and then written only through the last write's check (its
+    key object), is used like the others: when row 16 needs room, row 1, the oldest,
+    goes, not row 0."""
+    v = vs.VariableStore(device="cpu").variable(np.zeros((64, 4), np.float32))
+    row = np.ones(4, np.float32)
+    full = prepared_writes.MAX_PREPARED_WRITES
+    for i in list(range(1, full)) * 3 + [0] * 10 + [full, full]:  # (rows 1-15 used again, round by round)
+        v[i] = row * i
+    assert len(writers_made) == full + 1
+    for i in (0, 0):
+        v[i] = row
+    assert len(writers_made) == full + 1  # (row 0 kept)
+    for i in (1, 1):
+        v[i] = row
+    assert len(writers_made) == full + 2  # (row 1 dropped: prepared again)
+
+
+def test_make_room_leaves_the_table_it_was_given_as_it_was():
+    """A thread that still reads the old table finds what it found before."""
+    entries = {key: [key, None, True] for key in "abc"}
+    entries["b"][-1] = False
+    old = dict(entries)
+    new = prepared_writes.make_room(entries, lambda entry: entry is None)
+    assert entries == old and list(new) == ["c", "a"] and new["a"] == ["a", None, False]  # (a: a second chance)
+    assert list(prepared_writes.make_room(new, lambda entry: entry is None)) == ["c"]  # (a passed over once)
+    assert list(prepared_writes.make_room({"x": None, "y": [1, 2, False]}, lambda entry: entry is None)) == ["y"]
+
+
 def test_a_table_full_of_prepared_writes_drops_its_oldest_unused_one(writers_made):
     v = vs.VariableStore(device="cpu").variable(np.zeros((64, 4), np.float32))
     row = np.ones(4, np.float32)

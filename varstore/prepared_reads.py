@@ -33,33 +33,33 @@ class PreparedReads:
     # (An entry holds its region: no other object can take its id meanwhile.) A variable
     # makes its table when it is created, so the table makes its dict at its first note.
     _entries = MappingProxyType({})
-    _last = None  # (region, storage, read) of the last prepared read
+    _last = None  # the entry of the last prepared read
 
     def read(self, record, region):
         """A new C-contiguous array holding ``record.storage[region]``."""
         storage = record.storage
         last = self._last
         if last is not None and region is last[0] and storage is last[1]:
+            last[3] = True  # (used since prepared or since the last make_room)
             return last[2]()
-        entry = self._entries.get(id(region))
+        entries = self._entries
+        entry = entries.get(id(region))
         if entry is None:
             self._note(region)
             return read_region(record.backend, storage, region)
-        read = entry[2]
-        if read is None or entry[1] is not storage:
-            read = region_reader(record.backend, storage, region)
-            entry = self._entries[id(region)] = [region, storage, read, False]
+        if entry[2] is None or entry[1] is not storage:
+            entry = entries[id(region)] = [region, storage, region_reader(record.backend, storage, region), False]
         else:
-            entry[3] = True  # (used since prepared or since the last make_room)
-        self._last = (region, storage, read)
-        return read()
+            entry[3] = True
+        self._last = entry
+        return entry[2]()
 
     def _note(self, region) -> None:
         entries = self._entries
-        if type(entries) is not dict:
-            entries = self._entries = {}
         if len(entries) >= MAX_PREPARED_READS:
-            make_room(entries, _read_once)
+            entries = self._entries = make_room(entries, _read_once)
+        elif type(entries) is not dict:
+            entries = self._entries = {}
         entries[id(region)] = [region, None, None, False]
 
 

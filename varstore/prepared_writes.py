@@ -38,7 +38,7 @@ class PreparedWrites:
     # the last make_room], or None for a layout written once; made at the first note (a
     # variable makes its table when it is created).
     _entries = MappingProxyType({})
-    _last = None  # (key, b.dtype, b.shape, storage, write) of the last prepared write made or run
+    _last = None  # (key, b.dtype, b.shape, entry) of the last prepared write made or run
 
     def write(self, record, key, value) -> bool:
         """Write ``value`` into ``record.storage[key]`` if a prepared write fits it;
@@ -50,14 +50,14 @@ class PreparedWrites:
             last = self._last
             # (a key of a signature is immutable: the same object, the same signature)
             if last is not None and key is last[0] and dtype is last[1] and shape == last[2]:
-                storage, write = last[3], last[4]
+                entry = last[3]
             else:
                 entry = self._entries.get((key_signature(key), dtype, shape))
                 if entry is None:  # (not seen, or seen once)
                     return False
-                storage, write = entry[0], entry[1]
-                entry[2] = True  # (used since prepared or since the last make_room)
-                self._last = (key, dtype, shape, storage, write)
+                self._last = (key, dtype, shape, entry)
+            entry[2] = True  # (used since prepared or since the last make_room)
+            storage, write = entry[0], entry[1]
         except Exception:  # (not an array, or one whose dtype cannot be read yet; an unhashable key item)
             return False
         if storage is not record.storage or not record.backend.apart_contiguous(storage, value):
@@ -74,46 +74,49 @@ class PreparedWrites:
         signature = key_signature(key)
         layout = (signature, value.dtype, value.shape)
         entries = self._entries
-        if signature is None or layout not in entries:
+        entry = entries.get(layout, _UNSEEN) if signature is not None else _UNSEEN
+        if entry is _UNSEEN:
             if signature is not None:
-                if type(entries) is not dict:
-                    entries = self._entries = {}
                 if len(entries) >= MAX_PREPARED_WRITES:
-                    make_room(entries, _written_once)
+                    entries = self._entries = make_room(entries, _written_once)
+                elif type(entries) is not dict:
+                    entries = self._entries = {}
                 entries[layout] = None  # (seen once)
             write_region(record.backend, record.storage, record.dtype, region, value, value_dtype)
             return
-        entry = entries[layout]
         if entry is None or entry[0] is not record.storage:
             entry = entries[layout] = [record.storage, region_writer(record.backend, record.storage, record.dtype,
                                                                      region, value, value_dtype), False]
         else:
             entry[2] = True
-        self._last = (key, value.dtype, value.shape, entry[0], entry[1])
+        self._last = (key, value.dtype, value.shape, entry)
         entry[1](value)  # (prepared before: a write that came here, e.g. inside a name scope, reuses it)
 
 
-def make_room(entries: dict, seen_once) -> None:
-    """Make room in a full table of prepared entries: drop the entries ``seen_once(entry)``
-    says were seen once (noted, not prepared), or else the oldest one not used since the
-    last call. A second chance, close to least recently used: a prepared entry is a list
-    whose last item is False when prepared and set True by each later use; a used entry
-    passed over here is cleared and moved to the end, as if prepared again. (Keeping the
-    table in the order of use would hash the layout twice more per use: 0.25 µs.)"""
-    items = list(entries.items())  # (another thread may use the variable meanwhile)
-    once = [key for key, entry in items if seen_once(entry)]
-    if once:
-        for key in once:
-            entries.pop(key, None)
-        return
-    for key, entry in items:
-        if not entry[-1]:
-            entries.pop(key, None)
-            return
+def make_room(entries, seen_once) -> dict:
+    """A new table holding the full table ``entries`` but the entries ``seen_once(entry)``
+    says were seen once (noted, not prepared), or else but the oldest one not used since
+    the last call. A second chance, close to least recently used: a prepared entry is a
+    list whose last item is False when prepared and set True by each later use; the used
+    entries passed over are cleared and moved to the end, as if prepared again. (Keeping
+    the table in the order of use would hash the layout twice more per use: 0.25 µs.)
+    The caller puts the new table in place of the old one, which is left as it was: a
+    thread that still reads the old one finds what it found before, with no KeyError
+    between a check and a read."""
+    items = list(entries.items())
+    kept = [(key, entry) for key, entry in items if not seen_once(entry)]
+    if len(kept) < len(items):
+        return dict(kept)
+    unused = next((i for i, (_, entry) in enumerate(items) if not entry[-1]), None)
+    passed = items if unused is None else items[:unused]
+    for _, entry in passed:
         entry[-1] = False
-        entries.pop(key, None)
-        entries[key] = entry
-    entries.pop(items[0][0], None)  # (every one used: the oldest)
+    if unused is None:  # (every one used: all passed over, then the oldest dropped)
+        return dict(items[1:])
+    return dict(items[unused + 1:] + passed)
+
+
+_UNSEEN = object()  # (a layout not in the table)
 
 
 def _written_once(entry) -> bool:
