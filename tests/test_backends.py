@@ -257,3 +257,31 @@ def test_the_copies_writes_and_updates_make_go_through_the_backend(copies):
     assert copies[2:] == [(4, 4)]
     state = store.state()  # a snapshot of each variable (the optimizer's among them)
     assert len(copies[3:]) == len(state) and {(3, 4), (4, 4)} <= set(copies[3:]) and {"v", "square"} <= set(state)
+
+
+def test_the_array_modules_own_operations_run_under_on_device(monkeypatch):
+    """foreach's scaling (inside a scope) and norm, the Orthogonal initializer and the
+    Identity diagonal compute with the array module's own operations inside
+    ``backend.on_device(device)``: CuPy computes on the current device, and the cuda
+    backend's ``on_device`` makes the variable's device current (its own test:
+    tests/test_driver_launch.py)."""
+    import numpy as np
+
+    entered = []
+    numpy_backend = type(backends.get("numpy"))
+    real = numpy_backend.on_device
+    monkeypatch.setattr(numpy_backend, "on_device", lambda self, device: entered.append(device) or real(self, device))
+    store = vs.VariableStore(device="cpu")
+    v = store.variable(np.ones((4, 4), np.float32), name="w")
+    with vs.StatelessScope():
+        vs.foreach.scale([v], 0.5)  # (in a scope: variable by variable)
+    assert entered == ["cpu"]
+    assert vs.foreach.global_norm([v]) == 4.0 and entered == ["cpu"] * 2
+    store.variable(vs.initializers.Orthogonal(seed=1), shape=(4, 4), name="q")
+    store.variable(vs.initializers.Identity(), shape=(4, 4), name="i")
+    assert entered == ["cpu"] * 4
+    arrays = [np.full(3, 1.0), np.full(3, 2.0)]
+    from varstore.distributed.group import Collective
+
+    vs.distributed.LocalGroup(2).run(lambda group: group.run([Collective("sum", arrays[group.rank])]))
+    assert entered == ["cpu"] * 6 and all(np.array_equal(a, np.full(3, 3.0)) for a in arrays)  # (a sum per rank)

@@ -305,7 +305,26 @@ def test_assign_adds_shortcut_adds_on_the_storages_device_and_refuses_an_overlap
     assert not backend.add_same(storage, storage[::-1], storage.dtype, (6,), 1)  # (CuPy might race)
     assert not backend.add_same(storage, value, np.dtype(">f4"), (6,), 1)  # (not the dtype object)
     assert not backend.add_same(None, value, storage.dtype, (6,), 1)  # (released)
+    assert not backend.add_same(storage, device_array(np.ones(6), np.float32, device=0), storage.dtype, (6,), 1)
     assert len(cupy.ran) == 1
+
+
+def test_a_copy_from_another_device_is_one_contiguous_copy(fake):
+    """A strided source on device 0 for a destination on device 1 is made contiguous on
+    device 0 first (a contiguous pair is one memcpy between devices; CuPy's kernel
+    would need peer access), then copied with device 1 current."""
+    cupy, backend = fake
+    dst = device_array(np.zeros((3, 4)), np.float32, device=1)
+    src = device_array(np.arange(12).reshape(4, 3), np.float32, device=0).T
+    copies = []
+    copy = backend.copy
+    backend.copy = lambda array: copies.append(array.device.id) or copy(array)
+    backend.copyto(dst, src)
+    ((name, current, devices),) = cupy.ran
+    assert copies == [0] and (name, current, devices) == ("copyto", 1, [0, 1]) and cupy.current == 0
+    backend.copyto(dst, np.ascontiguousarray(src).view(DeviceArray))  # (contiguous: as it is)
+    assert copies == [0]
+    np.testing.assert_array_equal(np.asarray(dst), np.arange(12).reshape(4, 3).T)
 
 
 def test_a_host_gradient_goes_to_the_stores_device(fake):

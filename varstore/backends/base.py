@@ -94,7 +94,8 @@ class Backend(abc.ABC):
         """Set every element of the C-contiguous ``storage`` to ``word``: a NumPy scalar
         of its dtype, or a Python scalar that NumPy converts to it as we do (see
         ``values.SCALAR_FILLS``)."""
-        storage.fill(word)
+        with self.on_device(self.device_of(storage)):
+            storage.fill(word)
 
     def allocator(self, shape: tuple, dtype: np.dtype, device: str):
         """A function of no arguments returning a new :meth:`empty` array of ``shape``
@@ -169,12 +170,12 @@ class Backend(abc.ABC):
     def add_same(self, storage, value, dtype, shape: tuple, sign: int) -> bool:
         """``storage += value`` (``sign`` 1; -1: ``-=``) by the array module's ufunc, with
         NumPy's result, when ``value`` is an array of this backend whose dtype is the
-        object ``dtype`` and whose shape is ``shape`` (``storage`` not None); False,
-        nothing done, otherwise (``assign_add``'s shortcut, in one call). Here a value
-        that shares memory with ``storage`` is refused too; NumPy's override needs no
-        such check."""
+        object ``dtype`` and whose shape is ``shape``, on ``storage``'s device
+        (``storage`` not None); False, nothing done, otherwise (``assign_add``'s shortcut,
+        in one call). Here a value that shares memory with ``storage`` is refused too;
+        NumPy's override needs no such check."""
         if (storage is None or not self.owns(value) or value.dtype is not dtype or value.shape != shape
-                or self.shares_memory(storage, value)):
+                or self.device_of(value) != self.device_of(storage) or self.shares_memory(storage, value)):
             return False
         self.add_into(storage, value, sign)
         return True

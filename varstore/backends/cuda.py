@@ -309,16 +309,33 @@ class CudaBackend(Backend):
 
     def copyto(self, dst, src):
         # CuPy copies an overlapping input of its elementwise kernels, but a contiguous
-        # pair goes to one cudaMemcpyAsync, which overlapping ranges would race.
-        with self._cupy.cuda.Device(dst.device.id):
-            self._cupy.copyto(dst, self.copy(src) if self.shares_memory(dst, src) else src)
+        # pair goes to one cudaMemcpyAsync, which overlapping ranges would race. A source
+        # on another device is made contiguous there first: a contiguous pair is one
+        # memcpy between the devices, where CuPy's kernel would need peer access.
+        cupy = self._cupy
+        if isinstance(src, cupy.ndarray) and src.data.device_id != dst.data.device_id:
+            if not src.flags.c_contiguous:
+                src = self.copy(src)
+        elif self.shares_memory(dst, src):
+            src = self.copy(src)
+        with cupy.cuda.Device(dst.data.device_id):
+            cupy.copyto(dst, src)
 
     def on_device(self, device):
         return self._cupy.cuda.Device(device_index(device))
 
     def add_into(self, dst, operand, sign):
-        with self._cupy.cuda.Device(dst.device.id):
+        with self._cupy.cuda.Device(dst.data.device_id):
             (self._cupy.add if sign > 0 else self._cupy.subtract)(dst, operand, out=dst)
+
+    def add_same(self, storage, value, dtype, shape, sign):
+        cupy = self._cupy
+        if (storage is None or not isinstance(value, cupy.ndarray) or value.dtype is not dtype or value.shape != shape
+                or value.data.device_id != storage.data.device_id or self.shares_memory(storage, value)):
+            return False  # (another device's value: the general path copies it here)
+        with cupy.cuda.Device(storage.data.device_id):
+            (cupy.add if sign > 0 else cupy.subtract)(storage, value, out=storage)
+        return True
 
     def apart_contiguous(self, storage, value):
         return (type(value) is self._cupy.ndarray and value.flags.c_contiguous

@@ -169,6 +169,9 @@ class NumpyBackend(Backend):
 
     copyto = staticmethod(np.copyto)  # (NumPy buffers an overlapping source itself)
 
+    def fill(self, storage, word):
+        storage.fill(word)  # (one host: no device to make current)
+
     def add_into(self, dst, operand, sign):
         (_add if sign > 0 else _subtract)(dst, operand, out=dst)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import threading
 
+from .. import backends
+from ..backends.base import is_device_array
 from ..validation import check_seconds
 from .group import DistributedError, Group, origin
 
@@ -93,16 +95,21 @@ class LocalRank(Group):
         arrays = self._exchange([op.array for op in ops], "a collective")
         results = []
         for i, op in enumerate(ops):
-            if op.kind == "broadcast":
-                results.append(arrays[op.root][i].copy())
-                continue
-            total = arrays[0][i].copy()
-            for r in range(1, self.size):
-                total += arrays[r][i]
+            # Computed on this rank's device (ranks may hold different GPUs; CuPy computes
+            # on the current device): each input copied here where it is elsewhere.
+            backend = backends.get("cuda" if is_device_array(op.array) else "numpy")
+            device = backend.device_of(op.array)
+            with backend.on_device(device):
+                if op.kind == "broadcast":
+                    results.append(backend.copy(backend.asarray(arrays[op.root][i], device)))
+                    continue
+                total = backend.copy(backend.asarray(arrays[0][i], device))
+                for r in range(1, self.size):
+                    total += backend.asarray(arrays[r][i], device)
             results.append(total)
         self._wait("a collective")  # every rank has read every input
         for op, result in zip(ops, results, strict=True):
-            op.array[...] = result
+            backends.get("cuda" if is_device_array(op.array) else "numpy").copyto(op.array, result)
 
 
 class LocalGroup:

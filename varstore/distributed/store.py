@@ -224,7 +224,7 @@ class ReplicatedStore(VariableStore):
                 storage, dtype, backend, device = variable.stored
                 combined = backend.empty(storage.shape, storage.dtype, device)
                 if previous.negate:
-                    combined.fill(0)
+                    backend.fill(combined, combined.dtype.type(0))  # (on its device: 0 is all-zero words)
                     accumulate_into(backend, combined, previous.operand, dtype, -1)
                 else:
                     write(backend, combined, dtype, previous.operand, dtype)
