@@ -83,8 +83,8 @@ MARKED = re.compile(r"<!-- table: (?P<args>[^\n]*?) -->\n(?P<table>.*?)<!-- end 
 
 def test_readme_shows_the_cpu_and_h100_tables():
     marked = [m.group("args").split()[0] for m in MARKED.finditer(README.read_text(encoding="utf-8"))]
-    assert marked[:3] == ["bench/results/cpu-calls-4KiB.json", "bench/results/cpu-region-casts-slice-cast-1.json",
-                          "bench/results/h100-quick.json"], marked
+    assert marked[0].startswith("bench/results/cpu-calls-") and marked[1:3] == [
+        "bench/results/cpu-region-casts-slice-cast-1.json", "bench/results/h100-quick.json"], marked
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_name)
