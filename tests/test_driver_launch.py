@@ -330,11 +330,11 @@ def test_a_copy_from_another_device_is_one_contiguous_copy(fake):
 def test_a_host_gradient_goes_to_the_stores_device(fake):
     """A host gradient for a store on cuda:1 (device 0 current) is copied once to
     device 1, C-contiguous, before the optimizer's kernel reads it by address."""
-    from varstore import optimizers
+    from varstore.multi_tensor import checked_gradient
 
     cupy, backend = fake
     host = np.arange(12, dtype=np.float32).reshape(3, 4).T  # (strided)
-    array, dtype = optimizers._gradient(host, SimpleNamespace(shape=(4, 3), path="w"), backend, "cuda:1", 0)
+    array, dtype = checked_gradient(host, SimpleNamespace(shape=(4, 3), path="w"), backend, "cuda:1", 0)
     assert type(array) is DeviceArray and array.device.id == 1 and array.flags.c_contiguous and cupy.current == 0
     assert dtype == "float32" and np.array_equal(np.asarray(array), host)
 

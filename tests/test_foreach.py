@@ -159,6 +159,10 @@ def test_bad_input_is_refused_with_nothing_written(store):
              vs.ArgumentTypeError)
     _refused(store, lambda vs_: vs.foreach.scale(vs_, "2"), "factor", TypeError)
     _refused(store, lambda vs_: vs.foreach.assign(vs_[0], ones), "list or tuple", TypeError)
+    for update in (vs.foreach.assign, vs.foreach.assign_add, vs.foreach.assign_sub):  # (values are not optional)
+        for _ in range(2):  # (nor remembered as a plan)
+            _refused(store, lambda vs_, update=update: update(vs_, None), "`values` must be a list or tuple; "
+                     "received NoneType", vs.ArgumentTypeError)
     ints = store.variable(np.ones(2, np.int32), name="ints")
     _refused(store, lambda vs_: vs.foreach.assign_add(vs_ + [ints], ones + [ones[1]]), "int32")
     other = vs.VariableStore(device="cpu").variable(np.ones(2, np.float32), name="elsewhere")

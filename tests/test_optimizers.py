@@ -85,8 +85,9 @@ def test_steps_with_the_same_gradient_arrays_reuse_their_launches(store, monkeyp
 
     xp = np if store.device == "cpu" else pytest.importorskip("cupy")
     checked = []
-    monkeypatch.setattr(optimizers, "_gradient", lambda value, variable, *rest, _gradient=optimizers._gradient: (
-        checked.append(variable), _gradient(value, variable, *rest))[1])
+    real = optimizers.checked_gradient
+    monkeypatch.setattr(optimizers, "checked_gradient",
+                        lambda value, variable, *rest: (checked.append(variable), real(value, variable, *rest))[1])
 
     def model(into):
         return _model(into, 5) + [into.variable(np.linspace(-1, 1, 33), dtype="bfloat16", name="b")]
@@ -280,6 +281,38 @@ def test_bad_input_is_refused_with_nothing_written(store, case):
     with pytest.raises(error):
         opt.apply(grads, variables)
     assert _unchanged(store) == before
+
+
+@pytest.mark.parametrize("case", ["shape", "integer gradient variable", "nan schedule", "new variable"])
+def test_a_failed_step_leaves_no_state_behind(store, case):
+    """A step that fails after the optimizer made its state for it (the first step, or
+    a variable new to it) deletes that state: the store is as it was, nothing is
+    written, and an optimizer of the same name can be made afterwards."""
+    ours = _model(store)
+    grads, lr = _grads(0), 0.01
+    opt = vs.optimizers.Adam(learning_rate=lambda step: lr)
+    if case == "shape":
+        grads[2] = np.ones(7, np.float32)
+    elif case == "integer gradient variable":
+        grads[1] = store.variable(np.ones(ours[1].shape, np.int32), name="counts")
+    elif case == "nan schedule":
+        lr = float("nan")
+    else:
+        opt.apply(_grads(0)[:2], ours[:2])  # (built for the first two)
+        grads[3] = np.ones(7, np.float32)
+    before = _unchanged(store)
+    with pytest.raises((ValueError, TypeError)) as error:
+        opt.apply(grads, ours)
+    assert _unchanged(store) == before
+    if case == "integer gradient variable":
+        assert error.type is vs.ArgumentTypeError and "gradient 1 (variable 'counts') is int32" in str(error.value)
+    if case != "new variable":
+        assert not opt.built and opt.iterations is None
+        vs.optimizers.Adam().apply(_grads(0), ours)
+        assert int(store["adam/iteration"].numpy()) == 1
+    else:
+        opt.apply(_grads(1), ours)  # (the state of all four made now)
+        assert len([p for p in store if p.startswith("adam/")]) == 1 + 2 * len(ours)  # (a schedule: no rate)
 
 
 def test_bad_arguments_are_refused_when_given():

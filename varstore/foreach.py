@@ -148,8 +148,8 @@ def _cached(variables: tuple, values, mode: int):
 
 
 def _update(variables, values, mode: int, alpha: float, what: str) -> None:
-    if values is not None and not isinstance(values, (list, tuple)):
-        values = sequence(values, "values", what)  # (a generator: read once)
+    if mode != _SCALE and not isinstance(values, (list, tuple)):
+        values = sequence(values, "values", what)  # (a generator: read once; None refused)
     if isinstance(variables, (list, tuple)) and not scopes.ACTIVE:
         key = tuple(variables)
         plan = _cached(key, values, mode)

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import kernels
 from .array_protocols import ArrayProtocols
+from .backends.base import is_device_array
 from .casting import destination_words, element_conversion, source_words
 from .dtypes import is_float, standardize_dtype, storage_dtype
 from .errors import ArgumentTypeError
@@ -159,3 +160,35 @@ def _int64_words(values) -> np.ndarray:
     if values.dtype in (np.dtype(np.uint64), np.dtype(np.float64)):
         return values.view(np.int64)
     return values.astype(np.int64)
+
+
+def checked_gradient(value, variable, backend, device, i: int) -> tuple:
+    """``(array, dtype)``: gradient ``i`` of an optimizer step (an array, host or device,
+    or a variable) checked against ``variable`` (its shape; floats; the device) and made a
+    contiguous float array on the variable's device."""
+    protocols = isinstance(value, ArrayProtocols)
+    if not (protocols or backend.owns(value) or isinstance(value, np.ndarray) or is_device_array(value)):
+        value = np.asarray(value)
+    if tuple(value.shape) != variable.shape:
+        raise ValueError(f"gradient {i} has shape {tuple(value.shape)}; expected {variable.shape}, the shape of "
+                         f"{variable.path!r}.")
+    if protocols:
+        storage, dtype, value_backend, value_device = value.stored
+        if storage is None:
+            live_storage(value)
+        if value_backend is not backend or value_device != device:
+            raise ValueError(f"gradient {i} (variable {value.path!r}) is on {value_device}; expected {device}.")
+        if not is_float(dtype):
+            raise ArgumentTypeError(f"gradient {i} (variable {value.path!r}) is {dtype}; expected floats.")
+        return storage, dtype
+    array = value if backend.owns(value) and backend.device_of(value) == device else backend.asarray(value, device)
+    if not array.dtype.isnative:  # (the kernels read native words)
+        array = array.astype(array.dtype.newbyteorder("="))
+    dtype = float_name(array.dtype)
+    if dtype is None:
+        raise ArgumentTypeError(f"gradient {i} (for {variable.path!r}) holds {array.dtype} elements; expected floats.")
+    if not backend.owns(array):  # (host data for a GPU store: the kernels read device memory)
+        array = backend.from_host(np.asarray(array, order="C"), device)
+    if not (array.flags.c_contiguous and array.flags.aligned):
+        array = backend.copy(array)
+    return array, dtype

@@ -44,11 +44,9 @@ import weakref
 import numpy as np
 
 from . import foreach, kernels, scopes
-from .array_protocols import ArrayProtocols
-from .backends.base import is_device_array
 from .casting import element_conversion
 from .errors import ArgumentTypeError
-from .multi_tensor import Tables, check_variables, compute_dtype, destination_word, float_name, source_word
+from .multi_tensor import Tables, check_variables, checked_gradient, compute_dtype, destination_word, source_word
 from .validation import check_number
 from .variable import is_routed, live_storage
 
@@ -135,6 +133,11 @@ class Optimizer:
         if not variables or (self._store is not None and all(id(v) in self._slots for v in variables)):
             return
         store, device = variables[0].store, variables[0].device
+        for variable in variables:  # (before anything is created)
+            if variable.store is not (self._store or store) or variable.device != (self._device or device):
+                raise ValueError(f"{self.name}: variable {variable.path!r} is in another store, or on another "
+                                 f"device, than the variables this optimizer was built for ({self._device or device}); "
+                                 f"an optimizer serves the variables of one store and device.")
         if self._store is None:
             if f"{self.name}/iteration" in store:
                 raise ValueError(f"The store already holds the state of an optimizer named {self.name!r} "
@@ -149,10 +152,6 @@ class Optimizer:
                     f"{self.name}/learning_rate", self._initial_learning_rate, (), "float32", device=device,
                     trainable=False, aggregation="only_first_replica")
         for variable in variables:
-            if variable.store is not self._store or variable.device != self._device:
-                raise ValueError(f"{self.name}: variable {variable.path!r} is in another store, or on another "
-                                 f"device, than the variables this optimizer was built for ({self._device}); an "
-                                 f"optimizer serves the variables of one store and device.")
             if id(variable) in self._slots:
                 continue
             slot_dtype = "float64" if variable.stored.dtype == "float64" else "float32"
@@ -191,14 +190,34 @@ class Optimizer:
         if scopes.ACTIVE and scopes.stateless_scope() is not None:
             raise RuntimeError(f"{self.name}.apply inside a StatelessScope: the fused step writes the store's "
                                f"variables in place; apply it outside the scope.")
-        self._build([v for _, v in kept])
-        if self._store.queue_gradients(self._step, [(v, g) for g, v in kept]):
-            return  # (a replicated store inside a replica step: its sync() runs the step)
-        on_read = [v.path for _, v in kept if is_routed(v) and v.synchronization == "on_read"]
-        if on_read:
-            raise ValueError(f"{self.name}.apply: {on_read} are on_read variables of a ReplicatedStore, whose "
-                             f"replicas differ by design; an optimizer updates on_write/auto variables.")
-        self._step([g for g, _ in kept], [v for _, v in kept])
+        before = None if all(id(v) in self._slots for _, v in kept) else self._built_state(kept[0][1].store)
+        try:
+            self._build([v for _, v in kept])
+            if self._store.queue_gradients(self._step, [(v, g) for g, v in kept]):
+                return  # (a replicated store inside a replica step: its sync() runs the step)
+            on_read = [v.path for _, v in kept if is_routed(v) and v.synchronization == "on_read"]
+            if on_read:
+                raise ValueError(f"{self.name}.apply: {on_read} are on_read variables of a ReplicatedStore, whose "
+                                 f"replicas differ by design; an optimizer updates on_write/auto variables.")
+            self._step([g for g, _ in kept], [v for _, v in kept])
+        except BaseException:
+            if before is not None:  # (a step that built state and failed: the state it made goes)
+                self._unbuild(before)
+            raise
+
+    def _built_state(self, store) -> tuple:
+        """What :meth:`_unbuild` puts back: the optimizer's built state and the store's paths."""
+        return (self._store, self._device, self._iterations, self._learning_rate, dict(self._slots), self.built,
+                store, set(store))
+
+    def _unbuild(self, before: tuple) -> None:
+        """Delete the variables a failed step's build made in the store, and forget them."""
+        *own, store, paths = before
+        for path in [p for p in store if p not in paths and p.startswith(f"{self.name}/")]:
+            store.delete(path)
+        self._store, self._device, self._iterations, self._learning_rate, self._slots, self.built = own
+        self._addresses.clear()
+        self._plan = None
 
     def _checked(self, variables) -> list:
         """``variables`` as a checked list: at once where each was built by this
@@ -245,7 +264,7 @@ class Optimizer:
             return
         _, _, backend, device = variables[0].stored
         if dtypes is None:
-            operands = [(_gradient(g, v, backend, device, i), v) for i, (g, v) in enumerate(zip(grads, variables,
+            operands = [(checked_gradient(g, v, backend, device, i), v) for i, (g, v) in enumerate(zip(grads, variables,
                                                                                                 strict=True))]
         else:
             operands = [((g, d), v) for g, d, v in zip(grads, dtypes, variables, strict=True)]
@@ -469,31 +488,3 @@ def _unit(argument: str, value) -> float:
         raise ValueError(f"Invalid value for argument `{argument}`. Expected a float in [0, 1). Received: "
                          f"{argument}={value}")
     return value
-
-
-def _gradient(value, variable, backend, device, i: int) -> tuple:
-    """``(array, dtype)``: gradient ``i`` (checked) as a contiguous float array on the variable's device."""
-    protocols = isinstance(value, ArrayProtocols)
-    if not (protocols or backend.owns(value) or isinstance(value, np.ndarray) or is_device_array(value)):
-        value = np.asarray(value)
-    if tuple(value.shape) != variable.shape:
-        raise ValueError(f"gradient {i} has shape {tuple(value.shape)}; expected {variable.shape}, the shape of "
-                         f"{variable.path!r}.")
-    if protocols:
-        storage, dtype, value_backend, value_device = value.stored
-        if storage is None:
-            live_storage(value)
-        if value_backend is not backend or value_device != device:
-            raise ValueError(f"gradient {i} (variable {value.path!r}) is on {value_device}; expected {device}.")
-        return storage, dtype
-    array = value if backend.owns(value) and backend.device_of(value) == device else backend.asarray(value, device)
-    if not array.dtype.isnative:  # (the kernels read native words)
-        array = array.astype(array.dtype.newbyteorder("="))
-    dtype = float_name(array.dtype)
-    if dtype is None:
-        raise ArgumentTypeError(f"gradient {i} (for {variable.path!r}) holds {array.dtype} elements; expected floats.")
-    if not backend.owns(array):  # (host data for a GPU store: the kernels read device memory)
-        array = backend.from_host(np.asarray(array, order="C"), device)
-    if not (array.flags.c_contiguous and array.flags.aligned):
-        array = backend.copy(array)
-    return array, dtype
