@@ -111,3 +111,34 @@ def test_wrong_values_are_value_errors_only(call):
     with pytest.raises(ValueError) as info:
         call()
     assert not isinstance(info.value, TypeError)
+
+
+@pytest.mark.parametrize("dtype, bad", [("int8", 300), ("int8", -129), ("uint8", -1), ("int32", 2**40),
+                                        ("uint64", -1), ("int16", [1, 2**15])])
+def test_python_ints_out_of_an_int_dtypes_bounds_are_refused_as_numpy_refuses_them(store, dtype, bad):
+    """``a[...] = 300`` on an int8 array raises OverflowError in NumPy; so does every
+    write of such Python ints into a variable (an array of a wider dtype wraps, as
+    NumPy's astype)."""
+    v = store.variable(np.arange(2), dtype=dtype, name="counts")
+    want = to_host(v.value).copy()
+    shown = str(bad if isinstance(bad, int) else bad[1])
+    with pytest.raises(OverflowError, match=f"Python integer {shown} out of bounds for {dtype}"):
+        np.zeros(2, dtype)[...] = bad
+    for write in (v.assign, v.assign_add, lambda x: v.__setitem__(slice(None), x),
+                  lambda x: store.load_state({"counts": np.broadcast_to(np.asarray(x), (2,)).tolist()}),
+                  lambda x: store.variable(x, dtype=dtype, name="more")):
+        with pytest.raises(OverflowError, match=f"Python integer {shown} out of bounds for {dtype}"):
+            write(bad)
+        np.testing.assert_array_equal(to_host(v.value), want)
+    assert sorted(store) == ["counts"]
+    v.assign(np.array([300, -1]))  # (an int64 array wraps)
+    np.testing.assert_array_equal(to_host(v.value), np.array([300, -1]).astype(dtype))
+
+
+def test_python_ints_beyond_64_bits_and_ragged_lists_say_so(store):
+    v = store.variable(np.zeros(2, np.float32), name="x")
+    with pytest.raises(OverflowError, match=r"Python integer 100000000000\.\.\. \(41 digits\) does not fit 64 bits"):
+        v.assign(10**40)
+    with pytest.raises(ValueError, match="nested lists have different lengths"):
+        v.assign([[1.0, 2.0], [3.0]])
+    np.testing.assert_array_equal(to_host(v.value), [0, 0])

@@ -94,16 +94,22 @@ def test_scalar_writes_give_the_kernels_bits(store):
         f32[1:] = value
         assert to_host(f32.value).view(np.uint32).tolist() == [bits] * 3, value
     i8 = vs.Variable(np.zeros(2, np.int8), store=store)
-    for value, want in [(127, 127), (-128, -128), (300, 44), (-129, 127), (1e10, 127), (-1e10, -128),
-                        (float("nan"), 0), (2.9, 2), (True, 1)]:
+    for value, want in [(127, 127), (-128, -128), (np.int64(300), 44), (np.int64(-129), 127), (1e10, 127),
+                        (-1e10, -128), (float("nan"), 0), (2.9, 2), (True, 1)]:  # (NumPy ints wrap, floats saturate)
         i8.assign(value)
         assert to_host(i8.value).tolist() == [want] * 2, value
         i8[0] = value
         assert to_host(i8.value).tolist() == [want] * 2, value
+    for value in (300, -129):  # Python ints out of bounds: OverflowError, as NumPy
+        with pytest.raises(OverflowError, match=f"Python integer {value} out of bounds for int8"):
+            i8.assign(value)
+        with pytest.raises(OverflowError, match=f"Python integer {value} out of bounds for int8"):
+            i8[0] = value
+        assert to_host(i8.value).tolist() == [1, 1]
     u64 = vs.Variable(np.zeros(2, np.uint64), store=store)
     u64.assign(2**64 - 1)
     assert to_host(u64.value).tolist() == [2**64 - 1] * 2
-    u64.assign(-1)  # an int64 that wraps, as NumPy's cast
+    u64.assign(np.int64(-1))  # an int64 that wraps, as NumPy's cast
     assert to_host(u64.value).tolist() == [2**64 - 1] * 2
     flags = vs.Variable(np.zeros(4, bool), store=store)
     for value, want in [(0.5, True), (-0.0, False), (float("nan"), True), (-1, True), (0, False)]:

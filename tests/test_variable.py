@@ -626,12 +626,17 @@ def test_out_of_range_keys_raise_and_keep_the_value(store):
 
 
 def test_integer_scalar_fills_follow_one_rule(store):
-    """A scalar that does not fit wraps (NumPy's astype), whatever the variable's shape."""
-    a = vs.Variable("zeros", shape=(2,), dtype="int8", store=store).assign(300)
-    b = vs.Variable("zeros", shape=(), dtype="int8", store=store).assign(300)
+    """A NumPy integer that does not fit wraps (NumPy's astype), whatever the variable's
+    shape, as an array and the Constant initializer do; a Python int that does not fit
+    is refused (OverflowError, as NumPy refuses ``a[...] = 300`` on int8)."""
+    a = vs.Variable("zeros", shape=(2,), dtype="int8", store=store).assign(np.int64(300))
+    b = vs.Variable("zeros", shape=(), dtype="int8", store=store).assign(np.int64(300))
     c = vs.Variable("zeros", shape=(2,), dtype="int8", store=store).assign(np.array([300, 300]))
     d = vs.Variable(vs.initializers.Constant(300), shape=(2,), dtype="int8", store=store)
     assert a.numpy().tolist() == [44, 44] == c.numpy().tolist() == d.numpy().tolist() and int(b.numpy()) == 44
+    for shape in ((2,), ()):
+        with pytest.raises(OverflowError, match="Python integer 300 out of bounds for int8"):
+            vs.Variable("zeros", shape=shape, dtype="int8", store=store).assign(300)
 
 
 class _DLPackOnly:

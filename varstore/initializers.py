@@ -402,7 +402,7 @@ def fill_storage(init, backend, device, storage, shape, dtype) -> None:
         init.fill(backend, storage, dtype)
         return
     result = init(shape, dtype)
-    array, array_dtype = as_storage_array(result, backend, device)
+    array, array_dtype = as_storage_array(result, backend, device, dtype)
     if array.ndim != 0 and array.shape != shape:
         raise ValueError(
             f"The initializer {init!r} returned an array of shape {array.shape}; expected the "

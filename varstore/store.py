@@ -113,7 +113,8 @@ class VariableStore(collections.abc.Mapping):
                 storage = self._memory.allocate(backend, shape, storage_dtype(dtype), device, path)
                 initializers.fill_storage(init, backend, device, storage, shape, dtype)
             else:
-                array, array_dtype = as_storage_array(initializer, backend, device)
+                array, array_dtype = as_storage_array(initializer, backend, device,
+                                                      None if dtype is None else standardize_dtype(dtype))
                 if shape is not None and standardize_shape(shape) != array.shape:
                     raise ValueError(
                         f"Initial value shape {array.shape} does not match the `shape` argument "

@@ -6,26 +6,31 @@ from __future__ import annotations
 import numpy as np
 
 from .casting import accumulate_into, cast, cast_into, cast_on_host, needs_kernel
-from .dtypes import DTYPES, INT_DTYPES, WORD_DTYPES, infer_python_dtype, storage_dtype
+from .dtypes import DTYPES, INT_DTYPES, REGISTRY, WORD_DTYPES, infer_python_dtype, storage_dtype
 
 _PY_SCALARS = (bool, int, float)
 _SUPPORTED = frozenset(DTYPES)
 
 
-def as_storage_array(value, backend, device):
+def as_storage_array(value, backend, device, into: str | None = None):
     """``(array, dtype)``: ``value`` as a C-contiguous array in storage form.
 
     The array is ``backend``'s own (no copy where possible) or, for host data on a GPU
-    backend, a host NumPy array: callers cast it on the host and copy it once.
+    backend, a host NumPy array: callers cast it on the host and copy it once. ``into``:
+    the dtype the value is for, if known: Python ints it cannot hold are refused.
 
     Raises:
         ValueError: a value of a dtype varstore does not support (complex, strings,
             ragged lists...).
+        OverflowError: Python ints out of the bounds of the integer dtype ``into``, as
+            NumPy refuses them (arrays of other integer dtypes wrap, as NumPy's casts).
     """
     if type(value) is np.ndarray:  # the common case first: this is on every assign's path
         array = value
     elif isinstance(value, (_PY_SCALARS, list, tuple)):
-        array = np.asarray(value)
+        array = _python_array(value)
+        if into is not None and array.dtype.kind in "iu":
+            _check_python_ints(array, into)
     else:
         read = getattr(value, "read_stored", None)  # a Variable: what its `value` reads (scopes too)
         if read is not None:
@@ -46,6 +51,34 @@ def as_storage_array(value, backend, device):
     if not array.flags.c_contiguous:
         array = backend.copy(array) if backend.owns(array) else np.asarray(array, order="C")
     return array, name
+
+
+def _python_array(value) -> np.ndarray:
+    """``np.asarray`` of a Python scalar, list or tuple; ValueError naming the problem for
+    ints beyond 64 bits and ragged lists, where NumPy's own message names neither."""
+    try:
+        array = np.asarray(value)
+    except ValueError as exc:  # (ragged nesting)
+        raise ValueError(f"Unsupported value: a {type(value).__name__} whose nested lists have different lengths "
+                         f"(NumPy: {exc}). Expected a scalar, or nested lists of one shape.") from None
+    if array.dtype.kind == "O" and all(type(x) is int for x in array.reshape(-1)):
+        shown = str(max(array.reshape(-1), key=abs))
+        shown = shown if len(shown) <= 30 else f"{shown[:12]}... ({len(shown.lstrip('-'))} digits)"
+        raise OverflowError(f"Python integer {shown} does not fit 64 bits, the widest integer dtype; give it as "
+                            f"a float for a float variable.")
+    return array
+
+
+def _check_python_ints(array: np.ndarray, dtype: str) -> None:
+    record = REGISTRY.get(dtype)
+    bounds = None if record is None else record.bounds
+    if bounds is None or not array.size:  # (floats, bool: NumPy's conversion)
+        return
+    low, high = int(array.min()), int(array.max())
+    if low < bounds[0] or high > bounds[1]:
+        raise OverflowError(f"Python integer {low if low < bounds[0] else high} out of bounds for {dtype} "
+                            f"[{bounds[0]}, {bounds[1]}] (NumPy refuses it too; an array of a wider dtype "
+                            f"wraps, as its astype does).")
 
 
 _names: dict = {}
@@ -164,7 +197,7 @@ def state_array(variable, value, what: str):
     ``load_state``, ``stateless_call`` and StatelessScope); ValueError naming both shapes
     otherwise."""
     _, dtype, backend, device = variable.stored
-    array, array_dtype = as_storage_array(value, backend, device)
+    array, array_dtype = as_storage_array(value, backend, device, dtype)
     if array.shape != variable.shape:
         raise ValueError(
             f"{what}: the value for variable {variable.path!r} has shape {array.shape}; expected "

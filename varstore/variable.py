@@ -270,7 +270,7 @@ class Variable(VariableAttributes, ArrayProtocols):
         ):
             backend.copyto(storage, value)
             return self
-        array, array_dtype = as_storage_array(value, backend, record.device)
+        array, array_dtype = as_storage_array(value, backend, record.device, record.dtype)
         if array.ndim != 0 and array.shape != self._shape:
             raise ValueError(self._shape_error(array.shape, "assign"))
         target, scope = self._write_target(overwrite=True)
@@ -313,7 +313,7 @@ class Variable(VariableAttributes, ArrayProtocols):
         dtype, backend, device = record.dtype, record.backend, record.device
         if dtype == "bool" and method != "assign":
             raise TypeError(f"{method} is not defined for the bool variable {self._path!r}; use assign.")
-        array, array_dtype = as_storage_array(value, backend, device)
+        array, array_dtype = as_storage_array(value, backend, device, dtype)
         if array.ndim != 0 and array.shape != self._shape:
             raise ValueError(self._shape_error(array.shape, method))
         operand = as_operand(backend, array, array_dtype, dtype, device)
@@ -356,7 +356,7 @@ class Variable(VariableAttributes, ArrayProtocols):
         record = self._stored
         dtype, backend, device = record.dtype, record.backend, record.device
         region = cached_basic_region(self._shape, key)  # IndexError before anything is written
-        array, array_dtype = as_storage_array(value, backend, device)
+        array, array_dtype = as_storage_array(value, backend, device, dtype)
         if region is not None:
             broadcast_strides(array.shape, region.shape)  # ValueError naming both shapes
         else:
