@@ -142,3 +142,21 @@ def test_python_ints_beyond_64_bits_and_ragged_lists_say_so(store):
     with pytest.raises(ValueError, match="nested lists have different lengths"):
         v.assign([[1.0, 2.0], [3.0]])
     np.testing.assert_array_equal(to_host(v.value), [0, 0])
+
+
+def test_scopes_and_optimizers_name_what_they_were_given(store):
+    w = store.variable(np.ones(2, np.float32), name="w")
+    with pytest.raises(vs.ArgumentTypeError, match="name=3"):
+        vs.name_scope(3)
+    with pytest.raises(vs.ArgumentTypeError, match="`state_mapping` must be a dict .* received int"):
+        vs.StatelessScope(5)
+    with pytest.raises(vs.ArgumentTypeError, match="`state_mapping` must be a dict .* it holds <Variable path=w"):
+        vs.StatelessScope([w])
+    with vs.StatelessScope([[w, np.zeros(2)]]):  # (pairs as lists too)
+        assert to_host(w.value).tolist() == [0.0, 0.0]
+    with pytest.raises(vs.ArgumentTypeError, match=r"gradient 0 \(for 'w'\) holds <U1 elements; expected floats"):
+        vs.optimizers.SGD(1.0).apply(["x"], [w])
+    for bad in ("x", None, [0.1, 0.2]):
+        with pytest.raises(vs.ArgumentTypeError, match=r"SGD: learning_rate\(0\) returned .*; expected a number"):
+            vs.optimizers.SGD(lambda step, bad=bad: bad).apply([np.ones(2, np.float32)], [w])
+    assert sorted(store) == ["w"] and to_host(w.value).tolist() == [1.0, 1.0]

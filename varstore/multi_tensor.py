@@ -169,6 +169,9 @@ def checked_gradient(value, variable, backend, device, i: int) -> tuple:
     protocols = isinstance(value, ArrayProtocols)
     if not (protocols or backend.owns(value) or isinstance(value, np.ndarray) or is_device_array(value)):
         value = np.asarray(value)
+    if not protocols and value.dtype.kind in "USO":  # (text, objects: not numbers, whatever their shape)
+        raise ArgumentTypeError(f"gradient {i} (for {variable.path!r}) holds {value.dtype} elements; expected "
+                                f"floats.")
     if tuple(value.shape) != variable.shape:
         raise ValueError(f"gradient {i} has shape {tuple(value.shape)}; expected {variable.shape}, the shape of "
                          f"{variable.path!r}.")

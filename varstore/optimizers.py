@@ -303,8 +303,12 @@ class Optimizer:
     def _current_learning_rate(self, step: int) -> float:
         if callable(self._initial_learning_rate):
             value = self._initial_learning_rate(step)
-            return check_number("learning_rate(iteration)", float(np.asarray(value)), "a finite number >= 0",
-                                minimum=0.0)
+            try:
+                number = float(np.asarray(value))
+            except (TypeError, ValueError):
+                raise ArgumentTypeError(f"{self.name}: learning_rate({step}) returned {value!r:.80}; expected a "
+                                        f"number.") from None
+            return check_number("learning_rate(iteration)", number, "a finite number >= 0", minimum=0.0)
         if self._learning_rate is None:
             return self._initial_learning_rate
         return float(self._learning_rate.numpy())

@@ -11,6 +11,7 @@ import threading
 
 from .array_protocols import ArrayProtocols
 from .dtypes import is_float, standardize_dtype
+from .errors import ArgumentTypeError
 from .validation import check_utf8
 from .values import state_array
 
@@ -60,7 +61,7 @@ class name_scope(_Scope):
 
     def __init__(self, name):
         if not isinstance(name, str) or not name or "/" in name:
-            raise ValueError(
+            raise (ValueError if isinstance(name, str) else ArgumentTypeError)(
                 f"Invalid value for argument `name` of name_scope. Expected a non-empty string "
                 f"without '/'. Received: name={name!r}"
             )
@@ -122,7 +123,14 @@ class StatelessScope(_Scope):
     def __init__(self, state_mapping=None):
         self._values: dict = {}  # id(variable) -> (variable, storage array)
         pairs = state_mapping.items() if hasattr(state_mapping, "items") else (state_mapping or ())
-        for variable, value in pairs:
+        if not hasattr(pairs, "__iter__") or isinstance(pairs, (str, bytes)):
+            raise ArgumentTypeError(f"StatelessScope: `state_mapping` must be a dict of {{variable: value}} or "
+                                    f"(variable, value) pairs; received {type(state_mapping).__name__}.")
+        for pair in pairs:
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise ArgumentTypeError(f"StatelessScope: `state_mapping` must be a dict of {{variable: value}} or "
+                                        f"(variable, value) pairs; it holds {pair!r:.80}.")
+            variable, value = pair
             if not isinstance(variable, ArrayProtocols):  # (Variable's base: variable.py imports this module)
                 raise ValueError(
                     f"Invalid reference variable in StatelessScope: every key of `state_mapping` "
