@@ -786,3 +786,20 @@ def test_no_pickle_anywhere():
     assert len(sources) > 20
     offending = [str(p) for p in sources if "pickle" in p.read_text().replace("No pickle", "").replace("no pickle", "")]
     assert offending == []
+
+
+def test_a_file_this_user_may_not_write_is_refused(tmp_path, monkeypatch):
+    """A read-only file: the rename would replace it (only the folder must be writable),
+    so save refuses it first, as ``open(path, "w")`` would (``os.access``; root may write
+    any file, so the check is made to say no here)."""
+    import os
+
+    store = vs.VariableStore(device="cpu")
+    store.variable(np.ones(3, np.float32), name="a")
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"keep me")
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == str(path) else real(p, mode, **kw))
+    with pytest.raises(PermissionError, match="may not write"):
+        store.save(path)
+    assert path.read_bytes() == b"keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]

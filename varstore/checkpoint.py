@@ -22,7 +22,9 @@ file through the backend (from device memory: through two pinned buffers).
 What ``save(path)`` writes to, checked before anything is written:
 
 - a path ending with a separator (or ``.``, ``..``), a missing folder, a folder, or an
-  existing path that is not a regular file (a FIFO, a device, a socket) is refused;
+  existing path that is not a regular file (a FIFO, a device, a socket) is refused; so
+  is a file this user may not write (``os.access``: read-only, as ``open(path, "w")``
+  would refuse it; the rename itself only needs the folder to be writable);
 - a symlink is followed, through every link, to the file it points to: that file is
   replaced atomically (the temporary is written in *its* folder and renamed onto its
   real path) and the link stays a link. A symlink to a FIFO or a device is refused as
@@ -156,6 +158,9 @@ def _save_target(path: str) -> str:
     except FileNotFoundError:
         return target
     if stat.S_ISREG(mode):
+        if not os.access(target, os.W_OK):  # (the rename would replace it where open(path, "w") fails)
+            raise PermissionError(errno.EACCES, f"save: {path!r} is a file this user may not write (read-only); "
+                                  "nothing was written", path)
         return target
     if stat.S_ISDIR(mode):
         raise IsADirectoryError(f"save: {path!r} is a folder; expected a file path.")
