@@ -138,6 +138,13 @@ def test_scalar_fast_paths_keep_the_checks(store):
         v[0, 0, 0] = 1.0
     with pytest.raises(IndexError):
         v[1.0] = 1.0  # equals 1, but is no index
+    for key in [(3, 0), (0, 0, 0), (slice(0, 2.5),), (0, slice(None, None, 0))]:
+        errors = []
+        for value in (1.0, np.ones((), np.float32)):  # the shortcut (the array module's write), the general path
+            with pytest.raises((IndexError, TypeError, ValueError)) as error:
+                v[key] = value
+            errors.append((error.type, str(error.value)))
+        assert errors[0] == errors[1], key  # (one message for one key)
     v[1] = 2.0  # (row 1's region is cached now: True must not find it)
     assert to_host(v.value)[:, 0].tolist() == [0.0, 2.0, 0.0]
     v[True] = 5.0  # a mask (all of it), not row 1

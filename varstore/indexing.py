@@ -130,6 +130,21 @@ def key_signature(key):
     return tuple(signature)
 
 
+_BASIC_ITEMS = frozenset({int, slice, type(None), type(Ellipsis)})
+
+
+def is_basic_key(key) -> bool:
+    """Whether ``key`` is an int, a slice, ``...`` or ``None``, or a tuple of them (exact
+    types, as :func:`key_signature`: ``True`` is a mask). A slice's bounds are not looked
+    at: what NumPy and CuPy refuse there, :func:`basic_region` refuses too."""
+    if type(key) is tuple:
+        for item in key:
+            if type(item) not in _BASIC_ITEMS:
+                return False
+        return True
+    return type(key) in _BASIC_ITEMS
+
+
 def cached_basic_region(shape: tuple, key) -> Region | None:
     """:func:`basic_region`, remembered for hashable keys (ints, slices, ``...``, ``None``
     and tuples of those) per shape: a key parsed once is a dict lookup afterwards. Errors

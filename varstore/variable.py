@@ -11,7 +11,7 @@ from .array_protocols import ArrayProtocols
 from .attributes import VariableAttributes
 from .casting import accumulate_into, cast, prepared_cast, readable
 from .dtypes import SMALL_FLOAT_DTYPES, WORD_DTYPES, host_dtype, is_float, standardize_dtype
-from .indexing import broadcast_strides, cached_basic_region, flat_indices, host_key
+from .indexing import broadcast_strides, cached_basic_region, flat_indices, host_key, is_basic_key
 from .prepared_reads import PreparedReads
 from .prepared_writes import PreparedWrites
 from .regions import read_indexed, read_region, write_indexed, write_region
@@ -338,14 +338,16 @@ class Variable(VariableAttributes, ArrayProtocols):
         limits = self._scalar_fill
         if limits is not None and not scopes.ACTIVE and plain_scalar(limits, value):
             storage = self._stored.storage
-            if storage is not None:
-                region = cached_basic_region(self._shape, key)  # IndexError before anything is written
-                if region is not None:
-                    # A basic key selects the same elements in the array module as in
-                    # the strided kernel; the scalar converts as in assign.
-                    if region.size:
-                        storage[key] = value
-                    return
+            if storage is not None and is_basic_key(key):
+                # A basic key selects the same elements in the array module as in the
+                # strided kernel (which refuses what it refuses, before writing); the
+                # scalar converts as in assign.
+                try:
+                    storage[key] = value
+                except (IndexError, TypeError, ValueError):
+                    cached_basic_region(self._shape, key)  # (our error where our parse refuses it too)
+                    raise
+                return
         prepared = self._prepared
         if prepared is not None and not scopes.ACTIVE and prepared.write(self._stored, key, value):
             return
