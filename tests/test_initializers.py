@@ -243,6 +243,23 @@ def test_identity(store, shape, dtype):
     np.testing.assert_array_equal(x, 3.0 * np.eye(*shape))
 
 
+def test_identity_converts_its_gain_once_per_dtype_and_anew_when_set(store, monkeypatch):
+    from varstore import initializers
+
+    converted = []
+    real = initializers.cast_on_host
+    monkeypatch.setattr(initializers, "cast_on_host", lambda host, *a: converted.append(a) or real(host, *a))
+    init = vs.initializers.Identity(gain=2.0)
+    for dtype in ("float32", "float32", "bfloat16", "int8"):
+        v = store.variable(init, shape=(3, 4), dtype=dtype)
+        np.testing.assert_array_equal(np.asarray(v.numpy(), np.float64), 2 * np.eye(3, 4))
+    assert len(converted) == 3  # (float32 once, bfloat16, int8)
+    init.gain = 3.0
+    v = store.variable(init, shape=(3, 4), dtype="float32")
+    np.testing.assert_array_equal(v.numpy(), 3 * np.eye(3, 4))
+    assert len(converted) == 4
+
+
 def test_identity_needs_a_matrix(store):
     with pytest.raises(ValueError, match=r"2-D.*\(2, 2, 2\)"):
         vs.Variable("identity", shape=(2, 2, 2), store=store)

@@ -72,6 +72,22 @@ class Initializer:
         return f"{type(self).__name__}({args})"
 
 
+def scalar_word(owner, value, dtype: str):
+    """``value``'s storage word in ``dtype`` for the initializer ``owner``, converted on
+    the host once per dtype and value object (kept in ``owner._words``, made on first use:
+    a subclass need not call ``__init__``); a value set since is converted anew, and an
+    array value (which can change in place) at every fill."""
+    words = owner.__dict__.setdefault("_words", {})  # dtype -> (value, word)
+    hit = words.get(dtype)
+    if hit is not None and hit[0] is value:
+        return hit[1]
+    host = np.asarray(value)
+    word = cast_on_host(host, host.dtype.name, dtype)[()]
+    if not isinstance(value, np.ndarray):
+        words[dtype] = (value, word)
+    return word
+
+
 class Constant(Initializer):
     """Fills with a scalar ``value`` (cast to the variable's dtype).
 
@@ -90,20 +106,7 @@ class Constant(Initializer):
         backend.fill(storage, self._word(dtype))
 
     def _word(self, dtype: str):
-        """``value``'s storage word in ``dtype``, converted on the host once per dtype and
-        value object (kept in ``_words``, made on first use: a subclass need not call
-        ``__init__``); a value set since is converted anew, and an array value (which can
-        change in place) at every fill."""
-        value = self.value
-        words = self.__dict__.setdefault("_words", {})  # dtype -> (value, word)
-        hit = words.get(dtype)
-        if hit is not None and hit[0] is value:
-            return hit[1]
-        host = np.asarray(value)
-        word = cast_on_host(host, host.dtype.name, dtype)[()]
-        if not isinstance(value, np.ndarray):
-            words[dtype] = (value, word)
-        return word
+        return scalar_word(self, self.value, dtype)
 
     def get_config(self):
         return {"value": self.value}
@@ -367,10 +370,9 @@ class Identity(Initializer):
             )
         backend.fill(storage, storage.dtype.type(0))  # 0 is the all-zero word in every dtype
         rows, cols = shape
-        gain = np.asarray(self.gain)
-        word = cast_on_host(gain, gain.dtype.name, dtype)
+        word = scalar_word(self, self.gain, dtype)
         with backend.on_device(backend.device_of(storage)):
-            storage.reshape(-1)[:: cols + 1][: min(rows, cols)].fill(word[()])  # the diagonal, in place
+            storage.reshape(-1)[:: cols + 1][: min(rows, cols)].fill(word)  # the diagonal, in place
 
     def get_config(self):
         return {"gain": self.gain}
