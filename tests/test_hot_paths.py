@@ -558,3 +558,26 @@ def test_small_float_accumulate_shortcut_matches_the_general_path(store, dtype):
         v.assign_add(v.value[::-1].copy()[::-1])  # (contiguous again, and apart: the shortcut)
         v.assign_sub(np.asarray(v.value))  # the storage itself, seen as the dtype: overlaps
         assert not to_host(v.value).astype(np.float32).any()
+
+
+def test_scalar_assign_add_gives_the_general_paths_bits(store, monkeypatch):
+    """``v.assign_add(python scalar)`` on a float32/float64/int variable is the array
+    module's own add where its conversion of the scalar gives our bits (``plain_scalar``),
+    else the general path: the same bits either way."""
+    backend_type = type(store.variable(np.zeros(1, np.float32)).stored.backend)
+    added = []
+    real = backend_type.add_into
+    monkeypatch.setattr(backend_type, "add_into",
+                        lambda self, dst, x, sign: added.append(type(x)) or real(self, dst, x, sign))
+    cases = [("float32", 0.1), ("float32", 1e39), ("float32", 2**24 + 1), ("float64", 0.1), ("int8", 1), ("int8", -3),
+             ("int32", 7.9)]
+    for dtype, scalar in cases:
+        start = np.array([126, -127, 0.5, 3], np.float64)
+        v = store.variable(start, dtype=dtype)
+        ref = store.variable(start, dtype=dtype)
+        with np.errstate(invalid="ignore"):  # (inf - inf, as NumPy's own)
+            for method in ("assign_add", "assign_sub", "assign_add"):
+                getattr(v, method)(scalar)
+                getattr(ref, method)(np.asarray(scalar))  # (a 0-d array: the general path)
+        np.testing.assert_array_equal(to_host(v.value).view(np.uint8), to_host(ref.value).view(np.uint8))
+    assert float in added and int in added  # (the shortcut ran)

@@ -285,6 +285,24 @@ def cast_on_host(host, src_dtype: str, dst_dtype: str) -> np.ndarray:
     return cast(backends.get("numpy"), np.asarray(host, order="C"), src_dtype, dst_dtype, "cpu")
 
 
+def cast_scalar_on_host(scalar, src_dtype: str, dst_dtype: str) -> np.ndarray:
+    """:func:`cast_on_host` of a 0-d host array, remembered by its bits and dtypes: a
+    training loop writes the same few scalars again and again, and each cast is a launch
+    of the CPU loop (2-5 µs). The result is shared: callers read it, or copy it."""
+    key = (scalar.tobytes(), src_dtype, dst_dtype)  # (bits: -0.0 and 0.0 differ, each NaN payload too)
+    hit = _scalar_casts.get(key)
+    if hit is None:
+        hit = cast_on_host(scalar, src_dtype, dst_dtype)
+        if len(_scalar_casts) >= _MAX_SCALAR_CASTS:
+            _scalar_casts.clear()
+        _scalar_casts[key] = hit
+    return hit
+
+
+_scalar_casts: dict = {}  # (bytes, source dtype, destination dtype) -> the 0-d result
+_MAX_SCALAR_CASTS = 1024
+
+
 def accumulate_into(backend, dst, src, dtype: str, sign: int) -> None:
     """``dst += sign * src`` in place; ``src`` has ``dst``'s dtype and its shape or one element.
 

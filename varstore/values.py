@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .casting import accumulate_into, cast, cast_into, cast_on_host, needs_kernel
+from .casting import accumulate_into, cast, cast_into, cast_on_host, cast_scalar_on_host, needs_kernel
 from .dtypes import DTYPES, INT_DTYPES, REGISTRY, WORD_DTYPES, infer_python_dtype, storage_dtype
 
 _PY_SCALARS = (bool, int, float)
@@ -113,7 +113,7 @@ def write(backend, storage, dtype: str, array, array_dtype: str) -> None:
     if array.ndim == 0 and storage.ndim != 0:  # a scalar fills: convert it on the host
         scalar = backend.host_view(array) if backend.owns(array) else array
         if needs_kernel(array_dtype, dtype):
-            scalar = cast_on_host(scalar, array_dtype, dtype)
+            scalar = cast_scalar_on_host(scalar, array_dtype, dtype)
         else:  # the array module's own conversion, as for arrays (integers wrap)
             scalar = scalar.astype(storage.dtype, casting="unsafe")
         backend.fill(storage, scalar[()])
@@ -127,8 +127,13 @@ def write(backend, storage, dtype: str, array, array_dtype: str) -> None:
 
 def as_operand(backend, array, array_dtype: str, dtype: str, device: str):
     """``array`` cast to ``dtype`` as an array of ``backend`` (for assign_add/sub)."""
-    if not backend.owns(array):
-        host = array if array_dtype == dtype else cast_on_host(array, array_dtype, dtype)
+    if not backend.owns(array) or (array.ndim == 0 and array_dtype != dtype and type(array) is np.ndarray):
+        if array_dtype == dtype:
+            host = array
+        elif array.ndim == 0:  # (a scalar: its cast remembered; copied, as the caller may keep it)
+            host = cast_scalar_on_host(array, array_dtype, dtype).copy()
+        else:
+            host = cast_on_host(array, array_dtype, dtype)
         return backend.from_host(host, device)
     if array_dtype == dtype:
         return array

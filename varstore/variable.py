@@ -288,6 +288,9 @@ class Variable(VariableAttributes, ArrayProtocols):
             record = self._stored
             if record.backend.add_same(record.storage, value, add_dtype, self._shape, 1):
                 return self
+            if record.storage is not None and plain_scalar(self._scalar_fill, value):  # (converted as assign does)
+                record.backend.add_into(record.storage, value, 1)
+                return self
         elif self._kernel_add and not scopes.ACTIVE and values.add_own_words(self._stored, self._shape, value, 1):
             return self
         return self._writes.accumulate(self, value, 1, "assign_add")
@@ -298,6 +301,9 @@ class Variable(VariableAttributes, ArrayProtocols):
         if add_dtype is not None and not scopes.ACTIVE:  # (as assign_add)
             record = self._stored
             if record.backend.add_same(record.storage, value, add_dtype, self._shape, -1):
+                return self
+            if record.storage is not None and plain_scalar(self._scalar_fill, value):
+                record.backend.add_into(record.storage, value, -1)
                 return self
         elif self._kernel_add and not scopes.ACTIVE and values.add_own_words(self._stored, self._shape, value, -1):
             return self
