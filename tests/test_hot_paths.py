@@ -581,3 +581,22 @@ def test_scalar_assign_add_gives_the_general_paths_bits(store, monkeypatch):
                 getattr(ref, method)(np.asarray(scalar))  # (a 0-d array: the general path)
         np.testing.assert_array_equal(to_host(v.value).view(np.uint8), to_host(ref.value).view(np.uint8))
     assert float in added and int in added  # (the shortcut ran)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float8_e4m3fn", "float16", "int8"])
+def test_a_scalar_written_to_a_region_is_its_converted_word(store, dtype):
+    """``v[key] = scalar`` on a dtype the array module cannot convert to: the scalar is
+    cast once (our kernel) and its word written to every element of the region by the
+    array module, with the bits ``astype`` gives."""
+    start = np.arange(12, dtype=np.float32).reshape(3, 4)
+    for value in (1.5, -0.0, 1e39, float("nan"), 2.0**31, -7):
+        v = store.variable(start, dtype=dtype)
+        with np.errstate(invalid="ignore", over="ignore"):
+            v[::2, 1::2] = value
+            v[1, 2] = value
+        want = to_host(store.variable(start, dtype=dtype).value).copy().view(np.uint8 if dtype != "float16" and
+                                                                              dtype != "bfloat16" else np.uint16)
+        word = to_host(store.variable(np.full((), value, np.float64), dtype=dtype).value).view(want.dtype)
+        want[::2, 1::2] = word
+        want[1, 2] = word
+        np.testing.assert_array_equal(to_host(v.value).view(want.dtype), want, err_msg=f"{value!r}")

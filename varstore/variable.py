@@ -261,13 +261,8 @@ class Variable(VariableAttributes, ArrayProtocols):
         if storage is None:
             self._raise_released()
         fast = self._fast_dtype
-        if (
-            not scopes.ACTIVE
-            and fast is not None
-            and backend.owns(value)
-            and value.dtype == fast
-            and value.shape == self._shape
-        ):
+        if not scopes.ACTIVE and fast is not None and backend.owns(value) and value.dtype == fast and \
+                value.shape == self._shape:
             backend.copyto(storage, value)
             return self
         array, array_dtype = as_storage_array(value, backend, record.device, record.dtype)
@@ -373,7 +368,9 @@ class Variable(VariableAttributes, ArrayProtocols):
         operand, operand_dtype = as_region_source(backend, array, array_dtype, dtype, device)
         target, scope = self._write_target()
         operand = self._unaliased(target, operand)
-        if region is None:
+        if region is not None and operand.ndim == 0 and operand_dtype == dtype:  # (one word: the array module
+            target[key] = operand  # writes it to every element of the region, no launch; bits as they are)
+        elif region is None:
             write_indexed(backend, target, dtype, index, operand, operand_dtype)
         elif operand is value and scope is None and self._prepared is not None:  # (the value as given)
             self._prepared.write_new(record, key, region, value, operand_dtype)  # (kept for the next)
