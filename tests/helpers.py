@@ -17,9 +17,12 @@ def cuda_reason():
 
 
 def to_host(array) -> np.ndarray:
-    """Any backend array (NumPy or CuPy) as a NumPy array."""
+    """Any backend array (NumPy or CuPy; or a NumPy scalar, as ``v[i, j]`` gives one) as
+    a NumPy array."""
     if isinstance(array, np.ndarray):
         return array
+    if isinstance(array, np.generic):
+        return np.asarray(array)
     return array.get()
 
 

@@ -398,3 +398,12 @@ def test_repeated_indices_last_write_wins_on_the_cpu():
     v[[1, 3, 1, 1]] = np.array([5.0, 6.0, 7.0, 8.0])
     assert v.numpy().tolist() == [0.0, 8.0, 0.0, 6.0]
 
+
+
+def test_one_element_reads_as_a_scalar_as_numpy_and_keras_give_it():
+    store = vs.VariableStore(device="cpu")
+    counts = store.variable(np.array([1, 2, 2], np.int32))
+    assert type(counts[0]) is np.int32 and {counts[0]: "a"} and set(counts) == {1, 2}  # (hashable)
+    grid = store.variable(np.arange(6, dtype=np.float32).reshape(2, 3), dtype="bfloat16")
+    assert type(grid[1, 2]).__name__ == "bfloat16" and float(grid[1, 2]) == 5.0 and grid[1, -1] == grid[(1, 2)]
+    assert grid[np.array(1), 0] == 3.0 and grid[1:, 2].shape == (1,) and grid[1].shape == (3,)

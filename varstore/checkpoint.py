@@ -283,6 +283,7 @@ def load(store, file, strict: bool = True) -> list:
     """
     if not isinstance(strict, bool):
         raise TypeError(f"load: strict must be True or False; received {strict!r}.")
+    store.check_load("load")
     path = _fspath(file, "load")
     mode = os.stat(path).st_mode
     if stat.S_ISDIR(mode):

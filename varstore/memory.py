@@ -26,7 +26,7 @@ _UNITS = {
     "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
 }  # fmt: skip
-_LIMIT = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
+_LIMIT = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE | re.ASCII)
 
 
 def parse_memory_limit(value) -> int | None:
@@ -45,7 +45,8 @@ def parse_memory_limit(value) -> int | None:
             number = Fraction(match.group(1)) * _UNITS[match.group(2).lower()]  # exact: no float overflow
             if number >= 1:
                 return int(number)
-    error = ValueError if isinstance(value, (int, np.integer, str)) else ArgumentTypeError
+    error = ValueError if isinstance(value, (int, np.integer, str)) and not isinstance(value, bool) else \
+        ArgumentTypeError
     raise error(
         f"Invalid value for argument `memory_limit`: {value!r}. Expected None, a positive int "
         f"(bytes) or a string such as '512MiB', '8GiB' or '1.5GB' (KiB/MiB/GiB/TiB or KB/MB/GB/TB)."

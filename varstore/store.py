@@ -63,6 +63,22 @@ class VariableStore(collections.abc.Mapping):
         ``scale``...) would raise on ``variable`` under this store's write rules, before a
         call that writes several variables writes any. A plain store refuses nothing."""
 
+    def check_load(self, what: str) -> None:
+        """Raise where a write of the stored values themselves (``load_state``, ``load``)
+        cannot be made now: inside a StatelessScope (whose writes must leave the storage
+        as it is) or inside a replica step (where each replica would be written at once,
+        unlike its other writes, which the step queues)."""
+        if scopes.ACTIVE and scopes.stateless_scope() is not None:
+            raise RuntimeError(f"{what} inside a StatelessScope would write the variables' storage, which the "
+                               f"scope keeps untouched: call it outside the scope, or give the values as the "
+                               f"scope's state.")
+        if self._stepping():
+            raise RuntimeError(f"{what} inside replica_step() would write each replica's variables at once, "
+                               f"outside the step's queued updates: call it outside the step.")
+
+    def _stepping(self) -> bool:
+        return False  # (a ReplicatedStore: inside replica_step())
+
     @property
     def releases(self) -> int:
         """How many variables the store has released so far: what the multi-tensor
@@ -190,6 +206,7 @@ class VariableStore(collections.abc.Mapping):
         dtype) and converted before any is written: a bad mapping changes nothing, and no
         variable is deleted by another thread between the checks and the writes.
         """
+        self.check_load("load_state")
         with self._lock:
             arrays = self._state_arrays(mapping, "load_state")
             for variable, array in arrays:
@@ -288,6 +305,17 @@ class VariableStore(collections.abc.Mapping):
 
     def __iter__(self):
         return iter(list(self._variables))
+
+    def items(self) -> list:
+        """``[(path, variable)]``, one snapshot (another thread may create or delete
+        variables meanwhile: ``dict(store.items())`` is consistent, ``dict(store)`` may not be)."""
+        with self._lock:
+            return list(self._variables.items())
+
+    def values(self) -> list:
+        """The variables, one snapshot (see :meth:`items`)."""
+        with self._lock:
+            return list(self._variables.values())
 
     def __len__(self) -> int:
         return len(self._variables)

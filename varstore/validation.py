@@ -80,9 +80,10 @@ def check_name(name):
 
 
 def check_callable_or_none(attribute: str, value):
-    """``value`` if it is None or callable, else a TypeError naming ``attribute``."""
+    """``value`` if it is None or callable, else an ArgumentTypeError (a TypeError; a
+    ValueError, as Keras raises) naming ``attribute``."""
     if value is not None and not callable(value):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"Invalid value for attribute `{attribute}`. Expected a callable (such as a Keras "
             f"{attribute}) or None. Received: {attribute}={value!r}"
         )

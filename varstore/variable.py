@@ -221,7 +221,9 @@ class Variable(VariableAttributes, ArrayProtocols):
         return readable(self._stored.backend, *self._read())
 
     def __getitem__(self, key):
-        """A copy of the selected elements, as real numbers.
+        """A copy of the selected elements, as real numbers; one element (every axis
+        indexed) as a scalar, as NumPy and Keras give it (CuPy, which has no scalars: a
+        0-d array).
 
         Basic keys (ints, slices, ``...``, ``None``) are gathered by our strided kernel,
         integer-array and boolean keys (NumPy's rules) by our indexed one.
@@ -230,12 +232,13 @@ class Variable(VariableAttributes, ArrayProtocols):
         record = self._stored
         backend = record.backend
         region = cached_basic_region(self._shape, key)
-        if region is not None:
-            if array is record.storage:  # (not a scope's value: a read prepared for the storage)
-                return readable(backend, self._reads.read(record, region), dtype)
-            return readable(backend, read_region(backend, array, region), dtype)
-        index = flat_indices(self._shape, host_key(backend, key))  # NumPy's rules and IndexError
-        return readable(backend, read_indexed(backend, array, index), dtype)
+        if region is None:
+            index = flat_indices(self._shape, host_key(backend, key))  # NumPy's rules and IndexError
+            out = read_indexed(backend, array, index)
+        else:  # (the storage, not a scope's value: a read prepared for the storage)
+            out = self._reads.read(record, region) if array is record.storage else read_region(backend, array, region)
+        out = readable(backend, out, dtype)
+        return out if out.ndim else out[()]
 
     # ------------------------------------------------------------------- writing
     # Each write goes to the variable's write strategy (``_writes``: LOCAL_WRITES, or a

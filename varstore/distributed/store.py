@@ -206,11 +206,11 @@ class ReplicatedStore(VariableStore):
         """This rank's part of a cross-replica assign of an on_read sum variable."""
         n = self._group.size
         storage, (_, dtype, backend, _) = live_storage(variable), variable.stored
-        array = np.asarray(backend.host_view(value) if backend.owns(value) else value)
-        if dtype in INT_DTYPES:
-            whole = array.astype(storage.dtype)
+        if dtype in INT_DTYPES:  # (our cast: Python ints out of bounds refused, floats saturate, NaN is 0)
+            whole = np.asarray(backend.host_view(write_operand(variable, value, "assign")), storage.dtype)
             share = whole // n
             return share + (whole - share * n) if self._group.rank == 0 else share
+        array = np.asarray(backend.host_view(value) if backend.owns(value) else value)
         return array.astype(np.float64) / n if n > 1 else array  # (one replica: converted once, by the assign)
 
     def _queue(self, variable, mode, operand, negate):
