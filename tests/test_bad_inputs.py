@@ -160,3 +160,50 @@ def test_scopes_and_optimizers_name_what_they_were_given(store):
         with pytest.raises(vs.ArgumentTypeError, match=r"SGD: learning_rate\(0\) returned .*; expected a number"):
             vs.optimizers.SGD(lambda step, bad=bad: bad).apply([np.ones(2, np.float32)], [w])
     assert sorted(store) == ["w"] and to_host(w.value).tolist() == [1.0, 1.0]
+
+
+def test_loads_inside_a_stateless_scope_or_a_replica_step_are_refused(tmp_path):
+    store = vs.VariableStore(device="cpu")
+    w = store.variable(np.ones(3, np.float32), name="w")
+    path = tmp_path / "m.safetensors"
+    store.save(path)
+    with vs.StatelessScope({w: np.zeros(3)}):
+        for load in (lambda: store.load_state({"w": np.full(3, 7.0)}), lambda: store.load(path)):
+            with pytest.raises(RuntimeError, match="inside a StatelessScope would write the variables' storage"):
+                load()
+    assert w.numpy().tolist() == [1.0, 1.0, 1.0]
+
+    def step(group):
+        replicated = vs.ReplicatedStore(group=group, device="cpu")
+        v = replicated.variable(np.zeros(2, np.float32), name="v", aggregation="mean")
+        with replicated.replica_step():
+            with pytest.raises(RuntimeError, match="inside replica_step"):
+                replicated.load_state({"v": np.full(2, group.rank + 1.0)})
+        return v.numpy().tolist()
+
+    assert LocalGroup(2).run(step) == [[0.0, 0.0], [0.0, 0.0]]
+
+
+def test_a_cross_replica_assign_of_an_integer_sum_variable_casts_as_assign_does():
+    def share(group):
+        replicated = vs.ReplicatedStore(group=group, device="cpu")
+        small = replicated.variable(np.zeros(2, "int8"), name="c", aggregation="sum", synchronization="on_read")
+        with pytest.raises(OverflowError, match="Python integer 300 out of bounds for int8"):
+            small.assign(300)
+        wide = replicated.variable(np.zeros(2, "int32"), name="i", aggregation="sum", synchronization="on_read")
+        with np.errstate(all="raise"):  # (no NumPy cast of NaN: ours, which gives 0 and saturates)
+            wide.assign(np.array([np.nan, 1e20]))
+        return small.numpy().tolist(), replicated.read_aggregated(wide).tolist()
+
+    assert LocalGroup(2).run(share) == [([0, 0], [0, 2**31 - 1])] * 2
+
+
+def test_attribute_and_limit_types_are_argument_type_errors():
+    v = vs.VariableStore(device="cpu").variable(np.ones(2, np.float32))
+    for attribute in ("constraint", "regularizer"):
+        with pytest.raises(vs.ArgumentTypeError, match=f"attribute `{attribute}`"):
+            setattr(v, attribute, 3)
+    with pytest.raises(vs.ArgumentTypeError, match="memory_limit"):
+        vs.VariableStore(device="cpu", memory_limit=True)
+    with pytest.raises(ValueError, match="memory_limit"):
+        vs.VariableStore(device="cpu", memory_limit="\u0661\u0662MiB")  # (Arabic-Indic digits: not a size)

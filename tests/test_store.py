@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import numpy as np
@@ -478,3 +479,30 @@ def test_a_failed_registration_in_the_default_store_counts_the_bytes_back_once(m
     kept = vs.Variable(np.zeros(1024, np.float32))
     assert store.memory_info()["variable_bytes"] == before + 4096
     del kept
+
+
+def test_items_and_values_are_one_snapshot_while_another_thread_deletes():
+    store = vs.VariableStore(device="cpu")
+    for i in range(50):  # (a longer walk over the paths: a wider window for a delete)
+        store.variable(np.zeros(1, np.float32), name=f"kept{i}")
+    stop = threading.Event()
+
+    def churn():
+        i = 0
+        while not stop.is_set():
+            store.variable(np.zeros(2, np.float32), name=f"t{i % 20}")
+            store.delete(f"t{i % 20}")
+            i += 1
+
+    thread = threading.Thread(target=churn)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # (threads take turns often: the delete lands inside a walk)
+    thread.start()
+    try:
+        for _ in range(3000):
+            snapshot = dict(store.items())
+            assert all(store_path == v.path for store_path, v in snapshot.items()) and len(store.values()) <= 51
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
