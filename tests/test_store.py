@@ -506,3 +506,18 @@ def test_items_and_values_are_one_snapshot_while_another_thread_deletes():
         stop.set()
         thread.join()
         sys.setswitchinterval(interval)
+
+
+def test_get_or_create_checks_its_arguments_when_the_path_exists():
+    store = vs.VariableStore(device="cpu")
+    v = store.get_or_create("k", "zeros", (2,))
+    with pytest.raises(ValueError, match="Unknown initializer: 'no_such_init'"):
+        store.get_or_create("k", "no_such_init", (2,))
+    with pytest.raises(ValueError, match="aggregation"):
+        store.get_or_create("k", "zeros", (2,), aggregation="bogus")
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['colour'\]"):
+        store.get_or_create("k", "zeros", (2,), colour=1)
+    for path in ("k", "new"):
+        with pytest.raises(vs.ArgumentTypeError, match="`name` is not one of its arguments"):
+            store.get_or_create(path, "zeros", (2,), name="zz")
+    assert store.get_or_create("k", "zeros", (2,), aggregation="sum", trainable=False) is v and sorted(store) == ["k"]

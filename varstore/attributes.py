@@ -11,6 +11,10 @@ from . import scopes
 from .dtypes import is_float, storage_dtype
 from .validation import check_callable_or_none
 
+#: The Keras values of ``aggregation`` and ``synchronization``.
+AGGREGATIONS = ("none", "mean", "sum", "only_first_replica")
+SYNCHRONIZATIONS = ("none", "on_read", "on_write", "auto")
+
 
 class VariableAttributes:
     """Base of :class:`varstore.Variable` holding these properties. They read the fields

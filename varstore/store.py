@@ -12,11 +12,12 @@ import threading
 import weakref
 
 from . import backends, checkpoint, initializers, scopes
+from .attributes import AGGREGATIONS, SYNCHRONIZATIONS
 from .dtypes import floatx, standardize_dtype, storage_dtype
 from .errors import ArgumentTypeError
 from .initializers import is_initializer
 from .memory import StoreMemory, parse_memory_limit
-from .validation import check_utf8, standardize_shape
+from .validation import check_choice, check_utf8, standardize_shape
 from .values import as_storage_array, default_dtype, state_array, write
 
 
@@ -160,6 +161,9 @@ class VariableStore(collections.abc.Mapping):
             raise (ValueError if isinstance(path, str) else ArgumentTypeError)(
                 f"Invalid path {path!r}: expected a non-empty string of '/'-separated names.")
         check_utf8("path", path)
+        if "name" in kwargs:  # (the path names the variable)
+            raise ArgumentTypeError(f"get_or_create: the path {path!r} names the variable; `name` is not one of "
+                                    f"its arguments (received name={kwargs['name']!r}).")
         existing = self._variables.get(path)
         if existing is None:
             try:
@@ -168,6 +172,7 @@ class VariableStore(collections.abc.Mapping):
                 existing = self._variables.get(path)  # another thread made it first: compare
                 if existing is None:
                     raise
+        _check_arguments(initializer, kwargs)  # (as creation would, though the variable is returned as it is)
         array_shape, default = _default_shape_and_dtype(initializer, existing)
         want_shape = standardize_shape(shape) if shape is not None else array_shape
         want_dtype = standardize_dtype(dtype) if dtype is not None else default
@@ -413,6 +418,19 @@ def variable_class_is(cls) -> None:
     stores it joins, so this module cannot import it)."""
     global _Variable
     _Variable = cls
+
+
+def _check_arguments(initializer, kwargs: dict) -> None:
+    """The checks creation makes of ``get_or_create``'s initializer name and keyword
+    arguments, for a path whose variable exists."""
+    if isinstance(initializer, str):
+        initializers.get(initializer)  # (ValueError naming an unknown initializer)
+    unknown = sorted(set(kwargs) - {"trainable", "autocast", "aggregation", "synchronization", "device"})
+    if unknown:
+        raise TypeError(f"get_or_create() got unexpected keyword arguments {unknown}.")
+    for argument, allowed in (("aggregation", AGGREGATIONS), ("synchronization", SYNCHRONIZATIONS)):
+        if argument in kwargs:
+            check_choice(argument, kwargs[argument], allowed)
 
 
 def _default_shape_and_dtype(initializer, existing) -> tuple:

@@ -8,7 +8,7 @@ import numpy as np
 from . import scopes, values
 from . import store as _store
 from .array_protocols import ArrayProtocols
-from .attributes import VariableAttributes
+from .attributes import AGGREGATIONS, SYNCHRONIZATIONS, VariableAttributes
 from .casting import accumulate_into, cast, prepared_cast, readable
 from .dtypes import SMALL_FLOAT_DTYPES, WORD_DTYPES, host_dtype, is_float, standardize_dtype
 from .indexing import broadcast_strides, cached_basic_region, flat_indices, host_key, is_basic_key
@@ -18,10 +18,6 @@ from .regions import read_indexed, read_region, write_indexed, write_region
 from .stored import StorageRecord, Stored
 from .validation import check_choice, check_name
 from .values import NATIVE_ADD, SCALAR_FILLS, as_operand, as_region_source, as_storage_array, plain_scalar, write
-
-AGGREGATIONS = ("none", "mean", "sum", "only_first_replica")
-SYNCHRONIZATIONS = ("none", "on_read", "on_write", "auto")
-
 
 _PREPARED_CASTS = 8  # astype keeps at most this many prepared casts per variable
 
