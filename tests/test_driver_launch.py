@@ -66,6 +66,10 @@ class DeviceArray(np.ndarray):
         DeviceArray.record("fill", self)
         np.ndarray.fill(self, value)
 
+    def __setitem__(self, key, value):
+        DeviceArray.record("setitem", self)
+        np.ndarray.__setitem__(self, key, value)
+
 
 def device_array(values, dtype, device: int = 0) -> DeviceArray:
     array = np.array(values, dtype).view(DeviceArray)
@@ -282,6 +286,9 @@ def test_the_array_modules_own_operations_run_on_the_arrays_device(fake):
     with backend.on_device("cuda:1"):
         assert cupy.current == 1
     assert cupy.current == 0
+    cupy.ran.clear()
+    backend.setitem(dst, (slice(None), 1), np.uint16(7))  # (a scalar's word: CuPy's kernel writes it)
+    assert cupy.ran == [("setitem", 1, [1])] and cupy.current == 0 and np.asarray(dst)[:, 1].tolist() == [7, 7, 7]
 
 
 def test_a_prepared_write_takes_a_contiguous_array_apart_on_the_storages_device(fake):

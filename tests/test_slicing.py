@@ -407,3 +407,4 @@ def test_one_element_reads_as_a_scalar_as_numpy_and_keras_give_it():
     grid = store.variable(np.arange(6, dtype=np.float32).reshape(2, 3), dtype="bfloat16")
     assert type(grid[1, 2]).__name__ == "bfloat16" and float(grid[1, 2]) == 5.0 and grid[1, -1] == grid[(1, 2)]
     assert grid[np.array(1), 0] == 3.0 and grid[1:, 2].shape == (1,) and grid[1].shape == (3,)
+    assert type(grid[1, 2, ...]) is np.ndarray and grid[1, 2, ...].shape == ()  # (as NumPy: `...` keeps an array)

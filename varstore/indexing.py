@@ -145,6 +145,12 @@ def is_basic_key(key) -> bool:
     return type(key) in _BASIC_ITEMS
 
 
+def has_ellipsis(key) -> bool:
+    """Whether ``key`` is ``...`` or a tuple holding it (NumPy then returns a 0-d array
+    for one element, not a scalar)."""
+    return key is Ellipsis or (type(key) is tuple and any(item is Ellipsis for item in key))
+
+
 def cached_basic_region(shape: tuple, key) -> Region | None:
     """:func:`basic_region`, remembered for hashable keys (ints, slices, ``...``, ``None``
     and tuples of those) per shape: a key parsed once is a dict lookup afterwards. Errors

@@ -133,11 +133,12 @@ class Optimizer:
         if not variables or (self._store is not None and all(id(v) in self._slots for v in variables)):
             return
         store, device = variables[0].store, variables[0].device
+        built_store, built_device = (store, device) if self._store is None else (self._store, self._device)
         for variable in variables:  # (before anything is created)
-            if variable.store is not (self._store or store) or variable.device != (self._device or device):
+            if variable.store is not built_store or variable.device != built_device:
                 raise ValueError(f"{self.name}: variable {variable.path!r} is in another store, or on another "
-                                 f"device, than the variables this optimizer was built for ({self._device or device}); "
-                                 f"an optimizer serves the variables of one store and device.")
+                                 f"device, than the variables this optimizer was built for ({built_device}); an "
+                                 f"optimizer serves the variables of one store and device.")
         if self._store is None:
             if f"{self.name}/iteration" in store:
                 raise ValueError(f"The store already holds the state of an optimizer named {self.name!r} "
@@ -200,9 +201,12 @@ class Optimizer:
                 raise ValueError(f"{self.name}.apply: {on_read} are on_read variables of a ReplicatedStore, whose "
                                  f"replicas differ by design; an optimizer updates on_write/auto variables.")
             self._step([g for g, _ in kept], [v for _, v in kept])
-        except BaseException:
+        except BaseException as error:
             if before is not None:  # (a step that built state and failed: the state it made goes)
-                self._unbuild(before)
+                try:
+                    self._unbuild(before)
+                except Exception as undo:  # (the step's error is the one to see)
+                    error.add_note(f"Deleting the state this step made failed too: {undo!r}")
             raise
 
     def _built_state(self, store) -> tuple:

@@ -172,7 +172,10 @@ class VariableStore(collections.abc.Mapping):
                 existing = self._variables.get(path)  # another thread made it first: compare
                 if existing is None:
                     raise
-        _check_arguments(initializer, kwargs)  # (as creation would, though the variable is returned as it is)
+        _check_arguments(initializer, kwargs, existing.stored.backend)  # (as creation would; the variable is returned)
+        if "device" in kwargs and self._resolve_device(kwargs["device"])[1] != existing.device:
+            raise ValueError(f"A variable exists at path {path!r} on {existing.device}; get_or_create asked for "
+                             f"device={kwargs['device']!r}.")
         array_shape, default = _default_shape_and_dtype(initializer, existing)
         want_shape = standardize_shape(shape) if shape is not None else array_shape
         want_dtype = standardize_dtype(dtype) if dtype is not None else default
@@ -420,12 +423,13 @@ def variable_class_is(cls) -> None:
     _Variable = cls
 
 
-def _check_arguments(initializer, kwargs: dict) -> None:
+def _check_arguments(initializer, kwargs: dict, backend) -> None:
     """The checks creation makes of ``get_or_create``'s initializer name and keyword
-    arguments, for a path whose variable exists."""
+    arguments, for a path whose variable (on ``backend``) exists."""
     if isinstance(initializer, str):
         initializers.get(initializer)  # (ValueError naming an unknown initializer)
-    unknown = sorted(set(kwargs) - {"trainable", "autocast", "aggregation", "synchronization", "device"})
+    known = {"trainable", "autocast", "aggregation", "synchronization", "device", *backend.variable_kwargs}
+    unknown = sorted(set(kwargs) - known)
     if unknown:
         raise TypeError(f"get_or_create() got unexpected keyword arguments {unknown}.")
     for argument, allowed in (("aggregation", AGGREGATIONS), ("synchronization", SYNCHRONIZATIONS)):

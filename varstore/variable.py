@@ -9,9 +9,9 @@ from . import scopes, values
 from . import store as _store
 from .array_protocols import ArrayProtocols
 from .attributes import AGGREGATIONS, SYNCHRONIZATIONS, VariableAttributes
-from .casting import accumulate_into, cast, prepared_cast, readable
+from .casting import accumulate_into, cast, cast_scalar_on_host, prepared_cast, readable
 from .dtypes import SMALL_FLOAT_DTYPES, WORD_DTYPES, host_dtype, is_float, standardize_dtype
-from .indexing import broadcast_strides, cached_basic_region, flat_indices, host_key, is_basic_key
+from .indexing import broadcast_strides, cached_basic_region, flat_indices, has_ellipsis, host_key, is_basic_key
 from .prepared_reads import PreparedReads
 from .prepared_writes import PreparedWrites
 from .regions import read_indexed, read_region, write_indexed, write_region
@@ -218,8 +218,8 @@ class Variable(VariableAttributes, ArrayProtocols):
 
     def __getitem__(self, key):
         """A copy of the selected elements, as real numbers; one element (every axis
-        indexed) as a scalar, as NumPy and Keras give it (CuPy, which has no scalars: a
-        0-d array).
+        indexed, no ``...``) as a scalar, as NumPy and Keras give it (CuPy, which has no
+        scalars: a 0-d array).
 
         Basic keys (ints, slices, ``...``, ``None``) are gathered by our strided kernel,
         integer-array and boolean keys (NumPy's rules) by our indexed one.
@@ -234,7 +234,7 @@ class Variable(VariableAttributes, ArrayProtocols):
         else:  # (the storage, not a scope's value: a read prepared for the storage)
             out = self._reads.read(record, region) if array is record.storage else read_region(backend, array, region)
         out = readable(backend, out, dtype)
-        return out if out.ndim else out[()]
+        return out if out.ndim or has_ellipsis(key) else out[()]  # (NumPy: `...` keeps a 0-d array)
 
     # ------------------------------------------------------------------- writing
     # Each write goes to the variable's write strategy (``_writes``: LOCAL_WRITES, or a
@@ -343,7 +343,7 @@ class Variable(VariableAttributes, ArrayProtocols):
                 # strided kernel (which refuses what it refuses, before writing); the
                 # scalar converts as in assign.
                 try:
-                    storage[key] = value
+                    self._stored.backend.setitem(storage, key, value)
                 except (IndexError, TypeError, ValueError):
                     cached_basic_region(self._shape, key)  # (our error where our parse refuses it too)
                     raise
@@ -364,17 +364,20 @@ class Variable(VariableAttributes, ArrayProtocols):
         else:
             index = flat_indices(self._shape, host_key(backend, key))  # NumPy's rules and IndexError
             broadcast_strides(array.shape, index.shape)  # ValueError naming both shapes
-        operand, operand_dtype = as_region_source(backend, array, array_dtype, dtype, device)
-        target, scope = self._write_target()
-        operand = self._unaliased(target, operand)
-        if region is not None and operand.ndim == 0 and operand_dtype == dtype:  # (one word: the array module
-            target[key] = operand  # writes it to every element of the region, no launch; bits as they are)
-        elif region is None:
-            write_indexed(backend, target, dtype, index, operand, operand_dtype)
-        elif operand is value and scope is None and self._prepared is not None:  # (the value as given)
-            self._prepared.write_new(record, key, region, value, operand_dtype)  # (kept for the next)
+        if region is not None and array.ndim == 0 and type(array) is np.ndarray:  # (a host scalar: its word, cast
+            word = array if array_dtype == dtype else cast_scalar_on_host(array, array_dtype, dtype)  # once, is
+            target, scope = self._write_target()  # written by the array module as it is: no launch, and on a
+            backend.setitem(target, key, word[()])  # GPU no copy of it to the device first)
         else:
-            write_region(backend, target, dtype, region, operand, operand_dtype)
+            operand, operand_dtype = as_region_source(backend, array, array_dtype, dtype, device)
+            target, scope = self._write_target()
+            operand = self._unaliased(target, operand)
+            if region is None:
+                write_indexed(backend, target, dtype, index, operand, operand_dtype)
+            elif operand is value and scope is None and self._prepared is not None:  # (the value as given)
+                self._prepared.write_new(record, key, region, value, operand_dtype)  # (kept for the next)
+            else:
+                write_region(backend, target, dtype, region, operand, operand_dtype)
         if scope is not None:
             scope.record(self, target)
 

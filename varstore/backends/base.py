@@ -187,6 +187,12 @@ class Backend(abc.ABC):
         return (type(value) is self.xp.ndarray and value.flags.c_contiguous
                 and self.device_of(value) == self.device_of(storage) and not self.shares_memory(storage, value))
 
+    def setitem(self, storage, key, value) -> None:
+        """``storage[key] = value`` by the array module (a basic key; a scalar of the
+        storage's dtype, or one it converts to our bits), on ``storage``'s device."""
+        with self.on_device(self.device_of(storage)):
+            storage[key] = value
+
     def on_device(self, device: str):
         """A context in which the array module's own operations (ufuncs, ``astype``,
         ``fill``, ``linalg``) run on ``device``; CuPy runs them on the current device,

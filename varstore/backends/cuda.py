@@ -324,6 +324,10 @@ class CudaBackend(Backend):
     def on_device(self, device):
         return self._cupy.cuda.Device(device_index(device))
 
+    def setitem(self, storage, key, value):
+        with self._cupy.cuda.Device(storage.data.device_id):  # (CuPy's kernel runs on the current device)
+            storage[key] = value
+
     def add_into(self, dst, operand, sign):
         with self._cupy.cuda.Device(dst.data.device_id):
             (self._cupy.add if sign > 0 else self._cupy.subtract)(dst, operand, out=dst)

@@ -172,6 +172,9 @@ class NumpyBackend(Backend):
     def fill(self, storage, word):
         storage.fill(word)  # (one host: no device to make current)
 
+    def setitem(self, storage, key, value):
+        storage[key] = value
+
     def add_into(self, dst, operand, sign):
         (_add if sign > 0 else _subtract)(dst, operand, out=dst)
 
