@@ -583,6 +583,45 @@ def test_scalar_assign_add_gives_the_general_paths_bits(store, monkeypatch):
     assert float in added and int in added  # (the shortcut ran)
 
 
+@pytest.mark.parametrize("dtype", SMALL_FLOATS)
+def test_small_float_scalar_assign_add_gives_the_general_paths_bits(store, dtype):
+    """``v.assign_add(python scalar)`` on a small-float variable adds the scalar's words,
+    converted once and remembered (``values.add_own_words``): the bits of the general
+    path, which converts a 0-d float64/int64/uint64 array, for every scalar of SCALARS
+    (zeros, NaNs and ints past int64 take the general path), called twice so that the
+    second call reads the remembered words."""
+    from varstore import values
+
+    shortcut = []
+    real = values._remember_scalar_words
+    values._scalar_words.clear()
+    start = np.array([126, -127, 0.5, 3, 1e-3, -2.5], np.float64)
+    past_halfway = [1 + 2.0**-k + 2.0**-30 for k in (3, 4, 5, 8, 11)]  # (rounded through float32: a tie, down)
+    for scalar in SCALARS + past_halfway:
+        if type(scalar) is bool:
+            continue
+        v = store.variable(start, dtype=dtype)
+        ref = store.variable(start, dtype=dtype)
+        with np.errstate(all="ignore"):
+            for method in ("assign_add", "assign_sub", "assign_add", "assign_add"):
+                getattr(v, method)(scalar)
+                getattr(ref, method)(np.asarray(scalar))  # (a 0-d array: the general path)
+        assert _bits(v) == _bits(ref), scalar
+        shortcut.append(real(scalar, type(scalar), dtype) is not None)
+    assert sum(shortcut) > 30 and not all(shortcut)  # (both ways ran)
+    assert (1.5, float, dtype) in values._scalar_words and (1, int, dtype) in values._scalar_words
+    assert (1.5, int, dtype) not in values._scalar_words and (0.0, float, dtype) not in values._scalar_words
+
+
+def test_remembered_scalar_words_are_bounded():
+    from varstore import values
+
+    values._scalar_words.clear()
+    for i in range(values._MAX_SCALAR_WORDS + 5):
+        values._remember_scalar_words(float(i + 1), float, "bfloat16")
+    assert 0 < len(values._scalar_words) <= values._MAX_SCALAR_WORDS
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float8_e4m3fn", "float16", "int8"])
 def test_a_scalar_written_to_a_region_is_its_converted_word(store, dtype):
     """``v[key] = scalar`` on a dtype the array module cannot convert to: the scalar is

@@ -238,6 +238,31 @@ def test_threads_create_8000_variables_with_unique_names(backend):
     assert store.memory_info()["variable_bytes"] == 8000 * 4
 
 
+def test_a_failed_creations_automatic_name_is_reused_after_other_threads_names(backend):
+    """A creation that fails after its automatic name was taken gives the name back, also
+    when another thread registered the next automatic name meanwhile."""
+    store = make_store(backend)
+    inside, go_on = threading.Event(), threading.Event()
+
+    def failing(shape, dtype=None):
+        inside.set()
+        go_on.wait(10)
+        raise RuntimeError("initializer failed")
+
+    def create():
+        with pytest.raises(RuntimeError, match="initializer failed"):
+            store.variable(failing, shape=(2,))
+
+    thread = threading.Thread(target=create)
+    thread.start()
+    assert inside.wait(10)
+    other = store.variable(0.0)  # (while "variable" is taken by the failing creation)
+    go_on.set()
+    thread.join()
+    assert other.path == "variable_1" and list(store) == ["variable_1"]
+    assert [store.variable(0.0).path for _ in range(3)] == ["variable", "variable_2", "variable_3"]
+
+
 def test_threads_assign_different_variables(store):
     variables = [store.variable("zeros", shape=(64,)) for _ in range(8)]
 

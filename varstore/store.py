@@ -153,10 +153,7 @@ class VariableStore(collections.abc.Mapping):
     def get_or_create(self, path: str, initializer, shape, dtype=None, **kwargs):
         """The variable at ``path`` when its shape and dtype are those asked for, else a
         new one there (the path taken as given: ``"a/b"`` is allowed, no name scope).
-
-        Raises:
-            ValueError: a variable exists at ``path`` with another shape or dtype.
-        """
+        ValueError where a variable exists at ``path`` with another shape or dtype."""
         if not isinstance(path, str) or not path or path.startswith("/") or path.endswith("/") or "//" in path:
             raise (ValueError if isinstance(path, str) else ArgumentTypeError)(
                 f"Invalid path {path!r}: expected a non-empty string of '/'-separated names.")
@@ -380,9 +377,12 @@ class VariableStore(collections.abc.Mapping):
             return path
 
     def _unclaim(self, path: str) -> None:
-        """A creation failed: the path is free again (an automatic one is reused)."""
+        """A creation failed: the path is free again (an automatic one is reused, even
+        where later automatic names were registered meanwhile)."""
         with self._lock:
-            self._claimed.pop(path, None)
+            auto = self._claimed.pop(path, None)  # (None, or (base, next count))
+            if auto is not None and self._auto_counts.get(auto[0], 0) >= auto[1]:
+                self._auto_counts[auto[0]] = auto[1] - 1  # (the next claim walks past the taken paths)
 
     def _register(self, path: str, variable, nbytes: int, backend) -> None:
         with self._lock:

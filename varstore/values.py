@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .casting import accumulate_into, cast, cast_into, cast_on_host, cast_scalar_on_host, needs_kernel
+from .casting import (
+    accumulate_into,
+    cast,
+    cast_into,
+    cast_on_host,
+    cast_scalar_on_host,
+    destination_words,
+    needs_kernel,
+)
 from .dtypes import DTYPES, INT_DTYPES, REGISTRY, WORD_DTYPES, infer_python_dtype, storage_dtype
 
 _PY_SCALARS = (bool, int, float)
@@ -145,12 +153,22 @@ def add_own_words(stored, shape: tuple, value, sign: int) -> bool:
     ``stored``, ``shape``): a C-contiguous array of its backend, of the variable's own
     dtype (``ml_dtypes.bfloat16``...) and shape, or a variable of that dtype and shape on
     the same device, added as its words by our kernel without the general path's checks
-    and conversion. False, with nothing written, for any other value (and for one that
-    shares the storage's memory)."""
+    and conversion; or a Python float or int, whose converted words are remembered. False,
+    with nothing written, for any other value (and for one that shares the storage's
+    memory)."""
     storage, backend = stored.storage, stored.backend
     if storage is None:
         return False
-    if type(value) is np.ndarray:
+    kind = type(value)
+    if kind is float or kind is int:  # (the general path's words for it, remembered)
+        words = _scalar_words.get((value, kind, stored.dtype))
+        if words is None:
+            words = _remember_scalar_words(value, kind, stored.dtype)
+            if words is None:
+                return False
+        accumulate_into(backend, storage, backend.from_host(words, stored.device), stored.dtype, sign)
+        return True
+    if kind is np.ndarray:
         if value.shape != shape or not value.flags.c_contiguous or not backend.owns(value):
             return False
         if dtype_name(value.dtype) != stored.dtype or not value.dtype.isnative:
@@ -169,6 +187,28 @@ def add_own_words(stored, shape: tuple, value, sign: int) -> bool:
         return False
     accumulate_into(backend, storage, words, stored.dtype, sign)
     return True
+
+
+def _remember_scalar_words(value, kind, dtype: str):
+    """A one-element host array of ``dtype``'s words for the Python float or int
+    ``value``, converted as the general path converts it (from float64 or int64, rounded
+    once), and remembered by (value, type, dtype); None for zeros, NaNs and ints beyond
+    int64, whose equal keys do not mean equal bits (0.0 == -0.0) or which take the
+    general path's checks."""
+    if value != value or value == 0 or (kind is int and not -(1 << 63) <= value < (1 << 63)):
+        return None
+    scalar = np.asarray(value)  # float64 or int64, as _python_array makes it
+    words = destination_words(cast_scalar_on_host(scalar, dtype_name(scalar.dtype), dtype).reshape(1).copy())
+    if len(_scalar_words) >= _MAX_SCALAR_WORDS:
+        _scalar_words.clear()
+    _scalar_words[(value, kind, dtype)] = words
+    return words
+
+
+# (Python scalar, its type, small-float dtype) -> the one-element host array of its words,
+# which ``assign_add`` adds: a training loop adds the same few constants (1.0, the step).
+_scalar_words: dict = {}
+_MAX_SCALAR_WORDS = 1024
 
 
 def as_region_source(backend, array, array_dtype: str, dtype: str, device: str):
