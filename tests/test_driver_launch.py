@@ -48,6 +48,12 @@ class DeviceArray(np.ndarray):
     def device(self):
         return SimpleNamespace(id=getattr(self, "_device", 0))
 
+    @property
+    def flags(self):  # (CuPy's flags: no `aligned`, no `writeable`)
+        flags = np.ndarray.flags.__get__(self)
+        return SimpleNamespace(c_contiguous=flags.c_contiguous, f_contiguous=flags.f_contiguous,
+                               owndata=flags.owndata)
+
     def __array_finalize__(self, obj):  # (a view is on its base's device)
         self._device = getattr(obj, "_device", 0)
 
@@ -344,6 +350,30 @@ def test_a_host_gradient_goes_to_the_stores_device(fake):
     array, dtype = checked_gradient(host, SimpleNamespace(shape=(4, 3), path="w"), backend, "cuda:1", 0)
     assert type(array) is DeviceArray and array.device.id == 1 and array.flags.c_contiguous and cupy.current == 0
     assert dtype == "float32" and np.array_equal(np.asarray(array), host)
+
+
+def test_device_gradients_and_operands_are_checked_for_alignment_without_numpys_flags(fake):
+    """CuPy's flags have no ``aligned``: the alignment the kernels need comes from the
+    address and the strides (``Backend.aligned``). A device gradient, aligned, is taken as
+    it is; one whose elements start off their itemsize is copied first."""
+    from varstore.multi_tensor import checked_gradient
+
+    cupy, backend = fake
+    whole = device_array(np.arange(12), np.float32, device=1)
+    assert not hasattr(whole.flags, "aligned") and backend.aligned(whole) and backend.aligned(whole[1::2])
+    raw = np.zeros(4 * 6 + 1, np.uint8).view(DeviceArray)
+    raw._device = 1
+    odd = raw[1:].view(np.float32)  # (starts one byte past a float's boundary)
+    assert odd.shape == (6,) and not backend.aligned(odd)
+    assert not backend.aligned(whole.view(np.uint8)[1:9].view(np.float32))
+    variable = SimpleNamespace(shape=(12,), path="w")
+    array, dtype = checked_gradient(whole, variable, backend, "cuda:1", 0)
+    assert array is whole and dtype == "float32"
+    array, _ = checked_gradient(odd, SimpleNamespace(shape=(6,), path="w"), backend, "cuda:1", 0)
+    assert array is not odd and backend.aligned(array) and np.array_equal(np.asarray(array), np.zeros(6))
+    from varstore.foreach import _operand
+
+    assert _operand(variable, whole, backend, "cuda:1", "assign_add", {}) == (whole, "float32", True)
 
 
 @pytest.mark.parametrize("n", [1000, 1 << 20])

@@ -236,7 +236,7 @@ def _operand(variable, value, backend, device, method: str, stores: dict) -> tup
             return storage, dtype, True
     elif backend.owns(value) and (value.shape == shape or value.ndim == 0) and backend.device_of(value) == device:
         dtype = float_name(value.dtype)
-        if dtype is not None and value.flags.c_contiguous and value.flags.aligned:
+        if dtype is not None and value.flags.c_contiguous and backend.aligned(value):
             return value, dtype, True
     operand = write_operand(variable, value, method)  # checked, converted to the variable's dtype
     if not operand.flags.c_contiguous:

@@ -192,6 +192,6 @@ def checked_gradient(value, variable, backend, device, i: int) -> tuple:
         raise ArgumentTypeError(f"gradient {i} (for {variable.path!r}) holds {array.dtype} elements; expected floats.")
     if not backend.owns(array):  # (host data for a GPU store: the kernels read device memory)
         array = backend.from_host(np.asarray(array, order="C"), device)
-    if not (array.flags.c_contiguous and array.flags.aligned):
+    if not (array.flags.c_contiguous and backend.aligned(array)):
         array = backend.copy(array)
     return array, dtype

@@ -157,6 +157,12 @@ class Backend(abc.ABC):
         """The byte address of ``array``'s first element (what multi-tensor kernels' tables
         hold)."""
 
+    def aligned(self, array) -> bool:
+        """True when every element of ``array`` (of this backend) starts at a multiple of
+        its itemsize, as the kernels' loads and stores need (CuPy's arrays have no
+        ``flags.aligned``)."""
+        return array.flags.aligned
+
     def copy(self, array):
         """A C-contiguous copy of ``array`` (of this backend), on the device that holds it."""
         return array.copy()

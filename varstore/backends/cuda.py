@@ -300,6 +300,10 @@ class CudaBackend(Backend):
     def address(self, array) -> int:
         return array.data.ptr
 
+    def aligned(self, array):
+        size = array.itemsize
+        return array.data.ptr % size == 0 and all(step % size == 0 for step in array.strides)
+
     def device_of(self, array) -> str:
         return f"cuda:{array.device.id}"
 
