@@ -376,6 +376,62 @@ def test_device_gradients_and_operands_are_checked_for_alignment_without_numpys_
     assert _operand(variable, whole, backend, "cuda:1", "assign_add", {}) == (whole, "float32", True)
 
 
+class _PerDevicePool:
+    """CuPy's MemoryPool: one pool per device, which answers and frees for the current one."""
+
+    def __init__(self, fake, used):
+        self.fake, self.used, self.freed = fake, dict(used), []
+
+    def used_bytes(self):
+        return self.used.get(self.fake.current, 0)
+
+    def total_bytes(self):
+        return 2 * self.used.get(self.fake.current, 0)
+
+    def free_all_blocks(self):
+        self.freed.append(self.fake.current)
+
+
+def test_a_stores_pool_is_counted_and_freed_on_the_devices_it_allocated_on(fake):
+    """A store on cuda:1, used with device 0 current: its memory limit, its memory_info and
+    free_cached read and free the pool's part on device 1 (CuPy's pool answers for the
+    current device only), and the caller's device stays current."""
+    from varstore.memory import OutOfMemoryError, StoreMemory
+
+    cupy, backend = fake
+    pool = _PerDevicePool(cupy, {0: 0, 1: 2000})
+    backend.pool = _PerDevicePool(cupy, {})  # (the temporaries')
+    backend.new_pool = lambda: pool
+    backend.empty = lambda shape, dtype, device, pool=None: device_array(np.zeros(shape), dtype, int(device[-1]))
+    backend.device_memory = lambda device: (None, None)
+    memory = StoreMemory(backend, limit_bytes=3500)
+    assert memory.info("cuda:1", 0)["pool_used_bytes"] == 2000  # (the store's own device, before any variable)
+    memory.allocate(backend, (200,), np.dtype(np.float32), "cuda:1", "w")  # 800 bytes, 1024 charged: 3024
+    pool.used[1] = 3024
+    with pytest.raises(OutOfMemoryError, match="3024 bytes in use"):
+        memory.allocate(backend, (100,), np.dtype(np.float32), "cuda:1", "v")  # 512 more: past 3500
+    assert memory.info("cuda:1", 1)["pool_used_bytes"] == 3024 and cupy.current == 0
+    memory.free_cached("cuda:1")
+    assert pool.freed == [1] and backend.pool.freed == [1] and cupy.current == 0
+    memory.limit_bytes = 10_000
+    memory.allocate(backend, (1,), np.dtype(np.float32), "cuda:0", "x")  # (another device: both counted)
+    pool.used[0] = 100
+    assert memory.info("cuda:1", 2)["pool_used_bytes"] == 3124
+    memory.free_cached("cuda:1")
+    assert pool.freed == [1, 1, 0] and cupy.current == 0
+    tried = []
+
+    def out_of_memory_once(shape, dtype, device, pool=None):
+        tried.append(device)
+        if len(tried) == 1:
+            raise backend.out_of_memory_errors[0]("out of memory")
+        return device_array(np.zeros(shape), dtype, int(device[-1]))
+
+    backend.empty = out_of_memory_once
+    memory.allocate(backend, (4,), np.dtype(np.float32), "cuda:1", "y")  # (the retry frees device 1's blocks)
+    assert tried == ["cuda:1", "cuda:1"] and pool.freed == [1, 1, 0, 1] and cupy.current == 0
+
+
 @pytest.mark.parametrize("n", [1000, 1 << 20])
 def test_bound_launches_pass_what_the_plain_launch_passes(fake, n):
     """Arrays given (a prepared cast's output, an accumulate's two operands) and scalars

@@ -74,6 +74,7 @@ class StoreMemory:
         self._lock = threading.RLock()
         self._variable_bytes = 0  # bytes of the live variables (reserved before allocation)
         self._foreign_bytes = 0  # of those, bytes on another backend's device (not in the pool)
+        self._devices: dict = {}  # the devices the pool allocated on, in order (a set)
 
     @property
     def variable_bytes(self) -> int:
@@ -90,22 +91,24 @@ class StoreMemory:
         pool = self.pool if backend is self.backend else None
         with self._lock:
             if self.limit_bytes is not None:
-                in_use = self._in_use()
+                in_use = self._in_use(device)
                 if in_use + backend.charged_bytes(nbytes) > self.limit_bytes:
                     raise self._error(path, nbytes, in_use, "it would pass the store's memory_limit")
             try:
                 array = backend.empty(shape, dtype, device, pool=pool)
             except backend.out_of_memory_errors:
-                # Cached blocks of this store (and of our temporaries) go back first.
-                backend.free_cached(pool)
+                # Cached blocks of this store (and of our temporaries) on that device go back first.
+                backend.free_cached(pool, (device,))
                 try:
                     array = backend.empty(shape, dtype, device, pool=pool)
                 except backend.out_of_memory_errors as exc:
-                    in_use = self._in_use()
+                    in_use = self._in_use(device)
                     raise self._error(path, nbytes, in_use, f"the device has not enough free memory ({exc})") from None
             self._variable_bytes += nbytes
             if backend is not self.backend:
                 self._foreign_bytes += nbytes
+            elif device not in self._devices:
+                self._devices = {**self._devices, device: None}  # (a new dict: readers iterate the old one)
         return array
 
     def release(self, nbytes: int, backend) -> None:
@@ -116,13 +119,19 @@ class StoreMemory:
             if backend is not self.backend:
                 self._foreign_bytes -= nbytes
 
-    def free_cached(self) -> None:
-        self.backend.free_cached(self.pool)
+    def free_cached(self, device: str) -> None:
+        """Hand back the cached blocks on the store's ``device`` and on every device the
+        pool allocated on."""
+        self.backend.free_cached(self.pool, self._devices_and(device))
 
-    def _in_use(self) -> int:
+    def _devices_and(self, device: str) -> tuple:
+        """The devices the pool allocated on, and ``device``."""
+        return tuple({device: None, **self._devices})
+
+    def _in_use(self, device: str) -> int:
         if self.pool is None:
             return self._variable_bytes
-        used, _ = self.backend.pool_bytes(self.pool)
+        used, _ = self.backend.pool_bytes(self.pool, self._devices_and(device))
         return used + self._foreign_bytes
 
     def _error(self, path: str, nbytes: int, in_use: int, why: str) -> OutOfMemoryError:
@@ -136,7 +145,7 @@ class StoreMemory:
         )
 
     def info(self, device: str, variable_count: int) -> dict:
-        used, total = self.backend.pool_bytes(self.pool)
+        used, total = self.backend.pool_bytes(self.pool, self._devices_and(device))
         variable_bytes = self._variable_bytes
         device_total, device_free = self.backend.device_memory(device)
         return {

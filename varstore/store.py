@@ -286,7 +286,7 @@ class VariableStore(collections.abc.Mapping):
 
     def free_cached(self) -> None:
         """Hand the pool's unused cached blocks back to the device (cuda; a no-op on numpy)."""
-        self._memory.free_cached()
+        self._memory.free_cached(self._device)
 
     @property
     def variables(self) -> list:

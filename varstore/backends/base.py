@@ -45,13 +45,15 @@ class Backend(abc.ABC):
         """What an allocation of ``nbytes`` adds to its pool's used bytes."""
         return nbytes
 
-    def pool_bytes(self, pool) -> tuple:
-        """``(used, total)`` bytes of ``pool``; ``(None, None)`` when the backend has no
-        pools (the store counts its variables' bytes instead)."""
+    def pool_bytes(self, pool, devices: tuple) -> tuple:
+        """``(used, total)`` bytes of ``pool`` on ``devices`` (those it allocated on);
+        ``(None, None)`` when the backend has no pools (the store counts its variables'
+        bytes instead)."""
         return None, None
 
-    def free_cached(self, pool) -> None:
-        """Hand ``pool``'s unused cached blocks (and those of our temporaries) back."""
+    def free_cached(self, pool, devices: tuple) -> None:
+        """Hand ``pool``'s unused cached blocks on ``devices`` (and those of our
+        temporaries there) back."""
         return None  # (by default there is nothing to do)
 
     @abc.abstractmethod

@@ -124,13 +124,20 @@ class CudaBackend(Backend):
     def charged_bytes(self, nbytes):
         return -(-nbytes // _POOL_UNIT) * _POOL_UNIT  # the pool hands out 512-byte multiples
 
-    def pool_bytes(self, pool):
-        return pool.used_bytes(), pool.total_bytes()
+    # A CuPy MemoryPool answers and frees for the current device only: each device in turn.
+    def pool_bytes(self, pool, devices):
+        used = total = 0
+        for device in devices:
+            with self._cupy.cuda.Device(device_index(device)):
+                used, total = used + pool.used_bytes(), total + pool.total_bytes()
+        return used, total
 
-    def free_cached(self, pool):
-        if pool is not None:
-            pool.free_all_blocks()
-        self.pool.free_all_blocks()
+    def free_cached(self, pool, devices):
+        for device in devices:
+            with self._cupy.cuda.Device(device_index(device)):
+                if pool is not None:
+                    pool.free_all_blocks()
+                self.pool.free_all_blocks()
 
     def device_memory(self, device):
         """From NVML (nvidia-ml-py) when it is installed, else from the CUDA runtime."""
