@@ -432,6 +432,32 @@ def test_a_stores_pool_is_counted_and_freed_on_the_devices_it_allocated_on(fake)
     assert tried == ["cuda:1", "cuda:1"] and pool.freed == [1, 1, 0, 1] and cupy.current == 0
 
 
+def test_a_random_fills_ragged_tail_is_copied_on_the_storages_device(fake):
+    """A fill of 7 float32 elements (groups of 4): the kernel fills 4, a scratch group of
+    4 on the same device draws the tail, and CuPy's copy of its first 3 runs with the
+    storage's device current (as our launches do), not the caller's."""
+    from varstore.random import fill_random
+
+    cupy, backend = fake
+    backend.empty = lambda shape, dtype, device, pool=None: device_array(np.zeros(shape), dtype, int(device[-1]))
+    storage = device_array(np.zeros(7), np.float32, device=1)
+    fill_random(backend, storage, "float32", 5, "uniform", 0.0, 1.0)
+    assert [launch[-1] for launch in cupy.launches] == [1, 1] and cupy.ran == [("copyto", 1, [1])]
+    assert cupy.current == 0
+
+
+def test_an_optimizers_step_count_is_added_on_its_own_device(fake):
+    from varstore.optimizers import SGD
+
+    cupy, backend = fake
+    count = device_array(np.array(4), np.int64, device=1)
+    optimizer = SGD(0.1)
+    optimizer._iterations = SimpleNamespace(stored=SimpleNamespace(backend=backend, storage=count),
+                                            _live_storage=lambda: count)
+    optimizer._count_step()
+    assert int(count) == 5 and cupy.ran == [("add", 1, [1])] and cupy.current == 0
+
+
 @pytest.mark.parametrize("n", [1000, 1 << 20])
 def test_bound_launches_pass_what_the_plain_launch_passes(fake, n):
     """Arrays given (a prepared cast's output, an accumulate's two operands) and scalars

@@ -263,9 +263,7 @@ class Optimizer:
                                                              self._settings()):
             plan.run(self, lr, step)
             self._plan = plan
-            count = live_storage(self._iterations)
-            count += 1
-            return
+            return self._count_step()
         _, _, backend, device = variables[0].stored
         if dtypes is None:
             operands = [(checked_gradient(g, v, backend, device, i), v) for i, (g, v) in enumerate(zip(grads, variables,
@@ -301,8 +299,12 @@ class Optimizer:
             self._plan = _StepPlan.of(grads, variables, self._store.releases, self._settings(), backend, launches)
         for kernel, args, _ in launches:
             backend.launch(kernel, len(args["chunk_tensor"]), **args)
-        count = live_storage(self._iterations)
-        count += 1  # (in place, as the kernel writes the slots: also when a replicated store's sync() runs it)
+        self._count_step()
+
+    def _count_step(self) -> None:
+        """The step count + 1, in place (as the kernels write the slots: also when a
+        replicated store's sync() runs the step), on its own device."""
+        self._iterations.stored.backend.add_into(live_storage(self._iterations), 1, 1)
 
     def _current_learning_rate(self, step: int) -> float:
         if callable(self._initial_learning_rate):

@@ -100,7 +100,7 @@ def fill_random(backend, storage, dtype: str, seed: int, distribution: str, a: f
     if whole < n:  # a ragged tail: draw its whole group into a scratch group
         scratch = backend.empty((group,), out.dtype, backend.device_of(storage))
         backend.launch(kernel, 1, dst=scratch, first=whole // group, k0=k0, k1=k1, a=a, b=b, **extra)
-        out[whole:] = scratch[: n - whole]
+        backend.copyto(out[whole:], scratch[: n - whole])  # (on the storage's device: CuPy's own copy)
     elif n and key in _seen_fills:  # the second fill of this size: bind it for the next ones
         if len(_bound_fills) >= _BOUND_FILLS:
             _bound_fills.clear()
