@@ -111,6 +111,24 @@ def test_a_single_replicas_cross_replica_assign_converts_once():
     assert v.numpy().view(np.uint16).tolist() == [0x5E81, 0x4040]
 
 
+def test_synced_variables_off_the_stores_device_are_refused(monkeypatch):
+    """sync() packs a store's synced variables on its own device: a synced variable placed
+    elsewhere is refused at creation, naming both devices; a replica-local one is not
+    checked."""
+    from varstore.distributed import buckets
+
+    with pytest.raises(ValueError, match=r"'w' would be on cpu, with synchronization='on_write'.*own device, "
+                                         r"cuda:0\. Leave `device` out"):
+        buckets.check_syncable("w", "float32", "mean", "on_write", "cpu", "cuda:0")
+    buckets.check_syncable("w", "float32", "mean", "on_write", "cuda:0", "cuda:0")
+    seen = []
+    monkeypatch.setattr(buckets, "check_syncable", lambda *args: seen.append(args))
+    store = _store(_one_rank())
+    store.variable(np.zeros(2), name="a", device="cpu")
+    store.variable(np.zeros(2), name="b", synchronization="none")
+    assert [(args[0], args[4], args[5]) for args in seen] == [("a", "cpu", "cpu")]
+
+
 # ------------------------------------------------------------------------ plans
 def test_bucket_cut_points_follow_bucket_mb_creation_order_and_staging_bytes():
     store = _store(_one_rank(), bucket_mb=10_000 / 2**20)  # 10,000 bytes

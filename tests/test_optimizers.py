@@ -437,3 +437,27 @@ def test_a_write_after_a_queued_step_is_refused_in_the_replica_step():
             w.assign(np.full(2, 5.0, np.float32))
     store.sync()
     np.testing.assert_array_equal(w.numpy(), [2.0, 2.0])
+
+
+def test_an_optimizers_counters_live_on_the_stores_counter_device(backend):
+    """A plain store keeps an optimizer's step count and learning rate on the host, whose
+    reads at each step need no GPU synchronization, and its slots on the variables'
+    device; a replicated store keeps the counters on its own device, where sync() packs
+    them with its other synced variables. Either way the store saves them."""
+    store = vs.VariableStore(device="cpu" if backend == "numpy" else "cuda:0")
+    w = store.variable(np.ones(4, np.float32), name="w")
+    opt = vs.optimizers.Adam(0.5)
+    for _ in range(3):
+        opt.apply([np.ones(4, np.float32)], [w])
+    assert store.counter_device == "cpu" and opt.iterations.device == "cpu"
+    assert store["adam/learning_rate"].device == "cpu" and store["adam/w_momentum"].device == store.device
+    assert int(opt.iterations.numpy()) == 3 and sorted(store.state()) == sorted(store)
+    opt.learning_rate = 0.0  # (written to the host variable, read at the next step)
+    before = w.numpy().copy()
+    opt.apply([np.ones(4, np.float32)], [w])
+    assert np.array_equal(w.numpy(), before) and int(opt.iterations.numpy()) == 4
+    replicated = vs.ReplicatedStore(group=LocalGroup(1).groups[0], device=store.device)
+    assert replicated.counter_device == replicated.device
+    r_opt = vs.optimizers.SGD(0.1)
+    r_opt.apply([np.ones(4, np.float32)], [replicated.variable(np.ones(4, np.float32), name="w")])
+    assert r_opt.iterations.device == replicated.device

@@ -146,12 +146,11 @@ class Optimizer:
                                  f"Give this one another name (name=...); to resume training, build the "
                                  f"optimizer first and then load the checkpoint.")
             self._store, self._device = store, device
-            self._iterations = store.get_or_create(f"{self.name}/iteration", "zeros", (), "int64", device=device,
-                                                   trainable=False, aggregation="only_first_replica")
+            counter = {"device": store.counter_device, "trainable": False, "aggregation": "only_first_replica"}
+            self._iterations = store.get_or_create(f"{self.name}/iteration", "zeros", (), "int64", **counter)
             if not callable(self._initial_learning_rate):
-                self._learning_rate = store.get_or_create(
-                    f"{self.name}/learning_rate", self._initial_learning_rate, (), "float32", device=device,
-                    trainable=False, aggregation="only_first_replica")
+                self._learning_rate = store.get_or_create(f"{self.name}/learning_rate", self._initial_learning_rate,
+                                                          (), "float32", **counter)
         for variable in variables:
             if id(variable) in self._slots:
                 continue

@@ -53,6 +53,10 @@ class VariableStore(collections.abc.Mapping):
     def device(self) -> str:
         return self._device
 
+    #: Where an optimizer keeps its step count and learning rate: the host, whose reads at each
+    #: step need no GPU synchronization (a replicated store: its device, where sync() packs them).
+    counter_device = "cpu"
+
     def queue_gradients(self, apply, pairs) -> bool:
         """Where a store defers optimizer steps (a replicated store inside a replica step),
         queue ``pairs`` of (variable, gradient) for ``apply(gradients, variables)`` and
@@ -60,15 +64,12 @@ class VariableStore(collections.abc.Mapping):
         return False
 
     def check_write(self, variable, method: str) -> None:
-        """Raise the error ``method`` (an update that reads the variable: ``assign_add``,
-        ``scale``...) would raise on ``variable`` under this store's write rules, before a
-        call that writes several variables writes any. A plain store refuses nothing."""
+        """Raise the error ``method`` (``assign_add``, ``scale``...) would raise on ``variable``
+        under this store's rules, before a call that writes several variables writes any (none here)."""
 
     def check_load(self, what: str) -> None:
-        """Raise where a write of the stored values themselves (``load_state``, ``load``)
-        cannot be made now: inside a StatelessScope (whose writes must leave the storage
-        as it is) or inside a replica step (where each replica would be written at once,
-        unlike its other writes, which the step queues)."""
+        """Raise where ``load_state``/``load`` may not write the stored values now: inside a
+        StatelessScope (which keeps the storage as it is) or a replica step (which queues writes)."""
         if scopes.ACTIVE and scopes.stateless_scope() is not None:
             raise RuntimeError(f"{what} inside a StatelessScope would write the variables' storage, which the "
                                f"scope keeps untouched: call it outside the scope, or give the values as the "
@@ -82,8 +83,7 @@ class VariableStore(collections.abc.Mapping):
 
     @property
     def releases(self) -> int:
-        """How many variables the store has released so far: what the multi-tensor
-        updates compare to know that the storage they remember is still there."""
+        """How many variables the store has released (multi-tensor updates compare it)."""
         return self._releases
 
     def locked(self):
@@ -126,7 +126,7 @@ class VariableStore(collections.abc.Mapping):
                     )
                 shape = standardize_shape(shape)
                 dtype = standardize_dtype(dtype)
-                self._admit(path, dtype, aggregation, synchronization)
+                self._admit(path, dtype, aggregation, synchronization, device)
                 storage = self._memory.allocate(backend, shape, storage_dtype(dtype), device, path)
                 initializers.fill_storage(init, backend, device, storage, shape, dtype)
             else:
@@ -138,7 +138,7 @@ class VariableStore(collections.abc.Mapping):
                         f"{standardize_shape(shape)}."
                     )
                 dtype = default_dtype(initializer, array_dtype, array) if dtype is None else standardize_dtype(dtype)
-                self._admit(path, dtype, aggregation, synchronization)
+                self._admit(path, dtype, aggregation, synchronization, device)
                 storage = self._memory.allocate(backend, array.shape, storage_dtype(dtype), device, path)
                 write(backend, storage, dtype, array, array_dtype)
             variable = adopt(path, storage, dtype, backend, device, self._write_routing(synchronization))
@@ -344,7 +344,7 @@ class VariableStore(collections.abc.Mapping):
         ``accumulate`` and ``setitem`` (a replicated store's synced variables)."""
         return None
 
-    def _admit(self, path: str, dtype: str, aggregation: str, synchronization: str) -> None:
+    def _admit(self, path: str, dtype: str, aggregation: str, synchronization: str, device: str) -> None:
         """Raise if a variable with these attributes may not join this store (called
         before its memory is allocated). Every combination may join a plain store."""
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import kernels
 from ..casting import destination_words, element_conversion, source_words
-from ..dtypes import REGISTRY, storage_dtype
+from ..dtypes import INT_DTYPES, REGISTRY, storage_dtype
 from ..multi_tensor import Tables
 
 #: Staging dtype of each variable dtype: one that every engine can add.
@@ -25,6 +25,28 @@ STAGING = {name: r.staging for name, r in REGISTRY.items()}
 
 #: The collective each aggregation needs (None: applied locally, no collective).
 COLLECTIVE = {"sum": "sum", "mean": "sum", "only_first_replica": "broadcast", "none": None}
+
+
+def check_syncable(path: str, dtype: str, aggregation: str, synchronization: str, device: str,
+                   store_device: str) -> None:
+    """Raise ValueError where a synced variable could not be synced: replicas' integers
+    cannot be averaged exactly, nor bools added, and the pack kernels read a store's
+    variables on its own device."""
+    if dtype in INT_DTYPES and aggregation == "mean":
+        raise ValueError(
+            f"Variable {path!r} is {dtype} with aggregation='mean' and synchronization="
+            f"{synchronization!r}: replicas' integer values cannot be averaged exactly. Use "
+            f"aggregation='sum' or 'only_first_replica', a float dtype, or synchronization='none'."
+        )
+    if dtype == "bool" and aggregation in ("sum", "mean"):
+        raise ValueError(
+            f"Variable {path!r} is bool with aggregation={aggregation!r}: bools cannot be added. Use "
+            f"aggregation='only_first_replica' or 'none'."
+        )
+    if device != store_device:
+        raise ValueError(f"Variable {path!r} would be on {device}, with synchronization={synchronization!r}: "
+                         f"the store syncs its variables on its own device, {store_device}. Leave `device` "
+                         f"out, or use synchronization='none'.")
 
 
 class Update(NamedTuple):

@@ -112,20 +112,13 @@ class ReplicatedStore(VariableStore):
                 f"{self._group.size} ({self._group.backend})>")
 
     # ---------------------------------------------------------------- creation
-    def _admit(self, path, dtype, aggregation, synchronization):
-        if synchronization not in SYNCED:
-            return
-        if dtype in INT_DTYPES and aggregation == "mean":
-            raise ValueError(
-                f"Variable {path!r} is {dtype} with aggregation='mean' and synchronization="
-                f"{synchronization!r}: replicas' integer values cannot be averaged exactly. Use "
-                f"aggregation='sum' or 'only_first_replica', a float dtype, or synchronization='none'."
-            )
-        if dtype == "bool" and aggregation in ("sum", "mean"):
-            raise ValueError(
-                f"Variable {path!r} is bool with aggregation={aggregation!r}: bools cannot be added. Use "
-                f"aggregation='only_first_replica' or 'none'."
-            )
+    @property
+    def counter_device(self) -> str:
+        return self._device
+
+    def _admit(self, path, dtype, aggregation, synchronization, device):
+        if synchronization in SYNCED:
+            B.check_syncable(path, dtype, aggregation, synchronization, device, self._device)
 
     def _write_routing(self, synchronization):
         return self._routing if synchronization in SYNCED else None
