@@ -200,6 +200,34 @@ def test_inside_a_replica_step_the_updates_queue_until_sync():
     np.testing.assert_array_equal(b.numpy(), np.full(2, 3.0))
 
 
+def test_sums_of_squares_wait_for_the_device_once_and_keep_the_pieces_order(store, monkeypatch):
+    """Several sums of squares (clipnorm's, one per gradient) are summed on the device and
+    copied to the host together; each is the float64 sum of its pieces in order (here a
+    buffer past one piece of ``_NORM_PIECE`` elements), as a host sum of them gives."""
+    from varstore import foreach
+
+    monkeypatch.setattr(foreach, "_NORM_PIECE", 5)
+    backend = type(store.variable(np.zeros(1, np.float32)).stored.backend)
+    rng = np.random.default_rng(3)
+    lists = [[(rng.standard_normal(12).astype(np.float32), "float32")],
+             [(rng.standard_normal(3), "float64"), (rng.standard_normal(7).astype(np.float32), "float32")], []]
+    variables = [[(store.variable(a).stored.storage, d) for a, d in arrays] for arrays in lists]
+    copies = []
+    real = backend.to_host
+    monkeypatch.setattr(backend, "to_host", lambda self, array: copies.append(array.shape) or real(self, array))
+    sums = foreach.sums_of_squares(store.variable(np.zeros(1)).stored.backend, store.device, variables)
+    assert copies == [(3,)]
+    want = []
+    for arrays in lists:
+        total = 0.0
+        for dtype in dict.fromkeys(d for _, d in arrays):  # (one staging buffer per dtype, in order)
+            flat = np.concatenate([a.ravel() for a, d in arrays if d == dtype]).astype(np.float64)
+            for start in range(0, flat.size, 5):
+                total += float(np.dot(flat[start:start + 5], flat[start:start + 5]))
+        want.append(total)
+    assert sums == want and sums[2] == 0.0
+
+
 def test_global_norm_of_variables_and_arrays(store):
     a = store.variable(np.full(3, 2.0, np.float32), name="a")
     b = store.variable(np.array([1.0, -2.0], dtype=np.float64), dtype="bfloat16", name="b")

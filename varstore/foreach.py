@@ -322,9 +322,23 @@ def sum_of_squares(backend, device, arrays) -> float:
     """The sum of squares of ``arrays``: ``(storage array, dtype)`` pairs (contiguous,
     native words) on one device; one pack launch per dtype into a float32 (float64)
     buffer, then one dot product in float64."""
+    return sums_of_squares(backend, device, [arrays])[0]
+
+
+def sums_of_squares(backend, device, lists) -> list:
+    """:func:`sum_of_squares` of each list of ``lists``, summed on the device and copied
+    to the host together: one wait for the device's queued work, not one per list."""
+    with backend.on_device(device):
+        totals = [_squares(backend, device, arrays) for arrays in lists]
+        return [float(total) for total in backend.to_host(backend.xp.stack(totals))]
+
+
+def _squares(backend, device, arrays):
+    """The sum of squares of ``arrays`` as a 0-d float64 array of ``backend`` (pieces
+    added in order, as float64 numbers: the bits of a host sum of the same pieces)."""
     K = kernels.multi_tensor
     tables = Tables(backend, device)
-    total = 0.0
+    total = backend.xp.zeros((), np.float64)
     groups: dict = {}
     for array, dtype in arrays:
         groups.setdefault(dtype, []).append(array)
@@ -341,10 +355,9 @@ def sum_of_squares(backend, device, arrays) -> float:
         backend.launch(K.pack, len(args["chunk_tensor"]), staging=staging.view(destination_word(staging_dtype)),
                        like=tables.like(source_word(dtype, staging_dtype)), kind=K.STAGE_F64 if staging_dtype ==
                        "float64" else K.STAGE_F32, conversion=conversion, same=int(is_same(conversion)), **args)
-        with backend.on_device(device):
-            for start in range(0, staging.size, _NORM_PIECE):  # (float64 pieces: a bounded temporary)
-                wide = staging[start:start + _NORM_PIECE].astype(np.float64)
-                total += float(backend.xp.dot(wide, wide))
+        for start in range(0, staging.size, _NORM_PIECE):  # (float64 pieces: a bounded temporary)
+            wide = staging[start:start + _NORM_PIECE].astype(np.float64)
+            total = total + backend.xp.dot(wide, wide)
     return total
 
 

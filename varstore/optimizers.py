@@ -326,8 +326,8 @@ class Optimizer:
         ones = [1.0] * len(gradients)
         if self.clipnorm:
             c = np.float32(self.clipnorm)
-            norms = [np.float32(math.sqrt(foreach.sum_of_squares(backend, device, [g]))) for g in gradients]
-            return [float(c / max(norm, c)) for norm in norms], math.inf
+            sums = foreach.sums_of_squares(backend, device, [[g] for g in gradients])  # (one wait for the device)
+            return [float(c / max(np.float32(math.sqrt(x)), c)) for x in sums], math.inf
         if self.global_clipnorm:
             norm = np.float32(math.sqrt(foreach.sum_of_squares(backend, device, gradients)))
             c = np.float32(self.global_clipnorm)
