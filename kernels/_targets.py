@@ -76,6 +76,32 @@ def _source_hash() -> str:
     return h.hexdigest()[:16]
 
 
+#: The distributions whose versions decide the PTX (NVVM) and the cubin (nvJitLink) built
+#: from one source, CUDA 12 and 13 wheels alike.
+_TOOLKIT_DISTRIBUTIONS = ("cuda-toolkit", "cuda-bindings", "cuda-core", "nvidia-nvvm", "nvidia-cuda-nvcc-cu12",
+                          "nvidia-nvjitlink", "nvidia-nvjitlink-cu12")
+
+
+@functools.lru_cache(maxsize=1)
+def toolkit_tag() -> str:
+    """A short hash of the CUDA toolkit that builds PTX and cubins here: the versions of
+    its wheels, and ``CUDA_HOME``/``CUDA_PATH`` for a system toolkit. Cached PTX and
+    cubins are named with it, so an image another toolkit built (which an older driver
+    refuses) is never loaded: it is built again. Worked out at the first PTX build, not
+    at import."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    h = hashlib.sha256()
+    for name in _TOOLKIT_DISTRIBUTIONS:
+        try:
+            h.update(f"{name}={version(name)};".encode())
+        except PackageNotFoundError:
+            pass
+    for variable in ("CUDA_HOME", "CUDA_PATH"):
+        h.update(f"{variable}={os.environ.get(variable, '')};".encode())
+    return h.hexdigest()[:8]
+
+
 def cache_dir() -> str | None:
     """The folder compiled kernels are cached in, or None when no writable one exists.
 

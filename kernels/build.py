@@ -31,7 +31,7 @@ import numba
 from numba import types
 
 from . import _inlining, templates
-from ._targets import CPU_OPTIONS, _numba_cache_dir, _source_hash, cache_dir
+from ._targets import CPU_OPTIONS, _numba_cache_dir, _source_hash, cache_dir, toolkit_tag
 
 _FORMAT = types.UniTuple(types.uint32, templates.FORMAT_FIELDS)
 _CONVERSION = types.Tuple((types.int64, _FORMAT, _FORMAT, types.int64, types.int64, types.uint64))
@@ -174,7 +174,8 @@ def compile_loop(kernel, target: str, spec):
     if not target.startswith("ptx:"):
         raise ValueError(f"Invalid kernel target {target!r}. Expected 'cpu', 'numba' or 'ptx:<major>.<minor>'.")
     major, minor = (int(x) for x in target[4:].split("."))
-    ptx_path = f"{path[:-3]}.sm{major}{minor}.ptx"
+    image = f"{path[:-3]}.sm{major}{minor}.{toolkit_tag()}"  # (PTX and cubin of this toolkit)
+    ptx_path = f"{image}.ptx"
     if cacheable and os.path.exists(ptx_path):
         with open(ptx_path) as f:
             ptx = f.read()
@@ -184,7 +185,7 @@ def compile_loop(kernel, target: str, spec):
     entries = re.findall(r"\.entry\s+([\w$.]+)\s*\(", ptx)
     if len(entries) != 1:
         raise RuntimeError(f"Expected one kernel entry in the PTX of {kernel.name}, found {entries}.")
-    cubin_path = f"{path[:-3]}.sm{major}{minor}.cubin"
+    cubin_path = f"{image}.cubin"
     if cacheable and os.path.exists(cubin_path):
         with open(cubin_path, "rb") as f:
             cubin = f.read()

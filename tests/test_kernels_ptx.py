@@ -369,3 +369,34 @@ def test_elementwise_loops_index_without_64bit_multiplies(kernel):
             found = WIDE_MULTIPLY_OR_DIVISION.findall("\n".join(body))
             assert found == [], (kernel.name, spec, found)
             assert not any(re.match(r"(?:@!?%p\d+\s+)?call\b", line) for line in body), (kernel.name, spec)
+
+
+def test_cached_ptx_and_cubins_are_named_by_the_toolkit_that_built_them(monkeypatch):
+    """PTX and cubins on disk carry a tag of the CUDA toolkit's wheel versions and
+    ``CUDA_HOME``: an image built by another toolkit (CUDA 13's PTX, which a CUDA 12
+    driver refuses) is never loaded from the same cache folder."""
+    import importlib.metadata
+
+    from varstore.kernels import _targets
+
+    tag = _targets.toolkit_tag.__wrapped__()
+    assert re.fullmatch(r"[0-9a-f]{8}", tag) and tag == _targets.toolkit_tag.__wrapped__()
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "12.9.0" if name == "nvidia-nvjitlink" else real(name))
+    other_wheels = _targets.toolkit_tag.__wrapped__()
+    monkeypatch.setattr(importlib.metadata, "version", real)
+    monkeypatch.setenv("CUDA_HOME", "/opt/cuda-12.4")
+    other_home = _targets.toolkit_tag.__wrapped__()
+    assert len({tag, other_wheels, other_home}) == 3
+
+
+@needs_nvvm
+def test_a_ptx_build_writes_its_images_under_the_toolkit_tag(tmp_path, monkeypatch):
+    from varstore.kernels import _targets, build
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    loop = build.compile_loop(K.encode_f32, PTX_TARGET, K.encode_f32.examples()[0])  # (not the loop kept in memory)
+    written = sorted(p.name for p in tmp_path.rglob("*.sm90.*"))
+    assert written and all(f".sm90.{_targets.toolkit_tag()}." in name for name in written), written
+    assert any(name.endswith(".ptx") for name in written) and loop.ptx
