@@ -224,8 +224,8 @@ class Backend(abc.ABC):
     def cuda_array_interface(self, storage) -> dict:
         raise AttributeError(f"{self.name} arrays live on the host and have no __cuda_array_interface__")
 
-    def synchronize(self) -> None:
-        """Wait for the work queued on this backend."""
+    def synchronize(self, device: str) -> None:
+        """Wait for the work queued on ``device`` (its current stream, on a GPU)."""
         return None  # (by default there is nothing to do)
 
 

@@ -369,8 +369,9 @@ class CudaBackend(Backend):
     def cuda_array_interface(self, storage) -> dict:
         return storage.__cuda_array_interface__
 
-    def synchronize(self) -> None:
-        self._cupy.cuda.get_current_stream().synchronize()
+    def synchronize(self, device) -> None:
+        with self._cupy.cuda.Device(device_index(device)):  # (the current stream is per device)
+            self._cupy.cuda.get_current_stream().synchronize()
 
 
 def _byte_range(array) -> tuple:
