@@ -458,6 +458,23 @@ def test_an_optimizers_step_count_is_added_on_its_own_device(fake):
     assert int(count) == 5 and cupy.ran == [("add", 1, [1])] and cupy.current == 0
 
 
+def test_a_device_scalar_fills_a_variable_on_the_device_without_reading_it(fake):
+    """``v.assign(x)`` with a 0-d device array: converted on the device (a launch) and
+    broadcast by CuPy on the storage's device; never copied to the host, which would wait
+    for the device's queued work."""
+    from varstore.values import write
+
+    cupy, backend = fake
+    backend.host_view = lambda array: pytest.fail("a device scalar was read on the host")
+    backend.empty = lambda shape, dtype, device, pool=None: device_array(np.zeros(shape), dtype, int(device[-1]))
+    storage = device_array(np.zeros((2, 3)), np.float32, device=1)
+    write(backend, storage, "float32", device_array(np.array(2.5), np.float32, device=1), "float32")
+    assert cupy.ran == [("setitem", 1, [1])] and cupy.launches == [] and cupy.current == 0
+    assert np.array_equal(np.asarray(storage), np.full((2, 3), 2.5))
+    write(backend, storage, "float32", device_array(np.array(1.5), np.float64, device=1), "float64")
+    assert [launch[-1] for launch in cupy.launches] == [1] and cupy.ran[1:] == [("setitem", 1, [1])]
+
+
 @pytest.mark.parametrize("n", [1000, 1 << 20])
 def test_bound_launches_pass_what_the_plain_launch_passes(fake, n):
     """Arrays given (a prepared cast's output, an accumulate's two operands) and scalars

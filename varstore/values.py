@@ -119,7 +119,12 @@ def write(backend, storage, dtype: str, array, array_dtype: str) -> None:
     cast to ``dtype``. Its shape equals the storage's, or it has one element (0-d),
     which fills every element. Host arrays are cast on the host and copied once."""
     if array.ndim == 0 and storage.ndim != 0:  # a scalar fills: convert it on the host
-        scalar = backend.host_view(array) if backend.owns(array) else array
+        scalar = backend.scalar_on_host(array) if backend.owns(array) else array
+        if scalar is None:  # (a GPU's: converted there, and broadcast by the array module, with no wait)
+            word = array if array_dtype == dtype else cast(backend, array, array_dtype, dtype,
+                                                           backend.device_of(storage))
+            backend.setitem(storage, Ellipsis, word)
+            return
         if needs_kernel(array_dtype, dtype):
             scalar = cast_scalar_on_host(scalar, array_dtype, dtype)
         else:  # the array module's own conversion, as for arrays (integers wrap)

@@ -80,6 +80,12 @@ class Backend(abc.ABC):
     def host_view(self, array) -> np.ndarray:
         """``array`` as a NumPy array: itself on the host, else a host copy."""
 
+    def scalar_on_host(self, array):
+        """The 0-d array ``array`` of this backend as a host array where reading it waits
+        for nothing (on the host: itself); None on a GPU, where the read would wait for
+        the device's queued work: the caller then uses it on the device."""
+        return self.host_view(array)
+
     @abc.abstractmethod
     def from_host(self, host: np.ndarray, device: str):
         """A host array as this backend's array on ``device`` (a copy on GPUs)."""

@@ -188,6 +188,9 @@ class CudaBackend(Backend):
     def host_view(self, array):
         return self._cupy.asnumpy(array)
 
+    def scalar_on_host(self, array):
+        return None
+
     def from_host(self, host, device):
         with self._cupy.cuda.Device(device_index(device)):
             return self._cupy.asarray(host)
