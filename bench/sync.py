@@ -21,6 +21,7 @@ collective calls one sync issued.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -50,7 +51,7 @@ def measure(group, count, total_bytes, repeats, bucket_mb, device):
     backend, device = backends.for_device(group.device if device is None else device)  # (as ReplicatedStore)
     flat = backend.empty((elements * count,), np.dtype(np.float32), device)
     flat.fill(1)
-    sync_device = backend.synchronize
+    sync_device = functools.partial(backend.synchronize, device)
     rows["raw"] = {"seconds": _median_seconds(lambda: group.raw_allreduce(flat), repeats, group.barrier),
                    "collectives": 1}
     for label, mb in (("fused", bucket_mb), ("unfused", 0)):
