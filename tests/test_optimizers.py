@@ -461,3 +461,28 @@ def test_an_optimizers_counters_live_on_the_stores_counter_device(backend):
     r_opt = vs.optimizers.SGD(0.1)
     r_opt.apply([np.ones(4, np.float32)], [replicated.variable(np.ones(4, np.float32), name="w")])
     assert r_opt.iterations.device == replicated.device
+
+
+class _DeviceScalar:
+    """A 0-d CuPy or torch CUDA array: ``float()`` copies it to the host; NumPy's implicit
+    conversion is refused (CuPy raises TypeError)."""
+
+    ndim = 0
+
+    def __init__(self, number, dtype):
+        self.number, self.dtype = number, dtype
+
+    def __float__(self):
+        return float(self.number)
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed.")
+
+
+def test_a_schedule_may_return_a_device_scalar():
+    store = vs.VariableStore(device="cpu")
+    w = store.variable(np.ones(2, np.float32), name="w")
+    for dtype in (np.dtype(np.float32), "torch.float32"):  # (CuPy's dtypes are NumPy's; torch's are its own)
+        vs.optimizers.SGD(lambda step, dtype=dtype: _DeviceScalar(0.25, dtype), name=f"sgd{len(store)}").apply(
+            [np.ones(2, np.float32)], [w])
+    assert w.numpy().tolist() == [0.5, 0.5]

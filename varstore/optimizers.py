@@ -11,10 +11,9 @@ Slots live in the variables' store, named as Keras names them: ``adam/iteration`
 ``adam/learning_rate``, ``adam/<variable path with '/' as '_'>_momentum`` (and
 ``_velocity``, ``_velocity_hat`` with amsgrad), so ``store.save``/``store.load`` resume
 training exactly: build the optimizer, then load the checkpoint. A store holds the state
-of one optimizer per name (a second one of the same name is refused: they would share
-their slots).
-float16, bfloat16 and float8 variables keep float32 slots (Keras keeps them in the
-variable's dtype), and their update reads the gradient in float32 before any rounding.
+of one optimizer per name (a second one of the same name would share its slots). float16,
+bfloat16 and float8 variables keep float32 slots (Keras: the variable's dtype), and their
+update reads the gradient in float32 before any rounding.
 
 Differences from Keras, by design: each multiply-add is rounded once (an fma), where
 Keras's separate NumPy operations round twice, so steps agree to float32 rounding, not
@@ -47,7 +46,7 @@ from . import foreach, kernels, scopes
 from .casting import element_conversion
 from .errors import ArgumentTypeError
 from .multi_tensor import Tables, check_variables, checked_gradient, compute_dtype, destination_word, source_word
-from .validation import check_number
+from .validation import check_number, is_real_number
 from .variable import is_routed, live_storage
 
 __all__ = ["SGD", "Adam", "AdamW", "Optimizer"]
@@ -308,11 +307,13 @@ class Optimizer:
     def _current_learning_rate(self, step: int) -> float:
         if callable(self._initial_learning_rate):
             value = self._initial_learning_rate(step)
-            try:
-                number = float(np.asarray(value))
-            except (TypeError, ValueError):
+            try:  # (a number, or a 0-d array of any library: CuPy's and torch's convert by float(), on the host)
+                number = float(value) if is_real_number(value) or getattr(value, "ndim", None) == 0 else None
+            except (TypeError, ValueError, RuntimeError):
+                number = None
+            if number is None:
                 raise ArgumentTypeError(f"{self.name}: learning_rate({step}) returned {value!r:.80}; expected a "
-                                        f"number.") from None
+                                        f"number.")
             return check_number("learning_rate(iteration)", number, "a finite number >= 0", minimum=0.0)
         if self._learning_rate is None:
             return self._initial_learning_rate
