@@ -486,3 +486,35 @@ def test_a_schedule_may_return_a_device_scalar():
         vs.optimizers.SGD(lambda step, dtype=dtype: _DeviceScalar(0.25, dtype), name=f"sgd{len(store)}").apply(
             [np.ones(2, np.float32)], [w])
     assert w.numpy().tolist() == [0.5, 0.5]
+
+
+class _TorchLike:
+    """A CUDA tensor as varstore sees it: the CUDA array interface (refused, as torch does,
+    while it requires grad) and a torch dtype, which has no ``kind``."""
+
+    def __init__(self, array, requires_grad=False):
+        self.shape, self.dtype, self.requires_grad = array.shape, "torch.float32", requires_grad
+
+    @property
+    def __cuda_array_interface__(self):
+        if self.requires_grad:
+            raise RuntimeError("Can't export tensors that require gradient, use tensor.detach()")
+        return {"shape": self.shape, "typestr": "<f4", "data": (0, False), "version": 3}
+
+
+def test_gradients_given_as_torch_like_device_arrays():
+    """A torch CUDA tensor as a gradient: its dtype has no ``kind``, which the text check
+    must not read, and one that requires grad is still a device array (torch's property
+    raises RuntimeError). On a host store without CuPy, the error says what to do."""
+    import importlib.util
+
+    from varstore.backends.base import is_device_array
+
+    assert is_device_array(_TorchLike(np.ones(2), requires_grad=True)) and is_device_array(_TorchLike(np.ones(2)))
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy would read the stand-in's address")
+    store = vs.VariableStore(device="cpu")
+    w = store.variable(np.ones(2, np.float32), name="w")
+    with pytest.raises(TypeError, match=r"Cannot read a device array \(_TorchLike\) on the numpy backend"):
+        vs.optimizers.SGD(0.5).apply([_TorchLike(np.ones(2, np.float32))], [w])
+    assert w.numpy().tolist() == [1.0, 1.0] and sorted(store) == ["w"]

@@ -169,7 +169,7 @@ def checked_gradient(value, variable, backend, device, i: int) -> tuple:
     protocols = isinstance(value, ArrayProtocols)
     if not (protocols or backend.owns(value) or isinstance(value, np.ndarray) or is_device_array(value)):
         value = np.asarray(value)
-    if not protocols and value.dtype.kind in "USO":  # (text, objects: not numbers, whatever their shape)
+    if not protocols and getattr(value.dtype, "kind", None) in ("U", "S", "O"):  # (text, objects; torch: no kind)
         raise ArgumentTypeError(f"gradient {i} (for {variable.path!r}) holds {value.dtype} elements; expected "
                                 f"floats.")
     if tuple(value.shape) != variable.shape:

@@ -304,7 +304,10 @@ def is_device_array(obj) -> bool:
     """True for GPU arrays: CuPy, torch.cuda, Numba, JAX on GPU... (not NumPy, lists)."""
     if isinstance(obj, np.ndarray):
         return False
-    if hasattr(obj, "__cuda_array_interface__"):
+    try:
+        if hasattr(obj, "__cuda_array_interface__"):
+            return True
+    except Exception:  # (torch: RuntimeError for a CUDA tensor that requires grad; its conversion says why)
         return True
     device = getattr(obj, "__dlpack_device__", None)
     if device is None:
