@@ -102,6 +102,27 @@ def _one_rank():
     return LocalGroup(1).groups[0]
 
 
+def test_a_cross_replica_assign_reads_a_device_array_through_the_backend():
+    """An on_read sum variable's cross-replica assign of a device array the backend does
+    not own (a torch CUDA tensor) goes through the backend's asarray, as a plain assign
+    does: here, a store on the host without CuPy, the backend's clear error, and nothing
+    written."""
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy would read the stand-in's address")
+
+    class DeviceArray:
+        shape, dtype = (2,), "torch.float32"
+        __cuda_array_interface__ = {"shape": (2,), "typestr": "<f4", "data": (0, False), "version": 3}
+
+    store = _store(_one_rank())
+    v = store.variable(np.ones(2), dtype="float32", name="m", synchronization="on_read", aggregation="sum")
+    with pytest.raises(TypeError, match=r"Cannot read a device array \(DeviceArray\) on the numpy backend"):
+        v.assign(DeviceArray())
+    assert v.numpy().tolist() == [1.0, 1.0]
+
+
 def test_a_single_replicas_cross_replica_assign_converts_once():
     """With one replica the share is the whole value, converted by the assign alone:
     ``2**62 + 2**54 + 1`` into bfloat16 is 0x5e81 (through float64: 0x5e80)."""

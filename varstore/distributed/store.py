@@ -38,6 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import checkpoint, scopes
+from ..backends.base import is_device_array
 from ..casting import accumulate_into
 from ..dtypes import INT_DTYPES
 from ..errors import ArgumentTypeError
@@ -203,6 +204,8 @@ class ReplicatedStore(VariableStore):
             whole = np.asarray(backend.host_view(write_operand(variable, value, "assign")), storage.dtype)
             share = whole // n
             return share + (whole - share * n) if self._group.rank == 0 else share
+        if not backend.owns(value) and is_device_array(value):  # (torch's, numba's: read through the backend)
+            value = backend.asarray(value, variable.device)
         array = np.asarray(backend.host_view(value) if backend.owns(value) else value)
         return array.astype(np.float64) / n if n > 1 else array  # (one replica: converted once, by the assign)
 
