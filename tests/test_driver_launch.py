@@ -76,6 +76,10 @@ class DeviceArray(np.ndarray):
         DeviceArray.record("setitem", self)
         np.ndarray.__setitem__(self, key, value)
 
+    def set(self, host):  # (CuPy: an async copy from the host on the current stream)
+        DeviceArray.record("set", self)
+        np.copyto(self, host)
+
 
 def device_array(values, dtype, device: int = 0) -> DeviceArray:
     array = np.array(values, dtype).view(DeviceArray)
@@ -473,6 +477,27 @@ def test_a_device_scalar_fills_a_variable_on_the_device_without_reading_it(fake)
     assert np.array_equal(np.asarray(storage), np.full((2, 3), 2.5))
     write(backend, storage, "float32", device_array(np.array(1.5), np.float64, device=1), "float64")
     assert [launch[-1] for launch in cupy.launches] == [1] and cupy.ran[1:] == [("setitem", 1, [1])]
+
+
+def test_copies_between_the_host_and_a_device_run_on_its_stream_and_page_locked_ones_are_waited_for(fake):
+    """A copy to or from the host runs with the array's device current (CuPy orders it
+    after that device's current stream); a copy from page-locked host memory, which
+    CuPy's set() leaves running, is waited for before the call returns (the caller may
+    refill its buffer at once); one from pageable memory is not (the driver has read it)."""
+    cupy, backend = fake
+    waited, pinned = [], set()
+    cupy.cuda.get_current_stream = lambda: SimpleNamespace(synchronize=lambda: waited.append(cupy.current))
+    cupy.cuda.runtime.memoryTypeHost = 1
+    cupy.cuda.runtime.pointerGetAttributes = lambda ptr: SimpleNamespace(type=1 if ptr in pinned else 2)
+    cupy.asnumpy = cupy._recorded("asnumpy", lambda array: np.array(array))
+    dst = device_array(np.zeros(4), np.float32, device=1)
+    host = np.arange(4, dtype=np.float32)
+    backend.copy_from_host(dst, host)
+    assert waited == [] and cupy.ran == [("set", 1, [1])] and np.array_equal(np.asarray(dst), host)
+    pinned.add(host.ctypes.data)
+    backend.copy_from_host(dst, host)
+    assert waited == [1] and cupy.current == 0
+    assert np.array_equal(backend.to_host(dst), host) and cupy.ran[-1] == ("asnumpy", 1, [1]) and cupy.current == 0
 
 
 @pytest.mark.parametrize("n", [1000, 1 << 20])

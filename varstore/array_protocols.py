@@ -55,7 +55,8 @@ class ArrayProtocols:
                 f"var.astype('float32'), or var.value for the raw {storage.dtype} words."
             )
         options = {"stream": stream, "max_version": max_version, "dl_device": dl_device, "copy": copy}
-        return storage.__dlpack__(**{k: v for k, v in options.items() if v is not None})
+        with self._stored.backend.on_device(self._stored.device):  # (CuPy orders it after that device's stream)
+            return storage.__dlpack__(**{k: v for k, v in options.items() if v is not None})
 
     def __dlpack_device__(self):
         return self._live_storage().__dlpack_device__()

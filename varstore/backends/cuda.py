@@ -182,11 +182,14 @@ class CudaBackend(Backend):
                 array = cupy.from_dlpack(obj)
             return array if array.device.id == device_index(device) else cupy.array(array, copy=True)
 
+    # CuPy orders a copy to the host, its array interface and its DLPack export after the
+    # current device's current stream: the array's device is made current for them.
     def to_host(self, array):
-        return self._cupy.asnumpy(array)
+        with self._cupy.cuda.Device(array.device.id):
+            return self._cupy.asnumpy(array)
 
     def host_view(self, array):
-        return self._cupy.asnumpy(array)
+        return self.to_host(array)
 
     def scalar_on_host(self, array):
         return None
@@ -196,8 +199,23 @@ class CudaBackend(Backend):
             return self._cupy.asarray(host)
 
     def copy_from_host(self, dst, host):
-        # One synchronous host -> device copy into the existing buffer; no device temporary.
-        dst.set(np.asarray(host, order="C"))
+        # One host -> device copy into the existing buffer, no device temporary. CuPy's set() is
+        # an async copy on the current stream: from pageable memory the call returns once the
+        # source is read (the driver stages it); from page-locked memory the copy runs on, so the
+        # caller, who may reuse its buffer at once, waits for it.
+        host = np.asarray(host, order="C")
+        cupy = self._cupy
+        with cupy.cuda.Device(dst.device.id):
+            dst.set(host)
+            if host.nbytes and self._page_locked(host):
+                cupy.cuda.get_current_stream().synchronize()
+
+    def _page_locked(self, host) -> bool:
+        runtime = self._cupy.cuda.runtime
+        try:
+            return runtime.pointerGetAttributes(host.ctypes.data).type == runtime.memoryTypeHost
+        except Exception:  # (memory the driver does not know: pageable)
+            return False
 
     def numba_stream(self, device_id: int):
         """numba-cuda's handle of CuPy's current stream (the "numba" launch mechanism):
@@ -370,7 +388,8 @@ class CudaBackend(Backend):
                                     (other.data.ptr, other.shape, other.strides, other.itemsize))
 
     def cuda_array_interface(self, storage) -> dict:
-        return storage.__cuda_array_interface__
+        with self._cupy.cuda.Device(storage.device.id):  # (its "stream" entry: the device's current stream)
+            return storage.__cuda_array_interface__
 
     def synchronize(self, device) -> None:
         with self._cupy.cuda.Device(device_index(device)):  # (the current stream is per device)
