@@ -92,6 +92,11 @@ def run(device=None, steps: int = 300, checkpoint: str | None = None, seed: int 
         raise (ValueError if type(steps) is int else ArgumentTypeError)(
             f"Invalid value for argument `steps`. Expected a positive integer. Received: steps={steps!r}")
     backend, device = for_device(device)
+    with backend.on_device(device):  # (the demo's own array operations run on the store's device)
+        return _run(backend, device, steps, checkpoint, seed, out)
+
+
+def _run(backend, device: str, steps: int, checkpoint: str | None, seed: int, out) -> dict:
     xp = backend.xp
     started = time.perf_counter()
     store = VariableStore(device=device)
