@@ -670,3 +670,145 @@ def test_stateless_scope_writes_go_to_the_scope_not_to_the_sync_queue():
     assert float(scope.get_current_value(m)) == 2.0 and float(outside.get_current_value(m)) == 4.0
     np.testing.assert_array_equal(w.numpy(), 0)
     assert float(m.numpy()) == 0.0
+
+
+# ------------------------------------------------------- the NCCL group's logic
+class _FakeNccl:
+    NCCL_SUM, NCCL_FLOAT32, NCCL_UINT64, NCCL_UINT32, NCCL_FLOAT16, NCCL_UINT8 = range(6)
+
+    def __init__(self):
+        self.calls = []
+
+    def groupStart(self):  # noqa: N802 (CuPy's names)
+        self.calls.append("groupStart")
+
+    def groupEnd(self):  # noqa: N802
+        self.calls.append("groupEnd")
+
+
+class _FakeHost:
+    """The MPI group under an NCCL group: its exchange, and its abort at exit."""
+
+    def __init__(self, answer=None):
+        self.answer, self.sent, self.aborting = answer, [], False
+
+    def allgather_bytes(self, data):
+        self.sent.append(data)
+        return self.answer(data) if callable(self.answer) else self.answer
+
+    def _peer_failure(self):
+        return None
+
+    def _abort_at_exit(self):
+        self.aborting = True
+
+
+class _DeviceArray(np.ndarray):
+    """A host array posing as a CuPy array: ``.data.ptr``."""
+
+    @property
+    def data(self):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(ptr=self.__array_interface__["data"][0])
+
+
+def _nccl_group(rank=0, size=2, host=None, stream_done=True, event_done=True, timeout=0.05):
+    """An NcclGroup over stand-ins for CuPy, NCCL and its communicator (no GPU here)."""
+    from types import SimpleNamespace
+
+    from varstore.distributed.group import Group
+    from varstore.distributed.nccl import NcclGroup
+
+    group = NcclGroup.__new__(NcclGroup)
+    Group.__init__(group, rank, size, 0, timeout)
+    import threading
+
+    stream = SimpleNamespace(ptr=7, done=stream_done, record=lambda: SimpleNamespace(done=event_done))
+
+    class Device:
+        def __init__(self, index):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    group._cupy = SimpleNamespace(ndarray=_DeviceArray, asarray=lambda a: np.asarray(a).view(_DeviceArray),
+                                  cuda=SimpleNamespace(Device=Device, get_current_stream=lambda: stream))
+    group._nccl, group._host, group._lock, group.device_id = _FakeNccl(), host, threading.Lock(), 0
+    group._comm = SimpleNamespace(ran=[], aborted=[])
+    group._comm.allReduce = lambda *args: group._comm.ran.append(("sum", args[2]))
+    group._comm.bcast = lambda *args: group._comm.ran.append(("broadcast", args[1]))
+    group._comm.abort = lambda: group._comm.aborted.append(True)
+    group._types = {np.dtype(np.float32): _FakeNccl.NCCL_FLOAT32}
+    return group
+
+
+def test_the_nccl_unique_id_travels_through_the_host_exchange_and_so_does_rank_0s_failure():
+    """Rank 0's unique id reaches the others through the host group's exchange (bounded
+    by its deadline, unlike MPI's bcast); where rank 0 cannot make one, every rank raises,
+    the others naming rank 0 and its error, instead of waiting forever."""
+    import pickle
+
+    from varstore.distributed import DistributedError
+
+    uid = bytes(range(128))
+    zero = _nccl_group(rank=0, host=_FakeHost(lambda data: [data, b""]))
+    zero._nccl.get_unique_id = lambda: uid
+    assert zero._unique_id() == uid and zero._host.sent[0][:1] == b"U"
+    one = _nccl_group(rank=1, host=_FakeHost([b"U" + pickle.dumps(uid), b""]))
+    assert one._unique_id() == uid and one._host.sent == [b""]
+    failing = _nccl_group(rank=0, host=_FakeHost(lambda data: [data, b""]))
+
+    def no_interface():
+        raise RuntimeError("NCCL found no socket interface")
+
+    failing._nccl.get_unique_id = no_interface
+    with pytest.raises(RuntimeError, match="no socket interface"):
+        failing._unique_id()
+    told = failing._host.sent[0]
+    assert told.startswith(b"E") and b"no socket interface" in told
+    other = _nccl_group(rank=1, host=_FakeHost([told, b""]))
+    with pytest.raises(DistributedError, match=r"start-up failed on rank 0: RuntimeError: NCCL found no") as caught:
+        other._unique_id()
+    assert caught.value.failed_rank == 0
+
+
+def test_nccl_collectives_wait_for_their_event_skip_empty_buffers_and_abort_mpi_at_exit_on_timeout():
+    from varstore.distributed import Collective, DistributedError
+
+    ops = [Collective("sum", np.ones(4, np.float32).view(_DeviceArray), 0),
+           Collective("sum", np.ones(0, np.float32).view(_DeviceArray), 0)]
+    busy = _nccl_group(stream_done=False, event_done=True, host=_FakeHost())  # (later work keeps the stream busy)
+    busy.run(ops)
+    assert busy._comm.ran == [("sum", 4)] and busy._nccl.calls == ["groupStart", "groupEnd"]
+    assert not busy._comm.aborted and not busy._host.aborting
+    empty = _nccl_group(host=_FakeHost())
+    empty.run([ops[1]])
+    assert empty._comm.ran == [] and empty._nccl.calls == []
+    stuck = _nccl_group(event_done=False, host=_FakeHost())
+    with pytest.raises(DistributedError, match="did not complete within"):
+        stuck.run(ops[:1])
+    assert stuck._comm.aborted == [True] and stuck._host.aborting
+
+
+def test_a_store_on_another_gpu_than_its_nccl_groups_is_refused(monkeypatch):
+    """An NCCL group's collectives run on its own GPU (its communicator and stream): a
+    replicated store there or on the host may use it; one on another GPU is refused at
+    construction (its variables would be packed on one device and reduced on another)."""
+    from types import SimpleNamespace
+
+    from varstore import backends, store as store_module
+
+    group = _one_rank()
+    monkeypatch.setattr(type(group), "device", property(lambda self: "cuda:0"))
+    monkeypatch.setattr(group, "backend", "nccl")
+    assert vs.ReplicatedStore(group=group, device="cpu").device == "cpu"
+    numpy_backend = backends.get("numpy")
+    monkeypatch.setattr(store_module, "backends", SimpleNamespace(for_device=lambda device: (numpy_backend, device)))
+    assert vs.ReplicatedStore(group=group).device == "cuda:0"  # (the group's own GPU)
+    with pytest.raises(ValueError, match=r"nccl group runs its collectives on cuda:0; a store on cuda:1 cannot"):
+        vs.ReplicatedStore(group=group, device="cuda:1")

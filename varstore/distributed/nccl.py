@@ -1,21 +1,28 @@
 """The NCCL engine (``cupy.cuda.nccl``): CuPy arrays reduced on the GPUs, all the
 collectives of one call in one NCCL group call, on CuPy's current stream.
 
-The unique id that joins the ranks goes from rank 0 to the others over MPI; with one
-rank no MPI is needed. Each rank uses the GPU ``local_rank % device count``. Host
-(NumPy) arrays are staged through the GPU. The group waits for its collectives with a
-deadline; past it the communicator is aborted (``ncclCommAbort``) and the call raises.
+The unique id that joins the ranks goes from rank 0 to the others over MPI (an exchange
+with the host group's deadline: a rank 0 that cannot make one tells the others why); with
+one rank no MPI is needed. Each rank uses the GPU ``local_rank % device count``. Host
+(NumPy) arrays are staged through the GPU. The group waits for its collectives (an event
+recorded after them) with a deadline; past it, or when a peer failed, the communicator is
+aborted (``ncclCommAbort``), MPI is set to abort at exit (its finalize would wait for the
+lost rank), and the call raises. One lock orders the threads that use the communicator
+(NCCL's calls on one communicator are not thread-safe).
 """
 
 from __future__ import annotations
 
+import os
+import pickle
+import threading
 import time
 
 import numpy as np
 
 from .. import backends
 from ..errors import BackendUnavailableError
-from .group import Group, wait_for
+from .group import DistributedError, Group, describe, wait_for
 
 
 def import_nccl():
@@ -57,10 +64,11 @@ class NcclGroup(Group):
         self._host = host
         self.device_id = local_rank % cupy.cuda.runtime.getDeviceCount()
         cupy.cuda.Device(self.device_id).use()
-        uid = nccl.get_unique_id() if rank == 0 else None
-        if size > 1:
-            uid = host.comm.bcast(uid, root=0)
-        self._comm = nccl.NcclCommunicator(size, uid, rank)
+        self._lock = threading.Lock()
+        # The connections are made by the communicator's start-up, not by the first
+        # collective (NCCL >= 2.22 makes them there, inside groupEnd, past any deadline).
+        os.environ.setdefault("NCCL_RUNTIME_CONNECT", "0")
+        self._comm = nccl.NcclCommunicator(size, self._unique_id(), rank)
         self._types = {
             np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64,
             np.dtype(np.float16): nccl.NCCL_FLOAT16, np.dtype(np.int8): nccl.NCCL_INT8,
@@ -78,11 +86,34 @@ class NcclGroup(Group):
         """The ``cupy.cuda.nccl.NcclCommunicator`` (for raw calls, as the benchmark makes)."""
         return self._comm
 
+    def _unique_id(self):
+        """Rank 0's NCCL unique id, on every rank: sent through the host group's exchange
+        (bounded by its deadline), with rank 0's error instead where it could make none."""
+        error = None
+        if self.rank == 0:
+            try:
+                message = b"U" + pickle.dumps(self._nccl.get_unique_id())
+            except Exception as exc:  # (e.g. no network interface NCCL can use)
+                error, message = exc, b"E" + describe(exc).encode()
+        if self.size == 1:
+            if error is not None:
+                raise error
+            return pickle.loads(message[1:])
+        message = self._host.allgather_bytes(message if self.rank == 0 else b"")[0]
+        if error is not None:
+            raise error
+        if message[:1] == b"E":
+            text = message[1:].decode()
+            raise DistributedError(f"rank {self.rank} (of {self.size}, nccl): the NCCL start-up failed on rank 0: "
+                                   f"{text}", 0, text)
+        return pickle.loads(message[1:])  # (from rank 0 of this job, over its own MPI communicator)
+
     def raw_allreduce(self, array) -> None:
-        stream = self._cupy.cuda.get_current_stream()
-        self._comm.allReduce(array.data.ptr, array.data.ptr, array.size, self._types[array.dtype], self._nccl.NCCL_SUM,
-                             stream.ptr)
-        stream.synchronize()
+        with self._lock, self._cupy.cuda.Device(self.device_id):
+            stream = self._cupy.cuda.get_current_stream()
+            self._comm.allReduce(array.data.ptr, array.data.ptr, array.size, self._types[array.dtype],
+                                 self._nccl.NCCL_SUM, stream.ptr)
+            stream.synchronize()
 
     def _allgather_bytes(self, data: bytes) -> list:
         return self._host._allgather_bytes(data)
@@ -92,7 +123,10 @@ class NcclGroup(Group):
         failure = self._peer_failure()
         if failure is not None:  # the failed peer would never join these collectives
             raise self._failed_error(*failure, "a collective")
-        with cupy.cuda.Device(self.device_id):
+        ops = [op for op in ops if op.array.size]  # (NCCL is given no empty buffer)
+        if not ops:
+            return
+        with self._lock, cupy.cuda.Device(self.device_id):
             arrays = [op.array if isinstance(op.array, cupy.ndarray) else cupy.asarray(op.array) for op in ops]
             stream = cupy.cuda.get_current_stream()
             nccl.groupStart()
@@ -106,11 +140,13 @@ class NcclGroup(Group):
                         self._comm.bcast(array.data.ptr, count, datatype, op.root, stream.ptr)
             finally:
                 nccl.groupEnd()
-            # A peer's failure notice (through the host group) ends the wait as a timeout
-            # does: the communicator is aborted, as the peer will never join.
-            wait_for(lambda: stream.done or self._peer_failure() is not None, time.monotonic() + self.timeout,
+            # An event after the collectives: work other threads queue on the stream later
+            # does not hold the wait. A peer's failure notice (through the host group) ends
+            # the wait as a timeout does: the communicator is aborted, as the peer will never join.
+            done = stream.record()
+            wait_for(lambda: done.done or self._peer_failure() is not None, time.monotonic() + self.timeout,
                      lambda: self._give_up("a collective"))
-            if not stream.done:
+            if not done.done:
                 self._abort()
                 raise self._failed_error(*self._peer_failure(), "a collective")
             for op, array in zip(ops, arrays, strict=True):
@@ -140,6 +176,8 @@ class NcclGroup(Group):
             self._comm.abort()
         except Exception:  # noqa: S110 - the error that made us abort is the one to raise
             pass
+        if self._host is not None:  # (MPI's finalize would wait for the lost rank)
+            self._host._abort_at_exit()
 
     def _give_up(self, what: str):
         self._abort()

@@ -89,6 +89,9 @@ class ReplicatedStore(VariableStore):
             raise (ValueError if type(bucket_mb) in (int, float) else ArgumentTypeError)(
                 f"bucket_mb must be a number of MiB >= 0; received bucket_mb={bucket_mb!r}.")
         super().__init__(group.device if device is None else device, memory_limit)
+        if group.device is not None and self._device not in (group.device, "cpu"):  # (NCCL: its communicator's GPU)
+            raise ValueError(f"This rank's {group.backend} group runs its collectives on {group.device}; a store "
+                             f"on {self._device} cannot sync through it. Leave `device` out (or use 'cpu').")
         self._group = group
         self._bucket_bytes = float(bucket_mb) * 2**20
         self._pending: dict = {}
