@@ -801,7 +801,8 @@ def test_a_store_on_another_gpu_than_its_nccl_groups_is_refused(monkeypatch):
     construction (its variables would be packed on one device and reduced on another)."""
     from types import SimpleNamespace
 
-    from varstore import backends, store as store_module
+    from varstore import backends
+    from varstore import store as store_module
 
     group = _one_rank()
     monkeypatch.setattr(type(group), "device", property(lambda self: "cuda:0"))
