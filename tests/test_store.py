@@ -451,27 +451,38 @@ def test_stateless_call(store):
 # ------------------------------------------------------------------ GPU only
 @pytest.mark.gpu
 def test_pool_accounting_against_the_device():
-    """The store's pool, NVML's view of the device, and CuPy's global pool: variable
-    bytes come from the store's pool only; free_cached() gives them back to the device."""
+    """The store's pool, the device's free memory and CuPy's global pool: variable bytes
+    come from the store's pool only; free_cached() gives them back to the device. The
+    device's free memory is shared with the other test processes: its checks compare
+    readings taken around one step, and a reading another process disturbed is retaken
+    (up to 3 tries)."""
     import cupy
 
-    store = vs.VariableStore(device="cuda:0")
-    global_used = cupy.get_default_memory_pool().used_bytes()
-    free_before = store.memory_info()["device_free_bytes"]
-    big = [store.variable("zeros", shape=(64 << 20,), dtype="float32") for _ in range(4)]  # 1 GiB
-    info = store.memory_info()
-    assert info["variable_bytes"] == 4 * (256 << 20) and info["pool_used_bytes"] == 4 * (256 << 20)
-    assert cupy.get_default_memory_pool().used_bytes() == global_used
-    assert free_before - info["device_free_bytes"] >= 4 * (256 << 20) * 0.95
-    for v in big:
-        v.release()
-    del big
-    assert store.memory_info()["pool_used_bytes"] == 0
-    assert store.memory_info()["pool_total_bytes"] >= 4 * (256 << 20)  # cached, not yet returned
-    store.free_cached()
-    after = store.memory_info()
-    assert after["pool_total_bytes"] == 0
-    assert after["device_free_bytes"] >= free_before - (64 << 20)
+    cupy.zeros(1)  # (this process's CUDA context first: NVML's free memory counts it)
+    GiB = 4 * (256 << 20)
+    for _ in range(3):
+        store = vs.VariableStore(device="cuda:0")
+        global_used = cupy.get_default_memory_pool().used_bytes()
+        free_before = store.memory_info()["device_free_bytes"]
+        big = [store.variable("zeros", shape=(64 << 20,), dtype="float32") for _ in range(4)]  # 1 GiB
+        info = store.memory_info()
+        assert info["variable_bytes"] == GiB and info["pool_used_bytes"] == GiB
+        assert cupy.get_default_memory_pool().used_bytes() == global_used
+        taken = free_before - info["device_free_bytes"]
+        for v in big:
+            v.release()
+        del big
+        assert store.memory_info()["pool_used_bytes"] == 0
+        assert store.memory_info()["pool_total_bytes"] >= GiB  # cached, not yet returned
+        free_cached = store.memory_info()["device_free_bytes"]
+        store.free_cached()
+        after = store.memory_info()
+        assert after["pool_total_bytes"] == 0
+        given_back = after["device_free_bytes"] - free_cached
+        if taken >= GiB * 0.95 and given_back >= GiB * 0.95:
+            return
+    pytest.fail(f"the device's free memory did not follow the pool in 3 tries: the last took {taken} bytes "
+                f"and gave back {given_back} (1 GiB each expected)")
 
 
 @pytest.mark.gpu
