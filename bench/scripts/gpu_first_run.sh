@@ -4,8 +4,10 @@
 #   OUT=/path/to/results bash bench/scripts/gpu_first_run.sh [PART ...]
 #
 # PART, in the order given (default: install verify roofline, 9 minutes at most):
-#   install   NumPy from .wheels/ where there is one (numba-cuda 0.30 needs NumPy < 2.5),
-#             then this checkout, editable, without dependencies; checks the imports
+#   install   NumPy from .wheels/ where there is one (numba-cuda 0.30 needs NumPy < 2.5:
+#             the wheel folder is git-ignored, so bring it along with the checkout), then
+#             this checkout, editable, without dependencies; checks the imports and that
+#             NumPy is below 2.5. When it fails, nothing else runs.
 #   verify    the GPU tiers with the default (driver) launch: pytest -m "gpu or kernels"
 #   roofline  the memory-roofline ops at 16 MiB and 1 GiB against the copy ceiling, memset,
 #             PyTorch and CuPy: casts to and from 16/8-bit types, the scalar fill, the
@@ -18,7 +20,8 @@
 # Everything lands in at most seven files under $OUT:
 # summary.txt (device, versions after the install, each part's exit status and seconds),
 # log.txt (every part's output, in order) and one JSON per bench part. A part that fails or runs out of
-# time is recorded and the next one runs.
+# time is recorded and the next one runs. The test parts stop any one test after 90 s
+# (pytest-timeout, where installed) and print the failures' names (-rfE).
 set -uo pipefail
 OUT=${OUT:-/tmp/varstore-gpu}
 mkdir -p "$OUT"
@@ -42,7 +45,8 @@ if [ -n "$wheel" ]; then
   python -m pip install --no-deps --no-index "$wheel" || exit 1
 fi
 python -m pip install --no-deps --no-build-isolation -e . || exit 1
-python -c "import cupy, numba_cuda, numpy, varstore, xdist, hypothesis; print(\"numpy\", numpy.__version__)"'
+python -c "import cupy, numba_cuda, numpy, varstore, xdist, hypothesis; print(\"numpy\", numpy.__version__)" || exit 1
+python -c "import sys, numpy; sys.exit(\"NumPy >= 2.5, which numba-cuda 0.30 cannot use: bring .wheels/\" if tuple(map(int, numpy.__version__.split(\".\")[:2])) >= (2, 5) else 0)"'
 
 versions() {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
@@ -57,17 +61,19 @@ esac
 ROOFLINE_OPS="cast/float32->bfloat16 cast/float32->float16 cast/float32->float8_e4m3fn cast/bfloat16->float32
   fill init/ones init/random_uniform init/random_normal random slice/strided slice/read slice/strided_float64->bfloat16
   slice/strided_float64->float32 accumulate"
+PER_TEST=$(python -c "import pytest_timeout" 2> /dev/null && echo "--timeout=90")
 for name in "${@:-install verify roofline}"; do
   for p in $name; do
     case $p in
       install) part install 120 bash -c "$INSTALL"
-               versions >> "$OUT/summary.txt" ;;
-      verify) part verify 200 python -m pytest -m "gpu or kernels" -q -n 8 -p no:cacheprovider ;;
+               versions >> "$OUT/summary.txt"
+               grep -q "^install: exit 0 " "$OUT/summary.txt" || { echo "install failed: stopping" | tee -a "$OUT/summary.txt"; exit 1; } ;;
+      verify) part verify 200 python -m pytest -m "gpu or kernels" -q -rfE $PER_TEST -n 8 -p no:cacheprovider ;;
       roofline) part roofline 240 varstore bench --ops $ROOFLINE_OPS --sizes 16MiB,1GiB \
                   --json "$OUT/roofline.json" ;;
       calls) part calls 150 varstore bench --ops calls cast fill slice init --sizes 4KiB --json "$OUT/calls.json" ;;
-      numba) part numba 240 env VARSTORE_CUDA_LAUNCH=numba python -m pytest -m "gpu or kernels" -q -n 8 \
-               -p no:cacheprovider
+      numba) part numba 240 env VARSTORE_CUDA_LAUNCH=numba python -m pytest -m "gpu or kernels" -q -rfE $PER_TEST \
+               -n 8 -p no:cacheprovider
              part numba-calls 120 env VARSTORE_CUDA_LAUNCH=numba varstore bench --ops calls --sizes 4KiB \
                --json "$OUT/calls-numba.json" ;;
       training) part training 180 varstore bench --ops foreach optimizer --sizes 256KiB,16MiB,1GiB \
