@@ -20,7 +20,7 @@ from numba import float32, float64, uint32, uint64
 
 from ._targets import element
 from .access import load_word, store_word
-from .cast import SAME, convert_word  # noqa: F401 (SAME: the route callers compare with)
+from .cast import SAME, convert_word, x86_nan32, x86_nan64  # noqa: F401 (SAME: the route callers compare with)
 from .declare import UNSIGNED, Array, Scalar, kernel
 
 #: Elements per chunk: big enough to amortize a chunk's table reads, small enough that a
@@ -46,21 +46,25 @@ def negate_staged(w, kind):
 @element
 def apply_staged(old, r, add, divisor, kind):
     """The staging word to write back: ``r`` (divided by ``divisor`` when it is not 1: a
-    mean), plus ``old`` (the tensor's current value as a staging word) where ``add``."""
+    mean), plus ``old`` (the tensor's current value as a staging word) where ``add``. A
+    NaN result takes its bits by the CPU's rule (``cast.x86_nan32``: ``old``'s quieted,
+    else ``r``'s), on a GPU too, whose float operations give every NaN one pattern."""
     if kind == STAGE_F32:
-        v = np.uint32(r).view(np.float32)
-        if divisor != 1:
-            v = float32(v / float32(divisor))
+        rb = np.uint32(r)
+        if divisor != 1:  # (NaN only where r is: r's bits quieted)
+            rb = x86_nan32(float32(rb.view(np.float32) / float32(divisor)), rb, rb)
         if add:
-            v = float32(np.uint32(old).view(np.float32) + v)
-        return uint64(np.float32(v).view(np.uint32))
+            ob = np.uint32(old)
+            return uint64(x86_nan32(float32(ob.view(np.float32) + np.uint32(rb).view(np.float32)), ob, rb))
+        return uint64(rb)
     if kind == STAGE_F64:
-        d = np.uint64(r).view(np.float64)
+        rb = np.uint64(r)
         if divisor != 1:
-            d = float64(d / float64(divisor))
+            rb = x86_nan64(float64(rb.view(np.float64) / float64(divisor)), rb, rb)
         if add:
-            d = float64(np.uint64(old).view(np.float64) + d)
-        return np.float64(d).view(np.uint64)
+            ob = np.uint64(old)
+            return x86_nan64(float64(ob.view(np.float64) + np.uint64(rb).view(np.float64)), ob, rb)
+        return rb
     return uint64(uint64(r) + uint64(old)) if add else uint64(r)
 
 

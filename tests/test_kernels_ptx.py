@@ -202,6 +202,17 @@ def test_update_kernels_choose_their_nan_bits(kernel):
         assert not re.search(r"\b(?:max|min)\.f(?:32|64)\b", ptx), spec
 
 
+@needs_nvvm
+def test_unpack_chooses_its_nan_bits():
+    """The multi-tensor unpack (``sync()``'s sums and means) selects the x86 default NaN
+    where its sum is NaN and neither operand is (``cast.x86_nan32``/``x86_nan64``), in
+    both of its float branches: a GPU's own add would store 0x7FFFFFFF."""
+    for spec in M.unpack.examples():
+        ptx = _ptx(M.unpack, spec).ptx
+        assert re.search(r"-4194304|0[xX][fF]{2}[cC]00000\b|4290772992", ptx), spec
+        assert re.search(r"-2251799813685248|0[xX][fF]{3}8000000000000\b|18444492273895866368", ptx), spec
+
+
 # Integer division and remainder instructions, of any width.
 DIVISION = re.compile(r"\b(?:div|rem)\.[su](?:32|64)\b")
 

@@ -154,3 +154,38 @@ def test_a_threaded_cpu_launch_splits_at_chunk_boundaries_and_equals_serial(monk
     assert runs[0][0] == 0 and runs[-1][1] == len(tensor) and all(a[1] == b[0] for a, b in itertools.pairwise(runs))
     assert sum(stop - start for start, stop in runs) == len(tables["chunk_tensor"])
     np.testing.assert_array_equal(serial[starts[1]:starts[1] + 5].view(np.float32), -tensors[1])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_unpack_gives_a_nan_the_cpus_bits_on_every_target(target, dtype):
+    """A mean added to the old value (``old + r / 2``), where either is NaN or the sum is
+    inf - inf: the bits by the CPU's rule (``old``'s NaN quieted, else ``r``'s, else the
+    default NaN), as ``v.assign_add`` gives them; a GPU's own float operations would give
+    0x7FFFFFFF for each."""
+    wide = dtype == "float64"
+    word = np.uint64 if wide else np.uint32
+    shift = 29 if wide else 0  # (float32 payload bits, moved to float64's)
+
+    def bits(pattern32):  # a float32 bit pattern, or its float64 counterpart (same sign, payload, class)
+        if not wide:
+            return pattern32
+        sign, exponent, fraction = pattern32 >> 31, (pattern32 >> 23) & 0xFF, pattern32 & 0x7FFFFF
+        exponent = 0x7FF if exponent == 0xFF else exponent - 127 + 1023
+        return (sign << 63) | (exponent << 52) | (fraction << shift)
+
+    one, two, three, four, inf, ninf = (bits(x) for x in (0x3F800000, 0x40000000, 0x40400000, 0x40800000,
+                                                          0x7F800000, 0xFF800000))
+    quiet = bits(0x7FC00000) & ~bits(0x7F800000)  # (the quiet bit)
+    reduced = np.array([bits(0x7F800001), two, inf, bits(0xFFC00123), two], word)  # r, halved by the mean (2 -> 1)
+    olds = np.array([one, bits(0x7FA00000), ninf, bits(0x7FC00456), three], word)
+    want = [bits(0x7F800001) | quiet, bits(0x7FA00000) | quiet, bits(0xFFC00000), bits(0x7FC00456), four]
+    tensor, first, count = K.chunks(np.array([5], np.int64))
+    kind = K.STAGE_F64 if wide else K.STAGE_F32
+    bucket = B.Bucket("sum", dtype, dtype, "sum", tuple(), 5)
+    to_stage, from_stage = B._conversions(bucket)
+    targets = [olds.copy()]
+    _run(target, K.unpack, targets, staging=reduced.copy(), chunk_tensor=tensor, chunk_first=first,
+         chunk_count=count, tensor_start=np.zeros(1, np.int64), tensor_add=np.ones(1, np.int64),
+         like_src=np.zeros(1, word), like_dst=np.zeros(1, word), divisor=2, kind=kind, to_stage=to_stage,
+         from_stage=from_stage, unchanged=int(to_stage[0] == K.SAME and from_stage[0] == K.SAME))
+    assert [hex(int(x)) for x in targets[0]] == [hex(x) for x in want]
