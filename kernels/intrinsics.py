@@ -23,6 +23,10 @@ CUDA, and the simulator, which runs the CPU build).
   not, so the same source would round differently on the two targets. Element functions
   write every multiply-add as ``fma(a, b, c)`` (one rounding, on both), and a product
   that feeds an addition otherwise must be exact.
+- ``mul_rn``: a product rounded once that no compiler fuses with the addition it feeds:
+  ``mul.rn`` on a GPU (ptxas may fuse a ``mul`` without a rounding mode into an ``fma``
+  with a following ``add``), a plain multiply on the CPU. For inexact products that feed
+  an addition through a branch, where writing ``fma`` is not the computation meant.
 - ``sqrt``: the correctly rounded square root (``llvm.sqrt``: ``sqrt.rn`` on a GPU,
   ``sqrtss``/``sqrtps`` on x86). numba's ``math.sqrt`` calls the C library's ``sqrtf``
   on the CPU, which may set ``errno``: LLVM keeps that call in the loop and does not
@@ -71,6 +75,24 @@ def fma(typingctx, a, b, c):
         return builder.call(fn, args)
 
     return a(a, b, c), codegen
+
+
+@intrinsic
+def mul_rn(typingctx, a, b):
+    """``a * b`` rounded once (to nearest) and never fused into a later addition, for
+    float32 or float64 operands."""
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+
+    def codegen(context, builder, signature, args):
+        t = args[0].type
+        if builder.module.triple.startswith("nvptx"):
+            name = "llvm.nvvm.mul.rn.f" if isinstance(t, ir.FloatType) else "llvm.nvvm.mul.rn.d"
+            fn = builder.module.declare_intrinsic(name, fnty=ir.FunctionType(t, [t, t]))
+            return builder.call(fn, args)
+        return builder.fmul(*args)
+
+    return a(a, b), codegen
 
 
 @intrinsic

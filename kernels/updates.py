@@ -41,7 +41,7 @@ from ._targets import element
 from .access import load_word, store_word
 from .cast import SAME, convert_word, x86_nan32, x86_nan64  # noqa: F401 (SAME: the route callers compare with)
 from .declare import Array, Scalar, kernel
-from .intrinsics import fma, sqrt
+from .intrinsics import fma, mul_rn, sqrt
 
 #: The compute dtype of an update (the ``kind`` scalar).
 COMPUTE_F32 = 0
@@ -175,7 +175,7 @@ def foreach_same(j, start, w_address, x_address, x_step, like_w, like_wd, like_x
 def clipped(g, scale, clip):
     """The gradient after clipping: times its tensor's ``scale`` (clipping by norm; 1
     where none) and bounded to ``[-clip, clip]`` (clipping by value; inf where none)."""
-    g = g * scale
+    g = mul_rn(g, scale)  # (inexact with clipnorm; it feeds Adam's ``g - m``: never fused with it)
     if g > clip:
         return clip
     if g < -clip:

@@ -162,6 +162,19 @@ def test_random_kernels_use_only_correctly_rounded_operations(kernel):
     assert all(mode == "rn" for mode in float_ops), float_ops
 
 
+def _fusable_products(ptx: str) -> list:
+    """The ``add``/``sub`` instructions without a rounding mode that read the result of a
+    ``mul`` without one, directly or through ``mov``s: pairs ptxas may fuse into an fma."""
+    products = set()
+    for line in ptx.splitlines():
+        op = re.match(r"\s*(mul|mov)\.(?:f32|f64|b32|b64)\s+(%\w+),\s*(%?\w+)", line)
+        if op and (op.group(1) == "mul" or op.group(3) in products):
+            products.add(op.group(2))
+    return [line.strip() for line in ptx.splitlines()
+            if re.match(r"\s*(?:add|sub)\.f(?:32|64)\s", line)
+            and any(register in products for register in re.findall(r"%\w+", line)[1:])]
+
+
 @needs_nvvm
 @pytest.mark.parametrize("kernel", U.KERNELS, ids=lambda k: k.name)
 def test_update_kernels_round_like_the_cpu(kernel):
@@ -174,6 +187,12 @@ def test_update_kernels_round_like_the_cpu(kernel):
     modes = re.findall(r"\b(?:add|sub|mul|fma|div|sqrt)\.(\w+)\.f(?:32|64)\b", ptx)
     assert modes and all(mode == "rn" for mode in modes), sorted(set(modes))
     assert re.search(r"\bfma\.rn\.f32\b", ptx)
+    # A multiply without a rounding mode may be fused by ptxas with an add without one
+    # that it feeds: no such product reaches such an add or subtract, directly or through
+    # moves (clipping's inexact scale is a mul.rn).
+    assert _fusable_products(ptx) == [], kernel.name
+    if kernel is not U.foreach:
+        assert re.search(r"\bmul\.rn\.f32\b", ptx)
     if kernel is U.adam:
         assert re.search(r"\bsqrt\.rn\.f32\b", ptx) and re.search(r"\bdiv\.rn\.f32\b", ptx)
 
