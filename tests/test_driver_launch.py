@@ -378,6 +378,15 @@ def test_device_gradients_and_operands_are_checked_for_alignment_without_numpys_
     from varstore.foreach import _operand
 
     assert _operand(variable, whole, backend, "cuda:1", "assign_add", {}) == (whole, "float32", True)
+    from varstore.values import as_storage_array
+
+    storage = device_array(np.zeros(6), np.float32, device=1)
+    assert backend.apart_contiguous(storage, device_array(np.ones(6), np.float32, device=1))
+    assert not backend.apart_contiguous(storage, odd)  # (a prepared write would read it as it is)
+    backend.asarray = lambda array, device: array  # (CuPy's arrays are its own; the stand-in's pass for NumPy's)
+    taken, dtype = as_storage_array(odd, backend, "cuda:1")
+    assert taken is not odd and backend.aligned(taken) and dtype == "float32"
+    assert as_storage_array(whole, backend, "cuda:1")[0] is whole
 
 
 class _PerDevicePool:

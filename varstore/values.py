@@ -58,6 +58,8 @@ def as_storage_array(value, backend, device, into: str | None = None):
         raise _unsupported(value, array)
     if not array.flags.c_contiguous:
         array = backend.copy(array) if backend.owns(array) else np.asarray(array, order="C")
+    elif backend.owns(array) and not backend.aligned(array):  # (a misaligned load faults on a GPU)
+        array = backend.copy(array)
     return array, name
 
 

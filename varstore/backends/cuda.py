@@ -375,7 +375,8 @@ class CudaBackend(Backend):
 
     def apart_contiguous(self, storage, value):
         return (type(value) is self._cupy.ndarray and value.flags.c_contiguous
-                and value.data.device_id == storage.data.device_id and not self.shares_memory(storage, value))
+                and value.data.device_id == storage.data.device_id and value.data.ptr % value.itemsize == 0
+                and not self.shares_memory(storage, value))  # (aligned: a misaligned load faults on a GPU)
 
     def shares_memory(self, array, other) -> bool:
         if not isinstance(other, self._cupy.ndarray):
