@@ -518,3 +518,27 @@ def test_gradients_given_as_torch_like_device_arrays():
     with pytest.raises(TypeError, match=r"Cannot read a device array \(_TorchLike\) on the numpy backend"):
         vs.optimizers.SGD(0.5).apply([_TorchLike(np.ones(2, np.float32))], [w])
     assert w.numpy().tolist() == [1.0, 1.0] and sorted(store) == ["w"]
+
+
+def test_a_variable_updated_in_the_step_read_as_another_ones_gradient_is_read_before_it():
+    """``opt.apply([b, a], [a, b])``: each gradient is the other variable, which the same
+    launch writes; each reads its value from before the step (a copy), on the CPU
+    whatever the chunk order and on a GPU whatever the block order, as two separate
+    steps from copies give. A variable as its own gradient reads each element before
+    its own thread writes it, and is taken as it is."""
+    store = vs.VariableStore(device="cpu")
+    a = store.variable(np.full(3, 1.0, np.float32), name="a")
+    b = store.variable(np.full(3, 2.0, np.float32), name="b")
+    vs.optimizers.SGD(0.5).apply([b, a], [a, b])
+    assert a.numpy().tolist() == [0.0, 0.0, 0.0] and b.numpy().tolist() == [1.5, 1.5, 1.5]
+    for order in ((a, b), (b, a)):  # (the slots too: a momentum slot given as a gradient)
+        opt = vs.optimizers.SGD(0.5, momentum=0.5, name=f"m{len(store)}")
+        opt.build(list(order))
+        slot = store[f"{opt.name}/{order[1].path}_momentum"]
+        slot.assign(np.full(3, 4.0, np.float32))
+        before = order[0].numpy().copy()
+        opt.apply([slot, np.zeros(3, np.float32)], list(order))  # (the slot of the second: written in the step)
+        assert np.array_equal(order[0].numpy(), before + (0 - 0.5 * 4.0)), order
+    c = store.variable(np.full(2, 3.0, np.float32), name="c")
+    vs.optimizers.SGD(0.5, name="own").apply([c], [c])
+    assert c.numpy().tolist() == [1.5, 1.5]

@@ -195,3 +195,15 @@ def checked_gradient(value, variable, backend, device, i: int) -> tuple:
     if not (array.flags.c_contiguous and backend.aligned(array)):
         array = backend.copy(array)
     return array, dtype
+
+
+def written_apart(operands, grads, written, backend) -> list:
+    """``operands`` (``((array, dtype), variable)`` for each of ``grads``) with each
+    gradient given as a variable that the step writes (in ``written()``: its variables
+    and their slots) other than its own variable replaced by a copy: the kernel would
+    read it while other blocks (or, on the CPU, earlier chunks) write it."""
+    if not any(isinstance(g, ArrayProtocols) for g in grads):
+        return operands
+    ids = {id(w) for w in written()}
+    return [((backend.copy(a), d), v) if id(g) in ids and g is not v else ((a, d), v)
+            for ((a, d), v), g in zip(operands, grads, strict=True)]

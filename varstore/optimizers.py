@@ -42,7 +42,7 @@ import weakref
 
 import numpy as np
 
-from . import foreach, kernels, scopes
+from . import foreach, kernels, multi_tensor, scopes
 from .casting import element_conversion
 from .errors import ArgumentTypeError
 from .multi_tensor import Tables, check_variables, checked_gradient, compute_dtype, destination_word, source_word
@@ -99,8 +99,7 @@ class Optimizer:
 
     @property
     def learning_rate(self) -> float:
-        """The learning rate of the next step (a schedule's value at the current
-        iteration, as Keras's property gives it)."""
+        """The next step's learning rate (a schedule's value at the current iteration, as Keras's)."""
         if callable(self._initial_learning_rate):
             return self._current_learning_rate(0 if self._iterations is None else int(self._iterations.numpy()))
         if self._learning_rate is None:
@@ -266,6 +265,7 @@ class Optimizer:
         if dtypes is None:
             operands = [(checked_gradient(g, v, backend, device, i), v) for i, (g, v) in enumerate(zip(grads, variables,
                                                                                                 strict=True))]
+            operands = multi_tensor.written_apart(operands, grads, lambda: variables + self.variables, backend)
         else:
             operands = [((g, d), v) for g, d, v in zip(grads, dtypes, variables, strict=True)]
         scales, clip = self._clipping([g for g, _ in operands], backend, device)
