@@ -699,7 +699,7 @@ class _FakeHost:
     def _peer_failure(self):
         return None
 
-    def _abort_at_exit(self):
+    def abort_at_exit(self):
         self.aborting = True
 
 
@@ -751,16 +751,17 @@ def test_the_nccl_unique_id_travels_through_the_host_exchange_and_so_does_rank_0
     """Rank 0's unique id reaches the others through the host group's exchange (bounded
     by its deadline, unlike MPI's bcast); where rank 0 cannot make one, every rank raises,
     the others naming rank 0 and its error, instead of waiting forever."""
-    import pickle
-
     from varstore.distributed import DistributedError
 
-    uid = bytes(range(128))
-    zero = _nccl_group(rank=0, host=_FakeHost(lambda data: [data, b""]))
-    zero._nccl.get_unique_id = lambda: uid
-    assert zero._unique_id() == uid and zero._host.sent[0][:1] == b"U"
-    one = _nccl_group(rank=1, host=_FakeHost([b"U" + pickle.dumps(uid), b""]))
-    assert one._unique_id() == uid and one._host.sent == [b""]
+    for uid in (tuple(range(-64, 64)), bytes(range(128))):  # (CuPy's: signed chars, or bytes)
+        zero = _nccl_group(rank=0, host=_FakeHost(lambda data: [data, b""]))
+        zero._nccl.get_unique_id = lambda uid=uid: uid
+        assert zero._unique_id() == uid and len(zero._host.sent[0]) == 129
+        one = _nccl_group(rank=1, host=_FakeHost([zero._host.sent[0], b""]))
+        assert one._unique_id() == uid and one._host.sent == [b""]
+    alone = _nccl_group(rank=0, size=1, host=None)
+    alone._nccl.get_unique_id = lambda: (5, -3)
+    assert alone._unique_id() == (5, -3)
     failing = _nccl_group(rank=0, host=_FakeHost(lambda data: [data, b""]))
 
     def no_interface():

@@ -181,14 +181,17 @@ class MpiGroup(Group):
 
         wait_for(done, time.monotonic() + self.timeout, lambda: self._give_up(what))
         if not completed:
-            self._abort_at_exit()  # the requests stay posted: the failed peer never matches them
+            self.abort_at_exit()  # the requests stay posted: the failed peer never matches them
             raise self._failed_error(*self._failure, what)
 
     def _give_up(self, what: str):
-        self._abort_at_exit()
+        self.abort_at_exit()
         raise self._timeout_error(what)
 
-    def _abort_at_exit(self) -> None:
+    def abort_at_exit(self) -> None:
+        """Abort the MPI job when this process exits: MPI's finalize would wait for a rank
+        that failed or stopped answering (called after a failure or timeout, here and by
+        an NCCL group over this one)."""
         if not self._aborting:
             self._aborting = True
             atexit.register(self._comm.Abort, 1)

@@ -14,7 +14,6 @@ lost rank), and the call raises. One lock orders the threads that use the commun
 from __future__ import annotations
 
 import os
-import pickle
 import threading
 import time
 
@@ -92,21 +91,18 @@ class NcclGroup(Group):
         error = None
         if self.rank == 0:
             try:
-                message = b"U" + pickle.dumps(self._nccl.get_unique_id())
+                message = _id_message(self._nccl.get_unique_id())
             except Exception as exc:  # (e.g. no network interface NCCL can use)
                 error, message = exc, b"E" + describe(exc).encode()
-        if self.size == 1:
-            if error is not None:
-                raise error
-            return pickle.loads(message[1:])
-        message = self._host.allgather_bytes(message if self.rank == 0 else b"")[0]
+        if self.size > 1:
+            message = self._host.allgather_bytes(message if self.rank == 0 else b"")[0]
         if error is not None:
             raise error
         if message[:1] == b"E":
             text = message[1:].decode()
             raise DistributedError(f"rank {self.rank} (of {self.size}, nccl): the NCCL start-up failed on rank 0: "
                                    f"{text}", 0, text)
-        return pickle.loads(message[1:])  # (from rank 0 of this job, over its own MPI communicator)
+        return _unique_id_of(message)
 
     def raw_allreduce(self, array) -> None:
         with self._lock, self._cupy.cuda.Device(self.device_id):
@@ -177,8 +173,23 @@ class NcclGroup(Group):
         except Exception:  # noqa: S110 - the error that made us abort is the one to raise
             pass
         if self._host is not None:  # (MPI's finalize would wait for the lost rank)
-            self._host._abort_at_exit()
+            self._host.abort_at_exit()
 
     def _give_up(self, what: str):
         self._abort()
         raise self._timeout_error(what)
+
+
+def _id_message(uid) -> bytes:
+    """CuPy's NCCL unique id as bytes to send: its 128 ``char`` values (a tuple of ints,
+    or bytes in some CuPy versions), tagged with which it was."""
+    if isinstance(uid, (bytes, bytearray)):
+        return b"B" + bytes(uid)
+    return b"T" + bytes(value & 0xFF for value in uid)
+
+
+def _unique_id_of(message: bytes):
+    """The unique id :func:`_id_message` sent, as CuPy gave it (ints as signed chars)."""
+    if message[:1] == b"B":
+        return bytes(message[1:])
+    return tuple(value - 256 if value >= 128 else value for value in message[1:])
