@@ -85,10 +85,10 @@ _TOOLKIT_DISTRIBUTIONS = ("cuda-toolkit", "cuda-bindings", "cuda-core", "nvidia-
 @functools.lru_cache(maxsize=1)
 def toolkit_tag() -> str:
     """A short hash of the CUDA toolkit that builds PTX and cubins here: the versions of
-    its wheels, and ``CUDA_HOME``/``CUDA_PATH`` for a system toolkit. Cached PTX and
-    cubins are named with it, so an image another toolkit built (which an older driver
-    refuses) is never loaded: it is built again. Worked out at the first PTX build, not
-    at import."""
+    its wheels, ``CUDA_HOME``/``CUDA_PATH``, the NVVM library file and nvJitLink's
+    version. Cached PTX and cubins are named with it, so an image another toolkit built
+    (which an older driver refuses) is never loaded: it is built again. Worked out at
+    the first PTX build, not at import."""
     from importlib.metadata import PackageNotFoundError, version
 
     h = hashlib.sha256()
@@ -99,7 +99,29 @@ def toolkit_tag() -> str:
             pass
     for variable in ("CUDA_HOME", "CUDA_PATH"):
         h.update(f"{variable}={os.environ.get(variable, '')};".encode())
+    h.update(_libraries().encode())
     return h.hexdigest()[:8]
+
+
+def _libraries() -> str:
+    """The NVVM library numba-cuda loads (path, size, modification time: a system or
+    conda toolkit has no wheel version) and nvJitLink's version, where found."""
+    found = []
+    try:
+        from numba.cuda.cuda_paths import get_cuda_paths
+
+        path = get_cuda_paths()["nvvm"].info
+        stat = os.stat(path)
+        found.append(f"nvvm={path}:{stat.st_size}:{stat.st_mtime_ns}")
+    except Exception:  # noqa: S110 - no NVVM found: the wheels and the variables above decide
+        pass
+    try:
+        from cuda.bindings import nvjitlink
+
+        found.append(f"nvjitlink={nvjitlink.version()}")
+    except Exception:  # noqa: S110 - no nvJitLink: the driver JIT-compiles the PTX
+        pass
+    return ";".join(found)
 
 
 def cache_dir() -> str | None:

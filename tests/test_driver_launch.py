@@ -424,6 +424,10 @@ def test_a_stores_pool_is_counted_and_freed_on_the_devices_it_allocated_on(fake)
     with pytest.raises(OutOfMemoryError, match="3024 bytes in use"):
         memory.allocate(backend, (100,), np.dtype(np.float32), "cuda:1", "v")  # 512 more: past 3500
     assert memory.info("cuda:1", 1)["pool_used_bytes"] == 3024 and cupy.current == 0
+    from varstore import backends
+
+    host = memory.allocate(backends.get("numpy"), (2,), np.dtype(np.int64), "cpu", "adam/iteration")  # (16 bytes)
+    assert host.shape == (2,) and memory.variable_bytes == 800 + 16  # (an optimizer's counter, beside the pool)
     memory.free_cached("cuda:1")
     assert pool.freed == [1] and backend.pool.freed == [1] and cupy.current == 0
     memory.limit_bytes = 10_000

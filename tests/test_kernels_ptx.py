@@ -418,7 +418,10 @@ def test_cached_ptx_and_cubins_are_named_by_the_toolkit_that_built_them(monkeypa
     monkeypatch.setattr(importlib.metadata, "version", real)
     monkeypatch.setenv("CUDA_HOME", "/opt/cuda-12.4")
     other_home = _targets.toolkit_tag.__wrapped__()
-    assert len({tag, other_wheels, other_home}) == 3
+    monkeypatch.delenv("CUDA_HOME")
+    monkeypatch.setattr(_targets, "_libraries", lambda: "nvvm=/usr/local/cuda-12.4/nvvm/lib64/libnvvm.so:1:2")
+    other_library = _targets.toolkit_tag.__wrapped__()  # (a system toolkit: no wheel, no variable)
+    assert len({tag, other_wheels, other_home, other_library}) == 4
 
 
 @needs_nvvm

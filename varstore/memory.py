@@ -91,7 +91,7 @@ class StoreMemory:
         pool = self.pool if backend is self.backend else None
         with self._lock:
             if self.limit_bytes is not None:
-                in_use = self._in_use(device)
+                in_use = self._in_use()
                 if in_use + backend.charged_bytes(nbytes) > self.limit_bytes:
                     raise self._error(path, nbytes, in_use, "it would pass the store's memory_limit")
             try:
@@ -102,7 +102,7 @@ class StoreMemory:
                 try:
                     array = backend.empty(shape, dtype, device, pool=pool)
                 except backend.out_of_memory_errors as exc:
-                    in_use = self._in_use(device)
+                    in_use = self._in_use()
                     raise self._error(path, nbytes, in_use, f"the device has not enough free memory ({exc})") from None
             self._variable_bytes += nbytes
             if backend is not self.backend:
@@ -122,16 +122,16 @@ class StoreMemory:
     def free_cached(self, device: str) -> None:
         """Hand back the cached blocks on the store's ``device`` and on every device the
         pool allocated on."""
-        self.backend.free_cached(self.pool, self._devices_and(device))
+        self.backend.free_cached(self.pool, self._pool_devices_and(device))
 
-    def _devices_and(self, device: str) -> tuple:
-        """The devices the pool allocated on, and ``device``."""
+    def _pool_devices_and(self, device: str) -> tuple:
+        """The devices the pool allocated on, and the store's ``device``."""
         return tuple({device: None, **self._devices})
 
-    def _in_use(self, device: str) -> int:
+    def _in_use(self) -> int:
         if self.pool is None:
             return self._variable_bytes
-        used, _ = self.backend.pool_bytes(self.pool, self._devices_and(device))
+        used, _ = self.backend.pool_bytes(self.pool, tuple(self._devices))  # (it holds nothing elsewhere)
         return used + self._foreign_bytes
 
     def _error(self, path: str, nbytes: int, in_use: int, why: str) -> OutOfMemoryError:
@@ -145,7 +145,7 @@ class StoreMemory:
         )
 
     def info(self, device: str, variable_count: int) -> dict:
-        used, total = self.backend.pool_bytes(self.pool, self._devices_and(device))
+        used, total = self.backend.pool_bytes(self.pool, self._pool_devices_and(device))
         variable_bytes = self._variable_bytes
         device_total, device_free = self.backend.device_memory(device)
         return {

@@ -197,7 +197,7 @@ def checked_gradient(value, variable, backend, device, i: int) -> tuple:
     return array, dtype
 
 
-def written_apart(operands, grads, written, backend) -> list:
+def copy_aliased_gradients(operands, grads, written, backend) -> list:
     """``operands`` (``((array, dtype), variable)`` for each of ``grads``) with each
     gradient given as a variable that the step writes (in ``written()``: its variables
     and their slots) other than its own variable replaced by a copy: the kernel would

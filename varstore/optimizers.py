@@ -11,7 +11,7 @@ Slots live in the variables' store, named as Keras names them: ``adam/iteration`
 ``adam/learning_rate``, ``adam/<variable path with '/' as '_'>_momentum`` (and
 ``_velocity``, ``_velocity_hat`` with amsgrad), so ``store.save``/``store.load`` resume
 training exactly: build the optimizer, then load the checkpoint. A store holds the state
-of one optimizer per name (a second one of the same name would share its slots). float16,
+of one optimizer per name (a second one of that name, which would share them, is refused). float16,
 bfloat16 and float8 variables keep float32 slots (Keras: the variable's dtype), and their
 update reads the gradient in float32 before any rounding.
 
@@ -265,7 +265,7 @@ class Optimizer:
         if dtypes is None:
             operands = [(checked_gradient(g, v, backend, device, i), v) for i, (g, v) in enumerate(zip(grads, variables,
                                                                                                 strict=True))]
-            operands = multi_tensor.written_apart(operands, grads, lambda: variables + self.variables, backend)
+            operands = multi_tensor.copy_aliased_gradients(operands, grads, lambda: variables + self.variables, backend)
         else:
             operands = [((g, d), v) for g, d, v in zip(grads, dtypes, variables, strict=True)]
         scales, clip = self._clipping([g for g, _ in operands], backend, device)

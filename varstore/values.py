@@ -120,7 +120,7 @@ def write(backend, storage, dtype: str, array, array_dtype: str) -> None:
     """Write ``array`` (storage form, from :func:`as_storage_array`) into ``storage``,
     cast to ``dtype``. Its shape equals the storage's, or it has one element (0-d),
     which fills every element. Host arrays are cast on the host and copied once."""
-    if array.ndim == 0 and storage.ndim != 0:  # a scalar fills: convert it on the host
+    if array.ndim == 0 and storage.ndim != 0:  # a scalar fills: converted once, on the host where it is readable
         scalar = backend.scalar_on_host(array) if backend.owns(array) else array
         if scalar is None:  # (a GPU's: converted there, and broadcast by the array module, with no wait)
             word = array if array_dtype == dtype else cast(backend, array, array_dtype, dtype,

@@ -375,7 +375,7 @@ class CudaBackend(Backend):
 
     def apart_contiguous(self, storage, value):
         return (type(value) is self._cupy.ndarray and value.flags.c_contiguous
-                and value.data.device_id == storage.data.device_id and value.data.ptr % value.itemsize == 0
+                and value.data.device_id == storage.data.device_id and self.aligned(value)
                 and not self.shares_memory(storage, value))  # (aligned: a misaligned load faults on a GPU)
 
     def shares_memory(self, array, other) -> bool:

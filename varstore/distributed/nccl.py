@@ -3,7 +3,9 @@ collectives of one call in one NCCL group call, on CuPy's current stream.
 
 The unique id that joins the ranks goes from rank 0 to the others over MPI (an exchange
 with the host group's deadline: a rank 0 that cannot make one tells the others why); with
-one rank no MPI is needed. Each rank uses the GPU ``local_rank % device count``. Host
+one rank no MPI is needed. NCCL's own start-up (``ncclCommInitRank``) and, from NCCL
+2.22, the connections its first collective makes have no deadline: a rank lost there is
+waited for. Each rank uses the GPU ``local_rank % device count``. Host
 (NumPy) arrays are staged through the GPU. The group waits for its collectives (an event
 recorded after them) with a deadline; past it, or when a peer failed, the communicator is
 aborted (``ncclCommAbort``), MPI is set to abort at exit (its finalize would wait for the
@@ -13,7 +15,6 @@ lost rank), and the call raises. One lock orders the threads that use the commun
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -64,9 +65,6 @@ class NcclGroup(Group):
         self.device_id = local_rank % cupy.cuda.runtime.getDeviceCount()
         cupy.cuda.Device(self.device_id).use()
         self._lock = threading.Lock()
-        # The connections are made by the communicator's start-up, not by the first
-        # collective (NCCL >= 2.22 makes them there, inside groupEnd, past any deadline).
-        os.environ.setdefault("NCCL_RUNTIME_CONNECT", "0")
         self._comm = nccl.NcclCommunicator(size, self._unique_id(), rank)
         self._types = {
             np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64,
@@ -181,15 +179,14 @@ class NcclGroup(Group):
 
 
 def _id_message(uid) -> bytes:
-    """CuPy's NCCL unique id as bytes to send: its 128 ``char`` values (a tuple of ints,
-    or bytes in some CuPy versions), tagged with which it was."""
-    if isinstance(uid, (bytes, bytearray)):
-        return b"B" + bytes(uid)
-    return b"T" + bytes(value & 0xFF for value in uid)
+    """CuPy's NCCL unique id (a tuple of its 128 ``char`` values) as bytes to send,
+    tagged with the signedness of rank 0's ``char``: "S" (x86: -128..127) where a value
+    is negative, else "U" (aarch64: 0..255; or no byte above 127, read either way)."""
+    return (b"S" if min(uid, default=0) < 0 else b"U") + bytes(value & 0xFF for value in uid)
 
 
-def _unique_id_of(message: bytes):
-    """The unique id :func:`_id_message` sent, as CuPy gave it (ints as signed chars)."""
-    if message[:1] == b"B":
-        return bytes(message[1:])
-    return tuple(value - 256 if value >= 128 else value for value in message[1:])
+def _unique_id_of(message: bytes) -> tuple:
+    """The unique id :func:`_id_message` sent, as rank 0's CuPy gave it."""
+    if message[:1] == b"S":
+        return tuple(value - 256 if value >= 128 else value for value in message[1:])
+    return tuple(message[1:])
