@@ -49,21 +49,25 @@ def apply_staged(old, r, add, divisor, kind):
     mean), plus ``old`` (the tensor's current value as a staging word) where ``add``. A
     NaN result takes its bits by the CPU's rule (``cast.x86_nan32``: ``old``'s quieted,
     else ``r``'s), on a GPU too, whose float operations give every NaN one pattern."""
-    if kind == STAGE_F32:
+    if kind == STAGE_F32:  # (a NaN is rare: a branch to its bits, cheaper here than selects on every word)
         rb = np.uint32(r)
-        if divisor != 1:  # (NaN only where r is: r's bits quieted)
-            rb = x86_nan32(float32(rb.view(np.float32) / float32(divisor)), rb, rb)
+        if divisor != 1:
+            q = float32(rb.view(np.float32) / float32(divisor))
+            rb = x86_nan32(q, rb, rb) if q != q else np.float32(q).view(np.uint32)  # (NaN: r's, quieted)
         if add:
             ob = np.uint32(old)
-            return uint64(x86_nan32(float32(ob.view(np.float32) + np.uint32(rb).view(np.float32)), ob, rb))
+            total = float32(ob.view(np.float32) + np.uint32(rb).view(np.float32))
+            return uint64(x86_nan32(total, ob, rb) if total != total else np.float32(total).view(np.uint32))
         return uint64(rb)
     if kind == STAGE_F64:
         rb = np.uint64(r)
         if divisor != 1:
-            rb = x86_nan64(float64(rb.view(np.float64) / float64(divisor)), rb, rb)
+            q = float64(rb.view(np.float64) / float64(divisor))
+            rb = x86_nan64(q, rb, rb) if q != q else np.float64(q).view(np.uint64)
         if add:
             ob = np.uint64(old)
-            return x86_nan64(float64(ob.view(np.float64) + np.uint64(rb).view(np.float64)), ob, rb)
+            total = float64(ob.view(np.float64) + np.uint64(rb).view(np.float64))
+            return x86_nan64(total, ob, rb) if total != total else np.float64(total).view(np.uint64)
         return rb
     return uint64(uint64(r) + uint64(old)) if add else uint64(r)
 
