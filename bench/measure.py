@@ -87,14 +87,16 @@ def time_variants(clock, fns: dict, plan: Plan) -> dict[str, Timing]:
     """Median times of each function in ``fns``, called in alternation.
 
     The first call of each is reported apart as ``cold_s`` (compilation, first touch).
+    The second, untimed, sizes the warm-ups and repeats: the first may be mostly compiling.
     """
     cold = {name: clock.time(fn)[0] for name, fn in fns.items()}
-    slowest = max(cold.values(), default=0.0)
-    # A call that takes a large part of the budget is already warm after its first run.
-    for _ in range(plan.warmup - 1 if slowest < plan.budget_s / 4 else 0):
+    warm = {name: clock.time(fn)[0] for name, fn in fns.items()}
+    slowest = max(warm.values(), default=0.0)
+    # A call that takes a large part of the budget is already warm after its first runs.
+    for _ in range(plan.warmup - 2 if slowest < plan.budget_s / 4 else 0):
         for fn in fns.values():
             clock.time(fn)
-    per_round = sum(min(t, plan.budget_s) for t in cold.values()) or 1e-9
+    per_round = sum(min(t, plan.budget_s) for t in warm.values()) or 1e-9
     repeats = int(min(plan.max_repeats, max(plan.min_repeats, plan.budget_s * len(fns) / per_round)))
     device = {name: [] for name in fns}
     host = {name: [] for name in fns}

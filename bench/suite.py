@@ -136,13 +136,7 @@ def measure(ctx, op: ops.Op, nbytes: int, plan) -> Row:
             fns["ceiling"], ceiling_bytes = ceiling_fns(ctx, case.ceiling, nbytes)
         timings = time_variants(ctx.native.clock, fns, plan)
         row.bytes_moved = case.bytes_moved
-        try:
-            case.check()
-        except ops.CheckFailed as failure:
-            row.check = f"FAILED: {failure}"
-        if case.extra is not None:
-            row.extra = case.extra()
-        for label, timing in timings.items():
+        for label, timing in timings.items():  # (kept whatever the check below does)
             entry = timing.as_dict()
             moved = ceiling_bytes if label == "ceiling" else case.bytes_moved
             entry["GBps"] = moved / timing.median_s / 1e9 if moved else None
@@ -150,6 +144,14 @@ def measure(ctx, op: ops.Op, nbytes: int, plan) -> Row:
                 row.ceiling = dict(entry, kind=case.ceiling)
             else:
                 row.variants[label] = entry
+        try:
+            case.check()
+        except ops.CheckFailed as failure:
+            row.check = f"FAILED: {failure}"
+        except Exception as error:  # noqa: BLE001 - a check that breaks fails its row, timings kept
+            row.check = f"FAILED: the check raised {type(error).__name__}: {error}"
+        if case.extra is not None:
+            row.extra = case.extra()
     except MemoryError as error:  # includes vs.OutOfMemoryError: the device is too small
         row.skipped = f"out of memory: {error}"
     except Exception as error:  # noqa: BLE001 - a broken op is reported, the others still run
@@ -158,7 +160,10 @@ def measure(ctx, op: ops.Op, nbytes: int, plan) -> Row:
         case = fns = None
         if nbytes >= GC_BYTES:  # stores and variables refer to each other: free them now
             gc.collect()
-            ctx.native.release_memory()
+            try:
+                ctx.native.release_memory()
+            except Exception as error:  # noqa: BLE001 - (after a device fault) the row says so; the run goes on
+                row.check = f"FAILED: freeing memory after the op raised {type(error).__name__}: {error}"
     return row
 
 
@@ -185,8 +190,11 @@ class Progress:
         self.stream.flush()
 
 
-def run(op_list, sizes, quick: bool, device=None, use_torch=True, use_keras=True, stream=sys.stderr) -> dict:
-    """Measure every op at every size; returns the results document (see ``report``)."""
+def run(op_list, sizes, quick: bool, device=None, use_torch=True, use_keras=True, stream=sys.stderr,
+        on_row=None) -> dict:
+    """Measure every op at every size; returns the results document (see ``report``).
+    ``on_row(document)``, where given, gets the document of the rows done so far after
+    each row (a run stopped part-way keeps them)."""
     plan = QUICK if quick else FULL
     ctx = Context(device, use_torch=use_torch, use_keras=use_keras, plan=plan)
     progress = Progress(len(op_list) * len(sizes), stream)
@@ -200,6 +208,8 @@ def run(op_list, sizes, quick: bool, device=None, use_torch=True, use_keras=True
                 for i, nbytes in enumerate(sizes):
                     rows.append(measure(ctx, op, nbytes, plan))
                     progress.step(f"{op.name} {report.format_size(nbytes)}", i == len(sizes) - 1)
+                    if on_row is not None:
+                        on_row(report.document(ctx, op_list, sizes, quick, plan, rows, time.time() - started))
     finally:
         ctx.close()
     return report.document(ctx, op_list, sizes, quick, plan, rows, time.time() - started)

@@ -170,7 +170,7 @@ def test_time_variants_alternates_and_bounds_repeats():
     plan = measure.Plan(warmup=3, min_repeats=5, max_repeats=9, budget_s=1.0)
     timings = measure.time_variants(Clock(), {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, plan)
     assert timings["a"].repeats == 9  # 1 ms calls: the budget allows more, max_repeats caps
-    assert calls == ["a", "b"] * (1 + 2 + 9)  # cold, warm-ups, repeats: in alternation
+    assert calls == ["a", "b"] * (1 + 1 + 1 + 9)  # cold, the sizing call, warm-ups, repeats: in alternation
     assert timings["b"].median_s == 0.001 and timings["b"].host_median_s == 0.0005
 
 
@@ -295,3 +295,39 @@ def test_bench_argument_errors_name_what_was_given():
     assert out.returncode == 2 and "Received: '5KiB'" in out.stderr
     out = run_cli("bench", "--list", "--ops", "cast")
     assert out.returncode == 0 and len(out.stdout.splitlines()) == 9
+
+
+def test_repeats_are_sized_from_the_second_call_not_the_compiling_first():
+    """A first call that compiles for seconds does not make the measurement take only the
+    minimum of repeats: the second (untimed) call sizes them."""
+    class Clock:
+        def __init__(self):
+            self.seen = set()
+
+        def time(self, fn):
+            first = fn not in self.seen
+            self.seen.add(fn)
+            return (5.0 if first else 0.001), 0.0
+
+    plan = measure.Plan(warmup=3, min_repeats=5, max_repeats=9, budget_s=1.0)
+    timings = measure.time_variants(Clock(), {"a": lambda: None, "b": lambda: None}, plan)
+    assert timings["a"].repeats == 9 and timings["a"].cold_s == 5.0 and timings["a"].median_s == 0.001
+
+
+def test_a_check_that_raises_keeps_the_rows_timings_and_a_stopped_run_keeps_its_rows(tmp_path):
+    """A check that raises (not a failed comparison: say CuPy refusing a conversion) fails
+    its row with the timings kept; ``--json`` is rewritten after every row, so a run
+    stopped part-way (a time limit's SIGTERM) leaves the rows done."""
+    broken = ops.Op("broken", "a check that raises", lambda ctx, nbytes: ops.Case(
+        {"ours": lambda: None}, nbytes, lambda: (_ for _ in ()).throw(TypeError("no implicit conversion"))))
+    doc = suite.run([broken], (4096,), quick=True, device="cpu", use_torch=False, use_keras=False,
+                    stream=io.StringIO())
+    (row,) = doc["rows"]
+    assert "the check raised TypeError: no implicit conversion" in row["check"] and row["variants"]["ours"]["repeats"]
+    written = tmp_path / "partial.json"
+    stopping = ops.Op("stopping", "stops the run", lambda ctx, nbytes: (_ for _ in ()).throw(SystemExit(143)))
+    with pytest.raises(SystemExit):
+        suite.run([broken, stopping], (4096,), quick=True, device="cpu", use_torch=False, use_keras=False,
+                  stream=io.StringIO(), on_row=lambda doc: cli._write_json(doc, str(written)))
+    saved = json.loads(written.read_text())
+    assert [r["op"] for r in saved["rows"]] == ["broken"] and not (tmp_path / "partial.json.partial").exists()

@@ -7,6 +7,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import signal
 import sys
 
 import varstore as vs
@@ -110,22 +111,37 @@ def bench(args) -> int:
         except RuntimeError as error:
             print(f"varstore bench: {error}", file=sys.stderr)
             return 2
+    write = None if not args.json else lambda doc: _write_json(doc, args.json)
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)  # (a time limit's kill keeps the rows done)
     try:
         doc = suite.run(op_list, sizes, quick=args.quick, device=args.device,
-                        use_torch=not args.no_torch, use_keras=not args.no_keras)
+                        use_torch=not args.no_torch, use_keras=not args.no_keras, on_row=write)
     except (ValueError, RuntimeError) as error:  # a bad --device, or a backend that cannot run
         print(f"varstore bench: {error}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(report.table(doc))
     print(report.summary(doc))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=1)
+        _write_json(doc, args.json)
         print(f"wrote {args.json}")
     if args.plot:
         plot.plot(doc, args.plot)
         print(f"wrote {args.plot}")
     return 1 if doc["failures"] else 0
+
+
+def _write_json(doc: dict, path: str) -> None:
+    """``doc`` into ``path`` whole: written beside it, then renamed over it."""
+    partial = f"{path}.partial"
+    with open(partial, "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(partial, path)
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def demo(args) -> int:
