@@ -3,7 +3,7 @@
 #
 #   OUT=/path/to/results bash bench/scripts/gpu_first_run.sh [PART ...]
 #
-# PART, in the order given (default: install verify roofline, 9 minutes at most):
+# PART, in the order given (default: install roofline verify, 8.5 minutes at most):
 #   install   NumPy from .wheels/ where there is one (numba-cuda 0.30 needs NumPy < 2.5:
 #             the wheel folder is git-ignored, so bring it along with the checkout), then
 #             this checkout, editable, without dependencies; checks the imports and that
@@ -62,23 +62,27 @@ ROOFLINE_OPS="cast/float32->bfloat16 cast/float32->float16 cast/float32->float8_
   fill init/ones init/random_uniform init/random_normal random slice/strided slice/read slice/strided_float64->bfloat16
   slice/strided_float64->float32 accumulate"
 PER_TEST=$(python -c "import pytest_timeout" 2> /dev/null && echo "--timeout=90")
-for name in "${@:-install verify roofline}"; do
+for name in "${@:-install roofline verify}"; do
   for p in $name; do
     case $p in
-      install) part install 120 bash -c "$INSTALL"
+      install) part install 90 bash -c "$INSTALL"
                versions >> "$OUT/summary.txt"
                grep -q "^install: exit 0 " "$OUT/summary.txt" || { echo "install failed: stopping" | tee -a "$OUT/summary.txt"; exit 1; } ;;
-      verify) part verify 200 python -m pytest -m "gpu or kernels" -q -rfE $PER_TEST -n 8 -p no:cacheprovider ;;
-      roofline) part roofline 240 varstore bench --ops $ROOFLINE_OPS --sizes 16MiB,1GiB \
+      verify) part verify 160 python -m pytest -m "gpu or kernels" -q -rfE --tb=short --maxfail=100 $PER_TEST -n 8 \
+                -p no:cacheprovider ;;
+      roofline) part roofline 220 python -m varstore bench --device cuda:0 --ops $ROOFLINE_OPS --sizes 16MiB,1GiB \
                   --json "$OUT/roofline.json" ;;
-      calls) part calls 150 varstore bench --ops calls cast fill slice init --sizes 4KiB --json "$OUT/calls.json" ;;
+      calls) part calls 150 python -m varstore bench --device cuda:0 --ops calls cast fill slice init --sizes 4KiB \
+               --json "$OUT/calls.json" ;;
       numba) part numba 240 env VARSTORE_CUDA_LAUNCH=numba python -m pytest -m "gpu or kernels" -q -rfE $PER_TEST \
                -n 8 -p no:cacheprovider
-             part numba-calls 120 env VARSTORE_CUDA_LAUNCH=numba varstore bench --ops calls --sizes 4KiB \
+             part numba-calls 120 env VARSTORE_CUDA_LAUNCH=numba python -m varstore bench --device cuda:0 --ops calls \
+               --sizes 4KiB \
                --json "$OUT/calls-numba.json" ;;
-      training) part training 180 varstore bench --ops foreach optimizer --sizes 256KiB,16MiB,1GiB \
+      training) part training 180 python -m varstore bench --device cuda:0 --ops foreach optimizer \
+                  --sizes 256KiB,16MiB,1GiB \
                   --json "$OUT/training.json" ;;
-      quick) part quick 240 varstore bench --quick --json "$OUT/quick.json" ;;
+      quick) part quick 240 python -m varstore bench --device cuda:0 --quick --json "$OUT/quick.json" ;;
       *) echo "unknown part $p (install verify roofline calls numba training quick)" | tee -a "$OUT/summary.txt" ;;
     esac
   done
