@@ -11,9 +11,15 @@ import numpy as np
 
 import varstore as vs
 
-from .ops_base import ELEMENT, Case, require, storage_of
+from .ops_base import ELEMENT, Case, host_normal, require, storage_of
 
 VARIABLES = 1000
+
+
+def _normal(rng, n: int) -> np.ndarray:
+    """float32 normal data of ``n`` elements, its draws repeating past 2**20 (``host_normal``):
+    four fresh GiB of normals per optimizer op cost about a minute on a small host."""
+    return host_normal(n, int(rng.integers(2**31)))
 
 
 def build_foreach_assign_sub(ctx, nbytes):
@@ -66,21 +72,21 @@ def _optimizer_case(ctx, nbytes, name: str, kwargs: dict, bytes_per_parameter: i
     each = max(1, nbytes // ELEMENT // ADAM_VARIABLES)
     rng = np.random.default_rng(0)
     store = ctx.new_store()
-    weights = [store.variable(rng.normal(size=each).astype(np.float32), name=f"w{i}") for i in range(ADAM_VARIABLES)]
-    grads = [ctx.native.from_host(rng.normal(size=each).astype(np.float32)) for _ in range(ADAM_VARIABLES)]
+    weights = [store.variable(_normal(rng, each), name=f"w{i}") for i in range(ADAM_VARIABLES)]
+    grads = [ctx.native.from_host(_normal(rng, each)) for _ in range(ADAM_VARIABLES)]
     opt = getattr(vs.optimizers, name)(**kwargs)
     opt.build(weights)
     fns = {"ours": lambda: opt.apply(grads, weights), "array ufuncs per variable": ufuncs(ctx, grads, each)}
     keras = ctx.keras_for(nbytes, limit=KERAS_ADAM_BYTES)
     if keras:
-        kw = [keras.Variable(rng.normal(size=each).astype(np.float32)) for _ in range(ADAM_VARIABLES)]
+        kw = [keras.Variable(_normal(rng, each)) for _ in range(ADAM_VARIABLES)]
         k_opt = getattr(keras.optimizers, name)(**kwargs)
         k_opt.build(kw)
         host_grads = [ctx.native.to_host(g) for g in grads]
         fns[f"keras.optimizers.{name} (numpy backend)"] = lambda: k_opt.apply(host_grads, kw)
     if ctx.torch and ctx.torch.device != "cpu":
         torch = ctx.torch.torch
-        tw = [torch.nn.Parameter(ctx.torch.tensor(rng.normal(size=each).astype(np.float32))) for _ in
+        tw = [torch.nn.Parameter(ctx.torch.tensor(_normal(rng, each))) for _ in
               range(ADAM_VARIABLES)]
         for p, g in zip(tw, grads, strict=True):
             p.grad = ctx.torch.tensor(ctx.native.to_host(g))
@@ -100,7 +106,7 @@ def _numpy_sgd(ctx, grads, each: int):
     """SGD with momentum written with the array module's ufuncs, one variable at a time,
     in place (Keras's formulas: ``m = m * momentum - g * lr``, ``w += m``)."""
     rng = np.random.default_rng(1)
-    state = [(ctx.native.from_host(rng.normal(size=each).astype(np.float32)),
+    state = [(ctx.native.from_host(_normal(rng, each)),
               ctx.native.from_host(np.zeros(each, np.float32))) for _ in grads]
 
     def run():
@@ -118,7 +124,7 @@ def _numpy_adam(ctx, grads, each: int):
     does."""
     xp = ctx.native.xp
     rng = np.random.default_rng(1)
-    state = [(ctx.native.from_host(rng.normal(size=each).astype(np.float32)), ctx.native.from_host(np.zeros(
+    state = [(ctx.native.from_host(_normal(rng, each)), ctx.native.from_host(np.zeros(
         each, np.float32)), ctx.native.from_host(np.zeros(each, np.float32))) for _ in grads]
     step = [0]
 
