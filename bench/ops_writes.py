@@ -301,7 +301,7 @@ def make_build_accumulate(dtype: str, scalar: bool):
         k = rotation(ctx, n * item.itemsize)  # (the variables rotate; the operand is shared)
         store = ctx.new_store()
         variables = [store.variable("zeros", shape=shape, dtype=dtype, name=f"v{i}") for i in range(k)]
-        steps = np.where(np.arange(n).reshape(shape) % 3 == 0, 0.5, 0.25).astype(item)  # (not one value)
+        steps = np.resize(np.array([0.5, 0.25, 0.25], item), n).reshape(shape)  # (not one value; 0.5 at i % 3 == 0)
         x = 0.5 if scalar else store.variable(steps, dtype=dtype, name="x")
         fns = {"ours": cycle([lambda v=v: v.assign_add(x) for v in variables])}
         operand = item.type(0.5) if scalar else steps
