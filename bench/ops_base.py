@@ -28,7 +28,7 @@ class Case:
     fns: dict  # label -> zero-argument function; "ours" first
     bytes_moved: int | None
     check: Callable[[], None]
-    ceiling: str | None = None  # "copy", "fill" or "h2d": the same-size op it is held against
+    ceiling: str | None = None  # "copy", "fill" or "h2d": held against that op moving the same bytes
     keep: list = dataclasses.field(default_factory=list)  # objects that must live while timing
     # Figures measured once after the timing (a dict for the row's JSON), or None.
     extra: Callable[[], dict] | None = None

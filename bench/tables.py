@@ -70,8 +70,8 @@ def _gbps(value: float) -> str:
 
 
 def throughput(row: dict, metric: str) -> str:
-    """Our GB/s and, where the row has one, the fraction of its ceiling (the same-size copy,
-    fill or host-to-device copy measured in the same run) and the ceiling's GB/s; empty
+    """Our GB/s and, where the row has one, the fraction of its ceiling (the copy, fill or
+    host-to-device copy of the same bytes, measured in the same run) and the ceiling's GB/s; empty
     for ops timed per call (metric "us")."""
     ours = row["variants"].get("ours")
     if metric == "us" or not ours or not ours.get("GBps"):

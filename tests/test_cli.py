@@ -280,6 +280,9 @@ def test_bench_quick_cli_writes_json_and_plot(tmp_path):
         assert key in meta
     cast = [r for r in doc["rows"] if r["op"] == "cast/float32->bfloat16"][0]
     assert cast["bytes_moved"] == 1024 * (4 + 2) and cast["ceiling"]["kind"] == "copy"
+    for row in doc["rows"]:  # each ceiling moves the bytes its op moves, not the size's
+        if row["ceiling"]:
+            assert row["ceiling"]["bytes_moved"] == row["bytes_moved"], row["op"]
     assert set(cast["speedup_vs"]) >= ({"ml_dtypes"} if meta["backend"] == "numpy" else set())
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out_png.stat().st_size > 20_000
     # the table and the progress lines
