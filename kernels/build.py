@@ -92,10 +92,9 @@ def _module_source(kernel, spec, target: str) -> str:
              "region_offsets_wide"]
     module, name = _reference(kernel.element)
     lines.append(f"from {module} import {name} as f")
-    fast = kernel.options.get("fast")
-    if fast:
-        module, name = _reference(fast[1])
-        lines.append(f"from {module} import {name} as g")
+    for k, (_, fn) in enumerate(kernel.options.get("fast", ())):
+        module, name = _reference(fn)
+        lines.append(f"from {module} import {name} as g{k}")
     if target == "cpu":
         body = templates.cpu_source(kernel, spec)
     else:
@@ -145,7 +144,7 @@ def _cacheable(kernel) -> bool:
     functions live in ``varstore.kernels``, whose every source file names the cache
     folder. (numba would not notice an edit to any other element function, or to what it
     calls.)"""
-    functions = [kernel.element] + ([kernel.options["fast"][1]] if kernel.options.get("fast") else [])
+    functions = [kernel.element] + [fn for _, fn in kernel.options.get("fast", ())]
     return all(_reference(fn)[0].startswith("varstore.kernels.") for fn in functions)
 
 

@@ -20,7 +20,16 @@ from numba import float32, float64, uint32, uint64
 
 from ._targets import element
 from .access import load_word, store_word
-from .cast import SAME, convert_word, x86_nan32, x86_nan64  # noqa: F401 (SAME: the route callers compare with)
+from .cast import (  # noqa: F401 (SAME: the route callers compare with)
+    F32_TO_SMALL,
+    SAME,
+    SMALL_TO_F32,
+    convert_word,
+    decode_to_f32_bits,
+    encode_from_f32_bits,
+    x86_nan32,
+    x86_nan64,
+)
 from .declare import UNSIGNED, Array, Scalar, kernel
 
 #: Elements per chunk: big enough to amortize a chunk's table reads, small enough that a
@@ -123,6 +132,15 @@ def pack_chunk_same(j, address, start, step, negate, like, kind, route, src_fmt,
 
 
 @element
+def pack_chunk_small(j, address, start, step, negate, like, kind, route, src_fmt, dst_fmt, lo, hi, mask):
+    """:func:`pack_chunk_element` where the tensor is a small float (float16, bfloat16,
+    float8) and the staging float32 (route SMALL_TO_F32): the decode inline, where the
+    conversion switch calls it, which left the CPU loop several times slower."""
+    w = load_word(address, (j - start) * step, like)
+    return pack_staged(uint64(decode_to_f32_bits(w, src_fmt)), negate, kind, mask)
+
+
+@element
 def unpack_chunk_element(j, r, address, start, add, like_src, like_dst, divisor, kind,
                          t_route, t_src, t_dst, t_lo, t_hi, t_mask, f_route, f_src, f_dst, f_lo, f_hi, f_mask):
     """Apply staging word ``r`` (index ``j``) to the tensor's element ``j - start``."""
@@ -135,6 +153,22 @@ def unpack_chunk_unchanged(j, r, address, start, add, like_src, like_dst, diviso
                            t_route, t_src, t_dst, t_lo, t_hi, t_mask, f_route, f_src, f_dst, f_lo, f_hi, f_mask):
     """:func:`unpack_chunk_element` where both conversions are SAME."""
     unpack_unchanged(address, j - start, r, like_dst, add, divisor, kind)
+
+
+@element
+def unpack_chunk_small(j, r, address, start, add, like_src, like_dst, divisor, kind,
+                       t_route, t_src, t_dst, t_lo, t_hi, t_mask, f_route, f_src, f_dst, f_lo, f_hi, f_mask):
+    """:func:`unpack_chunk_element` where the tensor is a small float and the staging
+    float32 (routes SMALL_TO_F32 and back, F32_TO_SMALL): the decode and the encode
+    inline (see :func:`pack_chunk_small`)."""
+    i = j - start
+    rb = np.uint32(r)
+    if divisor != 1:
+        rb = x86_nan32(float32(rb.view(np.float32) / float32(divisor)), rb, rb)
+    if add:
+        ob = np.uint32(decode_to_f32_bits(load_word(address, i, like_src), t_src))
+        rb = x86_nan32(float32(ob.view(np.float32) + np.uint32(rb).view(np.float32)), ob, rb)
+    store_word(address, i, uint64(uint64(encode_from_f32_bits(rb, f_dst)) & uint64(f_mask)), like_dst)
 
 
 # ---------------------------------------------------------------------------- kernels
@@ -152,17 +186,33 @@ pack = kernel("pack", "chunks", pack_chunk_element,
               (Array("staging", "out", words=_STAGING), *_CHUNKS, Array("tensor_address", word="uint64"),
                Array("tensor_start", word="int64"), Array("tensor_step", word="int64"),
                Array("tensor_negate", word="int64"), Array("like", "type")),
-              (Scalar("kind", "i64"), Scalar("conversion", "conversion"), Scalar("same", "u32")),
-              row=("tensor_address", "tensor_start", "tensor_step", "tensor_negate"), fast=("same", pack_chunk_same),
-              doc="Tensors -> one staging buffer (same: the conversion is SAME).")
+              (Scalar("kind", "i64"), Scalar("conversion", "conversion"), Scalar("same", "u32"),
+               Scalar("small", "u32")),
+              row=("tensor_address", "tensor_start", "tensor_step", "tensor_negate"),
+              fast=(("same", pack_chunk_same), ("small", pack_chunk_small)),
+              doc="Tensors -> one staging buffer (same: the conversion is SAME; small: SMALL_TO_F32).")
 unpack = kernel("unpack", "chunks", unpack_chunk_element,
                 (Array("staging", words=_STAGING), *_CHUNKS, Array("tensor_address", word="uint64"),
                  Array("tensor_start", word="int64"), Array("tensor_add", word="int64"), Array("like_src", "type"),
                  Array("like_dst", "type", words=UNSIGNED)),
                 (Scalar("divisor", "i64"), Scalar("kind", "i64"), Scalar("to_stage", "conversion"),
-                 Scalar("from_stage", "conversion"), Scalar("unchanged", "u32")),
-                row=("tensor_address", "tensor_start", "tensor_add"), fast=("unchanged", unpack_chunk_unchanged),
-                doc="Staging buffer -> tensors: each element becomes [old +] staging / divisor, converted.")
+                 Scalar("from_stage", "conversion"), Scalar("unchanged", "u32"), Scalar("small", "u32")),
+                row=("tensor_address", "tensor_start", "tensor_add"),
+                fast=(("unchanged", unpack_chunk_unchanged), ("small", unpack_chunk_small)),
+                doc="Staging buffer -> tensors: each element becomes [old +] staging / divisor, converted "
+                    "(unchanged: both conversions SAME; small: SMALL_TO_F32 and F32_TO_SMALL).")
+
+
+def pack_paths(conversion) -> dict:
+    """The pack launch's path flags for ``conversion`` (the route to the staging words):
+    ``same`` and ``small``, the CPU loop's fast paths."""
+    return {"same": int(conversion[0] == SAME), "small": int(conversion[0] == SMALL_TO_F32)}
+
+
+def unpack_paths(to_stage, from_stage) -> dict:
+    """The unpack launch's path flags: ``unchanged`` and ``small``."""
+    return {"unchanged": int(to_stage[0] == SAME and from_stage[0] == SAME),
+            "small": int(to_stage[0] == SMALL_TO_F32 and from_stage[0] == F32_TO_SMALL)}
 
 
 def chunks(counts) -> tuple:

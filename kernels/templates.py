@@ -30,9 +30,10 @@ Templates (the element function is ``f``; ``s...`` are the kernel's other scalar
   per-tensor table columns (option ``row``) at t and ``types`` a zero of each "type"
   array's word (the tensors' word types). A kernel whose first array is not named
   "staging" has none: ``f(j, row..., types..., s...)`` reaches every tensor through the
-  row's addresses (the multi-tensor updates). Option ``fast = (flag, g)``: on the CPU, a chunk
-  runs ``g`` instead of ``f`` when the scalar ``flag`` is nonzero (chosen outside the
-  element loop; a GPU keeps f: a branch uniform across threads costs little there).
+  row's addresses (the multi-tensor updates). Option ``fast = ((flag, g), ...)``: on the
+  CPU, a chunk runs the first ``g`` whose scalar ``flag`` is nonzero instead of ``f``
+  (chosen outside the element loop; a GPU keeps f: a branch uniform across threads costs
+  little there).
 
 Conversions reach f as their six fields, or with the kernel option ``tuples`` as one
 tuple each (numba cannot inline a function of more than 30 parameters).
@@ -274,7 +275,7 @@ def _chunk_call(src: Source, fn: str, j: str) -> list[str]:
     kernel = src.kernel
     staging = _staging(kernel)
     row = list(kernel.options["row"])
-    used = set(kernel.options.get("fast", ("",))[:1])
+    used = {flag for flag, _ in kernel.options.get("fast", ())}
     loaded = [src.load("staging", j)] if staging is not None and staging.role == "in" else []
     args = [j] + loaded + [f"_row_{c}" for c in row]
     args += [a.name for a in kernel.arrays if a.role == "type"]
@@ -317,11 +318,12 @@ def cpu_source(kernel, spec) -> str:
     elif kernel.template == "gather":
         body += ["for _j in range(start, stop):"] + indent(_gather_body(src, "_j"), 1)
     else:
-        inner = ["for _j in range(_first, _end):"] + indent(_chunk_call(src, "f", "_j"), 1)
-        fast = kernel.options.get("fast")
-        if fast:
-            inner = ([f"if {fast[0]} != 0:", "    for _j in range(_first, _end):"]
-                     + indent(_chunk_call(src, "g", "_j"), 2) + ["else:"] + indent(inner, 1))
+        inner = []
+        for k, (flag, _) in enumerate(kernel.options.get("fast", ())):
+            inner += [f"{'elif' if k else 'if'} {flag} != 0:", "    for _j in range(_first, _end):"]
+            inner += indent(_chunk_call(src, f"g{k}", "_j"), 2)
+        general = ["for _j in range(_first, _end):"] + indent(_chunk_call(src, "f", "_j"), 1)
+        inner = inner + ["else:"] + indent(general, 1) if inner else general
         body += ["for _c in range(start, stop):"] + indent(_chunk_row(src) + inner, 1)
     return f"def loop({params}):\n" + "\n".join(indent(body, 1)) + "\n"
 

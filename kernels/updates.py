@@ -329,7 +329,7 @@ foreach = kernel(
      Array("tensor_step", word="int64"), Array("like_w", "type", words=_FLOATS),
      Array("like_wd", "type", words=_WORDS), Array("like_x", "type", words=_FLOATS)),
     (Scalar("alpha", "f64"), Scalar("mode", "i64"), Scalar("kind", "i64"), *_CONVERSIONS, Scalar("same", "u32")),
-    row=("tensor_start", "tensor_variable", "tensor_value", "tensor_step"), fast=("same", foreach_same), tuples=True,
+    row=("tensor_start", "tensor_variable", "tensor_value", "tensor_step"), fast=(("same", foreach_same),), tuples=True,
     doc="vs.foreach: every variable of a group <- alpha * value, + alpha * value, or * alpha.")
 
 sgd = kernel(
@@ -341,7 +341,7 @@ sgd = kernel(
     (Scalar("lr", "f64"), Scalar("momentum", "f64"), Scalar("nesterov", "u32"), Scalar("has_momentum", "u32"),
      Scalar("decay", "f64"), Scalar("clip", "f64"), Scalar("kind", "i64"), *_GRADIENT, Scalar("same", "u32")),
     row=("tensor_start", "tensor_variable", "tensor_gradient", "tensor_momentum", "tensor_scale"), tuples=True,
-    fast=("same", sgd_same), doc="A fused SGD step (weight decay, momentum, nesterov) over a group of variables.")
+    fast=(("same", sgd_same),), doc="A fused SGD step (weight decay, momentum, nesterov) over a group of variables.")
 
 adam = kernel(
     "adam", "chunks", adam_element,
@@ -353,7 +353,7 @@ adam = kernel(
      Scalar("decay", "f64"), Scalar("amsgrad", "u32"), Scalar("clip", "f64"), Scalar("kind", "i64"), *_GRADIENT,
      Scalar("same", "u32")),
     row=("tensor_start", "tensor_variable", "tensor_gradient", "tensor_m", "tensor_v", "tensor_vhat",
-         "tensor_scale"), tuples=True, fast=("same", adam_same),
+         "tensor_scale"), tuples=True, fast=(("same", adam_same),),
     doc="A fused Adam / AdamW step (weight decay, moments, bias correction, amsgrad) over a group of variables.")
 
 KERNELS = (foreach, sgd, adam)

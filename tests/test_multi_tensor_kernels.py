@@ -84,7 +84,7 @@ def test_pack_then_unpack_add_and_mean(target, dtype):
     staging = np.full(bucket.elements, 0xAB, staging_dtype)
     _run(target, K.pack, operands, staging=destination_words(staging), chunk_tensor=tensor, chunk_first=first,
          chunk_count=count, tensor_start=starts, tensor_step=step, tensor_negate=negate, like=like, kind=kind,
-         conversion=to_stage, same=int(to_stage[0] == K.SAME))
+         conversion=to_stage, **K.pack_paths(to_stage))
     expected = np.concatenate([
         (-1 if n else 1) * np.broadcast_to(o.view(host_dtype(dtype)).astype(np.float64), (s,))
         for o, s, n in zip(operands, SIZES, negate, strict=True)
@@ -103,8 +103,7 @@ def test_pack_then_unpack_add_and_mean(target, dtype):
     like_dst = np.zeros(1, destination_words(np.empty(1, storage_dtype(dtype))).dtype)
     _run(target, K.unpack, targets, staging=destination_words(staging), chunk_tensor=tensor, chunk_first=first,
          chunk_count=count, tensor_start=starts, tensor_add=add, like_src=like, like_dst=like_dst, divisor=divisor,
-         kind=kind, to_stage=to_stage, from_stage=from_stage,
-         unchanged=int(to_stage[0] == K.SAME and from_stage[0] == K.SAME))
+         kind=kind, to_stage=to_stage, from_stage=from_stage, **K.unpack_paths(to_stage, from_stage))
     for i, (old, got) in enumerate(zip(olds, targets, strict=True)):
         part = staging[starts[i]:starts[i] + SIZES[i]]
         if integer:
@@ -137,8 +136,7 @@ def test_a_threaded_cpu_launch_splits_at_chunk_boundaries_and_equals_serial(monk
     tables = dict(chunk_tensor=tensor, chunk_first=first, chunk_count=count,
                   tensor_address=np.array([t.__array_interface__["data"][0] for t in tensors], np.uint64),
                   tensor_start=starts, tensor_step=np.ones(4, np.int64), tensor_negate=np.array([0, 1, 0, 1], np.int64),
-                  like=np.zeros(1, np.uint32), kind=K.STAGE_F32, conversion=conversion,
-                  same=int(conversion[0] == K.SAME))
+                  like=np.zeros(1, np.uint32), kind=K.STAGE_F32, conversion=conversion, **K.pack_paths(conversion))
     # Record the chunk range of every run of the CPU loop.
     runs = []
     record_cpu_runs(monkeypatch, K.pack, runs)
@@ -187,5 +185,45 @@ def test_unpack_gives_a_nan_the_cpus_bits_on_every_target(target, dtype):
     _run(target, K.unpack, targets, staging=reduced.copy(), chunk_tensor=tensor, chunk_first=first,
          chunk_count=count, tensor_start=np.zeros(1, np.int64), tensor_add=np.ones(1, np.int64),
          like_src=np.zeros(1, word), like_dst=np.zeros(1, word), divisor=2, kind=kind, to_stage=to_stage,
-         from_stage=from_stage, unchanged=int(to_stage[0] == K.SAME and from_stage[0] == K.SAME))
+         from_stage=from_stage, **K.unpack_paths(to_stage, from_stage))
     assert [hex(int(x)) for x in targets[0]] == [hex(x) for x in want]
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float8_e4m3fn", "float8_e5m2"])
+def test_the_cpu_small_float_paths_give_the_general_paths_bits(dtype):
+    """The CPU loops' ``small`` paths (decode and encode inline) against the conversion
+    switch that a GPU runs, over every bit pattern of the format as tensors and as old
+    values, NaNs and infinities included: pack (negated too) and unpack (assign, and add
+    to the old value after a mean's division), byte for byte."""
+    word = storage_dtype(dtype)
+    words = np.arange(2 ** (8 * word.itemsize), dtype=word)
+    n = words.size
+    counts = np.array([n, n], np.int64)
+    starts = np.array([0, n], np.int64)
+    tensor, first, count = K.chunks(counts)
+    bucket = B.Bucket("sum", dtype, "float32", "sum", tuple(), 2 * n)
+    to_stage, from_stage = B._conversions(bucket)
+    like = np.zeros(1, B._source_like(dtype, "float32"))
+    assert K.pack_paths(to_stage)["small"] == 1 and K.unpack_paths(to_stage, from_stage)["small"] == 1
+    tables = dict(chunk_tensor=tensor, chunk_first=first, chunk_count=count, tensor_start=starts)
+    packed = []
+    for paths in (K.pack_paths(to_stage), {"same": 0, "small": 0}):
+        staging = np.zeros(2 * n, np.uint32)
+        _run("cpu", K.pack, [words, words], staging=staging, tensor_step=np.ones(2, np.int64),
+             tensor_negate=np.array([0, 1], np.int64), like=like, kind=K.STAGE_F32, conversion=to_stage, **tables,
+             **paths)
+        packed.append(staging)
+    np.testing.assert_array_equal(packed[0], packed[1])
+    # Unpack: the staging words are every pattern decoded, the old values every pattern
+    # (rolled, so that each pairs with another); tensor 0 assigns, tensor 1 adds.
+    olds = np.roll(words, 12345 % n)
+    unpacked = []
+    for paths in (K.unpack_paths(to_stage, from_stage), {"unchanged": 0, "small": 0}):
+        for divisor in (1, 3):
+            targets = [olds.copy(), olds.copy()]
+            _run("cpu", K.unpack, targets, staging=packed[0].copy(), tensor_add=np.array([0, 1], np.int64),
+                 like_src=like, like_dst=np.zeros(1, destination_words(words).dtype), divisor=divisor,
+                 kind=K.STAGE_F32, to_stage=to_stage, from_stage=from_stage, **tables, **paths)
+            unpacked.append(np.concatenate(targets).view(np.uint8))
+    np.testing.assert_array_equal(unpacked[0], unpacked[2])
+    np.testing.assert_array_equal(unpacked[1], unpacked[3])

@@ -56,7 +56,6 @@ from .multi_tensor import (
     conversions,
     destination_word,
     float_name,
-    is_same,
     sequence,
     source_word,
 )
@@ -354,7 +353,7 @@ def _squares(backend, device, arrays):
         conversion = element_conversion(dtype, staging_dtype)
         backend.launch(K.pack, len(args["chunk_tensor"]), staging=staging.view(destination_word(staging_dtype)),
                        like=tables.like(source_word(dtype, staging_dtype)), kind=K.STAGE_F64 if staging_dtype ==
-                       "float64" else K.STAGE_F32, conversion=conversion, same=int(is_same(conversion)), **args)
+                       "float64" else K.STAGE_F32, conversion=conversion, **K.pack_paths(conversion), **args)
         for start in range(0, staging.size, _NORM_PIECE):  # (float64 pieces: a bounded temporary)
             wide = staging[start:start + _NORM_PIECE].astype(np.float64)
             total = total + backend.xp.dot(wide, wide)

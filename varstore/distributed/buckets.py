@@ -156,7 +156,7 @@ def pack(tables: Tables, bucket: Bucket, staging, where: tuple) -> None:
     backend.launch(K.pack, len(tensor), staging=destination_words(staging), chunk_tensor=t[0], chunk_first=t[1],
                    chunk_count=t[2], tensor_address=t[3].view(np.uint64), tensor_start=t[4], tensor_step=t[5],
                    tensor_negate=t[6], like=tables.like(_source_like(bucket.dtype, bucket.staging)),
-                   kind=_kind(K, bucket.staging), conversion=to_stage, same=int(to_stage[0] == K.SAME))
+                   kind=_kind(K, bucket.staging), conversion=to_stage, **K.pack_paths(to_stage))
 
 
 def unpack(tables: Tables, bucket: Bucket, staging, where: tuple, divisor: int = 1, targets=None) -> None:
@@ -176,4 +176,4 @@ def unpack(tables: Tables, bucket: Bucket, staging, where: tuple, divisor: int =
                    chunk_count=t[2], tensor_address=t[3].view(np.uint64), tensor_start=t[4], tensor_add=t[5],
                    like_src=tables.like(_source_like(bucket.dtype, bucket.staging)), like_dst=tables.like(like_dst),
                    divisor=int(divisor), kind=_kind(K, bucket.staging), to_stage=to_stage, from_stage=from_stage,
-                   unchanged=int(to_stage[0] == K.SAME and from_stage[0] == K.SAME))
+                   **K.unpack_paths(to_stage, from_stage))
