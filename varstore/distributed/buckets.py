@@ -144,26 +144,37 @@ def layout(bucket: Bucket) -> tuple:
     return starts, _kernels().chunks(counts)
 
 
-def pack(tables: Tables, bucket: Bucket, staging, where: tuple) -> None:
-    """Fill ``staging`` (flat, the bucket's staging dtype) from the updates' operands."""
-    backend, K = tables.backend, _kernels()
+def pack_arguments(tables: Tables, bucket: Bucket, where: tuple) -> dict:
+    """The pack launch's arguments but the staging buffer and the operands' addresses:
+    the chunk tables, each tensor's start, fill step and sign, uploaded; the same for
+    every sync of one plan whose operands fill (one element) and negate alike."""
+    K = _kernels()
     starts, (tensor, first, count) = where
-    address = [backend.address(u.operand) for u in bucket.updates]
     step = [0 if u.operand.size == 1 and u.variable.size != 1 else 1 for u in bucket.updates]
     negate = [int(u.negate) for u in bucket.updates]
-    t = tables.upload([tensor, first, count, np.array(address, np.uint64).view(np.int64), starts, step, negate])
+    t = tables.upload([tensor, first, count, starts, step, negate])
     to_stage, _ = _conversions(bucket)
-    backend.launch(K.pack, len(tensor), staging=destination_words(staging), chunk_tensor=t[0], chunk_first=t[1],
-                   chunk_count=t[2], tensor_address=t[3].view(np.uint64), tensor_start=t[4], tensor_step=t[5],
-                   tensor_negate=t[6], like=tables.like(_source_like(bucket.dtype, bucket.staging)),
-                   kind=_kind(K, bucket.staging), conversion=to_stage, **K.pack_paths(to_stage))
+    return dict(chunk_tensor=t[0], chunk_first=t[1], chunk_count=t[2], tensor_start=t[3], tensor_step=t[4],
+                tensor_negate=t[5], like=tables.like(_source_like(bucket.dtype, bucket.staging)),
+                kind=_kind(K, bucket.staging), conversion=to_stage, **K.pack_paths(to_stage))
 
 
-def unpack(tables: Tables, bucket: Bucket, staging, where: tuple, divisor: int = 1, targets=None) -> None:
-    """Apply ``staging`` to the updates' variables (or to ``targets``, arrays of the
-    variables' shapes and storage dtypes): assign, or add where the update adds; divided
-    by ``divisor`` first (a mean)."""
-    backend, K = tables.backend, _kernels()
+def pack(tables: Tables, bucket: Bucket, staging, where: tuple, arguments: dict | None = None) -> None:
+    """Fill ``staging`` (flat, the bucket's staging dtype) from the updates' operands
+    (``arguments``: :func:`pack_arguments` of this bucket, made before)."""
+    backend = tables.backend
+    if arguments is None:
+        arguments = pack_arguments(tables, bucket, where)
+    address = np.array([backend.address(u.operand) for u in bucket.updates], np.uint64).view(np.int64)
+    backend.launch(_kernels().pack, len(arguments["chunk_tensor"]), staging=destination_words(staging),
+                   tensor_address=tables.upload([address])[0].view(np.uint64), **arguments)
+
+
+def unpack_arguments(tables: Tables, bucket: Bucket, where: tuple, divisor: int = 1, targets=None) -> dict:
+    """The unpack launch's arguments but the staging buffer: valid while ``targets`` (by
+    default the updates' variables' storage arrays) are the arrays they were made for."""
+    K = _kernels()
+    backend = tables.backend
     starts, (tensor, first, count) = where
     if targets is None:
         targets = [u.variable.stored.storage for u in bucket.updates]
@@ -172,8 +183,18 @@ def unpack(tables: Tables, bucket: Bucket, staging, where: tuple, divisor: int =
     t = tables.upload([tensor, first, count, np.array(address, np.uint64).view(np.int64), starts, add])
     to_stage, from_stage = _conversions(bucket)
     like_dst = destination_words(np.empty(1, storage_dtype(bucket.dtype))).dtype
-    backend.launch(K.unpack, len(tensor), staging=destination_words(staging), chunk_tensor=t[0], chunk_first=t[1],
-                   chunk_count=t[2], tensor_address=t[3].view(np.uint64), tensor_start=t[4], tensor_add=t[5],
-                   like_src=tables.like(_source_like(bucket.dtype, bucket.staging)), like_dst=tables.like(like_dst),
-                   divisor=int(divisor), kind=_kind(K, bucket.staging), to_stage=to_stage, from_stage=from_stage,
-                   **K.unpack_paths(to_stage, from_stage))
+    return dict(chunk_tensor=t[0], chunk_first=t[1], chunk_count=t[2], tensor_address=t[3].view(np.uint64),
+                tensor_start=t[4], tensor_add=t[5], like_src=tables.like(_source_like(bucket.dtype, bucket.staging)),
+                like_dst=tables.like(like_dst), divisor=int(divisor), kind=_kind(K, bucket.staging),
+                to_stage=to_stage, from_stage=from_stage, **K.unpack_paths(to_stage, from_stage))
+
+
+def unpack(tables: Tables, bucket: Bucket, staging, where: tuple, divisor: int = 1, targets=None,
+           arguments: dict | None = None) -> None:
+    """Apply ``staging`` to the updates' variables (or to ``targets``, arrays of the
+    variables' shapes and storage dtypes): assign, or add where the update adds; divided
+    by ``divisor`` first (a mean). ``arguments``: :func:`unpack_arguments` of the same."""
+    if arguments is None:
+        arguments = unpack_arguments(tables, bucket, where, divisor, targets)
+    tables.backend.launch(_kernels().unpack, len(arguments["chunk_tensor"]), staging=destination_words(staging),
+                          **arguments)

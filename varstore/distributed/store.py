@@ -47,8 +47,9 @@ from ..values import write
 from ..variable import accumulate_in_place, assign_in_place, live_storage, setitem_in_place, write_operand
 from . import buckets as B
 from . import default_group
-from .group import Collective, DistributedError, Group
+from .group import DistributedError, Group
 from .local import LocalGroup
+from .reducer import Reducer
 
 SYNCED = ("on_write", "auto", "on_read")
 
@@ -100,8 +101,7 @@ class ReplicatedStore(VariableStore):
         self._routing = _ReplicaWrites(self)
         self._created = 0
         self._in_step = threading.local()
-        self._tables = None
-        self._staging: dict = {}  # (position, dtype, elements) -> buffer kept between syncs
+        self._reducer = Reducer(self._backend, self._device, group)
 
     @property
     def group(self) -> Group:
@@ -265,8 +265,8 @@ class ReplicatedStore(VariableStore):
             self._pending = {}
             steps, self._gradient_steps = self._gradient_steps, []
         try:
-            plan = B.plan(updates, self._bucket_bytes)
-            self._agree_on_plan(plan, "sync()")
+            plan, digest, repeat = self._reducer.sync_plan(updates, self._bucket_bytes)
+            self._agree_on_plan(plan, "sync()", digest)
         except BaseException:
             with self._lock:
                 for u in updates:
@@ -276,7 +276,7 @@ class ReplicatedStore(VariableStore):
         before = self._group.calls["sum"] + self._group.calls["broadcast"]
         k = 0
         try:
-            self._reduce(plan, divisor=self._group.size)
+            self._reducer.reduce(plan, divisor=self._group.size, repeat=repeat)
             buckets, nbytes = sum(1 for b in plan if b.collective), sum(b.nbytes for b in plan if b.collective)
             for k, (apply, operands) in enumerate(steps):  # noqa: B007 (k: where a failure re-queues from)
                 gradient_plan, gradients = self._reduce_gradients(operands)
@@ -296,53 +296,25 @@ class ReplicatedStore(VariableStore):
         plan = B.plan(updates, self._bucket_bytes)
         self._agree_on_plan(plan, "sync() (optimizer step)")
         out = {id(v): self._backend.empty(v.shape, live_storage(v).dtype, self._device) for v, _ in operands}
-        self._reduce(plan, self._group.size, targets=[[out[id(u.variable)] for u in b.updates] for b in plan],
-                     keep=False)
+        self._reducer.reduce(plan, self._group.size, targets=[[out[id(u.variable)] for u in b.updates] for b in plan],
+                             keep=False)
         return plan, [out[id(v)] for v, _ in operands]
 
-    def _tables_(self) -> B.Tables:
-        if self._tables is None:
-            self._tables = B.Tables(self._backend, self._device)
-        return self._tables
-
-    def _reduce(self, plan, divisor, targets=None, keep=True, root=0):
-        """Pack every bucket, run their collectives as one batch (broadcasts from
-        ``root``), unpack every bucket (into ``targets``, per bucket, where given).
-        ``keep``: keep the staging buffers for the next call with this plan."""
-        tables = self._tables_()
-        staged = self._staging_buffers(plan, keep)
-        layouts = [B.layout(bucket) for bucket in plan]
-        for bucket, staging, where in zip(plan, staged, layouts, strict=True):
-            B.pack(tables, bucket, staging, where)
-        self._group.run([Collective(bucket.collective, staging, root)
-                         for bucket, staging in zip(plan, staged, strict=True) if bucket.collective])
-        for i, (bucket, staging, where) in enumerate(zip(plan, staged, layouts, strict=True)):
-            mean = bucket.aggregation == "mean" and bucket.collective == "sum"
-            B.unpack(tables, bucket, staging, where, divisor if mean else 1, None if targets is None else targets[i])
-
-    def _staging_buffers(self, plan, keep: bool) -> list:
-        """A staging buffer per bucket. ``keep``: those of sync() are kept for the next
-        sync with the same plan (a fresh host buffer costs a page fault per 4 KiB); the
-        buffers of an earlier, different plan are dropped."""
-        new = [((i, b.staging, b.elements), b) for i, b in enumerate(plan)]
-        kept = self._staging if keep else {}
-        buffers = [kept.get(key) for key, _ in new]
-        buffers = [buf if buf is not None else self._backend.empty((b.elements,), np.dtype(b.staging), self._device)
-                   for buf, (_, b) in zip(buffers, new, strict=True)]
-        if keep:
-            self._staging = {key: buf for (key, _), buf in zip(new, buffers, strict=True)}
-        return buffers
-
     def free_cached(self) -> None:
-        """Drop the kept sync staging buffers, then as VariableStore.free_cached."""
-        self._staging.clear()
+        """Drop the kept sync staging buffers and launch tables, then as
+        VariableStore.free_cached."""
+        self._reducer.free_cached()
         super().free_cached()
 
-    def _agree_on_plan(self, plan, what: str) -> None:
+    def _forget(self, variable) -> None:
+        super()._forget(variable)
+        self._reducer.forget_plan()  # (its unpack tables hold the released storage)
+
+    def _agree_on_plan(self, plan, what: str, digest: bytes | None = None) -> None:
         group = self._group
         if group.size == 1:
             return
-        digests = group.allgather_bytes(B.digest(plan))
+        digests = group.allgather_bytes(B.digest(plan) if digest is None else digest)
         if len(set(digests)) == 1:
             return
         described = group.allgather_bytes(
@@ -370,7 +342,7 @@ class ReplicatedStore(VariableStore):
             update = B.Update(variable, "assign", storage, False, self._order[variable])
             plan = B.plan([update], float("inf"))
             self._agree_on_plan(plan, "read_aggregated()")
-            self._reduce(plan, self._group.size, targets=[[out]], keep=False)
+            self._reducer.reduce(plan, self._group.size, targets=[[out]], keep=False)
         return self._backend.present(out, variable.stored.dtype)
 
     def broadcast(self, root: int = 0, variables=None) -> None:
@@ -388,7 +360,7 @@ class ReplicatedStore(VariableStore):
         plan = B.plan(updates, self._bucket_bytes, raw=True)
         plan = [b._replace(collective="broadcast") for b in plan]
         self._agree_on_plan(plan, what)
-        self._reduce(plan, 1, keep=False, root=root)
+        self._reducer.reduce(plan, 1, keep=False, root=root)
 
     def _chosen(self, variables, what):
         if variables is None:
