@@ -144,30 +144,35 @@ def layout(bucket: Bucket) -> tuple:
     return starts, _kernels().chunks(counts)
 
 
-def pack_arguments(tables: Tables, bucket: Bucket, where: tuple) -> dict:
-    """The pack launch's arguments but the staging buffer and the operands' addresses:
-    the chunk tables, each tensor's start, fill step and sign, uploaded; the same for
-    every sync of one plan whose operands fill (one element) and negate alike."""
+def pack_arguments(tables: Tables, bucket: Bucket, where: tuple, addresses=None) -> dict:
+    """The pack launch's arguments but the staging buffer: the chunk tables, each
+    tensor's start, fill step and sign, uploaded (the same for every sync of one plan
+    whose operands fill and negate alike), and with ``addresses`` (the operands', int64
+    words) their column too, in the same transfer."""
     K = _kernels()
     starts, (tensor, first, count) = where
     step = [0 if u.operand.size == 1 and u.variable.size != 1 else 1 for u in bucket.updates]
     negate = [int(u.negate) for u in bucket.updates]
-    t = tables.upload([tensor, first, count, starts, step, negate])
+    t = tables.upload([tensor, first, count, starts, step, negate] + ([] if addresses is None else [addresses]))
     to_stage, _ = _conversions(bucket)
-    return dict(chunk_tensor=t[0], chunk_first=t[1], chunk_count=t[2], tensor_start=t[3], tensor_step=t[4],
-                tensor_negate=t[5], like=tables.like(_source_like(bucket.dtype, bucket.staging)),
-                kind=_kind(K, bucket.staging), conversion=to_stage, **K.pack_paths(to_stage))
+    arguments = dict(chunk_tensor=t[0], chunk_first=t[1], chunk_count=t[2], tensor_start=t[3], tensor_step=t[4],
+                     tensor_negate=t[5], like=tables.like(_source_like(bucket.dtype, bucket.staging)),
+                     kind=_kind(K, bucket.staging), conversion=to_stage, **K.pack_paths(to_stage))
+    if addresses is not None:
+        arguments["tensor_address"] = t[6].view(np.uint64)
+    return arguments
 
 
 def pack(tables: Tables, bucket: Bucket, staging, where: tuple, arguments: dict | None = None) -> None:
     """Fill ``staging`` (flat, the bucket's staging dtype) from the updates' operands
-    (``arguments``: :func:`pack_arguments` of this bucket, made before)."""
+    (``arguments``: :func:`pack_arguments` of this bucket without addresses, made before)."""
     backend = tables.backend
+    addresses = np.array([backend.address(u.operand) for u in bucket.updates], np.uint64).view(np.int64)
     if arguments is None:
-        arguments = pack_arguments(tables, bucket, where)
-    address = np.array([backend.address(u.operand) for u in bucket.updates], np.uint64).view(np.int64)
-    backend.launch(_kernels().pack, len(arguments["chunk_tensor"]), staging=destination_words(staging),
-                   tensor_address=tables.upload([address])[0].view(np.uint64), **arguments)
+        arguments = pack_arguments(tables, bucket, where, addresses)
+    else:
+        arguments = dict(arguments, tensor_address=tables.upload([addresses])[0].view(np.uint64))
+    backend.launch(_kernels().pack, len(arguments["chunk_tensor"]), staging=destination_words(staging), **arguments)
 
 
 def unpack_arguments(tables: Tables, bucket: Bucket, where: tuple, divisor: int = 1, targets=None) -> dict:
