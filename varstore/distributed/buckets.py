@@ -9,6 +9,7 @@ compare before any collective runs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import NamedTuple
@@ -19,6 +20,7 @@ from .. import kernels
 from ..casting import destination_words, element_conversion, source_words
 from ..dtypes import INT_DTYPES, REGISTRY, storage_dtype
 from ..multi_tensor import Tables
+from ..variable import live_storage
 
 #: Staging dtype of each variable dtype: one that every engine can add.
 STAGING = {name: r.staging for name, r in REGISTRY.items()}
@@ -122,10 +124,20 @@ def _source_like(dtype: str, staging: str):
 
 
 def _conversions(bucket: Bucket) -> tuple:
-    if bucket.staging == storage_dtype(bucket.dtype).name or (bucket.dtype == "bool" and bucket.staging == "uint8"):
-        same = element_conversion(bucket.staging, bucket.staging)
-        return same, same  # raw staging: words move unchanged
-    return element_conversion(bucket.dtype, bucket.staging), element_conversion(bucket.staging, bucket.dtype)
+    return _constants(bucket.dtype, bucket.staging)[:2]
+
+
+@functools.lru_cache(maxsize=None)
+def _constants(dtype: str, staging: str) -> tuple:
+    """``(to_stage, from_stage, source words, destination words, kind)`` of the launches
+    of a bucket of ``dtype`` variables staged as ``staging``: the same for every bucket
+    of the pair, made once (they cost several µs a launch)."""
+    if staging == storage_dtype(dtype).name or (dtype == "bool" and staging == "uint8"):
+        to_stage = from_stage = element_conversion(staging, staging)  # raw staging: words move unchanged
+    else:
+        to_stage, from_stage = element_conversion(dtype, staging), element_conversion(staging, dtype)
+    destination = destination_words(np.empty(1, storage_dtype(dtype))).dtype
+    return to_stage, from_stage, _source_like(dtype, staging), destination, _kind(_kernels(), staging)
 
 
 def _kernels():
@@ -154,10 +166,10 @@ def pack_arguments(tables: Tables, bucket: Bucket, where: tuple, addresses=None)
     step = [0 if u.operand.size == 1 and u.variable.size != 1 else 1 for u in bucket.updates]
     negate = [int(u.negate) for u in bucket.updates]
     t = tables.upload([tensor, first, count, starts, step, negate] + ([] if addresses is None else [addresses]))
-    to_stage, _ = _conversions(bucket)
+    to_stage, _, source, _, kind = _constants(bucket.dtype, bucket.staging)
     arguments = dict(chunk_tensor=t[0], chunk_first=t[1], chunk_count=t[2], tensor_start=t[3], tensor_step=t[4],
-                     tensor_negate=t[5], like=tables.like(_source_like(bucket.dtype, bucket.staging)),
-                     kind=_kind(K, bucket.staging), conversion=to_stage, **K.pack_paths(to_stage))
+                     tensor_negate=t[5], like=tables.like(source), kind=kind, conversion=to_stage,
+                     **K.pack_paths(to_stage))
     if addresses is not None:
         arguments["tensor_address"] = t[6].view(np.uint64)
     return arguments
@@ -182,16 +194,15 @@ def unpack_arguments(tables: Tables, bucket: Bucket, where: tuple, divisor: int 
     backend = tables.backend
     starts, (tensor, first, count) = where
     if targets is None:
-        targets = [u.variable.stored.storage for u in bucket.updates]
+        targets = [live_storage(u.variable) for u in bucket.updates]
     address = [backend.address(a) for a in targets]
     add = [int(u.mode == "add") for u in bucket.updates]
     t = tables.upload([tensor, first, count, np.array(address, np.uint64).view(np.int64), starts, add])
-    to_stage, from_stage = _conversions(bucket)
-    like_dst = destination_words(np.empty(1, storage_dtype(bucket.dtype))).dtype
+    to_stage, from_stage, source, destination, kind = _constants(bucket.dtype, bucket.staging)
     return dict(chunk_tensor=t[0], chunk_first=t[1], chunk_count=t[2], tensor_address=t[3].view(np.uint64),
-                tensor_start=t[4], tensor_add=t[5], like_src=tables.like(_source_like(bucket.dtype, bucket.staging)),
-                like_dst=tables.like(like_dst), divisor=int(divisor), kind=_kind(K, bucket.staging),
-                to_stage=to_stage, from_stage=from_stage, **K.unpack_paths(to_stage, from_stage))
+                tensor_start=t[4], tensor_add=t[5], like_src=tables.like(source), like_dst=tables.like(destination),
+                divisor=int(divisor), kind=kind, to_stage=to_stage, from_stage=from_stage,
+                **K.unpack_paths(to_stage, from_stage))
 
 
 def unpack(tables: Tables, bucket: Bucket, staging, where: tuple, divisor: int = 1, targets=None,
