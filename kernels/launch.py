@@ -35,15 +35,37 @@ def grid_for(n: int, sm_count: int, simulator: bool = False, blocks_per_sm: int 
 MIN_CPU_CHUNK = 1 << 16
 
 
+#: What launchers tell each process of the processes they started on its host: MPICH's
+#: Hydra, Open MPI, MVAPICH, torchrun.
+LOCAL_PROCESS_COUNTS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE",
+                        "LOCAL_WORLD_SIZE")
+
+
 def cpu_workers() -> int:
-    """Threads for the CPU loops: ``VARSTORE_NUM_THREADS``, else the usable cores."""
+    """Threads for the CPU loops: ``VARSTORE_NUM_THREADS``, else the usable cores, shared
+    out among the processes a launcher started on this host where it left each of them
+    every core (its ranks would otherwise run twice as many threads as cores, which
+    made a 2-rank MPI sync on 2 cores 2x slower)."""
     value = os.environ.get("VARSTORE_NUM_THREADS")
     if value:
         if not (value.strip().isascii() and value.strip().isdecimal()) or int(value) < 1:
             raise ValueError(f"Invalid value for environment variable VARSTORE_NUM_THREADS. Expected a positive "
                              f"integer (threads for the CPU kernels). Received: VARSTORE_NUM_THREADS={value!r}")
         return int(value)
-    return usable_cores()
+    cores = usable_cores()
+    if cores < (os.cpu_count() or cores):  # bound to some cores (by the launcher, or taskset): all of them
+        return cores
+    return max(1, cores // local_processes())
+
+
+def local_processes() -> int:
+    """The processes a launcher started on this host (1 where none says, or a value is
+    not a positive integer)."""
+    for name in LOCAL_PROCESS_COUNTS:
+        value = os.environ.get(name, "").strip()
+        if value.isascii() and value.isdecimal() and int(value) >= 1:
+            return int(value)
+    return 1
 
 
 def usable_cores() -> int:

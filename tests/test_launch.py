@@ -11,6 +11,7 @@ from helpers import SIMULATOR, cuda_reason, record_cpu_runs, run_kernel
 from varstore.backends.numpy import NumpyBackend
 from varstore.casting import element_conversion
 from varstore.kernels import cast as K
+from varstore.kernels import launch
 from varstore.kernels.launch import MIN_CPU_CHUNK, SIMULATOR_GEOMETRY, cpu_chunks, cuda_grid, grid_for
 
 
@@ -24,6 +25,27 @@ def test_cpu_chunks_cover_the_range(n, workers):
     assert all(start % 64 == 0 for start, _ in chunks)
     if len(chunks) > 1:
         assert all(stop - start >= MIN_CPU_CHUNK // 2 for start, stop in chunks[:-1])
+
+
+@pytest.mark.parametrize("variable", launch.LOCAL_PROCESS_COUNTS)
+def test_cpu_threads_are_shared_among_a_launchers_processes_on_the_host(monkeypatch, variable):
+    for name in ("VARSTORE_NUM_THREADS", *launch.LOCAL_PROCESS_COUNTS):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(launch.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(launch, "usable_cores", lambda: 16)
+    assert launch.cpu_workers() == 16  # no launcher
+    monkeypatch.setenv(variable, "4")
+    assert launch.cpu_workers() == 4  # every process may use every core: a quarter each
+    monkeypatch.setenv(variable, "32")
+    assert launch.cpu_workers() == 1  # more processes than cores: one thread each
+    for bad in ("0", "-2", "two", "", "\u0664"):  # (not a positive ASCII integer: no launcher)
+        monkeypatch.setenv(variable, bad)
+        assert launch.cpu_workers() == 16, bad
+    monkeypatch.setenv(variable, "4")
+    monkeypatch.setattr(launch, "usable_cores", lambda: 3)
+    assert launch.cpu_workers() == 3  # bound to 3 cores (the launcher's binding): all three
+    monkeypatch.setenv("VARSTORE_NUM_THREADS", "7")
+    assert launch.cpu_workers() == 7  # asked for
 
 
 def test_grid_geometry():
@@ -154,7 +176,7 @@ def test_cpu_loops_refuse_regions_and_indices_outside_their_arrays():
     tables = dict(chunk_tensor=np.array([0]), chunk_first=np.array([0]), chunk_count=np.array([8]),
                   tensor_address=np.array([tensor.__array_interface__["data"][0]], np.uint64),
                   tensor_start=np.array([0]), tensor_step=np.array([1]), tensor_negate=np.array([0]),
-                  like=np.zeros(1, np.uint32), kind=M.STAGE_F32, same=1,
+                  like=np.zeros(1, np.uint32), kind=M.STAGE_F32, same=1, small=0,
                   conversion=element_conversion("float32", "float32"))
     with pytest.raises(IndexError, match="chunk reaches outside the staging buffer"):
         backend.launch(M.pack, 1, staging=np.zeros(4, np.uint32), **tables)
