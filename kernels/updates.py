@@ -39,7 +39,16 @@ from numba import float32, float64, uint64
 
 from ._targets import element
 from .access import load_word, store_word
-from .cast import SAME, convert_word, x86_nan32, x86_nan64  # noqa: F401 (SAME: the route callers compare with)
+from .cast import (  # noqa: F401 (SAME: the route callers compare with)
+    F32_TO_SMALL,
+    SAME,
+    SMALL_TO_F32,
+    convert_word,
+    decode_to_f32_bits,
+    encode_from_f32_bits,
+    x86_nan32,
+    x86_nan64,
+)
 from .declare import Array, Scalar, kernel
 from .intrinsics import fma, mul_rn, sqrt
 
@@ -115,6 +124,40 @@ def loaded(address, index, like, conversion):
     return converted(load_word(address, index, like), conversion)
 
 
+# The CPU loops' paths for small-float variables (float16, bfloat16, float8; compute in
+# float32): the decode and the encode inline, where the conversion switch calls them,
+# which left an Adam step on bfloat16 variables 10x slower than on float32 ones. Their
+# operand (a gradient or a foreach value) is float32 or of the variable's own format.
+@element
+def small_bits(word, to_compute):
+    """A small-float word as float32 bits (``to_compute``: route SMALL_TO_F32)."""
+    return np.uint32(decode_to_f32_bits(word, to_compute[1]))
+
+
+@element
+def small_word(bits, from_compute):
+    """float32 bits as the small format's word (``from_compute``: route F32_TO_SMALL)."""
+    return uint64(uint64(encode_from_f32_bits(bits, from_compute[2])) & uint64(from_compute[5]))
+
+
+@element
+def operand_bits(word, conversion):
+    """A float32 or small-float operand word as float32 bits (``conversion``: SAME or
+    SMALL_TO_F32)."""
+    if conversion[0] == SAME:
+        return np.uint32(word)
+    return np.uint32(decode_to_f32_bits(word, conversion[1]))
+
+
+def small_path(operand, to_compute, from_compute) -> int:
+    """1 where a launch may take its kernel's ``small`` path: small-float variables
+    (``to_compute`` SMALL_TO_F32 and ``from_compute`` F32_TO_SMALL) and an ``operand``
+    conversion (a gradient's to compute bits: SAME or SMALL_TO_F32; a foreach value's to
+    the variable's words: SAME or F32_TO_SMALL) that the path makes inline."""
+    return int(to_compute[0] == SMALL_TO_F32 and from_compute[0] == F32_TO_SMALL
+               and operand[0] in (SAME, SMALL_TO_F32, F32_TO_SMALL))
+
+
 # ------------------------------------------------------------------ foreach
 @element
 def foreach_math(w, x, alpha, mode):
@@ -168,6 +211,25 @@ def foreach_same(j, start, w_address, x_address, x_step, like_w, like_wd, like_x
         w = np.uint64(load_word(w_address, i, like_wd)).view(np.float64)
         x = np.uint64(load_word(x_address, i * x_step, like_wd)).view(np.float64)
         store_word(w_address, i, foreach_bits64(w, x, float64(alpha), mode), like_wd)
+
+
+@element
+def foreach_small(j, start, w_address, x_address, x_step, like_w, like_wd, like_x, alpha, mode, kind, to_variable,
+                  to_compute, from_compute):
+    """:func:`foreach_element` for small-float variables with float32 values or values
+    of their own format (``to_variable`` F32_TO_SMALL or SAME; see :func:`small_path`)."""
+    i = j - start
+    x = uint64(0)
+    if mode != SCALE:
+        x = uint64(load_word(x_address, i * x_step, like_x))
+        if to_variable[0] != SAME:  # float32 -> the variable's words
+            x = small_word(x, to_variable)
+        if mode == ASSIGN:
+            store_word(w_address, i, x, like_wd)
+            return
+    w = np.uint32(small_bits(load_word(w_address, i, like_w), to_compute)).view(np.float32)
+    r = foreach_bits32(w, np.uint32(small_bits(x, to_compute)).view(np.float32), float32(alpha), mode)
+    store_word(w_address, i, small_word(r, from_compute), like_wd)
 
 
 # ------------------------------------------------------------------ optimizers
@@ -256,6 +318,22 @@ def sgd_same(j, start, w_address, g_address, m_address, scale, like_w, like_wd, 
 
 
 @element
+def sgd_small(j, start, w_address, g_address, m_address, scale, like_w, like_wd, like_g, like_s,
+              lr, momentum, nesterov, has_momentum, decay, clip, kind, gradient, to_compute, from_compute):
+    """:func:`sgd_element` for small-float variables with float32 or small-float
+    gradients (see :func:`small_path`)."""
+    i = j - start
+    m = float32(load_word(m_address, i, like_s)) if has_momentum else float32(0)
+    g = clipped(np.uint32(operand_bits(load_word(g_address, i, like_g), gradient)).view(np.float32),
+                float32(scale), float32(clip))
+    w, m = sgd_math(np.uint32(small_bits(load_word(w_address, i, like_w), to_compute)).view(np.float32), g, m,
+                    float32(lr), float32(momentum), nesterov, has_momentum, float32(decay))
+    if has_momentum:
+        store_word(m_address, i, settled32(m), like_s)
+    store_word(w_address, i, small_word(f32_bits(w), from_compute), like_wd)
+
+
+@element
 def adam_element(j, start, w_address, g_address, m_address, v_address, vhat_address, scale, like_w, like_wd, like_g,
                  like_s, c1, c2, alpha, epsilon, decay, amsgrad, clip, kind, gradient, to_compute, from_compute):
     """One element of a fused Adam / AdamW step (slots m, v and, with amsgrad, vhat)."""
@@ -306,6 +384,26 @@ def adam_same(j, start, w_address, g_address, m_address, v_address, vhat_address
     store_word(w_address, i, f32_bits(w), like_wd)
 
 
+@element
+def adam_small(j, start, w_address, g_address, m_address, v_address, vhat_address, scale, like_w, like_wd, like_g,
+               like_s, c1, c2, alpha, epsilon, decay, amsgrad, clip, kind, gradient, to_compute, from_compute):
+    """:func:`adam_element` for small-float variables with float32 or small-float
+    gradients (see :func:`small_path`)."""
+    i = j - start
+    vhat = float32(load_word(vhat_address, i, like_s)) if amsgrad else float32(0)
+    g = clipped(np.uint32(operand_bits(load_word(g_address, i, like_g), gradient)).view(np.float32),
+                float32(scale), float32(clip))
+    w, m, v, vhat = adam_math(np.uint32(small_bits(load_word(w_address, i, like_w), to_compute)).view(np.float32), g,
+                              float32(load_word(m_address, i, like_s)), float32(load_word(v_address, i, like_s)),
+                              vhat, float32(c1), float32(c2), float32(alpha), float32(epsilon), float32(decay),
+                              amsgrad)
+    store_word(m_address, i, settled32(m), like_s)
+    store_word(v_address, i, settled32(v), like_s)
+    if amsgrad:
+        store_word(vhat_address, i, settled32(vhat), like_s)
+    store_word(w_address, i, small_word(f32_bits(w), from_compute), like_wd)
+
+
 # ---------------------------------------------------------------------------- kernels
 # Tables (see kernels.multi_tensor): chunk_tensor, chunk_first, chunk_count per chunk;
 # per tensor its first flat index (tensor_start) and its arrays' byte addresses.
@@ -328,8 +426,10 @@ foreach = kernel(
     (*_CHUNKS, Array("tensor_start", word="int64"), _address("tensor_variable"), _address("tensor_value"),
      Array("tensor_step", word="int64"), Array("like_w", "type", words=_FLOATS),
      Array("like_wd", "type", words=_WORDS), Array("like_x", "type", words=_FLOATS)),
-    (Scalar("alpha", "f64"), Scalar("mode", "i64"), Scalar("kind", "i64"), *_CONVERSIONS, Scalar("same", "u32")),
-    row=("tensor_start", "tensor_variable", "tensor_value", "tensor_step"), fast=(("same", foreach_same),), tuples=True,
+    (Scalar("alpha", "f64"), Scalar("mode", "i64"), Scalar("kind", "i64"), *_CONVERSIONS, Scalar("same", "u32"),
+     Scalar("small", "u32")),
+    row=("tensor_start", "tensor_variable", "tensor_value", "tensor_step"),
+    fast=(("same", foreach_same), ("small", foreach_small)), tuples=True,
     doc="vs.foreach: every variable of a group <- alpha * value, + alpha * value, or * alpha.")
 
 sgd = kernel(
@@ -339,9 +439,11 @@ sgd = kernel(
      Array("like_wd", "type", words=_WORDS), Array("like_g", "type", words=_FLOATS),
      Array("like_s", "type", words=_SLOTS)),
     (Scalar("lr", "f64"), Scalar("momentum", "f64"), Scalar("nesterov", "u32"), Scalar("has_momentum", "u32"),
-     Scalar("decay", "f64"), Scalar("clip", "f64"), Scalar("kind", "i64"), *_GRADIENT, Scalar("same", "u32")),
+     Scalar("decay", "f64"), Scalar("clip", "f64"), Scalar("kind", "i64"), *_GRADIENT, Scalar("same", "u32"),
+     Scalar("small", "u32")),
     row=("tensor_start", "tensor_variable", "tensor_gradient", "tensor_momentum", "tensor_scale"), tuples=True,
-    fast=(("same", sgd_same),), doc="A fused SGD step (weight decay, momentum, nesterov) over a group of variables.")
+    fast=(("same", sgd_same), ("small", sgd_small)),
+    doc="A fused SGD step (weight decay, momentum, nesterov) over a group of variables.")
 
 adam = kernel(
     "adam", "chunks", adam_element,
@@ -351,9 +453,9 @@ adam = kernel(
      Array("like_g", "type", words=_FLOATS), Array("like_s", "type", words=_SLOTS)),
     (Scalar("c1", "f64"), Scalar("c2", "f64"), Scalar("alpha", "f64"), Scalar("epsilon", "f64"),
      Scalar("decay", "f64"), Scalar("amsgrad", "u32"), Scalar("clip", "f64"), Scalar("kind", "i64"), *_GRADIENT,
-     Scalar("same", "u32")),
+     Scalar("same", "u32"), Scalar("small", "u32")),
     row=("tensor_start", "tensor_variable", "tensor_gradient", "tensor_m", "tensor_v", "tensor_vhat",
-         "tensor_scale"), tuples=True, fast=(("same", adam_same),),
+         "tensor_scale"), tuples=True, fast=(("same", adam_same), ("small", adam_small)),
     doc="A fused Adam / AdamW step (weight decay, moments, bias correction, amsgrad) over a group of variables.")
 
 KERNELS = (foreach, sgd, adam)

@@ -10,6 +10,7 @@ import pytest
 
 from helpers import SIMULATOR, device_address, run_kernel
 from varstore.casting import element_conversion
+from varstore.dtypes import host_dtype
 from varstore.kernels import multi_tensor as M
 from varstore.kernels import updates as K
 from varstore.multi_tensor import conversions, destination_word, source_word
@@ -59,7 +60,7 @@ def _state(seed: int, dtype, slots: int, via=None):
     return w, g, s
 
 
-def _adam(target, dtype: str, host, amsgrad=0, decay=0.0, clip=np.inf, via=None, same=None):
+def _adam(target, dtype: str, host, amsgrad=0, decay=0.0, clip=np.inf, via=None, same=None, small=None):
     w, g, (m, v, vhat) = _state(1, host, 3, via)
     conv = conversions(dtype, dtype)
     _launch(target, K.adam, {"tensor_variable": w, "tensor_gradient": g, "tensor_m": m, "tensor_v": v,
@@ -70,7 +71,9 @@ def _adam(target, dtype: str, host, amsgrad=0, decay=0.0, clip=np.inf, via=None,
             epsilon=float(np.float32(1e-7)), decay=decay, amsgrad=amsgrad, clip=clip, kind=K.COMPUTE_F32,
             gradient=element_conversion(dtype, "float32"), to_compute=conv["to_compute"],
             from_compute=conv["from_compute"],
-            same=int(dtype == "float32") if same is None else same)  # (the CPU's fast path for float32)
+            same=int(dtype == "float32") if same is None else same,  # (the CPU's fast path for float32)
+            small=K.small_path(element_conversion(dtype, "float32"), conv["to_compute"], conv["from_compute"])
+            if small is None else small)  # (and for small floats)
     return w, m, v, vhat
 
 
@@ -118,7 +121,7 @@ def _sgd(target, nesterov: int, same: int = 0, has_momentum: int = 1, decay: flo
             momentum=float(np.float32(0.9)), nesterov=nesterov, has_momentum=has_momentum, decay=decay, clip=clip,
             kind=K.COMPUTE_F32,
             gradient=conv["to_compute"], to_compute=conv["to_compute"], from_compute=conv["from_compute"],
-            same=same)  # (the CPU's fast path for float32)
+            same=same, small=0)  # (the CPU's fast path for float32)
     return w, m
 
 
@@ -158,7 +161,7 @@ def test_sgds_cpu_fast_path_gives_the_general_paths_bits(nesterov, has_momentum,
         assert [a.tobytes() for a in m1] == [a.tobytes() for a in _state(2, np.float32, 1)[2][0]]
 
 
-def _foreach(target, mode: int, alpha: float):
+def _foreach(target, mode: int, alpha: float, small: int = 1):
     rng = np.random.default_rng(3)
     w = [rng.normal(size=n).astype(BF16) for n in SIZES]
     x = [rng.normal(size=n).astype(np.float32) for n in SIZES]
@@ -166,7 +169,7 @@ def _foreach(target, mode: int, alpha: float):
     _launch(target, K.foreach, {"tensor_variable": w, "tensor_value": x}, SIZES,
             tensor_step=np.ones(len(SIZES), np.int64), like_w=_like(source_word("bfloat16", "float32")),
             like_wd=_like(destination_word("bfloat16")), like_x=_like(source_word("float32", "bfloat16")),
-            alpha=alpha, mode=mode, kind=K.COMPUTE_F32, same=0, **conv)
+            alpha=alpha, mode=mode, kind=K.COMPUTE_F32, same=0, small=small, **conv)
     return w, x
 
 
@@ -223,7 +226,7 @@ def test_adam_stores_nan_as_one_word_where_its_math_gives_nan(target, amsgrad, s
                 tensor_scale=np.ones(1), like_w=_like(np.uint32), like_wd=_like(np.uint32), like_g=_like(np.uint32),
                 like_s=_like(np.float32), c1=float(np.float32(0.1)), c2=float(np.float32(0.001)), alpha=0.01,
                 epsilon=float(np.float32(1e-7)), decay=0.0, amsgrad=amsgrad, clip=np.inf, kind=K.COMPUTE_F32,
-                gradient=element_conversion("float32", "float32"), same=same,
+                gradient=element_conversion("float32", "float32"), same=same, small=0,
                 **{k: c for k, c in conversions("float32", "float32").items() if k != "to_variable"})
         return w, m, v, vhat
 
@@ -250,7 +253,7 @@ def test_sgd_stores_nan_as_one_word_where_its_math_gives_nan(target, same):
                 tensor_scale=np.ones(1), like_w=_like(np.uint32), like_wd=_like(np.uint32), like_g=_like(np.uint32),
                 like_s=_like(np.float32), lr=float(np.float32(0.01)), momentum=float(np.float32(0.9)), nesterov=0,
                 has_momentum=1, decay=float(np.float32(0.004)), clip=np.inf, kind=K.COMPUTE_F32,
-                gradient=element_conversion("float32", "float32"), same=same,
+                gradient=element_conversion("float32", "float32"), same=same, small=0,
                 **{k: c for k, c in conversions("float32", "float32").items() if k != "to_variable"})
         return w, m
 
@@ -290,7 +293,7 @@ def test_foreach_gives_a_nan_the_cpus_bits_on_every_target_and_assigns_words_as_
                 tensor_step=np.ones(1, np.int64), like_w=_like(source_word(dtype, "float32")),
                 like_wd=_like(destination_word(dtype)), like_x=_like(source_word("float32", dtype)),
                 alpha=1.0 if mode == K.ASSIGN else 0.5, mode=mode, kind=K.COMPUTE_F32,
-                same=int(dtype == "float32"), **conversions("float32", dtype))
+                same=int(dtype == "float32"), small=_small("float32", dtype), **conversions("float32", dtype))
         return w
 
     w = run(target)
@@ -313,3 +316,57 @@ def test_foreach_gives_a_nan_the_cpus_bits_on_every_target_and_assigns_words_as_
         np.testing.assert_array_equal(w.view(word)[nan], rule[nan].astype(word))
     if target != "cpu":
         assert w.tobytes() == run("cpu").tobytes()
+
+
+def _small(value_dtype: str, dtype: str) -> int:
+    """The ``small`` flag the host gives a foreach launch."""
+    conv = conversions(value_dtype, dtype)
+    return K.small_path(conv["to_variable"], conv["to_compute"], conv["from_compute"])
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float8_e4m3fn", "float8_e5m2"])
+@pytest.mark.parametrize("operand", ["float32", "own"])
+def test_the_cpu_small_float_paths_give_the_general_paths_bits(dtype, operand):
+    """The CPU loops' ``small`` paths (``adam_small``, ``sgd_small``, ``foreach_small``:
+    decode and encode inline) against the conversion switch a GPU runs: small-float
+    variables, float32 gradients and values or ones of the variable's format, over NaNs,
+    infinities and numbers past the format's range, byte for byte."""
+    host = host_dtype(dtype)
+    value_dtype = "float32" if operand == "float32" else dtype
+    value_host = np.float32 if operand == "float32" else host
+
+    def odd(seed, dtype_):
+        with np.errstate(invalid="ignore", over="ignore"):
+            return (_odd(seed, n=64) * np.float32(300.0)).astype(dtype_)  # (float8's range is 448 or 57344)
+
+    to_compute = element_conversion(dtype, "float32")
+    from_compute = element_conversion("float32", dtype)
+    gradient = element_conversion(value_dtype, "float32")
+    assert K.small_path(gradient, to_compute, from_compute) == 1 and _small(value_dtype, dtype) == 1
+    common = dict(tensor_scale=np.full(1, 0.5), like_w=_like(source_word(dtype, "float32")),
+                  like_wd=_like(destination_word(dtype)), like_g=_like(source_word(value_dtype, "float32")),
+                  like_s=_like(np.float32), kind=K.COMPUTE_F32, gradient=gradient, to_compute=to_compute,
+                  from_compute=from_compute, same=0)
+    results = []
+    for small in (1, 0):
+        w, g, m, v, vhat = odd(10, host), odd(11, value_host), np.abs(odd(12, np.float32)), \
+            np.abs(odd(13, np.float32)), np.abs(odd(14, np.float32))
+        _launch("cpu", K.adam, {"tensor_variable": [w], "tensor_gradient": [g], "tensor_m": [m], "tensor_v": [v],
+                                "tensor_vhat": [vhat]}, [len(w)], c1=float(np.float32(0.1)),
+                c2=float(np.float32(0.001)), alpha=0.01, epsilon=float(np.float32(1e-7)), decay=0.004, amsgrad=1,
+                clip=0.3, small=small, **common)
+        ws, ms = odd(15, host), odd(16, np.float32)
+        _launch("cpu", K.sgd, {"tensor_variable": [ws], "tensor_gradient": [g], "tensor_momentum": [ms]}, [len(ws)],
+                lr=float(np.float32(0.01)), momentum=float(np.float32(0.9)), nesterov=1, has_momentum=1,
+                decay=float(np.float32(0.004)), clip=np.inf, small=small, **common)
+        foreach = []
+        for mode in (K.ASSIGN, K.ADD, K.SCALE):
+            wf, x = odd(17, host), odd(18, value_host)
+            _launch("cpu", K.foreach, {"tensor_variable": [wf], "tensor_value": [x]}, [len(wf)],
+                    tensor_step=np.ones(1, np.int64), like_w=_like(source_word(dtype, "float32")),
+                    like_wd=_like(destination_word(dtype)), like_x=_like(source_word(value_dtype, dtype)),
+                    alpha=1.0 if mode == K.ASSIGN else 0.5, mode=mode, kind=K.COMPUTE_F32, same=0, small=small,
+                    **conversions(value_dtype, dtype))
+            foreach.append(wf)
+        results.append([a.tobytes() for a in (w, m, v, vhat, ws, ms, *foreach)])
+    assert results[0] == results[1]

@@ -214,7 +214,9 @@ def _plan(variables: tuple, values, mode: int, what: str) -> _Plan:
         same = operand_dtype == dtype == compute
         args.update(like_w=tables.like(source_word(dtype, compute)), like_wd=tables.like(destination_word(dtype)),
                     like_x=tables.like(source_word(operand_dtype, dtype)), alpha=1.0, mode=mode,
-                    kind=0 if compute == "float32" else 1, same=int(same), **conv)
+                    kind=0 if compute == "float32" else 1, same=int(same),
+                    small=kernels.updates.small_path(conv["to_variable"], conv["to_compute"], conv["from_compute"]),
+                    **conv)
         launches.append(backend.bound_launch(kernels.updates.foreach, len(args["chunk_tensor"]), args, "alpha"))
     counts = tuple((store, store.releases) for store in stores.values())
     return _Plan(variables, None if values is None else list(values), mode, backend, counts, launches, cacheable,
