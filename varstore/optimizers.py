@@ -289,10 +289,8 @@ class Optimizer:
                         clip=float(real(clip)), kind=0 if compute == "float32" else 1,
                         gradient=element_conversion(gdtype, compute), to_compute=element_conversion(dtype, compute),
                         from_compute=element_conversion(compute, dtype), **scalars)
-            # The CPU loop's paths: float32 variables and gradients convert nothing; small-float
-            # variables decode and encode inline.
-            args["same"] = int(dtype == gdtype == "float32")
-            args["small"] = kernels.updates.small_path(args["gradient"], args["to_compute"], args["from_compute"])
+            args.update(same=int(dtype == gdtype == "float32"),  # (the CPU loop's paths: no conversion, or inline)
+                        small=kernels.updates.small_path(args["gradient"], args["to_compute"], args["from_compute"]))
             launches.append((kernel, args, real))
         if dtypes is None and not (self.clipnorm or self.global_clipnorm) and all(
                 map(operator.is_, (array for (array, _), _ in operands), grads)):
