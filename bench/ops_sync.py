@@ -3,7 +3,10 @@ variables into one staging buffer) and unpack (the reduced buffer, divided for a
 added to the variables), without the collective between them. ``python -m
 varstore.bench.sync`` times whole syncs against the raw all-reduce.
 
-One rank (``LocalGroup(1)``), aggregation mean; the size's float32 element count N is
+The launches run as in a sync that repeats the last one's updates: with the launch
+arguments kept (each pack uploads its operands' addresses; since 2026-12-06, before
+which every launch made its tables). One rank (``LocalGroup(1)``), aggregation mean;
+the size's float32 element count N is
 spread over K = min(1000, N / 256) variables of the dtype, one bucket for all of them,
 each holding one queued ``assign_add``. Below the rotation span, K more variables and
 another bucket per copy. The baselines are the array library's copy (what pack does at
@@ -74,12 +77,19 @@ def make_build_sync(kernel: str, dtype: str):
         store, buckets, tables, stagings, layouts = _buckets(ctx, dtype, n, k)
         require(len(buckets) == k, f"the plan cut {len(buckets)} buckets, expected {k}")
         calls = [0] * k
+        # Launch arguments made once per bucket, as a sync that repeats the last one's
+        # updates keeps them (distributed/reducer.py): each pack still uploads its
+        # operands' addresses.
+        if kernel == "pack":
+            kept = [B.pack_arguments(tables, b, w) for b, w in zip(buckets, layouts, strict=True)]
+        else:
+            kept = [B.unpack_arguments(tables, b, w, 2) for b, w in zip(buckets, layouts, strict=True)]
 
         def ours(i):
             if kernel == "pack":
-                B.pack(tables, buckets[i], stagings[i], layouts[i])
+                B.pack(tables, buckets[i], stagings[i], layouts[i], kept[i])
             else:
-                B.unpack(tables, buckets[i], stagings[i], layouts[i], 2)
+                B.unpack(tables, buckets[i], stagings[i], layouts[i], arguments=kept[i])
             calls[i] += 1
 
         fns = {"ours": cycle([lambda i=i: ours(i) for i in range(k)])}

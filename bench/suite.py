@@ -74,12 +74,19 @@ def _import_keras_numpy():
     return keras
 
 
+#: The most bytes a ceiling moves (see ceiling_fns).
+CEILING_MOST_BYTES = 2 << 30
+
+
 def ceiling_fns(ctx, kind: str, moved: int) -> tuple[dict, int]:
     """The ceiling of ``kind`` moving the bytes the op moves, ``moved`` (rotated like the
     ops), and the bytes it moves: a fill writes them, a copy reads and writes half each.
 
     The ceiling moves the op's bytes, not the size's: a cast to bfloat16 at 16 MiB moves
-    24 MiB, and a copy of 32 MiB would run nearer its peak than a copy of 24 MiB does."""
+    24 MiB, and a copy of 32 MiB would run nearer its peak than a copy of 24 MiB does. Up
+    to :data:`CEILING_MOST_BYTES`: a transfer that large runs at its peak already, and
+    an optimizer step at 1 GiB moves 28 GiB (7 GiB of buffers for its copy)."""
+    moved = min(moved, CEILING_MOST_BYTES)
     xp = ctx.native.xp
     if kind == "fill":
         n = max(1, moved // ops.ELEMENT)

@@ -43,19 +43,34 @@ LOCAL_PROCESS_COUNTS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_CO
 
 def cpu_workers() -> int:
     """Threads for the CPU loops: ``VARSTORE_NUM_THREADS``, else the usable cores, shared
-    out among the processes a launcher started on this host where it left each of them
-    every core (its ranks would otherwise run twice as many threads as cores, which
-    made a 2-rank MPI sync on 2 cores 2x slower)."""
+    out among the processes a launcher started on this host (:func:`local_processes`):
+    each of 2 ranks on 2 cores ran 2 threads, which made a sync 2x slower.
+
+    Where the launcher left a process the cores it has itself (no binding; a container's
+    cores), every local process shares them. Where it bound the process to fewer (a
+    core, a socket), the processes are taken as spread evenly over the launcher's cores:
+    ``ceil(processes * cores / launcher's cores)`` of them share this set."""
     value = os.environ.get("VARSTORE_NUM_THREADS")
     if value:
         if not (value.strip().isascii() and value.strip().isdecimal()) or int(value) < 1:
             raise ValueError(f"Invalid value for environment variable VARSTORE_NUM_THREADS. Expected a positive "
                              f"integer (threads for the CPU kernels). Received: VARSTORE_NUM_THREADS={value!r}")
         return int(value)
-    cores = usable_cores()
-    if cores < (os.cpu_count() or cores):  # bound to some cores (by the launcher, or taskset): all of them
+    cores, local = usable_cores(), local_processes()
+    if local == 1:
         return cores
-    return max(1, cores // local_processes())
+    launcher = launcher_cores()
+    sharing = local if launcher <= cores else -(-local * cores // launcher)
+    return max(1, cores // max(1, sharing))
+
+
+def launcher_cores() -> int:
+    """The cores of the process that started this one (a launcher: mpiexec's proxy,
+    torchrun's agent), or of the machine where they cannot be read."""
+    try:
+        return len(os.sched_getaffinity(os.getppid()))
+    except (AttributeError, OSError):  # (not on Linux; the parent gone or not ours to read)
+        return os.cpu_count() or 1
 
 
 def local_processes() -> int:

@@ -149,13 +149,17 @@ def operand_bits(word, conversion):
     return np.uint32(decode_to_f32_bits(word, conversion[1]))
 
 
-def small_path(operand, to_compute, from_compute) -> int:
+#: The operand conversions the ``small`` paths make inline: a gradient's to float32 bits
+#: (:func:`operand_bits`), a foreach value's to the variable's words (:func:`foreach_small`).
+GRADIENT_ROUTES = (SAME, SMALL_TO_F32)
+VALUE_ROUTES = (SAME, F32_TO_SMALL)
+
+
+def small_path(operand, routes, to_compute, from_compute) -> int:
     """1 where a launch may take its kernel's ``small`` path: small-float variables
     (``to_compute`` SMALL_TO_F32 and ``from_compute`` F32_TO_SMALL) and an ``operand``
-    conversion (a gradient's to compute bits: SAME or SMALL_TO_F32; a foreach value's to
-    the variable's words: SAME or F32_TO_SMALL) that the path makes inline."""
-    return int(to_compute[0] == SMALL_TO_F32 and from_compute[0] == F32_TO_SMALL
-               and operand[0] in (SAME, SMALL_TO_F32, F32_TO_SMALL))
+    conversion among ``routes`` (:data:`GRADIENT_ROUTES` or :data:`VALUE_ROUTES`)."""
+    return int(to_compute[0] == SMALL_TO_F32 and from_compute[0] == F32_TO_SMALL and operand[0] in routes)
 
 
 # ------------------------------------------------------------------ foreach

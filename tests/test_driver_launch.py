@@ -593,3 +593,12 @@ def test_the_numba_mechanism_binds_nothing(fake, monkeypatch):
 
     run = CudaBackend().bound_launch(K.encode_f32, 64, _cast_args(64), "dst")
     assert not isinstance(run, BoundLaunch) and callable(run) and cupy.launches == []
+
+
+def test_the_stream_key_is_the_current_stream_of_the_arrays_device(fake):
+    """``CudaBackend.stream_key``: the current stream of the device asked for (CuPy's
+    current stream is per device), with the caller's device current again after."""
+    cupy, backend = fake
+    cupy.cuda.get_current_stream = lambda: SimpleNamespace(ptr=1000 + cupy.current)
+    assert backend.stream_key("cuda:1") == 1001 and cupy.current == 0
+    assert backend.stream_key("cuda:0") == 1000

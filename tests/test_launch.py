@@ -31,21 +31,35 @@ def test_cpu_chunks_cover_the_range(n, workers):
 def test_cpu_threads_are_shared_among_a_launchers_processes_on_the_host(monkeypatch, variable):
     for name in ("VARSTORE_NUM_THREADS", *launch.LOCAL_PROCESS_COUNTS):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(launch.os, "cpu_count", lambda: 16)
-    monkeypatch.setattr(launch, "usable_cores", lambda: 16)
-    assert launch.cpu_workers() == 16  # no launcher
+
+    def host(cores, launcher):
+        monkeypatch.setattr(launch, "usable_cores", lambda: cores)
+        monkeypatch.setattr(launch, "launcher_cores", lambda: launcher)
+        return launch.cpu_workers()
+
+    assert host(16, 16) == 16  # no launcher
     monkeypatch.setenv(variable, "4")
-    assert launch.cpu_workers() == 4  # every process may use every core: a quarter each
+    assert host(16, 16) == 4  # unbound: the four share every core
+    assert host(8, 8) == 2  # a container's 8 cores, unbound: shared too
+    assert host(1, 64) == 1  # bound to a core each
+    assert host(32, 64) == 16  # bound to a socket each: two ranks per socket
+    monkeypatch.setenv(variable, "2")
+    assert host(32, 64) == 32  # one rank per socket
     monkeypatch.setenv(variable, "32")
-    assert launch.cpu_workers() == 1  # more processes than cores: one thread each
+    assert host(16, 16) == 1  # more processes than cores: one thread each
     for bad in ("0", "-2", "two", "", "\u0664"):  # (not a positive ASCII integer: no launcher)
         monkeypatch.setenv(variable, bad)
-        assert launch.cpu_workers() == 16, bad
+        assert host(16, 16) == 16, bad
     monkeypatch.setenv(variable, "4")
-    monkeypatch.setattr(launch, "usable_cores", lambda: 3)
-    assert launch.cpu_workers() == 3  # bound to 3 cores (the launcher's binding): all three
     monkeypatch.setenv("VARSTORE_NUM_THREADS", "7")
-    assert launch.cpu_workers() == 7  # asked for
+    assert host(16, 16) == 7  # asked for
+
+
+def test_the_launchers_cores_are_its_affinity_or_the_machines(monkeypatch):
+    assert 1 <= launch.launcher_cores() <= (launch.os.cpu_count() or 1)
+    monkeypatch.setattr(launch.os, "getppid", lambda: 2**22 + 12345)  # (no such process)
+    monkeypatch.setattr(launch.os, "cpu_count", lambda: 6)
+    assert launch.launcher_cores() == 6
 
 
 def test_grid_geometry():

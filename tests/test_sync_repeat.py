@@ -73,8 +73,8 @@ def test_a_repeated_sync_reuses_its_plan_and_tables_and_gives_fresh_values(monke
     for seen in LocalGroup(n).run(body):
         first_after, first_before, buckets = seen[0]
         assert buckets == 3 and first_after["plan"] > first_before["plan"]  # the first sync plans
-        # a fresh plan uploads three tables per bucket: pack's, its operands' addresses, unpack's
-        assert first_after["upload"] - first_before["upload"] == 3 * buckets
+        # a fresh plan uploads two tables per bucket: pack's (with its operands' addresses), unpack's
+        assert first_after["upload"] - first_before["upload"] == 2 * buckets
         for after, before, _ in seen[1:]:
             assert after["plan"] == before["plan"]  # no fresh plan
             assert after["upload"] - before["upload"] == buckets  # the operands' addresses only
@@ -159,3 +159,26 @@ def test_a_variable_holding_another_storage_array_gets_fresh_unpack_tables():
     [(old, new)] = LocalGroup(1).run(body)
     np.testing.assert_array_equal(old, np.full(16, 2.0, np.float32))  # not written by the third sync
     np.testing.assert_array_equal(new, np.full(16, 101.0, np.float32))
+
+
+def test_a_sync_on_another_stream_makes_its_own_plan_and_tables(monkeypatch):
+    """Kept tables were allocated in their stream's order: a sync under another current
+    stream (``Backend.stream_key``) makes fresh ones, and the values stay right."""
+    counts = _counting(monkeypatch)
+
+    def body(group):
+        store = vs.ReplicatedStore(group=group, device="cpu")
+        v = store.variable(np.zeros(8), dtype="float32", name="v", aggregation="sum")
+        streams = iter([1, 1, 2, 2, 1])
+        monkeypatch.setattr(store._backend, "stream_key", lambda device: next(streams))
+        fresh = []
+        for _ in range(5):
+            with store.replica_step():
+                v.assign_add(np.ones(8))
+            before = counts()["plan"]
+            store.sync()
+            fresh.append(counts()["plan"] - before)
+        np.testing.assert_array_equal(v.numpy(), np.full(8, 5.0, np.float32))
+        return fresh
+
+    assert LocalGroup(1).run(body) == [[1, 0, 1, 0, 1]]

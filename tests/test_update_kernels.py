@@ -72,8 +72,8 @@ def _adam(target, dtype: str, host, amsgrad=0, decay=0.0, clip=np.inf, via=None,
             gradient=element_conversion(dtype, "float32"), to_compute=conv["to_compute"],
             from_compute=conv["from_compute"],
             same=int(dtype == "float32") if same is None else same,  # (the CPU's fast path for float32)
-            small=K.small_path(element_conversion(dtype, "float32"), conv["to_compute"], conv["from_compute"])
-            if small is None else small)  # (and for small floats)
+            small=K.small_path(element_conversion(dtype, "float32"), K.GRADIENT_ROUTES, conv["to_compute"],
+                               conv["from_compute"]) if small is None else small)  # (and for small floats)
     return w, m, v, vhat
 
 
@@ -321,7 +321,7 @@ def test_foreach_gives_a_nan_the_cpus_bits_on_every_target_and_assigns_words_as_
 def _small(value_dtype: str, dtype: str) -> int:
     """The ``small`` flag the host gives a foreach launch."""
     conv = conversions(value_dtype, dtype)
-    return K.small_path(conv["to_variable"], conv["to_compute"], conv["from_compute"])
+    return K.small_path(conv["to_variable"], K.VALUE_ROUTES, conv["to_compute"], conv["from_compute"])
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float8_e4m3fn", "float8_e5m2"])
@@ -342,7 +342,10 @@ def test_the_cpu_small_float_paths_give_the_general_paths_bits(dtype, operand):
     to_compute = element_conversion(dtype, "float32")
     from_compute = element_conversion("float32", dtype)
     gradient = element_conversion(value_dtype, "float32")
-    assert K.small_path(gradient, to_compute, from_compute) == 1 and _small(value_dtype, dtype) == 1
+    assert K.small_path(gradient, K.GRADIENT_ROUTES, to_compute, from_compute) == 1
+    assert _small(value_dtype, dtype) == 1
+    assert K.small_path(element_conversion("float64", "float32"), K.GRADIENT_ROUTES, to_compute, from_compute) == 0
+    assert _small("float64", dtype) == 0 and _small("float16" if dtype != "float16" else "bfloat16", dtype) == 0
     common = dict(tensor_scale=np.full(1, 0.5), like_w=_like(source_word(dtype, "float32")),
                   like_wd=_like(destination_word(dtype)), like_g=_like(source_word(value_dtype, "float32")),
                   like_s=_like(np.float32), kind=K.COMPUTE_F32, gradient=gradient, to_compute=to_compute,

@@ -215,7 +215,8 @@ def _plan(variables: tuple, values, mode: int, what: str) -> _Plan:
         args.update(like_w=tables.like(source_word(dtype, compute)), like_wd=tables.like(destination_word(dtype)),
                     like_x=tables.like(source_word(operand_dtype, dtype)), alpha=1.0, mode=mode,
                     kind=0 if compute == "float32" else 1, same=int(same),
-                    small=kernels.updates.small_path(conv["to_variable"], conv["to_compute"], conv["from_compute"]),
+                    small=kernels.updates.small_path(conv["to_variable"], kernels.updates.VALUE_ROUTES,
+                                                     conv["to_compute"], conv["from_compute"]),
                     **conv)
         launches.append(backend.bound_launch(kernels.updates.foreach, len(args["chunk_tensor"]), args, "alpha"))
     counts = tuple((store, store.releases) for store in stores.values())

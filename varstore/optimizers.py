@@ -17,9 +17,8 @@ update reads the gradient in float32 before any rounding.
 
 Differences from Keras, by design: each multiply-add is rounded once (an fma), where
 Keras's separate NumPy operations round twice, so steps agree to float32 rounding, not
-bit for bit; weight decay is ``w - w * (weight_decay * lr)``; a callable
-``learning_rate`` is called with the iteration number (as a Keras
-``LearningRateSchedule`` is).
+bit for bit; weight decay is ``w - w * (weight_decay * lr)``; a callable ``learning_rate``
+is called with the iteration number (as a Keras ``LearningRateSchedule`` is).
 
 >>> import numpy as np, varstore as vs
 >>> store = vs.VariableStore(device="cpu")
@@ -289,8 +288,9 @@ class Optimizer:
                         clip=float(real(clip)), kind=0 if compute == "float32" else 1,
                         gradient=element_conversion(gdtype, compute), to_compute=element_conversion(dtype, compute),
                         from_compute=element_conversion(compute, dtype), **scalars)
-            args.update(same=int(dtype == gdtype == "float32"),  # (the CPU loop's paths: no conversion, or inline)
-                        small=kernels.updates.small_path(args["gradient"], args["to_compute"], args["from_compute"]))
+            if "small" in kernel.scalar_names:  # (the CPU loop's paths: no conversion, or inline)
+                args.update(same=int(dtype == gdtype == "float32"), small=kernels.updates.small_path(
+                    args["gradient"], kernels.updates.GRADIENT_ROUTES, args["to_compute"], args["from_compute"]))
             launches.append((kernel, args, real))
         if dtypes is None and not (self.clipnorm or self.global_clipnorm) and all(
                 map(operator.is_, (array for (array, _), _ in operands), grads)):

@@ -234,6 +234,13 @@ class Backend(abc.ABC):
         """Wait for the work queued on ``device`` (its current stream, on a GPU)."""
         return None  # (by default there is nothing to do)
 
+    def stream_key(self, device: str):
+        """What names the queue the next launch on ``device`` goes to (CuPy's current
+        stream on a GPU; None on the host): arrays kept between launches for their
+        kernels to read were allocated in that stream's order, and are not reused from
+        another."""
+        return None
+
 
 #: How much work NumPy's exact overlap solver may spend before we assume an overlap (a
 #: copy is always correct; only its cost is at stake).

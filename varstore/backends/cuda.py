@@ -396,6 +396,10 @@ class CudaBackend(Backend):
         with self._cupy.cuda.Device(device_index(device)):  # (the current stream is per device)
             self._cupy.cuda.get_current_stream().synchronize()
 
+    def stream_key(self, device):
+        with self._cupy.cuda.Device(device_index(device)):  # (the current stream is per device)
+            return self._cupy.cuda.get_current_stream().ptr
+
 
 def _byte_range(array) -> tuple:
     """``[low, high)`` bytes ``array`` can touch; constant work for the C-contiguous

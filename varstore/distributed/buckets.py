@@ -175,9 +175,10 @@ def pack_arguments(tables: Tables, bucket: Bucket, where: tuple, addresses=None)
     return arguments
 
 
-def pack(tables: Tables, bucket: Bucket, staging, where: tuple, arguments: dict | None = None) -> None:
+def pack(tables: Tables, bucket: Bucket, staging, where: tuple, arguments: dict | None = None) -> dict:
     """Fill ``staging`` (flat, the bucket's staging dtype) from the updates' operands
-    (``arguments``: :func:`pack_arguments` of this bucket without addresses, made before)."""
+    (``arguments``: :func:`pack_arguments` of this bucket without addresses, made
+    before). Returns the arguments it launched with, but the staging buffer."""
     backend = tables.backend
     addresses = np.array([backend.address(u.operand) for u in bucket.updates], np.uint64).view(np.int64)
     if arguments is None:
@@ -185,6 +186,7 @@ def pack(tables: Tables, bucket: Bucket, staging, where: tuple, arguments: dict 
     else:
         arguments = dict(arguments, tensor_address=tables.upload([addresses])[0].view(np.uint64))
     backend.launch(_kernels().pack, len(arguments["chunk_tensor"]), staging=destination_words(staging), **arguments)
+    return arguments
 
 
 def unpack_arguments(tables: Tables, bucket: Bucket, where: tuple, divisor: int = 1, targets=None) -> dict:

@@ -5,9 +5,9 @@ A training loop queues the same updates before every ``sync()``. So the reducer 
 the last sync's plan with what its launches need beyond the operands: the layouts, the
 pack's chunk tables, fill steps and signs, and the unpack's tables with the variables'
 addresses, uploaded once. A sync whose updates name the same variables, in the same
-order, with the same mode, sign and fill, reuses them; each sync still uploads its
-operands' addresses, and checks that every variable still holds the storage array its
-unpack table addresses. The staging buffers are kept the same way.
+order, with the same mode, sign and fill, on the same stream, reuses them; each sync
+still uploads its operands' addresses, and checks that every variable still holds the
+storage array its unpack table addresses. The staging buffers are kept the same way.
 """
 
 from __future__ import annotations
@@ -46,11 +46,12 @@ class Reducer:
         ranks compare, and what :meth:`reduce` takes as ``repeat``: the last sync's where
         these updates repeat it."""
         key = [(u.variable, u.mode, u.negate, u.operand.size == 1 and u.variable.size != 1) for u in updates]
+        stream = self._backend.stream_key(self._device)
         last = self._last
-        if last is not None and last.bucket_bytes == bucket_bytes and _same(last.key, key):
+        if last is not None and last.bucket_bytes == bucket_bytes and last.stream == stream and _same(last.key, key):
             return last.plan_of(updates), last.digest, last
         plan = B.plan(updates, bucket_bytes)
-        last = self._last = _Repeat(key, bucket_bytes, plan, updates)
+        last = self._last = _Repeat(key, bucket_bytes, stream, plan, updates)
         return plan, last.digest, last
 
     def reduce(self, plan: list, divisor: int, targets=None, keep: bool = True, root: int = 0,
@@ -65,7 +66,10 @@ class Reducer:
         staged = self._staging_buffers(plan, keep)
         layouts = repeat.layouts() if repeat is not None else [B.layout(bucket) for bucket in plan]
         for i, (bucket, staging, where) in enumerate(zip(plan, staged, layouts, strict=True)):
-            B.pack(tables, bucket, staging, where, None if repeat is None else repeat.pack_arguments(tables, i, bucket))
+            kept = None if repeat is None else repeat.pack_arguments(i)
+            made = B.pack(tables, bucket, staging, where, kept)
+            if repeat is not None and kept is None:  # (made with the addresses, in one transfer: kept without)
+                repeat.keep_pack_arguments(i, made)
         self._group.run([Collective(bucket.collective, staging, root)
                          for bucket, staging in zip(plan, staged, strict=True) if bucket.collective])
         for i, (bucket, staging, where) in enumerate(zip(plan, staged, layouts, strict=True)):
@@ -101,9 +105,10 @@ class _Repeat:
     the sync's list, its layout, and its launch arguments once made. It keeps no
     operand: the buckets it holds have their updates' operands dropped."""
 
-    def __init__(self, key: list, bucket_bytes: float, plan: list, updates: list):
+    def __init__(self, key: list, bucket_bytes: float, stream, plan: list, updates: list):
         self.key = key  # (holds the variables: their ids cannot be reused while kept)
         self.bucket_bytes = bucket_bytes
+        self.stream = stream  # (the tables are made in its order: another stream makes its own)
         position = {id(u): i for i, u in enumerate(updates)}
         self._positions = [[position[id(u)] for u in bucket.updates] for bucket in plan]
         self._buckets = [bucket._replace(updates=tuple(u._replace(operand=None) for u in bucket.updates))
@@ -123,12 +128,12 @@ class _Repeat:
             self._layouts = [B.layout(bucket) for bucket in self._buckets]
         return self._layouts
 
-    def pack_arguments(self, tables, i: int, bucket) -> dict:
-        """Bucket ``i``'s pack arguments (``bucket``: bucket ``i`` of a plan of this key)."""
-        arguments = self._pack.get(i)
-        if arguments is None:
-            arguments = self._pack[i] = B.pack_arguments(tables, bucket, self.layouts()[i])
-        return arguments
+    def pack_arguments(self, i: int) -> dict | None:
+        """Bucket ``i``'s pack arguments without the operands' addresses, once kept."""
+        return self._pack.get(i)
+
+    def keep_pack_arguments(self, i: int, arguments: dict) -> None:
+        self._pack[i] = {name: value for name, value in arguments.items() if name != "tensor_address"}
 
     def unpack_arguments(self, tables, i: int, bucket, divisor: int) -> dict:
         """Bucket ``i``'s unpack arguments, made again where a variable holds another
