@@ -182,3 +182,25 @@ def test_a_sync_on_another_stream_makes_its_own_plan_and_tables(monkeypatch):
         return fresh
 
     assert LocalGroup(1).run(body) == [[1, 0, 1, 0, 1]]
+
+
+def test_a_rank_whose_updates_change_while_the_others_repeat_is_still_refused():
+    """A kept plan's digest is still compared on every sync: where one rank reuses its
+    plan and another queues other updates, every rank raises and nothing changes."""
+    from varstore.distributed import DistributedError
+
+    def body(group):
+        store = vs.ReplicatedStore(group=group, device="cpu")
+        a = store.variable(np.zeros(4), dtype="float32", name="a", aggregation="sum")
+        b = store.variable(np.zeros(4), dtype="float32", name="b", aggregation="sum")
+        for _ in range(2):
+            with store.replica_step():
+                a.assign_add(np.ones(4))
+            store.sync()
+        with store.replica_step():
+            (a if group.rank == 0 else b).assign_add(np.ones(4))
+        with pytest.raises(DistributedError, match="plans differ"):
+            store.sync()
+        return a.numpy().tolist(), b.numpy().tolist(), store.pending
+
+    assert LocalGroup(2).run(body) == [([4.0] * 4, [0.0] * 4, ["a"]), ([4.0] * 4, [0.0] * 4, ["b"])]  # (2 sums of 1 + 1)

@@ -42,17 +42,17 @@ class Reducer:
         self._last = None
 
     def sync_plan(self, updates: list, bucket_bytes: float) -> tuple:
-        """``(plan, digest, repeat)`` of ``updates``: ``buckets.plan``, the digest the
-        ranks compare, and what :meth:`reduce` takes as ``repeat``: the last sync's where
+        """``(plan, repeat)`` of ``updates``: ``buckets.plan``, and what :meth:`reduce`
+        takes as ``repeat`` (with the plan's digest, made once): the last sync's where
         these updates repeat it."""
         key = [(u.variable, u.mode, u.negate, u.operand.size == 1 and u.variable.size != 1) for u in updates]
         stream = self._backend.stream_key(self._device)
         last = self._last
         if last is not None and last.bucket_bytes == bucket_bytes and last.stream == stream and _same(last.key, key):
-            return last.plan_of(updates), last.digest, last
+            return last.plan_of(updates), last
         plan = B.plan(updates, bucket_bytes)
         last = self._last = _Repeat(key, bucket_bytes, stream, plan, updates)
-        return plan, last.digest, last
+        return plan, last
 
     def reduce(self, plan: list, divisor: int, targets=None, keep: bool = True, root: int = 0,
                repeat: _Repeat | None = None) -> None:
@@ -113,7 +113,7 @@ class _Repeat:
         self._positions = [[position[id(u)] for u in bucket.updates] for bucket in plan]
         self._buckets = [bucket._replace(updates=tuple(u._replace(operand=None) for u in bucket.updates))
                          for bucket in plan]
-        self.digest = B.digest(plan)
+        self._digest = None
         self._layouts = None
         self._pack: dict = {}
         self._unpack: dict = {}  # bucket -> (divisor, storage arrays addressed, arguments)
@@ -122,6 +122,13 @@ class _Repeat:
         """The kept plan's buckets holding ``updates`` (which repeat the key)."""
         return [bucket._replace(updates=tuple(updates[i] for i in positions))
                 for bucket, positions in zip(self._buckets, self._positions, strict=True)]
+
+    @property
+    def digest(self) -> bytes:
+        """The plan's ``buckets.digest`` (made on first use: one rank never needs it)."""
+        if self._digest is None:
+            self._digest = B.digest(self._buckets)
+        return self._digest
 
     def layouts(self) -> list:
         if self._layouts is None:

@@ -265,8 +265,8 @@ class ReplicatedStore(VariableStore):
             self._pending = {}
             steps, self._gradient_steps = self._gradient_steps, []
         try:
-            plan, digest, repeat = self._reducer.sync_plan(updates, self._bucket_bytes)
-            self._agree_on_plan(plan, "sync()", digest)
+            plan, repeat = self._reducer.sync_plan(updates, self._bucket_bytes)
+            self._agree_on_plan(plan, "sync()", repeat)
         except BaseException:
             with self._lock:
                 for u in updates:
@@ -310,11 +310,13 @@ class ReplicatedStore(VariableStore):
         super()._forget(variable)
         self._reducer.forget_plan()  # (its unpack tables hold the released storage)
 
-    def _agree_on_plan(self, plan, what: str, digest: bytes | None = None) -> None:
+    def _agree_on_plan(self, plan, what: str, repeat=None) -> None:
+        """Raise DistributedError where the ranks' plans differ (``repeat``: the
+        reducer's kept plan, with its digest made once)."""
         group = self._group
         if group.size == 1:
             return
-        digests = group.allgather_bytes(B.digest(plan) if digest is None else digest)
+        digests = group.allgather_bytes(B.digest(plan) if repeat is None else repeat.digest)
         if len(set(digests)) == 1:
             return
         described = group.allgather_bytes(
