@@ -203,4 +203,5 @@ def test_a_rank_whose_updates_change_while_the_others_repeat_is_still_refused():
             store.sync()
         return a.numpy().tolist(), b.numpy().tolist(), store.pending
 
-    assert LocalGroup(2).run(body) == [([4.0] * 4, [0.0] * 4, ["a"]), ([4.0] * 4, [0.0] * 4, ["b"])]  # (2 sums of 1 + 1)
+    # (a: two sums of 1 + 1)
+    assert LocalGroup(2).run(body) == [([4.0] * 4, [0.0] * 4, ["a"]), ([4.0] * 4, [0.0] * 4, ["b"])]
