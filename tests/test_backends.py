@@ -285,3 +285,19 @@ def test_the_array_modules_own_operations_run_under_on_device(monkeypatch):
 
     vs.distributed.LocalGroup(2).run(lambda group: group.run([Collective("sum", arrays[group.rank])]))
     assert entered == ["cpu"] * 6 and all(np.array_equal(a, np.full(3, 3.0)) for a in arrays)  # (a sum per rank)
+
+
+def test_the_numpy_backends_addresses_are_each_arrays_address():
+    """``addresses`` (a sync's operands in one call) gives what ``address`` gives, for
+    writable arrays and, through its per-array fallback, read-only, strided and empty ones."""
+    import numpy as np
+
+    from varstore.backends.numpy import NumpyBackend
+
+    backend = NumpyBackend()
+    base = np.arange(12, dtype=np.float32)
+    frozen = base.copy()
+    frozen.flags.writeable = False
+    for arrays in ([base, base[4:], np.zeros(3)], [base, frozen, base[::2], np.empty(0)]):
+        assert backend.addresses(arrays) == [a.__array_interface__["data"][0] for a in arrays]
+        assert backend.addresses(arrays) == [backend.address(a) for a in arrays]

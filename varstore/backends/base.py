@@ -165,6 +165,10 @@ class Backend(abc.ABC):
         """The byte address of ``array``'s first element (what multi-tensor kernels' tables
         hold)."""
 
+    def addresses(self, arrays) -> list:
+        """:meth:`address` of each of ``arrays`` (a sync's operands: one call for all)."""
+        return [self.address(array) for array in arrays]
+
     def aligned(self, array) -> bool:
         """True when every element of ``array`` (of this backend) starts at a multiple of
         its itemsize, as the kernels' loads and stores need (CuPy's arrays have no

@@ -213,6 +213,12 @@ class NumpyBackend(Backend):
         except (TypeError, ValueError, BufferError):  # read-only, not contiguous, or empty
             return array.__array_interface__["data"][0]
 
+    def addresses(self, arrays) -> list:
+        try:  # (without a method call per array: 0.21 µs each, against 0.31)
+            return [_addressof(_c_char.from_buffer(array)) for array in arrays]
+        except (TypeError, ValueError, BufferError):  # one of them read-only, not contiguous or empty
+            return [self.address(array) for array in arrays]
+
     def write_bytes(self, storage, write):
         write(memoryview(storage.reshape(-1).view(np.uint8)))  # the array's own memory
 

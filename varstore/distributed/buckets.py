@@ -180,7 +180,7 @@ def pack(tables: Tables, bucket: Bucket, staging, where: tuple, arguments: dict 
     (``arguments``: :func:`pack_arguments` of this bucket without addresses, made
     before). Returns the arguments it launched with, but the staging buffer."""
     backend = tables.backend
-    addresses = np.array([backend.address(u.operand) for u in bucket.updates], np.uint64).view(np.int64)
+    addresses = np.array(backend.addresses([u.operand for u in bucket.updates]), np.uint64).view(np.int64)
     if arguments is None:
         arguments = pack_arguments(tables, bucket, where, addresses)
     else:
