@@ -78,7 +78,7 @@ def test_pack_then_unpack_add_and_mean(target, dtype):
     counts = np.array(SIZES, np.int64)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
     tensor, first, count = K.chunks(counts)
-    to_stage, from_stage = B._conversions(bucket)
+    to_stage, from_stage = B._constants(bucket.dtype, bucket.staging)[:2]
     like = np.zeros(1, B._source_like(dtype, staging_dtype))
     kind = B._kind(K, staging_dtype)
     staging = np.full(bucket.elements, 0xAB, staging_dtype)
@@ -180,7 +180,7 @@ def test_unpack_gives_a_nan_the_cpus_bits_on_every_target(target, dtype):
     tensor, first, count = K.chunks(np.array([5], np.int64))
     kind = K.STAGE_F64 if wide else K.STAGE_F32
     bucket = B.Bucket("sum", dtype, dtype, "sum", tuple(), 5)
-    to_stage, from_stage = B._conversions(bucket)
+    to_stage, from_stage = B._constants(bucket.dtype, bucket.staging)[:2]
     targets = [olds.copy()]
     _run(target, K.unpack, targets, staging=reduced.copy(), chunk_tensor=tensor, chunk_first=first,
          chunk_count=count, tensor_start=np.zeros(1, np.int64), tensor_add=np.ones(1, np.int64),
@@ -202,7 +202,7 @@ def test_the_cpu_small_float_paths_give_the_general_paths_bits(dtype):
     starts = np.array([0, n], np.int64)
     tensor, first, count = K.chunks(counts)
     bucket = B.Bucket("sum", dtype, "float32", "sum", tuple(), 2 * n)
-    to_stage, from_stage = B._conversions(bucket)
+    to_stage, from_stage = B._constants(bucket.dtype, bucket.staging)[:2]
     like = np.zeros(1, B._source_like(dtype, "float32"))
     assert K.pack_paths(to_stage)["small"] == 1 and K.unpack_paths(to_stage, from_stage)["small"] == 1
     tables = dict(chunk_tensor=tensor, chunk_first=first, chunk_count=count, tensor_start=starts)

@@ -104,10 +104,6 @@ def check_variables(variables, what: str) -> list:
     return variables
 
 
-def is_same(conversion: tuple) -> bool:
-    return conversion[0] == kernels.cast.SAME
-
-
 class Tables:
     """Uploads a launch's tables as one array, and keeps the one-element arrays that tell
     the kernels a word type."""

@@ -123,10 +123,6 @@ def _source_like(dtype: str, staging: str):
     return source_words(np.empty(0, storage_dtype(dtype)), dtype, staging).dtype
 
 
-def _conversions(bucket: Bucket) -> tuple:
-    return _constants(bucket.dtype, bucket.staging)[:2]
-
-
 @functools.lru_cache(maxsize=None)
 def _constants(dtype: str, staging: str) -> tuple:
     """``(to_stage, from_stage, source words, destination words, kind)`` of the launches
