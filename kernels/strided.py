@@ -100,7 +100,7 @@ _REGION_SCALARS = (Scalar("dst_offset", "i64"), Scalar("dst_strides", "axes"), S
                    Scalar("shift", "axes"), Scalar("narrow", "u32"))
 _CONVERSION = Scalar("conversion", "conversion")
 
-copy_region = kernel("copy_region", "region", same_word, _REGION, _REGION_SCALARS, unroll=True,
+copy_region = kernel("copy_region", "region", same_word, _REGION, _REGION_SCALARS, unroll=True, wide=True,
                      doc="dst[region] = src[region]: slice-assign (scatter) and slicing (gather).")
 copy_region_converting = kernel("copy_region_converting", "region", convert_word,
                                 (Array("dst", "out", words=UNSIGNED), Array("src")),
@@ -133,7 +133,7 @@ def _region_cast(whole: Kernel) -> Kernel:
     return kernel(f"copy_region_{whole.name}", "region", whole.element,
                   (Array("dst", "out", words=Kernel.allowed_words(arrays["dst"])),
                    Array("src", words=Kernel.allowed_words(arrays["src"]))),
-                  _REGION_SCALARS + whole.scalars, stage=True,
+                  _REGION_SCALARS + whole.scalars, stage=True, wide=True,
                   doc=f"dst[region] = {whole.name}(src[region]): {whole.doc}")
 
 

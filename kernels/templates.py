@@ -20,7 +20,8 @@ Templates (the element function is ``f``; ``s...`` are the kernel's other scalar
   (for cheap element functions, copies): on the CPU, rows from a contiguous source take
   four elements at a time. Option ``stage`` (conversions): on the CPU, a row from a
   contiguous source into a strided destination is converted :data:`STAGE` elements at a
-  time into a buffer, then stored.
+  time into a buffer, then stored. Option ``wide``: on CUDA, a region of one axis that
+  both arrays walk with stride 1 takes the elementwise loop's wide path (``kernels.wide``).
 - scatter: ``dst[index[j]] = f(src[<j, src_strides>], s...)``, in order on the CPU; ``j``
   unravelled as the region's (magic numbers).
 - gather: ``dst[j] = f(src[index[j]], s...)``.
@@ -369,7 +370,11 @@ def cuda_source(kernel, spec) -> str:
         scalar_step = "ostep"
         lines = src.type_values() + _elementwise_body(src, "_k", once=True)
         functions += f"@element\ndef ostep({once}):\n" + "\n".join(indent(lines, 1)) + "\n\n\n"
-    if is_wide(kernel, spec):
+    if is_wide(kernel, spec) and kernel.template == "region":
+        v = vector_width(kernel, spec)
+        functions += _contiguous_region_steps(src, v, once)
+        loop = _contiguous_region_loop(src, v, names, general)
+    elif is_wide(kernel, spec):
         v = vector_width(kernel, spec)
         functions += f"@element\ndef vstep({once}):\n" + "\n".join(indent(vector_step(src, v), 1)) + "\n\n\n"
         loop = vector_loop(src, v, arguments, scalar_step)
@@ -378,6 +383,32 @@ def cuda_source(kernel, spec) -> str:
     if stepped:
         loop = _when_steps_are_zero(src, stepped, loop, general)
     return functions + f"def loop({flat}):\n" + "\n".join(indent(prologue + loop, 1)) + "\n"
+
+
+def _contiguous_region_steps(src: Source, v: int, params: str) -> str:
+    """The steps of a region kernel's wide path (option ``wide``, one axis): ``rstep``
+    (one index) and ``vstep`` (``v`` indices) of the region as two flat ranges from
+    ``dst_offset`` and ``src_offset``. (An address computed from a parameter by integer
+    arithmetic would lose NVVM's knowledge that it is global memory: ``ld.v4``, not
+    ``ld.global.v4``; the offsets go into the index instead.)"""
+    extra = ", ".join(["_x"] + element_scalars(src.kernel, _REGION_SCALARS))
+    one = src.type_values() + ["_x = " + src.load("src", "src_offset + _k"),
+                               src.store("dst", "dst_offset + _k", f"f({extra})")]
+    wide = vector_step(src, v, frozenset(_REGION_SCALARS), offset="{}_offset")
+    return "".join(f"@element\ndef {name}({params}):\n" + "\n".join(indent(body, 1)) + "\n\n\n"
+                   for name, body in (("rstep", one), ("vstep", wide)))
+
+
+def _contiguous_region_loop(src: Source, v: int, names: list[str], general: list[str]) -> list[str]:
+    """The region loop of a kernel with the wide path: where both arrays walk the region
+    (one axis) with stride 1, the elementwise wide path from the arrays' offsets (a head
+    and tail by ``rstep``, groups of ``v`` by ``vstep``; the split checks the alignment
+    of the addresses at the offsets); else ``general``."""
+    sizes = {a.name: src.index_bytes(a) for a in loop_arrays(src.kernel)}
+    return ["if dst_strides_0 == 1 and src_strides_0 == 1:",
+            *[f"    _{a} = uint64(uint64({a}) + uint64({a}_offset) * uint64({sizes[a]}))" for a in ("dst", "src")],
+            *indent(vector_loop(src, v, names, "rstep", prefix="_"), 1),
+            "else:", *indent(general, 1)]
 
 
 def _when_steps_are_zero(src: Source, stepped: list, zero_steps: list[str], general: list[str]) -> list[str]:

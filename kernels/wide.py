@@ -5,6 +5,11 @@ indices, and each array moves up to 16 bytes per load or store
 
 An array read with a step (a broadcast operand) takes part only where its step is 0: it
 is then read once, before the loop (``source.hoisted``), and the others go wide.
+
+Region kernels with the option ``wide`` have the same path for a region of one axis
+(after ``varstore.regions.merge_axes``) that both arrays walk with stride 1: ``v[a:b] =
+x``, ``v[0, :] = row``, a read of a range of rows. Their CUDA loop checks the strides at
+run time and then runs the wide path on the two arrays' addresses at their offsets.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ def vector_width(kernel, spec) -> int:
     nothing: the wide path runs where their steps are 0, and reads each once.
     A kernel with a width of 1 still takes the wide path where an array has several
     words per index (the random fills: four words per Philox group, one 16-byte store).
+    A region kernel has one (for its contiguous regions) where it has the option ``wide``
+    and ``spec`` one axis.
     """
-    if kernel.template != "elementwise":
+    if kernel.template != "elementwise" and not has_wide_rows(kernel, spec):
         return 1
     src = Source(kernel, spec, "cuda")
     sizes = [src.index_bytes(a) for a in loop_arrays(kernel) if not a.step]
@@ -38,11 +45,19 @@ def vector_width(kernel, spec) -> int:
     return width
 
 
+def has_wide_rows(kernel, spec) -> bool:
+    """Whether ``kernel`` is a region kernel whose CUDA loop for ``spec`` has the wide path
+    for contiguous regions (option ``wide``, one axis)."""
+    return kernel.template == "region" and bool(kernel.options.get("wide")) and spec.axes == 1
+
+
 def is_wide(kernel, spec) -> bool:
-    """Whether the CUDA elementwise loop has a wide path: some array moves more than one
-    word per thread and index group."""
+    """Whether the CUDA elementwise (or region: :func:`has_wide_rows`) loop has a wide
+    path: some array moves more than one word per thread and index group."""
+    if kernel.template != "elementwise" and not has_wide_rows(kernel, spec):
+        return False
     v = vector_width(kernel, spec)
-    return kernel.template == "elementwise" and any(v * a.width > 1 for a in loop_arrays(kernel) if not a.step)
+    return any(v * a.width > 1 for a in loop_arrays(kernel) if not a.step)
 
 
 def vector_pieces(src: Source, array, v: int) -> list[tuple[int, int]]:
@@ -52,13 +67,16 @@ def vector_pieces(src: Source, array, v: int) -> list[tuple[int, int]]:
     return [(first, per_access) for first in range(0, words, per_access)]
 
 
-def vector_step(src: Source, v: int) -> list[str]:
+def vector_step(src: Source, v: int, consumed: frozenset = frozenset(), offset: str = "") -> list[str]:
     """The body of the wide step ``vstep``: indices ``_k .. _k + v - 1``, each array
     loaded and stored by vectors (the loop checked their alignment); a stepped array's
-    element is the hoisted local the step takes."""
+    element is the hoisted local the step takes. ``consumed``: scalars the template
+    uses itself, not passed to the element function (a region's axes and offsets);
+    ``offset``: each array's index starts at the scalar named ``offset`` with the
+    array's name in place of ``{}`` (a region's ``dst_offset``, ``src_offset``)."""
     kernel = src.kernel
     index = kernel.options.get("index")
-    used = {a.step for a in kernel.arrays if a.step} | ({index} if index else set())
+    used = {a.step for a in kernel.arrays if a.step} | ({index} if index else set()) | set(consumed)
     lines = []
     loaded = {}
     for a in loop_arrays(kernel):
@@ -71,7 +89,9 @@ def vector_step(src: Source, v: int) -> list[str]:
             for first, count in vector_pieces(src, a, v):
                 part = [f"_{a.name}{first + c}" for c in range(count)]
                 like = ", ".join([f"_z_{a.name}"] * count)
-                lines.append(f"{', '.join(part)}, = load_vector({a.name}, int64({a.width} * _k + {first}), ({like},))")
+                at = f"{offset.format(a.name)} + " if offset else ""
+                lines.append(f"{', '.join(part)}, = load_vector({a.name}, int64({at}{a.width} * _k + {first}), "
+                             f"({like},))")
                 names += part
             loaded[a.name] = names
     out = next(a for a in loop_arrays(kernel) if a.role in ("out", "inout"))
@@ -85,20 +105,26 @@ def vector_step(src: Source, v: int) -> list[str]:
         else:
             lines.append(f"_r{e} = {call}")
             results += [f"_r{e}[{k}]" for k in range(out.width)]
+    at = f"{offset.format(out.name)} + " if offset else ""
     for first, count in vector_pieces(src, out, v):
         like = ", ".join([f"_z_{out.name}"] * count)
-        lines.append(f"store_vector({out.name}, int64({out.width} * _k + {first}), "
+        lines.append(f"store_vector({out.name}, int64({at}{out.width} * _k + {first}), "
                      f"({', '.join(results[first:first + count])},), ({like},))")
     return lines
 
 
-def vector_loop(src: Source, v: int, names: list[str], scalar_step: str) -> list[str]:
+def vector_loop(src: Source, v: int, names: list[str], scalar_step: str, prefix: str = "") -> list[str]:
     """The grid-stride loops of the wide path: a scalar head up to the first index where
     every array is aligned, whole groups of ``v`` indices (``vstep``), a scalar tail
     (``scalar_step``). Where the arrays are not aligned alike (or the range is short),
-    every index takes the scalar step. ``names``: the steps' arguments after the index."""
-    arrays = [a for a in loop_arrays(src.kernel) if not a.step]
-    checks = ", ".join(f"({a.name}, {src.index_bytes(a)}, {min(VECTOR_BYTES, v * src.index_bytes(a))})"
+    every index takes the scalar step. ``names``: the steps' arguments after the index;
+    the alignment is checked on each array's address in the local ``prefix + name``."""
+    # The head is the first index at which the array of the largest alignment in elements
+    # (the narrowest) is aligned: first, so that arrays at the same element offset, of
+    # different widths, find it (at index 13, a byte array and a float32 one).
+    arrays = sorted((a for a in loop_arrays(src.kernel) if not a.step),
+                    key=lambda a: -min(VECTOR_BYTES, v * src.index_bytes(a)) // src.index_bytes(a))
+    checks = ", ".join(f"({prefix}{a.name}, {src.index_bytes(a)}, {min(VECTOR_BYTES, v * src.index_bytes(a))})"
                        for a in arrays)
     call = ", ".join(names)
     return [

@@ -325,6 +325,40 @@ def test_elementwise_loops_load_and_store_wide(kernel):
                 assert re.search(rf"\b{op}\.global\.(?:{_VECTOR_OPS[nbytes]})\b", ptx), (kernel.name, spec, a.name, op)
 
 
+_WIDE_REGION_KERNELS = [k for k in ALL_KERNELS if k.template == "region" and k.options.get("wide")]
+
+
+@needs_nvvm
+@pytest.mark.parametrize("kernel", _WIDE_REGION_KERNELS, ids=lambda k: k.name)
+def test_contiguous_regions_load_and_store_wide(kernel):
+    """A region kernel with the option ``wide``, compiled for one axis, moves its share of
+    16 bytes per index group in single vector instructions on the path of regions that
+    both arrays walk with stride 1 (``v[a:b] = x``, ``v[0, :] = row``); its loops have
+    no 64-bit multiply and no division. Two or more axes keep the unravelled step alone
+    (the region copy of words: one per instruction)."""
+    from varstore.kernels.templates import loop_arrays
+    from varstore.kernels.wide import VECTOR_BYTES, vector_width
+
+    assert S.copy_region in _WIDE_REGION_KERNELS and len(_WIDE_REGION_KERNELS) == 1 + len(S.REGION_CASTS)
+    vector = re.compile(r"\b(?:ld|st)\.global\.v[24]\.")
+    for spec in kernel.examples(axes=1):
+        v = vector_width(kernel, spec)
+        words = dict(zip(kernel.array_names, spec.words, strict=True))
+        sizes = {a.name: np.dtype(words[a.name]).itemsize * a.width for a in loop_arrays(kernel)}
+        assert v * min(sizes.values()) >= VECTOR_BYTES, (kernel.name, spec)
+        ptx = _ptx(kernel, spec).ptx
+        for a in loop_arrays(kernel):
+            nbytes = min(VECTOR_BYTES, v * sizes[a.name])
+            op = "st" if a.role == "out" else "ld"
+            assert re.search(rf"\b{op}\.global\.(?:{_VECTOR_OPS[nbytes]})\b", ptx), (kernel.name, spec, a.name)
+        loops = [body for body in _loops(ptx) if any(vector.search(line) for line in body)]
+        assert loops, (kernel.name, spec)
+        for body in loops:
+            assert WIDE_MULTIPLY_OR_DIVISION.findall("\n".join(body)) == [], (kernel.name, spec)
+    two = _ptx(kernel, kernel.examples(axes=2)[0]).ptx
+    assert not vector.search(two), kernel.name
+
+
 @needs_nvvm
 def test_wide_loops_link_without_spills():
     """The wide steps keep their values in registers: no local-memory spills (ptxas's
@@ -335,8 +369,9 @@ def test_wide_loops_link_without_spills():
     from varstore.kernels.declare import Specialization
 
     for kernel, words in [(K.encode_f32, ("uint32", "uint8")), (K.decode_f64, ("uint8", "float64")),
-                          (R.normal_words, ("uint8",)), (K.convert, ("float32", "uint8"))]:
-        loop = _ptx(kernel, Specialization(words, 0))
+                          (R.normal_words, ("uint8",)), (K.convert, ("float32", "uint8")),
+                          (S.REGION_CASTS["encode_f32"], ("uint8", "uint32")), (S.copy_region, ("uint8", "uint8"))]:
+        loop = _ptx(kernel, Specialization(words, 1 if kernel.template == "region" else 0))
         report = cubin_resources(loop.ptx, 9, 0)
         assert report["spill_stores"] == 0 and report["spill_loads"] == 0, (kernel.name, report)
         assert 0 < report["registers"] <= 128, (kernel.name, report)

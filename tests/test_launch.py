@@ -305,3 +305,19 @@ def test_a_flat_bound_launch_takes_arrays_as_their_callers_hold_them(n):
     backend.launch(K.encode_f32, n, src=src.reshape(-1).view(np.uint32), dst=want, fmt=K.BFLOAT16)
     np.testing.assert_array_equal(out.reshape(-1).view(np.uint16), want)
     assert want.any()
+
+
+def test_indices_per_thread_follow_the_path_the_launch_takes():
+    """A launch's grid counts the indices each thread takes: the wide width where the
+    wide path runs (every stepped array's step 0; a region that both arrays walk with
+    stride 1), else 1 (every index then takes the general step)."""
+    from varstore.kernels import strided as S
+    from varstore.kernels.launch import indices_per_thread
+
+    assert indices_per_thread(K.accumulate_broadcast, 8, {"src_step": 0}) == 8
+    assert indices_per_thread(K.accumulate_broadcast, 8, {"src_step": 1}) == 1
+    contiguous = {"dst_strides": (1,), "src_strides": (1,)}
+    assert indices_per_thread(S.copy_region, 8, contiguous) == 8
+    assert indices_per_thread(S.copy_region, 8, {**contiguous, "dst_strides": (3,)}) == 1
+    assert indices_per_thread(S.copy_region, 8, {**contiguous, "src_strides": (0,)}) == 1
+    assert indices_per_thread(S.copy_region, 1, {"dst_strides": (2, 1), "src_strides": (4, 1)}) == 1

@@ -15,6 +15,7 @@ import pytest
 from helpers import SIMULATOR, device_address, run_kernel
 from varstore.kernels import cast as K
 from varstore.kernels import random_fill as R
+from varstore.kernels import strided as S
 from varstore.kernels.access import vector_split
 from varstore.kernels.declare import Specialization
 from varstore.kernels.wide import VECTOR_BYTES, vector_width
@@ -27,9 +28,9 @@ LENGTHS = [1, 9, 97] if SIMULATOR else [0, 1, 7, 8, 9, 31, 64, 97, 1000, 4099]
 OFFSETS = [(0, 0), (1, 1), (3, 3), (0, 1)]
 
 
-def _cuda_run(kernel, n, arrays: dict, offsets: dict, **scalars):
+def _cuda_run(kernel, n, arrays: dict, offsets: dict, addresses: dict | None = None, **scalars):
     """Run ``kernel``'s CUDA loop on device views ``full[offset:]`` of each array; returns
-    the host copies of the full arrays."""
+    the host copies of the full arrays (and puts the views' addresses in ``addresses``)."""
     from numba import cuda
 
     from varstore.kernels._targets import simulator_enabled
@@ -37,6 +38,8 @@ def _cuda_run(kernel, n, arrays: dict, offsets: dict, **scalars):
 
     full = {name: cuda.to_device(a) for name, a in arrays.items()}
     views = {name: full[name][offsets.get(name, 0):] for name in arrays}
+    if addresses is not None:
+        addresses.update({name: device_address(view) for name, view in views.items()})
     sm_count = 1 if simulator_enabled() else cuda.get_current_device().MULTIPROCESSOR_COUNT
     numba_launch(kernel, n, {**views, **scalars}, device_address, sm_count)
     cuda.synchronize()
@@ -119,6 +122,57 @@ def test_broadcast_operand_goes_wide_at_any_offset(word, offset, step):
             assert want["dst"].tobytes() != arrays["dst"].tobytes()
 
 
+REGION_CASES = [
+    ("copy uint8", S.copy_region, np.uint8, np.uint8, {}),
+    ("copy uint16", S.copy_region, np.uint16, np.uint16, {}),
+    ("copy uint64", S.copy_region, np.uint64, np.uint64, {}),
+    ("encode_f32 bf16", S.REGION_CASTS["encode_f32"], np.uint32, np.uint16, {"fmt": K.BFLOAT16}),
+    ("decode e4m3fn", S.REGION_CASTS["decode"], np.uint8, np.uint32, {"fmt": K.FORMATS["float8_e4m3fn"]}),
+]
+
+
+@pytest.mark.skipif(not SIMULATOR and not __import__("conftest")._gpu_present(),
+                    reason="CUDA loops run in the simulator process (NUMBA_ENABLE_CUDASIM=1) or on a GPU")
+@pytest.mark.parametrize("case", REGION_CASES, ids=[c[0] for c in REGION_CASES])
+@pytest.mark.parametrize("offsets", [(0, 0, 0, 0), (1, 2, 1, 2), (0, 1, 0, 0)], ids=["aligned", "head", "unaligned"])
+@pytest.mark.parametrize("strides", [(1, 1), (2, 1), (1, 0)])
+def test_contiguous_regions_go_wide_at_any_offset(case, offsets, strides):
+    """A region of one axis: with both strides 1 (``v[a:b] = x``) the wide path from the
+    arrays' element offsets (groups only, a head, groups and a tail, or every index
+    scalar where the two are aligned differently); with a stride of 2 or a broadcast
+    source, every index takes the unravelled step. Each gives the CPU loop's bits and
+    writes nothing outside the region. ``offsets``: (src view, src_offset, dst view,
+    dst_offset), in elements."""
+    from varstore.regions import unravel_magic
+
+    _, kernel, src_dtype, dst_dtype, scalars = case
+    rng = np.random.default_rng(3)
+    src_view, src_offset, dst_view, dst_offset = offsets
+    v = vector_width(kernel, Specialization((np.dtype(dst_dtype).name, np.dtype(src_dtype).name), 1))
+    for n in LENGTHS:
+        arrays = {"dst": np.full(dst_view + dst_offset + strides[0] * n + 40, 0x5A, dst_dtype),
+                  "src": _source(src_dtype, src_view + src_offset + n + 40, rng)}
+        magic, shift = unravel_magic((n,), 1)
+        region = {"dst_offset": dst_offset, "dst_strides": (strides[0],), "src_offset": src_offset,
+                  "src_strides": (strides[1],), "shape": (n,), "magic": magic, "shift": shift, "narrow": 1}
+        where = {"src": src_view, "dst": dst_view}
+        want = _cpu_run(kernel, n, arrays, where, **region, **scalars)
+        addresses = {}
+        got = _cuda_run(kernel, n, arrays, where, addresses, **region, **scalars)
+        assert got["dst"].tobytes() == want["dst"].tobytes(), (n, offsets, strides)
+        if n:
+            assert want["dst"].tobytes() != arrays["dst"].tobytes()
+        # (the case ran the path it names: the split of the addresses at the offsets)
+        checks = tuple((addresses[a] + o * np.dtype(t).itemsize, np.dtype(t).itemsize,
+                        min(VECTOR_BYTES, v * np.dtype(t).itemsize))
+                       for a, o, t in (("dst", dst_offset, dst_dtype), ("src", src_offset, src_dtype)))
+        head, groups = _split(0, n, v, sorted(checks, key=lambda c: -c[2] // c[1]))  # (the loop's order)
+        if n >= 3 * v and offsets[0] + offsets[1] == offsets[2] + offsets[3]:
+            assert groups > 0 and (head > 0) == (offsets != (0, 0, 0, 0)), (n, offsets, head, groups)
+        elif offsets[1] != offsets[3]:
+            assert groups == 0, (n, offsets, head, groups)
+
+
 # ------------------------------------------------------------------ the split
 def _split(start, stop, v, arrays):
     return tuple(int(x) for x in vector_split(start, stop, v, tuple(arrays)))
@@ -169,3 +223,23 @@ def test_vector_widths_give_16_byte_accesses():
     assert vector_width(K.accumulate_broadcast, Specialization(("uint16", "uint16"), 0)) == 8  # (src read once)
     assert vector_width(R.uniform_words, Specialization(("uint32",), 0)) == 1  # already 16 bytes a group
     assert vector_width(R.uniform_words, Specialization(("uint8",), 0)) == 4
+    # region kernels with the option ``wide``: for one axis only (the contiguous regions)
+    assert vector_width(S.copy_region, Specialization(("uint16", "uint16"), 1)) == 8
+    assert vector_width(S.copy_region, Specialization(("uint16", "uint16"), 2)) == 1
+    assert vector_width(S.REGION_CASTS["encode_f32"], Specialization(("uint8", "uint32"), 1)) == 16
+    assert vector_width(S.copy_region_converting, Specialization(("uint16", "float32"), 1)) == 1
+
+
+def test_the_split_starts_from_the_narrowest_array():
+    """The wide loop hands ``vector_split`` the narrowest array first (the largest
+    alignment in elements): arrays at the same element offset then find a common aligned
+    index. From the wider one, a float32 source and a bfloat16 destination at element 1
+    would find index 3 (the float32 aligned, the bfloat16 not) and go scalar."""
+    from varstore.kernels.templates import cuda_source
+
+    source = cuda_source(K.encode_f32, Specialization(("uint32", "uint16"), 0))
+    split = next(line for line in source.splitlines() if "vector_split(" in line)
+    assert split.index("(dst, 2, 16)") < split.index("(src, 4, 16)"), split
+    f32, bf16 = 1 << 20, 1 << 21  # (16-byte aligned bases; both arrays from element 1)
+    assert _split(0, 100, 8, [(bf16 + 2, 2, 16), (f32 + 4, 4, 16)]) == (7, 11)
+    assert _split(0, 100, 8, [(f32 + 4, 4, 16), (bf16 + 2, 2, 16)]) == (100, 0)
