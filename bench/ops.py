@@ -55,8 +55,11 @@ from .ops_writes import (
     build_assign_device,
     build_assign_host,
     build_fill,
+    build_fill_float64,
     build_row_write,
+    build_rows,
     build_strided,
+    build_strided_fill,
     build_strided_read,
     make_build_accumulate,
     make_build_converting_strided,
@@ -65,7 +68,8 @@ from .ops_writes import (
 __all__ = ["ELEMENT", "MAX_ROTATION", "OPS", "BY_NAME", "Case", "CheckFailed", "Op", "cycle", "expected_distribution",
            "rotation", "select", "square_shape"]
 
-OPS = [Op("fill", "v.assign(1.5): a scalar fills the variable in place", build_fill)]
+OPS = [Op("fill", "v.assign(1.5): a scalar fills the variable in place", build_fill),
+       Op("fill/float64", "v.assign(1.0) on float64: an 8-byte pattern (no memset writes it)", build_fill_float64)]
 OPS += [
     Op(f"init/{name}", f"{name}: the initializer fills an existing float32 variable in place",
        make_build_initializer(name),
@@ -87,6 +91,8 @@ OPS += [
     Op("slice/strided_float64->bfloat16", "v[::2, 1::3] = b, b float64 on the device, converted into a bfloat16 "
        "variable", make_build_converting_strided("bfloat16")),
     Op("slice/read", "v[::2, 1::3]: a new array of the region, float32", build_strided_read),
+    Op("slice/fill", "v[::2, 1::3] = 1.5: a scalar into a strided region, float32", build_strided_fill),
+    Op("slice/rows", "v[1:-1] = b: a contiguous range of rows, b on the device, float32", build_rows),
     Op("slice/row", "v[0, :] = 99 against copy, modify, assign back", build_row_write, metric="us"),
     Op("accumulate/bfloat16", "v.assign_add(x) on a bfloat16 variable, x a bfloat16 variable of its shape",
        make_build_accumulate("bfloat16", scalar=False)),

@@ -1,8 +1,10 @@
-"""Writes into existing variables: the scalar fill, assigns from the host and from the
-device, the strided slice-assign (same dtype, and converting from float64) and the row
-write; and the strided read, the slice-assign's mirror.
+"""Writes into existing variables: the scalar fills (float32, and float64's 8-byte
+pattern), assigns from the host and from the device, the strided slice-assign (same
+dtype, and converting from float64), a scalar into a strided region, a range of rows, and
+the row write; and the strided read, the slice-assign's mirror.
 
-Byte accounting: a fill writes N·4; an assign moves 2·N·4; a strided assign moves the
+Byte accounting: a fill writes N·4 (a float64 fill of the size: the size); a scalar into
+a region writes the region; an assign moves 2·N·4; a strided assign or a range of rows moves the
 region's bytes twice (read and written; a converting one reads float64 and writes the
 variable's dtype); a strided read too (read, and written into the new result); a row
 write counts the row; an accumulate reads and writes the
@@ -53,6 +55,31 @@ def build_fill(ctx, nbytes):
             got = sample(ctx, storage_of(v))
             require(bool(np.all(got == 1.5)),
                     f"v.assign(1.5) left {np.count_nonzero(got != 1.5)} sampled elements != 1.5")
+
+    return Case(fns, nbytes, check, ceiling="fill", keep=[store, outs])
+
+
+def build_fill_float64(ctx, nbytes):
+    """v.assign(1.0) on a float64 variable of the size: an 8-byte pattern, which no
+    memset writes (a GPU: our fill kernel)."""
+    n = nbytes // 8
+    shape = square_shape(n)
+    k = rotation(ctx, nbytes)
+    store = ctx.new_store()
+    variables = [store.variable("zeros", shape=shape, dtype="float64", name=f"v{i}") for i in range(k)]
+    fns = {"ours": cycle([lambda v=v: v.assign(1.0) for v in variables])}
+    outs = [ctx.native.xp.zeros(shape, np.float64) for _ in range(k)]
+    label, _ = ctx.native.fill_value(outs[0], 1.0)
+    fns[label] = cycle([ctx.native.fill_value(o, 1.0)[1] for o in outs])
+    if ctx.torch:
+        touts = [ctx.torch.empty(shape).double() for _ in range(k)]
+        fns["torch " + ctx.torch.fill_value(touts[0], 1.0)[0]] = cycle([ctx.torch.fill_value(t, 1.0)[1] for t in touts])
+
+    def check():
+        for v in variables[:1]:
+            got = sample(ctx, storage_of(v))
+            wrong = np.count_nonzero(got != 1.0)
+            require(not wrong, f"v.assign(1.0) left {wrong} sampled elements != 1.0")
 
     return Case(fns, nbytes, check, ceiling="fill", keep=[store, outs])
 
@@ -160,6 +187,71 @@ def build_strided(ctx, nbytes):
 
     useful = 2 * source.size * ELEMENT
     return Case(fns, useful, check, ceiling="copy", keep=[store, outs])
+
+
+def build_strided_fill(ctx, nbytes):
+    """v[::2, 1::3] = 1.5: a scalar written to a strided region (a GPU: our region fill,
+    the scalar a launch parameter)."""
+    n = nbytes // ELEMENT
+    shape = square_shape(n)
+    k = rotation(ctx, nbytes)
+    xp = ctx.native.xp
+    store = ctx.new_store()
+    variables = [store.variable("zeros", shape=shape, dtype="float32", name=f"v{i}") for i in range(k)]
+    fns = {"ours": cycle([lambda v=v: v.__setitem__(STRIDED, 1.5) for v in variables])}
+    outs = [xp.zeros(shape, np.float32) for _ in range(k)]
+    entries = [ctx.native.setitem(o, STRIDED, 1.5) for o in outs]
+    fns[entries[0][0]] = cycle([e[1] for e in entries])
+    if ctx.torch:
+        entries = [ctx.torch.setitem(ctx.torch.empty(shape).zero_(), STRIDED, 1.5) for _ in range(k)]
+        fns["torch " + entries[0][0]] = cycle([e[1] for e in entries])
+    region = np.empty(shape, np.bool_)[STRIDED].size
+
+    def check():
+        for v in variables[:1]:
+            storage = storage_of(v)
+            require(bool(xp.all(storage[STRIDED] == 1.5)), "v[::2, 1::3] = 1.5: the region does not hold 1.5")
+            require(int(xp.count_nonzero(storage)) == region, "v[::2, 1::3] = 1.5: elements outside the region changed")
+
+    return Case(fns, region * ELEMENT, check, ceiling="fill", keep=[store, outs])
+
+
+ROWS = slice(1, -1)
+
+
+def build_rows(ctx, nbytes):
+    """v[1:-1] = b: every row but the first and the last, a contiguous range (one axis
+    at stride 1 on both sides: a GPU's wide path)."""
+    n = nbytes // ELEMENT
+    shape = square_shape(n)
+    k = rotation(ctx, nbytes)
+    xp = ctx.native.xp
+    region_shape = (shape[0] - 2, shape[1])
+    source = ctx.native.from_host(host_normal(int(np.prod(region_shape)), seed=9, scale=1.0).reshape(region_shape) + 8)
+    store = ctx.new_store()
+    variables = [store.variable("zeros", shape=shape, dtype="float32", name=f"v{i}") for i in range(k)]
+
+    def ours(v):
+        v[ROWS] = source
+
+    warm_writes(variables, ours)
+    fns = {"ours": cycle([lambda v=v: ours(v) for v in variables])}
+    outs = [xp.ones(shape, np.float32) for _ in range(k)]
+    entries = [ctx.native.setitem(o, ROWS, source) for o in outs]
+    fns[entries[0][0]] = cycle([e[1] for e in entries])
+    if ctx.torch:
+        tsrc = ctx.torch.tensor(ctx.native.to_host(source))
+        entries = [ctx.torch.setitem(ctx.torch.empty(shape).zero_(), ROWS, tsrc) for _ in range(k)]
+        fns["torch " + entries[0][0]] = cycle([e[1] for e in entries])
+
+    def check():
+        for v in variables[:1]:
+            storage = storage_of(v)
+            require(bool(xp.array_equal(storage[ROWS], source)), "v[1:-1] = b: the rows do not hold b")
+            require(not bool(xp.any(storage[0])) and not bool(xp.any(storage[-1])),
+                    "v[1:-1] = b: the first or last row changed")
+
+    return Case(fns, 2 * source.size * ELEMENT, check, ceiling="copy", keep=[store, outs])
 
 
 def build_strided_read(ctx, nbytes):

@@ -9,7 +9,7 @@ CUDA, and the simulator, which runs the CPU build).
   several times a 32-bit one, which index math (unravelling an element number over a
   shape) pays for every element. The operands must fit 32 bits.
 - ``mulhi32``/``mulhi64``: the high half of a product, which division by a constant
-  through a precomputed "magic" multiplier needs (``varstore.regions.division_magic``):
+  through a precomputed "magic" multiplier needs (``varstore.region_axes.division_magic``):
   numba would widen a 32-bit product to 64 bits and shift it, and has no 128-bit
   integers. On a GPU one ``mul.hi.u32`` / ``mul.hi.u64``, on x86 one ``mul``.
 - ``mulwide32``: the whole 64-bit product of two uint32 values (Philox's rounds). From

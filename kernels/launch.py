@@ -124,7 +124,7 @@ def indices_per_thread(kernel, width: int, args: dict) -> int:
     walked with stride 1 by both arrays, since every index then takes the general step."""
     if width > 1 and any(args[a.step] for a in kernel.arrays if a.step):
         return 1
-    if width > 1 and kernel.template == "region" and not args["dst_strides"][0] == args["src_strides"][0] == 1:
+    if width > 1 and kernel.template == "region" and any(args[f"{a.name}_strides"][0] != 1 for a in kernel.arrays):
         return 1
     return width
 

@@ -1,4 +1,5 @@
-"""The strided region copy: one kernel for slice-assign (scatter) and slicing (gather).
+"""The strided region copy: one kernel for slice-assign (scatter) and slicing (gather);
+and the fills of words the driver's memset cannot write (8-byte patterns, regions).
 
 Both sides are flat 1-D arrays of raw words with a region description: an element offset
 and per-axis strides over a shared region shape (C order). A stride of 0 broadcasts (a
@@ -23,7 +24,7 @@ def region_offsets_wide(j, shape, magic, shift, a_strides, b_strides, axes):
     """Offsets of element ``j`` (C order over the first ``axes`` axes of ``shape``) under
     two sets of strides, without a division: each axis but the first takes its index as
     the remainder of ``j // shape[d]``, computed as ``mulhi64(2 * j, magic[d]) >>
-    shift[d]`` (the 64-bit magic numbers of ``varstore.regions.division_magic``); the
+    shift[d]`` (the 64-bit magic numbers of ``varstore.region_axes.division_magic``); the
     first axis' index is the quotient left over. For ``j`` below 2**63."""
     j = uint64(j)
     a = int64(0)
@@ -85,7 +86,7 @@ def same_word(x):
 # dst and src are flat arrays of words. Region scalars: element offsets, strides per
 # axis (in elements, any sign, 0 broadcasts), the region's shape (at least one axis;
 # ``varstore.regions`` merges the axes that can be merged first), per axis the magic
-# multiplier and shift that divide by its extent (``regions.division_magic``; 32-bit ones
+# multiplier and shift that divide by its extent (``region_axes.division_magic``; 32-bit ones
 # when ``narrow``, 64-bit ones otherwise; axis 0 is never divided), and ``narrow`` (1 when
 # both arrays have fewer than 2**31 elements: the unravel then runs in 32-bit arithmetic,
 # several times cheaper on a GPU). Neither path divides: on a GPU a 64-bit division is a
@@ -142,4 +143,23 @@ REGION_CASTS = {k.name: _region_cast(k) for k in (cast.encode_f32, cast.encode_f
                                                    cast.decode_f64, cast.transcode, cast.widen_f32, cast.narrow_f64,
                                                    cast.float_to_int, cast.float_to_uint64)}
 
-KERNELS = (copy_region, copy_region_converting, scatter_indexed, gather_indexed, *REGION_CASTS.values())
+
+
+@element
+def the_word(word):
+    """The fill's word, stored as the destination's word (its low bits)."""
+    return word
+
+
+_WORD = Scalar("word", "u64")
+fill_words = kernel("fill_words", "elementwise", the_word, (Array("dst", "out", words=UNSIGNED),), (_WORD,),
+                    doc="dst[i] = word: a contiguous fill of a pattern the driver's memset cannot write (8 bytes, "
+                        "e.g. float64 1.0), 16 bytes per store.")
+fill_region = kernel("fill_region", "region", the_word, (Array("dst", "out", words=UNSIGNED),),
+                     (Scalar("dst_offset", "i64"), Scalar("dst_strides", "axes"), Scalar("shape", "axes"),
+                      Scalar("magic", "axes"), Scalar("shift", "axes"), Scalar("narrow", "u32"), _WORD), wide=True,
+                     doc="dst[region] = word: a scalar written to a region (v[::2, 1::3] = 1.5); a region of one "
+                         "axis with stride 1 (v[0, :] = 0) 16 bytes per store.")
+
+KERNELS = (copy_region, copy_region_converting, scatter_indexed, gather_indexed, *REGION_CASTS.values(), fill_words,
+           fill_region)

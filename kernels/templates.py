@@ -124,7 +124,17 @@ def _region_unravel(j: str, axes: int, into: str = "_a, _b", strides: str = "dst
             "else:", f"    {into} = region_offsets_wide({args})"]
 
 
+def _has_source(kernel) -> bool:
+    """Whether a region kernel reads a source array (a fill has none: f takes only its
+    scalars)."""
+    return "src" in kernel.array_names
+
+
 def _region_step(src: Source, j: str) -> list[str]:
+    if not _has_source(src.kernel):
+        call = f"f({', '.join(element_scalars(src.kernel, _REGION_SCALARS))})"
+        return (_region_unravel(j, src.axes, into="_a, _", strides="dst_strides, dst_strides")
+                + [src.store("dst", "dst_offset + _a", call)])
     extra = ", ".join(["_x"] + element_scalars(src.kernel, _REGION_SCALARS))
     return _region_unravel(j, src.axes) + [
         "_x = " + src.load("src", "src_offset + _b"),
@@ -182,6 +192,8 @@ def _region_cpu_row(src: Source, last: int) -> list[str]:
     ============  =====================  =====================
     """
     scalars = element_scalars(src.kernel, _REGION_SCALARS)
+    if not _has_source(src.kernel):
+        return ["for _i in range(_inner):", f"    dst[_a] = f({', '.join(scalars)})", "    _a += _dst_step"]
     call = lambda at: f"f({', '.join([f'src[{at}]'] + scalars)})"  # noqa: E731
     plain = ["for _i in range(_n):", f"    dst[_a] = {call('_b')}", "    _a += _dst_step", "    _b += _src_step"]
     if src.kernel.options.get("stage"):
@@ -215,11 +227,17 @@ def _region_cpu_loop(src: Source) -> list[str]:
     last = src.axes - 1
     span = f"uint64(_inner) * uint64(abs(dst_strides[{last}])) * uint64({ITEMSIZE[src.words['dst']]})"
     prefetch = [f"_near = {span} <= {NEXT_ROW_BYTES}", f"_forward = dst_strides[{last}] > 0"]
+    fits = f"not region_fits(dst_offset, dst_strides, shape, {src.axes}, dst.size)"
+    if not _has_source(src.kernel):  # (a fill: the destination's rows only)
+        return [f"if {fits}:", "    raise IndexError('the region reaches outside its array')",
+                f"_inner = shape[{last}]", f"_dst_step = uint64(dst_strides[{last}])",
+                "for _r in range(start // _inner, stop // _inner):",
+                *indent(_region_unravel("_r", last, into="_a, _", strides="dst_strides, dst_strides"), 1),
+                "    _a = uint64(_a + dst_offset)", *indent(_region_cpu_row(src, last), 1)]
     return [
         # The CPU loops check their bounds once, up front (a GPU cannot raise: callers
         # compute regions inside their arrays, as indexing.py does).
-        f"if not region_fits(dst_offset, dst_strides, shape, {src.axes}, dst.size) or "
-        f"not region_fits(src_offset, src_strides, shape, {src.axes}, src.size):",
+        f"if {fits} or not region_fits(src_offset, src_strides, shape, {src.axes}, src.size):",
         "    raise IndexError('the region reaches outside its array')",
         f"_inner = shape[{last}]",
         f"_dst_step = uint64(dst_strides[{last}])",
@@ -391,9 +409,12 @@ def _contiguous_region_steps(src: Source, v: int, params: str) -> str:
     ``dst_offset`` and ``src_offset``. (An address computed from a parameter by integer
     arithmetic would lose NVVM's knowledge that it is global memory: ``ld.v4``, not
     ``ld.global.v4``; the offsets go into the index instead.)"""
-    extra = ", ".join(["_x"] + element_scalars(src.kernel, _REGION_SCALARS))
-    one = src.type_values() + ["_x = " + src.load("src", "src_offset + _k"),
-                               src.store("dst", "dst_offset + _k", f"f({extra})")]
+    if _has_source(src.kernel):
+        extra = ", ".join(["_x"] + element_scalars(src.kernel, _REGION_SCALARS))
+        one = src.type_values() + ["_x = " + src.load("src", "src_offset + _k"),
+                                   src.store("dst", "dst_offset + _k", f"f({extra})")]
+    else:
+        one = [src.store("dst", "dst_offset + _k", f"f({', '.join(element_scalars(src.kernel, _REGION_SCALARS))})")]
     wide = vector_step(src, v, frozenset(_REGION_SCALARS), offset="{}_offset")
     return "".join(f"@element\ndef {name}({params}):\n" + "\n".join(indent(body, 1)) + "\n\n\n"
                    for name, body in (("rstep", one), ("vstep", wide)))
@@ -405,8 +426,8 @@ def _contiguous_region_loop(src: Source, v: int, names: list[str], general: list
     and tail by ``rstep``, groups of ``v`` by ``vstep``; the split checks the alignment
     of the addresses at the offsets); else ``general``."""
     sizes = {a.name: src.index_bytes(a) for a in loop_arrays(src.kernel)}
-    return ["if dst_strides_0 == 1 and src_strides_0 == 1:",
-            *[f"    _{a} = uint64(uint64({a}) + uint64({a}_offset) * uint64({sizes[a]}))" for a in ("dst", "src")],
+    return [f"if {' and '.join(f'{a}_strides_0 == 1' for a in sizes)}:",
+            *[f"    _{a} = uint64(uint64({a}) + uint64({a}_offset) * uint64({size}))" for a, size in sizes.items()],
             *indent(vector_loop(src, v, names, "rstep", prefix="_"), 1),
             "else:", *indent(general, 1)]
 

@@ -7,7 +7,7 @@ An array read with a step (a broadcast operand) takes part only where its step i
 is then read once, before the loop (``source.hoisted``), and the others go wide.
 
 Region kernels with the option ``wide`` have the same path for a region of one axis
-(after ``varstore.regions.merge_axes``) that both arrays walk with stride 1: ``v[a:b] =
+(after ``varstore.region_axes.merge_axes``) that both arrays walk with stride 1: ``v[a:b] =
 x``, ``v[0, :] = row``, a read of a range of rows. Their CUDA loop checks the strides at
 run time and then runs the wide path on the two arrays' addresses at their offsets.
 """

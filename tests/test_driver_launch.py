@@ -290,15 +290,44 @@ def test_the_array_modules_own_operations_run_on_the_arrays_device(fake):
     assert all(devices == [1] for *_, devices in cupy.ran) and cupy.current == 0
     np.testing.assert_array_equal(np.asarray(dst), np.where(np.arange(3) % 2 == 0, 2.5, np.arange(9).reshape(3, 3)))
     cupy.ran.clear()
-    initializers.Identity(gain=2.0).fill(backend, dst, "float32")
-    assert cupy.ran == [("fill", 1, [1]), ("fill", 1, [1])] and cupy.current == 0
-    np.testing.assert_array_equal(np.asarray(dst), 2 * np.eye(3))
+    initializers.Identity(gain=2.0).fill(backend, dst, "float32")  # (zeros: our fill kernel; the diagonal: CuPy)
+    assert cupy.ran == [("fill", 1, [1])] and cupy.current == 0 and "fill_words" in cupy.launches[-1][0].entry
+    np.testing.assert_array_equal(np.diag(np.asarray(dst)), [2, 2, 2])
     with backend.on_device("cuda:1"):
         assert cupy.current == 1
     assert cupy.current == 0
     cupy.ran.clear()
-    backend.setitem(dst, (slice(None), 1), np.uint16(7))  # (a scalar's word: CuPy's kernel writes it)
-    assert cupy.ran == [("setitem", 1, [1])] and cupy.current == 0 and np.asarray(dst)[:, 1].tolist() == [7, 7, 7]
+    backend.setitem(dst, [0, 2], np.float32(7))  # (an advanced key: CuPy's setitem)
+    assert cupy.ran == [("setitem", 1, [1])] and cupy.current == 0 and np.asarray(dst)[[0, 2]].tolist() == [[7] * 3] * 2
+
+
+def test_fills_and_scalar_writes_launch_our_fill_kernels_on_the_storages_device(fake):
+    """A fill whose pattern the driver's memset cannot write (float64 1.0) is our
+    ``fill_words``; a host scalar written to a region of a basic key is our
+    ``fill_region`` (the scalar's bits a parameter of the launch), all of the storage
+    a fill; a device scalar or an advanced key is CuPy's setitem. Each on the
+    storage's device, the caller's put back."""
+    cupy, backend = fake
+    cupy.current = 0
+    dst = device_array(np.zeros((3, 4)), np.float64, device=1)
+    one = int(np.float64(1.0).view(np.uint64))
+    backend.fill(dst, 1.0)
+    function, _, _, parameters, device = cupy.launches[-1]
+    assert "fill_words" in function.entry and device == 1 and _typed(parameters[:2]) == [(int, 0), (int, 12)]
+    assert _typed(parameters[-1:]) == [(np.uint64, one)]
+    backend.setitem(dst, (slice(None), slice(1, None, 2)), 2.5)  # (3 rows of 2, from element 1)
+    function, _, _, parameters, device = cupy.launches[-1]
+    assert "fill_region" in function.entry and device == 1 and _typed(parameters[:2]) == [(int, 0), (int, 6)]
+    assert int(parameters[3]) == 1 and int(parameters[-1]) == int(np.float64(2.5).view(np.uint64))
+    assert [int(p) for p in parameters[4:6]] == [2, 6]  # (stride, extent: the rows merged into one axis)
+    backend.setitem(dst, Ellipsis, np.float64(1.0))  # (every element: a fill)
+    assert "fill_words" in cupy.launches[-1][0].entry and len(cupy.launches) == 3
+    assert cupy.ran == [] and cupy.current == 0
+    backend.setitem(dst, 0, device_array(np.array(3.0), np.float64, device=1))  # (a device scalar: not read here)
+    assert cupy.ran == [("setitem", 1, [1])] and len(cupy.launches) == 3 and cupy.current == 0
+    with pytest.raises(IndexError):
+        backend.setitem(dst, (3, 0), 1.0)  # (our parse's error, before anything is written)
+    assert len(cupy.launches) == 3
 
 
 def test_a_prepared_write_takes_a_contiguous_array_apart_on_the_storages_device(fake):

@@ -270,7 +270,7 @@ def test_steps_have_no_division(kernel):
 
 
 @needs_nvvm
-@pytest.mark.parametrize("kernel", [S.copy_region, S.copy_region_converting, S.scatter_indexed],
+@pytest.mark.parametrize("kernel", [S.copy_region, S.copy_region_converting, S.scatter_indexed, S.fill_region],
                          ids=lambda k: k.name)
 def test_region_kernels_unravel_without_division(kernel):
     """A region element's offsets take no division on either path: each axis divides by
@@ -339,7 +339,7 @@ def test_contiguous_regions_load_and_store_wide(kernel):
     from varstore.kernels.templates import loop_arrays
     from varstore.kernels.wide import VECTOR_BYTES, vector_width
 
-    assert S.copy_region in _WIDE_REGION_KERNELS and len(_WIDE_REGION_KERNELS) == 1 + len(S.REGION_CASTS)
+    assert {S.copy_region, S.fill_region, *S.REGION_CASTS.values()} == set(_WIDE_REGION_KERNELS)
     vector = re.compile(r"\b(?:ld|st)\.global\.v[24]\.")
     for spec in kernel.examples(axes=1):
         v = vector_width(kernel, spec)

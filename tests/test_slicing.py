@@ -15,7 +15,7 @@ from varstore.casting import element_conversion, flat_view, region_plan
 from varstore.dtypes import host_dtype
 from varstore.indexing import basic_region, broadcast_strides, c_strides
 from varstore.kernels.strided import copy_region, gather_indexed, scatter_indexed
-from varstore.regions import region_arguments, unravel_magic
+from varstore.region_axes import region_arguments, unravel_magic
 
 # ------------------------------------------------------------------ tier c
 CASES = [

@@ -9,7 +9,7 @@ import pytest
 
 from helpers import run_kernel, to_host
 from varstore.indexing import basic_region, broadcast_strides, c_strides
-from varstore.regions import division_magic, merge_axes, region_arguments, unravel_magic
+from varstore.region_axes import division_magic, merge_axes, region_arguments, unravel_magic
 
 
 def _offsets(shape, *strides):

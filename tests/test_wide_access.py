@@ -143,7 +143,7 @@ def test_contiguous_regions_go_wide_at_any_offset(case, offsets, strides):
     source, every index takes the unravelled step. Each gives the CPU loop's bits and
     writes nothing outside the region. ``offsets``: (src view, src_offset, dst view,
     dst_offset), in elements."""
-    from varstore.regions import unravel_magic
+    from varstore.region_axes import unravel_magic
 
     _, kernel, src_dtype, dst_dtype, scalars = case
     rng = np.random.default_rng(3)
@@ -243,3 +243,48 @@ def test_the_split_starts_from_the_narrowest_array():
     f32, bf16 = 1 << 20, 1 << 21  # (16-byte aligned bases; both arrays from element 1)
     assert _split(0, 100, 8, [(bf16 + 2, 2, 16), (f32 + 4, 4, 16)]) == (7, 11)
     assert _split(0, 100, 8, [(f32 + 4, 4, 16), (bf16 + 2, 2, 16)]) == (100, 0)
+
+
+# ------------------------------------------------------------------ fills
+FILL_KEYS = [(slice(None),), (slice(2, 40),), (slice(1, None, 3),), (slice(None, None, -2),), (1, slice(None)),
+             (slice(None), slice(1, None, 3)), (slice(1, 4), slice(2, 9)), (Ellipsis, 5)]
+
+
+@pytest.mark.parametrize("word", [np.uint8, np.uint16, np.uint64])
+@pytest.mark.parametrize("key", FILL_KEYS, ids=repr)
+def test_region_fills_write_the_word_where_numpy_would(word, key):
+    """``fill_region`` writes its word into exactly the elements NumPy's ``a[key] = x``
+    does (a basic key's region, its axes merged), on the CPU loop and on the CUDA one
+    (the simulator, or a GPU); with one axis at stride 1 the CUDA loop takes the wide
+    path. The word is the destination's low bits."""
+    from varstore.indexing import basic_region
+    from varstore.region_axes import fill_arguments
+
+    shape = (6, 11) if len(key) > 1 else (67,)
+    bits = 0x0123456789ABCDEF & np.iinfo(word).max
+    want = np.arange(int(np.prod(shape)), dtype=word).reshape(shape)
+    got = {target: want.copy() for target in ("cpu", "cuda")}
+    want[key] = bits
+    region = basic_region(shape, key)
+    axes = fill_arguments(region.shape, region.strides, 1)
+    for target in ("cpu", "cuda") if SIMULATOR or __import__("conftest")._gpu_present() else ("cpu",):
+        flat = got[target].reshape(-1)
+        run_kernel(target, S.fill_region, region.size, dst=flat, dst_offset=region.offset, word=bits, **axes)
+        assert got[target].tobytes() == want.tobytes(), (target, key)
+
+
+@pytest.mark.skipif(not SIMULATOR and not __import__("conftest")._gpu_present(),
+                    reason="CUDA loops run in the simulator process (NUMBA_ENABLE_CUDASIM=1) or on a GPU")
+@pytest.mark.parametrize("word", [np.uint8, np.uint16, np.uint64])
+@pytest.mark.parametrize("offset", [0, 1, 3])
+def test_word_fills_store_wide_at_any_offset(word, offset):
+    """``fill_words`` (the 8-byte patterns the driver's memset cannot write) gives the
+    CPU loop's bytes from any element offset: its head, 16-byte groups and tail."""
+    for n in LENGTHS:
+        arrays = {"dst": np.full(n + 8, 0x5A, word)}
+        want = _cpu_run(S.fill_words, n, arrays, {"dst": offset}, word=0x3FF0000000000000)
+        got = _cuda_run(S.fill_words, n, arrays, {"dst": offset}, word=0x3FF0000000000000)
+        assert got["dst"].tobytes() == want["dst"].tobytes(), (n, offset)
+        expected = arrays["dst"].copy()
+        expected[offset:offset + n] = np.uint64(0x3FF0000000000000).astype(word)
+        assert want["dst"].tobytes() == expected.tobytes()

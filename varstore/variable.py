@@ -366,8 +366,8 @@ class Variable(VariableAttributes, ArrayProtocols):
             broadcast_strides(array.shape, index.shape)  # ValueError naming both shapes
         if region is not None and array.ndim == 0 and type(array) is np.ndarray:  # (a host scalar: its word, cast
             word = array if array_dtype == dtype else cast_scalar_on_host(array, array_dtype, dtype)  # once, is
-            target, scope = self._write_target()  # written by the array module as it is: no launch, and on a
-            backend.setitem(target, key, word[()])  # GPU no copy of it to the device first)
+            target, scope = self._write_target()  # written as it is by the backend: NumPy's setitem, a GPU's
+            backend.setitem(target, key, word[()])  # region fill with the word a parameter, not copied first)
         else:
             operand, operand_dtype = as_region_source(backend, array, array_dtype, dtype, device)
             target, scope = self._write_target()

@@ -13,6 +13,9 @@ import threading
 
 import numpy as np
 
+from ..indexing import cached_basic_region
+from ..kernels import strided
+from ..region_axes import fill_arguments
 from .base import Backend, byte_bounds, given_names, is_device_array, layouts_share_memory
 from .cuda_launch import Launcher
 
@@ -56,6 +59,16 @@ def _driver_memsets():
     return {8: driver.cuMemsetD8Async, 16: driver.cuMemsetD16Async, 32: driver.cuMemsetD32Async}
 
 
+def _words(storage):
+    """``storage`` flat, as the unsigned words of its width (the fill kernels' ``dst``)."""
+    return storage.reshape(-1).view(f"u{storage.dtype.itemsize}")
+
+
+def _bits(word: np.ndarray) -> int:
+    """The 0-d array ``word``'s bits, as the fill kernels' ``word`` scalar."""
+    return int(word.view(f"u{word.dtype.itemsize}"))
+
+
 def device_index(device: str) -> int:
     return int(device.split(":", 1)[1])
 
@@ -86,16 +99,48 @@ class CudaBackend(Backend):
 
     def fill(self, storage, word):
         # A 1-, 2- or 4-byte pattern is the driver's memset (the copy engine's speed);
-        # anything else, CuPy's fill kernel.
-        pattern = memset_pattern(np.asarray(word, storage.dtype)) if storage.size else None
+        # any other (8-byte words such as float64 1.0), our fill kernel's 16-byte stores.
+        if not storage.size:
+            return
+        word = np.asarray(word, storage.dtype)
+        if not storage.flags.c_contiguous:
+            with self._cupy.cuda.Device(storage.device.id):
+                storage.fill(word[()])
+            return
+        pattern = memset_pattern(word)
         if self._memsets is None:
             self._memsets = _driver_memsets() or {}
-        if (pattern is None or not self._memsets or not storage.flags.c_contiguous
-                or storage.data.ptr % (pattern[0] // 8)):
-            with self._cupy.cuda.Device(storage.device.id):
-                storage.fill(word)
+        if pattern is None or not self._memsets or storage.data.ptr % (pattern[0] // 8) or not self._memset(
+                storage, *pattern):
+            self.launch(strided.fill_words, storage.size, dst=_words(storage), word=_bits(word))
+
+    def setitem(self, storage, key, value):
+        # A host scalar written to a region of a basic key: our region fill (no copy of
+        # the scalar to the device: it is a parameter of the launch; a region of one axis
+        # with stride 1 takes 16-byte stores). Anything else: CuPy's setitem.
+        region = None
+        if storage.size and not isinstance(value, self._cupy.ndarray) and np.ndim(value) == 0:
+            region = cached_basic_region(storage.shape, key)  # (IndexError as NumPy's, before anything is written)
+        if region is None or not region.size or not storage.flags.c_contiguous:
+            with self._cupy.cuda.Device(storage.data.device_id):  # (CuPy's kernel runs on the current device)
+                storage[key] = value
             return
-        bits, value = pattern
+        try:
+            word = np.asarray(value, storage.dtype)
+        except (OverflowError, TypeError, ValueError):  # (CuPy's own error for it)
+            with self._cupy.cuda.Device(storage.data.device_id):
+                storage[key] = value
+            return
+        if region.size == storage.size:  # (every element: the memset where the pattern allows)
+            self.fill(storage, word)
+            return
+        axes = fill_arguments(region.shape, region.strides, int(storage.size < 2**31))
+        self.launch(strided.fill_region, region.size, dst=_words(storage), dst_offset=region.offset, word=_bits(word),
+                    **axes)
+
+    def _memset(self, storage, bits: int, value: int) -> bool:
+        """The driver's ``bits``-bit memset of all of the C-contiguous ``storage`` with
+        ``value`` on CuPy's current stream; False (nothing written) where it fails."""
         runtime = self._cupy.cuda.runtime
         previous = runtime.getDevice()
         # A driver call needs a current context on this thread: setDevice makes the
@@ -104,8 +149,7 @@ class CudaBackend(Backend):
         try:
             stream = self._cupy.cuda.get_current_stream().ptr
             (status,) = self._memsets[bits](storage.data.ptr, value, storage.nbytes * 8 // bits, stream)
-            if int(status) != 0:  # (a memset that fails writes nothing: CuPy's fill instead)
-                storage.fill(word)
+            return int(status) == 0  # (a memset that fails writes nothing: the fill kernel instead)
         finally:
             if previous != storage.device.id:
                 runtime.setDevice(previous)
@@ -355,10 +399,6 @@ class CudaBackend(Backend):
 
     def on_device(self, device):
         return self._cupy.cuda.Device(device_index(device))
-
-    def setitem(self, storage, key, value):
-        with self._cupy.cuda.Device(storage.data.device_id):  # (CuPy's kernel runs on the current device)
-            storage[key] = value
 
     def add_into(self, dst, operand, sign):
         with self._cupy.cuda.Device(dst.data.device_id):

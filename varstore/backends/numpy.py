@@ -242,9 +242,9 @@ def _work(split: str, n: int, args: dict, missing: int | None = None) -> int:
     try:
         if split == "chunks":
             return int(args["chunk_first"][n - 1] + args["chunk_count"][n - 1])
-        if split == "rows":
-            return n * max(_line_step(args["dst_strides"][-1], args["dst"]),
-                           _line_step(args["src_strides"][-1], args["src"]))
+        if split == "rows":  # (a fill has no source)
+            step = _line_step(args["dst_strides"][-1], args["dst"])
+            return n * (max(step, _line_step(args["src_strides"][-1], args["src"])) if "src" in args else step)
     except KeyError:
         if missing is None:
             raise
