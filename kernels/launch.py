@@ -120,11 +120,12 @@ def cuda_grid(kernel, n: int, sm_count: int, simulator: bool = False, per_thread
 
 def indices_per_thread(kernel, width: int, args: dict) -> int:
     """Indices per thread of a launch whose wide path takes ``width``
-    (``wide.vector_width``): 1 where a stepped array's step is not 0, or a region is not
-    walked with stride 1 by both arrays, since every index then takes the general step."""
+    (``wide.vector_width``): 1 where a stepped array's step is not 0, or an array walks a
+    region's last axis with another stride than 1, since every index then takes the
+    general step."""
     if width > 1 and any(args[a.step] for a in kernel.arrays if a.step):
         return 1
-    if width > 1 and kernel.template == "region" and any(args[f"{a.name}_strides"][0] != 1 for a in kernel.arrays):
+    if width > 1 and kernel.template == "region" and any(args[f"{a.name}_strides"][-1] != 1 for a in kernel.arrays):
         return 1
     return width
 

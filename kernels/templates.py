@@ -43,7 +43,7 @@ tuple each (numba cannot inline a function of more than 30 parameters).
 from __future__ import annotations
 
 from .source import ITEMSIZE, Source, element_scalars, grid_stride, hoisted, indent, loop_arrays
-from .wide import is_wide, vector_loop, vector_step, vector_width
+from .wide import is_wide, split_checks, vector_loop, vector_step, vector_width
 
 FORMAT_FIELDS = 8
 _PARAM_TYPES = {"u32": "uint32", "i64": "int64", "u64": "uint64", "f32": "float32", "f64": "float64"}
@@ -391,7 +391,7 @@ def cuda_source(kernel, spec) -> str:
     if is_wide(kernel, spec) and kernel.template == "region":
         v = vector_width(kernel, spec)
         functions += _contiguous_region_steps(src, v, once)
-        loop = _contiguous_region_loop(src, v, names, general)
+        loop = (_contiguous_region_loop if spec.axes == 1 else _contiguous_rows_loop)(src, v, names, general)
     elif is_wide(kernel, spec):
         v = vector_width(kernel, spec)
         functions += f"@element\ndef vstep({once}):\n" + "\n".join(indent(vector_step(src, v), 1)) + "\n\n\n"
@@ -429,6 +429,49 @@ def _contiguous_region_loop(src: Source, v: int, names: list[str], general: list
     return [f"if {' and '.join(f'{a}_strides_0 == 1' for a in sizes)}:",
             *[f"    _{a} = uint64(uint64({a}) + uint64({a}_offset) * uint64({size}))" for a, size in sizes.items()],
             *indent(vector_loop(src, v, names, "rstep", prefix="_"), 1),
+            "else:", *indent(general, 1)]
+
+
+#: Lanes per row in the CUDA loop of regions with contiguous rows: a warp (the launch's
+#: blocks are whole warps: 256 threads, the simulator's 32).
+ROW_LANES = 32
+
+
+def _contiguous_rows_loop(src: Source, v: int, names: list[str], general: list[str]) -> list[str]:
+    """The region loop (two or more axes) of a kernel with the wide path: where every
+    array walks the last axis with stride 1, the arrays have fewer than 2**31 elements
+    (``narrow``: a row's offsets in 32-bit arithmetic), rows have at least a warp's
+    worth of elements (shorter ones would leave most lanes idle: the general step moves
+    more per instruction) and the launch covers the whole region, each warp takes whole
+    rows (the row's offsets unravelled over the other axes, magic numbers) and its lanes
+    the row's head, 16-byte groups and tail (``vector_split`` on the row's addresses);
+    else ``general``. No division: a warp is ``grid >> 5``."""
+    last = src.axes - 1
+    sizes = {a.name: src.index_bytes(a) for a in loop_arrays(src.kernel)}
+    rows = " * ".join(f"shape_{d}" for d in range(last))
+    into = "_a, _b" if "src" in sizes else "_a, _"
+    strides = "dst_strides, src_strides" if "src" in sizes else "dst_strides, dst_strides"
+    at = {"dst_offset": "_rd", "src_offset": "_rs"}
+    call = ", ".join(at.get(name, name) for name in names)
+    per_row = [
+        f"{into} = region_offsets_narrow(_w, shape, magic, shift, {strides}, {last})",
+        "_rd = dst_offset + _a",
+        *(["_rs = src_offset + _b"] if "src" in sizes else []),
+        *[f"_{a} = uint64(uint64({a}) + uint64({at[a + '_offset']}) * uint64({size}))" for a, size in sizes.items()],
+        f"_head, _groups = vector_split(0, _L, {v}, ({split_checks(src, v, '_')},))",
+        "_q = _lane", "while _q < _groups:", f"    vstep(_head + _q * {v}, {call})", f"    _q += {ROW_LANES}",
+        f"_tail = _head + _groups * {v}",
+        "_t = _lane", "while _t < _head + (_L - _tail):", "    _k = _t if _t < _head else _tail + (_t - _head)",
+        f"    rstep(_k, {call})", f"    _t += {ROW_LANES}",
+        "_w += _warps",
+    ]
+    unit = " and ".join(f"{a}_strides_{last} == 1" for a in sizes)
+    return [f"_L = shape_{last}", f"_rows = {rows}",
+            f"if narrow != 0 and {unit} and _L >= {ROW_LANES} and start == 0 and stop == _rows * _L:",
+            f"    _w = int64(cuda.grid(1)) >> {ROW_LANES.bit_length() - 1}",
+            f"    _lane = int64(cuda.threadIdx.x) & {ROW_LANES - 1}",
+            f"    _warps = int64(cuda.gridsize(1)) >> {ROW_LANES.bit_length() - 1}",
+            "    while _w < _rows:", *indent(per_row, 2),
             "else:", *indent(general, 1)]
 
 

@@ -8,8 +8,9 @@ is then read once, before the loop (``source.hoisted``), and the others go wide.
 
 Region kernels with the option ``wide`` have the same path for a region of one axis
 (after ``varstore.region_axes.merge_axes``) that both arrays walk with stride 1: ``v[a:b] =
-x``, ``v[0, :] = row``, a read of a range of rows. Their CUDA loop checks the strides at
-run time and then runs the wide path on the two arrays' addresses at their offsets.
+x``, ``v[0, :] = row``, a read of a range of rows; and for regions of several axes whose
+last one both walk with stride 1 (``v[:, 8:520] = b``), row by row, a warp per row.
+Their CUDA loop checks the strides at run time.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ def vector_width(kernel, spec) -> int:
 
 def has_wide_rows(kernel, spec) -> bool:
     """Whether ``kernel`` is a region kernel whose CUDA loop for ``spec`` has the wide path
-    for contiguous regions (option ``wide``, one axis)."""
-    return kernel.template == "region" and bool(kernel.options.get("wide")) and spec.axes == 1
+    for contiguous rows (option ``wide``)."""
+    return kernel.template == "region" and bool(kernel.options.get("wide")) and spec.axes >= 1
 
 
 def is_wide(kernel, spec) -> bool:
@@ -113,19 +114,26 @@ def vector_step(src: Source, v: int, consumed: frozenset = frozenset(), offset: 
     return lines
 
 
+def split_checks(src: Source, v: int, prefix: str = "") -> str:
+    """``vector_split``'s ``arrays`` argument: ``(address, bytes per index, alignment)``
+    per array that goes wide, the address in the local ``prefix + name``. The head is the
+    first index at which the first array is aligned: the one of the largest alignment in
+    elements (the narrowest) comes first, so that arrays of different widths at the same
+    element offset find a common index (a byte array and a float32 one from element 3:
+    index 13)."""
+    arrays = sorted((a for a in loop_arrays(src.kernel) if not a.step),
+                    key=lambda a: -min(VECTOR_BYTES, v * src.index_bytes(a)) // src.index_bytes(a))
+    return ", ".join(f"({prefix}{a.name}, {src.index_bytes(a)}, {min(VECTOR_BYTES, v * src.index_bytes(a))})"
+                     for a in arrays)
+
+
 def vector_loop(src: Source, v: int, names: list[str], scalar_step: str, prefix: str = "") -> list[str]:
     """The grid-stride loops of the wide path: a scalar head up to the first index where
     every array is aligned, whole groups of ``v`` indices (``vstep``), a scalar tail
     (``scalar_step``). Where the arrays are not aligned alike (or the range is short),
     every index takes the scalar step. ``names``: the steps' arguments after the index;
     the alignment is checked on each array's address in the local ``prefix + name``."""
-    # The head is the first index at which the array of the largest alignment in elements
-    # (the narrowest) is aligned: first, so that arrays at the same element offset, of
-    # different widths, find it (at index 13, a byte array and a float32 one).
-    arrays = sorted((a for a in loop_arrays(src.kernel) if not a.step),
-                    key=lambda a: -min(VECTOR_BYTES, v * src.index_bytes(a)) // src.index_bytes(a))
-    checks = ", ".join(f"({prefix}{a.name}, {src.index_bytes(a)}, {min(VECTOR_BYTES, v * src.index_bytes(a))})"
-                       for a in arrays)
+    checks = split_checks(src, v, prefix)
     call = ", ".join(names)
     return [
         f"_head, _groups = vector_split(start, stop, {v}, ({checks},))",

@@ -173,6 +173,48 @@ def test_contiguous_regions_go_wide_at_any_offset(case, offsets, strides):
             assert groups == 0, (n, offsets, head, groups)
 
 
+# (shape, destination strides but the last, source strides but the last): pitches that
+# move each row's alignment, rows shorter than a group, three axes that do not merge,
+# and a broadcast source row (stride 0).
+ROW_LAYOUTS = [((5, 37), (40,), (37,)), ((4, 61), (64,), (64,)), ((3, 5), (9,), (5,)),
+               ((2, 3, 40), (320, 80), (320, 80)), ((4, 37), (37,), (0,))]
+
+
+@pytest.mark.skipif(not SIMULATOR and not __import__("conftest")._gpu_present(),
+                    reason="CUDA loops run in the simulator process (NUMBA_ENABLE_CUDASIM=1) or on a GPU")
+@pytest.mark.parametrize("case", REGION_CASES, ids=[c[0] for c in REGION_CASES])
+@pytest.mark.parametrize("layout", ROW_LAYOUTS, ids=str)
+@pytest.mark.parametrize("inner", [1, 2])
+def test_contiguous_rows_go_wide_row_by_row(case, layout, inner):
+    """A region of several axes whose last one both arrays walk with stride 1
+    (``v[:, 3:40] = b``): a warp per row, each row's head, 16-byte groups and tail from
+    its own alignment; with a destination stride of 2 on the last axis every index takes
+    the unravelled step. Each gives the CPU loop's bits and writes nothing outside."""
+    from varstore.region_axes import region_arguments
+
+    _, kernel, src_dtype, dst_dtype, scalars = case
+    shape, dst_outer, src_outer = layout
+    rng = np.random.default_rng(5)
+    dst_strides = tuple(t * inner for t in dst_outer) + (inner,)
+    src_strides = src_outer + (1,)
+    axes = region_arguments(shape, dst_strides, src_strides, 1)
+    assert len(axes["shape"]) == len(shape)  # (nothing merged: the rows path)
+    n = int(np.prod(shape))
+    reach = [sum((e - 1) * t for e, t in zip(shape, strides, strict=True)) for strides in (dst_strides, src_strides)]
+    arrays = {"dst": np.full(3 + reach[0] + 9, 0x5A, dst_dtype), "src": _source(src_dtype, 2 + reach[1] + 9, rng)}
+    region = {"dst_offset": 3, "src_offset": 3, **axes}
+    want = _cpu_run(kernel, n, arrays, {}, **region, **scalars)
+    addresses = {}
+    got = _cuda_run(kernel, n, arrays, {}, addresses, **region, **scalars)
+    assert got["dst"].tobytes() == want["dst"].tobytes(), (layout, inner)
+    assert want["dst"].tobytes() != arrays["dst"].tobytes()
+    if inner == 1 and dst_outer == src_outer:  # (rows aligned alike: the groups ran, from the same head in each row)
+        v = vector_width(kernel, Specialization((np.dtype(dst_dtype).name, np.dtype(src_dtype).name), len(shape)))
+        checks = [(addresses[a] + 3 * np.dtype(t).itemsize, np.dtype(t).itemsize,
+                   min(VECTOR_BYTES, v * np.dtype(t).itemsize)) for a, t in (("dst", dst_dtype), ("src", src_dtype))]
+        assert _split(0, shape[-1], v, sorted(checks, key=lambda c: -c[2] // c[1]))[1] > 0
+
+
 # ------------------------------------------------------------------ the split
 def _split(start, stop, v, arrays):
     return tuple(int(x) for x in vector_split(start, stop, v, tuple(arrays)))
@@ -223,9 +265,9 @@ def test_vector_widths_give_16_byte_accesses():
     assert vector_width(K.accumulate_broadcast, Specialization(("uint16", "uint16"), 0)) == 8  # (src read once)
     assert vector_width(R.uniform_words, Specialization(("uint32",), 0)) == 1  # already 16 bytes a group
     assert vector_width(R.uniform_words, Specialization(("uint8",), 0)) == 4
-    # region kernels with the option ``wide``: for one axis only (the contiguous regions)
+    # region kernels with the option ``wide``: contiguous regions (one axis) and rows (several)
     assert vector_width(S.copy_region, Specialization(("uint16", "uint16"), 1)) == 8
-    assert vector_width(S.copy_region, Specialization(("uint16", "uint16"), 2)) == 1
+    assert vector_width(S.copy_region, Specialization(("uint16", "uint16"), 2)) == 8
     assert vector_width(S.REGION_CASTS["encode_f32"], Specialization(("uint8", "uint32"), 1)) == 16
     assert vector_width(S.copy_region_converting, Specialization(("uint16", "float32"), 1)) == 1
 
