@@ -68,8 +68,7 @@ from .ops_writes import (
 __all__ = ["ELEMENT", "MAX_ROTATION", "OPS", "BY_NAME", "Case", "CheckFailed", "Op", "cycle", "expected_distribution",
            "rotation", "select", "square_shape"]
 
-OPS = [Op("fill", "v.assign(1.5): a scalar fills the variable in place", build_fill),
-       Op("fill/float64", "v.assign(1.0) on float64: an 8-byte pattern (no memset writes it)", build_fill_float64)]
+OPS = [Op("fill", "v.assign(1.5): a scalar fills the variable in place", build_fill)]
 OPS += [
     Op(f"init/{name}", f"{name}: the initializer fills an existing float32 variable in place",
        make_build_initializer(name),
@@ -85,6 +84,8 @@ OPS += [Op(f"cast/{src}->{dst}", f"v.astype({dst!r}) of a {src} variable", make_
 OPS += [
     Op("assign/host", "v.assign(a NumPy array): host to the variable's memory", build_assign_host),
     Op("assign/device", "v.assign(an array on the variable's device)", build_assign_device),
+    Op("assign/scalar_float64", "v.assign(1.0) on float64: an 8-byte pattern, which no memset writes",
+       build_fill_float64),
     Op("slice/strided", "v[::2, 1::3] = b, b on the device, float32", build_strided),
     Op("slice/strided_float64->float32", "v[::2, 1::3] = b, b float64 on the device, converted into a float32 variable",
        make_build_converting_strided("float32")),
