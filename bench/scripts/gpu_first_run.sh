@@ -10,8 +10,9 @@
 #             NumPy is below 2.5. When it fails, nothing else runs.
 #   verify    the GPU tiers with the default (driver) launch: pytest -m "gpu or kernels"
 #   roofline  the memory-roofline ops at 16 MiB and 1 GiB against the copy ceiling, memset,
-#             PyTorch and CuPy: casts to and from 16/8-bit types, the scalar fill, the
-#             Philox fills, `v[::2, 1::3] = b` and its read `v[::2, 1::3]`, the wide accumulate
+#             PyTorch and CuPy: casts to and from 16/8-bit types, the scalar fills (float32,
+#             and float64's 8-byte pattern), the Philox fills, `v[::2, 1::3] = b` and its read,
+#             a range of rows `v[1:-1] = b`, `v[::2, 1::3] = 1.5`, the wide accumulate
 #   calls     per-call host time at 4 KiB against CuPy (the driver launch)
 #   numba     the GPU tiers again with VARSTORE_CUDA_LAUNCH=numba, and its per-call time
 #   training  vs.foreach and Adam at 256 KiB, 16 MiB and 1 GiB against PyTorch
@@ -59,8 +60,8 @@ case " ${*:-install} " in
 esac
 
 ROOFLINE_OPS="cast/float32->bfloat16 cast/float32->float16 cast/float32->float8_e4m3fn cast/bfloat16->float32
-  fill init/ones init/random_uniform init/random_normal random slice/strided slice/read slice/strided_float64->bfloat16
-  slice/strided_float64->float32 accumulate"
+  fill assign/scalar_float64 init/ones init/random_uniform init/random_normal random slice/strided slice/read
+  slice/strided_float64->bfloat16 slice/strided_float64->float32 slice/rows slice/fill accumulate"
 PER_TEST=$(python -c "import pytest_timeout" 2> /dev/null && echo "--timeout=90")
 for name in "${@:-install roofline verify}"; do
   for p in $name; do
@@ -70,7 +71,7 @@ for name in "${@:-install roofline verify}"; do
                grep -q "^install: exit 0 " "$OUT/summary.txt" || { echo "install failed: stopping" | tee -a "$OUT/summary.txt"; exit 1; } ;;
       verify) part verify 160 python -m pytest -m "gpu or kernels" -q -rfE --tb=short --maxfail=100 $PER_TEST -n 8 \
                 -p no:cacheprovider ;;
-      roofline) part roofline 220 python -m varstore bench --device cuda:0 --ops $ROOFLINE_OPS --sizes 16MiB,1GiB \
+      roofline) part roofline 240 python -m varstore bench --device cuda:0 --ops $ROOFLINE_OPS --sizes 16MiB,1GiB \
                   --json "$OUT/roofline.json" ;;
       calls) part calls 150 python -m varstore bench --device cuda:0 --ops calls cast fill slice init --sizes 4KiB \
                --json "$OUT/calls.json" ;;
