@@ -21,7 +21,9 @@ Templates (the element function is ``f``; ``s...`` are the kernel's other scalar
   four elements at a time. Option ``stage`` (conversions): on the CPU, a row from a
   contiguous source into a strided destination is converted :data:`STAGE` elements at a
   time into a buffer, then stored. Option ``wide``: on CUDA, a region of one axis that
-  both arrays walk with stride 1 takes the elementwise loop's wide path (``kernels.wide``).
+  both arrays walk with stride 1 takes the elementwise loop's wide path (``kernels.wide``);
+  option ``rows``: on CUDA, a region of several axes whose last one every array walks
+  with stride 1 goes row by row, a warp per row, each row's 16-byte groups wide.
 - scatter: ``dst[index[j]] = f(src[<j, src_strides>], s...)``, in order on the CPU; ``j``
   unravelled as the region's (magic numbers).
 - gather: ``dst[j] = f(src[index[j]], s...)``.

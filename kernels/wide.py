@@ -8,9 +8,12 @@ is then read once, before the loop (``source.hoisted``), and the others go wide.
 
 Region kernels with the option ``wide`` have the same path for a region of one axis
 (after ``varstore.region_axes.merge_axes``) that both arrays walk with stride 1: ``v[a:b] =
-x``, ``v[0, :] = row``, a read of a range of rows; and for regions of several axes whose
-last one both walk with stride 1 (``v[:, 8:520] = b``), row by row, a warp per row.
-Their CUDA loop checks the strides at run time.
+x``, ``v[0, :] = row``, a read of a range of rows. Those with the option ``rows``
+(``strided.copy_rows``, ``strided.fill_rows``, which the host picks for such regions) have
+it for regions of several axes whose last one every array walks with stride 1
+(``v[:, 8:520] = b``), row by row, a warp per row: kept apart from the general region
+kernels, whose strided loops need few registers. The CUDA loops check the strides at
+run time.
 """
 
 from __future__ import annotations
@@ -47,9 +50,12 @@ def vector_width(kernel, spec) -> int:
 
 
 def has_wide_rows(kernel, spec) -> bool:
-    """Whether ``kernel`` is a region kernel whose CUDA loop for ``spec`` has the wide path
-    for contiguous rows (option ``wide``)."""
-    return kernel.template == "region" and bool(kernel.options.get("wide")) and spec.axes >= 1
+    """Whether ``kernel`` is a region kernel whose CUDA loop for ``spec`` has a wide path:
+    option ``wide`` for one axis (a contiguous region), option ``rows`` for several (rows
+    whose last axis is contiguous)."""
+    if kernel.template != "region":
+        return False
+    return bool(kernel.options.get("wide")) if spec.axes == 1 else bool(kernel.options.get("rows"))
 
 
 def is_wide(kernel, spec) -> bool:

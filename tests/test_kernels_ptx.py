@@ -325,23 +325,27 @@ def test_elementwise_loops_load_and_store_wide(kernel):
                 assert re.search(rf"\b{op}\.global\.(?:{_VECTOR_OPS[nbytes]})\b", ptx), (kernel.name, spec, a.name, op)
 
 
-_WIDE_REGION_KERNELS = [k for k in ALL_KERNELS if k.template == "region" and k.options.get("wide")]
+_WIDE_REGION_KERNELS = [k for k in ALL_KERNELS if k.template == "region" and (k.options.get("wide")
+                                                                                or k.options.get("rows"))]
 
 
 @needs_nvvm
 @pytest.mark.parametrize("kernel", _WIDE_REGION_KERNELS, ids=lambda k: k.name)
 def test_contiguous_regions_load_and_store_wide(kernel):
-    """A region kernel with the option ``wide`` moves its share of 16 bytes per index
+    """A region kernel with the option ``wide`` or ``rows`` moves its share of 16 bytes per index
     group in single vector instructions on its path for regions that both arrays walk
-    with stride 1 (one axis: ``v[a:b] = x``, ``v[0, :] = row``) and on its path for
-    contiguous rows (several axes: ``v[:, 8:520] = b``, a warp per row); the loops of
-    those paths have no 64-bit multiply and no division."""
+    with stride 1 (option ``wide``, one axis: ``v[a:b] = x``, ``v[0, :] = row``) or for
+    contiguous rows (option ``rows``, several axes: ``v[:, 8:520] = b``, a warp per row);
+    the loops of those paths have no 64-bit multiply and no division. The general region
+    kernels compiled for several axes have no vector access (their strided loops keep
+    few registers: the rows go to the row kernels)."""
     from varstore.kernels.templates import loop_arrays
     from varstore.kernels.wide import VECTOR_BYTES, vector_width
 
-    assert {S.copy_region, S.fill_region, *S.REGION_CASTS.values()} == set(_WIDE_REGION_KERNELS)
+    assert {S.copy_region, S.fill_region, S.copy_rows, S.fill_rows, *S.REGION_CASTS.values()} == set(
+        _WIDE_REGION_KERNELS)
     vector = re.compile(r"\b(?:ld|st)\.global\.v[24]\.")
-    for axes in (1, 2, 3):
+    for axes in (2, 3) if kernel.options.get("rows") else (1,):
         for spec in kernel.examples(axes=axes)[:2] if axes > 1 else kernel.examples(axes=1):
             v = vector_width(kernel, spec)
             words = dict(zip(kernel.array_names, spec.words, strict=True))
@@ -363,6 +367,8 @@ def test_contiguous_regions_load_and_store_wide(kernel):
                          if any(vector.search(line) for line in block)]
             for body in loops:
                 assert WIDE_MULTIPLY_OR_DIVISION.findall("\n".join(body)) == [], (kernel.name, spec)
+    if kernel.options.get("wide"):
+        assert not vector.search(_ptx(kernel, kernel.examples(axes=2)[0]).ptx), kernel.name
 
 
 @needs_nvvm
@@ -376,8 +382,10 @@ def test_wide_loops_link_without_spills():
 
     for kernel, words in [(K.encode_f32, ("uint32", "uint8")), (K.decode_f64, ("uint8", "float64")),
                           (R.normal_words, ("uint8",)), (K.convert, ("float32", "uint8")),
-                          (S.REGION_CASTS["encode_f32"], ("uint8", "uint32")), (S.copy_region, ("uint8", "uint8"))]:
-        loop = _ptx(kernel, Specialization(words, 2 if kernel.template == "region" else 0))
+                          (S.REGION_CASTS["encode_f32"], ("uint8", "uint32")), (S.copy_region, ("uint8", "uint8")),
+                          (S.copy_rows, ("uint8", "uint8"))]:
+        axes = 2 if kernel.options.get("rows") else 1 if kernel.template == "region" else 0
+        loop = _ptx(kernel, Specialization(words, axes))
         report = cubin_resources(loop.ptx, 9, 0)
         assert report["spill_stores"] == 0 and report["spill_loads"] == 0, (kernel.name, report)
         assert 0 < report["registers"] <= 128, (kernel.name, report)

@@ -408,3 +408,27 @@ def test_one_element_reads_as_a_scalar_as_numpy_and_keras_give_it():
     assert type(grid[1, 2]).__name__ == "bfloat16" and float(grid[1, 2]) == 5.0 and grid[1, -1] == grid[(1, 2)]
     assert grid[np.array(1), 0] == 3.0 and grid[1:, 2].shape == (1,) and grid[1].shape == (3,)
     assert type(grid[1, 2, ...]) is np.ndarray and grid[1, 2, ...].shape == ()  # (as NumPy: `...` keeps an array)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64", "int16"])
+def test_blocks_of_long_rows_match_numpy(store, dtype):
+    """Regions whose rows are contiguous and at least 32 elements long (the row kernels,
+    ``strided.copy_rows`` and ``fill_rows``): a block of columns written twice (the
+    second through the prepared write), a row broadcast to rows, a read of the block and
+    a scalar written to it, each as NumPy gives them, nothing outside the block touched."""
+    shape, block = (6, 80), (slice(None), slice(3, 40))
+    v = vs.Variable((np.arange(480) % 11 - 5).reshape(shape), dtype=dtype, store=store)
+    expected = v.numpy().copy()
+    for k in range(2):
+        b = ((np.arange(6 * 37) + k) % 13).reshape(6, 37).astype(host_dtype(dtype))
+        v[block] = b
+        expected[block] = b
+        np.testing.assert_array_equal(v.numpy().view(np.uint8), expected.view(np.uint8))
+    row = (np.arange(63) % 7).astype(host_dtype(dtype))
+    v[1:5, 7:70] = row
+    expected[1:5, 7:70] = row
+    np.testing.assert_array_equal(v.numpy().view(np.uint8), expected.view(np.uint8))
+    np.testing.assert_array_equal(to_host(v[block]).astype(np.float64), expected[block].astype(np.float64))
+    v[block] = 2
+    expected[block] = 2
+    np.testing.assert_array_equal(v.numpy().view(np.uint8), expected.view(np.uint8))

@@ -180,9 +180,14 @@ ROW_LAYOUTS = [((5, 37), (40,), (37,)), ((4, 61), (64,), (64,)), ((3, 5), (9,), 
                ((2, 3, 40), (320, 80), (320, 80)), ((4, 37), (37,), (0,))]
 
 
+ROW_CASES = [("copy_rows uint8", S.copy_rows, np.uint8, np.uint8, {}),
+             ("copy_rows uint16", S.copy_rows, np.uint16, np.uint16, {}),
+             ("copy_rows uint64", S.copy_rows, np.uint64, np.uint64, {})]
+
+
 @pytest.mark.skipif(not SIMULATOR and not __import__("conftest")._gpu_present(),
                     reason="CUDA loops run in the simulator process (NUMBA_ENABLE_CUDASIM=1) or on a GPU")
-@pytest.mark.parametrize("case", REGION_CASES, ids=[c[0] for c in REGION_CASES])
+@pytest.mark.parametrize("case", ROW_CASES, ids=[c[0] for c in ROW_CASES])
 @pytest.mark.parametrize("layout", ROW_LAYOUTS, ids=str)
 @pytest.mark.parametrize("inner", [1, 2])
 def test_contiguous_rows_go_wide_row_by_row(case, layout, inner):
@@ -265,9 +270,10 @@ def test_vector_widths_give_16_byte_accesses():
     assert vector_width(K.accumulate_broadcast, Specialization(("uint16", "uint16"), 0)) == 8  # (src read once)
     assert vector_width(R.uniform_words, Specialization(("uint32",), 0)) == 1  # already 16 bytes a group
     assert vector_width(R.uniform_words, Specialization(("uint8",), 0)) == 4
-    # region kernels with the option ``wide``: contiguous regions (one axis) and rows (several)
+    # region kernels: option ``wide`` for one axis (contiguous regions), ``rows`` for several
     assert vector_width(S.copy_region, Specialization(("uint16", "uint16"), 1)) == 8
-    assert vector_width(S.copy_region, Specialization(("uint16", "uint16"), 2)) == 8
+    assert vector_width(S.copy_region, Specialization(("uint16", "uint16"), 2)) == 1
+    assert vector_width(S.copy_rows, Specialization(("uint16", "uint16"), 2)) == 8
     assert vector_width(S.REGION_CASTS["encode_f32"], Specialization(("uint8", "uint32"), 1)) == 16
     assert vector_width(S.copy_region_converting, Specialization(("uint16", "float32"), 1)) == 1
 
@@ -289,7 +295,7 @@ def test_the_split_starts_from_the_narrowest_array():
 
 # ------------------------------------------------------------------ fills
 FILL_KEYS = [(slice(None),), (slice(2, 40),), (slice(1, None, 3),), (slice(None, None, -2),), (1, slice(None)),
-             (slice(None), slice(1, None, 3)), (slice(1, 4), slice(2, 9)), (Ellipsis, 5)]
+             (slice(None), slice(1, None, 3)), (slice(1, 4), slice(2, 9)), (Ellipsis, 5), (slice(1, 5), slice(3, 40))]
 
 
 @pytest.mark.parametrize("word", [np.uint8, np.uint16, np.uint64])
@@ -300,18 +306,19 @@ def test_region_fills_write_the_word_where_numpy_would(word, key):
     (the simulator, or a GPU); with one axis at stride 1 the CUDA loop takes the wide
     path. The word is the destination's low bits."""
     from varstore.indexing import basic_region
-    from varstore.region_axes import fill_arguments
+    from varstore.region_axes import contiguous_rows, fill_arguments
 
-    shape = (6, 11) if len(key) > 1 else (67,)
+    shape = (6, 43) if len(key) > 1 else (67,)  # (a row of 37 elements: the row kernel's)
     bits = 0x0123456789ABCDEF & np.iinfo(word).max
     want = np.arange(int(np.prod(shape)), dtype=word).reshape(shape)
     got = {target: want.copy() for target in ("cpu", "cuda")}
     want[key] = bits
     region = basic_region(shape, key)
     axes = fill_arguments(region.shape, region.strides, 1)
+    fill = S.fill_rows if contiguous_rows(axes) else S.fill_region  # (as the cuda backend picks)
     for target in ("cpu", "cuda") if SIMULATOR or __import__("conftest")._gpu_present() else ("cpu",):
         flat = got[target].reshape(-1)
-        run_kernel(target, S.fill_region, region.size, dst=flat, dst_offset=region.offset, word=bits, **axes)
+        run_kernel(target, fill, region.size, dst=flat, dst_offset=region.offset, word=bits, **axes)
         assert got[target].tobytes() == want.tobytes(), (target, key)
 
 

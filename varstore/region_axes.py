@@ -83,3 +83,18 @@ def fill_arguments(shape: tuple, strides: tuple, narrow: int):
     shape, strides = merge_axes(shape, strides)
     magic, shift = unravel_magic(shape, narrow)
     return types.MappingProxyType(dict(shape=shape, dst_strides=strides, magic=magic, shift=shift, narrow=narrow))
+
+
+#: Rows shorter than this (a warp's lanes) take the general region kernels: a warp per
+#: row would leave most of its lanes idle (``kernels.templates._contiguous_rows_loop``).
+MIN_ROW = 32
+
+
+def contiguous_rows(axes) -> bool:
+    """Whether a region's merged axes (:func:`region_arguments` or :func:`fill_arguments`)
+    are rows that every array walks with stride 1, of at least :data:`MIN_ROW` elements,
+    over two or more axes: the row kernels' regions (``kernels.strided.copy_rows``,
+    ``fill_rows``)."""
+    shape = axes["shape"]
+    return (len(shape) >= 2 and shape[-1] >= MIN_ROW and axes["dst_strides"][-1] == 1
+            and axes.get("src_strides", (1,))[-1] == 1)

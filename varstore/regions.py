@@ -7,7 +7,7 @@ import functools
 from . import kernels
 from .casting import destination_words, element_conversion, flat_view, region_plan, source_words
 from .indexing import Region, broadcast_strides, c_strides
-from .region_axes import region_arguments
+from .region_axes import contiguous_rows, region_arguments
 
 
 def _axes(region_shape: tuple, *strides: tuple):
@@ -57,7 +57,8 @@ def _region_write(storage, dtype: str, region: Region, value, value_dtype: str):
     axes = region_arguments(region.shape, region.strides, broadcast_strides(value.shape, region.shape),
                             _narrow(storage, value))
     if value_dtype == dtype:
-        return kernels.strided.copy_region, destination_words(storage), destination_words, axes, _NO_EXTRA
+        copy = kernels.strided.copy_rows if contiguous_rows(axes) else kernels.strided.copy_region
+        return copy, destination_words(storage), destination_words, axes, _NO_EXTRA
     kernel, src_view, dst_view, scalars = region_plan(value_dtype, dtype)
     if kernel is not None:
         return kernel, flat_view(storage, dst_view), functools.partial(flat_view, view=src_view), axes, scalars
@@ -78,7 +79,8 @@ def read_region(backend, storage, region: Region):
     repeated results are: see ``Backend.allocator``)."""
     out = backend.allocator(region.shape, storage.dtype, backend.device_of(storage))()
     if region.size:
-        backend.launch(kernels.strided.copy_region, region.size, **_region_read(storage, region, out))
+        kernel, args = _region_read(storage, region, out)
+        backend.launch(kernel, region.size, **args)
     return out
 
 
@@ -89,8 +91,8 @@ def region_reader(backend, storage, region: Region):
     allocate = backend.allocator(region.shape, storage.dtype, backend.device_of(storage))
     if region.size == 0:
         return allocate
-    run = backend.bound_launch(kernels.strided.copy_region, region.size, _region_read(storage, region, allocate()),
-                               "dst", flat=True)
+    kernel, args = _region_read(storage, region, allocate())
+    run = backend.bound_launch(kernel, region.size, args, "dst", flat=True)
 
     def read():
         out = allocate()
@@ -100,12 +102,13 @@ def region_reader(backend, storage, region: Region):
     return read
 
 
-def _region_read(storage, region: Region, out) -> dict:
-    """The copy kernel's arguments of ``out[...] = storage[region]`` (``out`` C-contiguous,
-    of the region's shape and the storage's dtype)."""
+def _region_read(storage, region: Region, out) -> tuple:
+    """``(kernel, arguments)`` of the copy ``out[...] = storage[region]`` (``out``
+    C-contiguous, of the region's shape and the storage's dtype)."""
     axes = region_arguments(region.shape, c_strides(region.shape), region.strides, _narrow(storage, out))
-    return dict(dst=destination_words(out), src=destination_words(storage), dst_offset=0, src_offset=region.offset,
-                **axes)
+    copy = kernels.strided.copy_rows if contiguous_rows(axes) else kernels.strided.copy_region
+    return copy, dict(dst=destination_words(out), src=destination_words(storage), dst_offset=0,
+                      src_offset=region.offset, **axes)
 
 
 def write_indexed(backend, storage, dtype: str, index, value, value_dtype: str) -> None:

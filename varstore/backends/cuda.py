@@ -15,7 +15,7 @@ import numpy as np
 
 from ..indexing import cached_basic_region
 from ..kernels import strided
-from ..region_axes import fill_arguments
+from ..region_axes import contiguous_rows, fill_arguments
 from .base import Backend, byte_bounds, given_names, is_device_array, layouts_share_memory
 from .cuda_launch import Launcher
 
@@ -135,8 +135,8 @@ class CudaBackend(Backend):
             self.fill(storage, word)
             return
         axes = fill_arguments(region.shape, region.strides, int(storage.size < 2**31))
-        self.launch(strided.fill_region, region.size, dst=_words(storage), dst_offset=region.offset, word=_bits(word),
-                    **axes)
+        fill = strided.fill_rows if contiguous_rows(axes) else strided.fill_region
+        self.launch(fill, region.size, dst=_words(storage), dst_offset=region.offset, word=_bits(word), **axes)
 
     def _memset(self, storage, bits: int, value: int) -> bool:
         """The driver's ``bits``-bit memset of all of the C-contiguous ``storage`` with
