@@ -221,7 +221,8 @@ def test_region_writes_split_by_whole_rows(monkeypatch, workers, shape, key):
     want = np.zeros(shape, np.float32)
     value = np.arange(want[key].size, dtype=np.float32).reshape(want[key].shape)
     runs = []
-    record_cpu_runs(monkeypatch, S.copy_region, runs)
+    for copy in (S.copy_region, S.copy_rows):  # (reversed whole rows: the row kernel's region)
+        record_cpu_runs(monkeypatch, copy, runs)
     v[key] = value
     want[key] = value
     np.testing.assert_array_equal(v.numpy(), want)
