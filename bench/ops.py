@@ -54,6 +54,7 @@ from .ops_sync import SYNC_DTYPES, make_build_sync
 from .ops_writes import (
     build_assign_device,
     build_assign_host,
+    build_columns,
     build_fill,
     build_fill_float64,
     build_row_write,
@@ -94,6 +95,8 @@ OPS += [
     Op("slice/read", "v[::2, 1::3]: a new array of the region, float32", build_strided_read),
     Op("slice/fill", "v[::2, 1::3] = 1.5: a scalar into a strided region, float32", build_strided_fill),
     Op("slice/rows", "v[1:-1] = b: a contiguous range of rows, b on the device, float32", build_rows),
+    Op("slice/columns", "v[:, 8:-8] = b on a variable 16-32x wider than tall: rows of contiguous columns, float32",
+       build_columns),
     Op("slice/row", "v[0, :] = 99 against copy, modify, assign back", build_row_write, metric="us"),
     Op("accumulate/bfloat16", "v.assign_add(x) on a bfloat16 variable, x a bfloat16 variable of its shape",
        make_build_accumulate("bfloat16", scalar=False)),

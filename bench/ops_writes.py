@@ -217,41 +217,50 @@ def build_strided_fill(ctx, nbytes):
 
 
 ROWS = slice(1, -1)
+COLUMNS = (slice(None), slice(8, -8))
 
 
-def build_rows(ctx, nbytes):
+def build_rows(ctx, nbytes, key=ROWS, label="v[1:-1] = b", wide=False):
     """v[1:-1] = b: every row but the first and the last, a contiguous range (one axis
-    at stride 1 on both sides: a GPU's wide path)."""
+    at stride 1 on both sides: a GPU's wide path). With ``key=COLUMNS`` and ``wide``,
+    v[:, 8:-8] = b on a variable 16-32 times wider than tall: rows of contiguous columns (a
+    GPU's row kernel, a warp per segment of a row)."""
     n = nbytes // ELEMENT
     shape = square_shape(n)
+    if wide:
+        shape = (max(shape[0] // 4, 1), shape[1] * 4) if shape[0] >= 4 else shape
     k = rotation(ctx, nbytes)
     xp = ctx.native.xp
-    region_shape = (shape[0] - 2, shape[1])
+    region_shape = np.empty(shape, np.bool_)[key].shape
     source = ctx.native.from_host(host_normal(int(np.prod(region_shape)), seed=9, scale=1.0).reshape(region_shape) + 8)
     store = ctx.new_store()
     variables = [store.variable("zeros", shape=shape, dtype="float32", name=f"v{i}") for i in range(k)]
 
     def ours(v):
-        v[ROWS] = source
+        v[key] = source
 
     warm_writes(variables, ours)
     fns = {"ours": cycle([lambda v=v: ours(v) for v in variables])}
     outs = [xp.ones(shape, np.float32) for _ in range(k)]
-    entries = [ctx.native.setitem(o, ROWS, source) for o in outs]
+    entries = [ctx.native.setitem(o, key, source) for o in outs]
     fns[entries[0][0]] = cycle([e[1] for e in entries])
     if ctx.torch:
         tsrc = ctx.torch.tensor(ctx.native.to_host(source))
-        entries = [ctx.torch.setitem(ctx.torch.empty(shape).zero_(), ROWS, tsrc) for _ in range(k)]
+        entries = [ctx.torch.setitem(ctx.torch.empty(shape).zero_(), key, tsrc) for _ in range(k)]
         fns["torch " + entries[0][0]] = cycle([e[1] for e in entries])
 
     def check():
         for v in variables[:1]:
             storage = storage_of(v)
-            require(bool(xp.array_equal(storage[ROWS], source)), "v[1:-1] = b: the rows do not hold b")
-            require(not bool(xp.any(storage[0])) and not bool(xp.any(storage[-1])),
-                    "v[1:-1] = b: the first or last row changed")
+            require(bool(xp.array_equal(storage[key], source)), f"{label}: the region does not hold b")
+            outside = int(xp.count_nonzero(storage)) - source.size
+            require(outside == 0, f"{label}: {outside} elements outside the region changed")
 
     return Case(fns, 2 * source.size * ELEMENT, check, ceiling="copy", keep=[store, outs])
+
+
+def build_columns(ctx, nbytes):
+    return build_rows(ctx, nbytes, key=COLUMNS, label="v[:, 8:-8] = b", wide=True)
 
 
 def build_strided_read(ctx, nbytes):

@@ -173,6 +173,9 @@ class Kernel:
     def compiled(self, target: str, spec: Specialization):
         """The compiled loop of ``target`` ("cpu", "cuda", "cudasim") for ``spec``,
         built on first use (see ``kernels.build``)."""
+        same = self.options.get("cpu_loop_of")
+        if target == "cpu" and same is not None:  # (a kernel of the same arguments whose CPU loop this one runs)
+            return same.compiled(target, spec)
         key = (target, spec)
         loop = self._compiled.get(key)
         if loop is None:

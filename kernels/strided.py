@@ -165,10 +165,11 @@ fill_region = kernel("fill_region", "region", the_word, (Array("dst", "out", wor
 # (template option ``rows``: a warp per row, 16-byte groups). Their loops hold more
 # registers (54-56 against 24 for a copy): apart from copy_region and fill_region, whose
 # strided loops keep a GPU's every thread slot (``varstore.region_axes.contiguous_rows``
-# picks these). On the CPU their loop is the region loop.
-copy_rows = kernel("copy_rows", "region", same_word, _REGION, _REGION_SCALARS, unroll=True, rows=True,
+# picks these). On the CPU they run the general kernels' compiled loops (``cpu_loop_of``).
+copy_rows = kernel("copy_rows", "region", same_word, _REGION, _REGION_SCALARS, rows=True, cpu_loop_of=copy_region,
                    doc="As copy_region, for regions whose rows are contiguous on both sides: v[:, 8:520] = b.")
 fill_rows = kernel("fill_rows", "region", the_word, fill_region.arrays, fill_region.scalars, rows=True,
+                   cpu_loop_of=fill_region,
                    doc="As fill_region, for regions whose rows are contiguous: v[:, 8:520] = 0.")
 
 KERNELS = (copy_region, copy_region_converting, scatter_indexed, gather_indexed, *REGION_CASTS.values(), fill_words,

@@ -23,7 +23,9 @@ Templates (the element function is ``f``; ``s...`` are the kernel's other scalar
   time into a buffer, then stored. Option ``wide``: on CUDA, a region of one axis that
   both arrays walk with stride 1 takes the elementwise loop's wide path (``kernels.wide``);
   option ``rows``: on CUDA, a region of several axes whose last one every array walks
-  with stride 1 goes row by row, a warp per row, each row's 16-byte groups wide.
+  with stride 1 goes by row segments, a warp per segment, its 16-byte groups wide. A
+  kernel option ``cpu_loop_of`` names a kernel of the same arguments whose compiled CPU
+  loop this one runs (the row kernels: no second compile of the same CPU loop).
 - scatter: ``dst[index[j]] = f(src[<j, src_strides>], s...)``, in order on the CPU; ``j``
   unravelled as the region's (magic numbers).
 - gather: ``dst[j] = f(src[index[j]], s...)``.
@@ -434,20 +436,26 @@ def _contiguous_region_loop(src: Source, v: int, names: list[str], general: list
             "else:", *indent(general, 1)]
 
 
-#: Lanes per row in the CUDA loop of regions with contiguous rows: a warp (the launch's
-#: blocks are whole warps: 256 threads, the simulator's 32).
+#: Lanes per row segment in the CUDA loop of regions with contiguous rows: a warp (the
+#: launch's blocks are whole warps: 256 threads, the simulator's 32); and the 16-byte
+#: groups each lane takes per segment.
 ROW_LANES = 32
+ROW_GROUPS = 4
 
 
 def _contiguous_rows_loop(src: Source, v: int, names: list[str], general: list[str]) -> list[str]:
-    """The region loop (two or more axes) of a kernel with the wide path: where every
+    """The region loop (two or more axes) of a kernel with the option ``rows``: where every
     array walks the last axis with stride 1, the arrays have fewer than 2**31 elements
-    (``narrow``: a row's offsets in 32-bit arithmetic), rows have at least a warp's
-    worth of elements (shorter ones would leave most lanes idle: the general step moves
-    more per instruction) and the launch covers the whole region, each warp takes whole
-    rows (the row's offsets unravelled over the other axes, magic numbers) and its lanes
-    the row's head, 16-byte groups and tail (``vector_split`` on the row's addresses);
-    else ``general``. No division: a warp is ``grid >> 5``."""
+    (``narrow``: a row's offsets in 32-bit arithmetic), each row has a group per lane
+    (shorter ones would leave lanes idle) and the launch covers the whole region, the
+    rows are cut into segments of ``ROW_LANES * ROW_GROUPS`` groups (a power of two per
+    row: empty ones end at once), and each warp takes whole segments: the row's offsets
+    unravelled over the other axes (magic numbers), ``vector_split`` on the row's
+    addresses, its lanes the segment's 16-byte groups, the first segment also the row's
+    scalar head and tail; where the arrays are aligned differently in a row, the
+    segment's elements one by one. A few long rows keep every warp busy as many short
+    ones do. Else ``general``. No division: a warp is ``grid >> 5``, a segment's row
+    ``unit >> log2(segments per row)``."""
     last = src.axes - 1
     sizes = {a.name: src.index_bytes(a) for a in loop_arrays(src.kernel)}
     rows = " * ".join(f"shape_{d}" for d in range(last))
@@ -455,25 +463,43 @@ def _contiguous_rows_loop(src: Source, v: int, names: list[str], general: list[s
     strides = "dst_strides, src_strides" if "src" in sizes else "dst_strides, dst_strides"
     at = {"dst_offset": "_rd", "src_offset": "_rs"}
     call = ", ".join(at.get(name, name) for name in names)
-    per_row = [
-        f"{into} = region_offsets_narrow(_w, shape, magic, shift, {strides}, {last})",
+    groups = ROW_LANES * ROW_GROUPS  # (per segment)
+    per_unit = [
+        "_r = _u >> _seg",
+        "_s = _u & _mask",
+        f"{into} = region_offsets_narrow(_r, shape, magic, shift, {strides}, {last})",
         "_rd = dst_offset + _a",
         *(["_rs = src_offset + _b"] if "src" in sizes else []),
         *[f"_{a} = uint64(uint64({a}) + uint64({at[a + '_offset']}) * uint64({size}))" for a, size in sizes.items()],
         f"_head, _groups = vector_split(0, _L, {v}, ({split_checks(src, v, '_')},))",
-        "_q = _lane", "while _q < _groups:", f"    vstep(_head + _q * {v}, {call})", f"    _q += {ROW_LANES}",
-        f"_tail = _head + _groups * {v}",
-        "_t = _lane", "while _t < _head + (_L - _tail):", "    _k = _t if _t < _head else _tail + (_t - _head)",
-        f"    rstep(_k, {call})", f"    _t += {ROW_LANES}",
-        "_w += _warps",
+        "if _groups > 0:",
+        f"    _q = _s * {groups} + _lane",
+        f"    _q_stop = min(_s * {groups} + {groups}, _groups)",
+        "    while _q < _q_stop:", f"        vstep(_head + _q * {v}, {call})", f"        _q += {ROW_LANES}",
+        "    if _s == 0:",
+        f"        _tail = _head + _groups * {v}",
+        "        _t = _lane", "        while _t < _head + (_L - _tail):",
+        "            _k = _t if _t < _head else _tail + (_t - _head)",
+        f"            rstep(_k, {call})", f"            _t += {ROW_LANES}",
+        "else:",
+        f"    _k = _s * {groups * v} + _lane",
+        f"    _k_stop = min(_s * {groups * v} + {groups * v}, _L)",
+        "    while _k < _k_stop:", f"        rstep(_k, {call})", f"        _k += {ROW_LANES}",
+        "_u += _warps",
     ]
     unit = " and ".join(f"{a}_strides_{last} == 1" for a in sizes)
+    shift = ROW_LANES.bit_length() - 1
     return [f"_L = shape_{last}", f"_rows = {rows}",
-            f"if narrow != 0 and {unit} and _L >= {ROW_LANES} and start == 0 and stop == _rows * _L:",
-            f"    _w = int64(cuda.grid(1)) >> {ROW_LANES.bit_length() - 1}",
+            f"if narrow != 0 and {unit} and _L >= {ROW_LANES * v} and start == 0 and stop == _rows * _L:",
+            f"    _u = int64(cuda.grid(1)) >> {shift}",
             f"    _lane = int64(cuda.threadIdx.x) & {ROW_LANES - 1}",
-            f"    _warps = int64(cuda.gridsize(1)) >> {ROW_LANES.bit_length() - 1}",
-            "    while _w < _rows:", *indent(per_row, 2),
+            f"    _warps = int64(cuda.gridsize(1)) >> {shift}",
+            "    _seg = int64(0)",
+            f"    while int64({groups * v}) << _seg < _L:",
+            "        _seg += 1",
+            "    _mask = (int64(1) << _seg) - 1",
+            "    _units = _rows << _seg",
+            "    while _u < _units:", *indent(per_unit, 2),
             "else:", *indent(general, 1)]
 
 

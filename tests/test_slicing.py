@@ -412,21 +412,21 @@ def test_one_element_reads_as_a_scalar_as_numpy_and_keras_give_it():
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64", "int16"])
 def test_blocks_of_long_rows_match_numpy(store, dtype):
-    """Regions whose rows are contiguous and at least 32 elements long (the row kernels,
+    """Regions whose rows are contiguous and at least 512 bytes long (the row kernels,
     ``strided.copy_rows`` and ``fill_rows``): a block of columns written twice (the
     second through the prepared write), a row broadcast to rows, a read of the block and
     a scalar written to it, each as NumPy gives them, nothing outside the block touched."""
-    shape, block = (6, 80), (slice(None), slice(3, 40))
-    v = vs.Variable((np.arange(480) % 11 - 5).reshape(shape), dtype=dtype, store=store)
+    shape, block = (6, 600), (slice(None), slice(3, 540))
+    v = vs.Variable((np.arange(3600) % 11 - 5).reshape(shape), dtype=dtype, store=store)
     expected = v.numpy().copy()
     for k in range(2):
-        b = ((np.arange(6 * 37) + k) % 13).reshape(6, 37).astype(host_dtype(dtype))
+        b = ((np.arange(6 * 537) + k) % 13).reshape(6, 537).astype(host_dtype(dtype))
         v[block] = b
         expected[block] = b
         np.testing.assert_array_equal(v.numpy().view(np.uint8), expected.view(np.uint8))
-    row = (np.arange(63) % 7).astype(host_dtype(dtype))
-    v[1:5, 7:70] = row
-    expected[1:5, 7:70] = row
+    row = (np.arange(563) % 7).astype(host_dtype(dtype))
+    v[1:5, 7:570] = row
+    expected[1:5, 7:570] = row
     np.testing.assert_array_equal(v.numpy().view(np.uint8), expected.view(np.uint8))
     np.testing.assert_array_equal(to_host(v[block]).astype(np.float64), expected[block].astype(np.float64))
     v[block] = 2

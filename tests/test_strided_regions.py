@@ -257,17 +257,19 @@ def test_the_cpu_region_copy_prefetches_the_next_row_for_writing():
 
 def test_regions_of_contiguous_rows_go_to_the_row_kernels():
     """``contiguous_rows``: two or more axes after merging, the last one at stride 1 in
-    every array and at least a warp's 32 elements long (``strided.copy_rows`` and
-    ``fill_rows`` then take them); anything else keeps the general region kernels."""
-    from varstore.region_axes import MIN_ROW, contiguous_rows, fill_arguments
+    every array and at least 512 bytes long (a 16-byte group per lane of a warp:
+    ``strided.copy_rows`` and ``fill_rows`` then take them); anything else keeps the
+    general region kernels."""
+    from varstore.region_axes import MIN_ROW_BYTES, contiguous_rows, fill_arguments
 
-    assert MIN_ROW == 32
-    assert contiguous_rows(region_arguments((4, 64), (128, 1), (64, 1), 1))  # v[:, :64] = b on (4, 128)
-    assert not contiguous_rows(region_arguments((4, 64), (64, 1), (64, 1), 1))  # whole rows: one axis once merged
-    assert not contiguous_rows(region_arguments((4, 31), (128, 1), (31, 1), 1))  # rows shorter than a warp
-    assert contiguous_rows(region_arguments((4, 32), (128, 1), (32, 1), 1))
-    assert not contiguous_rows(region_arguments((4, 64), (256, 2), (64, 1), 1))  # a strided destination
-    assert not contiguous_rows(region_arguments((4, 64), (128, 1), (0, 0), 1))  # a broadcast scalar source
-    assert contiguous_rows(region_arguments((2, 3, 64), (1024, 256, 1), (0, 64, 1), 1))  # a row broadcast
-    assert contiguous_rows(fill_arguments((4, 64), (128, 1), 1))
-    assert not contiguous_rows(fill_arguments((4, 64), (128, 3), 1))
+    assert MIN_ROW_BYTES == 512
+    assert contiguous_rows(region_arguments((4, 128), (256, 1), (128, 1), 1), 4)  # v[:, :128] = b on (4, 256)
+    assert not contiguous_rows(region_arguments((4, 128), (128, 1), (128, 1), 1), 4)  # whole rows: one axis
+    assert not contiguous_rows(region_arguments((4, 127), (256, 1), (127, 1), 1), 4)  # under 512 bytes
+    assert contiguous_rows(region_arguments((4, 256), (512, 1), (256, 1), 1), 2)  # (bfloat16: 256 elements)
+    assert not contiguous_rows(region_arguments((4, 256), (512, 1), (256, 1), 1), 1)  # (bytes: 512 elements)
+    assert not contiguous_rows(region_arguments((4, 128), (512, 2), (128, 1), 1), 4)  # a strided destination
+    assert not contiguous_rows(region_arguments((4, 128), (256, 1), (0, 0), 1), 4)  # a broadcast scalar source
+    assert contiguous_rows(region_arguments((2, 3, 128), (1024, 256, 1), (0, 128, 1), 1), 4)  # a row broadcast
+    assert contiguous_rows(fill_arguments((4, 128), (256, 1), 1), 4)
+    assert not contiguous_rows(fill_arguments((4, 128), (256, 3), 1), 4)

@@ -9,6 +9,9 @@ aligned differently) all run, in the simulator as on a GPU.
 
 from __future__ import annotations
 
+import collections
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -44,6 +47,37 @@ def _cuda_run(kernel, n, arrays: dict, offsets: dict, addresses: dict | None = N
     numba_launch(kernel, n, {**views, **scalars}, device_address, sm_count)
     cuda.synchronize()
     return {name: full[name].copy_to_host() for name in arrays}
+
+
+@contextlib.contextmanager
+def _steps_counted(kernel, spec):
+    """In the simulator, the calls of the CUDA loop's steps (``step``: the general one;
+    ``rstep``/``vstep``: the wide paths' scalar and vector ones), counted by name as the
+    launches inside the block make them: the loop runs as Python there and finds its
+    steps in its module. Empty on a GPU (nothing counted)."""
+    counts = collections.Counter()
+    if not SIMULATOR:
+        yield counts
+        return
+    from varstore.kernels import build
+
+    kernel.compiled("numba", spec)
+    module, _ = build._import_generated(kernel, spec, "numba")
+    saved = {name: getattr(module, name) for name in ("step", "rstep", "vstep") if hasattr(module, name)}
+
+    def counting(name, fn):
+        def counted(*args):
+            counts[name] += 1
+            return fn(*args)
+        return counted
+
+    for name, fn in saved.items():
+        setattr(module, name, counting(name, fn))
+    try:
+        yield counts
+    finally:
+        for name, fn in saved.items():
+            setattr(module, name, fn)
 
 
 def _cpu_run(kernel, n, arrays: dict, offsets: dict, **scalars):
@@ -158,11 +192,14 @@ def test_contiguous_regions_go_wide_at_any_offset(case, offsets, strides):
         where = {"src": src_view, "dst": dst_view}
         want = _cpu_run(kernel, n, arrays, where, **region, **scalars)
         addresses = {}
-        got = _cuda_run(kernel, n, arrays, where, addresses, **region, **scalars)
+        spec = Specialization((np.dtype(dst_dtype).name, np.dtype(src_dtype).name), 1)
+        with _steps_counted(kernel, spec) as ran:
+            got = _cuda_run(kernel, n, arrays, where, addresses, **region, **scalars)
         assert got["dst"].tobytes() == want["dst"].tobytes(), (n, offsets, strides)
         if n:
             assert want["dst"].tobytes() != arrays["dst"].tobytes()
-        # (the case ran the path it names: the split of the addresses at the offsets)
+        # (the case ran the path it names: the split of the addresses at the offsets, and
+        # in the simulator the steps the loop called)
         checks = tuple((addresses[a] + o * np.dtype(t).itemsize, np.dtype(t).itemsize,
                         min(VECTOR_BYTES, v * np.dtype(t).itemsize))
                        for a, o, t in (("dst", dst_offset, dst_dtype), ("src", src_offset, src_dtype)))
@@ -171,13 +208,16 @@ def test_contiguous_regions_go_wide_at_any_offset(case, offsets, strides):
             assert groups > 0 and (head > 0) == (offsets != (0, 0, 0, 0)), (n, offsets, head, groups)
         elif offsets[1] != offsets[3]:
             assert groups == 0, (n, offsets, head, groups)
+        if SIMULATOR and n:
+            assert ran["vstep"] == (groups if strides == (1, 1) else 0), (n, offsets, strides, ran)
+            assert ran["step"] == (0 if strides == (1, 1) else n), (n, offsets, strides, ran)
 
 
 # (shape, destination strides but the last, source strides but the last): pitches that
 # move each row's alignment, rows shorter than a group, three axes that do not merge,
 # and a broadcast source row (stride 0).
-ROW_LAYOUTS = [((5, 37), (40,), (37,)), ((4, 61), (64,), (64,)), ((3, 5), (9,), (5,)),
-               ((2, 3, 40), (320, 80), (320, 80)), ((4, 37), (37,), (0,))]
+ROW_LAYOUTS = [((3, 1100), (1104,), (1100,)), ((2, 2100), (2112,), (2112,)), ((3, 5), (9,), (5,)),
+               ((2, 2, 600), (2500, 1200), (2400, 1200)), ((3, 700), (700,), (0,))]
 
 
 ROW_CASES = [("copy_rows uint8", S.copy_rows, np.uint8, np.uint8, {}),
@@ -210,14 +250,20 @@ def test_contiguous_rows_go_wide_row_by_row(case, layout, inner):
     region = {"dst_offset": 3, "src_offset": 3, **axes}
     want = _cpu_run(kernel, n, arrays, {}, **region, **scalars)
     addresses = {}
-    got = _cuda_run(kernel, n, arrays, {}, addresses, **region, **scalars)
+    spec = Specialization((np.dtype(dst_dtype).name, np.dtype(src_dtype).name), len(shape))
+    with _steps_counted(kernel, spec) as ran:
+        got = _cuda_run(kernel, n, arrays, {}, addresses, **region, **scalars)
     assert got["dst"].tobytes() == want["dst"].tobytes(), (layout, inner)
     assert want["dst"].tobytes() != arrays["dst"].tobytes()
-    if inner == 1 and dst_outer == src_outer:  # (rows aligned alike: the groups ran, from the same head in each row)
-        v = vector_width(kernel, Specialization((np.dtype(dst_dtype).name, np.dtype(src_dtype).name), len(shape)))
+    v = vector_width(kernel, spec)
+    by_rows = inner == 1 and shape[-1] >= 32 * v  # (the row path: a 16-byte group per lane at least)
+    if by_rows and dst_outer == src_outer:  # (rows aligned alike: the groups ran, from the same head in each row)
         checks = [(addresses[a] + 3 * np.dtype(t).itemsize, np.dtype(t).itemsize,
                    min(VECTOR_BYTES, v * np.dtype(t).itemsize)) for a, t in (("dst", dst_dtype), ("src", src_dtype))]
         assert _split(0, shape[-1], v, sorted(checks, key=lambda c: -c[2] // c[1]))[1] > 0
+    if SIMULATOR:  # (every element by the row path's steps, or every one by the general step)
+        assert (ran["step"] == 0 and ran["rstep"] + v * ran["vstep"] == n) if by_rows else ran["step"] == n, ran
+        assert ran["vstep"] > 0 or not by_rows or dst_outer != src_outer, ran
 
 
 # ------------------------------------------------------------------ the split
@@ -295,7 +341,7 @@ def test_the_split_starts_from_the_narrowest_array():
 
 # ------------------------------------------------------------------ fills
 FILL_KEYS = [(slice(None),), (slice(2, 40),), (slice(1, None, 3),), (slice(None, None, -2),), (1, slice(None)),
-             (slice(None), slice(1, None, 3)), (slice(1, 4), slice(2, 9)), (Ellipsis, 5), (slice(1, 5), slice(3, 40))]
+             (slice(None), slice(1, None, 3)), (slice(1, 4), slice(2, 9)), (Ellipsis, 5), (slice(1, 5), slice(3, -3))]
 
 
 @pytest.mark.parametrize("word", [np.uint8, np.uint16, np.uint64])
@@ -308,18 +354,22 @@ def test_region_fills_write_the_word_where_numpy_would(word, key):
     from varstore.indexing import basic_region
     from varstore.region_axes import contiguous_rows, fill_arguments
 
-    shape = (6, 43) if len(key) > 1 else (67,)  # (a row of 37 elements: the row kernel's)
+    shape = (6, 530) if len(key) > 1 else (67,)  # (rows of 524 elements: the row kernel's, for every word)
     bits = 0x0123456789ABCDEF & np.iinfo(word).max
     want = np.arange(int(np.prod(shape)), dtype=word).reshape(shape)
     got = {target: want.copy() for target in ("cpu", "cuda")}
     want[key] = bits
     region = basic_region(shape, key)
     axes = fill_arguments(region.shape, region.strides, 1)
-    fill = S.fill_rows if contiguous_rows(axes) else S.fill_region  # (as the cuda backend picks)
+    fill = S.fill_rows if contiguous_rows(axes, np.dtype(word).itemsize) else S.fill_region  # (the backend's pick)
     for target in ("cpu", "cuda") if SIMULATOR or __import__("conftest")._gpu_present() else ("cpu",):
         flat = got[target].reshape(-1)
-        run_kernel(target, fill, region.size, dst=flat, dst_offset=region.offset, word=bits, **axes)
+        with _steps_counted(fill, Specialization((np.dtype(word).name,), len(axes["shape"]))) as ran:
+            run_kernel(target, fill, region.size, dst=flat, dst_offset=region.offset, word=bits, **axes)
         assert got[target].tobytes() == want.tobytes(), (target, key)
+        if SIMULATOR and target == "cuda":  # (a contiguous region or rows: 16-byte stores; else one by one)
+            wide = fill is S.fill_rows or axes["shape"] == (region.size,) and axes["dst_strides"] == (1,)
+            assert (ran["step"] == 0 and ran["vstep"] > 0) if wide else ran["step"] == region.size, (key, ran)
 
 
 @pytest.mark.skipif(not SIMULATOR and not __import__("conftest")._gpu_present(),

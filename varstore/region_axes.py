@@ -85,16 +85,17 @@ def fill_arguments(shape: tuple, strides: tuple, narrow: int):
     return types.MappingProxyType(dict(shape=shape, dst_strides=strides, magic=magic, shift=shift, narrow=narrow))
 
 
-#: Rows shorter than this (a warp's lanes) take the general region kernels: a warp per
-#: row would leave most of its lanes idle (``kernels.templates._contiguous_rows_loop``).
-MIN_ROW = 32
+#: Rows shorter than this many bytes take the general region kernels: the row kernels
+#: give each lane of a warp a 16-byte group (``kernels.templates._contiguous_rows_loop``),
+#: and a shorter row would leave lanes idle.
+MIN_ROW_BYTES = 512
 
 
-def contiguous_rows(axes) -> bool:
+def contiguous_rows(axes, itemsize: int) -> bool:
     """Whether a region's merged axes (:func:`region_arguments` or :func:`fill_arguments`)
-    are rows that every array walks with stride 1, of at least :data:`MIN_ROW` elements,
-    over two or more axes: the row kernels' regions (``kernels.strided.copy_rows``,
-    ``fill_rows``)."""
+    are rows that every array walks with stride 1, of at least :data:`MIN_ROW_BYTES`
+    of ``itemsize``-byte words, over two or more axes: the row kernels' regions
+    (``kernels.strided.copy_rows``, ``fill_rows``)."""
     shape = axes["shape"]
-    return (len(shape) >= 2 and shape[-1] >= MIN_ROW and axes["dst_strides"][-1] == 1
+    return (len(shape) >= 2 and shape[-1] * itemsize >= MIN_ROW_BYTES and axes["dst_strides"][-1] == 1
             and axes.get("src_strides", (1,))[-1] == 1)

@@ -57,8 +57,9 @@ def _region_write(storage, dtype: str, region: Region, value, value_dtype: str):
     axes = region_arguments(region.shape, region.strides, broadcast_strides(value.shape, region.shape),
                             _narrow(storage, value))
     if value_dtype == dtype:
-        copy = kernels.strided.copy_rows if contiguous_rows(axes) else kernels.strided.copy_region
-        return copy, destination_words(storage), destination_words, axes, _NO_EXTRA
+        rows = contiguous_rows(axes, storage.dtype.itemsize)
+        return (kernels.strided.copy_rows if rows else kernels.strided.copy_region), destination_words(storage), \
+            destination_words, axes, _NO_EXTRA
     kernel, src_view, dst_view, scalars = region_plan(value_dtype, dtype)
     if kernel is not None:
         return kernel, flat_view(storage, dst_view), functools.partial(flat_view, view=src_view), axes, scalars
@@ -106,7 +107,7 @@ def _region_read(storage, region: Region, out) -> tuple:
     """``(kernel, arguments)`` of the copy ``out[...] = storage[region]`` (``out``
     C-contiguous, of the region's shape and the storage's dtype)."""
     axes = region_arguments(region.shape, c_strides(region.shape), region.strides, _narrow(storage, out))
-    copy = kernels.strided.copy_rows if contiguous_rows(axes) else kernels.strided.copy_region
+    copy = kernels.strided.copy_rows if contiguous_rows(axes, storage.dtype.itemsize) else kernels.strided.copy_region
     return copy, dict(dst=destination_words(out), src=destination_words(storage), dst_offset=0,
                       src_offset=region.offset, **axes)
 

@@ -61,7 +61,7 @@ esac
 
 ROOFLINE_OPS="cast/float32->bfloat16 cast/float32->float16 cast/float32->float8_e4m3fn cast/bfloat16->float32
   fill assign/scalar_float64 init/ones init/random_uniform init/random_normal random slice/strided slice/read
-  slice/strided_float64->bfloat16 slice/strided_float64->float32 slice/rows slice/fill accumulate"
+  slice/strided_float64->bfloat16 slice/strided_float64->float32 slice/rows slice/columns slice/fill accumulate"
 PER_TEST=$(python -c "import pytest_timeout" 2> /dev/null && echo "--timeout=90")
 for name in "${@:-install roofline verify}"; do
   for p in $name; do

@@ -59,6 +59,9 @@ def _driver_memsets():
     return {8: driver.cuMemsetD8Async, 16: driver.cuMemsetD16Async, 32: driver.cuMemsetD32Async}
 
 
+_PYTHON_SCALARS = (bool, int, float)  # (a host scalar the region fill writes; anything else: CuPy's setitem)
+
+
 def _words(storage):
     """``storage`` flat, as the unsigned words of its width (the fill kernels' ``dst``)."""
     return storage.reshape(-1).view(f"u{storage.dtype.itemsize}")
@@ -118,24 +121,22 @@ class CudaBackend(Backend):
         # A host scalar written to a region of a basic key: our region fill (no copy of
         # the scalar to the device: it is a parameter of the launch; a region of one axis
         # with stride 1 takes 16-byte stores). Anything else: CuPy's setitem.
-        region = None
-        if storage.size and not isinstance(value, self._cupy.ndarray) and np.ndim(value) == 0:
+        region = word = None
+        if storage.size and (type(value) in _PYTHON_SCALARS or isinstance(value, np.generic)):
             region = cached_basic_region(storage.shape, key)  # (IndexError as NumPy's, before anything is written)
+            try:
+                word = np.asarray(value, storage.dtype)
+            except Exception:  # (CuPy's own error for it, below)
+                region = None
         if region is None or not region.size or not storage.flags.c_contiguous:
             with self._cupy.cuda.Device(storage.data.device_id):  # (CuPy's kernel runs on the current device)
-                storage[key] = value
-            return
-        try:
-            word = np.asarray(value, storage.dtype)
-        except (OverflowError, TypeError, ValueError):  # (CuPy's own error for it)
-            with self._cupy.cuda.Device(storage.data.device_id):
                 storage[key] = value
             return
         if region.size == storage.size:  # (every element: the memset where the pattern allows)
             self.fill(storage, word)
             return
         axes = fill_arguments(region.shape, region.strides, int(storage.size < 2**31))
-        fill = strided.fill_rows if contiguous_rows(axes) else strided.fill_region
+        fill = strided.fill_rows if contiguous_rows(axes, storage.dtype.itemsize) else strided.fill_region
         self.launch(fill, region.size, dst=_words(storage), dst_offset=region.offset, word=_bits(word), **axes)
 
     def _memset(self, storage, bits: int, value: int) -> bool:
