@@ -325,6 +325,12 @@ def test_fills_and_scalar_writes_launch_our_fill_kernels_on_the_storages_device(
     assert cupy.ran == [] and cupy.current == 0
     backend.setitem(dst, 0, device_array(np.array(3.0), np.float64, device=1))  # (a device scalar: not read here)
     assert cupy.ran == [("setitem", 1, [1])] and len(cupy.launches) == 3 and cupy.current == 0
+    for other in (None, "1.5", [2.0]):  # (not a host scalar: CuPy's setitem, and its error where it has one)
+        try:
+            backend.setitem(dst, 1, other)
+        except Exception:
+            pass
+    assert len(cupy.launches) == 3 and [name for name, *_ in cupy.ran] == ["setitem"] * 4
     with pytest.raises(IndexError):
         backend.setitem(dst, (3, 0), 1.0)  # (our parse's error, before anything is written)
     assert len(cupy.launches) == 3
