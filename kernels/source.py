@@ -10,6 +10,11 @@ from __future__ import annotations
 
 CONVERSION_FIELDS = ("route", "src_fmt", "dst_fmt", "lo", "hi", "mask")
 
+#: The region kernels' scalars that the templates use themselves (not the element
+#: function's arguments).
+REGION_SCALARS = frozenset({"dst_offset", "dst_strides", "src_offset", "src_strides", "shape", "magic", "shift",
+                            "narrow"})
+
 #: Bytes per word of each word dtype the kernels take.
 ITEMSIZE = {"uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "uint32": 4, "int32": 4, "float32": 4,
             "uint64": 8, "int64": 8, "float64": 8}

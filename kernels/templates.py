@@ -46,8 +46,16 @@ tuple each (numba cannot inline a function of more than 30 parameters).
 
 from __future__ import annotations
 
-from .source import ITEMSIZE, Source, element_scalars, grid_stride, hoisted, indent, loop_arrays
-from .wide import is_wide, split_checks, vector_loop, vector_step, vector_width
+from .source import ITEMSIZE, REGION_SCALARS, Source, element_scalars, grid_stride, hoisted, indent, loop_arrays
+from .wide import (
+    contiguous_region_loop,
+    contiguous_region_steps,
+    contiguous_rows_loop,
+    is_wide,
+    vector_loop,
+    vector_step,
+    vector_width,
+)
 
 FORMAT_FIELDS = 8
 _PARAM_TYPES = {"u32": "uint32", "i64": "int64", "u64": "uint64", "f32": "float32", "f64": "float64"}
@@ -115,7 +123,6 @@ def _elementwise_body(src: Source, i: str, once: bool = False) -> list[str]:
     return lines
 
 
-_REGION_SCALARS = {"dst_offset", "dst_strides", "src_offset", "src_strides", "shape", "magic", "shift", "narrow"}
 
 
 def _region_unravel(j: str, axes: int, into: str = "_a, _b", strides: str = "dst_strides, src_strides") -> list[str]:
@@ -136,10 +143,10 @@ def _has_source(kernel) -> bool:
 
 def _region_step(src: Source, j: str) -> list[str]:
     if not _has_source(src.kernel):
-        call = f"f({', '.join(element_scalars(src.kernel, _REGION_SCALARS))})"
+        call = f"f({', '.join(element_scalars(src.kernel, REGION_SCALARS))})"
         return (_region_unravel(j, src.axes, into="_a, _", strides="dst_strides, dst_strides")
                 + [src.store("dst", "dst_offset + _a", call)])
-    extra = ", ".join(["_x"] + element_scalars(src.kernel, _REGION_SCALARS))
+    extra = ", ".join(["_x"] + element_scalars(src.kernel, REGION_SCALARS))
     return _region_unravel(j, src.axes) + [
         "_x = " + src.load("src", "src_offset + _b"),
         src.store("dst", "dst_offset + _a", f"f({extra})"),
@@ -195,7 +202,7 @@ def _region_cpu_row(src: Source, last: int) -> list[str]:
     (32, 65536)   1.35-1.39 / 1.15       1.05-1.23 / 0.72
     ============  =====================  =====================
     """
-    scalars = element_scalars(src.kernel, _REGION_SCALARS)
+    scalars = element_scalars(src.kernel, REGION_SCALARS)
     if not _has_source(src.kernel):
         return ["for _i in range(_inner):", f"    dst[_a] = f({', '.join(scalars)})", "    _a += _dst_step"]
     call = lambda at: f"f({', '.join([f'src[{at}]'] + scalars)})"  # noqa: E731
@@ -394,8 +401,8 @@ def cuda_source(kernel, spec) -> str:
         functions += f"@element\ndef ostep({once}):\n" + "\n".join(indent(lines, 1)) + "\n\n\n"
     if is_wide(kernel, spec) and kernel.template == "region":
         v = vector_width(kernel, spec)
-        functions += _contiguous_region_steps(src, v, once)
-        loop = (_contiguous_region_loop if spec.axes == 1 else _contiguous_rows_loop)(src, v, names, general)
+        functions += contiguous_region_steps(src, v, once)
+        loop = (contiguous_region_loop if spec.axes == 1 else contiguous_rows_loop)(src, v, names, general)
     elif is_wide(kernel, spec):
         v = vector_width(kernel, spec)
         functions += f"@element\ndef vstep({once}):\n" + "\n".join(indent(vector_step(src, v), 1)) + "\n\n\n"
@@ -405,102 +412,6 @@ def cuda_source(kernel, spec) -> str:
     if stepped:
         loop = _when_steps_are_zero(src, stepped, loop, general)
     return functions + f"def loop({flat}):\n" + "\n".join(indent(prologue + loop, 1)) + "\n"
-
-
-def _contiguous_region_steps(src: Source, v: int, params: str) -> str:
-    """The steps of a region kernel's wide path (option ``wide``, one axis): ``rstep``
-    (one index) and ``vstep`` (``v`` indices) of the region as two flat ranges from
-    ``dst_offset`` and ``src_offset``. (An address computed from a parameter by integer
-    arithmetic would lose NVVM's knowledge that it is global memory: ``ld.v4``, not
-    ``ld.global.v4``; the offsets go into the index instead.)"""
-    if _has_source(src.kernel):
-        extra = ", ".join(["_x"] + element_scalars(src.kernel, _REGION_SCALARS))
-        one = src.type_values() + ["_x = " + src.load("src", "src_offset + _k"),
-                                   src.store("dst", "dst_offset + _k", f"f({extra})")]
-    else:
-        one = [src.store("dst", "dst_offset + _k", f"f({', '.join(element_scalars(src.kernel, _REGION_SCALARS))})")]
-    wide = vector_step(src, v, frozenset(_REGION_SCALARS), offset="{}_offset")
-    return "".join(f"@element\ndef {name}({params}):\n" + "\n".join(indent(body, 1)) + "\n\n\n"
-                   for name, body in (("rstep", one), ("vstep", wide)))
-
-
-def _contiguous_region_loop(src: Source, v: int, names: list[str], general: list[str]) -> list[str]:
-    """The region loop of a kernel with the wide path: where both arrays walk the region
-    (one axis) with stride 1, the elementwise wide path from the arrays' offsets (a head
-    and tail by ``rstep``, groups of ``v`` by ``vstep``; the split checks the alignment
-    of the addresses at the offsets); else ``general``."""
-    sizes = {a.name: src.index_bytes(a) for a in loop_arrays(src.kernel)}
-    return [f"if {' and '.join(f'{a}_strides_0 == 1' for a in sizes)}:",
-            *[f"    _{a} = uint64(uint64({a}) + uint64({a}_offset) * uint64({size}))" for a, size in sizes.items()],
-            *indent(vector_loop(src, v, names, "rstep", prefix="_"), 1),
-            "else:", *indent(general, 1)]
-
-
-#: Lanes per row segment in the CUDA loop of regions with contiguous rows: a warp (the
-#: launch's blocks are whole warps: 256 threads, the simulator's 32); and the 16-byte
-#: groups each lane takes per segment.
-ROW_LANES = 32
-ROW_GROUPS = 4
-
-
-def _contiguous_rows_loop(src: Source, v: int, names: list[str], general: list[str]) -> list[str]:
-    """The region loop (two or more axes) of a kernel with the option ``rows``: where every
-    array walks the last axis with stride 1, the arrays have fewer than 2**31 elements
-    (``narrow``: a row's offsets in 32-bit arithmetic), each row has a group per lane
-    (shorter ones would leave lanes idle) and the launch covers the whole region, the
-    rows are cut into segments of ``ROW_LANES * ROW_GROUPS`` groups (a power of two per
-    row: empty ones end at once), and each warp takes whole segments: the row's offsets
-    unravelled over the other axes (magic numbers), ``vector_split`` on the row's
-    addresses, its lanes the segment's 16-byte groups, the first segment also the row's
-    scalar head and tail; where the arrays are aligned differently in a row, the
-    segment's elements one by one. A few long rows keep every warp busy as many short
-    ones do. Else ``general``. No division: a warp is ``grid >> 5``, a segment's row
-    ``unit >> log2(segments per row)``."""
-    last = src.axes - 1
-    sizes = {a.name: src.index_bytes(a) for a in loop_arrays(src.kernel)}
-    rows = " * ".join(f"shape_{d}" for d in range(last))
-    into = "_a, _b" if "src" in sizes else "_a, _"
-    strides = "dst_strides, src_strides" if "src" in sizes else "dst_strides, dst_strides"
-    at = {"dst_offset": "_rd", "src_offset": "_rs"}
-    call = ", ".join(at.get(name, name) for name in names)
-    groups = ROW_LANES * ROW_GROUPS  # (per segment)
-    per_unit = [
-        "_r = _u >> _seg",
-        "_s = _u & _mask",
-        f"{into} = region_offsets_narrow(_r, shape, magic, shift, {strides}, {last})",
-        "_rd = dst_offset + _a",
-        *(["_rs = src_offset + _b"] if "src" in sizes else []),
-        *[f"_{a} = uint64(uint64({a}) + uint64({at[a + '_offset']}) * uint64({size}))" for a, size in sizes.items()],
-        f"_head, _groups = vector_split(0, _L, {v}, ({split_checks(src, v, '_')},))",
-        "if _groups > 0:",
-        f"    _q = _s * {groups} + _lane",
-        f"    _q_stop = min(_s * {groups} + {groups}, _groups)",
-        "    while _q < _q_stop:", f"        vstep(_head + _q * {v}, {call})", f"        _q += {ROW_LANES}",
-        "    if _s == 0:",
-        f"        _tail = _head + _groups * {v}",
-        "        _t = _lane", "        while _t < _head + (_L - _tail):",
-        "            _k = _t if _t < _head else _tail + (_t - _head)",
-        f"            rstep(_k, {call})", f"            _t += {ROW_LANES}",
-        "else:",
-        f"    _k = _s * {groups * v} + _lane",
-        f"    _k_stop = min(_s * {groups * v} + {groups * v}, _L)",
-        "    while _k < _k_stop:", f"        rstep(_k, {call})", f"        _k += {ROW_LANES}",
-        "_u += _warps",
-    ]
-    unit = " and ".join(f"{a}_strides_{last} == 1" for a in sizes)
-    shift = ROW_LANES.bit_length() - 1
-    return [f"_L = shape_{last}", f"_rows = {rows}",
-            f"if narrow != 0 and {unit} and _L >= {ROW_LANES * v} and start == 0 and stop == _rows * _L:",
-            f"    _u = int64(cuda.grid(1)) >> {shift}",
-            f"    _lane = int64(cuda.threadIdx.x) & {ROW_LANES - 1}",
-            f"    _warps = int64(cuda.gridsize(1)) >> {shift}",
-            "    _seg = int64(0)",
-            f"    while int64({groups * v}) << _seg < _L:",
-            "        _seg += 1",
-            "    _mask = (int64(1) << _seg) - 1",
-            "    _units = _rows << _seg",
-            "    while _u < _units:", *indent(per_unit, 2),
-            "else:", *indent(general, 1)]
 
 
 def _when_steps_are_zero(src: Source, stepped: list, zero_steps: list[str], general: list[str]) -> list[str]:

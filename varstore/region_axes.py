@@ -86,7 +86,7 @@ def fill_arguments(shape: tuple, strides: tuple, narrow: int):
 
 
 #: Rows shorter than this many bytes take the general region kernels: the row kernels
-#: give each lane of a warp a 16-byte group (``kernels.templates._contiguous_rows_loop``),
+#: give each lane of a warp a 16-byte group (``kernels.wide.contiguous_rows_loop``),
 #: and a shorter row would leave lanes idle.
 MIN_ROW_BYTES = 512
 
