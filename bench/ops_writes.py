@@ -155,38 +155,7 @@ STRIDED = (slice(None, None, 2), slice(1, None, 3))
 
 
 def build_strided(ctx, nbytes):
-    n = nbytes // ELEMENT
-    shape = square_shape(n)
-    k = rotation(ctx, nbytes)
-    xp = ctx.native.xp
-    region_shape = np.empty(shape, np.bool_)[STRIDED].shape
-    source = ctx.native.from_host(host_normal(int(np.prod(region_shape)), seed=6, scale=1.0).reshape(region_shape) + 8)
-    store = ctx.new_store()
-    variables = [store.variable("zeros", shape=shape, dtype="float32", name=f"v{i}") for i in range(k)]
-
-    def ours(v):
-        v[STRIDED] = source
-
-    warm_writes(variables, ours)
-    fns = {"ours": cycle([lambda v=v: ours(v) for v in variables])}
-    outs = [xp.ones(shape, np.float32) for _ in range(k)]
-    entries = [ctx.native.setitem(o, STRIDED, source) for o in outs]
-    fns[entries[0][0]] = cycle([e[1] for e in entries])
-    if ctx.torch:
-        tsrc = ctx.torch.tensor(ctx.native.to_host(source))
-        entries = [ctx.torch.setitem(ctx.torch.empty(shape).zero_(), STRIDED, tsrc) for _ in range(k)]
-        fns["torch " + entries[0][0]] = cycle([e[1] for e in entries])
-
-    def check():
-        for v in variables[:1]:
-            storage = storage_of(v)
-            require(bool(xp.array_equal(storage[STRIDED], source)), "v[::2, 1::3] = b: the region does not hold b")
-            nonzero = int(xp.count_nonzero(storage))
-            require(nonzero == source.size,
-                    f"v[::2, 1::3] = b: {nonzero - source.size} elements outside the region changed")
-
-    useful = 2 * source.size * ELEMENT
-    return Case(fns, useful, check, ceiling="copy", keep=[store, outs])
+    return build_region_write(ctx, nbytes, STRIDED, "v[::2, 1::3] = b", seed=6)
 
 
 def build_strided_fill(ctx, nbytes):
@@ -220,11 +189,10 @@ ROWS = slice(1, -1)
 COLUMNS = (slice(None), slice(8, -8))
 
 
-def build_rows(ctx, nbytes, key=ROWS, label="v[1:-1] = b", wide=False):
-    """v[1:-1] = b: every row but the first and the last, a contiguous range (one axis
-    at stride 1 on both sides: a GPU's wide path). With ``key=COLUMNS`` and ``wide``,
-    v[:, 8:-8] = b on a variable 16-32 times wider than tall: rows of contiguous columns (a
-    GPU's row kernel, a warp per segment of a row)."""
+def build_region_write(ctx, nbytes, key, label: str, wide: bool = False, seed: int = 9):
+    """``v[key] = b`` on float32 variables of the size, b on the device (the case of
+    ``slice/strided``, ``slice/rows`` and ``slice/columns``); ``wide``: the variable 4
+    times wider and 4 times shorter than ``square_shape``'s. Moves the region's bytes twice."""
     n = nbytes // ELEMENT
     shape = square_shape(n)
     if wide:
@@ -232,7 +200,8 @@ def build_rows(ctx, nbytes, key=ROWS, label="v[1:-1] = b", wide=False):
     k = rotation(ctx, nbytes)
     xp = ctx.native.xp
     region_shape = np.empty(shape, np.bool_)[key].shape
-    source = ctx.native.from_host(host_normal(int(np.prod(region_shape)), seed=9, scale=1.0).reshape(region_shape) + 8)
+    source = ctx.native.from_host(host_normal(int(np.prod(region_shape)), seed=seed, scale=1.0).reshape(region_shape)
+                                  + 8)
     store = ctx.new_store()
     variables = [store.variable("zeros", shape=shape, dtype="float32", name=f"v{i}") for i in range(k)]
 
@@ -259,8 +228,16 @@ def build_rows(ctx, nbytes, key=ROWS, label="v[1:-1] = b", wide=False):
     return Case(fns, 2 * source.size * ELEMENT, check, ceiling="copy", keep=[store, outs])
 
 
+def build_rows(ctx, nbytes):
+    """v[1:-1] = b: every row but the first and the last, a contiguous range (one axis at
+    stride 1 on both sides: a GPU's wide path)."""
+    return build_region_write(ctx, nbytes, ROWS, "v[1:-1] = b")
+
+
 def build_columns(ctx, nbytes):
-    return build_rows(ctx, nbytes, key=COLUMNS, label="v[:, 8:-8] = b", wide=True)
+    """v[:, 8:-8] = b on a variable 16-32 times wider than tall: rows of contiguous
+    columns (a GPU's row kernel, a warp per segment of a row)."""
+    return build_region_write(ctx, nbytes, COLUMNS, "v[:, 8:-8] = b", wide=True)
 
 
 def build_strided_read(ctx, nbytes):
